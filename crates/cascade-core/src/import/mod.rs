@@ -1,0 +1,1 @@
+//! Importers. Placeholder module list filled below.

@@ -1,0 +1,343 @@
+//! What a managed computer says about itself.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::ids::UpdateId;
+use crate::version::Version;
+use crate::windows;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OsFamily {
+    Windows,
+    Linux,
+    Macos,
+    #[default]
+    Other,
+}
+
+impl OsFamily {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OsFamily::Windows => "windows",
+            OsFamily::Linux => "linux",
+            OsFamily::Macos => "macos",
+            OsFamily::Other => "other",
+        }
+    }
+}
+
+/// Whether the OS is a client, a server, or a server without the desktop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Installation {
+    Client,
+    Server,
+    ServerCore,
+}
+
+impl Installation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Installation::Client => "client",
+            Installation::Server => "server",
+            Installation::ServerCore => "server_core",
+        }
+    }
+
+    pub fn is_server(self) -> bool {
+        !matches!(self, Installation::Client)
+    }
+}
+
+/// The operating system. Fields a collector could not learn stay empty, and
+/// rules over them evaluate to unknown.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OsInfo {
+    #[serde(default)]
+    pub family: OsFamily,
+    /// The name as the computer reports it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    /// Product, as vendors name it in their catalogs ("Windows 10", "Windows Server 2022").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product: Option<String>,
+    /// Full version; on Windows `major.minor.build[.revision]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<Version>,
+    /// Feature release ("21H2", "1809").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edition: Option<String>,
+    /// `x86`, `x64`, `arm64`, `ia64`, or what the collector reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arch: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub installation: Option<Installation>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_pack: Option<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InstalledProduct {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<Version>,
+}
+
+/// One computer's inventory.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Inventory {
+    /// The computer's name; not part of the content hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub computer: Option<String>,
+    pub os: OsInfo,
+    /// Installed products; absent when the collector does not list them
+    /// (rules over products are then unknown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub products: Option<Vec<InstalledProduct>>,
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub installed_updates: BTreeSet<UpdateId>,
+    /// Further facts, by name; they override the built-in ones of the same name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub facts: BTreeMap<String, String>,
+    /// Registry values by full path (`HKEY_LOCAL_MACHINE\SOFTWARE\...\Value`).
+    /// A value missing under a key that has others listed does not exist; a
+    /// key with nothing listed was not collected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<BTreeMap<String, String>>,
+    /// File versions by full path, with the same convention per directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hotpatch_enrolled: bool,
+}
+
+/// The identity of an inventory's content, without the computer's name:
+/// computers with equal hashes get equal plans.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InventoryHash(pub [u8; 32]);
+
+impl std::fmt::Display for InventoryHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Inventory {
+    /// A Windows computer of the given version, with what follows from it.
+    pub fn windows(version: Version, server: bool, arch: Option<&str>) -> Inventory {
+        let mut inv = Inventory {
+            os: OsInfo {
+                family: OsFamily::Windows,
+                version: Some(version),
+                installation: Some(if server { Installation::Server } else { Installation::Client }),
+                arch: arch.map(str::to_owned),
+                ..OsInfo::default()
+            },
+            ..Inventory::default()
+        };
+        inv.normalize();
+        inv
+    }
+
+    /// Fills in what follows from what was collected (a Windows product and
+    /// release from version and build), lower-cases registry and file paths,
+    /// and sorts lists, so that equal computers hash equally.
+    pub fn normalize(&mut self) {
+        if self.os.family == OsFamily::Windows {
+            if let Some(version) = &self.os.version {
+                let server = self.os.installation.map(Installation::is_server);
+                if self.os.product.is_none() {
+                    self.os.product = windows::product_for(version, server, &self.os.name).map(str::to_owned);
+                }
+                if self.os.release.is_none() {
+                    if let Some(product) = &self.os.product {
+                        self.os.release = windows::release_for(product, version.part(2)).map(str::to_owned);
+                    }
+                }
+            }
+            if let Some(arch) = &self.os.arch {
+                self.os.arch = Some(windows::normalize_arch(arch).to_owned());
+            }
+        }
+        if let Some(products) = &mut self.products {
+            products.sort();
+            products.dedup();
+        }
+        for map in [&mut self.registry, &mut self.files].into_iter().flatten() {
+            *map = std::mem::take(map)
+                .into_iter()
+                .map(|(k, v)| (normalize_path(&k), v))
+                .collect();
+        }
+    }
+
+    /// The value of a fact, if the inventory knows it.
+    pub fn fact(&self, name: &str) -> Option<Cow<'_, str>> {
+        if let Some(v) = self.facts.get(name) {
+            return Some(Cow::Borrowed(v));
+        }
+        let os = &self.os;
+        let version = os.version.as_ref();
+        match name {
+            "os.family" => Some(Cow::Borrowed(os.family.as_str())),
+            "os.name" if !os.name.is_empty() => Some(Cow::Borrowed(&os.name)),
+            "os.product" => os.product.as_deref().map(Cow::Borrowed),
+            "os.release" => os.release.as_deref().map(Cow::Borrowed),
+            "os.edition" => os.edition.as_deref().map(Cow::Borrowed),
+            "os.arch" => os.arch.as_deref().map(Cow::Borrowed),
+            "os.installation" => os.installation.map(|i| Cow::Borrowed(i.as_str())),
+            "os.service_pack" => os.service_pack.map(|sp| Cow::Owned(sp.to_string())),
+            "os.version" => version.map(|v| Cow::Owned(v.to_string())),
+            "os.major" => version.map(|v| Cow::Owned(v.part(0).to_string())),
+            "os.minor" => version.map(|v| Cow::Owned(v.part(1).to_string())),
+            "os.build" => version.filter(|v| v.len() >= 3).map(|v| Cow::Owned(v.part(2).to_string())),
+            "os.revision" => version.filter(|v| v.len() >= 4).map(|v| Cow::Owned(v.part(3).to_string())),
+            "os.product_type" => os.installation.map(|i| Cow::Borrowed(if i.is_server() { "3" } else { "1" })),
+            "hotpatch.enrolled" => Some(Cow::Borrowed(if self.hotpatch_enrolled { "true" } else { "false" })),
+            _ => None,
+        }
+    }
+
+    pub fn has_update(&self, id: &UpdateId) -> bool {
+        self.installed_updates.contains(id)
+    }
+
+    /// Adds what `other` knows and this inventory does not (a `wmic qfe`
+    /// list merged into a `systeminfo`).
+    pub fn merge(&mut self, other: Inventory) {
+        if self.computer.is_none() {
+            self.computer = other.computer;
+        }
+        if self.os == OsInfo::default() {
+            self.os = other.os;
+        }
+        match (&mut self.products, other.products) {
+            (Some(mine), Some(theirs)) => mine.extend(theirs),
+            (mine @ None, theirs) => *mine = theirs,
+            _ => {}
+        }
+        self.installed_updates.extend(other.installed_updates);
+        for (k, v) in other.facts {
+            self.facts.entry(k).or_insert(v);
+        }
+        for (mine, theirs) in [(&mut self.registry, other.registry), (&mut self.files, other.files)] {
+            match (mine, theirs) {
+                (Some(mine), Some(theirs)) => {
+                    for (k, v) in theirs {
+                        mine.entry(k).or_insert(v);
+                    }
+                }
+                (mine @ None, theirs) => *mine = theirs,
+                _ => {}
+            }
+        }
+        self.hotpatch_enrolled |= other.hotpatch_enrolled;
+        self.normalize();
+    }
+
+    /// The content hash (see [`InventoryHash`]).
+    pub fn content_hash(&self) -> InventoryHash {
+        let mut hasher = Sha256::new();
+        let anonymous = Inventory { computer: None, ..self.clone() };
+        // Serialising our own plain data to a Vec cannot fail.
+        let bytes = serde_json::to_vec(&anonymous).unwrap_or_default();
+        hasher.update(&bytes);
+        InventoryHash(hasher.finalize().into())
+    }
+
+    /// A registry value: `Ok(Some)` present, `Ok(None)` known absent,
+    /// `Err(())` not collected.
+    pub fn registry_value(&self, path: &str) -> Result<Option<&str>, ()> {
+        lookup(self.registry.as_ref(), path)
+    }
+
+    /// A file's version, with the same three answers as [`Self::registry_value`].
+    pub fn file_version(&self, path: &str) -> Result<Option<&str>, ()> {
+        lookup(self.files.as_ref(), path)
+    }
+}
+
+fn lookup<'a>(map: Option<&'a BTreeMap<String, String>>, path: &str) -> Result<Option<&'a str>, ()> {
+    let map = map.ok_or(())?;
+    let path = normalize_path(path);
+    if let Some(v) = map.get(&path) {
+        return Ok(Some(v));
+    }
+    let parent = match path.rfind('\\') {
+        Some(i) => &path[..=i],
+        None => return Err(()),
+    };
+    let collected = map.range(parent.to_owned()..).next().is_some_and(|(k, _)| k.starts_with(parent));
+    if collected { Ok(None) } else { Err(()) }
+}
+
+/// Lower case, backslashes, `HKLM` spelt out, no doubled separators.
+pub fn normalize_path(path: &str) -> String {
+    let mut p = path.trim().replace('/', "\\").to_ascii_lowercase();
+    for (short, long) in [
+        ("hklm\\", "hkey_local_machine\\"),
+        ("hkcu\\", "hkey_current_user\\"),
+        ("hkcr\\", "hkey_classes_root\\"),
+        ("hku\\", "hkey_users\\"),
+    ] {
+        if p.starts_with(short) {
+            p = format!("{long}{}", &p[short.len()..]);
+        }
+    }
+    while p.contains("\\\\") {
+        p = p.replace("\\\\", "\\");
+    }
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derives_windows_facts() {
+        let inv = Inventory::windows("10.0.19044".parse().unwrap(), false, Some("x64-based PC"));
+        assert_eq!(inv.fact("os.product").as_deref(), Some("Windows 10"));
+        assert_eq!(inv.fact("os.release").as_deref(), Some("21H2"));
+        assert_eq!(inv.fact("os.arch").as_deref(), Some("x64"));
+        assert_eq!(inv.fact("os.build").as_deref(), Some("19044"));
+        assert_eq!(inv.fact("os.revision"), None);
+        let server = Inventory::windows("10.0.20348.1".parse().unwrap(), true, None);
+        assert_eq!(server.fact("os.product").as_deref(), Some("Windows Server 2022"));
+        assert_eq!(server.fact("os.revision").as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn hash_ignores_the_computer_name() {
+        let mut a = Inventory::windows("10.0.19044".parse().unwrap(), false, Some("x64"));
+        let mut b = a.clone();
+        a.computer = Some("A".into());
+        b.computer = Some("B".into());
+        assert_eq!(a.content_hash(), b.content_hash());
+        b.installed_updates.insert(UpdateId::new("KB1"));
+        assert_ne!(a.content_hash(), b.content_hash());
+    }
+
+    #[test]
+    fn registry_lookup_knows_what_was_collected() {
+        let mut inv = Inventory::default();
+        inv.registry = Some(BTreeMap::from([("HKLM\\Software\\X\\A".to_owned(), "1".to_owned())]));
+        inv.normalize();
+        assert_eq!(inv.registry_value("HKEY_LOCAL_MACHINE\\SOFTWARE\\X\\A"), Ok(Some("1")));
+        assert_eq!(inv.registry_value("HKEY_LOCAL_MACHINE\\SOFTWARE\\X\\B"), Ok(None));
+        assert_eq!(inv.registry_value("HKEY_LOCAL_MACHINE\\SOFTWARE\\Y\\A"), Err(()));
+    }
+}

@@ -1,0 +1,25 @@
+//! Cascade's domain model and the applicability planner.
+//!
+//! This crate knows nothing about tonic, tokio, sled or the file system:
+//! importers take bytes and a name to use in errors, and anything that needs
+//! the time is handed it.
+
+pub mod catalog;
+pub mod compliance;
+pub mod ids;
+pub mod import;
+pub mod inventory;
+pub mod planner;
+pub mod rule;
+pub mod update;
+pub mod version;
+pub mod windows;
+
+pub use catalog::{Catalog, CatalogDiagnostic};
+pub use compliance::ComplianceState;
+pub use ids::UpdateId;
+pub use inventory::Inventory;
+pub use planner::{Plan, PlanEntry, Planner};
+pub use rule::{Rule, Truth};
+pub use update::{Classification, RestartBehavior, Severity, Update};
+pub use version::Version;

@@ -1,0 +1,386 @@
+//! Applicability rules: boolean expressions over inventory facts, evaluated
+//! in three-valued logic so that what cannot be decided says so.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::UpdateId;
+use crate::inventory::Inventory;
+use crate::version::Version;
+
+mod detect;
+
+/// A comparison.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Cmp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    Contains,
+    StartsWith,
+    EndsWith,
+    /// The fact is present at all.
+    Exists,
+}
+
+impl Cmp {
+    fn symbol(self) -> &'static str {
+        match self {
+            Cmp::Eq => "=",
+            Cmp::Ne => "!=",
+            Cmp::Lt => "<",
+            Cmp::Le => "<=",
+            Cmp::Gt => ">",
+            Cmp::Ge => ">=",
+            Cmp::Contains => "contains",
+            Cmp::StartsWith => "starts-with",
+            Cmp::EndsWith => "ends-with",
+            Cmp::Exists => "exists",
+        }
+    }
+
+    /// Compares `actual` to `expected`: as versions when both are dotted
+    /// numbers, otherwise as case-insensitive text.
+    pub fn holds(self, actual: &str, expected: &str) -> bool {
+        match self {
+            Cmp::Exists => true,
+            Cmp::Contains => contains_ignore_case(actual, expected),
+            Cmp::StartsWith => {
+                actual.len() >= expected.len()
+                    && actual.is_char_boundary(expected.len())
+                    && actual[..expected.len()].eq_ignore_ascii_case(expected)
+            }
+            Cmp::EndsWith => {
+                actual.len() >= expected.len()
+                    && actual.is_char_boundary(actual.len() - expected.len())
+                    && actual[actual.len() - expected.len()..].eq_ignore_ascii_case(expected)
+            }
+            Cmp::Eq | Cmp::Ne if actual.eq_ignore_ascii_case(expected) => self == Cmp::Eq,
+            _ => {
+                let ordering = match (actual.parse::<Version>(), expected.parse::<Version>()) {
+                    (Ok(a), Ok(e)) => a.cmp(&e),
+                    _ => actual.to_ascii_lowercase().cmp(&expected.to_ascii_lowercase()),
+                };
+                self.accepts(ordering)
+            }
+        }
+    }
+
+    /// Whether an ordering of actual against expected satisfies this comparison.
+    pub fn accepts(self, ordering: std::cmp::Ordering) -> bool {
+        use std::cmp::Ordering::*;
+        match self {
+            Cmp::Eq => ordering == Equal,
+            Cmp::Ne => ordering != Equal,
+            Cmp::Lt => ordering == Less,
+            Cmp::Le => ordering != Greater,
+            Cmp::Gt => ordering == Greater,
+            Cmp::Ge => ordering != Less,
+            Cmp::Contains | Cmp::StartsWith | Cmp::EndsWith | Cmp::Exists => ordering == Equal,
+        }
+    }
+}
+
+fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
+    haystack.to_ascii_lowercase().contains(&needle.to_ascii_lowercase())
+}
+
+/// An applicability rule. Its canonical JSON form is this type's serde form:
+/// `"always"`, `{"all": [...]}`, `{"fact": {"name": "os.release", "cmp": "eq", "value": "21H2"}}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Rule {
+    Always,
+    Never,
+    All(Vec<Rule>),
+    Any(Vec<Rule>),
+    Not(Box<Rule>),
+    /// A fact of the inventory: `os.family`, `os.product`, `os.release`,
+    /// `os.edition`, `os.arch`, `os.installation`, `os.service_pack`,
+    /// `os.version`, `os.build`, `os.revision`, `os.product_type`, or any key
+    /// of the inventory's `facts`.
+    Fact {
+        name: String,
+        cmp: Cmp,
+        #[serde(default)]
+        value: String,
+    },
+    /// An installed product, optionally with a version condition.
+    Product {
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cmp: Option<Cmp>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<Version>,
+    },
+    /// The computer lists this update as installed.
+    Installed(UpdateId),
+    /// A vendor detection expression kept as the vendor wrote it (WSUS
+    /// `bar:RegDword`, `bar:FileVersion`, ...), evaluated against the
+    /// registry, files and facts the inventory carries.
+    Check {
+        kind: String,
+        #[serde(default)]
+        attrs: BTreeMap<String, String>,
+    },
+}
+
+/// Three-valued truth. `Unknown` carries why it could not be decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Truth {
+    True,
+    False,
+    Unknown(String),
+}
+
+impl Truth {
+    pub fn from_bool(b: bool) -> Truth {
+        if b { Truth::True } else { Truth::False }
+    }
+
+    pub fn is_true(&self) -> bool {
+        matches!(self, Truth::True)
+    }
+
+    pub fn is_false(&self) -> bool {
+        matches!(self, Truth::False)
+    }
+
+    pub fn not(self) -> Truth {
+        match self {
+            Truth::True => Truth::False,
+            Truth::False => Truth::True,
+            unknown => unknown,
+        }
+    }
+}
+
+/// Where a rule can be looked up in a catalog index.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum IndexKey {
+    /// An operating system product, lower case ("windows 10").
+    Os(String),
+    /// An installed product, lower case.
+    Product(String),
+}
+
+impl Rule {
+    pub fn fact(name: &str, cmp: Cmp, value: impl Into<String>) -> Rule {
+        Rule::Fact { name: name.to_owned(), cmp, value: value.into() }
+    }
+
+    pub fn product(name: impl Into<String>) -> Rule {
+        Rule::Product { name: name.into(), cmp: None, version: None }
+    }
+
+    /// Conjunction, flattening nested conjunctions and dropping `always`.
+    pub fn and(rules: Vec<Rule>) -> Rule {
+        let mut flat = Vec::with_capacity(rules.len());
+        for r in rules {
+            match r {
+                Rule::All(inner) => flat.extend(inner),
+                Rule::Always => {}
+                other => flat.push(other),
+            }
+        }
+        match flat.len() {
+            0 => Rule::Always,
+            1 => flat.pop().unwrap_or(Rule::Always),
+            _ => Rule::All(flat),
+        }
+    }
+
+    /// Evaluates the rule against an inventory.
+    pub fn eval(&self, inv: &Inventory) -> Truth {
+        match self {
+            Rule::Always => Truth::True,
+            Rule::Never => Truth::False,
+            Rule::All(rules) => {
+                let mut unknown = None;
+                for r in rules {
+                    match r.eval(inv) {
+                        Truth::False => return Truth::False,
+                        Truth::Unknown(why) => {
+                            unknown.get_or_insert(why);
+                        }
+                        Truth::True => {}
+                    }
+                }
+                unknown.map_or(Truth::True, Truth::Unknown)
+            }
+            Rule::Any(rules) => {
+                let mut unknown = None;
+                for r in rules {
+                    match r.eval(inv) {
+                        Truth::True => return Truth::True,
+                        Truth::Unknown(why) => {
+                            unknown.get_or_insert(why);
+                        }
+                        Truth::False => {}
+                    }
+                }
+                unknown.map_or(Truth::False, Truth::Unknown)
+            }
+            Rule::Not(rule) => rule.eval(inv).not(),
+            Rule::Fact { name, cmp, value } => match inv.fact(name) {
+                Some(actual) => Truth::from_bool(cmp.holds(&actual, value)),
+                None if *cmp == Cmp::Exists => Truth::False,
+                None => Truth::Unknown(format!("the inventory has no fact {name}")),
+            },
+            Rule::Product { name, cmp, version } => match &inv.products {
+                None => Truth::Unknown(format!(
+                    "the inventory does not list installed products (needed for {name})"
+                )),
+                Some(products) => {
+                    let mut found = products.iter().filter(|p| p.name.eq_ignore_ascii_case(name)).peekable();
+                    if found.peek().is_none() {
+                        return Truth::False;
+                    }
+                    match (cmp, version) {
+                        (Some(cmp), Some(wanted)) => {
+                            let mut unknown = false;
+                            for p in found {
+                                match &p.version {
+                                    Some(v) if cmp.accepts(v.cmp(wanted)) => return Truth::True,
+                                    Some(_) => {}
+                                    None => unknown = true,
+                                }
+                            }
+                            if unknown {
+                                Truth::Unknown(format!("the inventory has no version for product {name}"))
+                            } else {
+                                Truth::False
+                            }
+                        }
+                        _ => Truth::True,
+                    }
+                }
+            },
+            Rule::Installed(id) => Truth::from_bool(inv.has_update(id)),
+            Rule::Check { kind, attrs } => detect::eval(kind, attrs, inv),
+        }
+    }
+
+    /// The key under which a catalog indexes this rule, when the rule can
+    /// only hold for computers with a particular OS product or installed
+    /// product. `None` means "look at it for every computer".
+    pub fn index_key(&self) -> Option<IndexKey> {
+        match self {
+            Rule::Fact { name, cmp: Cmp::Eq, value } if name == "os.product" => {
+                Some(IndexKey::Os(value.to_ascii_lowercase()))
+            }
+            Rule::Product { name, .. } => Some(IndexKey::Product(name.to_ascii_lowercase())),
+            Rule::All(rules) => {
+                let keys: Vec<IndexKey> = rules.iter().filter_map(Rule::index_key).collect();
+                keys.iter()
+                    .find(|k| matches!(k, IndexKey::Os(_)))
+                    .or_else(|| keys.first())
+                    .cloned()
+            }
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fn join(f: &mut fmt::Formatter<'_>, rules: &[Rule], op: &str) -> fmt::Result {
+            f.write_str("(")?;
+            for (i, r) in rules.iter().enumerate() {
+                if i > 0 {
+                    write!(f, " {op} ")?;
+                }
+                write!(f, "{r}")?;
+            }
+            f.write_str(")")
+        }
+        match self {
+            Rule::Always => f.write_str("always"),
+            Rule::Never => f.write_str("never"),
+            Rule::All(rules) => join(f, rules, "and"),
+            Rule::Any(rules) => join(f, rules, "or"),
+            Rule::Not(rule) => write!(f, "not {rule}"),
+            Rule::Fact { name, cmp: Cmp::Exists, .. } => write!(f, "{name} exists"),
+            Rule::Fact { name, cmp, value } => write!(f, "{name} {} {value:?}", cmp.symbol()),
+            Rule::Product { name, cmp: Some(cmp), version: Some(v) } => {
+                write!(f, "product {name:?} {} {v}", cmp.symbol())
+            }
+            Rule::Product { name, .. } => write!(f, "product {name:?} installed"),
+            Rule::Installed(id) => write!(f, "installed {id}"),
+            Rule::Check { kind, attrs } => {
+                write!(f, "{kind}(")?;
+                for (i, (k, v)) in attrs.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{k}={v:?}")?;
+                }
+                f.write_str(")")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::{Inventory, InstalledProduct};
+
+    fn win10() -> Inventory {
+        let mut inv = Inventory::windows("10.0.19044".parse().unwrap(), false, Some("x64"));
+        inv.products = Some(vec![InstalledProduct { name: "Microsoft Office 2019".into(), version: Some("16.0.10394".parse().unwrap()) }]);
+        inv
+    }
+
+    #[test]
+    fn three_valued_logic() {
+        let inv = win10();
+        let release = Rule::fact("os.release", Cmp::Eq, "21H2");
+        let unknown = Rule::fact("no.such.fact", Cmp::Eq, "x");
+        assert_eq!(release.eval(&inv), Truth::True);
+        assert!(matches!(unknown.eval(&inv), Truth::Unknown(_)));
+        assert_eq!(Rule::All(vec![Rule::Never, unknown.clone()]).eval(&inv), Truth::False);
+        assert_eq!(Rule::Any(vec![release.clone(), unknown.clone()]).eval(&inv), Truth::True);
+        assert!(matches!(Rule::All(vec![release, unknown.clone()]).eval(&inv), Truth::Unknown(_)));
+        assert!(matches!(Rule::Not(Box::new(unknown)).eval(&inv), Truth::Unknown(_)));
+    }
+
+    #[test]
+    fn products_and_versions() {
+        let inv = win10();
+        let office = Rule::Product { name: "microsoft office 2019".into(), cmp: Some(Cmp::Lt), version: Some("16.0.10395".parse().unwrap()) };
+        assert_eq!(office.eval(&inv), Truth::True);
+        assert_eq!(Rule::product("Visio 2016").eval(&inv), Truth::False);
+        let mut no_products = inv.clone();
+        no_products.products = None;
+        assert!(matches!(Rule::product("Visio 2016").eval(&no_products), Truth::Unknown(_)));
+        assert_eq!(Rule::fact("os.build", Cmp::Ge, "19041").eval(&inv), Truth::True);
+        assert_eq!(Rule::fact("os.version", Cmp::Lt, "10.0.19044.1").eval(&inv), Truth::True);
+    }
+
+    #[test]
+    fn canonical_json_round_trip() {
+        let rule = Rule::and(vec![
+            Rule::fact("os.product", Cmp::Eq, "Windows 10"),
+            Rule::Not(Box::new(Rule::Installed(UpdateId::new("5019959")))),
+            Rule::Product { name: "Office".into(), cmp: Some(Cmp::Ge), version: Some("16.0".parse().unwrap()) },
+        ]);
+        let json = serde_json::to_string(&rule).unwrap();
+        assert_eq!(
+            json,
+            r#"{"all":[{"fact":{"name":"os.product","cmp":"eq","value":"Windows 10"}},{"not":{"installed":"KB5019959"}},{"product":{"name":"Office","cmp":"ge","version":"16.0"}}]}"#
+        );
+        assert_eq!(serde_json::from_str::<Rule>(&json).unwrap(), rule);
+        assert_eq!(
+            rule.to_string(),
+            r#"(os.product = "Windows 10" and not installed KB5019959 and product "Office" >= 16.0)"#
+        );
+        assert_eq!(rule.index_key(), Some(IndexKey::Os("windows 10".into())));
+    }
+}
