@@ -10,7 +10,7 @@ use crate::ids::UpdateId;
 use crate::inventory::Inventory;
 use crate::version::Version;
 
-mod detect;
+pub(crate) mod detect;
 
 /// A comparison.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]

@@ -182,13 +182,13 @@ pub fn parse_product_name(name: &str) -> ProductName {
                 i += 2;
             }
             "for" if i + 1 < words.len() => {
-                let arch = words[i + 1];
-                let next = words.get(i + 2).map(|s| s.to_ascii_lowercase());
-                if !matches!(next.as_deref(), Some("systems") | Some("editions") | Some("edition")) {
+                let arch = normalize_arch(words[i + 1].trim_end_matches("-based").trim_end_matches("-Based"));
+                if !matches!(arch, "x86" | "x64" | "arm64" | "arm" | "ia64") {
                     return ProductName::Other(trimmed.to_owned());
                 }
-                target.arch = Some(normalize_arch(arch.trim_end_matches("-based").trim_end_matches("-Based")).to_owned());
-                i += 3;
+                target.arch = Some(arch.to_owned());
+                let next = words.get(i + 2).map(|s| s.to_ascii_lowercase());
+                i += if matches!(next.as_deref(), Some("systems") | Some("editions") | Some("edition")) { 3 } else { 2 };
             }
             "service" if words.get(i + 1).is_some_and(|s| s.eq_ignore_ascii_case("pack")) => {
                 match words.get(i + 2).and_then(|n| n.parse().ok()) {

@@ -1,1 +1,37 @@
-fn main() {}
+//! The `cascade` command line.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod evaluate;
+
+#[derive(Debug, Parser)]
+#[command(name = "cascade", version, about = "Hierarchical patch management")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show which updates of the given catalogs a computer needs, in install order, and why.
+    Evaluate(evaluate::Args),
+}
+
+/// Exit code for input Cascade cannot read (a malformed catalog or inventory).
+pub const EXIT_BAD_INPUT: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Evaluate(args) => evaluate::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_BAD_INPUT)
+        }
+    }
+}
