@@ -185,6 +185,11 @@ impl Catalog {
         out
     }
 
+    /// Whether some update of this catalog supersedes `id`.
+    pub fn is_superseded(&self, id: &UpdateId) -> bool {
+        self.index_of(id).is_some_and(|i| !self.superseded_by(i).is_empty())
+    }
+
     /// Every update that supersedes `id`, directly or through others.
     pub fn superseders_of(&self, id: &UpdateId) -> Vec<&Update> {
         let Some(start) = self.index_of(id) else { return Vec::new() };

@@ -121,7 +121,7 @@ pub fn detect_catalog(bytes: &[u8]) -> Option<CatalogFormat> {
     match first_element(head)? {
         "cvrfdoc" => Some(CatalogFormat::Cvrf),
         "OfflineSyncPackage" => Some(CatalogFormat::WsusScn2Package),
-        "Update" | "UpdateIdentity" | "Updates" => Some(CatalogFormat::WsusUpdateXml),
+        "Update" | "UpdateIdentity" | "Updates" | "Properties" | "ExtendedProperties" | "Files" => Some(CatalogFormat::WsusUpdateXml),
         _ => None,
     }
 }

@@ -67,6 +67,6 @@ mod tests {
         // "Versión" in Latin-1 and in code page 850.
         assert_eq!(decode(b"Versi\xf3n"), "Versión");
         assert_eq!(decode(b"Versi\xa2n"), "Versión");
-        assert_eq!(decode(b"Please wait.C\0a\0p\0"), "Please wait.\nCap");
+        assert_eq!(decode(b"Wait.C\0a\0p\0t\0i\0o\0n\0"), "Wait.\nCaption");
     }
 }

@@ -331,7 +331,7 @@ impl Record {
         let mut classification = self.classification;
         self.prerequisites.retain(|p| {
             let ids: Vec<&UpdateId> = p.all_of.iter().chain(&p.any_of).collect();
-            if p.category && !ids.is_empty() && ids.iter().all(|i| classification_of(i.as_str()).is_some()) {
+            if !ids.is_empty() && ids.iter().all(|i| classification_of(i.as_str()).is_some()) {
                 classification = classification.or_else(|| classification_of(ids[0].as_str()));
                 false
             } else {

@@ -7,6 +7,16 @@ use super::ImportError;
 pub fn parse<'a>(source: &str, text: &'a str) -> Result<Document<'a>, ImportError> {
     let options = ParsingOptions { allow_dtd: false, ..ParsingOptions::default() };
     Document::parse_with_options(text, options).map_err(|e| {
+        if matches!(e, roxmltree::Error::UnclosedRootNode | roxmltree::Error::UnexpectedEndOfStream) {
+            // roxmltree points at the root's start; the problem is the end.
+            let line = text.lines().count().max(1) as u32;
+            let column = text.lines().last().map_or(1, |l| l.chars().count() as u32 + 1);
+            let message = match innermost_open(text) {
+                Some((name, opened)) => format!("the text ends inside <{name}> (opened at line {opened}): truncated?"),
+                None => "the text ends before the root element is closed: truncated?".to_owned(),
+            };
+            return ImportError::Xml { source_name: source.to_owned(), line, column, message };
+        }
         let pos = e.pos();
         ImportError::Xml { source_name: source.to_owned(), line: pos.row, column: pos.col, message: e.to_string() }
     })
@@ -46,4 +56,56 @@ pub fn text<'a>(node: Option<Node<'a, '_>>) -> &'a str {
 
 pub fn descendant<'a, 'i>(node: Node<'a, 'i>, name: &str) -> Option<Node<'a, 'i>> {
     node.descendants().find(|c| c.is_element() && local(*c) == name)
+}
+
+/// The innermost element still open at the end of `text`, with the line it
+/// was opened on: what a truncated document was in the middle of.
+fn innermost_open(text: &str) -> Option<(String, usize)> {
+    let mut stack: Vec<(&str, usize)> = Vec::new();
+    let mut line = 1;
+    let mut rest = text;
+    while let Some(at) = rest.find('<') {
+        line += rest[..at].matches('\n').count();
+        rest = &rest[at..];
+        let skip_to = |s: &str, end: &str| s.find(end).map(|i| i + end.len());
+        let consumed = if rest.starts_with("<!--") {
+            skip_to(rest, "-->")
+        } else if rest.starts_with("<![CDATA[") {
+            skip_to(rest, "]]>")
+        } else if rest.starts_with("<?") || rest.starts_with("<!") {
+            skip_to(rest, ">")
+        } else {
+            let end = rest.find('>');
+            if let Some(end) = end {
+                let tag = &rest[1..end];
+                let name_end = tag.find(|c: char| c.is_whitespace() || c == '/').unwrap_or(tag.len());
+                if let Some(closing) = tag.strip_prefix('/') {
+                    let closing = closing.trim();
+                    if let Some(pos) = stack.iter().rposition(|(n, _)| *n == closing) {
+                        stack.truncate(pos);
+                    }
+                } else if !tag.ends_with('/') {
+                    stack.push((&tag[..name_end], line));
+                }
+            } else if !rest.starts_with("</") {
+                let name_end = rest[1..].find(|c: char| c.is_whitespace() || c == '/' || c == '>').map_or(rest.len(), |i| i + 1);
+                stack.push((&rest[1..name_end], line));
+            }
+            end.map(|e| e + 1)
+        };
+        let Some(consumed) = consumed else { break };
+        line += rest[..consumed].matches('\n').count();
+        rest = &rest[consumed..];
+    }
+    stack.last().filter(|(n, _)| !n.is_empty()).map(|(n, l)| ((*n).to_owned(), *l))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn innermost_open_element() {
+        let text = "<?xml version=\"1.0\"?>\n<a x=\"1\">\n  <b/>\n  <c>\n    <d>text</d>\n    <e attr";
+        assert_eq!(super::innermost_open(text), Some(("e".to_owned(), 6)));
+        assert_eq!(super::innermost_open("<a>\n<b>\n</b>"), Some(("a".to_owned(), 1)));
+    }
 }
