@@ -168,6 +168,11 @@ impl Inventory {
                     }
                 }
             }
+            if self.os.edition.is_none() && !self.os.name.is_empty() {
+                if let Some(product) = &self.os.product {
+                    self.os.edition = windows::edition_from_name(&self.os.name, product);
+                }
+            }
             if let Some(arch) = &self.os.arch {
                 self.os.arch = Some(windows::normalize_arch(arch).to_owned());
             }

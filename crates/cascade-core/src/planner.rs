@@ -488,11 +488,26 @@ impl<'a> Evaluation<'a> {
                 }
             }
         }
+        // A prerequisite is as urgent as the most severe update waiting for it.
+        let mut urgency: Vec<Severity> = required.iter().map(|(_, _, s)| *s).collect();
+        for _ in 0..required.len() {
+            let mut changed = false;
+            for n in 0..required.len() {
+                for &m in &after[n] {
+                    if urgency[m] < urgency[n] {
+                        urgency[m] = urgency[n];
+                        changed = true;
+                    }
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
         type Key = (bool, Reverse<Severity>, Option<Date>, UpdateId, usize);
         let key = |n: usize| -> Key {
-            let (i, _, severity) = &required[n];
-            let u = catalog.update(*i);
-            (u.classification != Classification::ServicePack, Reverse(*severity), u.release_date, u.id.clone(), n)
+            let u = catalog.update(required[n].0);
+            (u.classification != Classification::ServicePack, Reverse(urgency[n]), u.release_date, u.id.clone(), n)
         };
         let mut waiting: Vec<usize> = after.iter().map(Vec::len).collect();
         let mut dependants: Vec<Vec<usize>> = vec![Vec::new(); required.len()];

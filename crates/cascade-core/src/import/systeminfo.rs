@@ -104,9 +104,6 @@ pub fn parse(source: &str, text: &str) -> Result<Inventory, ImportError> {
         ..Inventory::default()
     };
     inv.normalize();
-    if let Some(product) = inv.os.product.clone() {
-        inv.os.edition = windows::edition_from_name(&name, &product);
-    }
     Ok(inv)
 }
 
