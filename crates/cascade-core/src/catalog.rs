@@ -91,11 +91,16 @@ impl Catalog {
                 }
             }
         }
+        let mut diagnostics = Vec::new();
+        if !superseded_by.iter().all(Vec::is_empty) {
+            diagnostics = break_cycles(&mut superseded_by, &merged);
+        }
+        // By id, so that which superseder a plan names does not depend on
+        // the order the catalog was given in.
         for list in &mut superseded_by {
-            list.sort_unstable();
+            list.sort_unstable_by(|a, b| merged[*a as usize].id.cmp(&merged[*b as usize].id));
             list.dedup();
         }
-        let diagnostics = break_cycles(&mut superseded_by, &merged);
 
         let mut index: HashMap<IndexKey, Vec<u32>> = HashMap::new();
         let mut unindexed = Vec::new();
@@ -265,10 +270,30 @@ fn break_cycles(graph: &mut [Vec<u32>], updates: &[Update]) -> Vec<CatalogDiagno
         }
     }
     let mut diagnostics = Vec::new();
+    // An update superseded by one member of a cycle is superseded by all of them.
+    for list in graph.iter_mut() {
+        let mut expanded: Vec<u32> = Vec::with_capacity(list.len());
+        for &w in list.iter() {
+            let members = &components[component[w as usize] as usize];
+            if members.len() > 1 { expanded.extend(members) } else { expanded.push(w) }
+        }
+        expanded.sort_unstable();
+        expanded.dedup();
+        *list = expanded;
+    }
     for members in components.iter().filter(|m| m.len() > 1) {
+        // The members stand for each other: none supersedes another, and
+        // whatever supersedes one of them supersedes them all.
         let c = component[members[0] as usize];
+        let mut outside: Vec<u32> = members
+            .iter()
+            .flat_map(|&m| graph[m as usize].iter().copied())
+            .filter(|&w| component[w as usize] != c)
+            .collect();
+        outside.sort_unstable();
+        outside.dedup();
         for &m in members {
-            graph[m as usize].retain(|&w| component[w as usize] != c);
+            graph[m as usize] = outside.clone();
         }
         let mut ids: Vec<UpdateId> = members.iter().map(|&m| updates[m as usize].id.clone()).collect();
         ids.sort();
@@ -296,11 +321,14 @@ mod tests {
             catalog.diagnostics(),
             &[CatalogDiagnostic::SupersedenceCycle(vec![UpdateId::new("KB1"), UpdateId::new("KB2"), UpdateId::new("KB3")])]
         );
-        let kb3 = catalog.index_of(&UpdateId::new("KB3")).unwrap();
+        // KB4 supersedes KB3, and with it the whole cycle.
         let kb4 = catalog.index_of(&UpdateId::new("KB4")).unwrap();
-        assert_eq!(catalog.superseded_by(kb3), &[kb4]);
+        for member in ["KB1", "KB2", "KB3"] {
+            let m = catalog.index_of(&UpdateId::new(member)).unwrap();
+            assert_eq!(catalog.superseded_by(m), &[kb4], "{member}");
+        }
         let names: Vec<&str> = catalog.superseders_of(&UpdateId::new("KB1")).iter().map(|u| u.id.as_str()).collect();
-        assert_eq!(names, Vec::<&str>::new());
+        assert_eq!(names, ["KB4"]);
     }
 
     #[test]
