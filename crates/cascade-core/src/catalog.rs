@@ -44,6 +44,7 @@ pub struct Catalog {
     /// whose products are unknown.
     product_indexed: Vec<u32>,
     diagnostics: Vec<CatalogDiagnostic>,
+    detectoids: usize,
 }
 
 impl Catalog {
@@ -126,7 +127,8 @@ impl Catalog {
                 }
             }
         }
-        Catalog { updates: merged, by_id, superseded_by, bundled_in, index, unindexed, product_indexed, diagnostics }
+        let detectoids = merged.iter().filter(|u| u.classification == crate::update::Classification::Detectoid).count();
+        Catalog { updates: merged, by_id, superseded_by, bundled_in, index, unindexed, product_indexed, diagnostics, detectoids }
     }
 
     pub fn len(&self) -> usize {
@@ -147,6 +149,11 @@ impl Catalog {
 
     pub fn diagnostics(&self) -> &[CatalogDiagnostic] {
         &self.diagnostics
+    }
+
+    /// How many categories and detectoids the catalog has.
+    pub(crate) fn detectoids(&self) -> usize {
+        self.detectoids
     }
 
     pub(crate) fn index_of(&self, id: &UpdateId) -> Option<u32> {

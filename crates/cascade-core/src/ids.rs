@@ -1,6 +1,7 @@
 //! Identifiers.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -9,24 +10,24 @@ use serde::{Deserialize, Deserializer, Serialize};
 /// GUIDs (WSUS update ids) are lower case; anything else is kept as given.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, schemars::JsonSchema)]
 #[serde(transparent)]
-pub struct UpdateId(String);
+pub struct UpdateId(Arc<str>);
 
 impl UpdateId {
     /// Normalises `raw` as described on the type.
     pub fn new(raw: &str) -> Self {
         let raw = raw.trim();
         if let Some(kb) = kb_number(raw) {
-            return UpdateId(format!("KB{kb}"));
+            return UpdateId(format!("KB{kb}").into());
         }
         if is_guid(raw) {
-            return UpdateId(raw.to_ascii_lowercase());
+            return UpdateId(raw.to_ascii_lowercase().into());
         }
-        UpdateId(raw.to_owned())
+        UpdateId(raw.into())
     }
 
     /// The id of knowledge-base article `number`.
     pub fn kb(number: u64) -> Self {
-        UpdateId(format!("KB{number}"))
+        UpdateId(format!("KB{number}").into())
     }
 
     pub fn as_str(&self) -> &str {

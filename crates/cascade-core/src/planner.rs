@@ -6,6 +6,8 @@ use std::collections::{BinaryHeap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use jiff::civil::Date;
+
+use crate::version::Version;
 use serde::Serialize;
 
 use crate::catalog::Catalog;
@@ -18,7 +20,7 @@ use crate::update::{Classification, RestartBehavior, Severity, Update};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct PlanEntry {
     pub id: UpdateId,
-    pub title: String,
+    pub title: Arc<str>,
     /// The highest vendor severity over the products this computer matched.
     pub severity: Severity,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -39,8 +41,40 @@ pub struct PlanEntry {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct PlanItem {
     pub id: UpdateId,
-    pub title: String,
-    pub reason: String,
+    pub title: Arc<str>,
+    pub reason: Reason,
+}
+
+/// Why an update is installed, superseded or unknown. Written as text; kept
+/// structured so that planning a large catalog allocates no text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reason {
+    Listed,
+    FixedBuild { build: Version, fixed: Version },
+    Detection,
+    BundleInstalled,
+    SupersededBy { by: UpdateId, installed: bool },
+    Unknown(String),
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reason::Listed => f.write_str("listed as installed on the computer"),
+            Reason::FixedBuild { build, fixed } => write!(f, "OS build {build} is at or past the fixed build {fixed}"),
+            Reason::Detection => f.write_str("its detection rule finds it installed"),
+            Reason::BundleInstalled => f.write_str("its bundled updates are installed"),
+            Reason::SupersededBy { by, installed: true } => write!(f, "superseded by {by}, which is installed"),
+            Reason::SupersededBy { by, installed: false } => write!(f, "superseded by {by}, which is offered instead"),
+            Reason::Unknown(why) => f.write_str(why),
+        }
+    }
+}
+
+impl Serialize for Reason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 /// What one computer needs.
@@ -109,37 +143,78 @@ impl Planner {
     }
 }
 
+/// Why an update counts as installed; the text is made only for the plan.
+#[derive(Clone, Copy, Debug)]
+enum InstalledBy {
+    Listed,
+    /// The computer's build is at or past this target's fixed build.
+    FixedBuild(u32),
+    Detection,
+    Bundle,
+}
+
+/// An update's state while planning. Texts are made when the plan is
+/// written, so that the thousands of states a large catalog goes through
+/// cost no allocation.
 #[derive(Clone, Debug)]
 enum State {
-    Installed(String),
-    Required { reason: String, severity: Severity },
+    Installed(InstalledBy),
+    Required { severity: Severity },
     NotApplicable,
     Unknown(String),
-    Superseded(String),
+    Superseded { by: u32, installed: bool },
     /// Installed as part of a required bundle.
     Bundled,
 }
 
+/// A hasher for dense `u32` catalog indices (the default SipHash is the
+/// planner's largest cost otherwise).
+#[derive(Default)]
+struct IndexHasher(u64);
+
+impl std::hash::Hasher for IndexHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8 | u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.0 = u64::from(i).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type IndexMap<V> = HashMap<u32, V, std::hash::BuildHasherDefault<IndexHasher>>;
+
 struct Evaluation<'a> {
     catalog: &'a Catalog,
     inv: &'a Inventory,
-    states: HashMap<u32, State>,
-    installed_above: HashMap<u32, Option<u32>>,
-    offered_above: HashMap<u32, Option<u32>>,
+    states: IndexMap<State>,
+    installed_above: IndexMap<Option<u32>>,
+    offered_above: IndexMap<Option<u32>>,
     in_progress: Vec<u32>,
+    /// Every index with a state, in the order first evaluated.
+    evaluated: Vec<u32>,
+    /// Catalog updates the computer lists as installed (by id or alias).
+    listed: std::collections::HashSet<u32, std::hash::BuildHasherDefault<IndexHasher>>,
 }
 
 /// Plans one inventory against a catalog without caching.
 pub fn plan(catalog: &Catalog, inv: &Inventory) -> Plan {
+    let candidates = catalog.candidates(inv);
+    let capacity = candidates.len() + candidates.len() / 2;
     let mut ev = Evaluation {
         catalog,
         inv,
-        states: HashMap::new(),
-        installed_above: HashMap::new(),
-        offered_above: HashMap::new(),
+        states: IndexMap::with_capacity_and_hasher(capacity, Default::default()),
+        installed_above: IndexMap::with_capacity_and_hasher(capacity, Default::default()),
+        offered_above: IndexMap::with_capacity_and_hasher(capacity, Default::default()),
         in_progress: Vec::new(),
+        evaluated: Vec::with_capacity(capacity),
+        listed: inv.installed_updates.iter().filter_map(|id| catalog.index_of(id)).collect(),
     };
-    let candidates = catalog.candidates(inv);
     for &i in &candidates {
         ev.state(i);
     }
@@ -161,11 +236,18 @@ impl<'a> Evaluation<'a> {
         let s = self.own_state(i);
         self.in_progress.pop();
         self.states.insert(i, s.clone());
+        self.evaluated.push(i);
         s
     }
 
-    fn listed_installed(&self, u: &Update) -> bool {
-        self.inv.has_update(&u.id) || u.aliases.iter().any(|a| self.inv.has_update(a))
+    fn listed_installed(&self, i: u32) -> bool {
+        if self.listed.contains(&i) {
+            return true;
+        }
+        // An alias shared with another update resolves to that one; ask the
+        // computer's list directly for those.
+        let u = self.catalog.update(i);
+        !u.aliases.is_empty() && u.aliases.iter().any(|a| self.inv.has_update(a))
     }
 
     /// The update's state from its own rules, before supersedence and
@@ -174,25 +256,36 @@ impl<'a> Evaluation<'a> {
         let catalog = self.catalog;
         let inv = self.inv;
         let u = catalog.update(i);
-        if self.listed_installed(u) {
-            return State::Installed("listed as installed on the computer".to_owned());
+        if self.listed_installed(i) {
+            return State::Installed(InstalledBy::Listed);
         }
         if u.hotpatch && !inv.hotpatch_enrolled {
             return State::NotApplicable;
         }
         let mut applies = Truth::False;
-        let mut matched = Vec::new();
+        let mut matched: u32 = 0;
+        let mut severity = Severity::Unspecified;
+        let mut fixed_build_installed = None;
         if u.targets.is_empty() {
             applies = Truth::True;
         }
-        for t in &u.targets {
+        let full_build = inv.os.version.as_ref().filter(|v| v.len() >= 4);
+        for (n, t) in u.targets.iter().enumerate() {
             match t.rule.eval(inv) {
-                Truth::True => matched.push(t),
+                Truth::True => {
+                    matched += 1;
+                    severity = severity.max(t.severity);
+                    if let (Some(version), Some(fixed)) = (full_build, &t.fixed_build) {
+                        if fixed.len() >= 4 && version.same_prefix(fixed, 3) && version >= fixed {
+                            fixed_build_installed.get_or_insert(n as u32);
+                        }
+                    }
+                }
                 Truth::Unknown(why) if !applies.is_true() => applies = Truth::Unknown(why),
                 _ => {}
             }
         }
-        if !matched.is_empty() {
+        if matched > 0 {
             applies = Truth::True;
         }
         if applies.is_true() {
@@ -200,18 +293,12 @@ impl<'a> Evaluation<'a> {
                 applies = rule.eval(inv);
             }
         }
-        if let Some(version) = inv.os.version.as_ref().filter(|v| v.len() >= 4) {
-            for t in &matched {
-                if let Some(fixed) = &t.fixed_build {
-                    if fixed.len() >= 4 && version.same_prefix(fixed, 3) && version >= fixed {
-                        return State::Installed(format!("OS build {version} is at or past the fixed build {fixed}"));
-                    }
-                }
-            }
+        if let Some(target) = fixed_build_installed {
+            return State::Installed(InstalledBy::FixedBuild(target));
         }
         if let Some(rule) = &u.installed_when {
             match rule.eval(inv) {
-                Truth::True => return State::Installed("its detection rule finds it installed".to_owned()),
+                Truth::True => return State::Installed(InstalledBy::Detection),
                 Truth::Unknown(why) if !applies.is_false() => {
                     return State::Unknown(format!("cannot tell whether it is installed: {why}"));
                 }
@@ -224,14 +311,8 @@ impl<'a> Evaluation<'a> {
         }
         match applies {
             Truth::True => {
-                let severity = matched.iter().map(|t| t.severity).max().filter(|s| *s != Severity::Unspecified).unwrap_or(u.severity);
-                let reason = if matched.is_empty() {
-                    "its applicability rules hold; not installed".to_owned()
-                } else {
-                    let products: Vec<&str> = matched.iter().map(|t| t.product.as_str()).collect();
-                    format!("applies to {}; not installed", products.join(", "))
-                };
-                State::Required { reason, severity }
+                let severity = if severity == Severity::Unspecified { u.severity } else { severity };
+                State::Required { severity }
             }
             Truth::False => State::NotApplicable,
             Truth::Unknown(why) => State::Unknown(why),
@@ -251,10 +332,7 @@ impl<'a> Evaluation<'a> {
             State::Required { severity, .. } => Some(*severity),
             _ => None,
         }) {
-            return State::Required {
-                reason: "a bundled update applies and is not installed".to_owned(),
-                severity: severity.max(u.severity),
-            };
+            return State::Required { severity: severity.max(u.severity) };
         }
         if let Some(why) = children.iter().find_map(|s| match s {
             State::Unknown(why) => Some(why.clone()),
@@ -263,7 +341,7 @@ impl<'a> Evaluation<'a> {
             return State::Unknown(why);
         }
         if children.iter().any(|s| matches!(s, State::Installed(_))) {
-            return State::Installed("its bundled updates are installed".to_owned());
+            return State::Installed(InstalledBy::Bundle);
         }
         State::NotApplicable
     }
@@ -276,7 +354,7 @@ impl<'a> Evaluation<'a> {
         self.installed_above.insert(i, None);
         let mut found = None;
         for &s in self.catalog.superseded_by(i) {
-            if self.listed_installed(self.catalog.update(s)) || matches!(self.state(s), State::Installed(_)) {
+            if self.listed_installed(s) || matches!(self.state(s), State::Installed(_)) {
                 found = Some(s);
                 break;
             }
@@ -384,28 +462,19 @@ impl<'a> Evaluation<'a> {
     }
 
     fn required_indices(&self) -> Vec<u32> {
-        let mut v: Vec<u32> = self
-            .states
-            .iter()
-            .filter(|(_, s)| matches!(s, State::Required { .. }))
-            .map(|(i, _)| *i)
-            .collect();
-        v.sort_unstable();
-        v
+        self.evaluated.iter().copied().filter(|i| matches!(self.states[i], State::Required { .. })).collect()
     }
 
     fn apply_supersedence(&mut self) {
-        let mut keys: Vec<u32> = self.states.keys().copied().collect();
-        keys.sort_unstable();
         let mut changes = Vec::new();
-        for i in keys {
+        for i in self.evaluated.clone() {
             if !matches!(self.states[&i], State::Required { .. } | State::Unknown(_)) {
                 continue;
             }
             if let Some(s) = self.installed_above(i) {
-                changes.push((i, State::Superseded(format!("superseded by {}, which is installed", self.catalog.update(s).id))));
+                changes.push((i, State::Superseded { by: s, installed: true }));
             } else if let Some(s) = self.offered_above(i) {
-                changes.push((i, State::Superseded(format!("superseded by {}, which is offered instead", self.catalog.update(s).id))));
+                changes.push((i, State::Superseded { by: s, installed: false }));
             }
         }
         for (i, s) in changes {
@@ -427,25 +496,50 @@ impl<'a> Evaluation<'a> {
         }
     }
 
+    fn installed_reason(&self, u: &Update, by: InstalledBy) -> Reason {
+        match by {
+            InstalledBy::Listed => Reason::Listed,
+            InstalledBy::Detection => Reason::Detection,
+            InstalledBy::Bundle => Reason::BundleInstalled,
+            InstalledBy::FixedBuild(t) => Reason::FixedBuild {
+                build: self.inv.os.version.clone().unwrap_or_default(),
+                fixed: u.targets[t as usize].fixed_build.clone().unwrap_or_default(),
+            },
+        }
+    }
+
+    fn required_reason(&self, u: &Update) -> String {
+        if u.targets.is_empty() && u.applicable_when.is_none() && !u.bundled.is_empty() {
+            return "a bundled update applies and is not installed".to_owned();
+        }
+        let products: Vec<&str> = u.targets.iter().filter(|t| t.rule.eval(self.inv).is_true()).map(|t| t.product.as_str()).collect();
+        if products.is_empty() {
+            "its applicability rules hold; not installed".to_owned()
+        } else {
+            format!("applies to {}; not installed", products.join(", "))
+        }
+    }
+
     fn into_plan(mut self) -> Plan {
         let catalog = self.catalog;
         let mut plan = Plan::default();
         let mut listed = 0usize;
         let mut required = Vec::new();
-        let mut keys: Vec<u32> = self.states.keys().copied().collect();
-        keys.sort_unstable();
-        let detectoids = catalog.updates().iter().filter(|u| u.classification == Classification::Detectoid).count();
+        let keys = std::mem::take(&mut self.evaluated);
+        let detectoids = catalog.detectoids();
         for i in keys {
             let u = catalog.update(i);
             if u.classification == Classification::Detectoid {
                 continue;
             }
-            let item = |reason: String| PlanItem { id: u.id.clone(), title: u.title.clone(), reason };
+            let item = |reason: Reason| PlanItem { id: u.id.clone(), title: u.title.clone(), reason };
             match self.states[&i].clone() {
-                State::Installed(reason) => plan.installed.push(item(reason)),
-                State::Superseded(reason) => plan.superseded.push(item(reason)),
-                State::Unknown(reason) => plan.unknown.push(item(reason)),
-                State::Required { reason, severity } => required.push((i, reason, severity)),
+                State::Installed(by) => plan.installed.push(item(self.installed_reason(u, by))),
+                State::Superseded { by, installed } => {
+                    plan.superseded.push(item(Reason::SupersededBy { by: catalog.update(by).id.clone(), installed }))
+                }
+                State::Unknown(reason) => plan.unknown.push(item(Reason::Unknown(reason))),
+                State::Required { severity } => required.push((i, self.required_reason(u), severity)),
                 State::Bundled => {}
                 State::NotApplicable => continue,
             }

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::sync::Arc;
 
 use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
@@ -271,7 +272,7 @@ pub struct Target {
 #[serde(deny_unknown_fields)]
 pub struct Update {
     pub id: UpdateId,
-    pub title: String,
+    pub title: Arc<str>,
     #[serde(default = "default_vendor")]
     pub vendor: String,
     /// Product family the update belongs to ("Windows", "Microsoft Office").
@@ -328,7 +329,7 @@ fn default_vendor() -> String {
 
 impl Update {
     /// A minimal update; importers fill in the rest.
-    pub fn new(id: UpdateId, title: impl Into<String>, classification: Classification) -> Self {
+    pub fn new(id: UpdateId, title: impl Into<Arc<str>>, classification: Classification) -> Self {
         Update {
             id,
             title: title.into(),

@@ -129,7 +129,7 @@ fn installable(catalog: &Catalog, id: &str, inv: &cascade_core::Inventory) -> Tr
 fn wsus_category_chain() {
     let catalog = wsus_catalog();
     let company = catalog.get(&UpdateId::new("56309036-4c77-4dd9-951a-99ee9c246a94")).unwrap();
-    assert_eq!((company.title.as_str(), company.classification), ("Microsoft", Classification::Detectoid));
+    assert_eq!((&*company.title, company.classification), ("Microsoft", Classification::Detectoid));
     let family = catalog.get(&UpdateId::new("6964aab4-c5b5-43bd-a17d-ffb4346a8e1d")).unwrap();
     assert_eq!(family.prerequisites[0].any_of, vec![company.id.clone()]);
     assert!(family.prerequisites[0].category);

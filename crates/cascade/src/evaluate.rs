@@ -190,7 +190,7 @@ fn print_table(out: &mut impl Write, inv: &Inventory, catalog: &Catalog, plan: &
                     Some(c) => format!("{} ({c})", e.severity),
                     None => e.severity.to_string(),
                 };
-                [(n + 1).to_string(), e.id.to_string(), severity, e.restart.to_owned(), e.title.clone()]
+                [(n + 1).to_string(), e.id.to_string(), severity, e.restart.to_owned(), e.title.to_string()]
             })
             .collect();
         let header = ["#".to_owned(), "Update".to_owned(), "Severity".to_owned(), "Restart".to_owned(), "Title".to_owned()];
