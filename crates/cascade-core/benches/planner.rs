@@ -49,11 +49,20 @@ fn app_name(p: usize) -> String {
 }
 
 pub fn catalog() -> Catalog {
-    let severities = [Severity::Low, Severity::Moderate, Severity::Important, Severity::Critical];
+    let severities = [
+        Severity::Low,
+        Severity::Moderate,
+        Severity::Important,
+        Severity::Critical,
+    ];
     let mut updates = Vec::with_capacity(PRODUCTS * UPDATES_PER_PRODUCT);
     for p in 0..PRODUCTS {
         for n in 0..UPDATES_PER_PRODUCT {
-            let mut u = Update::new(kb(p, n), format!("update {n} for product {p}"), Classification::SecurityUpdate);
+            let mut u = Update::new(
+                kb(p, n),
+                format!("update {n} for product {p}"),
+                Classification::SecurityUpdate,
+            );
             let severity = severities[(p + n) % severities.len()];
             u.severity = severity;
             let rule = if p < OS_PRODUCTS {
@@ -64,9 +73,18 @@ pub fn catalog() -> Catalog {
                 ])
             } else {
                 // The update fixes version n of the application.
-                Rule::Product { name: app_name(p), cmp: Some(Cmp::Lt), version: Some(format!("1.{}", n + 1).parse().unwrap()) }
+                Rule::Product {
+                    name: app_name(p),
+                    cmp: Some(Cmp::Lt),
+                    version: Some(format!("1.{}", n + 1).parse().unwrap()),
+                }
             };
-            u.targets = vec![Target { product: format!("product {p}"), rule, severity, fixed_build: None }];
+            u.targets = vec![Target {
+                product: format!("product {p}"),
+                rule,
+                severity,
+                fixed_build: None,
+            }];
             // Chains of CHAIN updates, each superseding the one before.
             if n % CHAIN != 0 {
                 u.supersedes = vec![kb(p, n - 1)];
@@ -82,13 +100,20 @@ pub fn inventories() -> (Vec<Inventory>, Vec<Inventory>) {
     let distinct: Vec<Inventory> = (0..DISTINCT)
         .map(|_| {
             let os = rng.below(OS_PRODUCTS);
-            let mut inv = Inventory::windows("10.0.19045".parse().unwrap(), false, Some(if rng.below(4) == 0 { "x86" } else { "x64" }));
+            let mut inv = Inventory::windows(
+                "10.0.19045".parse().unwrap(),
+                false,
+                Some(if rng.below(4) == 0 { "x86" } else { "x64" }),
+            );
             inv.os.product = Some(os_name(os));
             let mut products = Vec::new();
             for _ in 0..APPS_PER_COMPUTER {
                 let app = OS_PRODUCTS + rng.below(PRODUCTS - OS_PRODUCTS);
                 let version = format!("1.{}", rng.below(UPDATES_PER_PRODUCT)).parse().ok();
-                products.push(InstalledProduct { name: app_name(app), version });
+                products.push(InstalledProduct {
+                    name: app_name(app),
+                    version,
+                });
             }
             inv.products = Some(products);
             for _ in 0..40 {

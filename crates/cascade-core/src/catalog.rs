@@ -21,7 +21,11 @@ impl std::fmt::Display for CatalogDiagnostic {
         match self {
             CatalogDiagnostic::SupersedenceCycle(ids) => {
                 let names: Vec<&str> = ids.iter().map(UpdateId::as_str).collect();
-                write!(f, "supersedence cycle among {}; supersedence between them is ignored", names.join(", "))
+                write!(
+                    f,
+                    "supersedence cycle among {}; supersedence between them is ignored",
+                    names.join(", ")
+                )
             }
         }
     }
@@ -73,17 +77,17 @@ impl Catalog {
         for (i, u) in merged.iter().enumerate() {
             let i = i as u32;
             for old in &u.supersedes {
-                if let Some(&o) = by_id.get(old) {
-                    if o != i {
-                        superseded_by[o as usize].push(i);
-                    }
+                if let Some(&o) = by_id.get(old)
+                    && o != i
+                {
+                    superseded_by[o as usize].push(i);
                 }
             }
             for new in &u.superseded_by {
-                if let Some(&s) = by_id.get(new) {
-                    if s != i {
-                        superseded_by[i as usize].push(s);
-                    }
+                if let Some(&s) = by_id.get(new)
+                    && s != i
+                {
+                    superseded_by[i as usize].push(s);
                 }
             }
             for child in &u.bundled {
@@ -127,8 +131,21 @@ impl Catalog {
                 }
             }
         }
-        let detectoids = merged.iter().filter(|u| u.classification == crate::update::Classification::Detectoid).count();
-        Catalog { updates: merged, by_id, superseded_by, bundled_in, index, unindexed, product_indexed, diagnostics, detectoids }
+        let detectoids = merged
+            .iter()
+            .filter(|u| u.classification == crate::update::Classification::Detectoid)
+            .count();
+        Catalog {
+            updates: merged,
+            by_id,
+            superseded_by,
+            bundled_in,
+            index,
+            unindexed,
+            product_indexed,
+            diagnostics,
+            detectoids,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -177,10 +194,10 @@ impl Catalog {
     /// its products are unknown), and the unindexed ones. Sorted, no repeats.
     pub(crate) fn candidates(&self, inv: &Inventory) -> Vec<u32> {
         let mut out: Vec<u32> = self.unindexed.clone();
-        if let Some(product) = &inv.os.product {
-            if let Some(list) = self.index.get(&IndexKey::Os(product.to_ascii_lowercase())) {
-                out.extend_from_slice(list);
-            }
+        if let Some(product) = &inv.os.product
+            && let Some(list) = self.index.get(&IndexKey::Os(product.to_ascii_lowercase()))
+        {
+            out.extend_from_slice(list);
         }
         match &inv.products {
             Some(products) => {
@@ -204,7 +221,9 @@ impl Catalog {
 
     /// Every update that supersedes `id`, directly or through others.
     pub fn superseders_of(&self, id: &UpdateId) -> Vec<&Update> {
-        let Some(start) = self.index_of(id) else { return Vec::new() };
+        let Some(start) = self.index_of(id) else {
+            return Vec::new();
+        };
         let mut seen = vec![false; self.updates.len()];
         let mut stack = vec![start];
         let mut out = Vec::new();
@@ -282,7 +301,11 @@ fn break_cycles(graph: &mut [Vec<u32>], updates: &[Update]) -> Vec<CatalogDiagno
         let mut expanded: Vec<u32> = Vec::with_capacity(list.len());
         for &w in list.iter() {
             let members = &components[component[w as usize] as usize];
-            if members.len() > 1 { expanded.extend(members) } else { expanded.push(w) }
+            if members.len() > 1 {
+                expanded.extend(members)
+            } else {
+                expanded.push(w)
+            }
         }
         expanded.sort_unstable();
         expanded.dedup();
@@ -323,10 +346,19 @@ mod tests {
 
     #[test]
     fn cycles_are_reported_and_broken() {
-        let catalog = Catalog::new(vec![update("KB1", &["KB3"]), update("KB2", &["KB1"]), update("KB3", &["KB2"]), update("KB4", &["KB3"])]);
+        let catalog = Catalog::new(vec![
+            update("KB1", &["KB3"]),
+            update("KB2", &["KB1"]),
+            update("KB3", &["KB2"]),
+            update("KB4", &["KB3"]),
+        ]);
         assert_eq!(
             catalog.diagnostics(),
-            &[CatalogDiagnostic::SupersedenceCycle(vec![UpdateId::new("KB1"), UpdateId::new("KB2"), UpdateId::new("KB3")])]
+            &[CatalogDiagnostic::SupersedenceCycle(vec![
+                UpdateId::new("KB1"),
+                UpdateId::new("KB2"),
+                UpdateId::new("KB3")
+            ])]
         );
         // KB4 supersedes KB3, and with it the whole cycle.
         let kb4 = catalog.index_of(&UpdateId::new("KB4")).unwrap();
@@ -334,14 +366,25 @@ mod tests {
             let m = catalog.index_of(&UpdateId::new(member)).unwrap();
             assert_eq!(catalog.superseded_by(m), &[kb4], "{member}");
         }
-        let names: Vec<&str> = catalog.superseders_of(&UpdateId::new("KB1")).iter().map(|u| u.id.as_str()).collect();
+        let names: Vec<&str> = catalog
+            .superseders_of(&UpdateId::new("KB1"))
+            .iter()
+            .map(|u| u.id.as_str())
+            .collect();
         assert_eq!(names, ["KB4"]);
     }
 
     #[test]
     fn merges_records_of_one_update() {
-        let catalog = Catalog::new(vec![update("KB2", &["KB1"]), update("KB2", &["KB0"]), update("KB1", &[])]);
+        let catalog = Catalog::new(vec![
+            update("KB2", &["KB1"]),
+            update("KB2", &["KB0"]),
+            update("KB1", &[]),
+        ]);
         assert_eq!(catalog.len(), 2);
-        assert_eq!(catalog.get(&UpdateId::new("KB2")).unwrap().supersedes, vec![UpdateId::new("KB1"), UpdateId::new("KB0")]);
+        assert_eq!(
+            catalog.get(&UpdateId::new("KB2")).unwrap().supersedes,
+            vec![UpdateId::new("KB1"), UpdateId::new("KB0")]
+        );
     }
 }

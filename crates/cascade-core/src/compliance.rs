@@ -13,14 +13,21 @@ pub enum ComplianceState {
     Superseded,
     Downloaded,
     PendingRestart,
-    Failed { code: i64 },
-    Unknown { reason: String },
+    Failed {
+        code: i64,
+    },
+    Unknown {
+        reason: String,
+    },
 }
 
 impl ComplianceState {
     /// Whether the computer is compliant for this update.
     pub fn is_compliant(&self) -> bool {
-        matches!(self, ComplianceState::Installed | ComplianceState::NotApplicable | ComplianceState::Superseded)
+        matches!(
+            self,
+            ComplianceState::Installed | ComplianceState::NotApplicable | ComplianceState::Superseded
+        )
     }
 
     pub fn name(&self) -> &'static str {

@@ -67,9 +67,7 @@ pub fn kb_number(raw: &str) -> Option<u64> {
     } else {
         raw
     };
-    let end = digits
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(digits.len());
+    let end = digits.find(|c: char| !c.is_ascii_digit()).unwrap_or(digits.len());
     if end == 0 || end > 9 {
         return None;
     }
@@ -99,10 +97,11 @@ pub fn kb_numbers_in(text: &str) -> Vec<u64> {
             while end < bytes.len() && bytes[end].is_ascii_digit() {
                 end += 1;
             }
-            if end > start && end - start <= 9 {
-                if let Ok(n) = text[start..end].parse() {
-                    found.push(n);
-                }
+            if end > start
+                && end - start <= 9
+                && let Ok(n) = text[start..end].parse()
+            {
+                found.push(n);
             }
             i = end.max(i + 1);
         } else {

@@ -142,7 +142,11 @@ impl Inventory {
             os: OsInfo {
                 family: OsFamily::Windows,
                 version: Some(version),
-                installation: Some(if server { Installation::Server } else { Installation::Client }),
+                installation: Some(if server {
+                    Installation::Server
+                } else {
+                    Installation::Client
+                }),
                 arch: arch.map(str::to_owned),
                 ..OsInfo::default()
             },
@@ -162,16 +166,17 @@ impl Inventory {
                 if self.os.product.is_none() {
                     self.os.product = windows::product_for(version, server, &self.os.name).map(str::to_owned);
                 }
-                if self.os.release.is_none() {
-                    if let Some(product) = &self.os.product {
-                        self.os.release = windows::release_for(product, version.part(2)).map(str::to_owned);
-                    }
+                if self.os.release.is_none()
+                    && let Some(product) = &self.os.product
+                {
+                    self.os.release = windows::release_for(product, version.part(2)).map(str::to_owned);
                 }
             }
-            if self.os.edition.is_none() && !self.os.name.is_empty() {
-                if let Some(product) = &self.os.product {
-                    self.os.edition = windows::edition_from_name(&self.os.name, product);
-                }
+            if self.os.edition.is_none()
+                && !self.os.name.is_empty()
+                && let Some(product) = &self.os.product
+            {
+                self.os.edition = windows::edition_from_name(&self.os.name, product);
             }
             if let Some(arch) = &self.os.arch {
                 self.os.arch = Some(windows::normalize_arch(arch).to_owned());
@@ -208,9 +213,15 @@ impl Inventory {
             "os.version" => version.map(|v| Cow::Owned(v.to_string())),
             "os.major" => version.map(|v| Cow::Owned(v.part(0).to_string())),
             "os.minor" => version.map(|v| Cow::Owned(v.part(1).to_string())),
-            "os.build" => version.filter(|v| v.len() >= 3).map(|v| Cow::Owned(v.part(2).to_string())),
-            "os.revision" => version.filter(|v| v.len() >= 4).map(|v| Cow::Owned(v.part(3).to_string())),
-            "os.product_type" => os.installation.map(|i| Cow::Borrowed(if i.is_server() { "3" } else { "1" })),
+            "os.build" => version
+                .filter(|v| v.len() >= 3)
+                .map(|v| Cow::Owned(v.part(2).to_string())),
+            "os.revision" => version
+                .filter(|v| v.len() >= 4)
+                .map(|v| Cow::Owned(v.part(3).to_string())),
+            "os.product_type" => os
+                .installation
+                .map(|i| Cow::Borrowed(if i.is_server() { "3" } else { "1" })),
             "hotpatch.enrolled" => Some(Cow::Borrowed(if self.hotpatch_enrolled { "true" } else { "false" })),
             _ => None,
         }
@@ -256,37 +267,58 @@ impl Inventory {
     /// The content hash (see [`InventoryHash`]).
     pub fn content_hash(&self) -> InventoryHash {
         let mut hasher = Sha256::new();
-        let anonymous = Inventory { computer: None, ..self.clone() };
+        let anonymous = Inventory {
+            computer: None,
+            ..self.clone()
+        };
         // Serialising our own plain data to a Vec cannot fail.
         let bytes = serde_json::to_vec(&anonymous).unwrap_or_default();
         hasher.update(&bytes);
         InventoryHash(hasher.finalize().into())
     }
 
-    /// A registry value: `Ok(Some)` present, `Ok(None)` known absent,
-    /// `Err(())` not collected.
-    pub fn registry_value(&self, path: &str) -> Result<Option<&str>, ()> {
+    /// A registry value by its full path.
+    pub fn registry_value(&self, path: &str) -> Lookup<'_> {
         lookup(self.registry.as_ref(), path)
     }
 
-    /// A file's version, with the same three answers as [`Self::registry_value`].
-    pub fn file_version(&self, path: &str) -> Result<Option<&str>, ()> {
+    /// A file's version by its full path.
+    pub fn file_version(&self, path: &str) -> Lookup<'_> {
         lookup(self.files.as_ref(), path)
     }
 }
 
-fn lookup<'a>(map: Option<&'a BTreeMap<String, String>>, path: &str) -> Result<Option<&'a str>, ()> {
-    let map = map.ok_or(())?;
+/// What the inventory says about a registry value or a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lookup<'a> {
+    Present(&'a str),
+    /// Its key or directory was collected and it is not there.
+    Absent,
+    /// Its key or directory was not collected: nobody knows.
+    NotCollected,
+}
+
+fn lookup<'a>(map: Option<&'a BTreeMap<String, String>>, path: &str) -> Lookup<'a> {
+    let Some(map) = map else {
+        return Lookup::NotCollected;
+    };
     let path = normalize_path(path);
     if let Some(v) = map.get(&path) {
-        return Ok(Some(v));
+        return Lookup::Present(v);
     }
-    let parent = match path.rfind('\\') {
-        Some(i) => &path[..=i],
-        None => return Err(()),
+    let Some(i) = path.rfind('\\') else {
+        return Lookup::NotCollected;
     };
-    let collected = map.range(parent.to_owned()..).next().is_some_and(|(k, _)| k.starts_with(parent));
-    if collected { Ok(None) } else { Err(()) }
+    let parent = &path[..=i];
+    let collected = map
+        .range(parent.to_owned()..)
+        .next()
+        .is_some_and(|(k, _)| k.starts_with(parent));
+    if collected {
+        Lookup::Absent
+    } else {
+        Lookup::NotCollected
+    }
 }
 
 /// Lower case, backslashes, `HKLM` spelt out, no doubled separators.
@@ -338,11 +370,19 @@ mod tests {
 
     #[test]
     fn registry_lookup_knows_what_was_collected() {
-        let mut inv = Inventory::default();
-        inv.registry = Some(BTreeMap::from([("HKLM\\Software\\X\\A".to_owned(), "1".to_owned())]));
+        let mut inv = Inventory {
+            registry: Some(BTreeMap::from([("HKLM\\Software\\X\\A".to_owned(), "1".to_owned())])),
+            ..Inventory::default()
+        };
         inv.normalize();
-        assert_eq!(inv.registry_value("HKEY_LOCAL_MACHINE\\SOFTWARE\\X\\A"), Ok(Some("1")));
-        assert_eq!(inv.registry_value("HKEY_LOCAL_MACHINE\\SOFTWARE\\X\\B"), Ok(None));
-        assert_eq!(inv.registry_value("HKEY_LOCAL_MACHINE\\SOFTWARE\\Y\\A"), Err(()));
+        assert_eq!(
+            inv.registry_value("HKEY_LOCAL_MACHINE\\SOFTWARE\\X\\A"),
+            Lookup::Present("1")
+        );
+        assert_eq!(inv.registry_value("HKEY_LOCAL_MACHINE\\SOFTWARE\\X\\B"), Lookup::Absent);
+        assert_eq!(
+            inv.registry_value("HKEY_LOCAL_MACHINE\\SOFTWARE\\Y\\A"),
+            Lookup::NotCollected
+        );
     }
 }

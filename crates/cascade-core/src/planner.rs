@@ -61,7 +61,9 @@ impl std::fmt::Display for Reason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Reason::Listed => f.write_str("listed as installed on the computer"),
-            Reason::FixedBuild { build, fixed } => write!(f, "OS build {build} is at or past the fixed build {fixed}"),
+            Reason::FixedBuild { build, fixed } => {
+                write!(f, "OS build {build} is at or past the fixed build {fixed}")
+            }
             Reason::Detection => f.write_str("its detection rule finds it installed"),
             Reason::BundleInstalled => f.write_str("its bundled updates are installed"),
             Reason::SupersededBy { by, installed: true } => write!(f, "superseded by {by}, which is installed"),
@@ -115,7 +117,10 @@ pub struct Planner {
 
 impl Planner {
     pub fn new(catalog: Arc<Catalog>) -> Planner {
-        Planner { catalog, cache: Mutex::new(HashMap::new()) }
+        Planner {
+            catalog,
+            cache: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn catalog(&self) -> &Arc<Catalog> {
@@ -159,10 +164,15 @@ enum InstalledBy {
 #[derive(Clone, Debug)]
 enum State {
     Installed(InstalledBy),
-    Required { severity: Severity },
+    Required {
+        severity: Severity,
+    },
     NotApplicable,
     Unknown(String),
-    Superseded { by: u32, installed: bool },
+    Superseded {
+        by: u32,
+        installed: bool,
+    },
     /// Installed as part of a required bundle.
     Bundled,
 }
@@ -213,7 +223,11 @@ pub fn plan(catalog: &Catalog, inv: &Inventory) -> Plan {
         offered_above: IndexMap::with_capacity_and_hasher(capacity, Default::default()),
         in_progress: Vec::new(),
         evaluated: Vec::with_capacity(capacity),
-        listed: inv.installed_updates.iter().filter_map(|id| catalog.index_of(id)).collect(),
+        listed: inv
+            .installed_updates
+            .iter()
+            .filter_map(|id| catalog.index_of(id))
+            .collect(),
     };
     for &i in &candidates {
         ev.state(i);
@@ -275,10 +289,12 @@ impl<'a> Evaluation<'a> {
                 Truth::True => {
                     matched += 1;
                     severity = severity.max(t.severity);
-                    if let (Some(version), Some(fixed)) = (full_build, &t.fixed_build) {
-                        if fixed.len() >= 4 && version.same_prefix(fixed, 3) && version >= fixed {
-                            fixed_build_installed.get_or_insert(n as u32);
-                        }
+                    if let (Some(version), Some(fixed)) = (full_build, &t.fixed_build)
+                        && fixed.len() >= 4
+                        && version.same_prefix(fixed, 3)
+                        && version >= fixed
+                    {
+                        fixed_build_installed.get_or_insert(n as u32);
                     }
                 }
                 Truth::Unknown(why) if !applies.is_true() => applies = Truth::Unknown(why),
@@ -288,10 +304,10 @@ impl<'a> Evaluation<'a> {
         if matched > 0 {
             applies = Truth::True;
         }
-        if applies.is_true() {
-            if let Some(rule) = &u.applicable_when {
-                applies = rule.eval(inv);
-            }
+        if applies.is_true()
+            && let Some(rule) = &u.applicable_when
+        {
+            applies = rule.eval(inv);
         }
         if let Some(target) = fixed_build_installed {
             return State::Installed(InstalledBy::FixedBuild(target));
@@ -311,7 +327,11 @@ impl<'a> Evaluation<'a> {
         }
         match applies {
             Truth::True => {
-                let severity = if severity == Severity::Unspecified { u.severity } else { severity };
+                let severity = if severity == Severity::Unspecified {
+                    u.severity
+                } else {
+                    severity
+                };
                 State::Required { severity }
             }
             Truth::False => State::NotApplicable,
@@ -325,14 +345,18 @@ impl<'a> Evaluation<'a> {
         for child in &u.bundled {
             match self.catalog.index_of(child) {
                 Some(c) => children.push(self.state(c)),
-                None => return State::Unknown(format!("bundled update {child} is not in the catalog")),
+                None => {
+                    return State::Unknown(format!("bundled update {child} is not in the catalog"));
+                }
             }
         }
         if let Some(severity) = children.iter().find_map(|s| match s {
             State::Required { severity, .. } => Some(*severity),
             _ => None,
         }) {
-            return State::Required { severity: severity.max(u.severity) };
+            return State::Required {
+                severity: severity.max(u.severity),
+            };
         }
         if let Some(why) = children.iter().find_map(|s| match s {
             State::Unknown(why) => Some(why.clone()),
@@ -462,7 +486,11 @@ impl<'a> Evaluation<'a> {
     }
 
     fn required_indices(&self) -> Vec<u32> {
-        self.evaluated.iter().copied().filter(|i| matches!(self.states[i], State::Required { .. })).collect()
+        self.evaluated
+            .iter()
+            .copied()
+            .filter(|i| matches!(self.states[i], State::Required { .. }))
+            .collect()
     }
 
     fn apply_supersedence(&mut self) {
@@ -474,7 +502,13 @@ impl<'a> Evaluation<'a> {
             if let Some(s) = self.installed_above(i) {
                 changes.push((i, State::Superseded { by: s, installed: true }));
             } else if let Some(s) = self.offered_above(i) {
-                changes.push((i, State::Superseded { by: s, installed: false }));
+                changes.push((
+                    i,
+                    State::Superseded {
+                        by: s,
+                        installed: false,
+                    },
+                ));
             }
         }
         for (i, s) in changes {
@@ -512,7 +546,12 @@ impl<'a> Evaluation<'a> {
         if u.targets.is_empty() && u.applicable_when.is_none() && !u.bundled.is_empty() {
             return "a bundled update applies and is not installed".to_owned();
         }
-        let products: Vec<&str> = u.targets.iter().filter(|t| t.rule.eval(self.inv).is_true()).map(|t| t.product.as_str()).collect();
+        let products: Vec<&str> = u
+            .targets
+            .iter()
+            .filter(|t| t.rule.eval(self.inv).is_true())
+            .map(|t| t.product.as_str())
+            .collect();
         if products.is_empty() {
             "its applicability rules hold; not installed".to_owned()
         } else {
@@ -532,12 +571,17 @@ impl<'a> Evaluation<'a> {
             if u.classification == Classification::Detectoid {
                 continue;
             }
-            let item = |reason: Reason| PlanItem { id: u.id.clone(), title: u.title.clone(), reason };
+            let item = |reason: Reason| PlanItem {
+                id: u.id.clone(),
+                title: u.title.clone(),
+                reason,
+            };
             match self.states[&i].clone() {
                 State::Installed(by) => plan.installed.push(item(self.installed_reason(u, by))),
-                State::Superseded { by, installed } => {
-                    plan.superseded.push(item(Reason::SupersededBy { by: catalog.update(by).id.clone(), installed }))
-                }
+                State::Superseded { by, installed } => plan.superseded.push(item(Reason::SupersededBy {
+                    by: catalog.update(by).id.clone(),
+                    installed,
+                })),
                 State::Unknown(reason) => plan.unknown.push(item(Reason::Unknown(reason))),
                 State::Required { severity } => required.push((i, self.required_reason(u), severity)),
                 State::Bundled => {}
@@ -567,17 +611,26 @@ impl<'a> Evaluation<'a> {
                 let mut wanted: Vec<&UpdateId> = group.all_of.iter().collect();
                 // Of "at least one", the first this plan installs.
                 if let Some(first) = group.any_of.iter().find(|id| {
-                    catalog.index_of(id).is_some_and(|p| position.contains_key(&p) || self.offered_above.get(&p).copied().flatten().is_some())
+                    catalog.index_of(id).is_some_and(|p| {
+                        position.contains_key(&p) || self.offered_above.get(&p).copied().flatten().is_some()
+                    })
                 }) {
                     wanted.push(first);
                 }
                 for id in wanted {
-                    let Some(p) = catalog.index_of(id) else { continue };
-                    let target = if position.contains_key(&p) { Some(p) } else { self.offered_above(p) };
-                    if let Some(m) = target.and_then(|t| position.get(&t)) {
-                        if *m != n && !after[n].contains(m) {
-                            after[n].push(*m);
-                        }
+                    let Some(p) = catalog.index_of(id) else {
+                        continue;
+                    };
+                    let target = if position.contains_key(&p) {
+                        Some(p)
+                    } else {
+                        self.offered_above(p)
+                    };
+                    if let Some(m) = target.and_then(|t| position.get(&t))
+                        && *m != n
+                        && !after[n].contains(m)
+                    {
+                        after[n].push(*m);
                     }
                 }
             }
@@ -601,7 +654,13 @@ impl<'a> Evaluation<'a> {
         type Key = (bool, Reverse<Severity>, Option<Date>, UpdateId, usize);
         let key = |n: usize| -> Key {
             let u = catalog.update(required[n].0);
-            (u.classification != Classification::ServicePack, Reverse(urgency[n]), u.release_date, u.id.clone(), n)
+            (
+                u.classification != Classification::ServicePack,
+                Reverse(urgency[n]),
+                u.release_date,
+                u.id.clone(),
+                n,
+            )
         };
         let mut waiting: Vec<usize> = after.iter().map(Vec::len).collect();
         let mut dependants: Vec<Vec<usize>> = vec![Vec::new(); required.len()];
@@ -610,7 +669,10 @@ impl<'a> Evaluation<'a> {
                 dependants[m].push(n);
             }
         }
-        let mut ready: BinaryHeap<Reverse<Key>> = (0..required.len()).filter(|&n| waiting[n] == 0).map(|n| Reverse(key(n))).collect();
+        let mut ready: BinaryHeap<Reverse<Key>> = (0..required.len())
+            .filter(|&n| waiting[n] == 0)
+            .map(|n| Reverse(key(n)))
+            .collect();
         let mut done = vec![false; required.len()];
         let mut order = Vec::with_capacity(required.len());
         while order.len() < required.len() {
@@ -646,11 +708,18 @@ impl<'a> Evaluation<'a> {
                     classification: u.classification,
                     restart: u.restart.word(),
                     reason: reason.clone(),
-                    after: after[n].iter().map(|&m| catalog.update(required[m].0).id.clone()).collect(),
+                    after: after[n]
+                        .iter()
+                        .map(|&m| catalog.update(required[m].0).id.clone())
+                        .collect(),
                     bundled: u
                         .bundled
                         .iter()
-                        .filter(|c| catalog.index_of(c).is_some_and(|c| matches!(self.states.get(&c), Some(State::Bundled))))
+                        .filter(|c| {
+                            catalog
+                                .index_of(c)
+                                .is_some_and(|c| matches!(self.states.get(&c), Some(State::Bundled)))
+                        })
                         .cloned()
                         .collect(),
                 }

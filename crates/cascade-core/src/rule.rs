@@ -151,8 +151,12 @@ impl Truth {
     pub fn is_false(&self) -> bool {
         matches!(self, Truth::False)
     }
+}
 
-    pub fn not(self) -> Truth {
+impl std::ops::Not for Truth {
+    type Output = Truth;
+
+    fn not(self) -> Truth {
         match self {
             Truth::True => Truth::False,
             Truth::False => Truth::True,
@@ -172,11 +176,19 @@ pub enum IndexKey {
 
 impl Rule {
     pub fn fact(name: &str, cmp: Cmp, value: impl Into<String>) -> Rule {
-        Rule::Fact { name: name.to_owned(), cmp, value: value.into() }
+        Rule::Fact {
+            name: name.to_owned(),
+            cmp,
+            value: value.into(),
+        }
     }
 
     pub fn product(name: impl Into<String>) -> Rule {
-        Rule::Product { name: name.into(), cmp: None, version: None }
+        Rule::Product {
+            name: name.into(),
+            cmp: None,
+            version: None,
+        }
     }
 
     /// Conjunction, flattening nested conjunctions and dropping `always`.
@@ -227,7 +239,7 @@ impl Rule {
                 }
                 unknown.map_or(Truth::False, Truth::Unknown)
             }
-            Rule::Not(rule) => rule.eval(inv).not(),
+            Rule::Not(rule) => !rule.eval(inv),
             Rule::Fact { name, cmp, value } => match inv.fact(name) {
                 Some(actual) => Truth::from_bool(cmp.holds(&actual, value)),
                 None if *cmp == Cmp::Exists => Truth::False,
@@ -272,9 +284,11 @@ impl Rule {
     /// product. `None` means "look at it for every computer".
     pub fn index_key(&self) -> Option<IndexKey> {
         match self {
-            Rule::Fact { name, cmp: Cmp::Eq, value } if name == "os.product" => {
-                Some(IndexKey::Os(value.to_ascii_lowercase()))
-            }
+            Rule::Fact {
+                name,
+                cmp: Cmp::Eq,
+                value,
+            } if name == "os.product" => Some(IndexKey::Os(value.to_ascii_lowercase())),
             Rule::Product { name, .. } => Some(IndexKey::Product(name.to_ascii_lowercase())),
             Rule::All(rules) => {
                 let keys: Vec<IndexKey> = rules.iter().filter_map(Rule::index_key).collect();
@@ -306,9 +320,15 @@ impl fmt::Display for Rule {
             Rule::All(rules) => join(f, rules, "and"),
             Rule::Any(rules) => join(f, rules, "or"),
             Rule::Not(rule) => write!(f, "not {rule}"),
-            Rule::Fact { name, cmp: Cmp::Exists, .. } => write!(f, "{name} exists"),
+            Rule::Fact {
+                name, cmp: Cmp::Exists, ..
+            } => write!(f, "{name} exists"),
             Rule::Fact { name, cmp, value } => write!(f, "{name} {} {value:?}", cmp.symbol()),
-            Rule::Product { name, cmp: Some(cmp), version: Some(v) } => {
+            Rule::Product {
+                name,
+                cmp: Some(cmp),
+                version: Some(v),
+            } => {
                 write!(f, "product {name:?} {} {v}", cmp.symbol())
             }
             Rule::Product { name, .. } => write!(f, "product {name:?} installed"),
@@ -330,11 +350,14 @@ impl fmt::Display for Rule {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inventory::{Inventory, InstalledProduct};
+    use crate::inventory::{InstalledProduct, Inventory};
 
     fn win10() -> Inventory {
         let mut inv = Inventory::windows("10.0.19044".parse().unwrap(), false, Some("x64"));
-        inv.products = Some(vec![InstalledProduct { name: "Microsoft Office 2019".into(), version: Some("16.0.10394".parse().unwrap()) }]);
+        inv.products = Some(vec![InstalledProduct {
+            name: "Microsoft Office 2019".into(),
+            version: Some("16.0.10394".parse().unwrap()),
+        }]);
         inv
     }
 
@@ -346,22 +369,38 @@ mod tests {
         assert_eq!(release.eval(&inv), Truth::True);
         assert!(matches!(unknown.eval(&inv), Truth::Unknown(_)));
         assert_eq!(Rule::All(vec![Rule::Never, unknown.clone()]).eval(&inv), Truth::False);
-        assert_eq!(Rule::Any(vec![release.clone(), unknown.clone()]).eval(&inv), Truth::True);
-        assert!(matches!(Rule::All(vec![release, unknown.clone()]).eval(&inv), Truth::Unknown(_)));
+        assert_eq!(
+            Rule::Any(vec![release.clone(), unknown.clone()]).eval(&inv),
+            Truth::True
+        );
+        assert!(matches!(
+            Rule::All(vec![release, unknown.clone()]).eval(&inv),
+            Truth::Unknown(_)
+        ));
         assert!(matches!(Rule::Not(Box::new(unknown)).eval(&inv), Truth::Unknown(_)));
     }
 
     #[test]
     fn products_and_versions() {
         let inv = win10();
-        let office = Rule::Product { name: "microsoft office 2019".into(), cmp: Some(Cmp::Lt), version: Some("16.0.10395".parse().unwrap()) };
+        let office = Rule::Product {
+            name: "microsoft office 2019".into(),
+            cmp: Some(Cmp::Lt),
+            version: Some("16.0.10395".parse().unwrap()),
+        };
         assert_eq!(office.eval(&inv), Truth::True);
         assert_eq!(Rule::product("Visio 2016").eval(&inv), Truth::False);
         let mut no_products = inv.clone();
         no_products.products = None;
-        assert!(matches!(Rule::product("Visio 2016").eval(&no_products), Truth::Unknown(_)));
+        assert!(matches!(
+            Rule::product("Visio 2016").eval(&no_products),
+            Truth::Unknown(_)
+        ));
         assert_eq!(Rule::fact("os.build", Cmp::Ge, "19041").eval(&inv), Truth::True);
-        assert_eq!(Rule::fact("os.version", Cmp::Lt, "10.0.19044.1").eval(&inv), Truth::True);
+        assert_eq!(
+            Rule::fact("os.version", Cmp::Lt, "10.0.19044.1").eval(&inv),
+            Truth::True
+        );
     }
 
     #[test]
@@ -369,7 +408,11 @@ mod tests {
         let rule = Rule::and(vec![
             Rule::fact("os.product", Cmp::Eq, "Windows 10"),
             Rule::Not(Box::new(Rule::Installed(UpdateId::new("5019959")))),
-            Rule::Product { name: "Office".into(), cmp: Some(Cmp::Ge), version: Some("16.0".parse().unwrap()) },
+            Rule::Product {
+                name: "Office".into(),
+                cmp: Some(Cmp::Ge),
+                version: Some("16.0".parse().unwrap()),
+            },
         ]);
         let json = serde_json::to_string(&rule).unwrap();
         assert_eq!(

@@ -12,9 +12,7 @@ use crate::rule::Rule;
 use crate::version::Version;
 
 /// What kind of update this is, as the vendor classifies it.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Classification {
     ServicePack,
@@ -80,18 +78,7 @@ impl Classification {
 
 /// Vendor severity, ordered from least to most severe.
 #[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    schemars::JsonSchema,
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema,
 )]
 pub enum Severity {
     #[default]
@@ -165,7 +152,9 @@ impl RestartBehavior {
         {
             return Some(RestartBehavior::Always);
         }
-        if matches!(key, "no" | "false" | "neverreboots" | "never") || key.starts_with("never") || key.starts_with("doesn't")
+        if matches!(key, "no" | "false" | "neverreboots" | "never")
+            || key.starts_with("never")
+            || key.starts_with("doesn't")
         {
             return Some(RestartBehavior::Never);
         }
@@ -449,16 +438,28 @@ mod tests {
         assert_eq!(RestartBehavior::parse("Yes"), Some(RestartBehavior::Always));
         assert_eq!(RestartBehavior::parse("Maybe"), Some(RestartBehavior::May));
         assert_eq!(RestartBehavior::parse("No"), Some(RestartBehavior::Never));
-        assert_eq!(RestartBehavior::parse("Can request restart"), Some(RestartBehavior::May));
+        assert_eq!(
+            RestartBehavior::parse("Can request restart"),
+            Some(RestartBehavior::May)
+        );
         assert_eq!(RestartBehavior::parse("NeverReboots"), Some(RestartBehavior::Never));
-        assert_eq!(RestartBehavior::parse("AlwaysRequiresReboot"), Some(RestartBehavior::Always));
+        assert_eq!(
+            RestartBehavior::parse("AlwaysRequiresReboot"),
+            Some(RestartBehavior::Always)
+        );
         assert_eq!(RestartBehavior::parse(""), None);
     }
 
     #[test]
     fn classification_names() {
-        assert_eq!(Classification::from_microsoft("SecurityUpdates"), Some(Classification::SecurityUpdate));
-        assert_eq!(Classification::from_microsoft("Service Packs"), Some(Classification::ServicePack));
+        assert_eq!(
+            Classification::from_microsoft("SecurityUpdates"),
+            Some(Classification::SecurityUpdate)
+        );
+        assert_eq!(
+            Classification::from_microsoft("Service Packs"),
+            Some(Classification::ServicePack)
+        );
         assert_eq!(Classification::from_microsoft("Updates"), Some(Classification::Update));
         assert_eq!(Classification::from_microsoft("Hotfixes"), Some(Classification::Hotfix));
         assert_eq!(Classification::from_microsoft("weird"), None);
@@ -469,7 +470,10 @@ mod tests {
         let cmd = InstallCommand {
             program: "setup.exe".into(),
             arguments: vec![],
-            exit_codes: vec![ExitCode { code: 2359302, meaning: ExitMeaning::NotApplicable }],
+            exit_codes: vec![ExitCode {
+                code: 2359302,
+                meaning: ExitMeaning::NotApplicable,
+            }],
         };
         assert_eq!(cmd.meaning(0), ExitMeaning::Success);
         assert_eq!(cmd.meaning(3010), ExitMeaning::SuccessRestartRequired);

@@ -9,9 +9,18 @@ pub fn normalize_arch(raw: &str) -> &str {
     let lower = raw.trim().to_ascii_lowercase();
     if lower.starts_with("arm64") || lower.starts_with("aarch64") {
         "arm64"
-    } else if lower.starts_with("x64") || lower.starts_with("amd64") || lower.starts_with("x86_64") || lower.starts_with("x86-64") || lower == "64-bit" {
+    } else if lower.starts_with("x64")
+        || lower.starts_with("amd64")
+        || lower.starts_with("x86_64")
+        || lower.starts_with("x86-64")
+        || lower == "64-bit"
+    {
         "x64"
-    } else if lower.starts_with("x86") || lower.starts_with("32-bit") || lower.starts_with("i386") || lower.starts_with("i686") {
+    } else if lower.starts_with("x86")
+        || lower.starts_with("32-bit")
+        || lower.starts_with("i386")
+        || lower.starts_with("i686")
+    {
         "x86"
     } else if lower.starts_with("itanium") || lower.starts_with("ia64") {
         "ia64"
@@ -170,7 +179,7 @@ pub fn parse_product_name(name: &str) -> ProductName {
         target.arch = Some("arm".to_owned());
     }
     let words: Vec<&str> = rest[product.len()..]
-        .split(|c: char| c == ' ' || c == ',')
+        .split([' ', ','])
         .filter(|w| !w.is_empty())
         .collect();
     let mut i = 0;
@@ -188,7 +197,11 @@ pub fn parse_product_name(name: &str) -> ProductName {
                 }
                 target.arch = Some(arch.to_owned());
                 let next = words.get(i + 2).map(|s| s.to_ascii_lowercase());
-                i += if matches!(next.as_deref(), Some("systems") | Some("editions") | Some("edition")) { 3 } else { 2 };
+                i += if matches!(next.as_deref(), Some("systems") | Some("editions") | Some("edition")) {
+                    3
+                } else {
+                    2
+                };
             }
             "service" if words.get(i + 1).is_some_and(|s| s.eq_ignore_ascii_case("pack")) => {
                 match words.get(i + 2).and_then(|n| n.parse().ok()) {
@@ -223,7 +236,9 @@ pub fn parse_product_name(name: &str) -> ProductName {
 }
 
 fn looks_like_release(word: &str) -> bool {
-    word.len() == 4 && word.chars().all(|c| c.is_ascii_alphanumeric()) && word.chars().next().is_some_and(|c| c.is_ascii_digit())
+    word.len() == 4
+        && word.chars().all(|c| c.is_ascii_alphanumeric())
+        && word.chars().next().is_some_and(|c| c.is_ascii_digit())
 }
 
 impl OsTarget {
@@ -263,7 +278,7 @@ pub fn edition_from_name(name: &str, product: &str) -> Option<String> {
     let core = product.trim_start_matches("Windows ").to_ascii_lowercase();
     let after = lower.find(&core).map(|i| i + core.len())?;
     let edition = cleaned[after..]
-        .trim_start_matches(|c: char| c == ',' || c == ' ')
+        .trim_start_matches([',', ' '])
         .trim_start_matches("R2 ")
         .trim();
     (!edition.is_empty()).then(|| edition.to_owned())
@@ -276,7 +291,12 @@ pub fn clean_os_name(name: &str) -> String {
         .replace("(R)", "")
         .replace("(TM)", "")
         .replace(['®', '™', '\u{a0}', '\u{ff}'], " ");
-    for (mangled, plain) in [("Microsoftr", "Microsoft"), ("Serverr", "Server"), ("VistaT", "Vista"), ("Windowsr", "Windows")] {
+    for (mangled, plain) in [
+        ("Microsoftr", "Microsoft"),
+        ("Serverr", "Server"),
+        ("VistaT", "Vista"),
+        ("Windowsr", "Windows"),
+    ] {
         s = s.replace(mangled, plain);
     }
     s.split_whitespace().collect::<Vec<_>>().join(" ")
@@ -296,23 +316,37 @@ mod tests {
     #[test]
     fn microsoft_product_names() {
         let t = os("Windows 10 Version 21H2 for x64-based Systems");
-        assert_eq!((t.product.as_str(), t.release.as_deref(), t.arch.as_deref()), ("Windows 10", Some("21H2"), Some("x64")));
+        assert_eq!(
+            (t.product.as_str(), t.release.as_deref(), t.arch.as_deref()),
+            ("Windows 10", Some("21H2"), Some("x64"))
+        );
         let t = os("Windows 11 version 21H2 for ARM64-based Systems");
-        assert_eq!((t.product.as_str(), t.release.as_deref(), t.arch.as_deref()), ("Windows 11", Some("21H2"), Some("arm64")));
+        assert_eq!(
+            (t.product.as_str(), t.release.as_deref(), t.arch.as_deref()),
+            ("Windows 11", Some("21H2"), Some("arm64"))
+        );
         let t = os("Windows 10 for 32-bit Systems");
         assert_eq!((t.release.as_deref(), t.arch.as_deref()), (Some("1507"), Some("x86")));
         let t = os("Windows Server 2008 R2 for x64-based Systems Service Pack 1 (Server Core installation)");
         assert_eq!(t.product, "Windows Server 2008 R2");
         assert_eq!((t.service_pack, t.server_core), (Some(1), Some(true)));
         let t = os("Windows Server 2022");
-        assert_eq!((t.product.as_str(), t.server_core), ("Windows Server 2022", Some(false)));
+        assert_eq!(
+            (t.product.as_str(), t.server_core),
+            ("Windows Server 2022", Some(false))
+        );
         let t = os("Windows Server 2022, 23H2 Edition (Server Core installation)");
         assert_eq!((t.release.as_deref(), t.server_core), (Some("23H2"), Some(true)));
         let t = os("Windows 8.1 for x64-based systems");
         assert_eq!((t.product.as_str(), t.arch.as_deref()), ("Windows 8.1", Some("x64")));
         let t = os("Windows RT 8.1");
         assert_eq!((t.product.as_str(), t.arch.as_deref()), ("Windows 8.1", Some("arm")));
-        for other in ["Windows Terminal for Windows 10", "Windows Sysmon", "Windows Subsystem for Linux (WSL2)", "Microsoft Office 2019 for 32-bit editions"] {
+        for other in [
+            "Windows Terminal for Windows 10",
+            "Windows Sysmon",
+            "Windows Subsystem for Linux (WSL2)",
+            "Microsoft Office 2019 for 32-bit editions",
+        ] {
             assert_eq!(parse_product_name(other), ProductName::Other(other.to_owned()));
         }
     }
@@ -321,7 +355,10 @@ mod tests {
     fn products_and_releases_by_build() {
         let v = |s: &str| s.parse::<Version>().unwrap();
         assert_eq!(product_for(&v("10.0.22000"), Some(false), ""), Some("Windows 11"));
-        assert_eq!(product_for(&v("6.1.7601"), None, "Microsoft Windows Server 2008 R2 Standard"), Some("Windows Server 2008 R2"));
+        assert_eq!(
+            product_for(&v("6.1.7601"), None, "Microsoft Windows Server 2008 R2 Standard"),
+            Some("Windows Server 2008 R2")
+        );
         assert_eq!(product_for(&v("5.2.3790"), Some(false), ""), Some("Windows XP"));
         assert_eq!(release_for("Windows 10", 19044), Some("21H2"));
         assert_eq!(release_for("Windows 11", 26100), Some("24H2"));
@@ -330,9 +367,25 @@ mod tests {
 
     #[test]
     fn editions() {
-        assert_eq!(edition_from_name("Microsoft Windows 10 Pro for Workstations", "Windows 10").as_deref(), Some("Pro for Workstations"));
-        assert_eq!(edition_from_name("Microsoft(R) Windows(R) Server 2003, Standard Edition", "Windows Server 2003").as_deref(), Some("Standard Edition"));
-        assert_eq!(edition_from_name("Microsoftr Windows VistaT Enterprise ", "Windows Vista").as_deref(), Some("Enterprise"));
-        assert_eq!(edition_from_name("Microsoft Windows Server 2008 R2 Standard ", "Windows Server 2008 R2").as_deref(), Some("Standard"));
+        assert_eq!(
+            edition_from_name("Microsoft Windows 10 Pro for Workstations", "Windows 10").as_deref(),
+            Some("Pro for Workstations")
+        );
+        assert_eq!(
+            edition_from_name(
+                "Microsoft(R) Windows(R) Server 2003, Standard Edition",
+                "Windows Server 2003"
+            )
+            .as_deref(),
+            Some("Standard Edition")
+        );
+        assert_eq!(
+            edition_from_name("Microsoftr Windows VistaT Enterprise ", "Windows Vista").as_deref(),
+            Some("Enterprise")
+        );
+        assert_eq!(
+            edition_from_name("Microsoft Windows Server 2008 R2 Standard ", "Windows Server 2008 R2").as_deref(),
+            Some("Standard")
+        );
     }
 }

@@ -29,7 +29,11 @@ fn win10_21h2(installed: &[&str], version: &str) -> Inventory {
 /// KB5019959, the November 2022 cumulative update for Windows 10 21H2, as
 /// the November document would have it; December's KB5021233 supersedes it.
 fn november_cu() -> Update {
-    let mut u = Update::new(UpdateId::new("KB5019959"), "2022-Nov Security Update for Windows 10 Version 21H2 for x64-based Systems (KB5019959)", Classification::SecurityUpdate);
+    let mut u = Update::new(
+        UpdateId::new("KB5019959"),
+        "2022-Nov Security Update for Windows 10 Version 21H2 for x64-based Systems (KB5019959)",
+        Classification::SecurityUpdate,
+    );
     u.severity = Severity::Critical;
     u.targets = vec![Target {
         product: "Windows 10 Version 21H2 for x64-based Systems".into(),
@@ -51,7 +55,10 @@ fn december_2022_on_windows_10_21h2() {
     assert_eq!(required(&plan), ["KB5021233"]);
     let entry = &plan.required[0];
     assert_eq!((entry.severity, entry.restart), (Severity::Critical, "yes"));
-    assert_eq!(entry.reason.to_string(), "applies to Windows 10 Version 21H2 for x64-based Systems; not installed");
+    assert_eq!(
+        entry.reason.to_string(),
+        "applies to Windows 10 Version 21H2 for x64-based Systems; not installed"
+    );
     assert!(plan.unknown.is_empty(), "{:?}", plan.unknown);
     assert_eq!(plan.not_applicable, 53);
 }
@@ -61,12 +68,19 @@ fn superseded_cumulative_update_is_not_offered() {
     // Whichever document comes first, KB5019959 is superseded by KB5021233.
     for newer_first in [true, false] {
         let mut all = updates("cvrf/cvrfDocument-2022-Dec.trimmed.xml");
-        if newer_first { all.push(november_cu()) } else { all.insert(0, november_cu()) }
+        if newer_first {
+            all.push(november_cu())
+        } else {
+            all.insert(0, november_cu())
+        }
         let catalog = Catalog::new(all);
         let plan = planner::plan(&catalog, &win10_21h2(&[], "10.0.19044"));
         assert_eq!(required(&plan), ["KB5021233"]);
         assert_eq!(ids(&plan.superseded, |i| &i.id), ["KB5019959"]);
-        assert_eq!(plan.superseded[0].reason.to_string(), "superseded by KB5021233, which is offered instead");
+        assert_eq!(
+            plan.superseded[0].reason.to_string(),
+            "superseded by KB5021233, which is offered instead"
+        );
     }
 }
 
@@ -78,12 +92,22 @@ fn installed_superseder_satisfies_the_old_update() {
     let plan = planner::plan(&catalog, &win10_21h2(&["KB5021233"], "10.0.19044"));
     assert_eq!(required(&plan), Vec::<&str>::new());
     assert_eq!(ids(&plan.installed, |i| &i.id), ["KB5021233"]);
-    assert_eq!(plan.superseded[0].reason.to_string(), "superseded by KB5021233, which is installed");
+    assert_eq!(
+        plan.superseded[0].reason.to_string(),
+        "superseded by KB5021233, which is installed"
+    );
     // A computer at December's build has it, listed or not.
     let plan = planner::plan(&catalog, &win10_21h2(&[], "10.0.19044.2364"));
     assert_eq!(required(&plan), Vec::<&str>::new());
-    let december = plan.installed.iter().find(|i| i.id.as_str() == "KB5021233").expect("KB5021233 installed");
-    assert_eq!(december.reason.to_string(), "OS build 10.0.19044.2364 is at or past the fixed build 10.0.19044.2364");
+    let december = plan
+        .installed
+        .iter()
+        .find(|i| i.id.as_str() == "KB5021233")
+        .expect("KB5021233 installed");
+    assert_eq!(
+        december.reason.to_string(),
+        "OS build 10.0.19044.2364 is at or past the fixed build 10.0.19044.2364"
+    );
     // November's build has November's update and still needs December's.
     let plan = planner::plan(&catalog, &win10_21h2(&[], "10.0.19044.2251"));
     assert_eq!(required(&plan), ["KB5021233"]);
@@ -100,7 +124,11 @@ fn old_kb_named_again_by_an_older_document_stays_superseded() {
     all.push(older);
     let catalog = Catalog::new(all);
     assert!(catalog.is_superseded(&UpdateId::new("KB5019959")));
-    let superseders: Vec<&str> = catalog.superseders_of(&UpdateId::new("KB5019959")).iter().map(|u| u.id.as_str()).collect();
+    let superseders: Vec<&str> = catalog
+        .superseders_of(&UpdateId::new("KB5019959"))
+        .iter()
+        .map(|u| u.id.as_str())
+        .collect();
     assert_eq!(superseders, ["KB5021233"]);
 }
 
@@ -113,7 +141,13 @@ fn systeminfo_of_a_real_windows_7_machine() {
     // not say that one supersedes the other.
     assert_eq!(required(&plan), ["KB5021288", "KB5021291"]);
     // The computer's products are unknown: application updates are unknown, with why.
-    assert!(plan.unknown.iter().all(|u| u.reason.to_string().contains("does not list installed products")), "{:?}", plan.unknown);
+    assert!(
+        plan.unknown
+            .iter()
+            .all(|u| u.reason.to_string().contains("does not list installed products")),
+        "{:?}",
+        plan.unknown
+    );
     assert!(!plan.unknown.is_empty());
 }
 
@@ -126,10 +160,17 @@ fn win11_arm64() -> Inventory {
 
 fn update_catalog(filter: impl Fn(&Update) -> bool) -> Catalog {
     let mut all = Vec::new();
-    for entry in std::fs::read_dir(common::fixture_path("update-catalog")).unwrap().flatten() {
+    for entry in std::fs::read_dir(common::fixture_path("update-catalog"))
+        .unwrap()
+        .flatten()
+    {
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.ends_with(".json") {
-            all.extend(updates(&format!("update-catalog/{name}")).into_iter().filter(|u| filter(u)));
+            all.extend(
+                updates(&format!("update-catalog/{name}"))
+                    .into_iter()
+                    .filter(|u| filter(u)),
+            );
         }
     }
     Catalog::new(all)
@@ -139,9 +180,15 @@ fn update_catalog(filter: impl Fn(&Update) -> bool) -> Catalog {
 fn update_catalog_cumulative_chain() {
     let plan = planner::plan(&update_catalog(|_| true), &win11_arm64());
     assert_eq!(required(&plan), ["KB5026446"]);
-    assert_eq!(ids(&plan.superseded, |i| &i.id), ["KB5025239", "KB5025305", "KB5026372"]);
+    assert_eq!(
+        ids(&plan.superseded, |i| &i.id),
+        ["KB5025239", "KB5025305", "KB5026372"]
+    );
     // Approving security updates only: the newest security update is offered.
-    let plan = planner::plan(&update_catalog(|u| u.classification == Classification::SecurityUpdate), &win11_arm64());
+    let plan = planner::plan(
+        &update_catalog(|u| u.classification == Classification::SecurityUpdate),
+        &win11_arm64(),
+    );
     assert_eq!(required(&plan), ["KB5026372"]);
     assert_eq!(ids(&plan.superseded, |i| &i.id), ["KB5025239"]);
     assert_eq!(plan.required[0].restart, "maybe");
@@ -151,7 +198,12 @@ fn simple(id: &str, classification: Classification, severity: Severity) -> Updat
     let mut u = Update::new(UpdateId::new(id), id, classification);
     u.severity = severity;
     u.restart = RestartBehavior::Never;
-    u.targets = vec![Target { product: "Windows 10".into(), rule: Rule::fact("os.product", Cmp::Eq, "Windows 10"), severity, fixed_build: None }];
+    u.targets = vec![Target {
+        product: "Windows 10".into(),
+        rule: Rule::fact("os.product", Cmp::Eq, "Windows 10"),
+        severity,
+        fixed_build: None,
+    }];
     u
 }
 
@@ -160,7 +212,10 @@ fn install_order() {
     let sp = simple("SP1", Classification::ServicePack, Severity::Important);
     let ssu = simple("KB100", Classification::CriticalUpdate, Severity::Moderate);
     let mut cu = simple("KB200", Classification::SecurityUpdate, Severity::Critical);
-    cu.prerequisites = vec![Prerequisite { all_of: vec![UpdateId::new("KB100")], ..Prerequisite::default() }];
+    cu.prerequisites = vec![Prerequisite {
+        all_of: vec![UpdateId::new("KB100")],
+        ..Prerequisite::default()
+    }];
     let low = simple("KB300", Classification::Update, Severity::Low);
     let important = simple("KB400", Classification::SecurityUpdate, Severity::Important);
     let catalog = Catalog::new(vec![low, cu, important, ssu, sp]);
@@ -174,22 +229,46 @@ fn install_order() {
 #[test]
 fn prerequisites_that_cannot_be_met() {
     let mut needs_missing = simple("KB1", Classification::SecurityUpdate, Severity::Critical);
-    needs_missing.prerequisites = vec![Prerequisite { all_of: vec![UpdateId::new("KB999")], ..Prerequisite::default() }];
+    needs_missing.prerequisites = vec![Prerequisite {
+        all_of: vec![UpdateId::new("KB999")],
+        ..Prerequisite::default()
+    }];
     let mut other_os = simple("KB2", Classification::Update, Severity::Low);
     other_os.targets[0].rule = Rule::fact("os.product", Cmp::Eq, "Windows 11");
     let mut needs_other_os = simple("KB3", Classification::SecurityUpdate, Severity::Critical);
-    needs_other_os.prerequisites = vec![Prerequisite { any_of: vec![UpdateId::new("KB2"), UpdateId::new("KB999")], ..Prerequisite::default() }];
+    needs_other_os.prerequisites = vec![Prerequisite {
+        any_of: vec![UpdateId::new("KB2"), UpdateId::new("KB999")],
+        ..Prerequisite::default()
+    }];
     let mut chained = simple("KB4", Classification::SecurityUpdate, Severity::Critical);
-    chained.prerequisites = vec![Prerequisite { all_of: vec![UpdateId::new("KB3")], ..Prerequisite::default() }];
+    chained.prerequisites = vec![Prerequisite {
+        all_of: vec![UpdateId::new("KB3")],
+        ..Prerequisite::default()
+    }];
     let mut needs_only_other_os = simple("KB7", Classification::SecurityUpdate, Severity::Critical);
-    needs_only_other_os.prerequisites = vec![Prerequisite { all_of: vec![UpdateId::new("KB2")], ..Prerequisite::default() }];
-    let catalog = Catalog::new(vec![needs_missing, other_os, needs_other_os, chained, needs_only_other_os]);
+    needs_only_other_os.prerequisites = vec![Prerequisite {
+        all_of: vec![UpdateId::new("KB2")],
+        ..Prerequisite::default()
+    }];
+    let catalog = Catalog::new(vec![
+        needs_missing,
+        other_os,
+        needs_other_os,
+        chained,
+        needs_only_other_os,
+    ]);
     let plan = planner::plan(&catalog, &win10_21h2(&[], "10.0.19044"));
     assert_eq!(required(&plan), Vec::<&str>::new());
     // Unknown spreads to what depends on it.
     assert_eq!(ids(&plan.unknown, |i| &i.id), ["KB1", "KB3", "KB4"]);
-    assert_eq!(plan.unknown[0].reason.to_string(), "prerequisite KB999 is not in the catalog");
-    assert_eq!(plan.not_applicable, 2, "KB2 for another OS, KB7 whose prerequisite never applies here");
+    assert_eq!(
+        plan.unknown[0].reason.to_string(),
+        "prerequisite KB999 is not in the catalog"
+    );
+    assert_eq!(
+        plan.not_applicable, 2,
+        "KB2 for another OS, KB7 whose prerequisite never applies here"
+    );
     // Once the missing prerequisite is on the computer, KB1 is required.
     let plan = planner::plan(&catalog, &win10_21h2(&["KB999"], "10.0.19044"));
     assert_eq!(required(&plan), ["KB1", "KB3", "KB4"]);
@@ -208,15 +287,30 @@ fn hotpatches_only_for_enrolled_computers() {
 
 #[test]
 fn bundles_install_their_children() {
-    let child_a = simple("a0000000-0000-0000-0000-000000000001", Classification::DefinitionUpdate, Severity::Unspecified);
-    let mut child_b = simple("a0000000-0000-0000-0000-000000000002", Classification::DefinitionUpdate, Severity::Unspecified);
+    let child_a = simple(
+        "a0000000-0000-0000-0000-000000000001",
+        Classification::DefinitionUpdate,
+        Severity::Unspecified,
+    );
+    let mut child_b = simple(
+        "a0000000-0000-0000-0000-000000000002",
+        Classification::DefinitionUpdate,
+        Severity::Unspecified,
+    );
     child_b.targets[0].rule = Rule::Never;
-    let mut bundle = Update::new(UpdateId::new("b0000000-0000-0000-0000-000000000000"), "bundle", Classification::DefinitionUpdate);
+    let mut bundle = Update::new(
+        UpdateId::new("b0000000-0000-0000-0000-000000000000"),
+        "bundle",
+        Classification::DefinitionUpdate,
+    );
     bundle.bundled = vec![child_a.id.clone(), child_b.id.clone()];
     let catalog = Catalog::new(vec![bundle, child_a, child_b]);
     let plan = planner::plan(&catalog, &win10_21h2(&[], "10.0.19044"));
     assert_eq!(required(&plan), ["b0000000-0000-0000-0000-000000000000"]);
-    assert_eq!(ids(&plan.required[0].bundled, |i| i), ["a0000000-0000-0000-0000-000000000001"]);
+    assert_eq!(
+        ids(&plan.required[0].bundled, |i| i),
+        ["a0000000-0000-0000-0000-000000000001"]
+    );
 }
 
 #[test]
@@ -240,5 +334,8 @@ fn unknown_says_why() {
     u.applicable_when = Some(Rule::fact("device:OSSkuId", Cmp::Eq, "4"));
     let plan = planner::plan(&Catalog::new(vec![u]), &win10_21h2(&[], "10.0.19044"));
     assert_eq!(ids(&plan.unknown, |i| &i.id), ["KB6"]);
-    assert_eq!(plan.unknown[0].reason.to_string(), "the inventory has no fact device:OSSkuId");
+    assert_eq!(
+        plan.unknown[0].reason.to_string(),
+        "the inventory has no fact device:OSSkuId"
+    );
 }

@@ -18,8 +18,15 @@ struct Case {
 
 fn case() -> impl Strategy<Value = Case> {
     (2usize..24).prop_flat_map(|n| {
-        let update = (any::<bool>(), prop::bool::weighted(0.2), prop::collection::vec(0..n, 0..3));
-        (prop::collection::vec(update, n), Just((0..n).collect::<Vec<_>>()).prop_shuffle())
+        let update = (
+            any::<bool>(),
+            prop::bool::weighted(0.2),
+            prop::collection::vec(0..n, 0..3),
+        );
+        (
+            prop::collection::vec(update, n),
+            Just((0..n).collect::<Vec<_>>()).prop_shuffle(),
+        )
             .prop_map(|(updates, order)| Case { updates, order })
     })
 }
@@ -45,7 +52,13 @@ fn build(case: &Case, order: &[usize]) -> (Catalog, Inventory) {
     let catalog = Catalog::new(updates.collect::<Vec<_>>());
     let mut inv = Inventory::windows("10.0.19044".parse().unwrap(), false, Some("x64"));
     inv.products = Some(Vec::new());
-    inv.installed_updates = case.updates.iter().enumerate().filter(|(_, u)| u.1).map(|(n, _)| id(n)).collect();
+    inv.installed_updates = case
+        .updates
+        .iter()
+        .enumerate()
+        .filter(|(_, u)| u.1)
+        .map(|(n, _)| id(n))
+        .collect();
     (catalog, inv)
 }
 

@@ -56,7 +56,9 @@ impl FsFragments {
 
 impl Fragments for FsFragments {
     fn fragment(&self, kind: &str, revision_id: u64) -> Option<Vec<u8>> {
-        self.roots.iter().find_map(|r| std::fs::read(r.join(kind).join(revision_id.to_string())).ok())
+        self.roots
+            .iter()
+            .find_map(|r| std::fs::read(r.join(kind).join(revision_id.to_string())).ok())
     }
 }
 
@@ -69,7 +71,10 @@ pub fn import_catalog_path(path: &Path) -> anyhow::Result<Vec<CatalogImport>> {
     if path.is_dir() {
         let mut files = Vec::new();
         collect_files(path, &mut files)?;
-        let package = files.iter().find(|f| f.file_name().is_some_and(|n| n == "package.xml")).cloned();
+        let package = files
+            .iter()
+            .find(|f| f.file_name().is_some_and(|n| n == "package.xml"))
+            .cloned();
         if let Some(package) = package {
             return Ok(vec![import_catalog_file(&package)?]);
         }
@@ -137,7 +142,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     for path in &args.catalogs {
         for imported in import_catalog_path(path)? {
             if !imported.skipped.is_empty() {
-                notes.push(format!("{}: {} records passed over", path.display(), imported.skipped.len()));
+                notes.push(format!(
+                    "{}: {} records passed over",
+                    path.display(),
+                    imported.skipped.len()
+                ));
             }
             updates.extend(imported.updates);
         }
@@ -174,8 +183,18 @@ fn print_table(out: &mut impl Write, inv: &Inventory, catalog: &Catalog, plan: &
     if let Some(sp) = os.service_pack.filter(|sp| *sp > 0) {
         describe.push(format!("SP{sp}"));
     }
-    writeln!(out, "Computer {}: {}", inv.computer.as_deref().unwrap_or("(unnamed)"), describe.join(", "))?;
-    writeln!(out, "Catalog: {} updates; {} installed updates listed on the computer", catalog.len(), inv.installed_updates.len())?;
+    writeln!(
+        out,
+        "Computer {}: {}",
+        inv.computer.as_deref().unwrap_or("(unnamed)"),
+        describe.join(", ")
+    )?;
+    writeln!(
+        out,
+        "Catalog: {} updates; {} installed updates listed on the computer",
+        catalog.len(),
+        inv.installed_updates.len()
+    )?;
     writeln!(out)?;
     if plan.required.is_empty() {
         writeln!(out, "Nothing required.")?;
@@ -190,10 +209,22 @@ fn print_table(out: &mut impl Write, inv: &Inventory, catalog: &Catalog, plan: &
                     Some(c) => format!("{} ({c})", e.severity),
                     None => e.severity.to_string(),
                 };
-                [(n + 1).to_string(), e.id.to_string(), severity, e.restart.to_owned(), e.title.to_string()]
+                [
+                    (n + 1).to_string(),
+                    e.id.to_string(),
+                    severity,
+                    e.restart.to_owned(),
+                    e.title.to_string(),
+                ]
             })
             .collect();
-        let header = ["#".to_owned(), "Update".to_owned(), "Severity".to_owned(), "Restart".to_owned(), "Title".to_owned()];
+        let header = [
+            "#".to_owned(),
+            "Update".to_owned(),
+            "Severity".to_owned(),
+            "Restart".to_owned(),
+            "Title".to_owned(),
+        ];
         let mut widths = [0usize; 4];
         for row in std::iter::once(&header).chain(&rows) {
             for (w, cell) in widths.iter_mut().zip(row.iter()) {
@@ -201,7 +232,18 @@ fn print_table(out: &mut impl Write, inv: &Inventory, catalog: &Catalog, plan: &
             }
         }
         let line = |row: &[String; 5]| {
-            format!("  {:>w0$}  {:<w1$}  {:<w2$}  {:<w3$}  {}", row[0], row[1], row[2], row[3], row[4], w0 = widths[0], w1 = widths[1], w2 = widths[2], w3 = widths[3])
+            format!(
+                "  {:>w0$}  {:<w1$}  {:<w2$}  {:<w3$}  {}",
+                row[0],
+                row[1],
+                row[2],
+                row[3],
+                row[4],
+                w0 = widths[0],
+                w1 = widths[1],
+                w2 = widths[2],
+                w3 = widths[3]
+            )
         };
         writeln!(out, "{}", line(&header))?;
         for (row, entry) in rows.iter().zip(&plan.required) {

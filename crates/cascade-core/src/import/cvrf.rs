@@ -43,8 +43,13 @@ pub fn parse(source: &str, text_in: &str) -> Result<(Vec<Update>, Vec<String>), 
 
     let mut names: HashMap<String, String> = HashMap::new();
     if let Some(tree) = child(root, "ProductTree") {
-        for p in tree.descendants().filter(|n| n.is_element() && local(*n) == "FullProductName") {
-            let id = p.attribute("ProductID").ok_or_else(|| element_error(source, p, "FullProductName without ProductID"))?;
+        for p in tree
+            .descendants()
+            .filter(|n| n.is_element() && local(*n) == "FullProductName")
+        {
+            let id = p
+                .attribute("ProductID")
+                .ok_or_else(|| element_error(source, p, "FullProductName without ProductID"))?;
             names.insert(id.to_owned(), text(Some(p)).to_owned());
         }
     }
@@ -56,7 +61,9 @@ pub fn parse(source: &str, text_in: &str) -> Result<(Vec<Update>, Vec<String>), 
         let mut severity: HashMap<&str, Severity> = HashMap::new();
         if let Some(threats) = child(vuln, "Threats") {
             for threat in children(threats, "Threat").filter(|t| t.attribute("Type") == Some("Severity")) {
-                let Some(s) = Severity::parse(text(child(threat, "Description"))) else { continue };
+                let Some(s) = Severity::parse(text(child(threat, "Description"))) else {
+                    continue;
+                };
                 for pid in children(threat, "ProductID") {
                     for id in text(Some(pid)).split_whitespace() {
                         let entry = severity.entry(id).or_default();
@@ -65,7 +72,9 @@ pub fn parse(source: &str, text_in: &str) -> Result<(Vec<Update>, Vec<String>), 
                 }
             }
         }
-        let Some(remediations) = child(vuln, "Remediations") else { continue };
+        let Some(remediations) = child(vuln, "Remediations") else {
+            continue;
+        };
         for rem in children(remediations, "Remediation").filter(|r| r.attribute("Type") == Some("Vendor Fix")) {
             let description = text(child(rem, "Description"));
             let Some(kb) = kb_number(description).filter(|_| description.chars().any(|c| c.is_ascii_digit())) else {
@@ -79,7 +88,10 @@ pub fn parse(source: &str, text_in: &str) -> Result<(Vec<Update>, Vec<String>), 
             if !cve.is_empty() {
                 fix.cves.insert(cve.clone());
             }
-            let fixed_build = text(child(rem, "FixedBuild")).parse::<Version>().ok().filter(|v| v.len() >= 3);
+            let fixed_build = text(child(rem, "FixedBuild"))
+                .parse::<Version>()
+                .ok()
+                .filter(|v| v.len() >= 3);
             for pid in children(rem, "ProductID") {
                 for id in text(Some(pid)).split_whitespace() {
                     let s = severity.get(id).copied().unwrap_or_default();
@@ -90,13 +102,19 @@ pub fn parse(source: &str, text_in: &str) -> Result<(Vec<Update>, Vec<String>), 
                     }
                 }
             }
-            for superseded in text(child(rem, "Supercedence")).split([',', ';', ' ']).filter(|s| !s.is_empty()) {
+            for superseded in text(child(rem, "Supercedence"))
+                .split([',', ';', ' '])
+                .filter(|s| !s.is_empty())
+            {
                 match kb_number(superseded) {
                     Some(n) if n != kb => {
                         fix.supersedes.insert(UpdateId::kb(n));
                     }
                     Some(_) => {}
-                    None => skipped.push(format!("line {}: KB{kb}: supersedence {superseded:?} is not a KB number", xml::line(rem))),
+                    None => skipped.push(format!(
+                        "line {}: KB{kb}: supersedence {superseded:?} is not a KB number",
+                        xml::line(rem)
+                    )),
                 }
             }
             let sub_type = text(child(rem, "SubType"));
@@ -140,10 +158,12 @@ fn product_rule(id: &str, names: &HashMap<String, String>) -> (String, Rule, Opt
     // "Microsoft .NET Framework 4.8 on Windows 10 Version 21H2 for x64-based
     // Systems": the application on that OS. The OS is the part after the last
     // " on " that names one, or the product named by the id after the dash.
-    let os_and_app = name.match_indices(" on ").find_map(|(at, sep)| match windows::parse_product_name(&name[at + sep.len()..]) {
-        ProductName::Os(os) => Some((os, name[..at].trim().to_owned())),
-        ProductName::Other(_) => None,
-    });
+    let os_and_app =
+        name.match_indices(" on ")
+            .find_map(|(at, sep)| match windows::parse_product_name(&name[at + sep.len()..]) {
+                ProductName::Os(os) => Some((os, name[..at].trim().to_owned())),
+                ProductName::Other(_) => None,
+            });
     let os_and_app = os_and_app.or_else(|| {
         let (app, os) = id.split_once('-')?;
         match windows::parse_product_name(names.get(os)?) {
@@ -171,7 +191,12 @@ fn build_update(
         let fixed_build = fix.fixed_build.get(pid).cloned();
         match os {
             Some(os) => os_targets.push((os, *severity, fixed_build, name)),
-            None => targets.push(Target { product: name, rule, severity: *severity, fixed_build }),
+            None => targets.push(Target {
+                product: name,
+                rule,
+                severity: *severity,
+                fixed_build,
+            }),
         }
     }
     // A KB for both the full and the Server Core installation of a server
@@ -197,18 +222,35 @@ fn build_update(
         merged.push((os, severity, fixed, name));
     }
     for (os, severity, fixed_build, name) in merged {
-        targets.push(Target { product: name, rule: os.rule(), severity, fixed_build });
+        targets.push(Target {
+            product: name,
+            rule: os.rule(),
+            severity,
+            fixed_build,
+        });
     }
 
     let first = targets.first().map(|t| t.product.clone()).unwrap_or_default();
     let more = targets.len().saturating_sub(1);
-    let sub_type = if fix.sub_type.is_empty() { "Security Update".to_owned() } else { fix.sub_type.clone() };
+    let sub_type = if fix.sub_type.is_empty() {
+        "Security Update".to_owned()
+    } else {
+        fix.sub_type.clone()
+    };
     let title = match more {
         0 => format!("{document_id} {sub_type} for {first} (KB{kb})"),
         n => format!("{document_id} {sub_type} for {first} and {n} more (KB{kb})"),
     };
-    let mut update = Update::new(UpdateId::kb(kb), title.trim().to_owned(), Classification::SecurityUpdate);
-    update.product = if targets.iter().any(|t| t.rule.index_key().is_some_and(|k| matches!(k, crate::rule::IndexKey::Os(_)))) {
+    let mut update = Update::new(
+        UpdateId::kb(kb),
+        title.trim().to_owned(),
+        Classification::SecurityUpdate,
+    );
+    update.product = if targets.iter().any(|t| {
+        t.rule
+            .index_key()
+            .is_some_and(|k| matches!(k, crate::rule::IndexKey::Os(_)))
+    }) {
         "Windows".to_owned()
     } else {
         first

@@ -18,11 +18,26 @@ mod xml;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ImportError {
     #[error("{source_name}: line {line}, column {column}: not well-formed XML: {message}")]
-    Xml { source_name: String, line: u32, column: u32, message: String },
+    Xml {
+        source_name: String,
+        line: u32,
+        column: u32,
+        message: String,
+    },
     #[error("{source_name}: line {line}: <{element}>: {message}")]
-    Element { source_name: String, line: u32, element: String, message: String },
+    Element {
+        source_name: String,
+        line: u32,
+        element: String,
+        message: String,
+    },
     #[error("{source_name}: line {line}, column {column}: {message}")]
-    Json { source_name: String, line: usize, column: usize, message: String },
+    Json {
+        source_name: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
     #[error("{source_name}: {message}")]
     Format { source_name: String, message: String },
 }
@@ -121,7 +136,9 @@ pub fn detect_catalog(bytes: &[u8]) -> Option<CatalogFormat> {
     match first_element(head)? {
         "cvrfdoc" => Some(CatalogFormat::Cvrf),
         "OfflineSyncPackage" => Some(CatalogFormat::WsusScn2Package),
-        "Update" | "UpdateIdentity" | "Updates" | "Properties" | "ExtendedProperties" | "Files" => Some(CatalogFormat::WsusUpdateXml),
+        "Update" | "UpdateIdentity" | "Updates" | "Properties" | "ExtendedProperties" | "Files" => {
+            Some(CatalogFormat::WsusUpdateXml)
+        }
         _ => None,
     }
 }
@@ -139,7 +156,11 @@ pub fn import_catalog(source: &str, bytes: &[u8], fragments: &dyn Fragments) -> 
         CatalogFormat::UpdateCatalog => (msuc::parse(source, &decode_utf8(source, bytes)?)?, Vec::new()),
         CatalogFormat::Native => (native::parse_catalog(source, &decode_utf8(source, bytes)?)?, Vec::new()),
     };
-    Ok(CatalogImport { format, updates, skipped })
+    Ok(CatalogImport {
+        format,
+        updates,
+        skipped,
+    })
 }
 
 fn decode_utf8(source: &str, bytes: &[u8]) -> Result<String, ImportError> {
@@ -172,13 +193,18 @@ pub fn import_inventory(source: &str, bytes: &[u8]) -> Result<(InventoryFormat, 
         return Ok((InventoryFormat::Native, native::parse_inventory(source, trimmed)?));
     }
     if systeminfo::looks_like_hotfix_list(trimmed) {
-        return Ok((InventoryFormat::HotfixList, systeminfo::parse_hotfix_list(source, trimmed)?));
+        return Ok((
+            InventoryFormat::HotfixList,
+            systeminfo::parse_hotfix_list(source, trimmed)?,
+        ));
     }
     if systeminfo::looks_like(trimmed) {
         return Ok((InventoryFormat::Systeminfo, systeminfo::parse(source, trimmed)?));
     }
     Err(ImportError::Format {
         source_name: source.to_owned(),
-        message: "not an inventory Cascade reads (Cascade inventory JSON, systeminfo output, wmic qfe or Get-HotFix list)".to_owned(),
+        message:
+            "not an inventory Cascade reads (Cascade inventory JSON, systeminfo output, wmic qfe or Get-HotFix list)"
+                .to_owned(),
     })
 }

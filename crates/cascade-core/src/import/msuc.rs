@@ -56,16 +56,33 @@ pub fn parse(source: &str, text: &str) -> Result<Vec<Update>, ImportError> {
             let strict: Result<Entry, _> = serde_json::from_str(text);
             let e = match strict {
                 Err(e) => e,
-                Ok(_) => return Err(ImportError::Format { source_name: source.to_owned(), message: "unreadable Update Catalog JSON".to_owned() }),
+                Ok(_) => {
+                    return Err(ImportError::Format {
+                        source_name: source.to_owned(),
+                        message: "unreadable Update Catalog JSON".to_owned(),
+                    });
+                }
             };
-            return Err(ImportError::Json { source_name: source.to_owned(), line: e.line(), column: e.column(), message: e.to_string() });
+            return Err(ImportError::Json {
+                source_name: source.to_owned(),
+                line: e.line(),
+                column: e.column(),
+                message: e.to_string(),
+            });
         }
     };
-    entries.into_iter().enumerate().map(|(n, e)| entry_to_update(source, n, e)).collect()
+    entries
+        .into_iter()
+        .enumerate()
+        .map(|(n, e)| entry_to_update(source, n, e))
+        .collect()
 }
 
 fn entry_to_update(source: &str, n: usize, e: Entry) -> Result<Update, ImportError> {
-    let bad = |message: String| ImportError::Format { source_name: source.to_owned(), message: format!("entry {n} ({}): {message}", e.update_id) };
+    let bad = |message: String| ImportError::Format {
+        source_name: source.to_owned(),
+        message: format!("entry {n} ({}): {message}", e.update_id),
+    };
     if !is_guid(e.update_id.trim()) {
         return Err(bad(format!("update_id {:?} is not a GUID", e.update_id)));
     }
@@ -96,14 +113,21 @@ fn entry_to_update(source: &str, n: usize, e: Entry) -> Result<Update, ImportErr
     update.supersedes.sort();
     update.supersedes.dedup();
     let target = match os_in_title(&e.title) {
-        Some((name, os)) => Target { product: name, rule: os.rule(), severity: update.severity, fixed_build: None },
+        Some((name, os)) => Target {
+            product: name,
+            rule: os.rule(),
+            severity: update.severity,
+            fixed_build: None,
+        },
         None if !update.product.is_empty() => Target {
             product: update.product.clone(),
             rule: Rule::product(update.product.clone()),
             severity: update.severity,
             fixed_build: None,
         },
-        None => return Err(bad(format!("cannot tell what product {:?} is for", e.title))),
+        None => {
+            return Err(bad(format!("cannot tell what product {:?} is for", e.title)));
+        }
     };
     update.targets = vec![target];
     Ok(update)
@@ -114,10 +138,11 @@ fn entry_to_update(source: &str, n: usize, e: Entry) -> Result<Update, ImportErr
 fn os_in_title(title: &str) -> Option<(String, windows::OsTarget)> {
     let end = title.rfind(" (KB").unwrap_or(title.len());
     let head = &title[..end];
-    head.match_indices("Windows ").find_map(|(start, _)| match windows::parse_product_name(&head[start..]) {
-        ProductName::Os(os) => Some((head[start..].to_owned(), os)),
-        ProductName::Other(_) => None,
-    })
+    head.match_indices("Windows ")
+        .find_map(|(start, _)| match windows::parse_product_name(&head[start..]) {
+            ProductName::Os(os) => Some((head[start..].to_owned(), os)),
+            ProductName::Other(_) => None,
+        })
 }
 
 /// `4/11/2023` (month first, as the catalog writes) or an ISO date.

@@ -23,19 +23,34 @@ pub struct NativeCatalog {
 
 impl NativeCatalog {
     pub fn new(updates: Vec<Update>) -> Self {
-        NativeCatalog { format: "cascade-catalog".to_owned(), version: CATALOG_VERSION, updates }
+        NativeCatalog {
+            format: "cascade-catalog".to_owned(),
+            version: CATALOG_VERSION,
+            updates,
+        }
     }
 }
 
 fn json_error(source: &str, e: serde_json::Error) -> ImportError {
-    ImportError::Json { source_name: source.to_owned(), line: e.line(), column: e.column(), message: e.to_string() }
+    ImportError::Json {
+        source_name: source.to_owned(),
+        line: e.line(),
+        column: e.column(),
+        message: e.to_string(),
+    }
 }
 
 pub fn parse_catalog(source: &str, text: &str) -> Result<Vec<Update>, ImportError> {
     let catalog: NativeCatalog = serde_json::from_str(text).map_err(|e| json_error(source, e))?;
-    let fail = |message: String| ImportError::Format { source_name: source.to_owned(), message };
+    let fail = |message: String| ImportError::Format {
+        source_name: source.to_owned(),
+        message,
+    };
     if catalog.format != "cascade-catalog" {
-        return Err(fail(format!("format is {:?}, expected \"cascade-catalog\"", catalog.format)));
+        return Err(fail(format!(
+            "format is {:?}, expected \"cascade-catalog\"",
+            catalog.format
+        )));
     }
     if catalog.version != CATALOG_VERSION {
         return Err(fail(format!(
@@ -46,7 +61,10 @@ pub fn parse_catalog(source: &str, text: &str) -> Result<Vec<Update>, ImportErro
     for (n, u) in catalog.updates.iter().enumerate() {
         for c in &u.content {
             if c.sha256.len() != 64 || !c.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(fail(format!("updates[{n}] ({}): content {:?} has a malformed sha256", u.id, c.file_name)));
+                return Err(fail(format!(
+                    "updates[{n}] ({}): content {:?} has a malformed sha256",
+                    u.id, c.file_name
+                )));
             }
         }
     }

@@ -54,7 +54,9 @@ pub fn parse(source: &str, text: &str) -> Result<Inventory, ImportError> {
     let fields = fields(text);
     let version_at = os_version_field(&fields).ok_or_else(|| ImportError::Format {
         source_name: source.to_owned(),
-        message: "no OS version line (\"OS Version: 10.0.19044 N/A Build 19044\" or its translation): not systeminfo output".to_owned(),
+        message:
+            "no OS version line (\"OS Version: 10.0.19044 N/A Build 19044\" or its translation): not systeminfo output"
+                .to_owned(),
     })?;
     let version_field = &fields[version_at];
     let version = Version::leading(&version_field.value).ok_or_else(|| ImportError::Format {
@@ -68,16 +70,27 @@ pub fn parse(source: &str, text: &str) -> Result<Inventory, ImportError> {
     let name = name_field.map(|f| windows::clean_os_name(&f.value)).unwrap_or_default();
     // "OS Configuration" follows the manufacturer; its words are translated,
     // but server products say "Server" in their name in every language.
-    let configuration = fields.get(version_at + 2).map(|f| f.value.to_lowercase()).unwrap_or_default();
+    let configuration = fields
+        .get(version_at + 2)
+        .map(|f| f.value.to_lowercase())
+        .unwrap_or_default();
     let server = name.to_lowercase().contains("server")
-        || ["server", "serveur", "servidor", "domain controller", "controller"].iter().any(|w| configuration.contains(w));
+        || ["server", "serveur", "servidor", "domain controller", "controller"]
+            .iter()
+            .any(|w| configuration.contains(w));
     let arch = fields
         .iter()
         .find_map(|f| {
             let v = f.value.trim();
-            v.to_ascii_lowercase().ends_with("-based pc").then(|| v.split('-').next().unwrap_or(v).to_owned())
+            v.to_ascii_lowercase()
+                .ends_with("-based pc")
+                .then(|| v.split('-').next().unwrap_or(v).to_owned())
         })
-        .or_else(|| name.to_ascii_lowercase().contains("x64 edition").then(|| "x64".to_owned()));
+        .or_else(|| {
+            name.to_ascii_lowercase()
+                .contains("x64 edition")
+                .then(|| "x64".to_owned())
+        });
     let service_pack = service_pack_in(&version_field.value).or(Some(0));
 
     let mut installed = BTreeSet::new();
@@ -90,13 +103,20 @@ pub fn parse(source: &str, text: &str) -> Result<Inventory, ImportError> {
     }
 
     let mut inv = Inventory {
-        computer: fields.first().map(|f| f.value.trim().to_owned()).filter(|h| !h.is_empty() && h != "..."),
+        computer: fields
+            .first()
+            .map(|f| f.value.trim().to_owned())
+            .filter(|h| !h.is_empty() && h != "..."),
         os: OsInfo {
             family: OsFamily::Windows,
             name: name.clone(),
             version: Some(version),
             arch,
-            installation: Some(if server { Installation::Server } else { Installation::Client }),
+            installation: Some(if server {
+                Installation::Server
+            } else {
+                Installation::Client
+            }),
             service_pack,
             ..OsInfo::default()
         },
@@ -115,17 +135,19 @@ fn service_pack_in(text: &str) -> Option<u32> {
 
 fn is_hotfix_item(item: &str) -> bool {
     let first = item.split_whitespace().next().unwrap_or("");
-    kb_number(first).is_some() && (first.starts_with(['K', 'k', 'Q', 'q']))
-        || item.trim().starts_with("File ")
+    kb_number(first).is_some() && (first.starts_with(['K', 'k', 'Q', 'q'])) || item.trim().starts_with("File ")
 }
 
 fn os_version_field(fields: &[Field]) -> Option<usize> {
     fields
         .iter()
-        .position(|f| OS_VERSION_LABELS.contains(&f.label.to_lowercase().as_str()) && Version::leading(&f.value).is_some())
+        .position(|f| {
+            OS_VERSION_LABELS.contains(&f.label.to_lowercase().as_str()) && Version::leading(&f.value).is_some()
+        })
         .or_else(|| {
             fields.iter().take(6).position(|f| {
-                Version::leading(&f.value).is_some_and(|v| v.len() >= 3) && f.value.chars().filter(|c| *c == '.').count() >= 2
+                Version::leading(&f.value).is_some_and(|v| v.len() >= 3)
+                    && f.value.chars().filter(|c| *c == '.').count() >= 2
             })
         })
 }
@@ -146,11 +168,12 @@ fn fields(text: &str) -> Vec<Field> {
                 let text: String = line.iter().collect();
                 let text = text.trim();
                 // "[01]: KB4100347" and "[01] : Intel64 ..." become the item text.
-                if let Some(rest) = text.strip_prefix('[') {
-                    if let Some(close) = rest.find(']') {
-                        last.items.push(rest[close + 1..].trim_start_matches([' ', ':']).trim().to_owned());
-                        continue;
-                    }
+                if let Some(rest) = text.strip_prefix('[')
+                    && let Some(close) = rest.find(']')
+                {
+                    last.items
+                        .push(rest[close + 1..].trim_start_matches([' ', ':']).trim().to_owned());
+                    continue;
                 }
                 last.items.push(text.to_owned());
             }
@@ -160,15 +183,25 @@ fn fields(text: &str) -> Vec<Field> {
             // A line shorter than the value column: a label with no value.
             let text: String = line.iter().collect();
             if let Some(colon) = text.rfind(':') {
-                fields.push(Field { label: text[..colon].trim().to_owned(), value: String::new(), items: Vec::new() });
+                fields.push(Field {
+                    label: text[..colon].trim().to_owned(),
+                    value: String::new(),
+                    items: Vec::new(),
+                });
             }
             continue;
         };
         let label: String = line[..column].iter().collect();
         let value: String = line[column..].iter().collect();
         let label = label.trim_end();
-        let Some(label) = label.strip_suffix(':') else { continue };
-        fields.push(Field { label: label.trim().to_owned(), value: value.trim().to_owned(), items: Vec::new() });
+        let Some(label) = label.strip_suffix(':') else {
+            continue;
+        };
+        fields.push(Field {
+            label: label.trim().to_owned(),
+            value: value.trim().to_owned(),
+            items: Vec::new(),
+        });
     }
     fields
 }
@@ -189,18 +222,25 @@ fn value_column(lines: &[Vec<char>]) -> Option<usize> {
             }
         }
     }
-    counts.into_iter().max_by_key(|(col, n)| (*n, std::cmp::Reverse(*col))).map(|(col, _)| col)
+    counts
+        .into_iter()
+        .max_by_key(|(col, n)| (*n, std::cmp::Reverse(*col)))
+        .map(|(col, _)| col)
 }
 
 /// Whether `text` is a hotfix list (`wmic qfe`, `Get-HotFix`).
 pub fn looks_like_hotfix_list(text: &str) -> bool {
-    text.lines().take(5).any(|l| l.to_ascii_lowercase().contains("hotfixid"))
+    text.lines()
+        .take(5)
+        .any(|l| l.to_ascii_lowercase().contains("hotfixid"))
 }
 
 /// The installed updates of a hotfix list: every `KB<number>` or `Q<number>`
 /// token on its data lines.
 pub fn parse_hotfix_list(source: &str, text: &str) -> Result<Inventory, ImportError> {
-    let mut lines = text.lines().skip_while(|l| !l.to_ascii_lowercase().contains("hotfixid"));
+    let mut lines = text
+        .lines()
+        .skip_while(|l| !l.to_ascii_lowercase().contains("hotfixid"));
     if lines.next().is_none() {
         return Err(ImportError::Format {
             source_name: source.to_owned(),
@@ -210,12 +250,15 @@ pub fn parse_hotfix_list(source: &str, text: &str) -> Result<Inventory, ImportEr
     let mut installed = BTreeSet::new();
     for line in lines {
         for token in line.split_whitespace() {
-            if token.starts_with(['K', 'k', 'Q', 'q']) {
-                if let Some(kb) = kb_number(token) {
-                    installed.insert(UpdateId::kb(kb));
-                }
+            if token.starts_with(['K', 'k', 'Q', 'q'])
+                && let Some(kb) = kb_number(token)
+            {
+                installed.insert(UpdateId::kb(kb));
             }
         }
     }
-    Ok(Inventory { installed_updates: installed, ..Inventory::default() })
+    Ok(Inventory {
+        installed_updates: installed,
+        ..Inventory::default()
+    })
 }

@@ -38,7 +38,11 @@ pub fn decode(bytes: &[u8]) -> String {
 
 fn utf16(bytes: &[u8], big_endian: bool) -> String {
     let units = bytes.chunks_exact(2).map(|c| {
-        if big_endian { u16::from_be_bytes([c[0], c[1]]) } else { u16::from_le_bytes([c[0], c[1]]) }
+        if big_endian {
+            u16::from_be_bytes([c[0], c[1]])
+        } else {
+            u16::from_le_bytes([c[0], c[1]])
+        }
     });
     char::decode_utf16(units)
         .map(|r| r.unwrap_or(char::REPLACEMENT_CHARACTER))
@@ -52,7 +56,11 @@ fn single_byte(bytes: &[u8]) -> String {
     let cp850 = oem_cp::decode_string_complete_table(bytes, &oem_cp::code_table::DECODING_TABLE_CP850);
     let latin1: String = bytes.iter().map(|&b| b as char).collect();
     let letters = |s: &str| s.chars().filter(|c| !c.is_ascii() && c.is_alphabetic()).count();
-    if letters(&latin1) > letters(&cp850) { latin1 } else { cp850 }
+    if letters(&latin1) > letters(&cp850) {
+        latin1
+    } else {
+        cp850
+    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,9 @@ use super::ImportError;
 use super::xml::{self, child, children, element_error, local, text};
 use crate::ids::{UpdateId, is_guid};
 use crate::rule::{Cmp, Rule};
-use crate::update::{Classification, Content, ExitCode, ExitMeaning, InstallCommand, Prerequisite, RestartBehavior, Severity, Update};
+use crate::update::{
+    Classification, Content, ExitCode, ExitMeaning, InstallCommand, Prerequisite, RestartBehavior, Severity, Update,
+};
 
 /// The update classification categories Microsoft publishes, by GUID.
 pub const CLASSIFICATIONS: &[(&str, Classification)] = &[
@@ -28,7 +30,10 @@ pub const CLASSIFICATIONS: &[(&str, Classification)] = &[
 ];
 
 pub fn classification_of(guid: &str) -> Option<Classification> {
-    CLASSIFICATIONS.iter().find(|(g, _)| g.eq_ignore_ascii_case(guid)).map(|(_, c)| *c)
+    CLASSIFICATIONS
+        .iter()
+        .find(|(g, _)| g.eq_ignore_ascii_case(guid))
+        .map(|(_, c)| *c)
 }
 
 /// One update being put together from a document or from fragments.
@@ -73,21 +78,34 @@ pub fn parse_into(source: &str, text_in: &str, records: &mut Vec<Record>, split:
     for node in doc.root_element().children().filter(|n| n.is_element()) {
         match local(node) {
             "Update" => {
-                records.push(Record { line: xml::line(node), ..Record::default() });
+                records.push(Record {
+                    line: xml::line(node),
+                    ..Record::default()
+                });
                 for part in node.children().filter(|n| n.is_element()) {
                     apply(source, records, part)?;
                 }
             }
             "Updates" | "OfflineSyncPackage" => {
-                return Err(element_error(source, node, "a wsusscn2 package.xml is read by its own importer"));
+                return Err(element_error(
+                    source,
+                    node,
+                    "a wsusscn2 package.xml is read by its own importer",
+                ));
             }
             "UpdateIdentity" if split || records.is_empty() => {
-                records.push(Record { line: xml::line(node), ..Record::default() });
+                records.push(Record {
+                    line: xml::line(node),
+                    ..Record::default()
+                });
                 apply(source, records, node)?;
             }
             _ => {
                 if records.is_empty() {
-                    records.push(Record { line: xml::line(node), ..Record::default() });
+                    records.push(Record {
+                        line: xml::line(node),
+                        ..Record::default()
+                    });
                 }
                 apply(source, records, node)?;
             }
@@ -99,16 +117,18 @@ pub fn parse_into(source: &str, text_in: &str, records: &mut Vec<Record>, split:
 fn strip_declaration(text: &str) -> &str {
     let t = text.strip_prefix('\u{feff}').unwrap_or(text);
     let trimmed = t.trim_start();
-    if let Some(rest) = trimmed.strip_prefix("<?xml") {
-        if let Some(end) = rest.find("?>") {
-            return &rest[end + 2..];
-        }
+    if let Some(rest) = trimmed.strip_prefix("<?xml")
+        && let Some(end) = rest.find("?>")
+    {
+        return &rest[end + 2..];
     }
     t
 }
 
 fn attr_guid(source: &str, node: Node<'_, '_>, name: &str) -> Result<UpdateId, ImportError> {
-    let raw = node.attribute(name).ok_or_else(|| element_error(source, node, format!("missing {name} attribute")))?;
+    let raw = node
+        .attribute(name)
+        .ok_or_else(|| element_error(source, node, format!("missing {name} attribute")))?;
     if !is_guid(raw) {
         return Err(element_error(source, node, format!("{name}={raw:?} is not a GUID")));
     }
@@ -116,11 +136,15 @@ fn attr_guid(source: &str, node: Node<'_, '_>, name: &str) -> Result<UpdateId, I
 }
 
 fn ids_in(source: &str, node: Node<'_, '_>) -> Result<Vec<UpdateId>, ImportError> {
-    children(node, "UpdateIdentity").map(|n| attr_guid(source, n, "UpdateID")).collect()
+    children(node, "UpdateIdentity")
+        .map(|n| attr_guid(source, n, "UpdateID"))
+        .collect()
 }
 
 fn apply(source: &str, records: &mut [Record], node: Node<'_, '_>) -> Result<(), ImportError> {
-    let Some(rec) = records.last_mut() else { return Ok(()) };
+    let Some(rec) = records.last_mut() else {
+        return Ok(());
+    };
     match local(node) {
         "UpdateIdentity" => {
             rec.id = Some(attr_guid(source, node, "UpdateID")?);
@@ -133,17 +157,26 @@ fn apply(source: &str, records: &mut [Record], node: Node<'_, '_>) -> Result<(),
             if let Some(s) = node.attribute("MsrcSeverity").and_then(Severity::parse) {
                 rec.severity = Some(s);
             }
-            if let Some(date) = node.attribute("CreationDate").and_then(|d| d.get(..10)).and_then(|d| d.parse().ok()) {
+            if let Some(date) = node
+                .attribute("CreationDate")
+                .and_then(|d| d.get(..10))
+                .and_then(|d| d.parse().ok())
+            {
                 rec.release_date = Some(date);
             }
             if let Some(b) = child(node, "InstallationBehavior") {
                 let behavior = b.attribute("RebootBehavior").unwrap_or("NeverReboots");
-                rec.restart = Some(RestartBehavior::parse(behavior).ok_or_else(|| {
-                    element_error(source, b, format!("unknown RebootBehavior {behavior:?}"))
-                })?);
+                rec.restart = Some(
+                    RestartBehavior::parse(behavior)
+                        .ok_or_else(|| element_error(source, b, format!("unknown RebootBehavior {behavior:?}")))?,
+                );
             }
             if let Some(kb) = child(node, "KBArticleID") {
-                rec.kb = Some(text(Some(kb)).parse().map_err(|_| element_error(source, kb, "KBArticleID is not a number"))?);
+                rec.kb = Some(
+                    text(Some(kb))
+                        .parse()
+                        .map_err(|_| element_error(source, kb, "KBArticleID is not a number"))?,
+                );
             }
         }
         "LocalizedPropertiesCollection" => {
@@ -177,11 +210,21 @@ fn apply(source: &str, records: &mut [Record], node: Node<'_, '_>) -> Result<(),
                                     any_of: ids_in(source, p)?,
                                     category: p.attribute("IsCategory") == Some("true"),
                                 }),
-                                other => return Err(element_error(source, p, format!("unexpected <{other}> in Prerequisites"))),
+                                other => {
+                                    return Err(element_error(
+                                        source,
+                                        p,
+                                        format!("unexpected <{other}> in Prerequisites"),
+                                    ));
+                                }
                             }
                         }
                         if !all_of.is_empty() {
-                            rec.prerequisites.push(Prerequisite { all_of, any_of: Vec::new(), category: false });
+                            rec.prerequisites.push(Prerequisite {
+                                all_of,
+                                any_of: Vec::new(),
+                                category: false,
+                            });
                         }
                     }
                     "BundledUpdates" => {
@@ -189,7 +232,13 @@ fn apply(source: &str, records: &mut [Record], node: Node<'_, '_>) -> Result<(),
                             match local(b) {
                                 "UpdateIdentity" => rec.bundled.push(attr_guid(source, b, "UpdateID")?),
                                 "AtLeastOne" => rec.bundled.extend(ids_in(source, b)?),
-                                other => return Err(element_error(source, b, format!("unexpected <{other}> in BundledUpdates"))),
+                                other => {
+                                    return Err(element_error(
+                                        source,
+                                        b,
+                                        format!("unexpected <{other}> in BundledUpdates"),
+                                    ));
+                                }
                             }
                         }
                     }
@@ -237,7 +286,9 @@ fn apply(source: &str, records: &mut [Record], node: Node<'_, '_>) -> Result<(),
                 rec.content.push(Content {
                     file_name: f.attribute("FileName").unwrap_or("").to_owned(),
                     sha256,
-                    size: size.parse().map_err(|_| element_error(source, f, format!("Size={size:?} is not a number")))?,
+                    size: size
+                        .parse()
+                        .map_err(|_| element_error(source, f, format!("Size={size:?} is not a number")))?,
                     url: None,
                 });
             }
@@ -245,10 +296,16 @@ fn apply(source: &str, records: &mut [Record], node: Node<'_, '_>) -> Result<(),
         "HandlerSpecificData" => {
             if let Some(cmd) = child(node, "InstallCommand") {
                 let program = cmd.attribute("Program").unwrap_or("").to_owned();
-                let arguments = cmd.attribute("Arguments").map(|a| a.split_whitespace().map(str::to_owned).collect()).unwrap_or_default();
+                let arguments = cmd
+                    .attribute("Arguments")
+                    .map(|a| a.split_whitespace().map(str::to_owned).collect())
+                    .unwrap_or_default();
                 let mut exit_codes = Vec::new();
                 for rc in children(cmd, "ReturnCode") {
-                    let code = rc.attribute("Code").and_then(|c| c.parse().ok()).ok_or_else(|| element_error(source, rc, "ReturnCode without a numeric Code"))?;
+                    let code = rc
+                        .attribute("Code")
+                        .and_then(|c| c.parse().ok())
+                        .ok_or_else(|| element_error(source, rc, "ReturnCode without a numeric Code"))?;
                     let reboot = rc.attribute("IsRebootRequired") == Some("true");
                     let meaning = match (rc.attribute("Result"), reboot) {
                         (Some("Succeeded"), true) => ExitMeaning::SuccessRestartRequired,
@@ -257,7 +314,11 @@ fn apply(source: &str, records: &mut [Record], node: Node<'_, '_>) -> Result<(),
                     };
                     exit_codes.push(ExitCode { code, meaning });
                 }
-                rec.install = Some(InstallCommand { program, arguments, exit_codes });
+                rec.install = Some(InstallCommand {
+                    program,
+                    arguments,
+                    exit_codes,
+                });
             }
         }
         _ => {}
@@ -267,7 +328,9 @@ fn apply(source: &str, records: &mut [Record], node: Node<'_, '_>) -> Result<(),
 
 fn single_rule(source: &str, parent: Node<'_, '_>) -> Result<Option<Rule>, ImportError> {
     let mut elements = parent.children().filter(|n| n.is_element());
-    let Some(first) = elements.next() else { return Ok(None) };
+    let Some(first) = elements.next() else {
+        return Ok(None);
+    };
     let mut rules = vec![rule(source, first)?];
     for more in elements {
         rules.push(rule(source, more)?);
@@ -283,10 +346,16 @@ pub fn rule(source: &str, node: Node<'_, '_>) -> Result<Rule, ImportError> {
         "And" => Rule::and(elements().map(|n| rule(source, n)).collect::<Result<_, _>>()?),
         "Or" => {
             let rules: Vec<Rule> = elements().map(|n| rule(source, n)).collect::<Result<_, _>>()?;
-            if rules.is_empty() { Rule::Never } else { Rule::Any(rules) }
+            if rules.is_empty() {
+                Rule::Never
+            } else {
+                Rule::Any(rules)
+            }
         }
         "Not" => {
-            let inner = elements().next().ok_or_else(|| element_error(source, node, "Not with nothing to negate"))?;
+            let inner = elements()
+                .next()
+                .ok_or_else(|| element_error(source, node, "Not with nothing to negate"))?;
             Rule::Not(Box::new(rule(source, inner)?))
         }
         "True" => Rule::Always,
@@ -297,12 +366,15 @@ pub fn rule(source: &str, node: Node<'_, '_>) -> Result<Rule, ImportError> {
                 .filter(|a| a.namespace().is_none() || !a.name().starts_with("xmlns"))
                 .map(|a| (a.name().to_owned(), a.value().to_owned()))
                 .collect();
-            if let Some(c) = attrs.get("Comparison") {
-                if crate::rule::detect::comparison(c).is_none() {
-                    return Err(element_error(source, node, format!("unknown Comparison {c:?}")));
-                }
+            if let Some(c) = attrs.get("Comparison")
+                && crate::rule::detect::comparison(c).is_none()
+            {
+                return Err(element_error(source, node, format!("unknown Comparison {c:?}")));
             }
-            Rule::Check { kind: kind.to_owned(), attrs }
+            Rule::Check {
+                kind: kind.to_owned(),
+                attrs,
+            }
         }
     })
 }
@@ -343,13 +415,20 @@ impl Record {
             "Driver" => Classification::Driver,
             _ => classification.unwrap_or(Classification::Update),
         };
-        let title = if self.title.is_empty() { id.to_string() } else { self.title };
+        let title = if self.title.is_empty() {
+            id.to_string()
+        } else {
+            self.title
+        };
         let mut update = Update::new(id, title, classification);
         update.product = "Windows".to_owned();
         update.severity = self.severity.unwrap_or_default();
         update.release_date = self.release_date;
         if let Some(package) = &self.cbs_package {
-            for r in [&mut self.installed_when, &mut self.applicable_when].into_iter().flatten() {
+            for r in [&mut self.installed_when, &mut self.applicable_when]
+                .into_iter()
+                .flatten()
+            {
                 attach_package(r, package);
             }
         }

@@ -56,7 +56,12 @@ pub fn parse(source: &str, bytes: &[u8], fragments: &dyn Fragments) -> Result<Ve
         let offset = reader.buffer_position();
         let event = reader.read_event_into(&mut buf).map_err(|e| {
             let at = reader.error_position();
-            ImportError::Xml { source_name: source.to_owned(), line: line_at(bytes, at), column: 0, message: e.to_string() }
+            ImportError::Xml {
+                source_name: source.to_owned(),
+                line: line_at(bytes, at),
+                column: 0,
+                message: e.to_string(),
+            }
         })?;
         let (e, is_empty) = match &event {
             Event::Start(e) => (Some(e.clone()), false),
@@ -77,17 +82,26 @@ pub fn parse(source: &str, bytes: &[u8], fragments: &dyn Fragments) -> Result<Ve
             continue;
         };
         let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
-        let attr = |key: &str| -> Result<Option<String>, ImportError> { attribute(&e, key).map_err(|m| element_error(offset, &name, m)) };
+        let attr = |key: &str| -> Result<Option<String>, ImportError> {
+            attribute(&e, key).map_err(|m| element_error(offset, &name, m))
+        };
         match name.as_str() {
             "Update" => {
                 let id = attr("UpdateId")?.ok_or_else(|| element_error(offset, "Update", "missing UpdateId".into()))?;
                 if !is_guid(&id) {
-                    return Err(element_error(offset, "Update", format!("UpdateId={id:?} is not a GUID")));
+                    return Err(element_error(
+                        offset,
+                        "Update",
+                        format!("UpdateId={id:?} is not a GUID"),
+                    ));
                 }
-                let revision = attr("RevisionId")?.ok_or_else(|| element_error(offset, "Update", "missing RevisionId".into()))?;
+                let revision =
+                    attr("RevisionId")?.ok_or_else(|| element_error(offset, "Update", "missing RevisionId".into()))?;
                 raws.push(Raw {
                     update_id: Some(UpdateId::new(&id)),
-                    revision_id: revision.parse().map_err(|_| element_error(offset, "Update", format!("RevisionId={revision:?} is not a number")))?,
+                    revision_id: revision.parse().map_err(|_| {
+                        element_error(offset, "Update", format!("RevisionId={revision:?} is not a number"))
+                    })?,
                     revision_number: attr("RevisionNumber")?.and_then(|r| r.parse().ok()),
                     creation: attr("CreationDate")?.and_then(|d| d.get(..10).and_then(|d| d.parse().ok())),
                     line: line_at(bytes, offset),
@@ -100,7 +114,9 @@ pub fn parse(source: &str, bytes: &[u8], fragments: &dyn Fragments) -> Result<Ve
             "Prerequisites" if in_update => section = Section::Prerequisites,
             "Categories" if in_update => section = Section::Categories,
             "Revision" if in_update => {
-                let id = attr("Id")?.and_then(|i| i.parse::<u64>().ok()).ok_or_else(|| element_error(offset, "Revision", "missing or non-numeric Id".into()))?;
+                let id = attr("Id")?
+                    .and_then(|i| i.parse::<u64>().ok())
+                    .ok_or_else(|| element_error(offset, "Revision", "missing or non-numeric Id".into()))?;
                 if let Some(raw) = raws.last_mut() {
                     match section {
                         Section::SupersededBy => raw.superseded_by.push(id),
@@ -110,14 +126,18 @@ pub fn parse(source: &str, bytes: &[u8], fragments: &dyn Fragments) -> Result<Ve
                 }
             }
             "UpdateId" if in_update && section == Section::Prerequisites => {
-                let id = attr("Id")?.filter(|i| is_guid(i)).ok_or_else(|| element_error(offset, "UpdateId", "missing or malformed Id".into()))?;
+                let id = attr("Id")?
+                    .filter(|i| is_guid(i))
+                    .ok_or_else(|| element_error(offset, "UpdateId", "missing or malformed Id".into()))?;
                 if let Some(raw) = raws.last_mut() {
                     raw.prerequisites.push(UpdateId::new(&id));
                 }
             }
             "Category" if in_update && section == Section::Categories => {
                 let kind = attr("Type")?.unwrap_or_default();
-                let id = attr("Id")?.filter(|i| is_guid(i)).ok_or_else(|| element_error(offset, "Category", "missing or malformed Id".into()))?;
+                let id = attr("Id")?
+                    .filter(|i| is_guid(i))
+                    .ok_or_else(|| element_error(offset, "Category", "missing or malformed Id".into()))?;
                 if let Some(raw) = raws.last_mut() {
                     raw.categories.push((kind, UpdateId::new(&id)));
                 }
@@ -127,11 +147,18 @@ pub fn parse(source: &str, bytes: &[u8], fragments: &dyn Fragments) -> Result<Ve
         buf.clear();
     }
     if raws.is_empty() {
-        return Err(ImportError::Format { source_name: source.to_owned(), message: "no <Update> elements in the package".to_owned() });
+        return Err(ImportError::Format {
+            source_name: source.to_owned(),
+            message: "no <Update> elements in the package".to_owned(),
+        });
     }
 
-    let by_revision: HashMap<u64, UpdateId> = raws.iter().filter_map(|r| Some((r.revision_id, r.update_id.clone()?))).collect();
-    let resolve = |revisions: &[u64]| -> Vec<UpdateId> { revisions.iter().filter_map(|r| by_revision.get(r).cloned()).collect() };
+    let by_revision: HashMap<u64, UpdateId> = raws
+        .iter()
+        .filter_map(|r| Some((r.revision_id, r.update_id.clone()?)))
+        .collect();
+    let resolve =
+        |revisions: &[u64]| -> Vec<UpdateId> { revisions.iter().filter_map(|r| by_revision.get(r).cloned()).collect() };
     let mut bundles: HashMap<UpdateId, Vec<UpdateId>> = HashMap::new();
     for raw in &raws {
         for parent in resolve(&raw.bundled_by) {
@@ -153,8 +180,15 @@ pub fn parse(source: &str, bytes: &[u8], fragments: &dyn Fragments) -> Result<Ve
             bundled: id.as_ref().and_then(|i| bundles.get(i)).cloned().unwrap_or_default(),
             ..Record::default()
         }];
-        let classification_id = raw.categories.iter().find(|(k, _)| k == "UpdateClassification").map(|(_, i)| i.clone());
-        if let Some(c) = classification_id.as_ref().and_then(|c| wsus::classification_of(c.as_str())) {
+        let classification_id = raw
+            .categories
+            .iter()
+            .find(|(k, _)| k == "UpdateClassification")
+            .map(|(_, i)| i.clone());
+        if let Some(c) = classification_id
+            .as_ref()
+            .and_then(|c| wsus::classification_of(c.as_str()))
+        {
             records[0].classification = Some(c);
         }
         let mut had_core = false;
@@ -173,12 +207,21 @@ pub fn parse(source: &str, bytes: &[u8], fragments: &dyn Fragments) -> Result<Ve
         // prerequisites.
         if !had_core {
             let categories: Vec<&UpdateId> = raw.categories.iter().map(|(_, i)| i).collect();
-            let (category, plain): (Vec<UpdateId>, Vec<UpdateId>) = raw.prerequisites.into_iter().partition(|p| categories.contains(&p));
+            let (category, plain): (Vec<UpdateId>, Vec<UpdateId>) =
+                raw.prerequisites.into_iter().partition(|p| categories.contains(&p));
             for c in category {
-                record.prerequisites.push(Prerequisite { all_of: Vec::new(), any_of: vec![c], category: true });
+                record.prerequisites.push(Prerequisite {
+                    all_of: Vec::new(),
+                    any_of: vec![c],
+                    category: true,
+                });
             }
             if !plain.is_empty() {
-                record.prerequisites.push(Prerequisite { all_of: plain, any_of: Vec::new(), category: false });
+                record.prerequisites.push(Prerequisite {
+                    all_of: plain,
+                    any_of: Vec::new(),
+                    category: false,
+                });
             }
         }
         let mut update = record.into_update(source)?;
@@ -194,7 +237,10 @@ fn attribute(e: &BytesStart<'_>, key: &str) -> Result<Option<String>, String> {
     for a in e.attributes() {
         let a = a.map_err(|err| format!("malformed attribute: {err}"))?;
         if a.key.local_name().as_ref() == key.as_bytes() {
-            return a.unescape_value().map(|v| Some(v.into_owned())).map_err(|err| format!("attribute {key}: {err}"));
+            return a
+                .unescape_value()
+                .map(|v| Some(v.into_owned()))
+                .map_err(|err| format!("attribute {key}: {err}"));
         }
     }
     Ok(None)

@@ -5,20 +5,38 @@ use roxmltree::{Document, Node, ParsingOptions};
 use super::ImportError;
 
 pub fn parse<'a>(source: &str, text: &'a str) -> Result<Document<'a>, ImportError> {
-    let options = ParsingOptions { allow_dtd: false, ..ParsingOptions::default() };
+    let options = ParsingOptions {
+        allow_dtd: false,
+        ..ParsingOptions::default()
+    };
     Document::parse_with_options(text, options).map_err(|e| {
-        if matches!(e, roxmltree::Error::UnclosedRootNode | roxmltree::Error::UnexpectedEndOfStream) {
+        if matches!(
+            e,
+            roxmltree::Error::UnclosedRootNode | roxmltree::Error::UnexpectedEndOfStream
+        ) {
             // roxmltree points at the root's start; the problem is the end.
             let line = text.lines().count().max(1) as u32;
             let column = text.lines().last().map_or(1, |l| l.chars().count() as u32 + 1);
             let message = match innermost_open(text) {
-                Some((name, opened)) => format!("the text ends inside <{name}> (opened at line {opened}): truncated?"),
+                Some((name, opened)) => {
+                    format!("the text ends inside <{name}> (opened at line {opened}): truncated?")
+                }
                 None => "the text ends before the root element is closed: truncated?".to_owned(),
             };
-            return ImportError::Xml { source_name: source.to_owned(), line, column, message };
+            return ImportError::Xml {
+                source_name: source.to_owned(),
+                line,
+                column,
+                message,
+            };
         }
         let pos = e.pos();
-        ImportError::Xml { source_name: source.to_owned(), line: pos.row, column: pos.col, message: e.to_string() }
+        ImportError::Xml {
+            source_name: source.to_owned(),
+            line: pos.row,
+            column: pos.col,
+            message: e.to_string(),
+        }
     })
 }
 
@@ -39,7 +57,9 @@ pub fn element_error(source: &str, node: Node<'_, '_>, message: impl Into<String
 /// WSUS client fragments use for base rules.
 pub fn local<'a>(node: Node<'a, '_>) -> &'a str {
     let name = node.tag_name().name();
-    name.strip_prefix("b.").or_else(|| name.strip_prefix("l.")).unwrap_or(name)
+    name.strip_prefix("b.")
+        .or_else(|| name.strip_prefix("l."))
+        .unwrap_or(name)
 }
 
 pub fn child<'a, 'i>(node: Node<'a, 'i>, name: &str) -> Option<Node<'a, 'i>> {
@@ -88,7 +108,9 @@ fn innermost_open(text: &str) -> Option<(String, usize)> {
                     stack.push((&tag[..name_end], line));
                 }
             } else if !rest.starts_with("</") {
-                let name_end = rest[1..].find(|c: char| c.is_whitespace() || c == '/' || c == '>').map_or(rest.len(), |i| i + 1);
+                let name_end = rest[1..]
+                    .find(|c: char| c.is_whitespace() || c == '/' || c == '>')
+                    .map_or(rest.len(), |i| i + 1);
                 stack.push((&rest[1..name_end], line));
             }
             end.map(|e| e + 1)
@@ -97,7 +119,10 @@ fn innermost_open(text: &str) -> Option<(String, usize)> {
         line += rest[..consumed].matches('\n').count();
         rest = &rest[consumed..];
     }
-    stack.last().filter(|(n, _)| !n.is_empty()).map(|(n, l)| ((*n).to_owned(), *l))
+    stack
+        .last()
+        .filter(|(n, _)| !n.is_empty())
+        .map(|(n, l)| ((*n).to_owned(), *l))
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::{Cmp, Truth};
-use crate::inventory::Inventory;
+use crate::inventory::{Inventory, Lookup};
 use crate::version::Version;
 
 /// The WSUS comparison words.
@@ -29,8 +29,12 @@ pub fn eval(kind: &str, attrs: &BTreeMap<String, String>, inv: &Inventory) -> Tr
     match kind {
         "WindowsVersion" => windows_version(attrs, inv),
         "RegDword" | "RegQword" | "RegSz" | "RegExpandSz" | "RegSzToVersion" => {
-            let Some(cmp) = cmp() else { return bad(kind, "Comparison") };
-            let Some(data) = attr("Data") else { return bad(kind, "Data") };
+            let Some(cmp) = cmp() else {
+                return bad(kind, "Comparison");
+            };
+            let Some(data) = attr("Data") else {
+                return bad(kind, "Data");
+            };
             match registry(attrs, inv) {
                 Err(why) => Truth::Unknown(why),
                 // A missing value fails every comparison, as the Windows Update agent does.
@@ -53,7 +57,9 @@ pub fn eval(kind: &str, attrs: &BTreeMap<String, String>, inv: &Inventory) -> Tr
             Ok(found) => Truth::from_bool(found.is_some()),
         },
         "RegKeyExists" => {
-            let Some(key) = reg_key(attrs) else { return bad(kind, "Key") };
+            let Some(key) = reg_key(attrs) else {
+                return bad(kind, "Key");
+            };
             match &inv.registry {
                 None => Truth::Unknown(format!("registry key {key} is not in the inventory")),
                 Some(map) => {
@@ -64,16 +70,26 @@ pub fn eval(kind: &str, attrs: &BTreeMap<String, String>, inv: &Inventory) -> Tr
         }
         "FileVersion" | "FileExists" | "FileVersionPrependRegSz" | "FileExistsPrependRegSz" => file(kind, attrs, inv),
         "LicenseDword" => {
-            let Some(value) = attr("Value") else { return bad(kind, "Value") };
+            let Some(value) = attr("Value") else {
+                return bad(kind, "Value");
+            };
             fact_compare(inv, &format!("license:{value}"), cmp(), attr("Data"))
         }
         "DeviceAttribute" => {
-            let Some(name) = attr("Name") else { return bad(kind, "Name") };
-            let fact = if name.eq_ignore_ascii_case("OSVersion") { "os.version".to_owned() } else { format!("device:{name}") };
+            let Some(name) = attr("Name") else {
+                return bad(kind, "Name");
+            };
+            let fact = if name.eq_ignore_ascii_case("OSVersion") {
+                "os.version".to_owned()
+            } else {
+                format!("device:{name}")
+            };
             fact_compare(inv, &fact, cmp(), attr("Value"))
         }
         "ProductReleaseInstalled" => {
-            let Some(name) = attr("Name") else { return bad(kind, "Name") };
+            let Some(name) = attr("Name") else {
+                return bad(kind, "Name");
+            };
             fact_compare(inv, &format!("release:{name}"), Some(Cmp::Ge), attr("Version"))
         }
         "CbsPackageInstalled" | "CbsPackageInstallable" => match attr("Package") {
@@ -127,12 +143,17 @@ fn registry<'a>(attrs: &BTreeMap<String, String>, inv: &'a Inventory) -> Result<
         Some(v) => format!("{key}\\{v}"),
         None => format!("{key}\\(default)"),
     };
-    inv.registry_value(&path)
-        .map_err(|()| format!("registry value {path} is not in the inventory"))
+    match inv.registry_value(&path) {
+        Lookup::Present(v) => Ok(Some(v)),
+        Lookup::Absent => Ok(None),
+        Lookup::NotCollected => Err(format!("registry value {path} is not in the inventory")),
+    }
 }
 
 fn file(kind: &str, attrs: &BTreeMap<String, String>, inv: &Inventory) -> Truth {
-    let Some(rel) = attrs.get("Path") else { return bad(kind, "Path") };
+    let Some(rel) = attrs.get("Path") else {
+        return bad(kind, "Path");
+    };
     let path = if kind.ends_with("PrependRegSz") {
         match registry(attrs, inv) {
             Err(why) => return Truth::Unknown(why),
@@ -148,14 +169,22 @@ fn file(kind: &str, attrs: &BTreeMap<String, String>, inv: &Inventory) -> Truth 
         rel.clone()
     };
     let found = match inv.file_version(&path) {
-        Err(()) => return Truth::Unknown(format!("file {path} is not in the inventory")),
-        Ok(found) => found,
+        Lookup::NotCollected => {
+            return Truth::Unknown(format!("file {path} is not in the inventory"));
+        }
+        Lookup::Absent => None,
+        Lookup::Present(v) => Some(v),
     };
     if kind.starts_with("FileExists") {
         return Truth::from_bool(found.is_some());
     }
-    let Some(actual) = found else { return Truth::False };
-    let (Some(cmp), Some(wanted)) = (attrs.get("Comparison").and_then(|c| comparison(c)), attrs.get("Version")) else {
+    let Some(actual) = found else {
+        return Truth::False;
+    };
+    let (Some(cmp), Some(wanted)) = (
+        attrs.get("Comparison").and_then(|c| comparison(c)),
+        attrs.get("Version"),
+    ) else {
         return bad(kind, "Comparison or Version");
     };
     match (actual.parse::<Version>(), wanted.parse::<Version>()) {
@@ -168,7 +197,12 @@ fn file(kind: &str, attrs: &BTreeMap<String, String>, inv: &Inventory) -> Truth 
 /// pack major, service pack minor) are compared in that order; a product type,
 /// when given, must match.
 fn windows_version(attrs: &BTreeMap<String, String>, inv: &Inventory) -> Truth {
-    let Some(version) = inv.os.version.as_ref().filter(|_| inv.os.family == crate::inventory::OsFamily::Windows) else {
+    let Some(version) = inv
+        .os
+        .version
+        .as_ref()
+        .filter(|_| inv.os.family == crate::inventory::OsFamily::Windows)
+    else {
         return if inv.os.family == crate::inventory::OsFamily::Windows {
             Truth::Unknown("the inventory has no Windows version".to_owned())
         } else {
@@ -184,10 +218,16 @@ fn windows_version(attrs: &BTreeMap<String, String>, inv: &Inventory) -> Truth {
     };
     if let Some(product_type) = attrs.get("ProductType") {
         match inv.fact("os.product_type") {
-            None => return Truth::Unknown("the inventory does not say whether this is a server".to_owned()),
+            None => {
+                return Truth::Unknown("the inventory does not say whether this is a server".to_owned());
+            }
             // Domain controllers (2) are servers (3) for patching.
             Some(actual) => {
-                let wanted = if product_type == "2" { "3" } else { product_type.as_str() };
+                let wanted = if product_type == "2" {
+                    "3"
+                } else {
+                    product_type.as_str()
+                };
                 if actual != wanted {
                     return Truth::False;
                 }
@@ -205,7 +245,9 @@ fn windows_version(attrs: &BTreeMap<String, String>, inv: &Inventory) -> Truth {
         ("ServicePackMinor", sp_major.map(|_| 0)),
     ] {
         let Some(w) = attrs.get(name) else { continue };
-        let Ok(w) = w.parse::<u64>() else { return bad("WindowsVersion", name) };
+        let Ok(w) = w.parse::<u64>() else {
+            return bad("WindowsVersion", name);
+        };
         let Some(a) = value else {
             return Truth::Unknown("the inventory has no service pack level".to_owned());
         };

@@ -9,7 +9,9 @@ use cascade_core::import::{self, NoFragments};
 use cascade_core::{Catalog, Inventory, Update};
 
 pub fn fixture_path(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures").join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures")
+        .join(rel)
 }
 
 pub fn fixture(rel: &str) -> Vec<u8> {
@@ -18,11 +20,15 @@ pub fn fixture(rel: &str) -> Vec<u8> {
 }
 
 pub fn updates(rel: &str) -> Vec<Update> {
-    import::import_catalog(rel, &fixture(rel), &NoFragments).unwrap_or_else(|e| panic!("{e}")).updates
+    import::import_catalog(rel, &fixture(rel), &NoFragments)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .updates
 }
 
 pub fn inventory(rel: &str) -> Inventory {
-    import::import_inventory(rel, &fixture(rel)).unwrap_or_else(|e| panic!("{e}")).1
+    import::import_inventory(rel, &fixture(rel))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .1
 }
 
 pub fn december_2022() -> Catalog {
