@@ -7,6 +7,7 @@
 pub mod catalog;
 pub mod compliance;
 pub mod ids;
+pub mod model;
 pub mod import;
 pub mod inventory;
 pub mod planner;

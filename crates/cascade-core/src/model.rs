@@ -1,0 +1,419 @@
+//! The replicated objects: what admins create and what flows down the tree
+//! as each origin's change log, and what flows back up.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::compliance::ComplianceState;
+use crate::ids::UpdateId;
+use crate::rule::Rule;
+use crate::update::{Classification, Severity, Update};
+
+/// Text usable as an id: not empty, at most 256 bytes, no control characters
+/// (the store uses NUL as a separator).
+fn valid_id(raw: &str) -> bool {
+    !raw.is_empty() && raw.len() <= 256 && !raw.chars().any(char::is_control)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind} id {value:?} is empty, longer than 256 bytes or has control characters")]
+pub struct InvalidId {
+    pub kind: &'static str,
+    pub value: String,
+}
+
+macro_rules! id_type {
+    ($name:ident, $what:literal) => {
+        #[doc = concat!("The id of a ", $what, ".")]
+        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, schemars::JsonSchema)]
+        #[serde(transparent)]
+        pub struct $name(Arc<str>);
+
+        impl $name {
+            pub fn new(raw: &str) -> Result<Self, InvalidId> {
+                if valid_id(raw) {
+                    Ok($name(raw.into()))
+                } else {
+                    Err(InvalidId { kind: $what, value: raw.to_owned() })
+                }
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                $name::new(&s).map_err(serde::de::Error::custom)
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = InvalidId;
+            fn from_str(s: &str) -> Result<Self, InvalidId> {
+                $name::new(s)
+            }
+        }
+    };
+}
+
+id_type!(NodeId, "node");
+id_type!(ComputerId, "computer");
+id_type!(ObjectId, "object");
+
+/// The kinds of replicated object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ObjectKind {
+    Update,
+    Approval,
+    Policy,
+    MaintenanceWindow,
+    CustomSeverity,
+    Setting,
+    Site,
+}
+
+impl ObjectKind {
+    pub const ALL: [ObjectKind; 7] = [
+        ObjectKind::Update,
+        ObjectKind::Approval,
+        ObjectKind::Policy,
+        ObjectKind::MaintenanceWindow,
+        ObjectKind::CustomSeverity,
+        ObjectKind::Setting,
+        ObjectKind::Site,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectKind::Update => "update",
+            ObjectKind::Approval => "approval",
+            ObjectKind::Policy => "policy",
+            ObjectKind::MaintenanceWindow => "maintenance_window",
+            ObjectKind::CustomSeverity => "custom_severity",
+            ObjectKind::Setting => "setting",
+            ObjectKind::Site => "site",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ObjectKind> {
+        ObjectKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// Which object: its kind and id.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ObjectKey {
+    pub kind: ObjectKind,
+    pub id: ObjectId,
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.kind.as_str(), self.id)
+    }
+}
+
+/// An update approved for a policy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Approval {
+    pub id: ObjectId,
+    pub policy: ObjectId,
+    pub update: UpdateId,
+    /// Unix seconds after which it installs even outside maintenance windows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<i64>,
+}
+
+/// Which updates a policy covers.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateFilter {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub updates: Vec<UpdateId>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub severities: Vec<Severity>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub custom_severities: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub products: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub classifications: Vec<Classification>,
+    /// Only updates released at least this many days ago.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_age_days: Option<u32>,
+}
+
+/// Which computers a policy targets.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TargetFilter {
+    /// Sites (their subtrees); empty means every site.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sites: Vec<NodeId>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<Rule>,
+}
+
+/// What a policy does about restarts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RestartPolicy {
+    /// As the vendor says, inside the maintenance window.
+    #[default]
+    AsVendorSays,
+    /// Never restart; the computer stays pending restart.
+    Suppress,
+}
+
+/// A patch policy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    pub id: ObjectId,
+    pub name: String,
+    #[serde(default)]
+    pub updates: UpdateFilter,
+    #[serde(default)]
+    pub targets: TargetFilter,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub maintenance_windows: Vec<ObjectId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<i64>,
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    /// Install from the vendor catalog.
+    #[serde(default = "yes")]
+    pub vendor_catalog: bool,
+    /// After the catalog, run the operating system's own updater.
+    #[serde(default)]
+    pub os_updater: bool,
+    #[serde(default)]
+    pub enabled: bool,
+    /// Fields a child site may override locally.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub overridable: BTreeSet<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A recurring maintenance window in a time zone.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceWindow {
+    pub id: ObjectId,
+    pub name: String,
+    /// IANA time zone ("Europe/Berlin").
+    pub time_zone: String,
+    /// Local start time, "HH:MM".
+    pub start: String,
+    pub duration_minutes: u32,
+    /// Days of the week it opens on ("mon".."sun"); empty means every day.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub days: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub overridable: BTreeSet<String>,
+}
+
+/// A custom severity level admins can assign to updates.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CustomSeverity {
+    pub id: ObjectId,
+    pub name: String,
+    /// Higher is more urgent.
+    pub rank: i32,
+}
+
+/// A setting, optionally overridable by child sites.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Setting {
+    pub id: ObjectId,
+    pub value: serde_json::Value,
+    #[serde(default)]
+    pub overridable: bool,
+}
+
+/// A site (node) of the hierarchy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Site {
+    pub id: ObjectId,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<NodeId>,
+}
+
+/// A replicated object.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "object")]
+pub enum Object {
+    Update(Box<Update>),
+    Approval(Approval),
+    Policy(Policy),
+    MaintenanceWindow(MaintenanceWindow),
+    CustomSeverity(CustomSeverity),
+    Setting(Setting),
+    Site(Site),
+}
+
+impl Object {
+    pub fn kind(&self) -> ObjectKind {
+        match self {
+            Object::Update(_) => ObjectKind::Update,
+            Object::Approval(_) => ObjectKind::Approval,
+            Object::Policy(_) => ObjectKind::Policy,
+            Object::MaintenanceWindow(_) => ObjectKind::MaintenanceWindow,
+            Object::CustomSeverity(_) => ObjectKind::CustomSeverity,
+            Object::Setting(_) => ObjectKind::Setting,
+            Object::Site(_) => ObjectKind::Site,
+        }
+    }
+
+    pub fn key(&self) -> Result<ObjectKey, InvalidId> {
+        let id = match self {
+            Object::Update(u) => ObjectId::new(u.id.as_str())?,
+            Object::Approval(a) => a.id.clone(),
+            Object::Policy(p) => p.id.clone(),
+            Object::MaintenanceWindow(w) => w.id.clone(),
+            Object::CustomSeverity(s) => s.id.clone(),
+            Object::Setting(s) => s.id.clone(),
+            Object::Site(s) => s.id.clone(),
+        };
+        Ok(ObjectKey { kind: self.kind(), id })
+    }
+
+    /// Fields the owner lets child sites override.
+    pub fn overridable(&self) -> BTreeSet<String> {
+        match self {
+            Object::Policy(p) => p.overridable.clone(),
+            Object::MaintenanceWindow(w) => w.overridable.clone(),
+            Object::Setting(s) if s.overridable => BTreeSet::from(["value".to_owned()]),
+            _ => BTreeSet::new(),
+        }
+    }
+}
+
+/// A local override of fields of an inherited object.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Override {
+    pub target: ObjectKey,
+    pub fields: BTreeMap<String, serde_json::Value>,
+}
+
+/// What a change does.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeOp {
+    Upsert(Object),
+    Delete(ObjectKey),
+    /// Override fields of an object another origin owns.
+    Override(Override),
+    /// Withdraw this origin's override of an object.
+    ClearOverride(ObjectKey),
+}
+
+/// One entry of an origin's change log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Change {
+    pub origin: NodeId,
+    pub seq: u64,
+    pub op: ChangeOp,
+}
+
+/// One computer's latest state for one update, as its agent reported it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ComplianceRecord {
+    pub computer: ComputerId,
+    pub update: UpdateId,
+    /// The site (node) that serves the computer.
+    pub site: NodeId,
+    pub state: ComplianceState,
+    pub severity: Severity,
+    /// The reporting agent's own counter: a record never replaces a newer one.
+    pub counter: u64,
+    /// Unix seconds when the agent observed it.
+    pub observed_at: i64,
+}
+
+/// A node's health, reported up the tree.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NodeHealth {
+    pub node: NodeId,
+    pub at: i64,
+    pub agents: u64,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub detail: BTreeMap<String, String>,
+}
+
+/// One audited admin action.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditEntry {
+    /// Unix seconds.
+    pub at: i64,
+    /// Who: the identity from the admin's certificate or token.
+    pub actor: String,
+    /// The node where it happened.
+    pub node: NodeId,
+    pub action: String,
+    #[serde(default)]
+    pub detail: String,
+}
+
+/// What flows up the tree: upserts keyed so that a newer one replaces an
+/// older one with the same key.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Upward {
+    Compliance(ComplianceRecord),
+    Health(NodeHealth),
+    Audit(AuditEntry),
+}
+
+impl Upward {
+    /// Entries with the same key replace each other; `None` never collapses.
+    pub fn upsert_key(&self) -> Option<String> {
+        match self {
+            Upward::Compliance(r) => Some(format!("c\0{}\0{}", r.computer, r.update)),
+            Upward::Health(h) => Some(format!("h\0{}", h.node)),
+            Upward::Audit(_) => None,
+        }
+    }
+}
+
+/// A managed computer's agent, as its node knows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Agent {
+    pub id: ComputerId,
+    pub site: NodeId,
+    pub enrolled_at: i64,
+    #[serde(default)]
+    pub last_seen: i64,
+    /// Content hash of its latest inventory (hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inventory: Option<String>,
+}

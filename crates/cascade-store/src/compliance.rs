@@ -1,0 +1,319 @@
+//! Compliance records with their indexes and aggregate counts, all updated
+//! in the batch that writes the record.
+
+use std::collections::{BTreeMap, HashMap};
+
+use cascade_core::UpdateId;
+use cascade_core::model::{ComplianceRecord, ComputerId, NodeId, Upward};
+use cascade_core::update::Severity;
+use serde::Serialize;
+
+use crate::{Pending, Result, Store, StoreError, codec, keys};
+
+/// Counts per compliance state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StateCounts(pub [u64; 8]);
+
+impl StateCounts {
+    pub fn get(&self, state: &str) -> u64 {
+        codec::STATE_NAMES.iter().position(|s| *s == state).map_or(0, |i| self.0[i])
+    }
+
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
+    /// Installed, not applicable or superseded.
+    pub fn compliant(&self) -> u64 {
+        self.0[0] + self.0[2] + self.0[3]
+    }
+}
+
+impl Serialize for StateCounts {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(None)?;
+        for (name, n) in codec::STATE_NAMES.iter().zip(self.0) {
+            if n > 0 {
+                map.serialize_entry(name, &n)?;
+            }
+        }
+        map.end()
+    }
+}
+
+/// Counts per (site, severity).
+pub type SeverityCounts = BTreeMap<(NodeId, Severity), StateCounts>;
+
+/// What ingesting a batch did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IngestOutcome {
+    /// The batch was seen before (its sequence is at or below the source's
+    /// high-water mark): nothing changed.
+    pub duplicate: bool,
+    pub applied: usize,
+    /// Records older (by their agent's counter) than what is stored.
+    pub stale: usize,
+}
+
+/// One page of a listing; `next` continues it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<String>,
+}
+
+/// Aggregate deltas of a batch, written with it.
+#[derive(Debug, Default)]
+pub(crate) struct Overlay {
+    deltas: HashMap<Vec<u8>, i64>,
+}
+
+impl Overlay {
+    pub(crate) fn write(&self, batch: &mut sled::Batch, get: impl Fn(&[u8]) -> Result<Option<sled::IVec>>) -> Result<()> {
+        for (key, delta) in &self.deltas {
+            if *delta == 0 {
+                continue;
+            }
+            let current = match get(key)? {
+                Some(v) => codec::u64_from(&v).map_err(StoreError::Invalid)?,
+                None => 0,
+            };
+            let next = (current as i64 + delta).max(0) as u64;
+            if next == 0 {
+                batch.remove(key.as_slice());
+            } else {
+                batch.insert(key.as_slice(), &next.to_be_bytes());
+            }
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn count(overlay: &mut Overlay, r: &ComplianceRecord, sign: i64) {
+    let state = codec::state_tag(&r.state);
+    *overlay.deltas.entry(keys::count_update(&r.update, state)).or_default() += sign;
+    *overlay.deltas.entry(keys::count_site(&r.site, codec::severity_tag(r.severity), state)).or_default() += sign;
+}
+
+pub(crate) fn index(batch: &mut sled::Batch, r: &ComplianceRecord) {
+    batch.insert(keys::by_update(&r.update, &r.computer), &[]);
+    batch.insert(keys::by_site(&r.site, &r.computer, &r.update), &[]);
+}
+
+fn token(key: &[u8]) -> String {
+    key.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn untoken(token: &str, prefix: &[u8]) -> Result<Vec<u8>> {
+    let bytes: Option<Vec<u8>> = (0..token.len())
+        .step_by(2)
+        .map(|i| token.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect();
+    match bytes {
+        Some(b) if b.starts_with(prefix) => Ok(b),
+        _ => Err(StoreError::Invalid(format!("page token {token:?} does not belong to this listing"))),
+    }
+}
+
+impl Store {
+    /// Stores a batch of compliance records from `source` (an agent or a
+    /// child node) with sequence `seq`, in one atomic, durable batch with
+    /// the aggregates and the source's high-water mark. A batch at or below
+    /// the mark changes nothing. With `forward`, what was applied is also
+    /// queued in the outbox for this node's parent.
+    pub fn ingest(&self, source: &str, seq: u64, records: &[ComplianceRecord], forward: bool) -> Result<IngestOutcome> {
+        if source.is_empty() || source.contains('\0') {
+            return Err(StoreError::Invalid(format!("source {source:?} is not a valid id")));
+        }
+        let _guard = self.lock();
+        let hwm_key = keys::inbox(source);
+        if seq <= self.get_u64(&hwm_key)? {
+            return Ok(IngestOutcome { duplicate: true, ..IngestOutcome::default() });
+        }
+        let mut batch = sled::Batch::default();
+        let mut pending = Pending::default();
+        let mut overlay = Overlay::default();
+        let mut outcome = IngestOutcome::default();
+        let mut next_out = self.get_u64(keys::OUTBOX_NEXT)?;
+        for record in records {
+            let key = keys::compliance(&record.computer, &record.update);
+            if let Some(old) = pending.get(self, &key)? {
+                let old = codec::decode_record(&old).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key))))?;
+                if old.counter >= record.counter {
+                    outcome.stale += 1;
+                    continue;
+                }
+                count(&mut overlay, &old, -1);
+                if old.site != record.site {
+                    pending.remove(&mut batch, keys::by_site(&old.site, &old.computer, &old.update));
+                }
+            }
+            pending.insert(&mut batch, key, codec::encode_record(record));
+            index(&mut batch, record);
+            count(&mut overlay, record, 1);
+            if forward {
+                next_out += 1;
+                batch.insert(keys::outbox(next_out), codec::json(&Upward::Compliance(record.clone())));
+            }
+            outcome.applied += 1;
+        }
+        overlay.write(&mut batch, |k| self.get(k))?;
+        batch.insert(hwm_key, &seq.to_be_bytes());
+        if forward {
+            batch.insert(keys::OUTBOX_NEXT, &next_out.to_be_bytes());
+        }
+        self.commit(batch)?;
+        Ok(outcome)
+    }
+
+    /// The high-water mark of a source's batches.
+    pub fn inbox_mark(&self, source: &str) -> Result<u64> {
+        self.get_u64(&keys::inbox(source))
+    }
+
+    pub fn record(&self, computer: &ComputerId, update: &UpdateId) -> Result<Option<ComplianceRecord>> {
+        let key = keys::compliance(computer, update);
+        self.get(&key)?
+            .map(|v| codec::decode_record(&v).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key)))))
+            .transpose()
+    }
+
+    fn page(&self, prefix: &[u8], after: Option<&str>, limit: usize, mut keep: impl FnMut(&[u8]) -> Result<Option<ComplianceRecord>>) -> Result<Page<ComplianceRecord>> {
+        let start = match after {
+            Some(t) => {
+                let mut k = untoken(t, prefix)?;
+                k.push(0);
+                k
+            }
+            None => prefix.to_vec(),
+        };
+        let mut items = Vec::new();
+        let mut last = None;
+        for item in self.tree.range(start..) {
+            let (key, value) = item.map_err(|e| self.io_error(e))?;
+            if !key.starts_with(prefix) {
+                break;
+            }
+            if items.len() == limit {
+                return Ok(Page { items, next: last.map(|k: sled::IVec| token(&k)) });
+            }
+            let _ = &value;
+            if let Some(record) = keep(&key)? {
+                items.push(record);
+            }
+            last = Some(key);
+        }
+        Ok(Page { items, next: None })
+    }
+
+    /// A computer's records, by update.
+    pub fn by_computer(&self, computer: &ComputerId, after: Option<&str>, limit: usize) -> Result<Page<ComplianceRecord>> {
+        let prefix = keys::under(keys::COMPLIANCE, &[computer.as_str().as_bytes()]);
+        self.page(&prefix, after, limit, |key| {
+            let value = self.get(key)?.ok_or_else(|| self.corrupt("record vanished during a scan"))?;
+            codec::decode_record(&value).map(Some).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(key))))
+        })
+    }
+
+    /// An update's records, by computer; with `non_compliant`, only those
+    /// that are not installed, not applicable or superseded.
+    pub fn by_update(&self, update: &UpdateId, non_compliant: bool, after: Option<&str>, limit: usize) -> Result<Page<ComplianceRecord>> {
+        let prefix = keys::under(keys::BY_UPDATE, &[update.as_str().as_bytes()]);
+        self.page(&prefix, after, limit, |key| {
+            let computer = keys::parts(key, keys::BY_UPDATE).get(1).and_then(|c| std::str::from_utf8(c).ok()).and_then(|c| ComputerId::new(c).ok());
+            let Some(computer) = computer else { return Err(self.corrupt(format!("bad index key {}", keys::show(key)))) };
+            let record = self.record(&computer, update)?.ok_or_else(|| self.corrupt(format!("index {} without its record", keys::show(key))))?;
+            Ok((!non_compliant || !record.state.is_compliant()).then_some(record))
+        })
+    }
+
+    /// A site's records, by computer and update.
+    pub fn by_site(&self, site: &NodeId, non_compliant: bool, after: Option<&str>, limit: usize) -> Result<Page<ComplianceRecord>> {
+        let prefix = keys::under(keys::BY_SITE, &[site.as_str().as_bytes()]);
+        self.page(&prefix, after, limit, |key| {
+            let parts = keys::parts(key, keys::BY_SITE);
+            let (Some(c), Some(u)) = (parts.get(1).and_then(|c| std::str::from_utf8(c).ok()), parts.get(2).and_then(|u| std::str::from_utf8(u).ok())) else {
+                return Err(self.corrupt(format!("bad index key {}", keys::show(key))));
+            };
+            let computer = ComputerId::new(c).map_err(|e| self.corrupt(e.to_string()))?;
+            let record = self.record(&computer, &UpdateId::new(u))?.ok_or_else(|| self.corrupt(format!("index {} without its record", keys::show(key))))?;
+            Ok((!non_compliant || !record.state.is_compliant()).then_some(record))
+        })
+    }
+
+    /// Counts per state for every update of the subtree.
+    pub fn summary_by_update(&self) -> Result<BTreeMap<UpdateId, StateCounts>> {
+        let mut out: BTreeMap<UpdateId, StateCounts> = BTreeMap::new();
+        for item in self.scan(keys::COUNT_UPDATE) {
+            let (key, value) = item?;
+            // prefix, update, NUL, state byte (which may itself be 0).
+            let body = &key[keys::COUNT_UPDATE.len()..];
+            let (Some(update), Some(state)) = (body.len().checked_sub(2).and_then(|end| std::str::from_utf8(&body[..end]).ok()), body.last()) else {
+                return Err(self.corrupt(format!("bad count key {}", keys::show(&key))));
+            };
+            let n = codec::u64_from(&value).map_err(|d| self.corrupt(d))?;
+            if let Some(slot) = out.entry(UpdateId::new(update)).or_default().0.get_mut(*state as usize) {
+                *slot = n;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Counts per state for one update.
+    pub fn summary_for_update(&self, update: &UpdateId) -> Result<StateCounts> {
+        let mut counts = StateCounts::default();
+        for item in self.scan(&keys::under(keys::COUNT_UPDATE, &[update.as_str().as_bytes()])) {
+            let (key, value) = item?;
+            if let Some(state) = key.last() {
+                if let Some(slot) = counts.0.get_mut(*state as usize) {
+                    *slot = codec::u64_from(&value).map_err(|d| self.corrupt(d))?;
+                }
+            }
+        }
+        Ok(counts)
+    }
+
+    /// Counts per state for every (site, severity).
+    pub fn summary_by_site(&self) -> Result<SeverityCounts> {
+        let mut out: SeverityCounts = BTreeMap::new();
+        for item in self.scan(keys::COUNT_SITE) {
+            let (key, value) = item?;
+            // prefix, site, NUL, severity byte, NUL, state byte.
+            let body = &key[keys::COUNT_SITE.len()..];
+            if body.len() < 5 {
+                return Err(self.corrupt(format!("bad count key {}", keys::show(&key))));
+            }
+            let (site, tail) = body.split_at(body.len() - 4);
+            let site = crate::replication::node_from(site).map_err(|d| self.corrupt(d))?;
+            let severity = codec::severity_from(tail[1]).ok_or_else(|| self.corrupt("bad severity in a count key"))?;
+            let n = codec::u64_from(&value).map_err(|d| self.corrupt(d))?;
+            if let Some(slot) = out.entry((site, severity)).or_default().0.get_mut(tail[3] as usize) {
+                *slot = n;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every compliance record (a snapshot for the parent, or a recount).
+    pub fn all_records(&self) -> impl Iterator<Item = Result<ComplianceRecord>> + '_ {
+        self.scan(keys::COMPLIANCE).map(move |item| {
+            let (key, value) = item?;
+            codec::decode_record(&value).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key))))
+        })
+    }
+
+    /// The aggregates recounted from the raw records, to check the
+    /// maintained ones.
+    pub fn recount(&self) -> Result<(BTreeMap<UpdateId, StateCounts>, SeverityCounts)> {
+        let mut by_update: BTreeMap<UpdateId, StateCounts> = BTreeMap::new();
+        let mut by_site: SeverityCounts = BTreeMap::new();
+        for record in self.all_records() {
+            let r = record?;
+            let tag = codec::state_tag(&r.state) as usize;
+            by_update.entry(r.update.clone()).or_default().0[tag] += 1;
+            by_site.entry((r.site.clone(), r.severity)).or_default().0[tag] += 1;
+        }
+        Ok((by_update, by_site))
+    }
+}

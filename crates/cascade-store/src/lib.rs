@@ -1,0 +1,248 @@
+//! A Cascade node's durable state, behind an API that speaks domain types.
+//!
+//! sled is used here and nowhere else. Everything lives in one sled tree
+//! under prefixed keys (see `keys`), so that every operation is one atomic
+//! sled batch; writers are serialised by a lock, which also lets a backup
+//! see one consistent state. Nothing is acknowledged before it is flushed.
+//!
+//! Values carry a format marker (see `codec`): a store written by a newer
+//! build is refused, one written by an older build is migrated on open.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use cascade_core::model::NodeId;
+
+mod backup;
+mod codec;
+mod compliance;
+mod keys;
+mod local;
+mod outbox;
+mod replication;
+
+pub use backup::BackupStats;
+pub use compliance::{IngestOutcome, Page, SeverityCounts, StateCounts};
+pub use outbox::{OutboxEntry, OutboxState};
+pub use replication::{Applied, NeedSnapshot, Snapshot, StoredObject};
+
+/// The on-disk format this build writes.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// Why a store operation failed. Each names what it was about; a failed
+/// write stored nothing of its operation.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: cannot open the node store: {detail}")]
+    Open { path: PathBuf, detail: String },
+    #[error("{path}: the node store is corrupt: {detail}")]
+    Corrupt { path: PathBuf, detail: String },
+    #[error(
+        "{path}: the node store was written by a newer Cascade (format {found}; this build reads formats up to {supported})"
+    )]
+    TooNew { path: PathBuf, found: u32, supported: u32 },
+    #[error("{path}: the disk is full; nothing of this write was stored ({detail})")]
+    DiskFull { path: PathBuf, detail: String },
+    #[error("{path}: write failed; nothing of it was stored: {detail}")]
+    Write { path: PathBuf, detail: String },
+    #[error("change {origin}/{seq} skips ahead: the last applied change of {origin} is {applied}")]
+    Gap { origin: NodeId, seq: u64, applied: u64 },
+    #[error("{origin} may not change {key}: it belongs to {owner}")]
+    NotOwner { origin: NodeId, key: String, owner: NodeId },
+    #[error("{key} does not exist")]
+    NoSuchObject { key: String },
+    #[error("{origin} may not override {key}: its owner does not let child sites override {field}")]
+    NotOverridable { origin: NodeId, key: String, field: String },
+    #[error("invalid input: {0}")]
+    Invalid(String),
+    #[error("backup: {0}")]
+    Backup(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The node's store.
+#[derive(Debug)]
+pub struct Store {
+    db: sled::Db,
+    tree: sled::Tree,
+    path: PathBuf,
+    node: NodeId,
+    /// Serialises writers (and backups against writers).
+    writer: Mutex<()>,
+}
+
+impl Store {
+    /// Opens (or creates) the store of node `node` at `path`.
+    pub fn open(path: &Path, node: NodeId) -> Result<Store> {
+        let config = sled::Config::new().path(path).cache_capacity(256 * 1024 * 1024).flush_every_ms(Some(500));
+        Self::open_with(config, path, node)
+    }
+
+    /// A store in memory that disappears when dropped (for tests and benchmarks).
+    pub fn temporary(node: NodeId) -> Result<Store> {
+        let config = sled::Config::new().temporary(true);
+        Self::open_with(config, Path::new("(temporary)"), node)
+    }
+
+    fn open_with(config: sled::Config, path: &Path, node: NodeId) -> Result<Store> {
+        let path_buf = path.to_path_buf();
+        // sled panics on some kinds of damage instead of returning an error.
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || config.open()));
+        let db = match opened {
+            Ok(Ok(db)) => db,
+            Ok(Err(sled::Error::Corruption { at, bt: _ })) => {
+                return Err(StoreError::Corrupt { path: path_buf, detail: format!("damaged data at {at:?}") });
+            }
+            Ok(Err(sled::Error::Io(e))) if e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("lock") => {
+                return Err(StoreError::Open {
+                    path: path_buf,
+                    detail: format!("it is in use by another process (a running node?): {e}"),
+                });
+            }
+            Ok(Err(e)) => return Err(StoreError::Open { path: path_buf, detail: e.to_string() }),
+            Err(panic) => {
+                let detail = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                    .unwrap_or_else(|| "the storage engine failed while reading it".to_owned());
+                return Err(StoreError::Corrupt { path: path_buf, detail });
+            }
+        };
+        let tree = db.open_tree("cascade").map_err(|e| StoreError::Corrupt { path: path_buf.clone(), detail: e.to_string() })?;
+        let store = Store { db, tree, path: path_buf, node, writer: Mutex::new(()) };
+        store.check_format()?;
+        Ok(store)
+    }
+
+    /// The node this store belongs to.
+    pub fn node(&self) -> &NodeId {
+        &self.node
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ()> {
+        // A panic in another writer left no half-written batch behind
+        // (batches are atomic), so the lock can be taken over.
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn check_format(&self) -> Result<()> {
+        let _guard = self.lock();
+        let stored = self.get(keys::FORMAT)?.map(|v| codec::u32_from(&v)).transpose().map_err(|d| self.corrupt(d))?;
+        match stored {
+            None if self.tree.is_empty() => {
+                let mut batch = sled::Batch::default();
+                batch.insert(keys::FORMAT, &FORMAT_VERSION.to_be_bytes());
+                self.commit(batch)
+            }
+            // Data without a marker predates markers: format 1.
+            None => self.migrate(1),
+            Some(found) if found > FORMAT_VERSION => {
+                Err(StoreError::TooNew { path: self.path.clone(), found, supported: FORMAT_VERSION })
+            }
+            Some(found) if found < FORMAT_VERSION => self.migrate(found),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Brings an older store to the current format in one batch.
+    fn migrate(&self, from: u32) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        if from < 2 {
+            // Format 1 kept compliance records as JSON and no indexes or
+            // aggregates: re-encode the records and build both.
+            let mut records = Vec::new();
+            for item in self.tree.scan_prefix(keys::COMPLIANCE) {
+                let (key, value) = item.map_err(|e| self.corrupt(e.to_string()))?;
+                let record = codec::decode_record(&value).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key))))?;
+                records.push(record);
+            }
+            let mut overlay = compliance::Overlay::default();
+            for record in &records {
+                batch.insert(keys::compliance(&record.computer, &record.update), codec::encode_record(record));
+                compliance::index(&mut batch, record);
+                compliance::count(&mut overlay, record, 1);
+            }
+            overlay.write(&mut batch, |k| self.get(k))?;
+        }
+        batch.insert(keys::FORMAT, &FORMAT_VERSION.to_be_bytes());
+        self.commit(batch)
+    }
+
+    fn corrupt(&self, detail: impl Into<String>) -> StoreError {
+        StoreError::Corrupt { path: self.path.clone(), detail: detail.into() }
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>> {
+        self.tree.get(key).map_err(|e| self.io_error(e))
+    }
+
+    fn io_error(&self, e: sled::Error) -> StoreError {
+        match e {
+            sled::Error::Io(io) => {
+                // ENOSPC (28) and EFBIG (27): no room for what was being written.
+                if matches!(io.raw_os_error(), Some(28) | Some(27)) || io.kind() == std::io::ErrorKind::StorageFull {
+                    StoreError::DiskFull { path: self.path.clone(), detail: io.to_string() }
+                } else {
+                    StoreError::Write { path: self.path.clone(), detail: io.to_string() }
+                }
+            }
+            sled::Error::Corruption { at, .. } => self.corrupt(format!("damaged data at {at:?}")),
+            other => StoreError::Write { path: self.path.clone(), detail: other.to_string() },
+        }
+    }
+
+    /// Applies a batch atomically and makes it durable before returning.
+    fn commit(&self, batch: sled::Batch) -> Result<()> {
+        self.tree.apply_batch(batch).map_err(|e| self.io_error(e))?;
+        self.db.flush().map_err(|e| self.io_error(e))?;
+        Ok(())
+    }
+
+    fn scan(&self, prefix: &[u8]) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec)>> + '_ {
+        self.tree.scan_prefix(prefix).map(move |r| r.map_err(|e| self.io_error(e)))
+    }
+
+    fn get_u64(&self, key: &[u8]) -> Result<u64> {
+        match self.get(key)? {
+            Some(v) => codec::u64_from(&v).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(key)))),
+            None => Ok(0),
+        }
+    }
+
+    /// Bytes on disk.
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+}
+
+/// Reads through pending writes of the batch being built.
+#[derive(Debug, Default)]
+struct Pending {
+    values: HashMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl Pending {
+    fn insert(&mut self, batch: &mut sled::Batch, key: Vec<u8>, value: Vec<u8>) {
+        batch.insert(key.clone(), value.clone());
+        self.values.insert(key, Some(value));
+    }
+
+    fn remove(&mut self, batch: &mut sled::Batch, key: Vec<u8>) {
+        batch.remove(key.clone());
+        self.values.insert(key, None);
+    }
+
+    fn get(&self, store: &Store, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        match self.values.get(key) {
+            Some(v) => Ok(v.clone()),
+            None => Ok(store.get(key)?.map(|v| v.to_vec())),
+        }
+    }
+}

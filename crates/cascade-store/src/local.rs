@@ -1,0 +1,85 @@
+//! What only this node keeps: its agents, their inventories (stored once
+//! per distinct content) and the audit log.
+
+use cascade_core::inventory::Inventory;
+use cascade_core::model::{Agent, AuditEntry, ComputerId, Upward};
+
+use crate::{Result, Store, codec, keys};
+
+impl Store {
+    pub fn put_agent(&self, agent: &Agent) -> Result<()> {
+        let _guard = self.lock();
+        let mut batch = sled::Batch::default();
+        batch.insert(keys::agent(&agent.id), codec::json(agent));
+        self.commit(batch)
+    }
+
+    pub fn agent(&self, id: &ComputerId) -> Result<Option<Agent>> {
+        self.get(&keys::agent(id))?.map(|v| codec::from_json(&v).map_err(|d| self.corrupt(format!("agent {id}: {d}")))).transpose()
+    }
+
+    pub fn agents(&self) -> Result<Vec<Agent>> {
+        self.scan(keys::AGENT)
+            .map(|item| {
+                let (key, value) = item?;
+                codec::from_json(&value).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key))))
+            })
+            .collect()
+    }
+
+    /// Stores an inventory under its content hash unless an equal one is
+    /// there already; returns the hash (hex).
+    pub fn put_inventory(&self, inventory: &Inventory) -> Result<String> {
+        let hash = inventory.content_hash().to_string();
+        let key = keys::inventory(&hash);
+        if self.get(&key)?.is_none() {
+            let _guard = self.lock();
+            let anonymous = Inventory { computer: None, ..inventory.clone() };
+            let mut batch = sled::Batch::default();
+            batch.insert(key, codec::json(&anonymous));
+            self.commit(batch)?;
+        }
+        Ok(hash)
+    }
+
+    pub fn inventory(&self, hash: &str) -> Result<Option<Inventory>> {
+        self.get(&keys::inventory(hash))?
+            .map(|v| codec::from_json(&v).map_err(|d| self.corrupt(format!("inventory {hash}: {d}"))))
+            .transpose()
+    }
+
+    pub fn inventory_count(&self) -> usize {
+        self.tree.scan_prefix(keys::INVENTORY).count()
+    }
+
+    /// Appends to the audit log; with `forward`, also queues it for the
+    /// parent (the audit log replicates up). Returns its sequence number.
+    pub fn audit(&self, entry: &AuditEntry, forward: bool) -> Result<u64> {
+        let _guard = self.lock();
+        let seq = self.get_u64(keys::AUDIT_NEXT)? + 1;
+        let mut batch = sled::Batch::default();
+        batch.insert(keys::audit(seq), codec::json(entry));
+        batch.insert(keys::AUDIT_NEXT, &seq.to_be_bytes());
+        if forward {
+            let next = self.get_u64(keys::OUTBOX_NEXT)? + 1;
+            batch.insert(keys::outbox(next), codec::json(&Upward::Audit(entry.clone())));
+            batch.insert(keys::OUTBOX_NEXT, &next.to_be_bytes());
+        }
+        self.commit(batch)?;
+        Ok(seq)
+    }
+
+    /// Audit entries after `after`, oldest first.
+    pub fn audit_log(&self, after: u64, limit: usize) -> Result<Vec<(u64, AuditEntry)>> {
+        let mut out = Vec::new();
+        for item in self.tree.range(keys::audit(after.saturating_add(1))..).take(limit) {
+            let (key, value) = item.map_err(|e| self.io_error(e))?;
+            if !key.starts_with(keys::AUDIT) {
+                break;
+            }
+            let seq = keys::seq_of(&key[keys::AUDIT.len()..]).ok_or_else(|| self.corrupt(format!("bad audit key {}", keys::show(&key))))?;
+            out.push((seq, codec::from_json(&value).map_err(|d| self.corrupt(format!("audit {seq}: {d}")))?));
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,347 @@
+//! Per-origin change logs and the objects they produce, cursors, snapshots
+//! and compaction (the downward flow of the design's one mechanism).
+
+use std::collections::BTreeMap;
+
+use cascade_core::model::{Change, ChangeOp, NodeId, Object, ObjectKey, ObjectKind, Override};
+use serde::{Deserialize, Serialize};
+
+use crate::{Pending, Result, Store, StoreError, codec, keys};
+
+/// An object with the origin that owns it and the change that last wrote it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredObject {
+    pub origin: NodeId,
+    pub seq: u64,
+    pub object: Object,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct StoredOverride {
+    seq: u64,
+    over: Override,
+}
+
+/// What applying a change did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    Applied,
+    /// Already applied earlier; nothing changed.
+    Duplicate,
+}
+
+/// The log of an origin was compacted past the requested point: send a
+/// snapshot first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the log was compacted through {floor}; a snapshot is needed")]
+pub struct NeedSnapshot {
+    pub floor: u64,
+}
+
+/// The objects of some origins as of their cursor.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub cursor: BTreeMap<NodeId, u64>,
+    pub objects: Vec<StoredObject>,
+    pub overrides: Vec<(NodeId, u64, Override)>,
+}
+
+impl Store {
+    /// Records a change made on this node: the next change of its own log.
+    pub fn append_local(&self, op: ChangeOp) -> Result<Change> {
+        let _guard = self.lock();
+        let seq = self.get_u64(&keys::applied(&self.node))? + 1;
+        let change = Change { origin: self.node.clone(), seq, op };
+        self.apply_locked(&change)?;
+        Ok(change)
+    }
+
+    /// Applies a change received from the parent, atomically with the
+    /// cursor advance. A change already applied is a duplicate; one that
+    /// skips ahead is refused.
+    pub fn apply_change(&self, change: &Change) -> Result<Applied> {
+        let _guard = self.lock();
+        self.apply_locked(change)
+    }
+
+    fn apply_locked(&self, change: &Change) -> Result<Applied> {
+        let applied = self.get_u64(&keys::applied(&change.origin))?;
+        if change.seq <= applied {
+            return Ok(Applied::Duplicate);
+        }
+        if change.seq != applied + 1 {
+            return Err(StoreError::Gap { origin: change.origin.clone(), seq: change.seq, applied });
+        }
+        let mut batch = sled::Batch::default();
+        let mut pending = Pending::default();
+        self.write_op(&mut batch, &mut pending, change)?;
+        batch.insert(keys::log(&change.origin, change.seq), codec::json(change));
+        batch.insert(keys::applied(&change.origin), &change.seq.to_be_bytes());
+        self.commit(batch)?;
+        Ok(Applied::Applied)
+    }
+
+    fn write_op(&self, batch: &mut sled::Batch, pending: &mut Pending, change: &Change) -> Result<()> {
+        let origin = &change.origin;
+        match &change.op {
+            ChangeOp::Upsert(object) => {
+                let key = object.key().map_err(|e| StoreError::Invalid(e.to_string()))?;
+                if let Some(existing) = self.stored(&key, pending)? {
+                    if existing.origin != *origin {
+                        return Err(StoreError::NotOwner { origin: origin.clone(), key: key.to_string(), owner: existing.origin });
+                    }
+                }
+                let stored = StoredObject { origin: origin.clone(), seq: change.seq, object: object.clone() };
+                pending.insert(batch, keys::object(&key), codec::json(&stored));
+            }
+            ChangeOp::Delete(key) => {
+                if let Some(existing) = self.stored(key, pending)? {
+                    if existing.origin != *origin {
+                        return Err(StoreError::NotOwner { origin: origin.clone(), key: key.to_string(), owner: existing.origin });
+                    }
+                    pending.remove(batch, keys::object(key));
+                }
+            }
+            ChangeOp::Override(over) => {
+                let target = &over.target;
+                let existing = self.stored(target, pending)?.ok_or_else(|| StoreError::NoSuchObject { key: target.to_string() })?;
+                if existing.origin == *origin {
+                    return Err(StoreError::Invalid(format!("{origin} owns {target}: change it instead of overriding it")));
+                }
+                let allowed = existing.object.overridable();
+                if let Some(field) = over.fields.keys().find(|f| !allowed.contains(*f)) {
+                    return Err(StoreError::NotOverridable { origin: origin.clone(), key: target.to_string(), field: field.clone() });
+                }
+                let stored = StoredOverride { seq: change.seq, over: over.clone() };
+                pending.insert(batch, keys::override_of(target, origin), codec::json(&stored));
+            }
+            ChangeOp::ClearOverride(target) => pending.remove(batch, keys::override_of(target, origin)),
+        }
+        Ok(())
+    }
+
+    fn stored(&self, key: &ObjectKey, pending: &Pending) -> Result<Option<StoredObject>> {
+        let raw = keys::object(key);
+        match pending.get(self, &raw)? {
+            Some(bytes) => codec::from_json(&bytes).map(Some).map_err(|d| self.corrupt(format!("{key}: {d}"))),
+            None => Ok(None),
+        }
+    }
+
+    /// The last applied change of `origin` (0 when none).
+    pub fn applied_seq(&self, origin: &NodeId) -> Result<u64> {
+        self.get_u64(&keys::applied(origin))
+    }
+
+    /// This node's cursor: the last applied change of every origin it knows.
+    pub fn cursor(&self) -> Result<BTreeMap<NodeId, u64>> {
+        let mut out = BTreeMap::new();
+        for item in self.scan(keys::APPLIED) {
+            let (key, value) = item?;
+            let origin = node_from(&key[keys::APPLIED.len()..]).map_err(|d| self.corrupt(d))?;
+            out.insert(origin, codec::u64_from(&value).map_err(|d| self.corrupt(d))?);
+        }
+        Ok(out)
+    }
+
+    /// Changes of `origin` after `after`, at most `limit`.
+    pub fn changes_since(&self, origin: &NodeId, after: u64, limit: usize) -> Result<Result<Vec<Change>, NeedSnapshot>> {
+        let floor = self.get_u64(&keys::floor(origin))?;
+        if after < floor {
+            return Ok(Err(NeedSnapshot { floor }));
+        }
+        let start = keys::log(origin, after + 1);
+        let end = keys::log(origin, u64::MAX);
+        let mut out = Vec::new();
+        for item in self.tree.range(start..=end).take(limit) {
+            let (key, value) = item.map_err(|e| self.io_error(e))?;
+            out.push(codec::from_json(&value).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key))))?);
+        }
+        Ok(Ok(out))
+    }
+
+    /// Records how far `subscriber` has applied `origin`'s log.
+    pub fn set_subscriber_cursor(&self, subscriber: &NodeId, origin: &NodeId, seq: u64) -> Result<()> {
+        let _guard = self.lock();
+        let mut batch = sled::Batch::default();
+        batch.insert(keys::subscriber(subscriber, origin), &seq.to_be_bytes());
+        self.commit(batch)
+    }
+
+    /// Forgets a subscriber (a child removed or moved away).
+    pub fn remove_subscriber(&self, subscriber: &NodeId) -> Result<()> {
+        let _guard = self.lock();
+        let mut batch = sled::Batch::default();
+        for item in self.scan(&keys::under(keys::SUBSCRIBER, &[subscriber.as_str().as_bytes()])) {
+            batch.remove(item?.0);
+        }
+        self.commit(batch)
+    }
+
+    /// Subscriber cursors: subscriber -> origin -> last applied.
+    pub fn subscriber_cursors(&self) -> Result<BTreeMap<NodeId, BTreeMap<NodeId, u64>>> {
+        let mut out: BTreeMap<NodeId, BTreeMap<NodeId, u64>> = BTreeMap::new();
+        for item in self.scan(keys::SUBSCRIBER) {
+            let (key, value) = item?;
+            let parts = keys::parts(&key, keys::SUBSCRIBER);
+            let [subscriber, origin] = parts[..] else { return Err(self.corrupt(format!("bad key {}", keys::show(&key)))) };
+            let seq = codec::u64_from(&value).map_err(|d| self.corrupt(d))?;
+            out.entry(node_from(subscriber).map_err(|d| self.corrupt(d))?)
+                .or_default()
+                .insert(node_from(origin).map_err(|d| self.corrupt(d))?, seq);
+        }
+        Ok(out)
+    }
+
+    /// Drops log entries every known subscriber has applied, keeping at
+    /// least the last `retain` of each origin. Returns how many went.
+    pub fn compact(&self, retain: u64) -> Result<usize> {
+        let _guard = self.lock();
+        let subscribers = self.subscriber_cursors()?;
+        let mut batch = sled::Batch::default();
+        let mut removed = 0;
+        for (origin, applied) in self.cursor()? {
+            let slowest = subscribers.values().map(|c| c.get(&origin).copied().unwrap_or(0)).min().unwrap_or(applied);
+            let new_floor = slowest.min(applied.saturating_sub(retain));
+            let floor = self.get_u64(&keys::floor(&origin))?;
+            if new_floor <= floor {
+                continue;
+            }
+            for item in self.tree.range(keys::log(&origin, floor + 1)..=keys::log(&origin, new_floor)) {
+                batch.remove(item.map_err(|e| self.io_error(e))?.0);
+                removed += 1;
+            }
+            batch.insert(keys::floor(&origin), &new_floor.to_be_bytes());
+        }
+        self.commit(batch)?;
+        Ok(removed)
+    }
+
+    /// Everything `origins` own, with their cursors, as one consistent view.
+    pub fn snapshot(&self, origins: &[NodeId]) -> Result<Snapshot> {
+        let _guard = self.lock();
+        let mut snapshot = Snapshot::default();
+        for origin in origins {
+            snapshot.cursor.insert(origin.clone(), self.get_u64(&keys::applied(origin))?);
+        }
+        for item in self.scan(keys::OBJECT) {
+            let (key, value) = item?;
+            let stored: StoredObject = codec::from_json(&value).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key))))?;
+            if snapshot.cursor.contains_key(&stored.origin) {
+                snapshot.objects.push(stored);
+            }
+        }
+        for item in self.scan(keys::OVERRIDE) {
+            let (key, value) = item?;
+            let origin = keys::parts(&key, keys::OVERRIDE).last().map(|o| node_from(o)).transpose().map_err(|d| self.corrupt(d))?;
+            let Some(origin) = origin.filter(|o| snapshot.cursor.contains_key(o)) else { continue };
+            let stored: StoredOverride = codec::from_json(&value).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key))))?;
+            snapshot.overrides.push((origin, stored.seq, stored.over));
+        }
+        Ok(snapshot)
+    }
+
+    /// Replaces everything the snapshot's origins own with the snapshot, and
+    /// sets their cursors to it, in one batch.
+    pub fn apply_snapshot(&self, snapshot: &Snapshot) -> Result<()> {
+        let _guard = self.lock();
+        let mut batch = sled::Batch::default();
+        let owned_by_snapshot = |origin: &NodeId| snapshot.cursor.contains_key(origin);
+        for item in self.scan(keys::OBJECT) {
+            let (key, value) = item?;
+            let stored: StoredObject = codec::from_json(&value).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key))))?;
+            if owned_by_snapshot(&stored.origin) {
+                batch.remove(key);
+            }
+        }
+        for item in self.scan(keys::OVERRIDE) {
+            let (key, _) = item?;
+            if let Some(origin) = keys::parts(&key, keys::OVERRIDE).last().and_then(|o| node_from(o).ok()) {
+                if owned_by_snapshot(&origin) {
+                    batch.remove(key);
+                }
+            }
+        }
+        for stored in &snapshot.objects {
+            if !owned_by_snapshot(&stored.origin) {
+                return Err(StoreError::Invalid(format!("snapshot object of {} without a cursor for it", stored.origin)));
+            }
+            let key = stored.object.key().map_err(|e| StoreError::Invalid(e.to_string()))?;
+            batch.insert(keys::object(&key), codec::json(stored));
+        }
+        for (origin, seq, over) in &snapshot.overrides {
+            batch.insert(keys::override_of(&over.target, origin), codec::json(&StoredOverride { seq: *seq, over: over.clone() }));
+        }
+        for (origin, seq) in &snapshot.cursor {
+            // The log before the snapshot is not here: ask for a snapshot again
+            // rather than serve a history with holes.
+            for item in self.scan(&keys::under(keys::LOG, &[origin.as_str().as_bytes()])) {
+                batch.remove(item?.0);
+            }
+            batch.insert(keys::applied(origin), &seq.to_be_bytes());
+            batch.insert(keys::floor(origin), &seq.to_be_bytes());
+        }
+        self.commit(batch)
+    }
+
+    /// An object as its owner wrote it.
+    pub fn object(&self, key: &ObjectKey) -> Result<Option<StoredObject>> {
+        self.stored(key, &Pending::default())
+    }
+
+    /// Every object of a kind, by id.
+    pub fn objects(&self, kind: ObjectKind) -> Result<Vec<StoredObject>> {
+        self.scan(&keys::objects_of(kind))
+            .map(|item| {
+                let (key, value) = item?;
+                codec::from_json(&value).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key))))
+            })
+            .collect()
+    }
+
+    /// The overrides of an object: origin -> fields.
+    pub fn overrides(&self, key: &ObjectKey) -> Result<BTreeMap<NodeId, Override>> {
+        let mut out = BTreeMap::new();
+        for item in self.scan(&keys::overrides_of(key)) {
+            let (raw, value) = item?;
+            let origin = keys::parts(&raw, keys::OVERRIDE).last().map(|o| node_from(o)).transpose().map_err(|d| self.corrupt(d))?;
+            let stored: StoredOverride = codec::from_json(&value).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&raw))))?;
+            if let Some(origin) = origin {
+                out.insert(origin, stored.over);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The object as it applies here: the owner's version with the fields
+    /// that other origins (ancestors first, this node last) override and
+    /// that the owner still lets them override.
+    pub fn effective(&self, key: &ObjectKey) -> Result<Option<Object>> {
+        let Some(stored) = self.object(key)? else { return Ok(None) };
+        let overrides = self.overrides(key)?;
+        if overrides.is_empty() {
+            return Ok(Some(stored.object));
+        }
+        let allowed = stored.object.overridable();
+        let mut value = serde_json::to_value(&stored.object).map_err(|e| self.corrupt(e.to_string()))?;
+        let mut ordered: Vec<(&NodeId, &Override)> = overrides.iter().filter(|(o, _)| **o != self.node).collect();
+        ordered.extend(overrides.get_key_value(&self.node));
+        for (_, over) in ordered {
+            for (field, v) in &over.fields {
+                if allowed.contains(field) {
+                    if let Some(body) = value.get_mut("object").and_then(|o| o.as_object_mut()) {
+                        body.insert(field.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        serde_json::from_value(value)
+            .map(Some)
+            .map_err(|e| StoreError::Invalid(format!("overrides of {key} do not fit the object: {e}")))
+    }
+}
+
+pub(crate) fn node_from(bytes: &[u8]) -> Result<NodeId, String> {
+    let s = std::str::from_utf8(bytes).map_err(|_| "node id is not UTF-8".to_owned())?;
+    NodeId::new(s).map_err(|e| e.to_string())
+}
