@@ -9,7 +9,10 @@
 //! build is refused, one written by an older build is migrated on open.
 
 use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use cascade_core::model::NodeId;
@@ -71,22 +74,38 @@ pub struct Store {
     node: NodeId,
     /// Serialises writers (and backups against writers).
     writer: Mutex<()>,
+    /// Commits made; also kept in the tree and in the sentinel file.
+    commits: AtomicU64,
+    /// `cascade-commits` beside sled's files: the last acknowledged commit,
+    /// written after each flush. sled silently drops the tail of a damaged
+    /// log on open; comparing the two catches that.
+    sentinel: Option<File>,
 }
+
+/// The sentinel file's name inside the store directory.
+pub const SENTINEL: &str = "cascade-commits";
 
 impl Store {
     /// Opens (or creates) the store of node `node` at `path`.
     pub fn open(path: &Path, node: NodeId) -> Result<Store> {
         let config = sled::Config::new().path(path).cache_capacity(256 * 1024 * 1024).flush_every_ms(Some(500));
-        Self::open_with(config, path, node)
+        Self::open_with(config, path, node, true)
     }
 
     /// A store in memory that disappears when dropped (for tests and benchmarks).
     pub fn temporary(node: NodeId) -> Result<Store> {
         let config = sled::Config::new().temporary(true);
-        Self::open_with(config, Path::new("(temporary)"), node)
+        Self::open_with(config, Path::new("(temporary)"), node, false)
     }
 
-    fn open_with(config: sled::Config, path: &Path, node: NodeId) -> Result<Store> {
+    fn open_with(config: sled::Config, path: &Path, node: NodeId, durable: bool) -> Result<Store> {
+        let sentinel_path = path.join(SENTINEL);
+        let acknowledged = if durable && sentinel_path.exists() {
+            let bytes = std::fs::read(&sentinel_path).map_err(|e| StoreError::Open { path: path.to_path_buf(), detail: format!("{SENTINEL}: {e}") })?;
+            Some(codec::u64_from(&bytes).map_err(|d| StoreError::Corrupt { path: path.to_path_buf(), detail: format!("{SENTINEL}: {d}") })?)
+        } else {
+            None
+        };
         let path_buf = path.to_path_buf();
         // sled panics on some kinds of damage instead of returning an error.
         let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || config.open()));
@@ -112,7 +131,35 @@ impl Store {
             }
         };
         let tree = db.open_tree("cascade").map_err(|e| StoreError::Corrupt { path: path_buf.clone(), detail: e.to_string() })?;
-        let store = Store { db, tree, path: path_buf, node, writer: Mutex::new(()) };
+        let commits = match tree.get(keys::COMMITS) {
+            Ok(Some(v)) => codec::u64_from(&v).map_err(|d| StoreError::Corrupt { path: path_buf.clone(), detail: d })?,
+            Ok(None) => 0,
+            Err(e) => return Err(StoreError::Corrupt { path: path_buf, detail: e.to_string() }),
+        };
+        if let Some(acknowledged) = acknowledged {
+            if commits < acknowledged {
+                return Err(StoreError::Corrupt {
+                    path: path_buf,
+                    detail: format!(
+                        "acknowledged writes are missing: the data holds commit {commits} but commit {acknowledged} was acknowledged; the data files were damaged, truncated or replaced. Restore a backup"
+                    ),
+                });
+            }
+        }
+        let sentinel = if durable {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&sentinel_path)
+                .map_err(|e| StoreError::Open { path: path_buf.clone(), detail: format!("{SENTINEL}: {e}") })?;
+            file.write_all_at(&commits.to_be_bytes(), 0).map_err(|e| StoreError::Open { path: path_buf.clone(), detail: format!("{SENTINEL}: {e}") })?;
+            file.sync_all().map_err(|e| StoreError::Open { path: path_buf.clone(), detail: format!("{SENTINEL}: {e}") })?;
+            Some(file)
+        } else {
+            None
+        };
+        let store = Store { db, tree, path: path_buf, node, writer: Mutex::new(()), commits: AtomicU64::new(commits), sentinel };
         store.check_format()?;
         Ok(store)
     }
@@ -199,9 +246,18 @@ impl Store {
     }
 
     /// Applies a batch atomically and makes it durable before returning.
-    fn commit(&self, batch: sled::Batch) -> Result<()> {
+    /// Callers hold the writer lock.
+    fn commit(&self, mut batch: sled::Batch) -> Result<()> {
+        let next = self.commits.load(Ordering::Acquire) + 1;
+        batch.insert(keys::COMMITS, &next.to_be_bytes());
         self.tree.apply_batch(batch).map_err(|e| self.io_error(e))?;
         self.db.flush().map_err(|e| self.io_error(e))?;
+        self.commits.store(next, Ordering::Release);
+        if let Some(sentinel) = &self.sentinel {
+            // Not synced: after a power cut it may lag the data, which is
+            // safe; it must never be ahead of it, and it is written last.
+            sentinel.write_all_at(&next.to_be_bytes(), 0).map_err(|e| StoreError::Write { path: self.path.clone(), detail: format!("{SENTINEL}: {e}") })?;
+        }
         Ok(())
     }
 

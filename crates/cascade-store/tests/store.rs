@@ -207,34 +207,46 @@ fn newer_format_is_refused_and_older_migrated() {
     );
 }
 
-#[test]
-fn a_damaged_store_is_refused_with_its_path() {
+fn damaged(how: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
     {
         let store = Store::open(&path, node("site-a")).unwrap();
-        store.ingest("a", 1, &[record("pc-1", "KB1", "site-a", ComplianceState::Required, 1)], false).unwrap();
-    }
-    // Overwrite the middle of every data file with garbage.
-    for entry in walk(&path) {
-        let mut bytes = std::fs::read(&entry).unwrap();
-        if bytes.len() > 64 {
-            let start = bytes.len() / 4;
-            let end = (start + 4096).min(bytes.len());
-            bytes[start..end].iter_mut().for_each(|b| *b = 0xA5);
-            std::fs::write(&entry, bytes).unwrap();
+        for i in 0..200 {
+            let r = record(&format!("pc-{i}"), "KB1", "site-a", ComplianceState::Required, 1);
+            store.ingest("agent", i + 1, &[r], false).unwrap();
         }
     }
-    match Store::open(&path, node("site-a")) {
-        Err(e @ (StoreError::Corrupt { .. } | StoreError::Open { .. })) => {
-            assert!(e.to_string().starts_with(&path.display().to_string()), "{e}");
+    let db = path.join("db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    match how {
+        "head" => {
+            bytes[..512].iter_mut().for_each(|b| *b = 0);
+            std::fs::write(&db, &bytes).unwrap();
         }
-        Ok(store) => {
-            // sled may recover to the last intact state; then every value must still decode.
-            let records: Result<Vec<_>, _> = store.all_records().collect();
-            let _ = records.map_err(|e| assert!(e.to_string().contains(&path.display().to_string()), "{e}"));
+        "middle" => {
+            let m = bytes.len() / 2;
+            bytes[m..m + 2048].iter_mut().for_each(|b| *b = 0xA5);
+            std::fs::write(&db, &bytes).unwrap();
         }
-        Err(other) => panic!("unexpected error kind: {other}"),
+        "truncated" => std::fs::write(&db, &bytes[..bytes.len() / 2]).unwrap(),
+        "removed" => std::fs::remove_file(&db).unwrap(),
+        other => panic!("{other}"),
+    }
+    let err = Store::open(&path, node("site-a")).expect_err(how);
+    let text = err.to_string();
+    assert!(text.starts_with(&format!("{}: ", path.display())), "{text}");
+    assert!(matches!(err, StoreError::Corrupt { .. } | StoreError::Open { .. }), "{text}");
+    text
+}
+
+#[test]
+fn a_damaged_store_is_refused_with_its_path() {
+    // sled itself opens a damaged log by dropping everything after the
+    // damage; the commit sentinel turns that into a refusal.
+    for how in ["head", "middle", "truncated", "removed"] {
+        let text = damaged(how);
+        assert!(text.contains("acknowledged writes are missing"), "{how}: {text}");
     }
 }
 
