@@ -7,9 +7,9 @@
 pub mod catalog;
 pub mod compliance;
 pub mod ids;
-pub mod model;
 pub mod import;
 pub mod inventory;
+pub mod model;
 pub mod planner;
 pub mod rule;
 pub mod update;

@@ -37,7 +37,10 @@ macro_rules! id_type {
                 if valid_id(raw) {
                     Ok($name(raw.into()))
                 } else {
-                    Err(InvalidId { kind: $what, value: raw.to_owned() })
+                    Err(InvalidId {
+                        kind: $what,
+                        value: raw.to_owned(),
+                    })
                 }
             }
 

@@ -30,7 +30,9 @@ impl<W: Write> Hashing<W> {
     fn put(&mut self, data: &[u8]) -> Result<()> {
         self.hasher.update(data);
         self.bytes += data.len() as u64;
-        self.inner.write_all(data).map_err(|e| StoreError::Backup(format!("cannot write the backup: {e}")))
+        self.inner
+            .write_all(data)
+            .map_err(|e| StoreError::Backup(format!("cannot write the backup: {e}")))
     }
 }
 
@@ -38,7 +40,11 @@ impl Store {
     /// Writes a consistent copy of the store: writers wait while it is made.
     pub fn backup(&self, out: impl Write) -> Result<BackupStats> {
         let _guard = self.lock();
-        let mut w = Hashing { inner: out, hasher: Sha256::new(), bytes: 0 };
+        let mut w = Hashing {
+            inner: out,
+            hasher: Sha256::new(),
+            bytes: 0,
+        };
         w.put(MAGIC)?;
         w.put(format!("{}\n", self.node).as_bytes())?;
         let mut entries = 0;
@@ -52,29 +58,49 @@ impl Store {
         }
         w.put(&0u32.to_be_bytes())?;
         let digest = w.hasher.clone().finalize();
-        w.inner.write_all(&digest).map_err(|e| StoreError::Backup(format!("cannot write the backup: {e}")))?;
-        w.inner.flush().map_err(|e| StoreError::Backup(format!("cannot write the backup: {e}")))?;
-        Ok(BackupStats { entries, bytes: w.bytes + 32 })
+        w.inner
+            .write_all(&digest)
+            .map_err(|e| StoreError::Backup(format!("cannot write the backup: {e}")))?;
+        w.inner
+            .flush()
+            .map_err(|e| StoreError::Backup(format!("cannot write the backup: {e}")))?;
+        Ok(BackupStats {
+            entries,
+            bytes: w.bytes + 32,
+        })
     }
 
     /// Restores a backup into an empty directory and opens it. The backup's
     /// checksum is verified before anything is written.
     pub fn restore(mut input: impl Read, dir: &Path) -> Result<(Store, BackupStats)> {
         let mut data = Vec::new();
-        input.read_to_end(&mut data).map_err(|e| StoreError::Backup(format!("cannot read the backup: {e}")))?;
+        input
+            .read_to_end(&mut data)
+            .map_err(|e| StoreError::Backup(format!("cannot read the backup: {e}")))?;
         if data.len() < MAGIC.len() + 32 || !data.starts_with(MAGIC) {
             return Err(StoreError::Backup("not a Cascade store backup".to_owned()));
         }
         let (body, digest) = data.split_at(data.len() - 32);
         if Sha256::digest(body).as_slice() != digest {
-            return Err(StoreError::Backup("checksum mismatch: the backup is damaged or truncated".to_owned()));
+            return Err(StoreError::Backup(
+                "checksum mismatch: the backup is damaged or truncated".to_owned(),
+            ));
         }
         if dir.exists() && dir.read_dir().map(|mut d| d.next().is_some()).unwrap_or(true) {
-            return Err(StoreError::Backup(format!("{} is not an empty directory; restore into a new one", dir.display())));
+            return Err(StoreError::Backup(format!(
+                "{} is not an empty directory; restore into a new one",
+                dir.display()
+            )));
         }
         let mut rest = &body[MAGIC.len()..];
-        let newline = rest.iter().position(|b| *b == b'\n').ok_or_else(|| StoreError::Backup("no node id line".to_owned()))?;
-        let node = std::str::from_utf8(&rest[..newline]).ok().and_then(|n| NodeId::new(n).ok()).ok_or_else(|| StoreError::Backup("bad node id line".to_owned()))?;
+        let newline = rest
+            .iter()
+            .position(|b| *b == b'\n')
+            .ok_or_else(|| StoreError::Backup("no node id line".to_owned()))?;
+        let node = std::str::from_utf8(&rest[..newline])
+            .ok()
+            .and_then(|n| NodeId::new(n).ok())
+            .ok_or_else(|| StoreError::Backup("bad node id line".to_owned()))?;
         rest = &rest[newline + 1..];
         let take = |rest: &mut &[u8], n: usize| -> Result<Vec<u8>> {
             if rest.len() < n {
@@ -90,7 +116,10 @@ impl Store {
         };
         let store = Store::open(dir, node)?;
         let mut batch = sled::Batch::default();
-        let mut stats = BackupStats { entries: 0, bytes: data.len() as u64 };
+        let mut stats = BackupStats {
+            entries: 0,
+            bytes: data.len() as u64,
+        };
         loop {
             let key_len = len(&mut rest)?;
             if key_len == 0 {

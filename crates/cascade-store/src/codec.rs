@@ -1,10 +1,10 @@
 //! Value encodings. Every value starts with a marker byte naming its
 //! encoding, so that formats can change and old values still be read.
 
+use cascade_core::UpdateId;
 use cascade_core::compliance::ComplianceState;
 use cascade_core::model::{ComplianceRecord, ComputerId, NodeId};
 use cascade_core::update::Severity;
-use cascade_core::UpdateId;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -30,11 +30,17 @@ pub fn from_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
 }
 
 pub fn u64_from(bytes: &[u8]) -> Result<u64, String> {
-    bytes.try_into().map(u64::from_be_bytes).map_err(|_| format!("expected 8 bytes, found {}", bytes.len()))
+    bytes
+        .try_into()
+        .map(u64::from_be_bytes)
+        .map_err(|_| format!("expected 8 bytes, found {}", bytes.len()))
 }
 
 pub fn u32_from(bytes: &[u8]) -> Result<u32, String> {
-    bytes.try_into().map(u32::from_be_bytes).map_err(|_| format!("expected 4 bytes, found {}", bytes.len()))
+    bytes
+        .try_into()
+        .map(u32::from_be_bytes)
+        .map_err(|_| format!("expected 4 bytes, found {}", bytes.len()))
 }
 
 pub fn state_tag(state: &ComplianceState) -> u8 {
@@ -51,17 +57,31 @@ pub fn state_tag(state: &ComplianceState) -> u8 {
 }
 
 /// State names by tag, for summaries.
-pub const STATE_NAMES: [&str; 8] =
-    ["installed", "required", "not_applicable", "superseded", "downloaded", "pending_restart", "failed", "unknown"];
+pub const STATE_NAMES: [&str; 8] = [
+    "installed",
+    "required",
+    "not_applicable",
+    "superseded",
+    "downloaded",
+    "pending_restart",
+    "failed",
+    "unknown",
+];
 
 pub fn severity_tag(severity: Severity) -> u8 {
     severity as u8
 }
 
 pub fn severity_from(tag: u8) -> Option<Severity> {
-    [Severity::Unspecified, Severity::Low, Severity::Moderate, Severity::Important, Severity::Critical]
-        .get(tag as usize)
-        .copied()
+    [
+        Severity::Unspecified,
+        Severity::Low,
+        Severity::Moderate,
+        Severity::Important,
+        Severity::Critical,
+    ]
+    .get(tag as usize)
+    .copied()
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
@@ -135,11 +155,23 @@ pub fn decode_record(bytes: &[u8]) -> Result<ComplianceRecord, String> {
                 3 => ComplianceState::Superseded,
                 4 => ComplianceState::Downloaded,
                 5 => ComplianceState::PendingRestart,
-                6 => ComplianceState::Failed { code: code.unwrap_or_default() },
-                7 => ComplianceState::Unknown { reason: r.string()?.to_owned() },
+                6 => ComplianceState::Failed {
+                    code: code.unwrap_or_default(),
+                },
+                7 => ComplianceState::Unknown {
+                    reason: r.string()?.to_owned(),
+                },
                 other => return Err(format!("unknown compliance state {other}")),
             };
-            Ok(ComplianceRecord { computer, update, site, state, severity, counter, observed_at })
+            Ok(ComplianceRecord {
+                computer,
+                update,
+                site,
+                state,
+                severity,
+                counter,
+                observed_at,
+            })
         }
         Some(other) => Err(format!("unknown value encoding {other}")),
         None => Err("empty value".to_owned()),
@@ -155,7 +187,9 @@ mod tests {
         for state in [
             ComplianceState::Installed,
             ComplianceState::Failed { code: -2147024784 },
-            ComplianceState::Unknown { reason: "no inventory".into() },
+            ComplianceState::Unknown {
+                reason: "no inventory".into(),
+            },
         ] {
             let r = ComplianceRecord {
                 computer: ComputerId::new("ws-1").unwrap(),

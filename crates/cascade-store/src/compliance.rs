@@ -16,7 +16,10 @@ pub struct StateCounts(pub [u64; 8]);
 
 impl StateCounts {
     pub fn get(&self, state: &str) -> u64 {
-        codec::STATE_NAMES.iter().position(|s| *s == state).map_or(0, |i| self.0[i])
+        codec::STATE_NAMES
+            .iter()
+            .position(|s| *s == state)
+            .map_or(0, |i| self.0[i])
     }
 
     pub fn total(&self) -> u64 {
@@ -70,7 +73,11 @@ pub(crate) struct Overlay {
 }
 
 impl Overlay {
-    pub(crate) fn write(&self, batch: &mut sled::Batch, get: impl Fn(&[u8]) -> Result<Option<sled::IVec>>) -> Result<()> {
+    pub(crate) fn write(
+        &self,
+        batch: &mut sled::Batch,
+        get: impl Fn(&[u8]) -> Result<Option<sled::IVec>>,
+    ) -> Result<()> {
         for (key, delta) in &self.deltas {
             if *delta == 0 {
                 continue;
@@ -93,7 +100,10 @@ impl Overlay {
 pub(crate) fn count(overlay: &mut Overlay, r: &ComplianceRecord, sign: i64) {
     let state = codec::state_tag(&r.state);
     *overlay.deltas.entry(keys::count_update(&r.update, state)).or_default() += sign;
-    *overlay.deltas.entry(keys::count_site(&r.site, codec::severity_tag(r.severity), state)).or_default() += sign;
+    *overlay
+        .deltas
+        .entry(keys::count_site(&r.site, codec::severity_tag(r.severity), state))
+        .or_default() += sign;
 }
 
 pub(crate) fn index(batch: &mut sled::Batch, r: &ComplianceRecord) {
@@ -112,7 +122,9 @@ fn untoken(token: &str, prefix: &[u8]) -> Result<Vec<u8>> {
         .collect();
     match bytes {
         Some(b) if b.starts_with(prefix) => Ok(b),
-        _ => Err(StoreError::Invalid(format!("page token {token:?} does not belong to this listing"))),
+        _ => Err(StoreError::Invalid(format!(
+            "page token {token:?} does not belong to this listing"
+        ))),
     }
 }
 
@@ -129,7 +141,10 @@ impl Store {
         let _guard = self.lock();
         let hwm_key = keys::inbox(source);
         if seq <= self.get_u64(&hwm_key)? {
-            return Ok(IngestOutcome { duplicate: true, ..IngestOutcome::default() });
+            return Ok(IngestOutcome {
+                duplicate: true,
+                ..IngestOutcome::default()
+            });
         }
         let mut batch = sled::Batch::default();
         let mut pending = Pending::default();
@@ -179,7 +194,13 @@ impl Store {
             .transpose()
     }
 
-    fn page(&self, prefix: &[u8], after: Option<&str>, limit: usize, mut keep: impl FnMut(&[u8]) -> Result<Option<ComplianceRecord>>) -> Result<Page<ComplianceRecord>> {
+    fn page(
+        &self,
+        prefix: &[u8],
+        after: Option<&str>,
+        limit: usize,
+        mut keep: impl FnMut(&[u8]) -> Result<Option<ComplianceRecord>>,
+    ) -> Result<Page<ComplianceRecord>> {
         let start = match after {
             Some(t) => {
                 let mut k = untoken(t, prefix)?;
@@ -196,7 +217,10 @@ impl Store {
                 break;
             }
             if items.len() == limit {
-                return Ok(Page { items, next: last.map(|k: sled::IVec| token(&k)) });
+                return Ok(Page {
+                    items,
+                    next: last.map(|k: sled::IVec| token(&k)),
+                });
             }
             let _ = &value;
             if let Some(record) = keep(&key)? {
@@ -208,36 +232,69 @@ impl Store {
     }
 
     /// A computer's records, by update.
-    pub fn by_computer(&self, computer: &ComputerId, after: Option<&str>, limit: usize) -> Result<Page<ComplianceRecord>> {
+    pub fn by_computer(
+        &self,
+        computer: &ComputerId,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<ComplianceRecord>> {
         let prefix = keys::under(keys::COMPLIANCE, &[computer.as_str().as_bytes()]);
         self.page(&prefix, after, limit, |key| {
-            let value = self.get(key)?.ok_or_else(|| self.corrupt("record vanished during a scan"))?;
-            codec::decode_record(&value).map(Some).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(key))))
+            let value = self
+                .get(key)?
+                .ok_or_else(|| self.corrupt("record vanished during a scan"))?;
+            codec::decode_record(&value)
+                .map(Some)
+                .map_err(|d| self.corrupt(format!("{}: {d}", keys::show(key))))
         })
     }
 
     /// An update's records, by computer; with `non_compliant`, only those
     /// that are not installed, not applicable or superseded.
-    pub fn by_update(&self, update: &UpdateId, non_compliant: bool, after: Option<&str>, limit: usize) -> Result<Page<ComplianceRecord>> {
+    pub fn by_update(
+        &self,
+        update: &UpdateId,
+        non_compliant: bool,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<ComplianceRecord>> {
         let prefix = keys::under(keys::BY_UPDATE, &[update.as_str().as_bytes()]);
         self.page(&prefix, after, limit, |key| {
-            let computer = keys::parts(key, keys::BY_UPDATE).get(1).and_then(|c| std::str::from_utf8(c).ok()).and_then(|c| ComputerId::new(c).ok());
-            let Some(computer) = computer else { return Err(self.corrupt(format!("bad index key {}", keys::show(key)))) };
-            let record = self.record(&computer, update)?.ok_or_else(|| self.corrupt(format!("index {} without its record", keys::show(key))))?;
+            let computer = keys::parts(key, keys::BY_UPDATE)
+                .get(1)
+                .and_then(|c| std::str::from_utf8(c).ok())
+                .and_then(|c| ComputerId::new(c).ok());
+            let Some(computer) = computer else {
+                return Err(self.corrupt(format!("bad index key {}", keys::show(key))));
+            };
+            let record = self
+                .record(&computer, update)?
+                .ok_or_else(|| self.corrupt(format!("index {} without its record", keys::show(key))))?;
             Ok((!non_compliant || !record.state.is_compliant()).then_some(record))
         })
     }
 
     /// A site's records, by computer and update.
-    pub fn by_site(&self, site: &NodeId, non_compliant: bool, after: Option<&str>, limit: usize) -> Result<Page<ComplianceRecord>> {
+    pub fn by_site(
+        &self,
+        site: &NodeId,
+        non_compliant: bool,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<ComplianceRecord>> {
         let prefix = keys::under(keys::BY_SITE, &[site.as_str().as_bytes()]);
         self.page(&prefix, after, limit, |key| {
             let parts = keys::parts(key, keys::BY_SITE);
-            let (Some(c), Some(u)) = (parts.get(1).and_then(|c| std::str::from_utf8(c).ok()), parts.get(2).and_then(|u| std::str::from_utf8(u).ok())) else {
+            let (Some(c), Some(u)) = (
+                parts.get(1).and_then(|c| std::str::from_utf8(c).ok()),
+                parts.get(2).and_then(|u| std::str::from_utf8(u).ok()),
+            ) else {
                 return Err(self.corrupt(format!("bad index key {}", keys::show(key))));
             };
             let computer = ComputerId::new(c).map_err(|e| self.corrupt(e.to_string()))?;
-            let record = self.record(&computer, &UpdateId::new(u))?.ok_or_else(|| self.corrupt(format!("index {} without its record", keys::show(key))))?;
+            let record = self
+                .record(&computer, &UpdateId::new(u))?
+                .ok_or_else(|| self.corrupt(format!("index {} without its record", keys::show(key))))?;
             Ok((!non_compliant || !record.state.is_compliant()).then_some(record))
         })
     }
@@ -249,7 +306,12 @@ impl Store {
             let (key, value) = item?;
             // prefix, update, NUL, state byte (which may itself be 0).
             let body = &key[keys::COUNT_UPDATE.len()..];
-            let (Some(update), Some(state)) = (body.len().checked_sub(2).and_then(|end| std::str::from_utf8(&body[..end]).ok()), body.last()) else {
+            let (Some(update), Some(state)) = (
+                body.len()
+                    .checked_sub(2)
+                    .and_then(|end| std::str::from_utf8(&body[..end]).ok()),
+                body.last(),
+            ) else {
                 return Err(self.corrupt(format!("bad count key {}", keys::show(&key))));
             };
             let n = codec::u64_from(&value).map_err(|d| self.corrupt(d))?;

@@ -60,7 +60,14 @@ pub fn objects_of(kind: ObjectKind) -> Vec<u8> {
 }
 
 pub fn override_of(key: &ObjectKey, origin: &NodeId) -> Vec<u8> {
-    join(OVERRIDE, &[key.kind.as_str().as_bytes(), key.id.as_str().as_bytes(), origin.as_str().as_bytes()])
+    join(
+        OVERRIDE,
+        &[
+            key.kind.as_str().as_bytes(),
+            key.id.as_str().as_bytes(),
+            origin.as_str().as_bytes(),
+        ],
+    )
 }
 
 pub fn overrides_of(key: &ObjectKey) -> Vec<u8> {
@@ -76,7 +83,10 @@ pub fn floor(origin: &NodeId) -> Vec<u8> {
 }
 
 pub fn subscriber(subscriber: &NodeId, origin: &NodeId) -> Vec<u8> {
-    join(SUBSCRIBER, &[subscriber.as_str().as_bytes(), origin.as_str().as_bytes()])
+    join(
+        SUBSCRIBER,
+        &[subscriber.as_str().as_bytes(), origin.as_str().as_bytes()],
+    )
 }
 
 pub fn compliance(computer: &ComputerId, update: &UpdateId) -> Vec<u8> {
@@ -88,7 +98,14 @@ pub fn by_update(update: &UpdateId, computer: &ComputerId) -> Vec<u8> {
 }
 
 pub fn by_site(site: &NodeId, computer: &ComputerId, update: &UpdateId) -> Vec<u8> {
-    join(BY_SITE, &[site.as_str().as_bytes(), computer.as_str().as_bytes(), update.as_str().as_bytes()])
+    join(
+        BY_SITE,
+        &[
+            site.as_str().as_bytes(),
+            computer.as_str().as_bytes(),
+            update.as_str().as_bytes(),
+        ],
+    )
 }
 
 pub fn count_update(update: &UpdateId, state: u8) -> Vec<u8> {

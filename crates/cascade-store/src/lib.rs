@@ -45,9 +45,9 @@ pub enum StoreError {
         "{path}: the node store was written by a newer Cascade (format {found}; this build reads formats up to {supported})"
     )]
     TooNew { path: PathBuf, found: u32, supported: u32 },
-    #[error("{path}: the disk is full; nothing of this write was stored ({detail})")]
+    #[error("{path}: the disk is full; the write was not acknowledged ({detail})")]
     DiskFull { path: PathBuf, detail: String },
-    #[error("{path}: write failed; nothing of it was stored: {detail}")]
+    #[error("{path}: the write failed and was not acknowledged: {detail}")]
     Write { path: PathBuf, detail: String },
     #[error("change {origin}/{seq} skips ahead: the last applied change of {origin} is {applied}")]
     Gap { origin: NodeId, seq: u64, applied: u64 },
@@ -88,7 +88,10 @@ pub const SENTINEL: &str = "cascade-commits";
 impl Store {
     /// Opens (or creates) the store of node `node` at `path`.
     pub fn open(path: &Path, node: NodeId) -> Result<Store> {
-        let config = sled::Config::new().path(path).cache_capacity(256 * 1024 * 1024).flush_every_ms(Some(500));
+        let config = sled::Config::new()
+            .path(path)
+            .cache_capacity(256 * 1024 * 1024)
+            .flush_every_ms(Some(500));
         Self::open_with(config, path, node, true)
     }
 
@@ -101,8 +104,14 @@ impl Store {
     fn open_with(config: sled::Config, path: &Path, node: NodeId, durable: bool) -> Result<Store> {
         let sentinel_path = path.join(SENTINEL);
         let acknowledged = if durable && sentinel_path.exists() {
-            let bytes = std::fs::read(&sentinel_path).map_err(|e| StoreError::Open { path: path.to_path_buf(), detail: format!("{SENTINEL}: {e}") })?;
-            Some(codec::u64_from(&bytes).map_err(|d| StoreError::Corrupt { path: path.to_path_buf(), detail: format!("{SENTINEL}: {d}") })?)
+            let bytes = std::fs::read(&sentinel_path).map_err(|e| StoreError::Open {
+                path: path.to_path_buf(),
+                detail: format!("{SENTINEL}: {e}"),
+            })?;
+            Some(codec::u64_from(&bytes).map_err(|d| StoreError::Corrupt {
+                path: path.to_path_buf(),
+                detail: format!("{SENTINEL}: {d}"),
+            })?)
         } else {
             None
         };
@@ -112,15 +121,25 @@ impl Store {
         let db = match opened {
             Ok(Ok(db)) => db,
             Ok(Err(sled::Error::Corruption { at, bt: _ })) => {
-                return Err(StoreError::Corrupt { path: path_buf, detail: format!("damaged data at {at:?}") });
+                return Err(StoreError::Corrupt {
+                    path: path_buf,
+                    detail: format!("damaged data at {at:?}"),
+                });
             }
-            Ok(Err(sled::Error::Io(e))) if e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("lock") => {
+            Ok(Err(sled::Error::Io(e)))
+                if e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("lock") =>
+            {
                 return Err(StoreError::Open {
                     path: path_buf,
                     detail: format!("it is in use by another process (a running node?): {e}"),
                 });
             }
-            Ok(Err(e)) => return Err(StoreError::Open { path: path_buf, detail: e.to_string() }),
+            Ok(Err(e)) => {
+                return Err(StoreError::Open {
+                    path: path_buf,
+                    detail: e.to_string(),
+                });
+            }
             Err(panic) => {
                 let detail = panic
                     .downcast_ref::<String>()
@@ -130,11 +149,22 @@ impl Store {
                 return Err(StoreError::Corrupt { path: path_buf, detail });
             }
         };
-        let tree = db.open_tree("cascade").map_err(|e| StoreError::Corrupt { path: path_buf.clone(), detail: e.to_string() })?;
+        let tree = db.open_tree("cascade").map_err(|e| StoreError::Corrupt {
+            path: path_buf.clone(),
+            detail: e.to_string(),
+        })?;
         let commits = match tree.get(keys::COMMITS) {
-            Ok(Some(v)) => codec::u64_from(&v).map_err(|d| StoreError::Corrupt { path: path_buf.clone(), detail: d })?,
+            Ok(Some(v)) => codec::u64_from(&v).map_err(|d| StoreError::Corrupt {
+                path: path_buf.clone(),
+                detail: d,
+            })?,
             Ok(None) => 0,
-            Err(e) => return Err(StoreError::Corrupt { path: path_buf, detail: e.to_string() }),
+            Err(e) => {
+                return Err(StoreError::Corrupt {
+                    path: path_buf,
+                    detail: e.to_string(),
+                });
+            }
         };
         if let Some(acknowledged) = acknowledged {
             if commits < acknowledged {
@@ -152,14 +182,32 @@ impl Store {
                 .truncate(false)
                 .write(true)
                 .open(&sentinel_path)
-                .map_err(|e| StoreError::Open { path: path_buf.clone(), detail: format!("{SENTINEL}: {e}") })?;
-            file.write_all_at(&commits.to_be_bytes(), 0).map_err(|e| StoreError::Open { path: path_buf.clone(), detail: format!("{SENTINEL}: {e}") })?;
-            file.sync_all().map_err(|e| StoreError::Open { path: path_buf.clone(), detail: format!("{SENTINEL}: {e}") })?;
+                .map_err(|e| StoreError::Open {
+                    path: path_buf.clone(),
+                    detail: format!("{SENTINEL}: {e}"),
+                })?;
+            file.write_all_at(&commits.to_be_bytes(), 0)
+                .map_err(|e| StoreError::Open {
+                    path: path_buf.clone(),
+                    detail: format!("{SENTINEL}: {e}"),
+                })?;
+            file.sync_all().map_err(|e| StoreError::Open {
+                path: path_buf.clone(),
+                detail: format!("{SENTINEL}: {e}"),
+            })?;
             Some(file)
         } else {
             None
         };
-        let store = Store { db, tree, path: path_buf, node, writer: Mutex::new(()), commits: AtomicU64::new(commits), sentinel };
+        let store = Store {
+            db,
+            tree,
+            path: path_buf,
+            node,
+            writer: Mutex::new(()),
+            commits: AtomicU64::new(commits),
+            sentinel,
+        };
         store.check_format()?;
         Ok(store)
     }
@@ -181,7 +229,11 @@ impl Store {
 
     fn check_format(&self) -> Result<()> {
         let _guard = self.lock();
-        let stored = self.get(keys::FORMAT)?.map(|v| codec::u32_from(&v)).transpose().map_err(|d| self.corrupt(d))?;
+        let stored = self
+            .get(keys::FORMAT)?
+            .map(|v| codec::u32_from(&v))
+            .transpose()
+            .map_err(|d| self.corrupt(d))?;
         match stored {
             None if self.tree.is_empty() => {
                 let mut batch = sled::Batch::default();
@@ -190,9 +242,11 @@ impl Store {
             }
             // Data without a marker predates markers: format 1.
             None => self.migrate(1),
-            Some(found) if found > FORMAT_VERSION => {
-                Err(StoreError::TooNew { path: self.path.clone(), found, supported: FORMAT_VERSION })
-            }
+            Some(found) if found > FORMAT_VERSION => Err(StoreError::TooNew {
+                path: self.path.clone(),
+                found,
+                supported: FORMAT_VERSION,
+            }),
             Some(found) if found < FORMAT_VERSION => self.migrate(found),
             Some(_) => Ok(()),
         }
@@ -207,12 +261,16 @@ impl Store {
             let mut records = Vec::new();
             for item in self.tree.scan_prefix(keys::COMPLIANCE) {
                 let (key, value) = item.map_err(|e| self.corrupt(e.to_string()))?;
-                let record = codec::decode_record(&value).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key))))?;
+                let record =
+                    codec::decode_record(&value).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key))))?;
                 records.push(record);
             }
             let mut overlay = compliance::Overlay::default();
             for record in &records {
-                batch.insert(keys::compliance(&record.computer, &record.update), codec::encode_record(record));
+                batch.insert(
+                    keys::compliance(&record.computer, &record.update),
+                    codec::encode_record(record),
+                );
                 compliance::index(&mut batch, record);
                 compliance::count(&mut overlay, record, 1);
             }
@@ -223,7 +281,10 @@ impl Store {
     }
 
     fn corrupt(&self, detail: impl Into<String>) -> StoreError {
-        StoreError::Corrupt { path: self.path.clone(), detail: detail.into() }
+        StoreError::Corrupt {
+            path: self.path.clone(),
+            detail: detail.into(),
+        }
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>> {
@@ -231,17 +292,38 @@ impl Store {
     }
 
     fn io_error(&self, e: sled::Error) -> StoreError {
-        match e {
-            sled::Error::Io(io) => {
-                // ENOSPC (28) and EFBIG (27): no room for what was being written.
-                if matches!(io.raw_os_error(), Some(28) | Some(27)) || io.kind() == std::io::ErrorKind::StorageFull {
-                    StoreError::DiskFull { path: self.path.clone(), detail: io.to_string() }
-                } else {
-                    StoreError::Write { path: self.path.clone(), detail: io.to_string() }
-                }
+        let detail = match e {
+            sled::Error::Corruption { at, .. } => return self.corrupt(format!("damaged data at {at:?}")),
+            sled::Error::Io(io) if matches!(io.raw_os_error(), Some(28) | Some(27)) => {
+                return StoreError::DiskFull {
+                    path: self.path.clone(),
+                    detail: io.to_string(),
+                };
             }
-            sled::Error::Corruption { at, .. } => self.corrupt(format!("damaged data at {at:?}")),
-            other => StoreError::Write { path: self.path.clone(), detail: other.to_string() },
+            other => other.to_string(),
+        };
+        // sled passes some failures of its flusher on as text only: ENOSPC
+        // (28) and EFBIG (27) mean there is no room for what it writes.
+        let full = [
+            "code: 28",
+            "code: 27",
+            "No space left",
+            "File too large",
+            "StorageFull",
+            "FileTooLarge",
+        ]
+        .iter()
+        .any(|m| detail.contains(m));
+        if full {
+            StoreError::DiskFull {
+                path: self.path.clone(),
+                detail,
+            }
+        } else {
+            StoreError::Write {
+                path: self.path.clone(),
+                detail,
+            }
         }
     }
 
@@ -256,13 +338,20 @@ impl Store {
         if let Some(sentinel) = &self.sentinel {
             // Not synced: after a power cut it may lag the data, which is
             // safe; it must never be ahead of it, and it is written last.
-            sentinel.write_all_at(&next.to_be_bytes(), 0).map_err(|e| StoreError::Write { path: self.path.clone(), detail: format!("{SENTINEL}: {e}") })?;
+            sentinel
+                .write_all_at(&next.to_be_bytes(), 0)
+                .map_err(|e| StoreError::Write {
+                    path: self.path.clone(),
+                    detail: format!("{SENTINEL}: {e}"),
+                })?;
         }
         Ok(())
     }
 
     fn scan(&self, prefix: &[u8]) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec)>> + '_ {
-        self.tree.scan_prefix(prefix).map(move |r| r.map_err(|e| self.io_error(e)))
+        self.tree
+            .scan_prefix(prefix)
+            .map(move |r| r.map_err(|e| self.io_error(e)))
     }
 
     fn get_u64(&self, key: &[u8]) -> Result<u64> {

@@ -15,7 +15,9 @@ impl Store {
     }
 
     pub fn agent(&self, id: &ComputerId) -> Result<Option<Agent>> {
-        self.get(&keys::agent(id))?.map(|v| codec::from_json(&v).map_err(|d| self.corrupt(format!("agent {id}: {d}")))).transpose()
+        self.get(&keys::agent(id))?
+            .map(|v| codec::from_json(&v).map_err(|d| self.corrupt(format!("agent {id}: {d}"))))
+            .transpose()
     }
 
     pub fn agents(&self) -> Result<Vec<Agent>> {
@@ -34,7 +36,10 @@ impl Store {
         let key = keys::inventory(&hash);
         if self.get(&key)?.is_none() {
             let _guard = self.lock();
-            let anonymous = Inventory { computer: None, ..inventory.clone() };
+            let anonymous = Inventory {
+                computer: None,
+                ..inventory.clone()
+            };
             let mut batch = sled::Batch::default();
             batch.insert(key, codec::json(&anonymous));
             self.commit(batch)?;
@@ -77,8 +82,12 @@ impl Store {
             if !key.starts_with(keys::AUDIT) {
                 break;
             }
-            let seq = keys::seq_of(&key[keys::AUDIT.len()..]).ok_or_else(|| self.corrupt(format!("bad audit key {}", keys::show(&key))))?;
-            out.push((seq, codec::from_json(&value).map_err(|d| self.corrupt(format!("audit {seq}: {d}")))?));
+            let seq = keys::seq_of(&key[keys::AUDIT.len()..])
+                .ok_or_else(|| self.corrupt(format!("bad audit key {}", keys::show(&key))))?;
+            out.push((
+                seq,
+                codec::from_json(&value).map_err(|d| self.corrupt(format!("audit {seq}: {d}")))?,
+            ));
         }
         Ok(out)
     }

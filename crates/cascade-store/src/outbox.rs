@@ -48,7 +48,8 @@ impl Store {
             if !key.starts_with(keys::OUTBOX) {
                 break;
             }
-            let seq = keys::seq_of(&key[keys::OUTBOX.len()..]).ok_or_else(|| self.corrupt(format!("bad outbox key {}", keys::show(&key))))?;
+            let seq = keys::seq_of(&key[keys::OUTBOX.len()..])
+                .ok_or_else(|| self.corrupt(format!("bad outbox key {}", keys::show(&key))))?;
             let item = codec::from_json(&value).map_err(|d| self.corrupt(format!("outbox {seq}: {d}")))?;
             out.push(OutboxEntry { seq, item });
         }

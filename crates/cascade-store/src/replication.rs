@@ -51,7 +51,11 @@ impl Store {
     pub fn append_local(&self, op: ChangeOp) -> Result<Change> {
         let _guard = self.lock();
         let seq = self.get_u64(&keys::applied(&self.node))? + 1;
-        let change = Change { origin: self.node.clone(), seq, op };
+        let change = Change {
+            origin: self.node.clone(),
+            seq,
+            op,
+        };
         self.apply_locked(&change)?;
         Ok(change)
     }
@@ -70,7 +74,11 @@ impl Store {
             return Ok(Applied::Duplicate);
         }
         if change.seq != applied + 1 {
-            return Err(StoreError::Gap { origin: change.origin.clone(), seq: change.seq, applied });
+            return Err(StoreError::Gap {
+                origin: change.origin.clone(),
+                seq: change.seq,
+                applied,
+            });
         }
         let mut batch = sled::Batch::default();
         let mut pending = Pending::default();
@@ -88,31 +96,54 @@ impl Store {
                 let key = object.key().map_err(|e| StoreError::Invalid(e.to_string()))?;
                 if let Some(existing) = self.stored(&key, pending)? {
                     if existing.origin != *origin {
-                        return Err(StoreError::NotOwner { origin: origin.clone(), key: key.to_string(), owner: existing.origin });
+                        return Err(StoreError::NotOwner {
+                            origin: origin.clone(),
+                            key: key.to_string(),
+                            owner: existing.origin,
+                        });
                     }
                 }
-                let stored = StoredObject { origin: origin.clone(), seq: change.seq, object: object.clone() };
+                let stored = StoredObject {
+                    origin: origin.clone(),
+                    seq: change.seq,
+                    object: object.clone(),
+                };
                 pending.insert(batch, keys::object(&key), codec::json(&stored));
             }
             ChangeOp::Delete(key) => {
                 if let Some(existing) = self.stored(key, pending)? {
                     if existing.origin != *origin {
-                        return Err(StoreError::NotOwner { origin: origin.clone(), key: key.to_string(), owner: existing.origin });
+                        return Err(StoreError::NotOwner {
+                            origin: origin.clone(),
+                            key: key.to_string(),
+                            owner: existing.origin,
+                        });
                     }
                     pending.remove(batch, keys::object(key));
                 }
             }
             ChangeOp::Override(over) => {
                 let target = &over.target;
-                let existing = self.stored(target, pending)?.ok_or_else(|| StoreError::NoSuchObject { key: target.to_string() })?;
+                let existing = self.stored(target, pending)?.ok_or_else(|| StoreError::NoSuchObject {
+                    key: target.to_string(),
+                })?;
                 if existing.origin == *origin {
-                    return Err(StoreError::Invalid(format!("{origin} owns {target}: change it instead of overriding it")));
+                    return Err(StoreError::Invalid(format!(
+                        "{origin} owns {target}: change it instead of overriding it"
+                    )));
                 }
                 let allowed = existing.object.overridable();
                 if let Some(field) = over.fields.keys().find(|f| !allowed.contains(*f)) {
-                    return Err(StoreError::NotOverridable { origin: origin.clone(), key: target.to_string(), field: field.clone() });
+                    return Err(StoreError::NotOverridable {
+                        origin: origin.clone(),
+                        key: target.to_string(),
+                        field: field.clone(),
+                    });
                 }
-                let stored = StoredOverride { seq: change.seq, over: over.clone() };
+                let stored = StoredOverride {
+                    seq: change.seq,
+                    over: over.clone(),
+                };
                 pending.insert(batch, keys::override_of(target, origin), codec::json(&stored));
             }
             ChangeOp::ClearOverride(target) => pending.remove(batch, keys::override_of(target, origin)),
@@ -123,7 +154,9 @@ impl Store {
     fn stored(&self, key: &ObjectKey, pending: &Pending) -> Result<Option<StoredObject>> {
         let raw = keys::object(key);
         match pending.get(self, &raw)? {
-            Some(bytes) => codec::from_json(&bytes).map(Some).map_err(|d| self.corrupt(format!("{key}: {d}"))),
+            Some(bytes) => codec::from_json(&bytes)
+                .map(Some)
+                .map_err(|d| self.corrupt(format!("{key}: {d}"))),
             None => Ok(None),
         }
     }
@@ -145,7 +178,12 @@ impl Store {
     }
 
     /// Changes of `origin` after `after`, at most `limit`.
-    pub fn changes_since(&self, origin: &NodeId, after: u64, limit: usize) -> Result<Result<Vec<Change>, NeedSnapshot>> {
+    pub fn changes_since(
+        &self,
+        origin: &NodeId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Result<Vec<Change>, NeedSnapshot>> {
         let floor = self.get_u64(&keys::floor(origin))?;
         if after < floor {
             return Ok(Err(NeedSnapshot { floor }));
@@ -184,7 +222,9 @@ impl Store {
         for item in self.scan(keys::SUBSCRIBER) {
             let (key, value) = item?;
             let parts = keys::parts(&key, keys::SUBSCRIBER);
-            let [subscriber, origin] = parts[..] else { return Err(self.corrupt(format!("bad key {}", keys::show(&key)))) };
+            let [subscriber, origin] = parts[..] else {
+                return Err(self.corrupt(format!("bad key {}", keys::show(&key))));
+            };
             let seq = codec::u64_from(&value).map_err(|d| self.corrupt(d))?;
             out.entry(node_from(subscriber).map_err(|d| self.corrupt(d))?)
                 .or_default()
@@ -201,13 +241,20 @@ impl Store {
         let mut batch = sled::Batch::default();
         let mut removed = 0;
         for (origin, applied) in self.cursor()? {
-            let slowest = subscribers.values().map(|c| c.get(&origin).copied().unwrap_or(0)).min().unwrap_or(applied);
+            let slowest = subscribers
+                .values()
+                .map(|c| c.get(&origin).copied().unwrap_or(0))
+                .min()
+                .unwrap_or(applied);
             let new_floor = slowest.min(applied.saturating_sub(retain));
             let floor = self.get_u64(&keys::floor(&origin))?;
             if new_floor <= floor {
                 continue;
             }
-            for item in self.tree.range(keys::log(&origin, floor + 1)..=keys::log(&origin, new_floor)) {
+            for item in self
+                .tree
+                .range(keys::log(&origin, floor + 1)..=keys::log(&origin, new_floor))
+            {
                 batch.remove(item.map_err(|e| self.io_error(e))?.0);
                 removed += 1;
             }
@@ -222,20 +269,30 @@ impl Store {
         let _guard = self.lock();
         let mut snapshot = Snapshot::default();
         for origin in origins {
-            snapshot.cursor.insert(origin.clone(), self.get_u64(&keys::applied(origin))?);
+            snapshot
+                .cursor
+                .insert(origin.clone(), self.get_u64(&keys::applied(origin))?);
         }
         for item in self.scan(keys::OBJECT) {
             let (key, value) = item?;
-            let stored: StoredObject = codec::from_json(&value).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key))))?;
+            let stored: StoredObject =
+                codec::from_json(&value).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key))))?;
             if snapshot.cursor.contains_key(&stored.origin) {
                 snapshot.objects.push(stored);
             }
         }
         for item in self.scan(keys::OVERRIDE) {
             let (key, value) = item?;
-            let origin = keys::parts(&key, keys::OVERRIDE).last().map(|o| node_from(o)).transpose().map_err(|d| self.corrupt(d))?;
-            let Some(origin) = origin.filter(|o| snapshot.cursor.contains_key(o)) else { continue };
-            let stored: StoredOverride = codec::from_json(&value).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key))))?;
+            let origin = keys::parts(&key, keys::OVERRIDE)
+                .last()
+                .map(|o| node_from(o))
+                .transpose()
+                .map_err(|d| self.corrupt(d))?;
+            let Some(origin) = origin.filter(|o| snapshot.cursor.contains_key(o)) else {
+                continue;
+            };
+            let stored: StoredOverride =
+                codec::from_json(&value).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key))))?;
             snapshot.overrides.push((origin, stored.seq, stored.over));
         }
         Ok(snapshot)
@@ -249,7 +306,8 @@ impl Store {
         let owned_by_snapshot = |origin: &NodeId| snapshot.cursor.contains_key(origin);
         for item in self.scan(keys::OBJECT) {
             let (key, value) = item?;
-            let stored: StoredObject = codec::from_json(&value).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key))))?;
+            let stored: StoredObject =
+                codec::from_json(&value).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key))))?;
             if owned_by_snapshot(&stored.origin) {
                 batch.remove(key);
             }
@@ -264,13 +322,22 @@ impl Store {
         }
         for stored in &snapshot.objects {
             if !owned_by_snapshot(&stored.origin) {
-                return Err(StoreError::Invalid(format!("snapshot object of {} without a cursor for it", stored.origin)));
+                return Err(StoreError::Invalid(format!(
+                    "snapshot object of {} without a cursor for it",
+                    stored.origin
+                )));
             }
             let key = stored.object.key().map_err(|e| StoreError::Invalid(e.to_string()))?;
             batch.insert(keys::object(&key), codec::json(stored));
         }
         for (origin, seq, over) in &snapshot.overrides {
-            batch.insert(keys::override_of(&over.target, origin), codec::json(&StoredOverride { seq: *seq, over: over.clone() }));
+            batch.insert(
+                keys::override_of(&over.target, origin),
+                codec::json(&StoredOverride {
+                    seq: *seq,
+                    over: over.clone(),
+                }),
+            );
         }
         for (origin, seq) in &snapshot.cursor {
             // The log before the snapshot is not here: ask for a snapshot again
@@ -304,8 +371,13 @@ impl Store {
         let mut out = BTreeMap::new();
         for item in self.scan(&keys::overrides_of(key)) {
             let (raw, value) = item?;
-            let origin = keys::parts(&raw, keys::OVERRIDE).last().map(|o| node_from(o)).transpose().map_err(|d| self.corrupt(d))?;
-            let stored: StoredOverride = codec::from_json(&value).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&raw))))?;
+            let origin = keys::parts(&raw, keys::OVERRIDE)
+                .last()
+                .map(|o| node_from(o))
+                .transpose()
+                .map_err(|d| self.corrupt(d))?;
+            let stored: StoredOverride =
+                codec::from_json(&value).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&raw))))?;
             if let Some(origin) = origin {
                 out.insert(origin, stored.over);
             }
@@ -317,7 +389,9 @@ impl Store {
     /// that other origins (ancestors first, this node last) override and
     /// that the owner still lets them override.
     pub fn effective(&self, key: &ObjectKey) -> Result<Option<Object>> {
-        let Some(stored) = self.object(key)? else { return Ok(None) };
+        let Some(stored) = self.object(key)? else {
+            return Ok(None);
+        };
         let overrides = self.overrides(key)?;
         if overrides.is_empty() {
             return Ok(Some(stored.object));

@@ -6,22 +6,35 @@ mod common;
 use cascade_core::UpdateId;
 use cascade_core::compliance::ComplianceState;
 use cascade_core::inventory::Inventory;
-use cascade_core::model::{Agent, AuditEntry, Change, ChangeOp, ComputerId, Object, ObjectId, ObjectKey, ObjectKind, Override, Upward};
+use cascade_core::model::{
+    Agent, AuditEntry, Change, ChangeOp, ComputerId, Object, ObjectId, ObjectKey, ObjectKind, Override, Upward,
+};
 use cascade_store::{Applied, FORMAT_VERSION, Store, StoreError};
 use common::{node, record, setting};
 
 fn key(kind: ObjectKind, id: &str) -> ObjectKey {
-    ObjectKey { kind, id: ObjectId::new(id).unwrap() }
+    ObjectKey {
+        kind,
+        id: ObjectId::new(id).unwrap(),
+    }
 }
 
 fn change(origin: &str, seq: u64, op: ChangeOp) -> Change {
-    Change { origin: node(origin), seq, op }
+    Change {
+        origin: node(origin),
+        seq,
+        op,
+    }
 }
 
 #[test]
 fn changes_apply_in_order_once() {
     let store = Store::temporary(node("site-a")).unwrap();
-    let c1 = change("root", 1, ChangeOp::Upsert(setting("scan-interval", serde_json::json!(3600), true)));
+    let c1 = change(
+        "root",
+        1,
+        ChangeOp::Upsert(setting("scan-interval", serde_json::json!(3600), true)),
+    );
     assert_eq!(store.apply_change(&c1).unwrap(), Applied::Applied);
     assert_eq!(store.apply_change(&c1).unwrap(), Applied::Duplicate);
     let c3 = change("root", 3, ChangeOp::Delete(key(ObjectKind::Setting, "scan-interval")));
@@ -30,7 +43,10 @@ fn changes_apply_in_order_once() {
         other => panic!("{other:?}"),
     }
     assert_eq!(store.applied_seq(&node("root")).unwrap(), 1);
-    let stored = store.object(&key(ObjectKind::Setting, "scan-interval")).unwrap().unwrap();
+    let stored = store
+        .object(&key(ObjectKind::Setting, "scan-interval"))
+        .unwrap()
+        .unwrap();
     assert_eq!((stored.origin.as_str(), stored.seq), ("root", 1));
     assert_eq!(store.changes_since(&node("root"), 0, 10).unwrap().unwrap(), vec![c1]);
 }
@@ -38,26 +54,67 @@ fn changes_apply_in_order_once() {
 #[test]
 fn one_owner_per_object_and_overrides_where_allowed() {
     let store = Store::temporary(node("site-a")).unwrap();
-    store.apply_change(&change("root", 1, ChangeOp::Upsert(setting("scan-interval", serde_json::json!(3600), true)))).unwrap();
-    store.apply_change(&change("root", 2, ChangeOp::Upsert(setting("content-source", serde_json::json!("vendor"), false)))).unwrap();
+    store
+        .apply_change(&change(
+            "root",
+            1,
+            ChangeOp::Upsert(setting("scan-interval", serde_json::json!(3600), true)),
+        ))
+        .unwrap();
+    store
+        .apply_change(&change(
+            "root",
+            2,
+            ChangeOp::Upsert(setting("content-source", serde_json::json!("vendor"), false)),
+        ))
+        .unwrap();
     // The site may not change what the root owns...
-    let err = store.append_local(ChangeOp::Upsert(setting("scan-interval", serde_json::json!(60), true))).unwrap_err();
+    let err = store
+        .append_local(ChangeOp::Upsert(setting("scan-interval", serde_json::json!(60), true)))
+        .unwrap_err();
     assert!(matches!(err, StoreError::NotOwner { .. }), "{err}");
-    assert_eq!(err.to_string(), "site-a may not change setting/scan-interval: it belongs to root");
+    assert_eq!(
+        err.to_string(),
+        "site-a may not change setting/scan-interval: it belongs to root"
+    );
     // ...may override a field the owner marked overridable...
     let fields = std::collections::BTreeMap::from([("value".to_owned(), serde_json::json!(900))]);
-    store.append_local(ChangeOp::Override(Override { target: key(ObjectKind::Setting, "scan-interval"), fields: fields.clone() })).unwrap();
-    match store.effective(&key(ObjectKind::Setting, "scan-interval")).unwrap().unwrap() {
+    store
+        .append_local(ChangeOp::Override(Override {
+            target: key(ObjectKind::Setting, "scan-interval"),
+            fields: fields.clone(),
+        }))
+        .unwrap();
+    match store
+        .effective(&key(ObjectKind::Setting, "scan-interval"))
+        .unwrap()
+        .unwrap()
+    {
         Object::Setting(s) => assert_eq!(s.value, serde_json::json!(900)),
         other => panic!("{other:?}"),
     }
     // ...and not one it did not.
-    let err = store.append_local(ChangeOp::Override(Override { target: key(ObjectKind::Setting, "content-source"), fields })).unwrap_err();
-    assert_eq!(err.to_string(), "site-a may not override setting/content-source: its owner does not let child sites override value");
+    let err = store
+        .append_local(ChangeOp::Override(Override {
+            target: key(ObjectKind::Setting, "content-source"),
+            fields,
+        }))
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "site-a may not override setting/content-source: its owner does not let child sites override value"
+    );
     // A refused change used no sequence number; local objects sit beside inherited ones.
     assert_eq!(store.applied_seq(&node("site-a")).unwrap(), 1);
-    store.append_local(ChangeOp::Upsert(setting("site-local", serde_json::json!(true), false))).unwrap();
-    let origins: Vec<String> = store.objects(ObjectKind::Setting).unwrap().iter().map(|s| s.origin.to_string()).collect();
+    store
+        .append_local(ChangeOp::Upsert(setting("site-local", serde_json::json!(true), false)))
+        .unwrap();
+    let origins: Vec<String> = store
+        .objects(ObjectKind::Setting)
+        .unwrap()
+        .iter()
+        .map(|s| s.origin.to_string())
+        .collect();
     assert_eq!(origins, ["root", "root", "site-a"]);
 }
 
@@ -65,9 +122,11 @@ fn one_owner_per_object_and_overrides_where_allowed() {
 fn compaction_keeps_what_subscribers_need_then_snapshots() {
     let root = Store::temporary(node("root")).unwrap();
     for n in 0..10 {
-        root.append_local(ChangeOp::Upsert(setting(&format!("s{n}"), serde_json::json!(n), false))).unwrap();
+        root.append_local(ChangeOp::Upsert(setting(&format!("s{n}"), serde_json::json!(n), false)))
+            .unwrap();
     }
-    root.append_local(ChangeOp::Delete(key(ObjectKind::Setting, "s0"))).unwrap();
+    root.append_local(ChangeOp::Delete(key(ObjectKind::Setting, "s0")))
+        .unwrap();
     root.set_subscriber_cursor(&node("child-1"), &node("root"), 4).unwrap();
     root.set_subscriber_cursor(&node("child-2"), &node("root"), 8).unwrap();
     assert_eq!(root.compact(0).unwrap(), 4, "entries 1..=4 are applied everywhere");
@@ -76,13 +135,26 @@ fn compaction_keeps_what_subscribers_need_then_snapshots() {
 
     // A new child catches up from a snapshot, then the live tail.
     let child = Store::temporary(node("child-3")).unwrap();
-    child.apply_change(&change("root", 1, ChangeOp::Upsert(setting("stale", serde_json::json!(1), false)))).unwrap();
+    child
+        .apply_change(&change(
+            "root",
+            1,
+            ChangeOp::Upsert(setting("stale", serde_json::json!(1), false)),
+        ))
+        .unwrap();
     let snapshot = root.snapshot(&[node("root")]).unwrap();
     child.apply_snapshot(&snapshot).unwrap();
     assert_eq!(child.applied_seq(&node("root")).unwrap(), 11);
-    let ids: Vec<String> = child.objects(ObjectKind::Setting).unwrap().iter().map(|s| s.object.key().unwrap().id.to_string()).collect();
+    let ids: Vec<String> = child
+        .objects(ObjectKind::Setting)
+        .unwrap()
+        .iter()
+        .map(|s| s.object.key().unwrap().id.to_string())
+        .collect();
     assert_eq!(ids, ["s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9"]);
-    let next = root.append_local(ChangeOp::Upsert(setting("s10", serde_json::json!(10), false))).unwrap();
+    let next = root
+        .append_local(ChangeOp::Upsert(setting("s10", serde_json::json!(10), false)))
+        .unwrap();
     assert_eq!(child.apply_change(&next).unwrap(), Applied::Applied);
     assert_eq!(child.cursor().unwrap().get(&node("root")), Some(&12));
 }
@@ -91,7 +163,19 @@ fn compaction_keeps_what_subscribers_need_then_snapshots() {
 fn compliance_ingest_aggregates_and_queries() {
     let store = Store::temporary(node("region")).unwrap();
     let batch: Vec<_> = (0..30)
-        .map(|c| record(&format!("pc-{c:02}"), if c % 3 == 0 { "KB1" } else { "KB2" }, if c < 20 { "site-a" } else { "site-b" }, if c % 2 == 0 { ComplianceState::Installed } else { ComplianceState::Required }, 1))
+        .map(|c| {
+            record(
+                &format!("pc-{c:02}"),
+                if c % 3 == 0 { "KB1" } else { "KB2" },
+                if c < 20 { "site-a" } else { "site-b" },
+                if c % 2 == 0 {
+                    ComplianceState::Installed
+                } else {
+                    ComplianceState::Required
+                },
+                1,
+            )
+        })
         .collect();
     let out = store.ingest("site-a", 1, &batch, true).unwrap();
     assert_eq!((out.applied, out.stale, out.duplicate), (30, 0, false));
@@ -114,7 +198,9 @@ fn compliance_ingest_aggregates_and_queries() {
     let mut seen = Vec::new();
     let mut after = None;
     for _ in 0..20 {
-        let page = store.by_update(&UpdateId::new("KB2"), true, after.as_deref(), 2).unwrap();
+        let page = store
+            .by_update(&UpdateId::new("KB2"), true, after.as_deref(), 2)
+            .unwrap();
         seen.extend(page.items.iter().map(|r| r.computer.to_string()));
         after = page.next;
         if after.is_none() {
@@ -125,9 +211,14 @@ fn compliance_ingest_aggregates_and_queries() {
     assert!(!seen.contains(&"pc-01".to_owned()));
     let site_b = store.by_site(&node("site-b"), false, None, 100).unwrap();
     assert_eq!(site_b.items.len(), 10);
-    let pc = store.by_computer(&ComputerId::new("pc-03").unwrap(), None, 100).unwrap();
+    let pc = store
+        .by_computer(&ComputerId::new("pc-03").unwrap(), None, 100)
+        .unwrap();
     assert_eq!(pc.items.len(), 1);
-    assert!(store.by_update(&UpdateId::new("KB2"), false, Some("00ff"), 2).is_err(), "a token from another listing");
+    assert!(
+        store.by_update(&UpdateId::new("KB2"), false, Some("00ff"), 2).is_err(),
+        "a token from another listing"
+    );
 
     // Forwarded records wait in the outbox until the parent acknowledges them.
     let state = store.outbox_state().unwrap();
@@ -143,14 +234,35 @@ fn compliance_ingest_aggregates_and_queries() {
 fn outbox_compaction_keeps_the_latest_and_asks_for_a_snapshot() {
     let store = Store::temporary(node("site-a")).unwrap();
     for counter in 1..=5 {
-        store.ingest("agent-1", counter, &[record("pc-1", "KB1", "site-a", ComplianceState::Required, counter)], true).unwrap();
+        store
+            .ingest(
+                "agent-1",
+                counter,
+                &[record("pc-1", "KB1", "site-a", ComplianceState::Required, counter)],
+                true,
+            )
+            .unwrap();
     }
-    store.ingest("agent-2", 1, &[record("pc-2", "KB1", "site-a", ComplianceState::Installed, 1)], true).unwrap();
+    store
+        .ingest(
+            "agent-2",
+            1,
+            &[record("pc-2", "KB1", "site-a", ComplianceState::Installed, 1)],
+            true,
+        )
+        .unwrap();
     assert_eq!(store.outbox_compact(10).unwrap(), 0);
-    assert_eq!(store.outbox_compact(2).unwrap(), 4, "older upserts of pc-1/KB1 go first");
+    assert_eq!(
+        store.outbox_compact(2).unwrap(),
+        4,
+        "older upserts of pc-1/KB1 go first"
+    );
     assert!(!store.outbox_state().unwrap().snapshot_required);
     assert_eq!(store.outbox_compact(1).unwrap(), 1);
-    assert!(store.outbox_state().unwrap().snapshot_required, "a record the parent never got was dropped");
+    assert!(
+        store.outbox_state().unwrap().snapshot_required,
+        "a record the parent never got was dropped"
+    );
     assert_eq!(store.all_records().count(), 2, "the snapshot source is intact");
     store.outbox_snapshot_sent(6).unwrap();
     assert!(!store.outbox_state().unwrap().snapshot_required);
@@ -166,10 +278,22 @@ fn agents_inventories_and_audit() {
     assert_eq!(store.put_inventory(&inv).unwrap(), h1, "one copy per distinct content");
     assert_eq!(store.inventory_count(), 1);
     assert_eq!(store.inventory(&h1).unwrap().unwrap().computer, None);
-    let agent = Agent { id: ComputerId::new("pc-1").unwrap(), site: node("site-a"), enrolled_at: 1, last_seen: 2, inventory: Some(h1) };
+    let agent = Agent {
+        id: ComputerId::new("pc-1").unwrap(),
+        site: node("site-a"),
+        enrolled_at: 1,
+        last_seen: 2,
+        inventory: Some(h1),
+    };
     store.put_agent(&agent).unwrap();
     assert_eq!(store.agents().unwrap(), vec![agent]);
-    let entry = AuditEntry { at: 5, actor: "admin@example".into(), node: node("site-a"), action: "approve".into(), detail: "KB1".into() };
+    let entry = AuditEntry {
+        at: 5,
+        actor: "admin@example".into(),
+        node: node("site-a"),
+        action: "approve".into(),
+        detail: "KB1".into(),
+    };
     assert_eq!(store.audit(&entry, true).unwrap(), 1);
     assert_eq!(store.audit_log(0, 10).unwrap(), vec![(1, entry.clone())]);
     assert_eq!(store.outbox(0, 10).unwrap()[0].item, Upward::Audit(entry));
@@ -192,18 +316,28 @@ fn newer_format_is_refused_and_older_migrated() {
     }
     {
         let store = Store::open(&path, node("site-a")).unwrap();
-        assert_eq!(store.summary_for_update(&UpdateId::new("KB1")).unwrap().get("required"), 1);
+        assert_eq!(
+            store.summary_for_update(&UpdateId::new("KB1")).unwrap().get("required"),
+            1
+        );
         assert_eq!(store.by_site(&node("site-a"), false, None, 10).unwrap().items.len(), 1);
     }
     {
         let db = sled::open(&path).unwrap();
-        db.open_tree("cascade").unwrap().insert(b"m/format", &(FORMAT_VERSION + 1).to_be_bytes()).unwrap();
+        db.open_tree("cascade")
+            .unwrap()
+            .insert(b"m/format", &(FORMAT_VERSION + 1).to_be_bytes())
+            .unwrap();
         db.flush().unwrap();
     }
     let err = Store::open(&path, node("site-a")).unwrap_err();
     assert_eq!(
         err.to_string(),
-        format!("{}: the node store was written by a newer Cascade (format {}; this build reads formats up to {FORMAT_VERSION})", path.display(), FORMAT_VERSION + 1)
+        format!(
+            "{}: the node store was written by a newer Cascade (format {}; this build reads formats up to {FORMAT_VERSION})",
+            path.display(),
+            FORMAT_VERSION + 1
+        )
     );
 }
 
@@ -236,7 +370,10 @@ fn damaged(how: &str) -> String {
     let err = Store::open(&path, node("site-a")).expect_err(how);
     let text = err.to_string();
     assert!(text.starts_with(&format!("{}: ", path.display())), "{text}");
-    assert!(matches!(err, StoreError::Corrupt { .. } | StoreError::Open { .. }), "{text}");
+    assert!(
+        matches!(err, StoreError::Corrupt { .. } | StoreError::Open { .. }),
+        "{text}"
+    );
     text
 }
 
@@ -267,7 +404,17 @@ fn backup_while_writing_and_restore() {
         let store = store.clone();
         std::thread::spawn(move || {
             for seq in 1..=200u64 {
-                let records: Vec<_> = (0..10).map(|c| record(&format!("pc-{c}"), &format!("KB{seq}"), "site-a", ComplianceState::Required, seq)).collect();
+                let records: Vec<_> = (0..10)
+                    .map(|c| {
+                        record(
+                            &format!("pc-{c}"),
+                            &format!("KB{seq}"),
+                            "site-a",
+                            ComplianceState::Required,
+                            seq,
+                        )
+                    })
+                    .collect();
                 store.ingest("agent", seq, &records, true).unwrap();
             }
         })
@@ -290,9 +437,13 @@ fn backup_while_writing_and_restore() {
     let mut damaged = backup.clone();
     let middle = damaged.len() / 2;
     damaged[middle] ^= 1;
-    let err = Store::restore(damaged.as_slice(), &dir.path().join("other")).err().unwrap();
+    let err = Store::restore(damaged.as_slice(), &dir.path().join("other"))
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("checksum mismatch"), "{err}");
     assert!(!dir.path().join("other").exists());
-    let err = Store::restore(backup.as_slice(), &dir.path().join("restored")).err().unwrap();
+    let err = Store::restore(backup.as_slice(), &dir.path().join("restored"))
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("not an empty directory"), "{err}");
 }

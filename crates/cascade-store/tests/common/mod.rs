@@ -1,9 +1,9 @@
 #![allow(dead_code)]
 
+use cascade_core::UpdateId;
 use cascade_core::compliance::ComplianceState;
 use cascade_core::model::{ComplianceRecord, ComputerId, NodeId, Object, ObjectId, Setting};
 use cascade_core::update::Severity;
-use cascade_core::UpdateId;
 
 pub fn node(id: &str) -> NodeId {
     NodeId::new(id).unwrap()
@@ -22,5 +22,9 @@ pub fn record(computer: &str, update: &str, site: &str, state: ComplianceState, 
 }
 
 pub fn setting(id: &str, value: serde_json::Value, overridable: bool) -> Object {
-    Object::Setting(Setting { id: ObjectId::new(id).unwrap(), value, overridable })
+    Object::Setting(Setting {
+        id: ObjectId::new(id).unwrap(),
+        value,
+        overridable,
+    })
 }
