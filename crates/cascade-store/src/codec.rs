@@ -178,6 +178,39 @@ pub fn decode_record(bytes: &[u8]) -> Result<ComplianceRecord, String> {
     }
 }
 
+/// What the aggregates need of a stored record: state, severity, counter
+/// and site, read without decoding the rest.
+pub struct RecordMeta<'a> {
+    pub state: u8,
+    pub severity: u8,
+    pub counter: u64,
+    pub site: std::borrow::Cow<'a, str>,
+}
+
+pub fn record_meta(bytes: &[u8]) -> Result<RecordMeta<'_>, String> {
+    if bytes.first() == Some(&RECORD_V2) {
+        let mut r = Reader(&bytes[1..]);
+        let state = r.u8()?;
+        let severity = r.u8()?;
+        let counter = r.u64()?;
+        r.u64()?;
+        if state == 6 {
+            r.u64()?;
+        }
+        r.string()?;
+        r.string()?;
+        let site = r.string()?;
+        return Ok(RecordMeta { state, severity, counter, site: std::borrow::Cow::Borrowed(site) });
+    }
+    let record = decode_record(bytes)?;
+    Ok(RecordMeta {
+        state: state_tag(&record.state),
+        severity: severity_tag(record.severity),
+        counter: record.counter,
+        site: std::borrow::Cow::Owned(record.site.to_string()),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,6 +235,8 @@ mod tests {
             };
             let bytes = encode_record(&r);
             assert_eq!(decode_record(&bytes).unwrap(), r);
+            let meta = record_meta(&bytes).unwrap();
+            assert_eq!((meta.counter, meta.site.as_ref(), meta.state), (42, "site-a", state_tag(&r.state)));
             assert_eq!(decode_record(&json(&r)).unwrap(), r, "format 1 records still read");
             assert!(decode_record(&bytes[..bytes.len() - 1]).is_err());
         }

@@ -73,42 +73,38 @@ pub(crate) struct Overlay {
 }
 
 impl Overlay {
-    pub(crate) fn write(
-        &self,
-        batch: &mut sled::Batch,
-        get: impl Fn(&[u8]) -> Result<Option<sled::IVec>>,
-    ) -> Result<()> {
+    pub(crate) fn write(&self, pending: &mut Pending, store: &Store) -> Result<()> {
         for (key, delta) in &self.deltas {
             if *delta == 0 {
                 continue;
             }
-            let current = match get(key)? {
-                Some(v) => codec::u64_from(&v).map_err(StoreError::Invalid)?,
+            let current = match pending.get(store, key)? {
+                Some(v) => codec::u64_from(&v).map_err(|d| store.corrupt(format!("{}: {d}", keys::show(key))))?,
                 None => 0,
             };
             let next = (current as i64 + delta).max(0) as u64;
             if next == 0 {
-                batch.remove(key.as_slice());
+                pending.remove(key.clone());
             } else {
-                batch.insert(key.as_slice(), &next.to_be_bytes());
+                pending.insert(key.clone(), next.to_be_bytes().to_vec());
             }
         }
         Ok(())
     }
+
+    fn add(&mut self, update: &UpdateId, site: &str, severity: u8, state: u8, sign: i64) {
+        *self.deltas.entry(keys::count_update(update, state)).or_default() += sign;
+        *self.deltas.entry(keys::count_site_raw(site, severity, state)).or_default() += sign;
+    }
 }
 
 pub(crate) fn count(overlay: &mut Overlay, r: &ComplianceRecord, sign: i64) {
-    let state = codec::state_tag(&r.state);
-    *overlay.deltas.entry(keys::count_update(&r.update, state)).or_default() += sign;
-    *overlay
-        .deltas
-        .entry(keys::count_site(&r.site, codec::severity_tag(r.severity), state))
-        .or_default() += sign;
+    overlay.add(&r.update, r.site.as_str(), codec::severity_tag(r.severity), codec::state_tag(&r.state), sign);
 }
 
-pub(crate) fn index(batch: &mut sled::Batch, r: &ComplianceRecord) {
-    batch.insert(keys::by_update(&r.update, &r.computer), &[]);
-    batch.insert(keys::by_site(&r.site, &r.computer, &r.update), &[]);
+pub(crate) fn index(pending: &mut Pending, r: &ComplianceRecord) {
+    pending.insert(keys::by_update(&r.update, &r.computer), Vec::new());
+    pending.insert(keys::by_site(&r.site, &r.computer, &r.update), Vec::new());
 }
 
 fn token(key: &[u8]) -> String {
@@ -146,39 +142,43 @@ impl Store {
                 ..IngestOutcome::default()
             });
         }
-        let mut batch = sled::Batch::default();
         let mut pending = Pending::default();
         let mut overlay = Overlay::default();
         let mut outcome = IngestOutcome::default();
-        let mut next_out = self.get_u64(keys::OUTBOX_NEXT)?;
+        let mut forwarded = Vec::new();
         for record in records {
             let key = keys::compliance(&record.computer, &record.update);
+            let mut indexed = false;
             if let Some(old) = pending.get(self, &key)? {
-                let old = codec::decode_record(&old).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key))))?;
-                if old.counter >= record.counter {
+                let meta = codec::record_meta(&old).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key))))?;
+                if meta.counter >= record.counter {
                     outcome.stale += 1;
                     continue;
                 }
-                count(&mut overlay, &old, -1);
-                if old.site != record.site {
-                    pending.remove(&mut batch, keys::by_site(&old.site, &old.computer, &old.update));
+                overlay.add(&record.update, &meta.site, meta.severity, meta.state, -1);
+                if meta.site == record.site.as_str() {
+                    indexed = true;
+                } else {
+                    let old_site = NodeId::new(&meta.site).map_err(|e| self.corrupt(e.to_string()))?;
+                    pending.remove(keys::by_site(&old_site, &record.computer, &record.update));
                 }
             }
-            pending.insert(&mut batch, key, codec::encode_record(record));
-            index(&mut batch, record);
+            pending.insert(key, codec::encode_record(record));
+            if !indexed {
+                index(&mut pending, record);
+            }
             count(&mut overlay, record, 1);
             if forward {
-                next_out += 1;
-                batch.insert(keys::outbox(next_out), codec::json(&Upward::Compliance(record.clone())));
+                forwarded.push((record.computer.clone(), record.update.clone()));
             }
             outcome.applied += 1;
         }
-        overlay.write(&mut batch, |k| self.get(k))?;
-        batch.insert(hwm_key, &seq.to_be_bytes());
-        if forward {
-            batch.insert(keys::OUTBOX_NEXT, &next_out.to_be_bytes());
+        overlay.write(&mut pending, self)?;
+        pending.insert(hwm_key, seq.to_be_bytes().to_vec());
+        if !forwarded.is_empty() {
+            self.queue_upward(&mut pending, &crate::outbox::Queued::Compliance(forwarded))?;
         }
-        self.commit(batch)?;
+        self.commit(pending.into_batch())?;
         Ok(outcome)
     }
 

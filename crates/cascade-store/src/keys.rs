@@ -112,8 +112,8 @@ pub fn count_update(update: &UpdateId, state: u8) -> Vec<u8> {
     join(COUNT_UPDATE, &[update.as_str().as_bytes(), &[state]])
 }
 
-pub fn count_site(site: &NodeId, severity: u8, state: u8) -> Vec<u8> {
-    join(COUNT_SITE, &[site.as_str().as_bytes(), &[severity], &[state]])
+pub fn count_site_raw(site: &str, severity: u8, state: u8) -> Vec<u8> {
+    join(COUNT_SITE, &[site.as_bytes(), &[severity], &[state]])
 }
 
 pub fn inbox(source: &str) -> Vec<u8> {

@@ -254,30 +254,22 @@ impl Store {
 
     /// Brings an older store to the current format in one batch.
     fn migrate(&self, from: u32) -> Result<()> {
-        let mut batch = sled::Batch::default();
+        let mut pending = Pending::default();
         if from < 2 {
             // Format 1 kept compliance records as JSON and no indexes or
             // aggregates: re-encode the records and build both.
-            let mut records = Vec::new();
+            let mut overlay = compliance::Overlay::default();
             for item in self.tree.scan_prefix(keys::COMPLIANCE) {
                 let (key, value) = item.map_err(|e| self.corrupt(e.to_string()))?;
-                let record =
-                    codec::decode_record(&value).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key))))?;
-                records.push(record);
+                let record = codec::decode_record(&value).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key))))?;
+                pending.insert(keys::compliance(&record.computer, &record.update), codec::encode_record(&record));
+                compliance::index(&mut pending, &record);
+                compliance::count(&mut overlay, &record, 1);
             }
-            let mut overlay = compliance::Overlay::default();
-            for record in &records {
-                batch.insert(
-                    keys::compliance(&record.computer, &record.update),
-                    codec::encode_record(record),
-                );
-                compliance::index(&mut batch, record);
-                compliance::count(&mut overlay, record, 1);
-            }
-            overlay.write(&mut batch, |k| self.get(k))?;
+            overlay.write(&mut pending, self)?;
         }
-        batch.insert(keys::FORMAT, &FORMAT_VERSION.to_be_bytes());
-        self.commit(batch)
+        pending.insert(keys::FORMAT.to_vec(), FORMAT_VERSION.to_be_bytes().to_vec());
+        self.commit(pending.into_batch())
     }
 
     fn corrupt(&self, detail: impl Into<String>) -> StoreError {
@@ -367,20 +359,19 @@ impl Store {
     }
 }
 
-/// Reads through pending writes of the batch being built.
+/// The writes of one operation: read back through before they are
+/// committed, then turned into one sled batch.
 #[derive(Debug, Default)]
 struct Pending {
     values: HashMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
 impl Pending {
-    fn insert(&mut self, batch: &mut sled::Batch, key: Vec<u8>, value: Vec<u8>) {
-        batch.insert(key.clone(), value.clone());
+    fn insert(&mut self, key: Vec<u8>, value: Vec<u8>) {
         self.values.insert(key, Some(value));
     }
 
-    fn remove(&mut self, batch: &mut sled::Batch, key: Vec<u8>) {
-        batch.remove(key.clone());
+    fn remove(&mut self, key: Vec<u8>) {
         self.values.insert(key, None);
     }
 
@@ -389,5 +380,16 @@ impl Pending {
             Some(v) => Ok(v.clone()),
             None => Ok(store.get(key)?.map(|v| v.to_vec())),
         }
+    }
+
+    fn into_batch(self) -> sled::Batch {
+        let mut batch = sled::Batch::default();
+        for (key, value) in self.values {
+            match value {
+                Some(v) => batch.insert(key, v),
+                None => batch.remove(key),
+            }
+        }
+        batch
     }
 }

@@ -4,7 +4,7 @@
 use cascade_core::inventory::Inventory;
 use cascade_core::model::{Agent, AuditEntry, ComputerId, Upward};
 
-use crate::{Result, Store, codec, keys};
+use crate::{Pending, Result, Store, codec, keys};
 
 impl Store {
     pub fn put_agent(&self, agent: &Agent) -> Result<()> {
@@ -62,15 +62,13 @@ impl Store {
     pub fn audit(&self, entry: &AuditEntry, forward: bool) -> Result<u64> {
         let _guard = self.lock();
         let seq = self.get_u64(keys::AUDIT_NEXT)? + 1;
-        let mut batch = sled::Batch::default();
-        batch.insert(keys::audit(seq), codec::json(entry));
-        batch.insert(keys::AUDIT_NEXT, &seq.to_be_bytes());
+        let mut pending = Pending::default();
+        pending.insert(keys::audit(seq), codec::json(entry));
+        pending.insert(keys::AUDIT_NEXT.to_vec(), seq.to_be_bytes().to_vec());
         if forward {
-            let next = self.get_u64(keys::OUTBOX_NEXT)? + 1;
-            batch.insert(keys::outbox(next), codec::json(&Upward::Audit(entry.clone())));
-            batch.insert(keys::OUTBOX_NEXT, &next.to_be_bytes());
+            self.queue_upward(&mut pending, &crate::outbox::Queued::Items(vec![Upward::Audit(entry.clone())]))?;
         }
-        self.commit(batch)?;
+        self.commit(pending.into_batch())?;
         Ok(seq)
     }
 

@@ -1,16 +1,31 @@
 //! The outbox of the upward flow: a log of upserts for the parent, trimmed
 //! by its acknowledgements.
+//!
+//! Compliance is queued by reference, one entry per ingested batch naming
+//! the records it changed; sending reads their current state. That is the
+//! upsert semantics (the latest state per key) without a second copy of
+//! every record.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 
-use cascade_core::model::Upward;
+use cascade_core::UpdateId;
+use cascade_core::model::{ComputerId, Upward};
+use serde::{Deserialize, Serialize};
 
-use crate::{Result, Store, codec, keys};
+use crate::{Pending, Result, Store, StoreError, codec, keys};
+
+/// What one outbox entry holds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) enum Queued {
+    /// Compliance records, by key; their current state is sent.
+    Compliance(Vec<(ComputerId, UpdateId)>),
+    Items(Vec<Upward>),
+}
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct OutboxEntry {
     pub seq: u64,
-    pub item: Upward,
+    pub items: Vec<Upward>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -19,6 +34,7 @@ pub struct OutboxState {
     pub last: u64,
     /// The highest sequence the parent acknowledged.
     pub acked: u64,
+    /// Entries not yet acknowledged.
     pub pending: u64,
     /// Entries were dropped before the parent had them: send the current
     /// state as a snapshot.
@@ -26,32 +42,56 @@ pub struct OutboxState {
 }
 
 impl Store {
-    /// Queues items for the parent.
-    pub fn push_upward(&self, items: &[Upward]) -> Result<u64> {
-        let _guard = self.lock();
-        let mut next = self.get_u64(keys::OUTBOX_NEXT)?;
-        let mut batch = sled::Batch::default();
-        for item in items {
-            next += 1;
-            batch.insert(keys::outbox(next), codec::json(item));
-        }
-        batch.insert(keys::OUTBOX_NEXT, &next.to_be_bytes());
-        self.commit(batch)?;
+    pub(crate) fn queue_upward(&self, pending: &mut Pending, queued: &Queued) -> Result<u64> {
+        let next = match pending.get(self, keys::OUTBOX_NEXT)? {
+            Some(v) => codec::u64_from(&v).map_err(|d| self.corrupt(d))? + 1,
+            None => 1,
+        };
+        pending.insert(keys::outbox(next), codec::json(queued));
+        pending.insert(keys::OUTBOX_NEXT.to_vec(), next.to_be_bytes().to_vec());
         Ok(next)
     }
 
-    /// Entries after `after`, oldest first.
-    pub fn outbox(&self, after: u64, limit: usize) -> Result<Vec<OutboxEntry>> {
+    /// Queues items for the parent as one entry; returns its sequence.
+    pub fn push_upward(&self, items: Vec<Upward>) -> Result<u64> {
+        let _guard = self.lock();
+        let mut pending = Pending::default();
+        let seq = self.queue_upward(&mut pending, &Queued::Items(items))?;
+        self.commit(pending.into_batch())?;
+        Ok(seq)
+    }
+
+    fn queued(&self, after: u64, limit: usize) -> Result<Vec<(u64, Queued)>> {
         let mut out = Vec::new();
         for item in self.tree.range(keys::outbox(after.saturating_add(1))..).take(limit) {
             let (key, value) = item.map_err(|e| self.io_error(e))?;
             if !key.starts_with(keys::OUTBOX) {
                 break;
             }
-            let seq = keys::seq_of(&key[keys::OUTBOX.len()..])
-                .ok_or_else(|| self.corrupt(format!("bad outbox key {}", keys::show(&key))))?;
-            let item = codec::from_json(&value).map_err(|d| self.corrupt(format!("outbox {seq}: {d}")))?;
-            out.push(OutboxEntry { seq, item });
+            let seq = keys::seq_of(&key[keys::OUTBOX.len()..]).ok_or_else(|| self.corrupt(format!("bad outbox key {}", keys::show(&key))))?;
+            out.push((seq, codec::from_json(&value).map_err(|d| self.corrupt(format!("outbox {seq}: {d}")))?));
+        }
+        Ok(out)
+    }
+
+    /// Entries after `after`, oldest first, with compliance records in their
+    /// current state.
+    pub fn outbox(&self, after: u64, limit: usize) -> Result<Vec<OutboxEntry>> {
+        let mut out = Vec::new();
+        for (seq, queued) in self.queued(after, limit)? {
+            let items = match queued {
+                Queued::Items(items) => items,
+                Queued::Compliance(keys) => {
+                    let mut items = Vec::with_capacity(keys.len());
+                    for (computer, update) in keys {
+                        if let Some(record) = self.record(&computer, &update)? {
+                            items.push(Upward::Compliance(record));
+                        }
+                    }
+                    items
+                }
+            };
+            out.push(OutboxEntry { seq, items });
         }
         Ok(out)
     }
@@ -62,6 +102,10 @@ impl Store {
         let acked = self.get_u64(keys::OUTBOX_ACKED)?;
         if seq <= acked {
             return Ok(());
+        }
+        let last = self.get_u64(keys::OUTBOX_NEXT)?;
+        if seq > last {
+            return Err(StoreError::Invalid(format!("acknowledgement of outbox entry {seq}, but the last entry is {last}")));
         }
         let mut batch = sled::Batch::default();
         for item in self.tree.range(keys::outbox(0)..=keys::outbox(seq)) {
@@ -98,42 +142,53 @@ impl Store {
         })
     }
 
-    /// Keeps the outbox at most `max` entries: first an upsert replaced by a
-    /// newer one with the same key goes; if that is not enough, the oldest
-    /// go and a snapshot is required. Returns how many were dropped.
+    /// Keeps the outbox at most `max` entries: first upserts that a later
+    /// entry repeats go (an entry left empty goes with them); if that is not
+    /// enough, the oldest entries go and a snapshot is required. Returns how
+    /// many entries were dropped.
     pub fn outbox_compact(&self, max: u64) -> Result<u64> {
         let _guard = self.lock();
-        let entries = self.outbox(0, usize::MAX)?;
+        let entries = self.queued(0, usize::MAX)?;
         if (entries.len() as u64) <= max {
             return Ok(0);
         }
-        let mut batch = sled::Batch::default();
-        let mut newest: HashMap<String, u64> = HashMap::new();
-        for e in &entries {
-            if let Some(k) = e.item.upsert_key() {
-                newest.insert(k, e.seq);
-            }
-        }
+        let mut pending = Pending::default();
+        let mut seen: HashSet<String> = HashSet::new();
         let mut kept = Vec::new();
         let mut dropped = 0;
-        for e in &entries {
-            match e.item.upsert_key() {
-                Some(k) if newest.get(&k) != Some(&e.seq) => {
-                    batch.remove(keys::outbox(e.seq));
+        // Newest first: an upsert seen already is repeated later.
+        for (seq, queued) in entries.into_iter().rev() {
+            let compacted = match queued {
+                Queued::Compliance(keys) => {
+                    let left: Vec<_> = keys.into_iter().filter(|(c, u)| seen.insert(format!("c\\0{c}\\0{u}"))).collect();
+                    (!left.is_empty()).then_some(Queued::Compliance(left))
+                }
+                Queued::Items(items) => {
+                    let left: Vec<_> = items.into_iter().filter(|i| i.upsert_key().is_none_or(|k| seen.insert(k))).collect();
+                    (!left.is_empty()).then_some(Queued::Items(left))
+                }
+            };
+            match compacted {
+                Some(q) => {
+                    pending.insert(keys::outbox(seq), codec::json(&q));
+                    kept.push(seq);
+                }
+                None => {
+                    pending.remove(keys::outbox(seq));
                     dropped += 1;
                 }
-                _ => kept.push(e.seq),
             }
         }
+        kept.reverse();
         let excess = (kept.len() as u64).saturating_sub(max);
         if excess > 0 {
             for seq in kept.iter().take(excess as usize) {
-                batch.remove(keys::outbox(*seq));
+                pending.remove(keys::outbox(*seq));
             }
             dropped += excess;
-            batch.insert(keys::OUTBOX_SNAPSHOT, &[1]);
+            pending.insert(keys::OUTBOX_SNAPSHOT.to_vec(), vec![1]);
         }
-        self.commit(batch)?;
+        self.commit(pending.into_batch())?;
         Ok(dropped)
     }
 }

@@ -80,16 +80,15 @@ impl Store {
                 applied,
             });
         }
-        let mut batch = sled::Batch::default();
         let mut pending = Pending::default();
-        self.write_op(&mut batch, &mut pending, change)?;
-        batch.insert(keys::log(&change.origin, change.seq), codec::json(change));
-        batch.insert(keys::applied(&change.origin), &change.seq.to_be_bytes());
-        self.commit(batch)?;
+        self.write_op(&mut pending, change)?;
+        pending.insert(keys::log(&change.origin, change.seq), codec::json(change));
+        pending.insert(keys::applied(&change.origin), change.seq.to_be_bytes().to_vec());
+        self.commit(pending.into_batch())?;
         Ok(Applied::Applied)
     }
 
-    fn write_op(&self, batch: &mut sled::Batch, pending: &mut Pending, change: &Change) -> Result<()> {
+    fn write_op(&self, pending: &mut Pending, change: &Change) -> Result<()> {
         let origin = &change.origin;
         match &change.op {
             ChangeOp::Upsert(object) => {
@@ -108,7 +107,7 @@ impl Store {
                     seq: change.seq,
                     object: object.clone(),
                 };
-                pending.insert(batch, keys::object(&key), codec::json(&stored));
+                pending.insert(keys::object(&key), codec::json(&stored));
             }
             ChangeOp::Delete(key) => {
                 if let Some(existing) = self.stored(key, pending)? {
@@ -119,7 +118,7 @@ impl Store {
                             owner: existing.origin,
                         });
                     }
-                    pending.remove(batch, keys::object(key));
+                    pending.remove(keys::object(key));
                 }
             }
             ChangeOp::Override(over) => {
@@ -144,9 +143,9 @@ impl Store {
                     seq: change.seq,
                     over: over.clone(),
                 };
-                pending.insert(batch, keys::override_of(target, origin), codec::json(&stored));
+                pending.insert(keys::override_of(target, origin), codec::json(&stored));
             }
-            ChangeOp::ClearOverride(target) => pending.remove(batch, keys::override_of(target, origin)),
+            ChangeOp::ClearOverride(target) => pending.remove(keys::override_of(target, origin)),
         }
         Ok(())
     }

@@ -220,13 +220,19 @@ fn compliance_ingest_aggregates_and_queries() {
         "a token from another listing"
     );
 
-    // Forwarded records wait in the outbox until the parent acknowledges them.
+    // Forwarded records wait in the outbox, one entry per batch, until the
+    // parent acknowledges them; they are sent in their latest state.
     let state = store.outbox_state().unwrap();
-    assert_eq!((state.last, state.pending), (31, 31));
-    let first = store.outbox(0, 5).unwrap();
-    assert_eq!(first.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
-    assert!(matches!(first[0].item, Upward::Compliance(_)));
-    store.outbox_ack(30).unwrap();
+    assert_eq!((state.last, state.pending), (2, 2));
+    let entries = store.outbox(0, 5).unwrap();
+    assert_eq!(entries.iter().map(|e| e.items.len()).collect::<Vec<_>>(), [30, 1]);
+    let pc01 = entries[0].items.iter().find_map(|i| match i {
+        Upward::Compliance(r) if r.computer.as_str() == "pc-01" => Some(r.clone()),
+        _ => None,
+    });
+    assert_eq!(pc01.map(|r| r.counter), Some(2), "the latest state of pc-01/KB2");
+    assert!(store.outbox_ack(3).is_err(), "nothing was sent with sequence 3");
+    store.outbox_ack(1).unwrap();
     assert_eq!(store.outbox(0, 100).unwrap().len(), 1);
 }
 
@@ -296,7 +302,7 @@ fn agents_inventories_and_audit() {
     };
     assert_eq!(store.audit(&entry, true).unwrap(), 1);
     assert_eq!(store.audit_log(0, 10).unwrap(), vec![(1, entry.clone())]);
-    assert_eq!(store.outbox(0, 10).unwrap()[0].item, Upward::Audit(entry));
+    assert_eq!(store.outbox(0, 10).unwrap()[0].items, vec![Upward::Audit(entry)]);
 }
 
 #[test]
