@@ -17,8 +17,18 @@ const PER_COMPUTER: u64 = 10;
 const SITES: u64 = 50;
 
 fn record(computer: u64, update: u64, counter: u64) -> ComplianceRecord {
-    let states = [ComplianceState::Installed, ComplianceState::Required, ComplianceState::NotApplicable, ComplianceState::Failed { code: 1603 }];
-    let severities = [Severity::Critical, Severity::Important, Severity::Moderate, Severity::Low];
+    let states = [
+        ComplianceState::Installed,
+        ComplianceState::Required,
+        ComplianceState::NotApplicable,
+        ComplianceState::Failed { code: 1603 },
+    ];
+    let severities = [
+        Severity::Critical,
+        Severity::Important,
+        Severity::Moderate,
+        Severity::Low,
+    ];
     ComplianceRecord {
         computer: ComputerId::new(&format!("computer-{computer:06}")).unwrap(),
         update: UpdateId::kb(5_000_000 + update),
@@ -40,7 +50,9 @@ fn bench(c: &mut Criterion) {
     group.bench_function("ingest_batch_of_1000_durable", |b| {
         b.iter(|| {
             seq += 1;
-            let batch: Vec<_> = (0..1000).map(|i| record((seq * 1000 + i) % COMPUTERS, (seq + i) % UPDATES, seq)).collect();
+            let batch: Vec<_> = (0..1000)
+                .map(|i| record((seq * 1000 + i) % COMPUTERS, (seq + i) % UPDATES, seq))
+                .collect();
             store.ingest("agents", seq, &batch, true).unwrap()
         })
     });
@@ -52,7 +64,9 @@ fn bench(c: &mut Criterion) {
     for chunk in 0..(COMPUTERS / 1000) {
         seq += 1;
         let batch: Vec<_> = (chunk * 1000..(chunk + 1) * 1000)
-            .flat_map(|computer| (0..PER_COMPUTER).map(move |k| record(computer, (computer * 7 + k * 101) % UPDATES, 1)))
+            .flat_map(|computer| {
+                (0..PER_COMPUTER).map(move |k| record(computer, (computer * 7 + k * 101) % UPDATES, 1))
+            })
             .collect();
         store.ingest("agents", seq, &batch, false).unwrap();
     }
@@ -65,8 +79,12 @@ fn bench(c: &mut Criterion) {
             summary
         })
     });
-    group.bench_function("summary_by_site_and_severity", |b| b.iter(|| store.summary_by_site().unwrap()));
-    group.bench_function("summary_for_one_update", |b| b.iter(|| store.summary_for_update(&UpdateId::kb(5_000_001)).unwrap()));
+    group.bench_function("summary_by_site_and_severity", |b| {
+        b.iter(|| store.summary_by_site().unwrap())
+    });
+    group.bench_function("summary_for_one_update", |b| {
+        b.iter(|| store.summary_for_update(&UpdateId::kb(5_000_001)).unwrap())
+    });
     group.finish();
 }
 

@@ -131,11 +131,12 @@ impl Store {
             batch.insert(key, value);
             stats.entries += 1;
         }
-        store.commit(batch)?;
-        drop(store);
-        // Reopen so that the format check and migrations run on what was restored.
-        let node = NodeId::new(std::str::from_utf8(&body[MAGIC.len()..MAGIC.len() + newline]).unwrap_or_default())
-            .map_err(|e| StoreError::Backup(e.to_string()))?;
-        Ok((Store::open(dir, node)?, stats))
+        {
+            let _guard = store.lock();
+            store.commit(batch)?;
+        }
+        // Run the format check (and any migration) on what was restored.
+        store.check_format()?;
+        Ok((store, stats))
     }
 }

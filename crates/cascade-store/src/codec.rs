@@ -85,28 +85,32 @@ pub fn severity_from(tag: u8) -> Option<Severity> {
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
-    let bytes = s.as_bytes();
-    out.extend_from_slice(&(bytes.len().min(u16::MAX as usize) as u16).to_be_bytes());
-    out.extend_from_slice(&bytes[..bytes.len().min(u16::MAX as usize)]);
+    let bytes = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
+    out.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+    out.extend_from_slice(bytes);
 }
 
-/// `[2][state][severity][counter u64][observed_at i64][code i64 if failed]
-/// [computer][update][site][reason if unknown]`, strings as u16 length + UTF-8.
-pub fn encode_record(r: &ComplianceRecord) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64);
+/// One computer's records (format 2): `[2][count u32]` then per record
+/// `[state][severity][counter u64][observed_at i64][code i64 if failed]
+/// [update][site][reason if unknown]`, strings as u16 length + UTF-8,
+/// sorted by update.
+pub fn encode_doc(records: &[ComplianceRecord]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + records.len() * 48);
     out.push(RECORD_V2);
-    out.push(state_tag(&r.state));
-    out.push(severity_tag(r.severity));
-    out.extend_from_slice(&r.counter.to_be_bytes());
-    out.extend_from_slice(&r.observed_at.to_be_bytes());
-    if let ComplianceState::Failed { code } = r.state {
-        out.extend_from_slice(&code.to_be_bytes());
-    }
-    put_str(&mut out, r.computer.as_str());
-    put_str(&mut out, r.update.as_str());
-    put_str(&mut out, r.site.as_str());
-    if let ComplianceState::Unknown { reason } = &r.state {
-        put_str(&mut out, reason);
+    out.extend_from_slice(&(records.len() as u32).to_be_bytes());
+    for r in records {
+        out.push(state_tag(&r.state));
+        out.push(severity_tag(r.severity));
+        out.extend_from_slice(&r.counter.to_be_bytes());
+        out.extend_from_slice(&r.observed_at.to_be_bytes());
+        if let ComplianceState::Failed { code } = r.state {
+            out.extend_from_slice(&code.to_be_bytes());
+        }
+        put_str(&mut out, r.update.as_str());
+        put_str(&mut out, r.site.as_str());
+        if let ComplianceState::Unknown { reason } = &r.state {
+            put_str(&mut out, reason);
+        }
     }
     out
 }
@@ -134,81 +138,56 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Decodes a compliance record of either format.
-pub fn decode_record(bytes: &[u8]) -> Result<ComplianceRecord, String> {
-    match bytes.first() {
-        Some(&JSON) => from_json(bytes),
-        Some(&RECORD_V2) => {
-            let mut r = Reader(&bytes[1..]);
-            let tag = r.u8()?;
-            let severity = severity_from(r.u8()?).ok_or("unknown severity in compliance record")?;
-            let counter = r.u64()?;
-            let observed_at = r.u64()? as i64;
-            let code = if tag == 6 { Some(r.u64()? as i64) } else { None };
-            let computer = ComputerId::new(r.string()?).map_err(|e| e.to_string())?;
-            let update = UpdateId::new(r.string()?);
-            let site = NodeId::new(r.string()?).map_err(|e| e.to_string())?;
-            let state = match tag {
-                0 => ComplianceState::Installed,
-                1 => ComplianceState::Required,
-                2 => ComplianceState::NotApplicable,
-                3 => ComplianceState::Superseded,
-                4 => ComplianceState::Downloaded,
-                5 => ComplianceState::PendingRestart,
-                6 => ComplianceState::Failed {
-                    code: code.unwrap_or_default(),
-                },
-                7 => ComplianceState::Unknown {
-                    reason: r.string()?.to_owned(),
-                },
-                other => return Err(format!("unknown compliance state {other}")),
-            };
-            Ok(ComplianceRecord {
-                computer,
-                update,
-                site,
-                state,
-                severity,
-                counter,
-                observed_at,
-            })
-        }
-        Some(other) => Err(format!("unknown value encoding {other}")),
-        None => Err("empty value".to_owned()),
-    }
-}
-
-/// What the aggregates need of a stored record: state, severity, counter
-/// and site, read without decoding the rest.
-pub struct RecordMeta<'a> {
-    pub state: u8,
-    pub severity: u8,
-    pub counter: u64,
-    pub site: std::borrow::Cow<'a, str>,
-}
-
-pub fn record_meta(bytes: &[u8]) -> Result<RecordMeta<'_>, String> {
-    if bytes.first() == Some(&RECORD_V2) {
-        let mut r = Reader(&bytes[1..]);
-        let state = r.u8()?;
-        let severity = r.u8()?;
+/// Decodes one computer's records.
+pub fn decode_doc(computer: &ComputerId, bytes: &[u8]) -> Result<Vec<ComplianceRecord>, String> {
+    let Some((&RECORD_V2, body)) = bytes.split_first() else {
+        return Err(format!("unknown compliance encoding {:?}", bytes.first()));
+    };
+    let mut r = Reader(body);
+    let count = u32_from(r.take(4)?)? as usize;
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let tag = r.u8()?;
+        let severity = severity_from(r.u8()?).ok_or("unknown severity in compliance record")?;
         let counter = r.u64()?;
-        r.u64()?;
-        if state == 6 {
-            r.u64()?;
-        }
-        r.string()?;
-        r.string()?;
-        let site = r.string()?;
-        return Ok(RecordMeta { state, severity, counter, site: std::borrow::Cow::Borrowed(site) });
+        let observed_at = r.u64()? as i64;
+        let code = if tag == 6 { Some(r.u64()? as i64) } else { None };
+        let update = UpdateId::new(r.string()?);
+        let site = NodeId::new(r.string()?).map_err(|e| e.to_string())?;
+        let state = match tag {
+            0 => ComplianceState::Installed,
+            1 => ComplianceState::Required,
+            2 => ComplianceState::NotApplicable,
+            3 => ComplianceState::Superseded,
+            4 => ComplianceState::Downloaded,
+            5 => ComplianceState::PendingRestart,
+            6 => ComplianceState::Failed {
+                code: code.unwrap_or_default(),
+            },
+            7 => ComplianceState::Unknown {
+                reason: r.string()?.to_owned(),
+            },
+            other => return Err(format!("unknown compliance state {other}")),
+        };
+        out.push(ComplianceRecord {
+            computer: computer.clone(),
+            update,
+            site,
+            state,
+            severity,
+            counter,
+            observed_at,
+        });
     }
-    let record = decode_record(bytes)?;
-    Ok(RecordMeta {
-        state: state_tag(&record.state),
-        severity: severity_tag(record.severity),
-        counter: record.counter,
-        site: std::borrow::Cow::Owned(record.site.to_string()),
-    })
+    if !r.0.is_empty() {
+        return Err("trailing bytes after the compliance records".to_owned());
+    }
+    Ok(out)
+}
+
+/// A format 1 compliance record (JSON, one key per record).
+pub fn decode_v1_record(bytes: &[u8]) -> Result<ComplianceRecord, String> {
+    from_json(bytes)
 }
 
 #[cfg(test)]
@@ -216,29 +195,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn record_round_trip() {
-        for state in [
+    fn doc_round_trip() {
+        let computer = ComputerId::new("ws-1").unwrap();
+        let records: Vec<ComplianceRecord> = [
             ComplianceState::Installed,
             ComplianceState::Failed { code: -2147024784 },
             ComplianceState::Unknown {
                 reason: "no inventory".into(),
             },
-        ] {
-            let r = ComplianceRecord {
-                computer: ComputerId::new("ws-1").unwrap(),
-                update: UpdateId::new("KB5021233"),
-                site: NodeId::new("site-a").unwrap(),
-                state,
-                severity: Severity::Critical,
-                counter: 42,
-                observed_at: 1_700_000_000,
-            };
-            let bytes = encode_record(&r);
-            assert_eq!(decode_record(&bytes).unwrap(), r);
-            let meta = record_meta(&bytes).unwrap();
-            assert_eq!((meta.counter, meta.site.as_ref(), meta.state), (42, "site-a", state_tag(&r.state)));
-            assert_eq!(decode_record(&json(&r)).unwrap(), r, "format 1 records still read");
-            assert!(decode_record(&bytes[..bytes.len() - 1]).is_err());
-        }
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(n, state)| ComplianceRecord {
+            computer: computer.clone(),
+            update: UpdateId::kb(5021233 + n as u64),
+            site: NodeId::new("site-a").unwrap(),
+            state,
+            severity: Severity::Critical,
+            counter: 42,
+            observed_at: 1_700_000_000,
+        })
+        .collect();
+        let bytes = encode_doc(&records);
+        assert_eq!(decode_doc(&computer, &bytes).unwrap(), records);
+        assert!(decode_doc(&computer, &bytes[..bytes.len() - 1]).is_err());
+        assert_eq!(
+            decode_v1_record(&json(&records[1])).unwrap(),
+            records[1],
+            "format 1 records still read"
+        );
     }
 }

@@ -1,10 +1,11 @@
 //! Compliance records with their indexes and aggregate counts, all updated
-//! in the batch that writes the record.
+//! in the batch that writes the record. A computer's records are one value:
+//! agents report per computer, so a batch reads and writes each computer once.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use cascade_core::UpdateId;
-use cascade_core::model::{ComplianceRecord, ComputerId, NodeId, Upward};
+use cascade_core::model::{ComplianceRecord, ComputerId, NodeId};
 use cascade_core::update::Severity;
 use serde::Serialize;
 
@@ -94,17 +95,47 @@ impl Overlay {
 
     fn add(&mut self, update: &UpdateId, site: &str, severity: u8, state: u8, sign: i64) {
         *self.deltas.entry(keys::count_update(update, state)).or_default() += sign;
-        *self.deltas.entry(keys::count_site_raw(site, severity, state)).or_default() += sign;
+        *self
+            .deltas
+            .entry(keys::count_site_raw(site, severity, state))
+            .or_default() += sign;
     }
 }
 
 pub(crate) fn count(overlay: &mut Overlay, r: &ComplianceRecord, sign: i64) {
-    overlay.add(&r.update, r.site.as_str(), codec::severity_tag(r.severity), codec::state_tag(&r.state), sign);
+    overlay.add(
+        &r.update,
+        r.site.as_str(),
+        codec::severity_tag(r.severity),
+        codec::state_tag(&r.state),
+        sign,
+    );
 }
 
-pub(crate) fn index(pending: &mut Pending, r: &ComplianceRecord) {
-    pending.insert(keys::by_update(&r.update, &r.computer), Vec::new());
-    pending.insert(keys::by_site(&r.site, &r.computer, &r.update), Vec::new());
+/// The sites a computer's records name.
+fn sites(records: &[ComplianceRecord]) -> BTreeSet<&str> {
+    records.iter().map(|r| r.site.as_str()).collect()
+}
+
+/// Writes a computer's records and the index entries that changed.
+pub(crate) fn write_doc(
+    pending: &mut Pending,
+    computer: &ComputerId,
+    before: &[ComplianceRecord],
+    after: &[ComplianceRecord],
+) {
+    pending.insert(keys::compliance(computer), codec::encode_doc(after));
+    let (old_sites, new_sites) = (sites(before), sites(after));
+    for site in old_sites.difference(&new_sites) {
+        pending.remove(keys::by_site(site, computer));
+    }
+    for site in new_sites.difference(&old_sites) {
+        pending.insert(keys::by_site(site, computer), Vec::new());
+    }
+    let old_updates: BTreeSet<&UpdateId> = before.iter().map(|r| &r.update).collect();
+    for r in after.iter().filter(|r| !old_updates.contains(&r.update)) {
+        pending.insert(keys::by_update(&r.update, computer), Vec::new());
+    }
 }
 
 fn token(key: &[u8]) -> String {
@@ -127,9 +158,10 @@ fn untoken(token: &str, prefix: &[u8]) -> Result<Vec<u8>> {
 impl Store {
     /// Stores a batch of compliance records from `source` (an agent or a
     /// child node) with sequence `seq`, in one atomic, durable batch with
-    /// the aggregates and the source's high-water mark. A batch at or below
-    /// the mark changes nothing. With `forward`, what was applied is also
-    /// queued in the outbox for this node's parent.
+    /// the indexes, the aggregates and the source's high-water mark. A batch
+    /// at or below the mark changes nothing; a record older (by its agent's
+    /// counter) than the stored one is skipped. With `forward`, what was
+    /// applied is also queued for this node's parent.
     pub fn ingest(&self, source: &str, seq: u64, records: &[ComplianceRecord], forward: bool) -> Result<IngestOutcome> {
         if source.is_empty() || source.contains('\0') {
             return Err(StoreError::Invalid(format!("source {source:?} is not a valid id")));
@@ -146,32 +178,38 @@ impl Store {
         let mut overlay = Overlay::default();
         let mut outcome = IngestOutcome::default();
         let mut forwarded = Vec::new();
+        // Each computer's records are one value: read once, changed in
+        // memory, written once.
+        let mut docs: HashMap<&ComputerId, (Vec<ComplianceRecord>, Vec<ComplianceRecord>)> = HashMap::new();
         for record in records {
-            let key = keys::compliance(&record.computer, &record.update);
-            let mut indexed = false;
-            if let Some(old) = pending.get(self, &key)? {
-                let meta = codec::record_meta(&old).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key))))?;
-                if meta.counter >= record.counter {
-                    outcome.stale += 1;
-                    continue;
+            let (_, doc) = match docs.entry(&record.computer) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    let before = self.computer_records(&record.computer)?;
+                    e.insert((before.clone(), before))
                 }
-                overlay.add(&record.update, &meta.site, meta.severity, meta.state, -1);
-                if meta.site == record.site.as_str() {
-                    indexed = true;
-                } else {
-                    let old_site = NodeId::new(&meta.site).map_err(|e| self.corrupt(e.to_string()))?;
-                    pending.remove(keys::by_site(&old_site, &record.computer, &record.update));
+            };
+            match doc.binary_search_by(|r| r.update.cmp(&record.update)) {
+                Ok(i) => {
+                    if doc[i].counter >= record.counter {
+                        outcome.stale += 1;
+                        continue;
+                    }
+                    count(&mut overlay, &doc[i], -1);
+                    doc[i] = record.clone();
                 }
-            }
-            pending.insert(key, codec::encode_record(record));
-            if !indexed {
-                index(&mut pending, record);
+                Err(i) => doc.insert(i, record.clone()),
             }
             count(&mut overlay, record, 1);
             if forward {
                 forwarded.push((record.computer.clone(), record.update.clone()));
             }
             outcome.applied += 1;
+        }
+        for (computer, (before, after)) in &docs {
+            if before != after {
+                write_doc(&mut pending, computer, before, after);
+            }
         }
         overlay.write(&mut pending, self)?;
         pending.insert(hwm_key, seq.to_be_bytes().to_vec());
@@ -187,70 +225,64 @@ impl Store {
         self.get_u64(&keys::inbox(source))
     }
 
-    pub fn record(&self, computer: &ComputerId, update: &UpdateId) -> Result<Option<ComplianceRecord>> {
-        let key = keys::compliance(computer, update);
-        self.get(&key)?
-            .map(|v| codec::decode_record(&v).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key)))))
-            .transpose()
+    /// A computer's records, by update.
+    pub fn computer_records(&self, computer: &ComputerId) -> Result<Vec<ComplianceRecord>> {
+        let key = keys::compliance(computer);
+        match self.get(&key)? {
+            Some(v) => codec::decode_doc(computer, &v).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key)))),
+            None => Ok(Vec::new()),
+        }
     }
 
+    pub fn record(&self, computer: &ComputerId, update: &UpdateId) -> Result<Option<ComplianceRecord>> {
+        Ok(self
+            .computer_records(computer)?
+            .into_iter()
+            .find(|r| r.update == *update))
+    }
+
+    /// A page over the index under `prefix`: `expand` turns one index key
+    /// into its records.
     fn page(
         &self,
         prefix: &[u8],
         after: Option<&str>,
         limit: usize,
-        mut keep: impl FnMut(&[u8]) -> Result<Option<ComplianceRecord>>,
+        mut expand: impl FnMut(&[u8]) -> Result<Vec<ComplianceRecord>>,
     ) -> Result<Page<ComplianceRecord>> {
         let start = match after {
             Some(t) => {
                 let mut k = untoken(t, prefix)?;
-                k.push(0);
+                k.push(0xff);
                 k
             }
             None => prefix.to_vec(),
         };
         let mut items = Vec::new();
-        let mut last = None;
         for item in self.tree.range(start..) {
-            let (key, value) = item.map_err(|e| self.io_error(e))?;
+            let (key, _) = item.map_err(|e| self.io_error(e))?;
             if !key.starts_with(prefix) {
                 break;
             }
-            if items.len() == limit {
+            items.extend(expand(&key)?);
+            if items.len() >= limit {
                 return Ok(Page {
                     items,
-                    next: last.map(|k: sled::IVec| token(&k)),
+                    next: Some(token(&key)),
                 });
             }
-            let _ = &value;
-            if let Some(record) = keep(&key)? {
-                items.push(record);
-            }
-            last = Some(key);
         }
         Ok(Page { items, next: None })
     }
 
-    /// A computer's records, by update.
-    pub fn by_computer(
-        &self,
-        computer: &ComputerId,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Page<ComplianceRecord>> {
-        let prefix = keys::under(keys::COMPLIANCE, &[computer.as_str().as_bytes()]);
-        self.page(&prefix, after, limit, |key| {
-            let value = self
-                .get(key)?
-                .ok_or_else(|| self.corrupt("record vanished during a scan"))?;
-            codec::decode_record(&value)
-                .map(Some)
-                .map_err(|d| self.corrupt(format!("{}: {d}", keys::show(key))))
-        })
+    /// A computer's records as one page.
+    pub fn by_computer(&self, computer: &ComputerId) -> Result<Vec<ComplianceRecord>> {
+        self.computer_records(computer)
     }
 
     /// An update's records, by computer; with `non_compliant`, only those
-    /// that are not installed, not applicable or superseded.
+    /// that are not installed, not applicable or superseded. Pages hold at
+    /// least `limit` records unless the listing ends.
     pub fn by_update(
         &self,
         update: &UpdateId,
@@ -260,17 +292,12 @@ impl Store {
     ) -> Result<Page<ComplianceRecord>> {
         let prefix = keys::under(keys::BY_UPDATE, &[update.as_str().as_bytes()]);
         self.page(&prefix, after, limit, |key| {
-            let computer = keys::parts(key, keys::BY_UPDATE)
-                .get(1)
-                .and_then(|c| std::str::from_utf8(c).ok())
-                .and_then(|c| ComputerId::new(c).ok());
-            let Some(computer) = computer else {
-                return Err(self.corrupt(format!("bad index key {}", keys::show(key))));
-            };
-            let record = self
-                .record(&computer, update)?
-                .ok_or_else(|| self.corrupt(format!("index {} without its record", keys::show(key))))?;
-            Ok((!non_compliant || !record.state.is_compliant()).then_some(record))
+            let computer = self.computer_in(&key[prefix.len()..])?;
+            Ok(self
+                .computer_records(&computer)?
+                .into_iter()
+                .filter(|r| r.update == *update && (!non_compliant || !r.state.is_compliant()))
+                .collect())
         })
     }
 
@@ -284,19 +311,20 @@ impl Store {
     ) -> Result<Page<ComplianceRecord>> {
         let prefix = keys::under(keys::BY_SITE, &[site.as_str().as_bytes()]);
         self.page(&prefix, after, limit, |key| {
-            let parts = keys::parts(key, keys::BY_SITE);
-            let (Some(c), Some(u)) = (
-                parts.get(1).and_then(|c| std::str::from_utf8(c).ok()),
-                parts.get(2).and_then(|u| std::str::from_utf8(u).ok()),
-            ) else {
-                return Err(self.corrupt(format!("bad index key {}", keys::show(key))));
-            };
-            let computer = ComputerId::new(c).map_err(|e| self.corrupt(e.to_string()))?;
-            let record = self
-                .record(&computer, &UpdateId::new(u))?
-                .ok_or_else(|| self.corrupt(format!("index {} without its record", keys::show(key))))?;
-            Ok((!non_compliant || !record.state.is_compliant()).then_some(record))
+            let computer = self.computer_in(&key[prefix.len()..])?;
+            Ok(self
+                .computer_records(&computer)?
+                .into_iter()
+                .filter(|r| r.site == *site && (!non_compliant || !r.state.is_compliant()))
+                .collect())
         })
+    }
+
+    fn computer_in(&self, bytes: &[u8]) -> Result<ComputerId> {
+        std::str::from_utf8(bytes)
+            .ok()
+            .and_then(|c| ComputerId::new(c).ok())
+            .ok_or_else(|| self.corrupt(format!("bad computer in an index key: {}", keys::show(bytes))))
     }
 
     /// Counts per state for every update of the subtree.
@@ -358,10 +386,11 @@ impl Store {
     }
 
     /// Every compliance record (a snapshot for the parent, or a recount).
-    pub fn all_records(&self) -> impl Iterator<Item = Result<ComplianceRecord>> + '_ {
+    pub fn all_records(&self) -> impl Iterator<Item = Result<Vec<ComplianceRecord>>> + '_ {
         self.scan(keys::COMPLIANCE).map(move |item| {
             let (key, value) = item?;
-            codec::decode_record(&value).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key))))
+            let computer = self.computer_in(&key[keys::COMPLIANCE.len()..])?;
+            codec::decode_doc(&computer, &value).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key))))
         })
     }
 
@@ -370,11 +399,12 @@ impl Store {
     pub fn recount(&self) -> Result<(BTreeMap<UpdateId, StateCounts>, SeverityCounts)> {
         let mut by_update: BTreeMap<UpdateId, StateCounts> = BTreeMap::new();
         let mut by_site: SeverityCounts = BTreeMap::new();
-        for record in self.all_records() {
-            let r = record?;
-            let tag = codec::state_tag(&r.state) as usize;
-            by_update.entry(r.update.clone()).or_default().0[tag] += 1;
-            by_site.entry((r.site.clone(), r.severity)).or_default().0[tag] += 1;
+        for records in self.all_records() {
+            for r in records? {
+                let tag = codec::state_tag(&r.state) as usize;
+                by_update.entry(r.update.clone()).or_default().0[tag] += 1;
+                by_site.entry((r.site.clone(), r.severity)).or_default().0[tag] += 1;
+            }
         }
         Ok((by_update, by_site))
     }

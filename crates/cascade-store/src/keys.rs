@@ -89,23 +89,18 @@ pub fn subscriber(subscriber: &NodeId, origin: &NodeId) -> Vec<u8> {
     )
 }
 
-pub fn compliance(computer: &ComputerId, update: &UpdateId) -> Vec<u8> {
-    join(COMPLIANCE, &[computer.as_str().as_bytes(), update.as_str().as_bytes()])
+/// One computer's compliance records (format 2).
+pub fn compliance(computer: &ComputerId) -> Vec<u8> {
+    join(COMPLIANCE, &[computer.as_str().as_bytes()])
 }
 
 pub fn by_update(update: &UpdateId, computer: &ComputerId) -> Vec<u8> {
     join(BY_UPDATE, &[update.as_str().as_bytes(), computer.as_str().as_bytes()])
 }
 
-pub fn by_site(site: &NodeId, computer: &ComputerId, update: &UpdateId) -> Vec<u8> {
-    join(
-        BY_SITE,
-        &[
-            site.as_str().as_bytes(),
-            computer.as_str().as_bytes(),
-            update.as_str().as_bytes(),
-        ],
-    )
+/// A computer with at least one record for a site.
+pub fn by_site(site: &str, computer: &ComputerId) -> Vec<u8> {
+    join(BY_SITE, &[site.as_bytes(), computer.as_str().as_bytes()])
 }
 
 pub fn count_update(update: &UpdateId, state: u8) -> Vec<u8> {

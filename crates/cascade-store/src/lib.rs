@@ -82,6 +82,37 @@ pub struct Store {
     sentinel: Option<File>,
 }
 
+/// Whether an error's text says there is no room: ENOSPC (28) or EFBIG (27).
+/// sled passes some I/O failures on only as text.
+fn disk_full(detail: &str) -> bool {
+    [
+        "os error 28",
+        "os error 27",
+        "code: 28",
+        "code: 27",
+        "No space left",
+        "File too large",
+        "StorageFull",
+        "FileTooLarge",
+    ]
+    .iter()
+    .any(|m| detail.contains(m))
+}
+
+fn open_error(path: &Path, detail: String) -> StoreError {
+    if disk_full(&detail) {
+        StoreError::DiskFull {
+            path: path.to_path_buf(),
+            detail,
+        }
+    } else {
+        StoreError::Open {
+            path: path.to_path_buf(),
+            detail,
+        }
+    }
+}
+
 /// The sentinel file's name inside the store directory.
 pub const SENTINEL: &str = "cascade-commits";
 
@@ -135,9 +166,11 @@ impl Store {
                 });
             }
             Ok(Err(e)) => {
-                return Err(StoreError::Open {
-                    path: path_buf,
-                    detail: e.to_string(),
+                let detail = e.to_string();
+                return Err(if disk_full(&detail) {
+                    StoreError::DiskFull { path: path_buf, detail }
+                } else {
+                    StoreError::Open { path: path_buf, detail }
                 });
             }
             Err(panic) => {
@@ -182,19 +215,11 @@ impl Store {
                 .truncate(false)
                 .write(true)
                 .open(&sentinel_path)
-                .map_err(|e| StoreError::Open {
-                    path: path_buf.clone(),
-                    detail: format!("{SENTINEL}: {e}"),
-                })?;
+                .map_err(|e| open_error(&path_buf, format!("{SENTINEL}: {e}")))?;
             file.write_all_at(&commits.to_be_bytes(), 0)
-                .map_err(|e| StoreError::Open {
-                    path: path_buf.clone(),
-                    detail: format!("{SENTINEL}: {e}"),
-                })?;
-            file.sync_all().map_err(|e| StoreError::Open {
-                path: path_buf.clone(),
-                detail: format!("{SENTINEL}: {e}"),
-            })?;
+                .map_err(|e| open_error(&path_buf, format!("{SENTINEL}: {e}")))?;
+            file.sync_all()
+                .map_err(|e| open_error(&path_buf, format!("{SENTINEL}: {e}")))?;
             Some(file)
         } else {
             None
@@ -256,15 +281,25 @@ impl Store {
     fn migrate(&self, from: u32) -> Result<()> {
         let mut pending = Pending::default();
         if from < 2 {
-            // Format 1 kept compliance records as JSON and no indexes or
-            // aggregates: re-encode the records and build both.
+            // Format 1 kept one JSON value per record and no indexes or
+            // aggregates: gather each computer's records into one value and
+            // build both.
             let mut overlay = compliance::Overlay::default();
+            let mut docs: std::collections::BTreeMap<
+                cascade_core::model::ComputerId,
+                Vec<cascade_core::model::ComplianceRecord>,
+            > = Default::default();
             for item in self.tree.scan_prefix(keys::COMPLIANCE) {
                 let (key, value) = item.map_err(|e| self.corrupt(e.to_string()))?;
-                let record = codec::decode_record(&value).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key))))?;
-                pending.insert(keys::compliance(&record.computer, &record.update), codec::encode_record(&record));
-                compliance::index(&mut pending, &record);
+                let record =
+                    codec::decode_v1_record(&value).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key))))?;
+                pending.remove(key.to_vec());
                 compliance::count(&mut overlay, &record, 1);
+                docs.entry(record.computer.clone()).or_default().push(record);
+            }
+            for (computer, mut records) in docs {
+                records.sort_by(|a, b| a.update.cmp(&b.update));
+                compliance::write_doc(&mut pending, &computer, &[], &records);
             }
             overlay.write(&mut pending, self)?;
         }
@@ -296,17 +331,7 @@ impl Store {
         };
         // sled passes some failures of its flusher on as text only: ENOSPC
         // (28) and EFBIG (27) mean there is no room for what it writes.
-        let full = [
-            "code: 28",
-            "code: 27",
-            "No space left",
-            "File too large",
-            "StorageFull",
-            "FileTooLarge",
-        ]
-        .iter()
-        .any(|m| detail.contains(m));
-        if full {
+        if disk_full(&detail) {
             StoreError::DiskFull {
                 path: self.path.clone(),
                 detail,

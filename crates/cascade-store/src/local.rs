@@ -66,7 +66,10 @@ impl Store {
         pending.insert(keys::audit(seq), codec::json(entry));
         pending.insert(keys::AUDIT_NEXT.to_vec(), seq.to_be_bytes().to_vec());
         if forward {
-            self.queue_upward(&mut pending, &crate::outbox::Queued::Items(vec![Upward::Audit(entry.clone())]))?;
+            self.queue_upward(
+                &mut pending,
+                &crate::outbox::Queued::Items(vec![Upward::Audit(entry.clone())]),
+            )?;
         }
         self.commit(pending.into_batch())?;
         Ok(seq)

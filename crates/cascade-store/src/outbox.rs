@@ -68,8 +68,12 @@ impl Store {
             if !key.starts_with(keys::OUTBOX) {
                 break;
             }
-            let seq = keys::seq_of(&key[keys::OUTBOX.len()..]).ok_or_else(|| self.corrupt(format!("bad outbox key {}", keys::show(&key))))?;
-            out.push((seq, codec::from_json(&value).map_err(|d| self.corrupt(format!("outbox {seq}: {d}")))?));
+            let seq = keys::seq_of(&key[keys::OUTBOX.len()..])
+                .ok_or_else(|| self.corrupt(format!("bad outbox key {}", keys::show(&key))))?;
+            out.push((
+                seq,
+                codec::from_json(&value).map_err(|d| self.corrupt(format!("outbox {seq}: {d}")))?,
+            ));
         }
         Ok(out)
     }
@@ -105,7 +109,9 @@ impl Store {
         }
         let last = self.get_u64(keys::OUTBOX_NEXT)?;
         if seq > last {
-            return Err(StoreError::Invalid(format!("acknowledgement of outbox entry {seq}, but the last entry is {last}")));
+            return Err(StoreError::Invalid(format!(
+                "acknowledgement of outbox entry {seq}, but the last entry is {last}"
+            )));
         }
         let mut batch = sled::Batch::default();
         for item in self.tree.range(keys::outbox(0)..=keys::outbox(seq)) {
@@ -160,11 +166,17 @@ impl Store {
         for (seq, queued) in entries.into_iter().rev() {
             let compacted = match queued {
                 Queued::Compliance(keys) => {
-                    let left: Vec<_> = keys.into_iter().filter(|(c, u)| seen.insert(format!("c\\0{c}\\0{u}"))).collect();
+                    let left: Vec<_> = keys
+                        .into_iter()
+                        .filter(|(c, u)| seen.insert(format!("c\\0{c}\\0{u}")))
+                        .collect();
                     (!left.is_empty()).then_some(Queued::Compliance(left))
                 }
                 Queued::Items(items) => {
-                    let left: Vec<_> = items.into_iter().filter(|i| i.upsert_key().is_none_or(|k| seen.insert(k))).collect();
+                    let left: Vec<_> = items
+                        .into_iter()
+                        .filter(|i| i.upsert_key().is_none_or(|k| seen.insert(k)))
+                        .collect();
                     (!left.is_empty()).then_some(Queued::Items(left))
                 }
             };

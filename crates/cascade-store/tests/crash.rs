@@ -156,7 +156,11 @@ fn spawn_child(dir: &Path, seed: u64, file_size_limit: Option<u64>) -> Child {
         .env("CASCADE_CRASH_CHILD", dir)
         .env("CASCADE_CRASH_SEED", seed.to_string())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(if file_size_limit.is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
         .spawn()
         .expect("spawn the writer")
 }
@@ -171,7 +175,9 @@ struct Acked {
 
 impl Acked {
     fn note(&mut self, line: &str) -> bool {
-        let mut words = line.split_whitespace();
+        // libtest may print its own "test ... " prefix on the same line.
+        let Some(at) = line.find("ack ") else { return false };
+        let mut words = line[at..].split_whitespace();
         if words.next() != Some("ack") {
             return false;
         }
@@ -344,21 +350,25 @@ fn full_disk_fails_the_write_and_keeps_what_was_acknowledged() {
         .map(|m| m.len())
         .max()
         .unwrap_or(0);
-    let mut child = spawn_child(dir.path(), 12, Some(largest + 256 * 1024));
+    let mut child = spawn_child(dir.path(), 12, Some(largest));
     let mut error = None;
+    let mut other = Vec::new();
     for line in BufReader::new(child.stdout.take().unwrap())
         .lines()
         .map_while(Result::ok)
     {
-        if line.starts_with("error") {
-            error = Some(line);
+        other.push(line.clone());
+        if let Some(at) = line.find("error ") {
+            error = Some(line[at..].to_owned());
             break;
         }
         acked.note(&line);
     }
     let _ = child.kill();
-    child.wait().unwrap();
-    let error = error.expect("the writer hit the limit");
+    let status = child.wait().unwrap();
+    let error = error.unwrap_or_else(|| {
+        panic!("the writer stopped without an error line: {status:?}, acknowledged {acked:?}, said {other:?}")
+    });
     println!("writer stopped with: {error}");
     assert!(
         error.contains("the disk is full; the write was not acknowledged"),

@@ -17,7 +17,11 @@ enum Op {
     RootUpsert(u8, i64),
     RootDelete(u8),
     LocalUpsert(u8, i64),
-    Ingest { source: u8, skip: u8, records: Vec<(u8, u8, u8, u64)> },
+    Ingest {
+        source: u8,
+        skip: u8,
+        records: Vec<(u8, u8, u8, u64)>,
+    },
     Ack(u64),
 }
 
@@ -26,7 +30,11 @@ fn op() -> impl Strategy<Value = Op> {
         (0u8..5, any::<i64>()).prop_map(|(i, v)| Op::RootUpsert(i, v)),
         (0u8..5).prop_map(Op::RootDelete),
         (0u8..8, any::<i64>()).prop_map(|(i, v)| Op::LocalUpsert(i, v)),
-        (0u8..3, 0u8..3, prop::collection::vec((0u8..6, 0u8..4, 0u8..4, 0u64..6), 0..8))
+        (
+            0u8..3,
+            0u8..3,
+            prop::collection::vec((0u8..6, 0u8..4, 0u8..4, 0u64..6), 0..8)
+        )
             .prop_map(|(source, skip, records)| Op::Ingest { source, skip, records }),
         (0u64..40).prop_map(Op::Ack),
     ]
@@ -144,7 +152,7 @@ proptest! {
             }
             let mut records = BTreeMap::new();
             for c in 0..6 {
-                for r in store.by_computer(&ComputerId::new(&format!("pc-{c}")).unwrap(), None, 100).unwrap().items {
+                for r in store.by_computer(&ComputerId::new(&format!("pc-{c}")).unwrap()).unwrap() {
                     let s = STATES.iter().position(|n| *n == r.state.name()).unwrap() as u8;
                     records.insert((r.computer.to_string(), r.update.to_string()), (s, r.counter));
                 }

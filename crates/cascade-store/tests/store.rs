@@ -211,10 +211,8 @@ fn compliance_ingest_aggregates_and_queries() {
     assert!(!seen.contains(&"pc-01".to_owned()));
     let site_b = store.by_site(&node("site-b"), false, None, 100).unwrap();
     assert_eq!(site_b.items.len(), 10);
-    let pc = store
-        .by_computer(&ComputerId::new("pc-03").unwrap(), None, 100)
-        .unwrap();
-    assert_eq!(pc.items.len(), 1);
+    let pc = store.by_computer(&ComputerId::new("pc-03").unwrap()).unwrap();
+    assert_eq!(pc.len(), 1);
     assert!(
         store.by_update(&UpdateId::new("KB2"), false, Some("00ff"), 2).is_err(),
         "a token from another listing"
@@ -269,7 +267,11 @@ fn outbox_compaction_keeps_the_latest_and_asks_for_a_snapshot() {
         store.outbox_state().unwrap().snapshot_required,
         "a record the parent never got was dropped"
     );
-    assert_eq!(store.all_records().count(), 2, "the snapshot source is intact");
+    assert_eq!(
+        store.all_records().map(|r| r.unwrap().len()).sum::<usize>(),
+        2,
+        "the snapshot source is intact"
+    );
     store.outbox_snapshot_sent(6).unwrap();
     assert!(!store.outbox_state().unwrap().snapshot_required);
 }
