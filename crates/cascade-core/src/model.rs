@@ -271,8 +271,8 @@ pub struct Site {
 pub enum Object {
     Update(Box<Update>),
     Approval(Approval),
-    Policy(Policy),
-    MaintenanceWindow(MaintenanceWindow),
+    Policy(Box<Policy>),
+    MaintenanceWindow(Box<MaintenanceWindow>),
     CustomSeverity(CustomSeverity),
     Setting(Setting),
     Site(Site),

@@ -46,14 +46,29 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("store");
     group.sample_size(20).measurement_time(Duration::from_secs(10));
     group.throughput(Throughput::Elements(1000));
+    // As a site forwards its agents' reports: each agent reports its
+    // computer's updates together (20 computers x 50 updates), again and
+    // again with a rising counter.
     let mut seq = 0u64;
-    group.bench_function("ingest_batch_of_1000_durable", |b| {
+    group.bench_function("ingest_1000_records_from_20_computers", |b| {
+        b.iter(|| {
+            seq += 1;
+            let first = (seq * 20) % COMPUTERS;
+            let batch: Vec<_> = (0..20)
+                .flat_map(|c| (0..50).map(move |u| record((first + c) % COMPUTERS, u * 20, seq)))
+                .collect();
+            store.ingest("site-a", seq, &batch, true).unwrap()
+        })
+    });
+    // The worst case: 1,000 different computers in one batch.
+    let mut seq = 0u64;
+    group.bench_function("ingest_1000_records_from_1000_computers", |b| {
         b.iter(|| {
             seq += 1;
             let batch: Vec<_> = (0..1000)
                 .map(|i| record((seq * 1000 + i) % COMPUTERS, (seq + i) % UPDATES, seq))
                 .collect();
-            store.ingest("agents", seq, &batch, true).unwrap()
+            store.ingest("site-b", seq, &batch, true).unwrap()
         })
     });
     group.finish();

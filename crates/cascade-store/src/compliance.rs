@@ -355,10 +355,10 @@ impl Store {
         let mut counts = StateCounts::default();
         for item in self.scan(&keys::under(keys::COUNT_UPDATE, &[update.as_str().as_bytes()])) {
             let (key, value) = item?;
-            if let Some(state) = key.last() {
-                if let Some(slot) = counts.0.get_mut(*state as usize) {
-                    *slot = codec::u64_from(&value).map_err(|d| self.corrupt(d))?;
-                }
+            if let Some(state) = key.last()
+                && let Some(slot) = counts.0.get_mut(*state as usize)
+            {
+                *slot = codec::u64_from(&value).map_err(|d| self.corrupt(d))?;
             }
         }
         Ok(counts)

@@ -199,15 +199,15 @@ impl Store {
                 });
             }
         };
-        if let Some(acknowledged) = acknowledged {
-            if commits < acknowledged {
-                return Err(StoreError::Corrupt {
-                    path: path_buf,
-                    detail: format!(
-                        "acknowledged writes are missing: the data holds commit {commits} but commit {acknowledged} was acknowledged; the data files were damaged, truncated or replaced. Restore a backup"
-                    ),
-                });
-            }
+        if let Some(acknowledged) = acknowledged
+            && commits < acknowledged
+        {
+            return Err(StoreError::Corrupt {
+                path: path_buf,
+                detail: format!(
+                    "acknowledged writes are missing: the data holds commit {commits} but commit {acknowledged} was acknowledged; the data files were damaged, truncated or replaced. Restore a backup"
+                ),
+            });
         }
         let sentinel = if durable {
             let file = std::fs::OpenOptions::new()
@@ -252,7 +252,38 @@ impl Store {
         self.writer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Opens an existing store as the node it belongs to.
+    pub fn open_existing(path: &Path) -> Result<Store> {
+        if !path.join("db").exists() {
+            return Err(StoreError::Open {
+                path: path.to_path_buf(),
+                detail: "there is no node store here".to_owned(),
+            });
+        }
+        // Open under a placeholder name to read the owner, then adopt it.
+        let mut store = Store::open(
+            path,
+            NodeId::new("(unknown)").map_err(|e| StoreError::Invalid(e.to_string()))?,
+        )?;
+        match store.get(keys::NODE)? {
+            Some(v) => {
+                let id = std::str::from_utf8(&v).ok().and_then(|n| NodeId::new(n).ok());
+                store.node = id.ok_or_else(|| store.corrupt("the stored node id is not valid"))?;
+                Ok(store)
+            }
+            None => Err(StoreError::Open {
+                path: path.to_path_buf(),
+                detail: "the store does not say which node it belongs to".to_owned(),
+            }),
+        }
+    }
+
     fn check_format(&self) -> Result<()> {
+        self.check_version()?;
+        self.check_owner()
+    }
+
+    fn check_version(&self) -> Result<()> {
         let _guard = self.lock();
         let stored = self
             .get(keys::FORMAT)?
@@ -274,6 +305,26 @@ impl Store {
             }),
             Some(found) if found < FORMAT_VERSION => self.migrate(found),
             Some(_) => Ok(()),
+        }
+    }
+
+    /// Records which node the store belongs to, and refuses another node's.
+    fn check_owner(&self) -> Result<()> {
+        if self.node.as_str() == "(unknown)" {
+            return Ok(());
+        }
+        match self.get(keys::NODE)? {
+            Some(v) if v.as_ref() == self.node.as_str().as_bytes() => Ok(()),
+            Some(v) => Err(StoreError::Open {
+                path: self.path.clone(),
+                detail: format!("it belongs to node {}, not {}", String::from_utf8_lossy(&v), self.node),
+            }),
+            None => {
+                let _guard = self.lock();
+                let mut batch = sled::Batch::default();
+                batch.insert(keys::NODE, self.node.as_str().as_bytes());
+                self.commit(batch)
+            }
         }
     }
 

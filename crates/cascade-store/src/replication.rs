@@ -93,14 +93,14 @@ impl Store {
         match &change.op {
             ChangeOp::Upsert(object) => {
                 let key = object.key().map_err(|e| StoreError::Invalid(e.to_string()))?;
-                if let Some(existing) = self.stored(&key, pending)? {
-                    if existing.origin != *origin {
-                        return Err(StoreError::NotOwner {
-                            origin: origin.clone(),
-                            key: key.to_string(),
-                            owner: existing.origin,
-                        });
-                    }
+                if let Some(existing) = self.stored(&key, pending)?
+                    && existing.origin != *origin
+                {
+                    return Err(StoreError::NotOwner {
+                        origin: origin.clone(),
+                        key: key.to_string(),
+                        owner: existing.origin,
+                    });
                 }
                 let stored = StoredObject {
                     origin: origin.clone(),
@@ -313,10 +313,10 @@ impl Store {
         }
         for item in self.scan(keys::OVERRIDE) {
             let (key, _) = item?;
-            if let Some(origin) = keys::parts(&key, keys::OVERRIDE).last().and_then(|o| node_from(o).ok()) {
-                if owned_by_snapshot(&origin) {
-                    batch.remove(key);
-                }
+            if let Some(origin) = keys::parts(&key, keys::OVERRIDE).last().and_then(|o| node_from(o).ok())
+                && owned_by_snapshot(&origin)
+            {
+                batch.remove(key);
             }
         }
         for stored in &snapshot.objects {
@@ -401,10 +401,10 @@ impl Store {
         ordered.extend(overrides.get_key_value(&self.node));
         for (_, over) in ordered {
             for (field, v) in &over.fields {
-                if allowed.contains(field) {
-                    if let Some(body) = value.get_mut("object").and_then(|o| o.as_object_mut()) {
-                        body.insert(field.clone(), v.clone());
-                    }
+                if allowed.contains(field)
+                    && let Some(body) = value.get_mut("object").and_then(|o| o.as_object_mut())
+                {
+                    body.insert(field.clone(), v.clone());
                 }
             }
         }

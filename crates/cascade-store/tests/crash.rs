@@ -60,7 +60,7 @@ fn batch(seq: u64) -> Vec<ComplianceRecord> {
 }
 
 fn root_op(seq: u64) -> ChangeOp {
-    if seq % 7 == 0 {
+    if seq.is_multiple_of(7) {
         ChangeOp::Delete(ObjectKey {
             kind: ObjectKind::Setting,
             id: ObjectId::new(&format!("s{}", (seq / 7) % 20)).unwrap(),

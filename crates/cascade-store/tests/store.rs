@@ -395,15 +395,6 @@ fn a_damaged_store_is_refused_with_its_path() {
     }
 }
 
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = entry.path();
-        if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
-    }
-    out
-}
-
 #[test]
 fn backup_while_writing_and_restore() {
     let dir = tempfile::tempdir().unwrap();

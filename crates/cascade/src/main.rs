@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod evaluate;
+mod node;
 
 #[derive(Debug, Parser)]
 #[command(name = "cascade", version, about = "Hierarchical patch management")]
@@ -17,6 +18,9 @@ struct Cli {
 enum Command {
     /// Show which updates of the given catalogs a computer needs, in install order, and why.
     Evaluate(evaluate::Args),
+    /// Run and look after a node.
+    #[command(subcommand)]
+    Node(node::NodeCommand),
 }
 
 /// Exit code for input Cascade cannot read (a malformed catalog or inventory).
@@ -26,6 +30,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Evaluate(args) => evaluate::run(args),
+        Command::Node(command) => node::run(command),
     };
     match result {
         Ok(code) => code,
