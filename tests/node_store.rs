@@ -1,6 +1,7 @@
 //! `cascade node backup` and `cascade node restore`, run as an operator runs them.
 
 use std::process::Command;
+use std::sync::Arc;
 
 use cascade_core::UpdateId;
 use cascade_core::compliance::ComplianceState;
@@ -15,66 +16,90 @@ fn cascade(args: &[&str]) -> std::process::Output {
         .expect("run cascade")
 }
 
+fn record(c: u64, counter: u64) -> ComplianceRecord {
+    ComplianceRecord {
+        computer: ComputerId::new(&format!("pc-{c}")).unwrap(),
+        update: if counter == 1 {
+            UpdateId::new("KB5021233")
+        } else {
+            UpdateId::kb(6_000_000 + counter)
+        },
+        site: NodeId::new("site-a").unwrap(),
+        state: if c.is_multiple_of(2) {
+            ComplianceState::Installed
+        } else {
+            ComplianceState::Required
+        },
+        severity: Severity::Critical,
+        counter,
+        observed_at: 1_700_000_000,
+    }
+}
+
+fn path(p: &std::path::Path) -> &str {
+    p.to_str().unwrap()
+}
+
 #[test]
 fn backup_and_restore_a_node_store() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     {
         let store = Store::open(&data, NodeId::new("site-a").unwrap()).unwrap();
-        let records: Vec<_> = (0..50)
-            .map(|c| ComplianceRecord {
-                computer: ComputerId::new(&format!("pc-{c}")).unwrap(),
-                update: UpdateId::new("KB5021233"),
-                site: NodeId::new("site-a").unwrap(),
-                state: if c % 2 == 0 {
-                    ComplianceState::Installed
-                } else {
-                    ComplianceState::Required
-                },
-                severity: Severity::Critical,
-                counter: 1,
-                observed_at: 1_700_000_000,
-            })
-            .collect();
+        let records: Vec<_> = (0..50).map(|c| record(c, 1)).collect();
         store.ingest("agents", 1, &records, true).unwrap();
 
-        // While the store is in use the backup says so instead of waiting or corrupting it.
-        let out = cascade(&[
-            "node",
-            "backup",
-            "--data",
-            data.to_str().unwrap(),
-            "--out",
-            dir.path().join("b").to_str().unwrap(),
-        ]);
+        // Held by a process that does not answer on the control socket: the
+        // backup says so instead of waiting or touching the store.
+        let refused = dir.path().join("b");
+        let out = cascade(&["node", "backup", "--data", path(&data), "--out", path(&refused)]);
         assert_eq!(out.status.code(), Some(2));
-        assert!(
-            String::from_utf8_lossy(&out.stderr).contains("in use by another process"),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("is in use, and its node does not answer"), "{stderr}");
+        assert!(!refused.exists() && !refused.with_extension("partial").exists());
+
+        // Held by a running node that writes on while the backup is taken:
+        // the backup comes through the node's control socket, consistent.
+        let store = Arc::new(store);
+        let control = cascade::control::ControlServer::start(store.clone(), &data).unwrap();
+        let writer = {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                for seq in 2..=60u64 {
+                    let records: Vec<_> = (0..20).map(|c| record(c, seq)).collect();
+                    store.ingest("agents", seq, &records, true).unwrap();
+                }
+            })
+        };
+        let online = dir.path().join("online.backup");
+        let out = cascade(&["node", "backup", "--data", path(&data), "--out", path(&online)]);
+        writer.join().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stdout).starts_with("backed up the running node"));
+        drop(control);
+        let (copy, _) = Store::restore(std::fs::File::open(&online).unwrap(), &dir.path().join("online")).unwrap();
+        let (by_update, by_site) = copy.recount().unwrap();
+        assert_eq!(copy.summary_by_update().unwrap(), by_update, "a consistent copy");
+        assert_eq!(copy.summary_by_site().unwrap(), by_site);
+        assert_eq!(
+            copy.summary_for_update(&UpdateId::new("KB5021233")).unwrap().total(),
+            50
         );
     }
+    // sled's background threads let go of the store's lock shortly after the
+    // last handle is dropped.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while Store::open_existing(&data).is_err() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+
     let backup = dir.path().join("site-a.backup");
-    let out = cascade(&[
-        "node",
-        "backup",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        backup.to_str().unwrap(),
-    ]);
+    let out = cascade(&["node", "backup", "--data", path(&data), "--out", path(&backup)]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("backed up node site-a"));
 
     let restored = dir.path().join("restored");
-    let out = cascade(&[
-        "node",
-        "restore",
-        "--from",
-        backup.to_str().unwrap(),
-        "--data",
-        restored.to_str().unwrap(),
-    ]);
+    let out = cascade(&["node", "restore", "--from", path(&backup), "--data", path(&restored)]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let store = Store::open_existing(&restored).unwrap();
     assert_eq!(store.node().as_str(), "site-a");
@@ -88,14 +113,7 @@ fn backup_and_restore_a_node_store() {
     bytes[n] ^= 0xff;
     std::fs::write(&backup, bytes).unwrap();
     let again = dir.path().join("again");
-    let out = cascade(&[
-        "node",
-        "restore",
-        "--from",
-        backup.to_str().unwrap(),
-        "--data",
-        again.to_str().unwrap(),
-    ]);
+    let out = cascade(&["node", "restore", "--from", path(&backup), "--data", path(&again)]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("checksum mismatch"));
     assert!(!again.exists());

@@ -70,13 +70,8 @@ impl Store {
         })
     }
 
-    /// Restores a backup into an empty directory and opens it. The backup's
-    /// checksum is verified before anything is written.
-    pub fn restore(mut input: impl Read, dir: &Path) -> Result<(Store, BackupStats)> {
-        let mut data = Vec::new();
-        input
-            .read_to_end(&mut data)
-            .map_err(|e| StoreError::Backup(format!("cannot read the backup: {e}")))?;
+    /// Checks that `data` is a whole, undamaged backup.
+    pub fn verify_backup(data: &[u8]) -> Result<()> {
         if data.len() < MAGIC.len() + 32 || !data.starts_with(MAGIC) {
             return Err(StoreError::Backup("not a Cascade store backup".to_owned()));
         }
@@ -86,6 +81,18 @@ impl Store {
                 "checksum mismatch: the backup is damaged or truncated".to_owned(),
             ));
         }
+        Ok(())
+    }
+
+    /// Restores a backup into an empty directory and opens it. The backup's
+    /// checksum is verified before anything is written.
+    pub fn restore(mut input: impl Read, dir: &Path) -> Result<(Store, BackupStats)> {
+        let mut data = Vec::new();
+        input
+            .read_to_end(&mut data)
+            .map_err(|e| StoreError::Backup(format!("cannot read the backup: {e}")))?;
+        Store::verify_backup(&data)?;
+        let body = &data[..data.len() - 32];
         if dir.exists() && dir.read_dir().map(|mut d| d.next().is_some()).unwrap_or(true) {
             return Err(StoreError::Backup(format!(
                 "{} is not an empty directory; restore into a new one",

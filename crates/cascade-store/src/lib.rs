@@ -99,6 +99,11 @@ fn disk_full(detail: &str) -> bool {
     .any(|m| detail.contains(m))
 }
 
+/// sled's "could not acquire lock" (another handle has the store open).
+fn is_lock_error(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("could not acquire lock")
+}
+
 fn open_error(path: &Path, detail: String) -> StoreError {
     if disk_full(&detail) {
         StoreError::DiskFull {
@@ -148,7 +153,19 @@ impl Store {
         };
         let path_buf = path.to_path_buf();
         // sled panics on some kinds of damage instead of returning an error.
-        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || config.open()));
+        // It also lets go of its file lock a moment after the last handle
+        // in this process is dropped: wait a little for that, not for
+        // another process.
+        let give_up = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let opened = loop {
+            let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()));
+            match &attempt {
+                Ok(Err(sled::Error::Io(e))) if is_lock_error(e) && std::time::Instant::now() < give_up => {
+                    std::thread::sleep(std::time::Duration::from_millis(25));
+                }
+                _ => break attempt,
+            }
+        };
         let db = match opened {
             Ok(Ok(db)) => db,
             Ok(Err(sled::Error::Corruption { at, bt: _ })) => {
@@ -157,9 +174,7 @@ impl Store {
                     detail: format!("damaged data at {at:?}"),
                 });
             }
-            Ok(Err(sled::Error::Io(e)))
-                if e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("lock") =>
-            {
+            Ok(Err(sled::Error::Io(e))) if is_lock_error(&e) => {
                 return Err(StoreError::Open {
                     path: path_buf,
                     detail: format!("it is in use by another process (a running node?): {e}"),
