@@ -166,13 +166,22 @@ impl Store {
         if source.is_empty() || source.contains('\0') {
             return Err(StoreError::Invalid(format!("source {source:?} is not a valid id")));
         }
+        self.ingest_inner(Some((source, seq)), records, forward)
+    }
+
+    /// Stores records that carry no batch sequence (a child's snapshot of its
+    /// whole state): only the agents' counters decide what is newer.
+    pub fn ingest_snapshot(&self, records: &[ComplianceRecord], forward: bool) -> Result<IngestOutcome> {
+        self.ingest_inner(None, records, forward)
+    }
+
+    fn ingest_inner(&self, batch: Option<(&str, u64)>, records: &[ComplianceRecord], forward: bool) -> Result<IngestOutcome> {
         let _guard = self.lock();
-        let hwm_key = keys::inbox(source);
-        if seq <= self.get_u64(&hwm_key)? {
-            return Ok(IngestOutcome {
-                duplicate: true,
-                ..IngestOutcome::default()
-            });
+        let hwm_key = batch.map(|(source, _)| keys::inbox(source));
+        if let (Some(key), Some((_, seq))) = (&hwm_key, batch)
+            && seq <= self.get_u64(key)?
+        {
+            return Ok(IngestOutcome { duplicate: true, ..IngestOutcome::default() });
         }
         let mut pending = Pending::default();
         let mut overlay = Overlay::default();
@@ -212,7 +221,9 @@ impl Store {
             }
         }
         overlay.write(&mut pending, self)?;
-        pending.insert(hwm_key, seq.to_be_bytes().to_vec());
+        if let (Some(key), Some((_, seq))) = (hwm_key, batch) {
+            pending.insert(key, seq.to_be_bytes().to_vec());
+        }
         if !forwarded.is_empty() {
             self.queue_upward(&mut pending, &crate::outbox::Queued::Compliance(forwarded))?;
         }

@@ -1,0 +1,119 @@
+//! The Admin service: what `cascade ctl` drives. Callers are admins by
+//! their certificate; auditors may only read.
+
+use std::sync::Arc;
+
+use cascade_core::model::{ChangeOp, Object, ObjectId, ObjectKind, Site};
+use cascade_proto::v1::{self, *};
+use cascade_trust::{Identity, Role};
+use tonic::{Request, Response, Status};
+
+use crate::{Node, blocking, peer_identity};
+
+#[derive(Debug)]
+pub struct AdminService {
+    pub node: Arc<Node>,
+}
+
+fn caller<T>(request: &Request<T>, write: bool) -> Result<(String, Role), Status> {
+    match peer_identity(request)? {
+        Identity::Admin { name, role } => {
+            if write && role == Role::Auditor {
+                return Err(Status::permission_denied(format!("{name} is an auditor: read only")));
+            }
+            Ok((name, role))
+        }
+        other => Err(Status::permission_denied(format!("{other} is not an administrator"))),
+    }
+}
+
+fn store_status(e: cascade_store::StoreError) -> Status {
+    use cascade_store::StoreError as E;
+    match e {
+        E::NotOwner { .. } | E::NotOverridable { .. } => Status::permission_denied(e.to_string()),
+        E::NoSuchObject { .. } => Status::not_found(e.to_string()),
+        E::Invalid(_) => Status::invalid_argument(e.to_string()),
+        other => Status::internal(other.to_string()),
+    }
+}
+
+impl AdminService {
+    async fn audit(&self, actor: &str, action: &str, detail: String) {
+        let entry = cascade_core::model::AuditEntry { at: crate::now(), actor: actor.to_owned(), node: self.node.id.clone(), action: action.to_owned(), detail };
+        let store = self.node.store.clone();
+        let forward = self.node.config.parent.is_some();
+        if let Err(e) = blocking(move || store.audit(&entry, forward)).await {
+            tracing::error!(error = %e, "cannot write the audit log");
+        }
+        if forward {
+            self.node.outbox_ready.notify_one();
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl v1::admin_server::Admin for AdminService {
+    async fn change(&self, request: Request<ChangeRequest>) -> Result<Response<ChangeReply>, Status> {
+        let (actor, _) = caller(&request, true)?;
+        let op: ChangeOp = serde_json::from_slice(&request.get_ref().op).map_err(|e| Status::invalid_argument(format!("op: {e}")))?;
+        let detail = String::from_utf8_lossy(&request.get_ref().op).into_owned();
+        let change = self.node.append_local(op).await.map_err(store_status)?;
+        self.audit(&actor, "change", detail).await;
+        Ok(Response::new(ChangeReply { origin: change.origin.to_string(), seq: change.seq }))
+    }
+
+    async fn site_add(&self, request: Request<SiteAddRequest>) -> Result<Response<SiteAddReply>, Status> {
+        let (actor, _) = caller(&request, true)?;
+        let req = request.into_inner();
+        let id = ObjectId::new(&req.id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if id.as_str() == self.node.id.as_str() {
+            return Err(Status::invalid_argument("a node cannot be its own child"));
+        }
+        let name = if req.name.is_empty() { req.id.clone() } else { req.name };
+        let site = Site { id, name, parent: Some(self.node.id.clone()) };
+        self.node.append_local(ChangeOp::Upsert(Object::Site(site))).await.map_err(store_status)?;
+        self.audit(&actor, "site add", req.id).await;
+        Ok(Response::new(SiteAddReply {}))
+    }
+
+    async fn links(&self, request: Request<LinksRequest>) -> Result<Response<LinksReply>, Status> {
+        caller(&request, false)?;
+        let links = self
+            .node
+            .links()
+            .into_iter()
+            .map(|(peer, direction, s)| Link { peer, direction: direction.to_owned(), connected: s.connected, last_contact: s.last_contact, seq_lag: s.seq_lag, last_error: s.last_error })
+            .collect();
+        Ok(Response::new(LinksReply { links }))
+    }
+
+    async fn replicate_now(&self, request: Request<ReplicateNowRequest>) -> Result<Response<ReplicateNowReply>, Status> {
+        caller(&request, false)?;
+        self.node.wake.notify_waiters();
+        self.node.outbox_ready.notify_one();
+        Ok(Response::new(ReplicateNowReply {}))
+    }
+
+    async fn objects(&self, request: Request<ObjectsRequest>) -> Result<Response<ObjectsReply>, Status> {
+        caller(&request, false)?;
+        let kind = ObjectKind::parse(&request.get_ref().kind).ok_or_else(|| Status::invalid_argument(format!("unknown kind {:?}", request.get_ref().kind)))?;
+        let store = self.node.store.clone();
+        let objects = blocking(move || store.objects(kind)).await.map_err(store_status)?;
+        let bytes = serde_json::to_vec(&objects).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(ObjectsReply { objects: bytes }))
+    }
+
+    async fn compliance(&self, request: Request<ComplianceRequest>) -> Result<Response<ComplianceReply>, Status> {
+        caller(&request, false)?;
+        let store = self.node.store.clone();
+        let (summary, records) = blocking(move || -> Result<_, cascade_store::StoreError> {
+            let summary = store.summary_by_update()?;
+            let records: u64 = summary.values().map(|c| c.total()).sum();
+            Ok((summary, records))
+        })
+        .await
+        .map_err(store_status)?;
+        let by_update = serde_json::to_vec(&summary).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(ComplianceReply { by_update, records }))
+    }
+}

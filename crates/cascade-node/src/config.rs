@@ -1,0 +1,130 @@
+//! The node's TOML configuration, checked at start with errors that name
+//! the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use cascade_core::model::NodeId;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's id; its certificate must say the same.
+    pub id: String,
+    /// Address to serve gRPC on; port 0 lets the system pick one (written to
+    /// `<data>/node.addr`).
+    pub listen: String,
+    /// Directory of the node's store.
+    pub data: PathBuf,
+    /// The parent node, absent on the root.
+    #[serde(default)]
+    pub parent: Option<ParentConfig>,
+    pub tls: TlsConfig,
+    /// Seconds between heartbeats on quiet links.
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_seconds: u64,
+    /// Largest number of upserts sent up in one batch.
+    #[serde(default = "default_batch")]
+    pub report_batch: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParentConfig {
+    /// `host:port` of the parent.
+    pub address: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The organisation CA certificate (PEM).
+    pub ca: PathBuf,
+    /// This node's certificate (PEM).
+    pub cert: PathBuf,
+    /// This node's private key (PEM).
+    pub key: PathBuf,
+}
+
+fn default_heartbeat() -> u64 {
+    5
+}
+
+fn default_batch() -> usize {
+    1000
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {detail}")]
+    Read { path: PathBuf, detail: String },
+    #[error("{path}: {detail}")]
+    Parse { path: PathBuf, detail: String },
+    #[error("{path}: `{key}`: {detail}")]
+    Invalid { path: PathBuf, key: &'static str, detail: String },
+}
+
+/// The checked configuration.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    pub id: NodeId,
+    pub listen: SocketAddr,
+    pub data: PathBuf,
+    pub parent: Option<String>,
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub heartbeat_seconds: u64,
+    pub report_batch: usize,
+}
+
+impl NodeConfig {
+    pub fn load(path: &Path) -> Result<Checked, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read { path: path.to_path_buf(), detail: e.to_string() })?;
+        let config: NodeConfig =
+            toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.to_path_buf(), detail: e.to_string().trim().to_owned() })?;
+        config.check(path)
+    }
+
+    pub fn check(self, path: &Path) -> Result<Checked, ConfigError> {
+        let invalid = |key: &'static str, detail: String| ConfigError::Invalid { path: path.to_path_buf(), key, detail };
+        let base = path.parent().unwrap_or(Path::new("."));
+        let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+        let id = NodeId::new(&self.id).map_err(|e| invalid("id", e.to_string()))?;
+        let listen: SocketAddr = self.listen.parse().map_err(|e| invalid("listen", format!("{:?} is not host:port ({e})", self.listen)))?;
+        if let Some(parent) = &self.parent {
+            if !parent.address.contains(':') {
+                return Err(invalid("parent.address", format!("{:?} is not host:port", parent.address)));
+            }
+        }
+        let read = |key: &'static str, p: &Path| std::fs::read_to_string(resolve(p)).map_err(|e| invalid(key, format!("{}: {e}", resolve(p).display())));
+        let ca_pem = read("tls.ca", &self.tls.ca)?;
+        let cert_pem = read("tls.cert", &self.tls.cert)?;
+        let key_pem = read("tls.key", &self.tls.key)?;
+        let cert = cascade_trust::pem_certs(&cert_pem).map_err(|e| invalid("tls.cert", e.to_string()))?;
+        let first = cert.first().ok_or_else(|| invalid("tls.cert", "no certificate in the file".to_owned()))?;
+        match cascade_trust::identity_of(first) {
+            Ok(cascade_trust::Identity::Node(cert_id)) if cert_id == id => {}
+            Ok(other) => return Err(invalid("tls.cert", format!("the certificate is for {other}, not node {id}"))),
+            Err(e) => return Err(invalid("tls.cert", e.to_string())),
+        }
+        if self.heartbeat_seconds == 0 || self.heartbeat_seconds > 3600 {
+            return Err(invalid("heartbeat_seconds", format!("{} is not between 1 and 3600", self.heartbeat_seconds)));
+        }
+        if self.report_batch == 0 || self.report_batch > 100_000 {
+            return Err(invalid("report_batch", format!("{} is not between 1 and 100000", self.report_batch)));
+        }
+        Ok(Checked {
+            id,
+            listen,
+            data: resolve(&self.data),
+            parent: self.parent.map(|p| p.address),
+            ca_pem,
+            cert_pem,
+            key_pem,
+            heartbeat_seconds: self.heartbeat_seconds,
+            report_batch: self.report_batch,
+        })
+    }
+}

@@ -1,0 +1,253 @@
+//! The Hierarchy service as a parent serves it to its children.
+
+use std::collections::{BTreeMap, HashMap};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cascade_core::model::{ComplianceRecord, NodeId, Upward};
+use cascade_proto::v1::{self, DownMessage, SubscribeRequest, UpAck, UpBatch, down_message};
+use cascade_store::Snapshot;
+use cascade_trust::Identity;
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{info, warn};
+
+use crate::{Node, blocking, now, peer_identity};
+
+#[derive(Debug)]
+pub struct HierarchyService {
+    pub node: Arc<Node>,
+}
+
+type Down = Pin<Box<dyn Stream<Item = Result<DownMessage, Status>> + Send>>;
+type Up = Pin<Box<dyn Stream<Item = Result<UpAck, Status>> + Send>>;
+
+/// A child node registered here, from its certificate.
+fn child_of<T>(node: &Node, request: &Request<T>) -> Result<NodeId, Status> {
+    match peer_identity(request)? {
+        Identity::Node(id) if node.is_child(&id) => Ok(id),
+        Identity::Node(id) => Err(Status::permission_denied(format!("node {id} is not registered as a child of {}", node.id))),
+        other => Err(Status::permission_denied(format!("{other} is not a node"))),
+    }
+}
+
+fn store_status(e: cascade_store::StoreError) -> Status {
+    Status::internal(e.to_string())
+}
+
+#[tonic::async_trait]
+impl v1::hierarchy_server::Hierarchy for HierarchyService {
+    type SubscribeStream = Down;
+    type ReportStream = Up;
+
+    async fn subscribe(&self, request: Request<SubscribeRequest>) -> Result<Response<Down>, Status> {
+        let child = child_of(&self.node, &request)?;
+        let mut cursor: BTreeMap<NodeId, u64> = BTreeMap::new();
+        for (origin, seq) in request.into_inner().cursor {
+            let origin = NodeId::new(&origin).map_err(|e| Status::invalid_argument(e.to_string()))?;
+            cursor.insert(origin, seq);
+        }
+        info!(%child, "child subscribed");
+        let (tx, rx) = mpsc::channel(256);
+        let node = self.node.clone();
+        tokio::spawn(async move {
+            let result = stream_down(&node, &child, cursor, &tx).await;
+            node.set_link(child.as_str(), "child-down", |l| l.connected = false);
+            if let Err(e) = result {
+                warn!(%child, error = %e, "down stream ended");
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn report(&self, request: Request<Streaming<UpBatch>>) -> Result<Response<Up>, Status> {
+        let child = child_of(&self.node, &request)?;
+        let mut incoming = request.into_inner();
+        let (tx, rx) = mpsc::channel(64);
+        let node = self.node.clone();
+        tokio::spawn(async move {
+            node.set_link(child.as_str(), "child-up", |l| {
+                l.connected = true;
+                l.last_contact = now();
+            });
+            loop {
+                let batch = match incoming.message().await {
+                    Ok(Some(b)) => b,
+                    Ok(None) => break,
+                    Err(e) => {
+                        node.set_link(child.as_str(), "child-up", |l| l.last_error = e.to_string());
+                        break;
+                    }
+                };
+                match receive(&node, &child, batch).await {
+                    Ok(ack) => {
+                        node.set_link(child.as_str(), "child-up", |l| l.last_contact = now());
+                        if tx.send(Ok(UpAck { seq: ack })).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(status) => {
+                        warn!(%child, error = %status.message(), "refused a batch");
+                        node.set_link(child.as_str(), "child-up", |l| l.last_error = status.message().to_owned());
+                        let _ = tx.send(Err(status)).await;
+                        break;
+                    }
+                }
+            }
+            node.set_link(child.as_str(), "child-up", |l| l.connected = false);
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+}
+
+/// Sends what the child lacks, then the live tail, until it goes away.
+async fn stream_down(node: &Arc<Node>, child: &NodeId, mut cursor: BTreeMap<NodeId, u64>, tx: &mpsc::Sender<Result<DownMessage, Status>>) -> Result<(), Status> {
+    let mut changes = node.subscribe_changes();
+    let heartbeat = Duration::from_secs(node.config.heartbeat_seconds);
+    node.set_link(child.as_str(), "child-down", |l| {
+        l.connected = true;
+        l.last_contact = now();
+        l.last_error.clear();
+    });
+    // The child has applied what it says it has: compaction may drop that.
+    {
+        let (store, child, cursor) = (node.store.clone(), child.clone(), cursor.clone());
+        blocking(move || cursor.iter().try_for_each(|(o, s)| store.set_subscriber_cursor(&child, o, *s))).await.map_err(store_status)?;
+    }
+    loop {
+        let sent = send_missing(node, &mut cursor, tx).await?;
+        node.set_link(child.as_str(), "child-down", |l| l.last_contact = now());
+        if sent {
+            continue;
+        }
+        tokio::select! {
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+            }
+            () = tokio::time::sleep(heartbeat) => {
+                let beat = DownMessage { body: Some(down_message::Body::Heartbeat(v1::Heartbeat { at: now() })) };
+                if tx.send(Ok(beat)).await.is_err() {
+                    return Ok(());
+                }
+            }
+            () = tx.closed() => return Ok(()),
+        }
+    }
+}
+
+/// Sends a snapshot where the log was compacted past the cursor, then up to
+/// a page of changes of each origin. Returns whether anything was sent.
+async fn send_missing(node: &Arc<Node>, cursor: &mut BTreeMap<NodeId, u64>, tx: &mpsc::Sender<Result<DownMessage, Status>>) -> Result<bool, Status> {
+    let store = node.store.clone();
+    let known = cursor.clone();
+    let (snapshot, changes) = blocking(move || -> Result<(Option<Snapshot>, Vec<cascade_core::model::Change>), cascade_store::StoreError> {
+        let origins = store.cursor()?;
+        let mut need = Vec::new();
+        let mut changes = Vec::new();
+        for (origin, applied) in &origins {
+            let have = known.get(origin).copied().unwrap_or(0);
+            if have >= *applied {
+                continue;
+            }
+            match store.changes_since(origin, have, 500)? {
+                Ok(list) => changes.extend(list),
+                Err(_) => need.push(origin.clone()),
+            }
+        }
+        let snapshot = if need.is_empty() { None } else { Some(store.snapshot(&need)?) };
+        Ok((snapshot, changes))
+    })
+    .await
+    .map_err(store_status)?;
+    let mut sent = false;
+    if let Some(snapshot) = snapshot {
+        let state = serde_json::to_vec(&(&snapshot.objects, &snapshot.overrides)).map_err(|e| Status::internal(e.to_string()))?;
+        let message = v1::Snapshot { cursor: snapshot.cursor.iter().map(|(o, s)| (o.to_string(), *s)).collect(), state };
+        for (o, s) in &snapshot.cursor {
+            cursor.insert(o.clone(), *s);
+        }
+        if tx.send(Ok(DownMessage { body: Some(down_message::Body::Snapshot(message)) })).await.is_err() {
+            return Err(Status::cancelled("child went away"));
+        }
+        sent = true;
+    }
+    for change in changes {
+        let have = cursor.get(&change.origin).copied().unwrap_or(0);
+        if change.seq <= have {
+            continue;
+        }
+        let op = serde_json::to_vec(&change.op).map_err(|e| Status::internal(e.to_string()))?;
+        let message = v1::Change { origin: change.origin.to_string(), seq: change.seq, op };
+        if tx.send(Ok(DownMessage { body: Some(down_message::Body::Change(message)) })).await.is_err() {
+            return Err(Status::cancelled("child went away"));
+        }
+        cursor.insert(change.origin.clone(), change.seq);
+        sent = true;
+    }
+    Ok(sent)
+}
+
+/// Stores one batch from a child durably and returns the sequence to ack.
+async fn receive(node: &Arc<Node>, child: &NodeId, batch: UpBatch) -> Result<u64, Status> {
+    let items: Vec<Upward> = serde_json::from_slice(&batch.items).map_err(|e| Status::invalid_argument(format!("batch {}: {e}", batch.seq)))?;
+    let mut records: Vec<ComplianceRecord> = Vec::new();
+    let mut other = Vec::new();
+    for item in items {
+        match item {
+            Upward::Compliance(r) => {
+                check_site(node, child, &r.site)?;
+                records.push(r);
+            }
+            Upward::Health(h) => other.push(Upward::Health(h)),
+            Upward::Audit(a) => other.push(Upward::Audit(a)),
+        }
+    }
+    let forward = node.config.parent.is_some();
+    let store = node.store.clone();
+    let source = child.to_string();
+    let seq = batch.seq;
+    let snapshot = batch.snapshot;
+    blocking(move || -> Result<(), cascade_store::StoreError> {
+        if snapshot {
+            store.ingest_snapshot(&records, forward)?;
+        } else {
+            store.ingest(&source, seq, &records, forward)?;
+        }
+        if forward && !other.is_empty() {
+            store.push_upward(other)?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(store_status)?;
+    if forward {
+        node.outbox_ready.notify_one();
+    }
+    Ok(batch.seq)
+}
+
+/// A child reports for its own subtree: never for this node, its other
+/// children, or sites above.
+fn check_site(node: &Node, child: &NodeId, site: &NodeId) -> Result<(), Status> {
+    if site == child {
+        return Ok(());
+    }
+    let siblings: HashMap<String, ()> = node
+        .store
+        .objects(cascade_core::model::ObjectKind::Site)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|s| match s.object {
+            cascade_core::model::Object::Site(site) => Some((site.id.to_string(), ())),
+            _ => None,
+        })
+        .collect();
+    if *site == node.id || siblings.contains_key(site.as_str()) {
+        return Err(Status::permission_denied(format!("{child} may not report for site {site}, outside its subtree")));
+    }
+    Ok(())
+}

@@ -1,0 +1,180 @@
+//! The Cascade node: one per site. It serves the Hierarchy service to its
+//! children and the Admin service to operators over mTLS gRPC (with health
+//! and reflection), keeps a link to its parent (changes down, reports up),
+//! and keeps its state in the store.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cascade_core::model::{Change, ChangeOp, NodeId, Object, ObjectKind};
+use cascade_store::Store;
+use cascade_trust::Identity;
+use tokio::sync::{Notify, watch};
+
+pub mod admin;
+pub mod config;
+pub mod hierarchy;
+pub mod link;
+
+pub use config::{Checked, NodeConfig};
+
+/// One link's state, as operators see it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct LinkStatus {
+    pub connected: bool,
+    /// Unix seconds of the last message either way.
+    pub last_contact: i64,
+    /// How many entries the other side is behind (down: changes not yet
+    /// applied by the child; up: outbox entries not yet acknowledged).
+    pub seq_lag: u64,
+    pub last_error: String,
+}
+
+/// The running node's shared state.
+#[derive(Debug)]
+pub struct Node {
+    pub id: NodeId,
+    pub store: Arc<Store>,
+    pub config: Checked,
+    /// Bumped whenever a change is applied here, to wake subscribers.
+    changes: watch::Sender<u64>,
+    /// Woken when something was queued for the parent.
+    pub(crate) outbox_ready: Notify,
+    /// Woken by "replicate now".
+    pub(crate) wake: Notify,
+    links: Mutex<BTreeMap<(String, &'static str), LinkStatus>>,
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+impl Node {
+    pub fn new(config: Checked, store: Arc<Store>) -> Arc<Node> {
+        let (changes, _) = watch::channel(0);
+        Arc::new(Node {
+            id: config.id.clone(),
+            store,
+            config,
+            changes,
+            outbox_ready: Notify::new(),
+            wake: Notify::new(),
+            links: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    pub(crate) fn subscribe_changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    pub(crate) fn changed(&self) {
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// Records a change made here and wakes the children's streams.
+    pub async fn append_local(self: &Arc<Self>, op: ChangeOp) -> Result<Change, cascade_store::StoreError> {
+        let store = self.store.clone();
+        let change = blocking(move || store.append_local(op)).await?;
+        self.changed();
+        Ok(change)
+    }
+
+    pub(crate) fn set_link(&self, peer: &str, direction: &'static str, update: impl FnOnce(&mut LinkStatus)) {
+        let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+        update(links.entry((peer.to_owned(), direction)).or_default());
+    }
+
+    pub fn links(&self) -> Vec<(String, &'static str, LinkStatus)> {
+        let links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+        links.iter().map(|((p, d), s)| (p.clone(), *d, s.clone())).collect()
+    }
+
+    /// Whether `child` is registered with this node as a child site.
+    pub fn is_child(&self, child: &NodeId) -> bool {
+        self.store.objects(ObjectKind::Site).unwrap_or_default().iter().any(|s| match &s.object {
+            Object::Site(site) => site.id.as_str() == child.as_str() && site.parent.as_ref() == Some(&self.id) && s.origin == self.id,
+            _ => false,
+        })
+    }
+}
+
+/// Runs blocking store work off the async threads.
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(v) => v,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+/// The verified identity of a gRPC caller.
+pub fn peer_identity<T>(request: &tonic::Request<T>) -> Result<Identity, tonic::Status> {
+    let certs = request.peer_certs().ok_or_else(|| tonic::Status::unauthenticated("no client certificate"))?;
+    let first = certs.first().ok_or_else(|| tonic::Status::unauthenticated("no client certificate"))?;
+    cascade_trust::identity_of(first.as_ref()).map_err(|e| tonic::Status::unauthenticated(e.to_string()))
+}
+
+/// Serves until `shutdown` resolves. Returns the address actually bound.
+pub async fn serve(
+    node: Arc<Node>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    use tonic::transport::{Certificate, Identity as TlsIdentity, Server, ServerTlsConfig};
+    let tls = ServerTlsConfig::new()
+        .identity(TlsIdentity::from_pem(&node.config.cert_pem, &node.config.key_pem))
+        .client_ca_root(Certificate::from_pem(&node.config.ca_pem));
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<cascade_proto::v1::hierarchy_server::HierarchyServer<hierarchy::HierarchyService>>().await;
+    health_reporter.set_serving::<cascade_proto::v1::admin_server::AdminServer<admin::AdminService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(cascade_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let limit = 64 * 1024 * 1024;
+    Server::builder()
+        .tls_config(tls)?
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(
+            cascade_proto::v1::hierarchy_server::HierarchyServer::new(hierarchy::HierarchyService { node: node.clone() })
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+        )
+        .add_service(cascade_proto::v1::admin_server::AdminServer::new(admin::AdminService { node: node.clone() }))
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
+}
+
+/// Binds the configured address; the chosen port is written to
+/// `<data>/node.addr` for operators and tests.
+pub async fn bind(config: &Checked) -> std::io::Result<(tokio::net::TcpListener, SocketAddr)> {
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    std::fs::create_dir_all(&config.data)?;
+    let tmp = config.data.join("node.addr.tmp");
+    std::fs::write(&tmp, addr.to_string())?;
+    std::fs::rename(tmp, config.data.join("node.addr"))?;
+    Ok((listener, addr))
+}
+
+/// A gRPC channel to `address` authenticated with this node's certificate.
+pub async fn channel(address: &str, ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity as TlsIdentity};
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca_pem))
+        .identity(TlsIdentity::from_pem(cert_pem, key_pem))
+        .domain_name("localhost");
+    Endpoint::from_shared(format!("https://{address}"))?
+        .tls_config(tls)?
+        .connect_timeout(Duration::from_secs(5))
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true)
+        .connect()
+        .await
+}

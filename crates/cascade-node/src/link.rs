@@ -1,0 +1,203 @@
+//! The link to the parent: changes down, reports up. Each direction
+//! reconnects by itself with jittered exponential backoff; "replicate now"
+//! cuts the wait short. While the parent is away the node keeps working and
+//! its outbox grows.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use cascade_core::model::{Change, ChangeOp, NodeId, Override, Upward};
+use cascade_proto::v1::{self, SubscribeRequest, UpBatch, down_message};
+use cascade_store::{Snapshot, StoredObject};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::{Node, blocking, now};
+
+/// Runs both directions of the parent link until the task is dropped.
+pub async fn run(node: Arc<Node>, parent: String) {
+    let down = tokio::spawn(forever(node.clone(), parent.clone(), "down"));
+    let up = tokio::spawn(forever(node, parent, "up"));
+    let _ = tokio::join!(down, up);
+}
+
+fn backoff() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_jitter()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(10))
+        .without_max_times()
+        .build()
+}
+
+async fn forever(node: Arc<Node>, parent: String, direction: &'static str) {
+    let mut delays = backoff();
+    loop {
+        let started = std::time::Instant::now();
+        let result = match direction {
+            "down" => down(&node, &parent).await,
+            _ => up(&node, &parent).await,
+        };
+        node.set_link(&parent, direction, |l| {
+            l.connected = false;
+            if let Err(e) = &result {
+                l.last_error = e.clone();
+            }
+        });
+        if let Err(e) = &result {
+            warn!(parent = %parent, direction, error = %e, "parent link lost");
+        }
+        // A link that stayed up a while starts its backoff afresh.
+        if started.elapsed() > Duration::from_secs(30) {
+            delays = backoff();
+        }
+        let wait = delays.next().unwrap_or(Duration::from_secs(10));
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = node.wake.notified() => {}
+        }
+    }
+}
+
+async fn connect(node: &Node, parent: &str) -> Result<tonic::transport::Channel, String> {
+    let c = &node.config;
+    crate::channel(parent, &c.ca_pem, &c.cert_pem, &c.key_pem).await.map_err(|e| format!("cannot connect to {parent}: {e}"))
+}
+
+fn status_text(s: tonic::Status) -> String {
+    format!("{}: {}", s.code(), s.message())
+}
+
+/// Applies what the parent sends, each change with its cursor advance.
+async fn down(node: &Arc<Node>, parent: &str) -> Result<(), String> {
+    let channel = connect(node, parent).await?;
+    let mut client = v1::hierarchy_client::HierarchyClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
+    let store = node.store.clone();
+    let cursor = blocking(move || store.cursor()).await.map_err(|e| e.to_string())?;
+    let own = node.id.clone();
+    let request = SubscribeRequest { cursor: cursor.into_iter().filter(|(o, _)| *o != own).map(|(o, s)| (o.to_string(), s)).collect() };
+    let mut stream = client.subscribe(request).await.map_err(status_text)?.into_inner();
+    node.set_link(parent, "down", |l| {
+        l.connected = true;
+        l.last_contact = now();
+        l.last_error.clear();
+    });
+    info!(parent, "subscribed to the parent");
+    let heartbeat = Duration::from_secs(node.config.heartbeat_seconds * 3 + 5);
+    loop {
+        let message = match tokio::time::timeout(heartbeat, stream.message()).await {
+            Err(_) => return Err("the parent went quiet (no heartbeat)".to_owned()),
+            Ok(Err(status)) => return Err(status_text(status)),
+            Ok(Ok(None)) => return Err("the parent closed the stream".to_owned()),
+            Ok(Ok(Some(m))) => m,
+        };
+        node.set_link(parent, "down", |l| l.last_contact = now());
+        match message.body {
+            Some(down_message::Body::Change(c)) => {
+                let origin = NodeId::new(&c.origin).map_err(|e| format!("change from a bad origin: {e}"))?;
+                let op: ChangeOp = serde_json::from_slice(&c.op).map_err(|e| format!("change {origin}/{}: {e}", c.seq))?;
+                let change = Change { origin, seq: c.seq, op };
+                let store = node.store.clone();
+                blocking(move || store.apply_change(&change)).await.map_err(|e| e.to_string())?;
+                node.changed();
+            }
+            Some(down_message::Body::Snapshot(s)) => {
+                let (objects, overrides): (Vec<StoredObject>, Vec<(NodeId, u64, Override)>) =
+                    serde_json::from_slice(&s.state).map_err(|e| format!("snapshot: {e}"))?;
+                let mut cursor = std::collections::BTreeMap::new();
+                for (o, seq) in s.cursor {
+                    cursor.insert(NodeId::new(&o).map_err(|e| format!("snapshot: {e}"))?, seq);
+                }
+                let snapshot = Snapshot { cursor, objects, overrides };
+                let store = node.store.clone();
+                blocking(move || store.apply_snapshot(&snapshot)).await.map_err(|e| e.to_string())?;
+                node.changed();
+            }
+            Some(down_message::Body::Heartbeat(_)) | None => {}
+        }
+    }
+}
+
+/// Sends the outbox (or a snapshot of the whole state when the outbox lost
+/// entries) and trims it by the parent's acknowledgements.
+async fn up(node: &Arc<Node>, parent: &str) -> Result<(), String> {
+    let channel = connect(node, parent).await?;
+    let mut client = v1::hierarchy_client::HierarchyClient::new(channel).max_encoding_message_size(64 * 1024 * 1024);
+    let (tx, rx) = mpsc::channel::<UpBatch>(16);
+    let mut acks = client.report(tokio_stream::wrappers::ReceiverStream::new(rx)).await.map_err(status_text)?.into_inner();
+    node.set_link(parent, "up", |l| {
+        l.connected = true;
+        l.last_contact = now();
+        l.last_error.clear();
+    });
+    let store = node.store.clone();
+    let state = blocking(move || store.outbox_state()).await.map_err(|e| e.to_string())?;
+    if state.snapshot_required {
+        send_snapshot(node, &tx, &mut acks, state.last).await?;
+    }
+    let mut sent = {
+        let store = node.store.clone();
+        blocking(move || store.outbox_state()).await.map_err(|e| e.to_string())?.acked
+    };
+    let mut in_flight = 0usize;
+    loop {
+        if in_flight < 8 {
+            let store = node.store.clone();
+            let after = sent;
+            let entries = blocking(move || store.outbox(after, 1)).await.map_err(|e| e.to_string())?;
+            if let Some(entry) = entries.into_iter().next() {
+                // One outbox entry is one batch: the parent deduplicates by its sequence.
+                let items = serde_json::to_vec(&entry.items).map_err(|e| e.to_string())?;
+                tx.send(UpBatch { seq: entry.seq, items, snapshot: false }).await.map_err(|_| "the report stream closed".to_owned())?;
+                sent = entry.seq;
+                in_flight += 1;
+                continue;
+            }
+        }
+        tokio::select! {
+            ack = acks.message() => {
+                let ack = ack.map_err(status_text)?.ok_or("the parent closed the report stream")?;
+                let store = node.store.clone();
+                let lag = blocking(move || -> Result<u64, cascade_store::StoreError> {
+                    store.outbox_ack(ack.seq)?;
+                    let s = store.outbox_state()?;
+                    Ok(s.last.saturating_sub(s.acked))
+                }).await.map_err(|e| e.to_string())?;
+                in_flight = in_flight.saturating_sub(1);
+                node.set_link(parent, "up", |l| {
+                    l.last_contact = now();
+                    l.seq_lag = lag;
+                });
+            }
+            () = node.outbox_ready.notified() => {}
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+async fn send_snapshot(node: &Arc<Node>, tx: &mpsc::Sender<UpBatch>, acks: &mut tonic::Streaming<v1::UpAck>, upto: u64) -> Result<(), String> {
+    let store = node.store.clone();
+    let records: Vec<Upward> = blocking(move || -> Result<Vec<Upward>, cascade_store::StoreError> {
+        let mut all = Vec::new();
+        for doc in store.all_records() {
+            all.extend(doc?.into_iter().map(Upward::Compliance));
+        }
+        Ok(all)
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let mut batches = 0;
+    for chunk in records.chunks(node.config.report_batch.max(1)) {
+        let items = serde_json::to_vec(chunk).map_err(|e| e.to_string())?;
+        tx.send(UpBatch { seq: upto, items, snapshot: true }).await.map_err(|_| "the report stream closed".to_owned())?;
+        batches += 1;
+    }
+    for _ in 0..batches {
+        acks.message().await.map_err(status_text)?.ok_or("the parent closed the report stream")?;
+    }
+    let store = node.store.clone();
+    blocking(move || store.outbox_snapshot_sent(upto)).await.map_err(|e| e.to_string())?;
+    info!(records = records.len(), "sent a snapshot to the parent");
+    Ok(())
+}
