@@ -39,7 +39,13 @@ fn store_status(e: cascade_store::StoreError) -> Status {
 
 impl AdminService {
     async fn audit(&self, actor: &str, action: &str, detail: String) {
-        let entry = cascade_core::model::AuditEntry { at: crate::now(), actor: actor.to_owned(), node: self.node.id.clone(), action: action.to_owned(), detail };
+        let entry = cascade_core::model::AuditEntry {
+            at: crate::now(),
+            actor: actor.to_owned(),
+            node: self.node.id.clone(),
+            action: action.to_owned(),
+            detail,
+        };
         let store = self.node.store.clone();
         let forward = self.node.config.parent.is_some();
         if let Err(e) = blocking(move || store.audit(&entry, forward)).await {
@@ -55,11 +61,15 @@ impl AdminService {
 impl v1::admin_server::Admin for AdminService {
     async fn change(&self, request: Request<ChangeRequest>) -> Result<Response<ChangeReply>, Status> {
         let (actor, _) = caller(&request, true)?;
-        let op: ChangeOp = serde_json::from_slice(&request.get_ref().op).map_err(|e| Status::invalid_argument(format!("op: {e}")))?;
+        let op: ChangeOp =
+            serde_json::from_slice(&request.get_ref().op).map_err(|e| Status::invalid_argument(format!("op: {e}")))?;
         let detail = String::from_utf8_lossy(&request.get_ref().op).into_owned();
         let change = self.node.append_local(op).await.map_err(store_status)?;
         self.audit(&actor, "change", detail).await;
-        Ok(Response::new(ChangeReply { origin: change.origin.to_string(), seq: change.seq }))
+        Ok(Response::new(ChangeReply {
+            origin: change.origin.to_string(),
+            seq: change.seq,
+        }))
     }
 
     async fn site_add(&self, request: Request<SiteAddRequest>) -> Result<Response<SiteAddReply>, Status> {
@@ -70,8 +80,15 @@ impl v1::admin_server::Admin for AdminService {
             return Err(Status::invalid_argument("a node cannot be its own child"));
         }
         let name = if req.name.is_empty() { req.id.clone() } else { req.name };
-        let site = Site { id, name, parent: Some(self.node.id.clone()) };
-        self.node.append_local(ChangeOp::Upsert(Object::Site(site))).await.map_err(store_status)?;
+        let site = Site {
+            id,
+            name,
+            parent: Some(self.node.id.clone()),
+        };
+        self.node
+            .append_local(ChangeOp::Upsert(Object::Site(site)))
+            .await
+            .map_err(store_status)?;
         self.audit(&actor, "site add", req.id).await;
         Ok(Response::new(SiteAddReply {}))
     }
@@ -82,12 +99,22 @@ impl v1::admin_server::Admin for AdminService {
             .node
             .links()
             .into_iter()
-            .map(|(peer, direction, s)| Link { peer, direction: direction.to_owned(), connected: s.connected, last_contact: s.last_contact, seq_lag: s.seq_lag, last_error: s.last_error })
+            .map(|(peer, direction, s)| Link {
+                peer,
+                direction: direction.to_owned(),
+                connected: s.connected,
+                last_contact: s.last_contact,
+                seq_lag: s.seq_lag,
+                last_error: s.last_error,
+            })
             .collect();
         Ok(Response::new(LinksReply { links }))
     }
 
-    async fn replicate_now(&self, request: Request<ReplicateNowRequest>) -> Result<Response<ReplicateNowReply>, Status> {
+    async fn replicate_now(
+        &self,
+        request: Request<ReplicateNowRequest>,
+    ) -> Result<Response<ReplicateNowReply>, Status> {
         caller(&request, false)?;
         self.node.wake.notify_waiters();
         self.node.outbox_ready.notify_one();
@@ -96,7 +123,8 @@ impl v1::admin_server::Admin for AdminService {
 
     async fn objects(&self, request: Request<ObjectsRequest>) -> Result<Response<ObjectsReply>, Status> {
         caller(&request, false)?;
-        let kind = ObjectKind::parse(&request.get_ref().kind).ok_or_else(|| Status::invalid_argument(format!("unknown kind {:?}", request.get_ref().kind)))?;
+        let kind = ObjectKind::parse(&request.get_ref().kind)
+            .ok_or_else(|| Status::invalid_argument(format!("unknown kind {:?}", request.get_ref().kind)))?;
         let store = self.node.store.clone();
         let objects = blocking(move || store.objects(kind)).await.map_err(store_status)?;
         let bytes = serde_json::to_vec(&objects).map_err(|e| Status::internal(e.to_string()))?;

@@ -62,7 +62,11 @@ pub enum ConfigError {
     #[error("{path}: {detail}")]
     Parse { path: PathBuf, detail: String },
     #[error("{path}: `{key}`: {detail}")]
-    Invalid { path: PathBuf, key: &'static str, detail: String },
+    Invalid {
+        path: PathBuf,
+        key: &'static str,
+        detail: String,
+    },
 }
 
 /// The checked configuration.
@@ -81,39 +85,69 @@ pub struct Checked {
 
 impl NodeConfig {
     pub fn load(path: &Path) -> Result<Checked, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read { path: path.to_path_buf(), detail: e.to_string() })?;
-        let config: NodeConfig =
-            toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.to_path_buf(), detail: e.to_string().trim().to_owned() })?;
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })?;
+        let config: NodeConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            detail: e.to_string().trim().to_owned(),
+        })?;
         config.check(path)
     }
 
     pub fn check(self, path: &Path) -> Result<Checked, ConfigError> {
-        let invalid = |key: &'static str, detail: String| ConfigError::Invalid { path: path.to_path_buf(), key, detail };
+        let invalid = |key: &'static str, detail: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key,
+            detail,
+        };
         let base = path.parent().unwrap_or(Path::new("."));
         let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
         let id = NodeId::new(&self.id).map_err(|e| invalid("id", e.to_string()))?;
-        let listen: SocketAddr = self.listen.parse().map_err(|e| invalid("listen", format!("{:?} is not host:port ({e})", self.listen)))?;
-        if let Some(parent) = &self.parent {
-            if !parent.address.contains(':') {
-                return Err(invalid("parent.address", format!("{:?} is not host:port", parent.address)));
-            }
+        let listen: SocketAddr = self
+            .listen
+            .parse()
+            .map_err(|e| invalid("listen", format!("{:?} is not host:port ({e})", self.listen)))?;
+        if let Some(parent) = &self.parent
+            && !parent.address.contains(':')
+        {
+            return Err(invalid(
+                "parent.address",
+                format!("{:?} is not host:port", parent.address),
+            ));
         }
-        let read = |key: &'static str, p: &Path| std::fs::read_to_string(resolve(p)).map_err(|e| invalid(key, format!("{}: {e}", resolve(p).display())));
+        let read = |key: &'static str, p: &Path| {
+            std::fs::read_to_string(resolve(p)).map_err(|e| invalid(key, format!("{}: {e}", resolve(p).display())))
+        };
         let ca_pem = read("tls.ca", &self.tls.ca)?;
         let cert_pem = read("tls.cert", &self.tls.cert)?;
         let key_pem = read("tls.key", &self.tls.key)?;
         let cert = cascade_trust::pem_certs(&cert_pem).map_err(|e| invalid("tls.cert", e.to_string()))?;
-        let first = cert.first().ok_or_else(|| invalid("tls.cert", "no certificate in the file".to_owned()))?;
+        let first = cert
+            .first()
+            .ok_or_else(|| invalid("tls.cert", "no certificate in the file".to_owned()))?;
         match cascade_trust::identity_of(first) {
             Ok(cascade_trust::Identity::Node(cert_id)) if cert_id == id => {}
-            Ok(other) => return Err(invalid("tls.cert", format!("the certificate is for {other}, not node {id}"))),
+            Ok(other) => {
+                return Err(invalid(
+                    "tls.cert",
+                    format!("the certificate is for {other}, not node {id}"),
+                ));
+            }
             Err(e) => return Err(invalid("tls.cert", e.to_string())),
         }
         if self.heartbeat_seconds == 0 || self.heartbeat_seconds > 3600 {
-            return Err(invalid("heartbeat_seconds", format!("{} is not between 1 and 3600", self.heartbeat_seconds)));
+            return Err(invalid(
+                "heartbeat_seconds",
+                format!("{} is not between 1 and 3600", self.heartbeat_seconds),
+            ));
         }
         if self.report_batch == 0 || self.report_batch > 100_000 {
-            return Err(invalid("report_batch", format!("{} is not between 1 and 100000", self.report_batch)));
+            return Err(invalid(
+                "report_batch",
+                format!("{} is not between 1 and 100000", self.report_batch),
+            ));
         }
         Ok(Checked {
             id,

@@ -28,7 +28,10 @@ type Up = Pin<Box<dyn Stream<Item = Result<UpAck, Status>> + Send>>;
 fn child_of<T>(node: &Node, request: &Request<T>) -> Result<NodeId, Status> {
     match peer_identity(request)? {
         Identity::Node(id) if node.is_child(&id) => Ok(id),
-        Identity::Node(id) => Err(Status::permission_denied(format!("node {id} is not registered as a child of {}", node.id))),
+        Identity::Node(id) => Err(Status::permission_denied(format!(
+            "node {id} is not registered as a child of {}",
+            node.id
+        ))),
         other => Err(Status::permission_denied(format!("{other} is not a node"))),
     }
 }
@@ -90,7 +93,9 @@ impl v1::hierarchy_server::Hierarchy for HierarchyService {
                     }
                     Err(status) => {
                         warn!(%child, error = %status.message(), "refused a batch");
-                        node.set_link(child.as_str(), "child-up", |l| l.last_error = status.message().to_owned());
+                        node.set_link(child.as_str(), "child-up", |l| {
+                            l.last_error = status.message().to_owned()
+                        });
                         let _ = tx.send(Err(status)).await;
                         break;
                     }
@@ -103,7 +108,12 @@ impl v1::hierarchy_server::Hierarchy for HierarchyService {
 }
 
 /// Sends what the child lacks, then the live tail, until it goes away.
-async fn stream_down(node: &Arc<Node>, child: &NodeId, mut cursor: BTreeMap<NodeId, u64>, tx: &mpsc::Sender<Result<DownMessage, Status>>) -> Result<(), Status> {
+async fn stream_down(
+    node: &Arc<Node>,
+    child: &NodeId,
+    mut cursor: BTreeMap<NodeId, u64>,
+    tx: &mpsc::Sender<Result<DownMessage, Status>>,
+) -> Result<(), Status> {
     let mut changes = node.subscribe_changes();
     let heartbeat = Duration::from_secs(node.config.heartbeat_seconds);
     node.set_link(child.as_str(), "child-down", |l| {
@@ -114,7 +124,13 @@ async fn stream_down(node: &Arc<Node>, child: &NodeId, mut cursor: BTreeMap<Node
     // The child has applied what it says it has: compaction may drop that.
     {
         let (store, child, cursor) = (node.store.clone(), child.clone(), cursor.clone());
-        blocking(move || cursor.iter().try_for_each(|(o, s)| store.set_subscriber_cursor(&child, o, *s))).await.map_err(store_status)?;
+        blocking(move || {
+            cursor
+                .iter()
+                .try_for_each(|(o, s)| store.set_subscriber_cursor(&child, o, *s))
+        })
+        .await
+        .map_err(store_status)?;
     }
     loop {
         let sent = send_missing(node, &mut cursor, tx).await?;
@@ -141,36 +157,56 @@ async fn stream_down(node: &Arc<Node>, child: &NodeId, mut cursor: BTreeMap<Node
 
 /// Sends a snapshot where the log was compacted past the cursor, then up to
 /// a page of changes of each origin. Returns whether anything was sent.
-async fn send_missing(node: &Arc<Node>, cursor: &mut BTreeMap<NodeId, u64>, tx: &mpsc::Sender<Result<DownMessage, Status>>) -> Result<bool, Status> {
+async fn send_missing(
+    node: &Arc<Node>,
+    cursor: &mut BTreeMap<NodeId, u64>,
+    tx: &mpsc::Sender<Result<DownMessage, Status>>,
+) -> Result<bool, Status> {
     let store = node.store.clone();
     let known = cursor.clone();
-    let (snapshot, changes) = blocking(move || -> Result<(Option<Snapshot>, Vec<cascade_core::model::Change>), cascade_store::StoreError> {
-        let origins = store.cursor()?;
-        let mut need = Vec::new();
-        let mut changes = Vec::new();
-        for (origin, applied) in &origins {
-            let have = known.get(origin).copied().unwrap_or(0);
-            if have >= *applied {
-                continue;
+    let (snapshot, changes) = blocking(
+        move || -> Result<(Option<Snapshot>, Vec<cascade_core::model::Change>), cascade_store::StoreError> {
+            let origins = store.cursor()?;
+            let mut need = Vec::new();
+            let mut changes = Vec::new();
+            for (origin, applied) in &origins {
+                let have = known.get(origin).copied().unwrap_or(0);
+                if have >= *applied {
+                    continue;
+                }
+                match store.changes_since(origin, have, 500)? {
+                    Ok(list) => changes.extend(list),
+                    Err(_) => need.push(origin.clone()),
+                }
             }
-            match store.changes_since(origin, have, 500)? {
-                Ok(list) => changes.extend(list),
-                Err(_) => need.push(origin.clone()),
-            }
-        }
-        let snapshot = if need.is_empty() { None } else { Some(store.snapshot(&need)?) };
-        Ok((snapshot, changes))
-    })
+            let snapshot = if need.is_empty() {
+                None
+            } else {
+                Some(store.snapshot(&need)?)
+            };
+            Ok((snapshot, changes))
+        },
+    )
     .await
     .map_err(store_status)?;
     let mut sent = false;
     if let Some(snapshot) = snapshot {
-        let state = serde_json::to_vec(&(&snapshot.objects, &snapshot.overrides)).map_err(|e| Status::internal(e.to_string()))?;
-        let message = v1::Snapshot { cursor: snapshot.cursor.iter().map(|(o, s)| (o.to_string(), *s)).collect(), state };
+        let state = serde_json::to_vec(&(&snapshot.objects, &snapshot.overrides))
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let message = v1::Snapshot {
+            cursor: snapshot.cursor.iter().map(|(o, s)| (o.to_string(), *s)).collect(),
+            state,
+        };
         for (o, s) in &snapshot.cursor {
             cursor.insert(o.clone(), *s);
         }
-        if tx.send(Ok(DownMessage { body: Some(down_message::Body::Snapshot(message)) })).await.is_err() {
+        if tx
+            .send(Ok(DownMessage {
+                body: Some(down_message::Body::Snapshot(message)),
+            }))
+            .await
+            .is_err()
+        {
             return Err(Status::cancelled("child went away"));
         }
         sent = true;
@@ -181,8 +217,18 @@ async fn send_missing(node: &Arc<Node>, cursor: &mut BTreeMap<NodeId, u64>, tx: 
             continue;
         }
         let op = serde_json::to_vec(&change.op).map_err(|e| Status::internal(e.to_string()))?;
-        let message = v1::Change { origin: change.origin.to_string(), seq: change.seq, op };
-        if tx.send(Ok(DownMessage { body: Some(down_message::Body::Change(message)) })).await.is_err() {
+        let message = v1::Change {
+            origin: change.origin.to_string(),
+            seq: change.seq,
+            op,
+        };
+        if tx
+            .send(Ok(DownMessage {
+                body: Some(down_message::Body::Change(message)),
+            }))
+            .await
+            .is_err()
+        {
             return Err(Status::cancelled("child went away"));
         }
         cursor.insert(change.origin.clone(), change.seq);
@@ -193,7 +239,8 @@ async fn send_missing(node: &Arc<Node>, cursor: &mut BTreeMap<NodeId, u64>, tx: 
 
 /// Stores one batch from a child durably and returns the sequence to ack.
 async fn receive(node: &Arc<Node>, child: &NodeId, batch: UpBatch) -> Result<u64, Status> {
-    let items: Vec<Upward> = serde_json::from_slice(&batch.items).map_err(|e| Status::invalid_argument(format!("batch {}: {e}", batch.seq)))?;
+    let items: Vec<Upward> = serde_json::from_slice(&batch.items)
+        .map_err(|e| Status::invalid_argument(format!("batch {}: {e}", batch.seq)))?;
     let mut records: Vec<ComplianceRecord> = Vec::new();
     let mut other = Vec::new();
     for item in items {
@@ -247,7 +294,9 @@ fn check_site(node: &Node, child: &NodeId, site: &NodeId) -> Result<(), Status> 
         })
         .collect();
     if *site == node.id || siblings.contains_key(site.as_str()) {
-        return Err(Status::permission_denied(format!("{child} may not report for site {site}, outside its subtree")));
+        return Err(Status::permission_denied(format!(
+            "{child} may not report for site {site}, outside its subtree"
+        )));
     }
     Ok(())
 }

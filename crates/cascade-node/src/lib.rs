@@ -48,7 +48,10 @@ pub struct Node {
 }
 
 pub fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 impl Node {
@@ -93,10 +96,16 @@ impl Node {
 
     /// Whether `child` is registered with this node as a child site.
     pub fn is_child(&self, child: &NodeId) -> bool {
-        self.store.objects(ObjectKind::Site).unwrap_or_default().iter().any(|s| match &s.object {
-            Object::Site(site) => site.id.as_str() == child.as_str() && site.parent.as_ref() == Some(&self.id) && s.origin == self.id,
-            _ => false,
-        })
+        self.store
+            .objects(ObjectKind::Site)
+            .unwrap_or_default()
+            .iter()
+            .any(|s| match &s.object {
+                Object::Site(site) => {
+                    site.id.as_str() == child.as_str() && site.parent.as_ref() == Some(&self.id) && s.origin == self.id
+                }
+                _ => false,
+            })
     }
 }
 
@@ -110,8 +119,12 @@ pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static)
 
 /// The verified identity of a gRPC caller.
 pub fn peer_identity<T>(request: &tonic::Request<T>) -> Result<Identity, tonic::Status> {
-    let certs = request.peer_certs().ok_or_else(|| tonic::Status::unauthenticated("no client certificate"))?;
-    let first = certs.first().ok_or_else(|| tonic::Status::unauthenticated("no client certificate"))?;
+    let certs = request
+        .peer_certs()
+        .ok_or_else(|| tonic::Status::unauthenticated("no client certificate"))?;
+    let first = certs
+        .first()
+        .ok_or_else(|| tonic::Status::unauthenticated("no client certificate"))?;
     cascade_trust::identity_of(first.as_ref()).map_err(|e| tonic::Status::unauthenticated(e.to_string()))
 }
 
@@ -126,8 +139,12 @@ pub async fn serve(
         .identity(TlsIdentity::from_pem(&node.config.cert_pem, &node.config.key_pem))
         .client_ca_root(Certificate::from_pem(&node.config.ca_pem));
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<cascade_proto::v1::hierarchy_server::HierarchyServer<hierarchy::HierarchyService>>().await;
-    health_reporter.set_serving::<cascade_proto::v1::admin_server::AdminServer<admin::AdminService>>().await;
+    health_reporter
+        .set_serving::<cascade_proto::v1::hierarchy_server::HierarchyServer<hierarchy::HierarchyService>>()
+        .await;
+    health_reporter
+        .set_serving::<cascade_proto::v1::admin_server::AdminServer<admin::AdminService>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(cascade_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -140,11 +157,15 @@ pub async fn serve(
         .add_service(health)
         .add_service(reflection)
         .add_service(
-            cascade_proto::v1::hierarchy_server::HierarchyServer::new(hierarchy::HierarchyService { node: node.clone() })
-                .max_decoding_message_size(limit)
-                .max_encoding_message_size(limit),
+            cascade_proto::v1::hierarchy_server::HierarchyServer::new(hierarchy::HierarchyService {
+                node: node.clone(),
+            })
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit),
         )
-        .add_service(cascade_proto::v1::admin_server::AdminServer::new(admin::AdminService { node: node.clone() }))
+        .add_service(cascade_proto::v1::admin_server::AdminServer::new(admin::AdminService {
+            node: node.clone(),
+        }))
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
         .await?;
     Ok(())
@@ -163,7 +184,12 @@ pub async fn bind(config: &Checked) -> std::io::Result<(tokio::net::TcpListener,
 }
 
 /// A gRPC channel to `address` authenticated with this node's certificate.
-pub async fn channel(address: &str, ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+pub async fn channel(
+    address: &str,
+    ca_pem: &str,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
     use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity as TlsIdentity};
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(ca_pem))

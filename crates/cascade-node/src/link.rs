@@ -62,7 +62,9 @@ async fn forever(node: Arc<Node>, parent: String, direction: &'static str) {
 
 async fn connect(node: &Node, parent: &str) -> Result<tonic::transport::Channel, String> {
     let c = &node.config;
-    crate::channel(parent, &c.ca_pem, &c.cert_pem, &c.key_pem).await.map_err(|e| format!("cannot connect to {parent}: {e}"))
+    crate::channel(parent, &c.ca_pem, &c.cert_pem, &c.key_pem)
+        .await
+        .map_err(|e| format!("cannot connect to {parent}: {e}"))
 }
 
 fn status_text(s: tonic::Status) -> String {
@@ -76,7 +78,13 @@ async fn down(node: &Arc<Node>, parent: &str) -> Result<(), String> {
     let store = node.store.clone();
     let cursor = blocking(move || store.cursor()).await.map_err(|e| e.to_string())?;
     let own = node.id.clone();
-    let request = SubscribeRequest { cursor: cursor.into_iter().filter(|(o, _)| *o != own).map(|(o, s)| (o.to_string(), s)).collect() };
+    let request = SubscribeRequest {
+        cursor: cursor
+            .into_iter()
+            .filter(|(o, _)| *o != own)
+            .map(|(o, s)| (o.to_string(), s))
+            .collect(),
+    };
     let mut stream = client.subscribe(request).await.map_err(status_text)?.into_inner();
     node.set_link(parent, "down", |l| {
         l.connected = true;
@@ -96,10 +104,13 @@ async fn down(node: &Arc<Node>, parent: &str) -> Result<(), String> {
         match message.body {
             Some(down_message::Body::Change(c)) => {
                 let origin = NodeId::new(&c.origin).map_err(|e| format!("change from a bad origin: {e}"))?;
-                let op: ChangeOp = serde_json::from_slice(&c.op).map_err(|e| format!("change {origin}/{}: {e}", c.seq))?;
+                let op: ChangeOp =
+                    serde_json::from_slice(&c.op).map_err(|e| format!("change {origin}/{}: {e}", c.seq))?;
                 let change = Change { origin, seq: c.seq, op };
                 let store = node.store.clone();
-                blocking(move || store.apply_change(&change)).await.map_err(|e| e.to_string())?;
+                blocking(move || store.apply_change(&change))
+                    .await
+                    .map_err(|e| e.to_string())?;
                 node.changed();
             }
             Some(down_message::Body::Snapshot(s)) => {
@@ -109,9 +120,15 @@ async fn down(node: &Arc<Node>, parent: &str) -> Result<(), String> {
                 for (o, seq) in s.cursor {
                     cursor.insert(NodeId::new(&o).map_err(|e| format!("snapshot: {e}"))?, seq);
                 }
-                let snapshot = Snapshot { cursor, objects, overrides };
+                let snapshot = Snapshot {
+                    cursor,
+                    objects,
+                    overrides,
+                };
                 let store = node.store.clone();
-                blocking(move || store.apply_snapshot(&snapshot)).await.map_err(|e| e.to_string())?;
+                blocking(move || store.apply_snapshot(&snapshot))
+                    .await
+                    .map_err(|e| e.to_string())?;
                 node.changed();
             }
             Some(down_message::Body::Heartbeat(_)) | None => {}
@@ -125,31 +142,48 @@ async fn up(node: &Arc<Node>, parent: &str) -> Result<(), String> {
     let channel = connect(node, parent).await?;
     let mut client = v1::hierarchy_client::HierarchyClient::new(channel).max_encoding_message_size(64 * 1024 * 1024);
     let (tx, rx) = mpsc::channel::<UpBatch>(16);
-    let mut acks = client.report(tokio_stream::wrappers::ReceiverStream::new(rx)).await.map_err(status_text)?.into_inner();
+    let mut acks = client
+        .report(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .map_err(status_text)?
+        .into_inner();
     node.set_link(parent, "up", |l| {
         l.connected = true;
         l.last_contact = now();
         l.last_error.clear();
     });
     let store = node.store.clone();
-    let state = blocking(move || store.outbox_state()).await.map_err(|e| e.to_string())?;
+    let state = blocking(move || store.outbox_state())
+        .await
+        .map_err(|e| e.to_string())?;
     if state.snapshot_required {
         send_snapshot(node, &tx, &mut acks, state.last).await?;
     }
     let mut sent = {
         let store = node.store.clone();
-        blocking(move || store.outbox_state()).await.map_err(|e| e.to_string())?.acked
+        blocking(move || store.outbox_state())
+            .await
+            .map_err(|e| e.to_string())?
+            .acked
     };
     let mut in_flight = 0usize;
     loop {
         if in_flight < 8 {
             let store = node.store.clone();
             let after = sent;
-            let entries = blocking(move || store.outbox(after, 1)).await.map_err(|e| e.to_string())?;
+            let entries = blocking(move || store.outbox(after, 1))
+                .await
+                .map_err(|e| e.to_string())?;
             if let Some(entry) = entries.into_iter().next() {
                 // One outbox entry is one batch: the parent deduplicates by its sequence.
                 let items = serde_json::to_vec(&entry.items).map_err(|e| e.to_string())?;
-                tx.send(UpBatch { seq: entry.seq, items, snapshot: false }).await.map_err(|_| "the report stream closed".to_owned())?;
+                tx.send(UpBatch {
+                    seq: entry.seq,
+                    items,
+                    snapshot: false,
+                })
+                .await
+                .map_err(|_| "the report stream closed".to_owned())?;
                 sent = entry.seq;
                 in_flight += 1;
                 continue;
@@ -176,7 +210,12 @@ async fn up(node: &Arc<Node>, parent: &str) -> Result<(), String> {
     }
 }
 
-async fn send_snapshot(node: &Arc<Node>, tx: &mpsc::Sender<UpBatch>, acks: &mut tonic::Streaming<v1::UpAck>, upto: u64) -> Result<(), String> {
+async fn send_snapshot(
+    node: &Arc<Node>,
+    tx: &mpsc::Sender<UpBatch>,
+    acks: &mut tonic::Streaming<v1::UpAck>,
+    upto: u64,
+) -> Result<(), String> {
     let store = node.store.clone();
     let records: Vec<Upward> = blocking(move || -> Result<Vec<Upward>, cascade_store::StoreError> {
         let mut all = Vec::new();
@@ -190,14 +229,25 @@ async fn send_snapshot(node: &Arc<Node>, tx: &mpsc::Sender<UpBatch>, acks: &mut 
     let mut batches = 0;
     for chunk in records.chunks(node.config.report_batch.max(1)) {
         let items = serde_json::to_vec(chunk).map_err(|e| e.to_string())?;
-        tx.send(UpBatch { seq: upto, items, snapshot: true }).await.map_err(|_| "the report stream closed".to_owned())?;
+        tx.send(UpBatch {
+            seq: upto,
+            items,
+            snapshot: true,
+        })
+        .await
+        .map_err(|_| "the report stream closed".to_owned())?;
         batches += 1;
     }
     for _ in 0..batches {
-        acks.message().await.map_err(status_text)?.ok_or("the parent closed the report stream")?;
+        acks.message()
+            .await
+            .map_err(status_text)?
+            .ok_or("the parent closed the report stream")?;
     }
     let store = node.store.clone();
-    blocking(move || store.outbox_snapshot_sent(upto)).await.map_err(|e| e.to_string())?;
+    blocking(move || store.outbox_snapshot_sent(upto))
+        .await
+        .map_err(|e| e.to_string())?;
     info!(records = records.len(), "sent a snapshot to the parent");
     Ok(())
 }

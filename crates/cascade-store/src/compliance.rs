@@ -175,13 +175,21 @@ impl Store {
         self.ingest_inner(None, records, forward)
     }
 
-    fn ingest_inner(&self, batch: Option<(&str, u64)>, records: &[ComplianceRecord], forward: bool) -> Result<IngestOutcome> {
+    fn ingest_inner(
+        &self,
+        batch: Option<(&str, u64)>,
+        records: &[ComplianceRecord],
+        forward: bool,
+    ) -> Result<IngestOutcome> {
         let _guard = self.lock();
         let hwm_key = batch.map(|(source, _)| keys::inbox(source));
         if let (Some(key), Some((_, seq))) = (&hwm_key, batch)
             && seq <= self.get_u64(key)?
         {
-            return Ok(IngestOutcome { duplicate: true, ..IngestOutcome::default() });
+            return Ok(IngestOutcome {
+                duplicate: true,
+                ..IngestOutcome::default()
+            });
         }
         let mut pending = Pending::default();
         let mut overlay = Overlay::default();

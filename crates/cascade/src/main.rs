@@ -4,8 +4,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod ctl;
 mod evaluate;
 mod node;
+mod pki;
 
 #[derive(Debug, Parser)]
 #[command(name = "cascade", version, about = "Hierarchical patch management")]
@@ -21,6 +23,11 @@ enum Command {
     /// Run and look after a node.
     #[command(subcommand)]
     Node(node::NodeCommand),
+    /// Administer a running node.
+    Ctl(ctl::Args),
+    /// The organisation CA and certificates.
+    #[command(subcommand)]
+    Pki(pki::PkiCommand),
 }
 
 /// Exit code for input Cascade cannot read (a malformed catalog or inventory).
@@ -31,6 +38,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Evaluate(args) => evaluate::run(args),
         Command::Node(command) => node::run(command),
+        Command::Ctl(args) => ctl::run(args),
+        Command::Pki(command) => pki::run(command),
     };
     match result {
         Ok(code) => code,

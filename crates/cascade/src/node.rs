@@ -8,6 +8,15 @@ use cascade_store::{Store, StoreError};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum NodeCommand {
+    /// Run a node until SIGTERM or Ctrl-C.
+    Run {
+        /// The node's TOML configuration.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Log as JSON lines instead of text.
+        #[arg(long)]
+        log_json: bool,
+    },
     /// Write a consistent copy of a node's store to a file.
     Backup {
         /// The node's data directory (its store).
@@ -30,6 +39,7 @@ pub enum NodeCommand {
 
 pub fn run(command: NodeCommand) -> anyhow::Result<ExitCode> {
     match command {
+        NodeCommand::Run { config, log_json } => return run_node(&config, log_json),
         NodeCommand::Backup { data, out } => {
             // Write beside the target and rename, so that a failed backup
             // never leaves a file that looks complete.
@@ -84,5 +94,52 @@ pub fn run(command: NodeCommand) -> anyhow::Result<ExitCode> {
             );
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_node(config_path: &std::path::Path, log_json: bool) -> anyhow::Result<ExitCode> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    if log_json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    // One crypto provider for the whole process: ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = cascade_node::NodeConfig::load(config_path)?;
+    let store = std::sync::Arc::new(Store::open(&config.data.join("store"), config.id.clone())?);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let (listener, addr) = cascade_node::bind(&config)
+            .await
+            .with_context(|| format!("listen: cannot bind {}", config.listen))?;
+        let _control = cascade::control::ControlServer::start(store.clone(), &config.data.join("store"))
+            .with_context(|| format!("cannot open the control socket in {}", config.data.display()))?;
+        let node = cascade_node::Node::new(config.clone(), store);
+        tracing::info!(node = %node.id, %addr, "serving");
+        if let Some(parent) = config.parent.clone() {
+            tokio::spawn(cascade_node::link::run(node.clone(), parent));
+        }
+        let shutdown = async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            tracing::info!("shutting down");
+        };
+        cascade_node::serve(node, listener, shutdown)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        anyhow::Ok(())
+    })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,163 @@
+//! `cascade ctl`: administer a running node over its Admin service.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use cascade_core::UpdateId;
+use cascade_core::model::{Approval, ChangeOp, Object, ObjectId};
+use cascade_proto::v1::admin_client::AdminClient;
+use cascade_proto::v1::*;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The node's address (host:port).
+    #[arg(long, env = "CASCADE_NODE")]
+    node: String,
+    /// Directory with ca.crt and the admin's certificate and key.
+    #[arg(long, env = "CASCADE_PKI")]
+    pki: PathBuf,
+    /// Which admin certificate to use: admin-<name>.crt in --pki.
+    #[arg(long = "as", env = "CASCADE_ADMIN")]
+    admin: String,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: CtlCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum CtlCommand {
+    /// Child sites.
+    #[command(subcommand)]
+    Site(SiteCommand),
+    /// Link status of the node, both directions.
+    Links,
+    /// Wake the node's parent link now.
+    ReplicateNow,
+    /// Approve an update for a policy.
+    Approve {
+        #[arg(long)]
+        policy: String,
+        #[arg(long)]
+        update: String,
+        /// Unix seconds after which it installs even outside maintenance windows.
+        #[arg(long)]
+        deadline: Option<i64>,
+    },
+    /// Record any change, given as its JSON operation.
+    Change {
+        #[arg(long)]
+        op: String,
+    },
+    /// The objects of a kind this node has.
+    Objects {
+        #[arg(long)]
+        kind: String,
+    },
+    /// Compliance counts of the node's subtree.
+    Compliance,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum SiteCommand {
+    /// Register a child site with this node.
+    Add {
+        #[arg(long)]
+        id: String,
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+}
+
+/// Exit codes: 1 the node refused, 3 it could not be reached.
+const EXIT_REFUSED: u8 = 1;
+const EXIT_UNREACHABLE: u8 = 3;
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(run_async(args))
+}
+
+async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
+    let read = |name: &str| -> anyhow::Result<String> {
+        let p = args.pki.join(name);
+        std::fs::read_to_string(&p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
+    };
+    let ca = read("ca.crt")?;
+    let cert = read(&format!("admin-{}.crt", args.admin))?;
+    let key = read(&format!("admin-{}.key", args.admin))?;
+    let channel = match cascade_node::channel(&args.node, &ca, &cert, &key).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: cannot reach {}: {e}", args.node);
+            return Ok(ExitCode::from(EXIT_UNREACHABLE));
+        }
+    };
+    let mut client = AdminClient::new(channel);
+    let result = match args.command {
+        CtlCommand::Site(SiteCommand::Add { id, name }) => client.site_add(SiteAddRequest { id: id.clone(), name }).await.map(|_| println!("registered child site {id}")),
+        CtlCommand::Links => client.links(LinksRequest {}).await.map(|r| {
+            let links = r.into_inner().links;
+            if args.json {
+                let rows: Vec<serde_json::Value> = links
+                    .iter()
+                    .map(|l| serde_json::json!({"peer": l.peer, "direction": l.direction, "connected": l.connected, "last_contact": l.last_contact, "seq_lag": l.seq_lag, "last_error": l.last_error}))
+                    .collect();
+                println!("{}", serde_json::Value::Array(rows));
+            } else {
+                println!("{:<20} {:<11} {:<10} {:>8} {:>12}  last error", "peer", "direction", "connected", "lag", "last contact");
+                for l in links {
+                    println!("{:<20} {:<11} {:<10} {:>8} {:>12}  {}", l.peer, l.direction, l.connected, l.seq_lag, l.last_contact, l.last_error);
+                }
+            }
+        }),
+        CtlCommand::ReplicateNow => client.replicate_now(ReplicateNowRequest {}).await.map(|_| println!("woke the parent link")),
+        CtlCommand::Approve { policy, update, deadline } => {
+            let policy = ObjectId::new(&policy).map_err(|e| anyhow::anyhow!("--policy: {e}"))?;
+            let update = UpdateId::new(&update);
+            let id = ObjectId::new(&format!("{policy}/{update}")).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let op = ChangeOp::Upsert(Object::Approval(Approval { id, policy, update, deadline }));
+            client.change(ChangeRequest { op: serde_json::to_vec(&op)? }).await.map(|r| {
+                let r = r.into_inner();
+                println!("approved as change {}/{}", r.origin, r.seq);
+            })
+        }
+        CtlCommand::Change { op } => {
+            let parsed: ChangeOp = serde_json::from_str(&op).map_err(|e| anyhow::anyhow!("--op: {e}"))?;
+            client.change(ChangeRequest { op: serde_json::to_vec(&parsed)? }).await.map(|r| {
+                let r = r.into_inner();
+                println!("recorded change {}/{}", r.origin, r.seq);
+            })
+        }
+        CtlCommand::Objects { kind } => client.objects(ObjectsRequest { kind }).await.map(|r| {
+            let value: serde_json::Value = serde_json::from_slice(&r.into_inner().objects).unwrap_or_default();
+            println!("{value}");
+        }),
+        CtlCommand::Compliance => client.compliance(ComplianceRequest {}).await.map(|r| {
+            let r = r.into_inner();
+            let value: serde_json::Value = serde_json::from_slice(&r.by_update).unwrap_or_default();
+            if args.json {
+                println!("{}", serde_json::json!({"records": r.records, "by_update": value}));
+            } else {
+                println!("{} records", r.records);
+                if let Some(map) = value.as_object() {
+                    for (update, counts) in map {
+                        println!("  {update:<14} {counts}");
+                    }
+                }
+            }
+        }),
+    };
+    match result {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(status) => {
+            eprintln!("error: {}: {}", status.code(), status.message());
+            Ok(ExitCode::from(if status.code() == tonic::Code::Unavailable {
+                EXIT_UNREACHABLE
+            } else {
+                EXIT_REFUSED
+            }))
+        }
+    }
+}

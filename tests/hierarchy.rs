@@ -1,0 +1,462 @@
+//! A tree of real `cascade node` processes on 127.0.0.1 with ports the
+//! system picks: replication down and up, restarts, and refusals.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use cascade_core::UpdateId;
+use cascade_core::compliance::ComplianceState;
+use cascade_core::model::{ComplianceRecord, ComputerId, NodeId};
+use cascade_core::update::Severity;
+use cascade_store::Store;
+
+const BIN: &str = env!("CARGO_BIN_EXE_cascade");
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().expect("run cascade")
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Waits for `condition` until `limit`, polling; panics with `what` if it never holds.
+fn wait_for(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if condition() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+struct NodeProc {
+    id: String,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl NodeProc {
+    fn data(&self) -> PathBuf {
+        self.dir.join(format!("{}-data", self.id))
+    }
+
+    fn addr(&self) -> String {
+        std::fs::read_to_string(self.data().join("node.addr")).unwrap_or_default()
+    }
+
+    fn start(&mut self) {
+        let _ = std::fs::remove_file(self.data().join("node.addr"));
+        let log = std::fs::File::create(self.dir.join(format!("{}.log", self.id))).unwrap();
+        let child = Command::new(BIN)
+            .args(["node", "run", "--config"])
+            .arg(self.dir.join(format!("{}.toml", self.id)))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start a node");
+        self.child = Some(child);
+        let data = self.data();
+        wait_for(&format!("{} to listen", self.id), Duration::from_secs(20), || {
+            data.join("node.addr").exists()
+        });
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+struct Tree {
+    dir: tempfile::TempDir,
+    nodes: BTreeMap<String, NodeProc>,
+    parents: BTreeMap<String, Option<String>>,
+}
+
+impl Tree {
+    /// Creates the PKI and configs for `(id, parent)` pairs, parents first.
+    fn new(shape: &[(&str, Option<&str>)]) -> Tree {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = dir.path().join("pki");
+        ok(run(&["pki", "init", "--dir", pki.to_str().unwrap()]));
+        ok(run(&[
+            "pki",
+            "issue",
+            "admin",
+            "--name",
+            "ops",
+            "--role",
+            "admin",
+            "--dir",
+            pki.to_str().unwrap(),
+        ]));
+        let mut tree = Tree {
+            dir,
+            nodes: BTreeMap::new(),
+            parents: BTreeMap::new(),
+        };
+        for (id, parent) in shape {
+            ok(run(&[
+                "pki",
+                "issue",
+                "node",
+                "--id",
+                id,
+                "--dir",
+                pki.to_str().unwrap(),
+            ]));
+            tree.parents.insert(id.to_string(), parent.map(str::to_owned));
+            tree.nodes.insert(
+                id.to_string(),
+                NodeProc {
+                    id: id.to_string(),
+                    dir: tree.dir.path().to_path_buf(),
+                    child: None,
+                },
+            );
+        }
+        tree
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn write_config(&self, id: &str) {
+        let parent = match &self.parents[id] {
+            Some(p) => format!("[parent]\naddress = \"{}\"\n", self.nodes[p].addr()),
+            None => String::new(),
+        };
+        // A restarted node keeps the port the system gave it the first time.
+        let listen = match self.nodes[id].addr() {
+            a if a.is_empty() => "127.0.0.1:0".to_owned(),
+            a => a,
+        };
+        let text = format!(
+            "id = \"{id}\"\nlisten = \"{listen}\"\ndata = \"{id}-data\"\nheartbeat_seconds = 1\n{parent}[tls]\nca = \"pki/ca.crt\"\ncert = \"pki/{id}.crt\"\nkey = \"pki/{id}.key\"\n"
+        );
+        std::fs::write(self.path().join(format!("{id}.toml")), text).unwrap();
+    }
+
+    /// Starts every node, parents first, registering each with its parent.
+    fn start_all(&mut self) {
+        let ids: Vec<String> = self.nodes.keys().cloned().collect();
+        let mut order: Vec<String> = ids.iter().filter(|i| self.parents[*i].is_none()).cloned().collect();
+        while order.len() < ids.len() {
+            for id in &ids {
+                if !order.contains(id) && self.parents[id].as_ref().is_some_and(|p| order.contains(p)) {
+                    order.push(id.clone());
+                }
+            }
+        }
+        for id in order {
+            if let Some(parent) = self.parents[&id].clone() {
+                ok(self.ctl(&parent, &["site", "add", "--id", &id]));
+            }
+            self.write_config(&id);
+            self.nodes.get_mut(&id).unwrap().start();
+        }
+    }
+
+    /// Starts a stopped node again on the same address.
+    fn restart(&mut self, id: &str) {
+        self.write_config(id);
+        self.nodes.get_mut(id).unwrap().start();
+    }
+
+    fn ctl(&self, id: &str, args: &[&str]) -> Output {
+        let addr = self.nodes[id].addr();
+        let pki = self.path().join("pki");
+        let mut full = vec!["ctl", "--node", &addr, "--pki", pki.to_str().unwrap(), "--as", "ops"];
+        full.extend_from_slice(args);
+        run(&full)
+    }
+
+    fn json(&self, id: &str, args: &[&str]) -> serde_json::Value {
+        let out = self.ctl(id, args);
+        if !out.status.success() {
+            return serde_json::Value::Null;
+        }
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+    }
+
+    fn approvals(&self, id: &str) -> usize {
+        self.json(id, &["objects", "--kind", "approval"])
+            .as_array()
+            .map_or(0, Vec::len)
+    }
+
+    fn records(&self, id: &str) -> u64 {
+        self.json(id, &["--json", "compliance"])["records"]
+            .as_u64()
+            .unwrap_or(0)
+    }
+
+    /// Puts compliance records into a stopped node's store, as its agents'
+    /// reports would, queued for its parent.
+    fn seed_records(&self, id: &str, count: u64) {
+        let node = NodeId::new(id).unwrap();
+        let store = Store::open(&self.nodes[id].data().join("store"), node.clone()).unwrap();
+        let records: Vec<ComplianceRecord> = (0..count)
+            .map(|c| ComplianceRecord {
+                computer: ComputerId::new(&format!("{id}-pc-{c}")).unwrap(),
+                update: UpdateId::new("KB5021233"),
+                site: node.clone(),
+                state: if c % 3 == 0 {
+                    ComplianceState::Required
+                } else {
+                    ComplianceState::Installed
+                },
+                severity: Severity::Critical,
+                counter: 1,
+                observed_at: 1_780_000_000,
+            })
+            .collect();
+        for (n, chunk) in records.chunks(500).enumerate() {
+            store.ingest("agents", n as u64 + 1, chunk, true).unwrap();
+        }
+    }
+}
+
+const SEVEN: &[(&str, Option<&str>)] = &[
+    ("root", None),
+    ("east", Some("root")),
+    ("west", Some("root")),
+    ("east-1", Some("east")),
+    ("east-2", Some("east")),
+    ("west-1", Some("west")),
+    ("west-2", Some("west")),
+];
+
+const LEAVES: [&str; 4] = ["east-1", "east-2", "west-1", "west-2"];
+
+#[test]
+fn seven_nodes_approvals_down_compliance_up_and_a_killed_middle_node() {
+    let mut tree = Tree::new(SEVEN);
+    // The leaves' agents have reported before the tree comes up.
+    for leaf in LEAVES {
+        std::fs::create_dir_all(tree.nodes[leaf].data()).unwrap();
+        tree.seed_records(leaf, 2_500);
+    }
+    tree.start_all();
+
+    // 1. An approval made at the root reaches all four leaves.
+    ok(tree.ctl("root", &["approve", "--policy", "baseline", "--update", "KB5021233"]));
+    wait_for("the approval at every leaf", Duration::from_secs(30), || {
+        LEAVES.iter().all(|l| tree.approvals(l) == 1)
+    });
+
+    // 2. 10,000 records from the leaves reach the root exactly once.
+    wait_for("10,000 records at the root", Duration::from_secs(60), || {
+        tree.records("root") == 10_000
+    });
+    assert_eq!(tree.records("east"), 5_000);
+    assert_eq!(tree.records("west"), 5_000);
+
+    // 3. An intermediate node killed with SIGKILL while changes flow, then
+    // restarted: the tree converges, nothing lost or duplicated.
+    for n in 0..5 {
+        ok(tree.ctl(
+            "root",
+            &[
+                "approve",
+                "--policy",
+                "baseline",
+                "--update",
+                &format!("KB{}", 6_000_000 + n),
+            ],
+        ));
+    }
+    tree.nodes.get_mut("east").unwrap().kill();
+    for n in 5..10 {
+        ok(tree.ctl(
+            "root",
+            &[
+                "approve",
+                "--policy",
+                "baseline",
+                "--update",
+                &format!("KB{}", 6_000_000 + n),
+            ],
+        ));
+    }
+    tree.restart("east");
+    wait_for("11 approvals at every leaf", Duration::from_secs(60), || {
+        LEAVES.iter().all(|l| tree.approvals(l) == 11)
+    });
+    assert_eq!(tree.records("root"), 10_000, "nothing duplicated by the restart");
+    // Links are up both ways again.
+    let links = tree.json("east", &["--json", "links"]);
+    let up: Vec<_> = links
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["direction"] == "down" || l["direction"] == "up")
+        .collect();
+    assert_eq!(up.len(), 2);
+    wait_for("east's parent links connected", Duration::from_secs(30), || {
+        tree.json("east", &["--json", "links"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| (l["direction"] == "down" || l["direction"] == "up") && l["connected"] == true)
+            .count()
+            == 2
+    });
+}
+
+#[test]
+fn strangers_are_refused_and_nothing_is_written() {
+    let mut tree = Tree::new(&[("root", None), ("site-a", Some("root"))]);
+    tree.start_all();
+    ok(tree.ctl("root", &["approve", "--policy", "p", "--update", "KB1"]));
+    let pki = tree.path().join("pki");
+    let pki_s = pki.to_str().unwrap();
+    // A node of another CA, a valid node certificate for a site that is not
+    // registered, an expired one, and an agent certificate.
+    let other = tree.path().join("other-pki");
+    ok(run(&["pki", "init", "--dir", other.to_str().unwrap()]));
+    ok(run(&[
+        "pki",
+        "issue",
+        "node",
+        "--id",
+        "site-a",
+        "--dir",
+        other.to_str().unwrap(),
+    ]));
+    ok(run(&[
+        "pki",
+        "issue",
+        "admin",
+        "--name",
+        "ops",
+        "--role",
+        "admin",
+        "--dir",
+        other.to_str().unwrap(),
+    ]));
+    ok(run(&["pki", "issue", "node", "--id", "site-z", "--dir", pki_s]));
+    ok(run(&[
+        "pki", "issue", "node", "--id", "site-old", "--dir", pki_s, "--days", "0",
+    ]));
+    ok(run(&["pki", "issue", "agent", "--id", "pc-1", "--dir", pki_s]));
+    ok(run(&[
+        "pki", "issue", "admin", "--name", "auditor", "--role", "auditor", "--dir", pki_s,
+    ]));
+    let root = tree.nodes["root"].addr();
+
+    // The admin API refuses another CA's admin outright (TLS) and an auditor's write.
+    let out = run(&[
+        "ctl",
+        "--node",
+        &root,
+        "--pki",
+        other.to_str().unwrap(),
+        "--as",
+        "ops",
+        "approve",
+        "--policy",
+        "p",
+        "--update",
+        "KB2",
+    ]);
+    assert!(!out.status.success());
+    let out = run(&[
+        "ctl", "--node", &root, "--pki", pki_s, "--as", "auditor", "approve", "--policy", "p", "--update", "KB2",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("auditor: read only"));
+
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let attempt = |dir: &Path, stem: &str| -> String {
+        let ca = std::fs::read_to_string(dir.join("ca.crt")).unwrap();
+        let cert = std::fs::read_to_string(dir.join(format!("{stem}.crt"))).unwrap();
+        let key = std::fs::read_to_string(dir.join(format!("{stem}.key"))).unwrap();
+        let root = root.clone();
+        runtime.block_on(async move {
+            let channel = match cascade_node::channel(&root, &ca, &cert, &key).await {
+                Ok(c) => c,
+                Err(e) => return format!("connect: {e}"),
+            };
+            let mut client = cascade_proto::v1::hierarchy_client::HierarchyClient::new(channel);
+            let items = serde_json::to_vec(&Vec::<cascade_core::model::Upward>::new()).unwrap();
+            let report = tokio_stream::iter(vec![cascade_proto::v1::UpBatch {
+                seq: 1,
+                items,
+                snapshot: false,
+            }]);
+            let subscribe = client.subscribe(cascade_proto::v1::SubscribeRequest::default()).await;
+            let report = client.report(report).await;
+            match (subscribe, report) {
+                (Err(a), Err(b)) => format!("{:?}: {} / {:?}: {}", a.code(), a.message(), b.code(), b.message()),
+                other => format!("accepted: {other:?}"),
+            }
+        })
+    };
+    let foreign = attempt(&other, "site-a");
+    assert!(!foreign.starts_with("accepted"), "{foreign}");
+    let unregistered = attempt(&pki, "site-z");
+    assert!(unregistered.contains("not registered as a child"), "{unregistered}");
+    let expired = attempt(&pki, "site-old");
+    assert!(!expired.starts_with("accepted"), "{expired}");
+    let agent = attempt(&pki, "agent-pc-1");
+    assert!(agent.contains("is not a node"), "{agent}");
+    // Nothing was written: the root still has its one approval and no records.
+    assert_eq!(tree.approvals("root"), 1);
+    assert_eq!(tree.records("root"), 0);
+    // The registered child is unaffected.
+    wait_for("the approval at site-a", Duration::from_secs(30), || {
+        tree.approvals("site-a") == 1
+    });
+}
+
+#[test]
+fn bad_configuration_is_refused_with_the_key_named() {
+    let tree = Tree::new(&[("root", None)]);
+    let write = |text: &str| {
+        let p = tree.path().join("bad.toml");
+        std::fs::write(&p, text).unwrap();
+        let out = run(&["node", "run", "--config", p.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{text}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let base = "id = \"root\"\nlisten = \"127.0.0.1:0\"\ndata = \"d\"\n[tls]\nca = \"pki/ca.crt\"\ncert = \"pki/root.crt\"\nkey = \"pki/root.key\"\n";
+    let err = write(&format!("colour = \"blue\"\n{base}"));
+    assert!(err.contains("unknown field `colour`"), "{err}");
+    let err = write(&base.replace("127.0.0.1:0", "localhost"));
+    assert!(err.contains("`listen`"), "{err}");
+    let err = write(&base.replace("pki/root.key", "pki/missing.key"));
+    assert!(err.contains("`tls.key`") && err.contains("missing.key"), "{err}");
+    let err = write(&base.replace("id = \"root\"", "id = \"other\""));
+    assert!(err.contains("`tls.cert`") && err.contains("not node other"), "{err}");
+    let err = write(
+        &format!("{base}heartbeat_seconds = 0\n")
+            .replace("[tls]", "heartbeat_seconds = 0\n[tls]")
+            .replacen("heartbeat_seconds = 0\n", "", 1),
+    );
+    assert!(err.contains("`heartbeat_seconds`"), "{err}");
+}
