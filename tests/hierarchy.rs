@@ -460,3 +460,60 @@ fn bad_configuration_is_refused_with_the_key_named() {
     );
     assert!(err.contains("`heartbeat_seconds`"), "{err}");
 }
+
+#[test]
+fn a_moved_leaf_keeps_its_history_and_cycles_are_refused() {
+    let mut tree = Tree::new(&[
+        ("root", None),
+        ("east", Some("root")),
+        ("west", Some("root")),
+        ("leaf", Some("east")),
+    ]);
+    std::fs::create_dir_all(tree.nodes["leaf"].data()).unwrap();
+    tree.seed_records("leaf", 300);
+    tree.start_all();
+    ok(tree.ctl(
+        "east",
+        &[
+            "change",
+            "--op",
+            r#"{"upsert":{"kind":"setting","object":{"id":"east-only","value":1}}}"#,
+        ],
+    ));
+    wait_for("the leaf's records at the root", Duration::from_secs(30), || {
+        tree.records("root") == 300
+    });
+    wait_for("east's setting at the leaf", Duration::from_secs(30), || {
+        tree.json("leaf", &["objects", "--kind", "setting"])
+            .as_array()
+            .is_some_and(|a| a.len() == 1)
+    });
+
+    // A move that would make a cycle is refused: root is above east.
+    let out = tree.ctl("east", &["site", "add", "--id", "root"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("would make a cycle"));
+
+    // Move the leaf from east to west.
+    ok(tree.ctl("east", &["site", "remove", "--id", "leaf"]));
+    ok(tree.ctl("west", &["site", "add", "--id", "leaf"]));
+    tree.nodes.get_mut("leaf").unwrap().kill();
+    tree.parents.insert("leaf".into(), Some("west".into()));
+    tree.restart("leaf");
+    // West gets the leaf's whole history; the root keeps it, counted once.
+    wait_for("the leaf's history at west", Duration::from_secs(30), || {
+        tree.records("west") == 300
+    });
+    assert_eq!(tree.records("root"), 300);
+    // What only the old branch had is gone from the leaf; the root's
+    // changes still arrive.
+    wait_for("east's setting gone from the leaf", Duration::from_secs(30), || {
+        tree.json("leaf", &["objects", "--kind", "setting"])
+            .as_array()
+            .is_some_and(Vec::is_empty)
+    });
+    ok(tree.ctl("root", &["approve", "--policy", "p", "--update", "KB1"]));
+    wait_for("the root's approval at the moved leaf", Duration::from_secs(30), || {
+        tree.approvals("leaf") == 1
+    });
+}

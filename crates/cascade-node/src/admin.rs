@@ -57,8 +57,66 @@ impl AdminService {
     }
 }
 
+impl AdminService {
+    /// This node's ancestors, nearest first, from the site records that
+    /// replicated down.
+    fn ancestors(&self) -> Vec<cascade_core::model::NodeId> {
+        let sites: std::collections::HashMap<String, Option<cascade_core::model::NodeId>> = self
+            .node
+            .store
+            .objects(ObjectKind::Site)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|s| match s.object {
+                Object::Site(site) => Some((site.id.to_string(), site.parent)),
+                _ => None,
+            })
+            .collect();
+        let mut out = Vec::new();
+        let mut current = self.node.id.to_string();
+        while let Some(Some(parent)) = sites.get(&current) {
+            if out.contains(parent) || out.len() > sites.len() {
+                break;
+            }
+            out.push(parent.clone());
+            current = parent.to_string();
+        }
+        out
+    }
+}
+
 #[tonic::async_trait]
 impl v1::admin_server::Admin for AdminService {
+    async fn site_remove(&self, request: Request<SiteRemoveRequest>) -> Result<Response<SiteRemoveReply>, Status> {
+        let (actor, _) = caller(&request, true)?;
+        let id = ObjectId::new(&request.get_ref().id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let key = cascade_core::model::ObjectKey {
+            kind: ObjectKind::Site,
+            id: id.clone(),
+        };
+        let store = self.node.store.clone();
+        let existing = blocking(move || store.object(&key)).await.map_err(store_status)?;
+        match existing {
+            Some(s) if s.origin == self.node.id => {}
+            _ => {
+                return Err(Status::not_found(format!(
+                    "{id} is not a child site of {}",
+                    self.node.id
+                )));
+            }
+        }
+        let key = cascade_core::model::ObjectKey {
+            kind: ObjectKind::Site,
+            id: id.clone(),
+        };
+        self.node
+            .append_local(ChangeOp::Delete(key))
+            .await
+            .map_err(store_status)?;
+        self.audit(&actor, "site remove", id.to_string()).await;
+        Ok(Response::new(SiteRemoveReply {}))
+    }
+
     async fn change(&self, request: Request<ChangeRequest>) -> Result<Response<ChangeReply>, Status> {
         let (actor, _) = caller(&request, true)?;
         let op: ChangeOp =
@@ -78,6 +136,12 @@ impl v1::admin_server::Admin for AdminService {
         let id = ObjectId::new(&req.id).map_err(|e| Status::invalid_argument(e.to_string()))?;
         if id.as_str() == self.node.id.as_str() {
             return Err(Status::invalid_argument("a node cannot be its own child"));
+        }
+        if let Some(ancestor) = self.ancestors().into_iter().find(|a| a.as_str() == id.as_str()) {
+            return Err(Status::failed_precondition(format!(
+                "{ancestor} is above {} in the tree: making it a child would make a cycle",
+                self.node.id
+            )));
         }
         let name = if req.name.is_empty() { req.id.clone() } else { req.name };
         let site = Site {

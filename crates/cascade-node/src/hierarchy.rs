@@ -167,7 +167,9 @@ async fn send_missing(
     let (snapshot, changes) = blocking(
         move || -> Result<(Option<Snapshot>, Vec<cascade_core::model::Change>), cascade_store::StoreError> {
             let origins = store.cursor()?;
-            let mut need = Vec::new();
+            // Origins the child has and this node does not (it moved here
+            // from another branch): a snapshot with them at zero clears them.
+            let mut need: Vec<NodeId> = known.keys().filter(|o| !origins.contains_key(*o)).cloned().collect();
             let mut changes = Vec::new();
             for (origin, applied) in &origins {
                 let have = known.get(origin).copied().unwrap_or(0);
@@ -198,7 +200,11 @@ async fn send_missing(
             state,
         };
         for (o, s) in &snapshot.cursor {
-            cursor.insert(o.clone(), *s);
+            if *s == 0 {
+                cursor.remove(o);
+            } else {
+                cursor.insert(o.clone(), *s);
+            }
         }
         if tx
             .send(Ok(DownMessage {

@@ -17,6 +17,13 @@ use crate::{Node, blocking, now};
 
 /// Runs both directions of the parent link until the task is dropped.
 pub async fn run(node: Arc<Node>, parent: String) {
+    let store = node.store.clone();
+    let address = parent.clone();
+    match blocking(move || store.note_parent(&address)).await {
+        Ok(true) => info!(parent = %parent, "the parent changed: the new one gets a snapshot first"),
+        Ok(false) => {}
+        Err(e) => warn!(error = %e, "cannot record the parent"),
+    }
     let down = tokio::spawn(forever(node.clone(), parent.clone(), "down"));
     let up = tokio::spawn(forever(node, parent, "up"));
     let _ = tokio::join!(down, up);

@@ -7,6 +7,7 @@ use cascade_core::model::{ComputerId, NodeId, ObjectKey, ObjectKind};
 pub const FORMAT: &[u8] = b"m/format";
 pub const COMMITS: &[u8] = b"m/commits";
 pub const NODE: &[u8] = b"m/node";
+pub const PARENT: &[u8] = b"m/parent";
 pub const OUTBOX_NEXT: &[u8] = b"m/outbox-next";
 pub const OUTBOX_ACKED: &[u8] = b"m/outbox-acked";
 pub const OUTBOX_SNAPSHOT: &[u8] = b"m/outbox-snapshot";

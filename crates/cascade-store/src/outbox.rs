@@ -131,6 +131,24 @@ impl Store {
         self.commit(batch)
     }
 
+    /// Records which parent this node reports to. When it is a different one
+    /// than before (the site moved), the new parent gets a snapshot of the
+    /// whole state first. Returns whether it changed.
+    pub fn note_parent(&self, parent: &str) -> Result<bool> {
+        let _guard = self.lock();
+        let previous = self.get(keys::PARENT)?;
+        if previous.as_deref() == Some(parent.as_bytes()) {
+            return Ok(false);
+        }
+        let mut batch = sled::Batch::default();
+        batch.insert(keys::PARENT, parent.as_bytes());
+        if previous.is_some() {
+            batch.insert(keys::OUTBOX_SNAPSHOT, &[1]);
+        }
+        self.commit(batch)?;
+        Ok(previous.is_some())
+    }
+
     /// Asks for a snapshot to be sent up (a move to a new parent).
     pub fn require_upward_snapshot(&self) -> Result<()> {
         let _guard = self.lock();

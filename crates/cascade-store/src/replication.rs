@@ -344,8 +344,14 @@ impl Store {
             for item in self.scan(&keys::under(keys::LOG, &[origin.as_str().as_bytes()])) {
                 batch.remove(item?.0);
             }
-            batch.insert(keys::applied(origin), &seq.to_be_bytes());
-            batch.insert(keys::floor(origin), &seq.to_be_bytes());
+            if *seq == 0 {
+                // An origin the sender does not have: forget it here too.
+                batch.remove(keys::applied(origin));
+                batch.remove(keys::floor(origin));
+            } else {
+                batch.insert(keys::applied(origin), &seq.to_be_bytes());
+                batch.insert(keys::floor(origin), &seq.to_be_bytes());
+            }
         }
         self.commit(batch)
     }

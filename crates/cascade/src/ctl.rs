@@ -68,6 +68,11 @@ enum SiteCommand {
         #[arg(long, default_value = "")]
         name: String,
     },
+    /// Unregister a child site (before moving it to another parent).
+    Remove {
+        #[arg(long)]
+        id: String,
+    },
 }
 
 /// Exit codes: 1 the node refused, 3 it could not be reached.
@@ -97,6 +102,9 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
     let mut client = AdminClient::new(channel);
     let result = match args.command {
         CtlCommand::Site(SiteCommand::Add { id, name }) => client.site_add(SiteAddRequest { id: id.clone(), name }).await.map(|_| println!("registered child site {id}")),
+        CtlCommand::Site(SiteCommand::Remove { id }) => {
+            client.site_remove(SiteRemoveRequest { id: id.clone() }).await.map(|_| println!("unregistered child site {id}"))
+        }
         CtlCommand::Links => client.links(LinksRequest {}).await.map(|r| {
             let links = r.into_inner().links;
             if args.json {
