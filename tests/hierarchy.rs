@@ -517,3 +517,203 @@ fn a_moved_leaf_keeps_its_history_and_cycles_are_refused() {
         tree.approvals("leaf") == 1
     });
 }
+
+/// A TCP proxy that injects the faults of a WAN: added delay, refused
+/// connections, connections reset, and stalls (connected, nothing moves).
+mod fault {
+    use std::net::SocketAddr;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    pub enum Mode {
+        Pass,
+        Delay(Duration),
+        Refuse,
+        Stall,
+    }
+
+    pub struct Proxy {
+        pub addr: SocketAddr,
+        mode: Arc<Mutex<Mode>>,
+        connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+        runtime: tokio::runtime::Runtime,
+    }
+
+    impl Proxy {
+        pub fn start(upstream: SocketAddr) -> Proxy {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+            let addr = listener.local_addr().unwrap();
+            let mode = Arc::new(Mutex::new(Mode::Pass));
+            let connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+            let (m, c) = (mode.clone(), connections.clone());
+            runtime.spawn(async move {
+                while let Ok((inbound, _)) = listener.accept().await {
+                    if *m.lock().unwrap() == Mode::Refuse {
+                        drop(inbound);
+                        continue;
+                    }
+                    let Ok(outbound) = TcpStream::connect(upstream).await else {
+                        continue;
+                    };
+                    let (ri, wi) = inbound.into_split();
+                    let (ro, wo) = outbound.into_split();
+                    let a = tokio::spawn(pump(ri, wo, m.clone()));
+                    let b = tokio::spawn(pump(ro, wi, m.clone()));
+                    c.lock().unwrap().extend([a.abort_handle(), b.abort_handle()]);
+                }
+            });
+            Proxy {
+                addr,
+                mode,
+                connections,
+                runtime,
+            }
+        }
+
+        pub fn set(&self, mode: Mode) {
+            *self.mode.lock().unwrap() = mode;
+        }
+
+        /// Cuts every open connection.
+        pub fn reset(&self) {
+            for c in self.connections.lock().unwrap().drain(..) {
+                c.abort();
+            }
+        }
+    }
+
+    impl Drop for Proxy {
+        fn drop(&mut self) {
+            self.reset();
+            let _ = &self.runtime;
+        }
+    }
+
+    async fn pump(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        mode: Arc<Mutex<Mode>>,
+    ) {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match from.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            // Bounded: a stall holds bytes until the mode changes.
+            for _ in 0..600 {
+                let current = *mode.lock().unwrap();
+                match current {
+                    Mode::Stall => tokio::time::sleep(Duration::from_millis(100)).await,
+                    Mode::Delay(d) => {
+                        tokio::time::sleep(d).await;
+                        break;
+                    }
+                    _ => break,
+                }
+            }
+            if to.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+#[test]
+fn converges_after_delay_refusal_reset_and_stall() {
+    let mut tree = Tree::new(&[("root", None), ("mid", Some("root")), ("leaf", Some("mid"))]);
+    std::fs::create_dir_all(tree.nodes["leaf"].data()).unwrap();
+    tree.seed_records("leaf", 2_000);
+    // Start root and mid, then the leaf behind a fault proxy to mid.
+    let (root, mid) = ("root".to_owned(), "mid".to_owned());
+    tree.write_config(&root);
+    tree.nodes.get_mut(&root).unwrap().start();
+    ok(tree.ctl(&root, &["site", "add", "--id", "mid"]));
+    tree.write_config(&mid);
+    tree.nodes.get_mut(&mid).unwrap().start();
+    ok(tree.ctl(&mid, &["site", "add", "--id", "leaf"]));
+    let proxy = fault::Proxy::start(tree.nodes["mid"].addr().parse().unwrap());
+    let config = format!(
+        "id = \"leaf\"\nlisten = \"127.0.0.1:0\"\ndata = \"leaf-data\"\nheartbeat_seconds = 1\n[parent]\naddress = \"{}\"\n[tls]\nca = \"pki/ca.crt\"\ncert = \"pki/leaf.crt\"\nkey = \"pki/leaf.key\"\n",
+        proxy.addr
+    );
+    std::fs::write(tree.path().join("leaf.toml"), config).unwrap();
+    tree.nodes.get_mut("leaf").unwrap().start();
+
+    // Three revisions published at the root while the link misbehaves.
+    proxy.set(fault::Mode::Delay(Duration::from_millis(150)));
+    ok(tree.ctl("root", &["approve", "--policy", "p", "--update", "KB1"]));
+    std::thread::sleep(Duration::from_millis(500));
+    proxy.reset();
+    proxy.set(fault::Mode::Refuse);
+    ok(tree.ctl("root", &["approve", "--policy", "p", "--update", "KB2"]));
+    std::thread::sleep(Duration::from_millis(1500));
+    proxy.set(fault::Mode::Stall);
+    ok(tree.ctl("root", &["approve", "--policy", "p", "--update", "KB3"]));
+    std::thread::sleep(Duration::from_secs(3));
+    // Heal, and ask the leaf to replicate now rather than wait out its backoff.
+    proxy.set(fault::Mode::Pass);
+    let _ = tree.ctl("leaf", &["replicate-now"]);
+    wait_for("three approvals at the leaf", Duration::from_secs(60), || {
+        tree.approvals("leaf") == 3
+    });
+    wait_for("the leaf's 2,000 records at the root", Duration::from_secs(60), || {
+        tree.records("root") == 2_000
+    });
+    assert_eq!(tree.records("mid"), 2_000, "nothing duplicated on the way");
+}
+
+#[test]
+fn health_answers_and_sigterm_stops_cleanly() {
+    let mut tree = Tree::new(&[("root", None)]);
+    tree.start_all();
+    let pki = tree.path().join("pki");
+    let read = |f: &str| std::fs::read_to_string(pki.join(f)).unwrap();
+    let (ca, cert, key) = (read("ca.crt"), read("admin-ops.crt"), read("admin-ops.key"));
+    let addr = tree.nodes["root"].addr();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let status = runtime.block_on(async {
+        let channel = cascade_node::channel(&addr, &ca, &cert, &key).await.unwrap();
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+        health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: "cascade.v1.Hierarchy".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+    });
+    assert_eq!(
+        status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+
+    let mut child = tree.nodes.get_mut("root").unwrap().child.take().unwrap();
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let exit = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the node did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "{exit:?}");
+    // Its store opens again: it was closed cleanly.
+    assert!(Store::open_existing(&tree.nodes["root"].data().join("store")).is_ok());
+}

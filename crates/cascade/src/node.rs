@@ -127,18 +127,27 @@ fn run_node(config_path: &std::path::Path, log_json: bool) -> anyhow::Result<Exi
         if let Some(parent) = config.parent.clone() {
             tokio::spawn(cascade_node::link::run(node.clone(), parent));
         }
-        let shutdown = async {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("cannot handle SIGTERM")?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let mut server = tokio::spawn(cascade_node::serve(node, listener, async move {
+            let _ = stopped.await;
+        }));
+        tokio::select! {
+            result = &mut server => {
+                return result.map_err(|e| anyhow::anyhow!("{e}"))?.map_err(|e| anyhow::anyhow!("{e}"));
             }
-            tracing::info!("shutting down");
-        };
-        cascade_node::serve(node, listener, shutdown)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::info!("shutting down");
+        let _ = stop.send(());
+        // Open streams get a few seconds to finish; then the node exits anyway.
+        match tokio::time::timeout(std::time::Duration::from_secs(5), server).await {
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server error while stopping"),
+            Err(_) => tracing::info!("connections still open after 5 s; stopping anyway"),
+            _ => {}
+        }
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
