@@ -100,22 +100,37 @@ async fn down(node: &Arc<Node>, parent: &str) -> Result<(), String> {
     });
     info!(parent, "subscribed to the parent");
     let heartbeat = Duration::from_secs(node.config.heartbeat_seconds * 3 + 5);
+    let mut next: Option<v1::DownMessage> = None;
     loop {
-        let message = match tokio::time::timeout(heartbeat, stream.message()).await {
-            Err(_) => return Err("the parent went quiet (no heartbeat)".to_owned()),
-            Ok(Err(status)) => return Err(status_text(status)),
-            Ok(Ok(None)) => return Err("the parent closed the stream".to_owned()),
-            Ok(Ok(Some(m))) => m,
+        let message = match next.take() {
+            Some(m) => m,
+            None => match tokio::time::timeout(heartbeat, stream.message()).await {
+                Err(_) => return Err("the parent went quiet (no heartbeat)".to_owned()),
+                Ok(Err(status)) => return Err(status_text(status)),
+                Ok(Ok(None)) => return Err("the parent closed the stream".to_owned()),
+                Ok(Ok(Some(m))) => m,
+            },
         };
         node.set_link(parent, "down", |l| l.last_contact = now());
         match message.body {
             Some(down_message::Body::Change(c)) => {
-                let origin = NodeId::new(&c.origin).map_err(|e| format!("change from a bad origin: {e}"))?;
-                let op: ChangeOp =
-                    serde_json::from_slice(&c.op).map_err(|e| format!("change {origin}/{}: {e}", c.seq))?;
-                let change = Change { origin, seq: c.seq, op };
+                // Apply what has already arrived together: one durable batch
+                // for a run of changes (an initial sync is many thousands).
+                let mut run = vec![decode_change(c)?];
+                while run.len() < 2000 {
+                    match tokio::time::timeout(Duration::ZERO, stream.message()).await {
+                        Ok(Ok(Some(v1::DownMessage {
+                            body: Some(down_message::Body::Change(c)),
+                        }))) => run.push(decode_change(c)?),
+                        Ok(Ok(Some(other))) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Ok(Ok(None)) | Ok(Err(_)) | Err(_) => break,
+                    }
+                }
                 let store = node.store.clone();
-                blocking(move || store.apply_change(&change))
+                blocking(move || store.apply_changes(&run))
                     .await
                     .map_err(|e| e.to_string())?;
                 node.changed();
@@ -141,6 +156,12 @@ async fn down(node: &Arc<Node>, parent: &str) -> Result<(), String> {
             Some(down_message::Body::Heartbeat(_)) | None => {}
         }
     }
+}
+
+fn decode_change(c: v1::Change) -> Result<Change, String> {
+    let origin = NodeId::new(&c.origin).map_err(|e| format!("change from a bad origin: {e}"))?;
+    let op: ChangeOp = serde_json::from_slice(&c.op).map_err(|e| format!("change {origin}/{}: {e}", c.seq))?;
+    Ok(Change { origin, seq: c.seq, op })
 }
 
 /// Sends the outbox (or a snapshot of the whole state when the outbox lost

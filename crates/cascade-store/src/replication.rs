@@ -69,7 +69,62 @@ impl Store {
     }
 
     fn apply_locked(&self, change: &Change) -> Result<Applied> {
-        let applied = self.get_u64(&keys::applied(&change.origin))?;
+        let mut pending = Pending::default();
+        let applied = self.stage(&mut pending, change)?;
+        if applied == Applied::Applied {
+            self.commit(pending.into_batch())?;
+        }
+        Ok(applied)
+    }
+
+    /// Applies a run of changes (as they arrive from the parent) in one
+    /// atomic, durable batch: all of them with their cursor advances, or none.
+    /// Returns how many were new.
+    pub fn apply_changes(&self, changes: &[Change]) -> Result<usize> {
+        let _guard = self.lock();
+        let mut pending = Pending::default();
+        let mut applied = 0;
+        for change in changes {
+            if self.stage(&mut pending, change)? == Applied::Applied {
+                applied += 1;
+            }
+        }
+        if applied > 0 {
+            self.commit(pending.into_batch())?;
+        }
+        Ok(applied)
+    }
+
+    /// Records several changes made on this node in one batch.
+    pub fn append_local_many(&self, ops: Vec<ChangeOp>) -> Result<Vec<Change>> {
+        let _guard = self.lock();
+        let mut pending = Pending::default();
+        let mut seq = self.get_u64(&keys::applied(&self.node))?;
+        let mut out = Vec::with_capacity(ops.len());
+        for op in ops {
+            seq += 1;
+            let change = Change {
+                origin: self.node.clone(),
+                seq,
+                op,
+            };
+            self.stage(&mut pending, &change)?;
+            out.push(change);
+        }
+        if !out.is_empty() {
+            self.commit(pending.into_batch())?;
+        }
+        Ok(out)
+    }
+
+    /// Checks one change against the cursor (as it stands with what is
+    /// already staged) and stages it with its cursor advance.
+    fn stage(&self, pending: &mut Pending, change: &Change) -> Result<Applied> {
+        let key = keys::applied(&change.origin);
+        let applied = match pending.get(self, &key)? {
+            Some(v) => codec::u64_from(&v).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key))))?,
+            None => 0,
+        };
         if change.seq <= applied {
             return Ok(Applied::Duplicate);
         }
@@ -80,11 +135,9 @@ impl Store {
                 applied,
             });
         }
-        let mut pending = Pending::default();
-        self.write_op(&mut pending, change)?;
+        self.write_op(pending, change)?;
         pending.insert(keys::log(&change.origin, change.seq), codec::json(change));
-        pending.insert(keys::applied(&change.origin), change.seq.to_be_bytes().to_vec());
-        self.commit(pending.into_batch())?;
+        pending.insert(key, change.seq.to_be_bytes().to_vec());
         Ok(Applied::Applied)
     }
 

@@ -446,3 +446,38 @@ fn backup_while_writing_and_restore() {
         .unwrap();
     assert!(err.to_string().contains("not an empty directory"), "{err}");
 }
+
+#[test]
+fn a_run_of_changes_applies_whole_or_not_at_all() {
+    let store = Store::temporary(node("site-a")).unwrap();
+    let run: Vec<Change> = (1..=3)
+        .map(|seq| {
+            change(
+                "root",
+                seq,
+                ChangeOp::Upsert(setting(&format!("s{seq}"), serde_json::json!(seq), false)),
+            )
+        })
+        .collect();
+    assert_eq!(store.apply_changes(&run).unwrap(), 3);
+    assert_eq!(store.apply_changes(&run).unwrap(), 0, "all duplicates");
+    // A run with a gap in its middle changes nothing.
+    let broken = vec![
+        change("root", 4, ChangeOp::Upsert(setting("s4", serde_json::json!(4), false))),
+        change("root", 6, ChangeOp::Upsert(setting("s6", serde_json::json!(6), false))),
+    ];
+    assert!(matches!(
+        store.apply_changes(&broken),
+        Err(StoreError::Gap { seq: 6, applied: 4, .. })
+    ));
+    assert_eq!(store.applied_seq(&node("root")).unwrap(), 3);
+    assert!(store.object(&key(ObjectKind::Setting, "s4")).unwrap().is_none());
+    // Local changes in one batch take consecutive numbers.
+    let made = store
+        .append_local_many(vec![
+            ChangeOp::Upsert(setting("l1", serde_json::json!(1), false)),
+            ChangeOp::Upsert(setting("l2", serde_json::json!(2), false)),
+        ])
+        .unwrap();
+    assert_eq!(made.iter().map(|c| c.seq).collect::<Vec<_>>(), [1, 2]);
+}
