@@ -99,10 +99,9 @@ impl Store {
     pub fn append_local_many(&self, ops: Vec<ChangeOp>) -> Result<Vec<Change>> {
         let _guard = self.lock();
         let mut pending = Pending::default();
-        let mut seq = self.get_u64(&keys::applied(&self.node))?;
+        let first = self.get_u64(&keys::applied(&self.node))? + 1;
         let mut out = Vec::with_capacity(ops.len());
-        for op in ops {
-            seq += 1;
+        for (seq, op) in (first..).zip(ops) {
             let change = Change {
                 origin: self.node.clone(),
                 seq,
