@@ -1,6 +1,6 @@
 //! The Hierarchy service as a parent serves it to its children.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashSet};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -245,14 +245,25 @@ async fn send_missing(
 
 /// Stores one batch from a child durably and returns the sequence to ack.
 async fn receive(node: &Arc<Node>, child: &NodeId, batch: UpBatch) -> Result<u64, Status> {
-    let items: Vec<Upward> = serde_json::from_slice(&batch.items)
-        .map_err(|e| Status::invalid_argument(format!("batch {}: {e}", batch.seq)))?;
-    let mut records: Vec<ComplianceRecord> = Vec::new();
+    let items: Vec<Upward> = if batch.items.is_empty() {
+        Vec::new()
+    } else {
+        serde_json::from_slice(&batch.items)
+            .map_err(|e| Status::invalid_argument(format!("batch {}: {e}", batch.seq)))?
+    };
+    let known = known_sites(node);
+    let mut records: Vec<ComplianceRecord> = Vec::with_capacity(batch.records.len());
+    for wire in batch.records {
+        let crate::wire::Record(r) = crate::wire::Record::try_from(wire)
+            .map_err(|e| Status::invalid_argument(format!("batch {}: {e}", batch.seq)))?;
+        check_site(node, child, &known, &r.site)?;
+        records.push(r);
+    }
     let mut other = Vec::new();
     for item in items {
         match item {
             Upward::Compliance(r) => {
-                check_site(node, child, &r.site)?;
+                check_site(node, child, &known, &r.site)?;
                 records.push(r);
             }
             Upward::Health(h) => other.push(Upward::Health(h)),
@@ -284,25 +295,29 @@ async fn receive(node: &Arc<Node>, child: &NodeId, batch: UpBatch) -> Result<u64
 }
 
 /// A child reports for its own subtree: never for this node, its other
-/// children, or sites above.
-fn check_site(node: &Node, child: &NodeId, site: &NodeId) -> Result<(), Status> {
+/// children, or sites above. `known` are the sites this node knows (its
+/// children and what replicated from above); a child's own children are
+/// registered only with it.
+fn check_site(node: &Node, child: &NodeId, known: &HashSet<String>, site: &NodeId) -> Result<(), Status> {
     if site == child {
         return Ok(());
     }
-    let siblings: HashMap<String, ()> = node
-        .store
-        .objects(cascade_core::model::ObjectKind::Site)
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|s| match s.object {
-            cascade_core::model::Object::Site(site) => Some((site.id.to_string(), ())),
-            _ => None,
-        })
-        .collect();
-    if *site == node.id || siblings.contains_key(site.as_str()) {
+    if *site == node.id || known.contains(site.as_str()) {
         return Err(Status::permission_denied(format!(
             "{child} may not report for site {site}, outside its subtree"
         )));
     }
     Ok(())
+}
+
+fn known_sites(node: &Node) -> HashSet<String> {
+    node.store
+        .objects(cascade_core::model::ObjectKind::Site)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|s| match s.object {
+            cascade_core::model::Object::Site(site) => Some(site.id.to_string()),
+            _ => None,
+        })
+        .collect()
 }

@@ -17,6 +17,7 @@ pub mod admin;
 pub mod config;
 pub mod hierarchy;
 pub mod link;
+pub mod wire;
 
 pub use config::{Checked, NodeConfig};
 
@@ -68,8 +69,14 @@ impl Node {
         })
     }
 
-    pub(crate) fn subscribe_changes(&self) -> watch::Receiver<u64> {
+    pub fn subscribe_changes(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
+    }
+
+    /// Something was queued for the parent outside this crate (agents'
+    /// reports): send it soon.
+    pub fn upward_ready(&self) {
+        self.outbox_ready.notify_one();
     }
 
     pub(crate) fn changed(&self) {

@@ -158,6 +158,30 @@ async fn down(node: &Arc<Node>, parent: &str) -> Result<(), String> {
     }
 }
 
+/// One batch for the parent: compliance as protobuf records, anything else
+/// as JSON items.
+fn up_batch(seq: u64, items: &[Upward], snapshot: bool) -> Result<UpBatch, String> {
+    let mut records = Vec::new();
+    let mut other = Vec::new();
+    for item in items {
+        match item {
+            Upward::Compliance(r) => records.push(crate::wire::record_to_wire(r)),
+            other_item => other.push(other_item),
+        }
+    }
+    let items = if other.is_empty() {
+        Vec::new()
+    } else {
+        serde_json::to_vec(&other).map_err(|e| e.to_string())?
+    };
+    Ok(UpBatch {
+        seq,
+        items,
+        snapshot,
+        records,
+    })
+}
+
 fn decode_change(c: v1::Change) -> Result<Change, String> {
     let origin = NodeId::new(&c.origin).map_err(|e| format!("change from a bad origin: {e}"))?;
     let op: ChangeOp = serde_json::from_slice(&c.op).map_err(|e| format!("change {origin}/{}: {e}", c.seq))?;
@@ -204,14 +228,9 @@ async fn up(node: &Arc<Node>, parent: &str) -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
             if let Some(entry) = entries.into_iter().next() {
                 // One outbox entry is one batch: the parent deduplicates by its sequence.
-                let items = serde_json::to_vec(&entry.items).map_err(|e| e.to_string())?;
-                tx.send(UpBatch {
-                    seq: entry.seq,
-                    items,
-                    snapshot: false,
-                })
-                .await
-                .map_err(|_| "the report stream closed".to_owned())?;
+                tx.send(up_batch(entry.seq, &entry.items, false)?)
+                    .await
+                    .map_err(|_| "the report stream closed".to_owned())?;
                 sent = entry.seq;
                 in_flight += 1;
                 continue;
@@ -256,14 +275,9 @@ async fn send_snapshot(
     .map_err(|e| e.to_string())?;
     let mut batches = 0;
     for chunk in records.chunks(node.config.report_batch.max(1)) {
-        let items = serde_json::to_vec(chunk).map_err(|e| e.to_string())?;
-        tx.send(UpBatch {
-            seq: upto,
-            items,
-            snapshot: true,
-        })
-        .await
-        .map_err(|_| "the report stream closed".to_owned())?;
+        tx.send(up_batch(upto, chunk, true)?)
+            .await
+            .map_err(|_| "the report stream closed".to_owned())?;
         batches += 1;
     }
     for _ in 0..batches {

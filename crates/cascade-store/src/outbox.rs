@@ -86,10 +86,17 @@ impl Store {
             let items = match queued {
                 Queued::Items(items) => items,
                 Queued::Compliance(keys) => {
+                    // Each computer's records are read once for the entry.
+                    let mut docs: std::collections::HashMap<ComputerId, Vec<cascade_core::model::ComplianceRecord>> =
+                        std::collections::HashMap::new();
                     let mut items = Vec::with_capacity(keys.len());
                     for (computer, update) in keys {
-                        if let Some(record) = self.record(&computer, &update)? {
-                            items.push(Upward::Compliance(record));
+                        if !docs.contains_key(&computer) {
+                            let records = self.computer_records(&computer)?;
+                            docs.insert(computer.clone(), records);
+                        }
+                        if let Some(record) = docs[&computer].iter().find(|r| r.update == update) {
+                            items.push(Upward::Compliance(record.clone()));
                         }
                     }
                     items
@@ -186,7 +193,7 @@ impl Store {
                 Queued::Compliance(keys) => {
                     let left: Vec<_> = keys
                         .into_iter()
-                        .filter(|(c, u)| seen.insert(format!("c\\0{c}\\0{u}")))
+                        .filter(|(c, u)| seen.insert(format!("c\0{c}\0{u}")))
                         .collect();
                     (!left.is_empty()).then_some(Queued::Compliance(left))
                 }

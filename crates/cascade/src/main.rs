@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod ctl;
 mod evaluate;
 mod node;
@@ -28,6 +29,9 @@ enum Command {
     /// The organisation CA and certificates.
     #[command(subcommand)]
     Pki(pki::PkiCommand),
+    /// Measure: prints one JSON object with figures and goals.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 /// Exit code for input Cascade cannot read (a malformed catalog or inventory).
@@ -40,6 +44,7 @@ fn main() -> ExitCode {
         Command::Node(command) => node::run(command),
         Command::Ctl(args) => ctl::run(args),
         Command::Pki(command) => pki::run(command),
+        Command::Bench(command) => bench::run(command),
     };
     match result {
         Ok(code) => code,

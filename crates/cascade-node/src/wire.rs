@@ -1,0 +1,112 @@
+//! Conversions between protobuf messages and domain types, at the edge.
+
+use cascade_core::UpdateId;
+use cascade_core::compliance::ComplianceState;
+use cascade_core::model::{ComplianceRecord, ComputerId, NodeId};
+use cascade_core::update::Severity;
+use cascade_proto::v1;
+
+/// A compliance record from the wire that cannot be one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid compliance record: {0}")]
+pub struct InvalidRecord(pub String);
+
+pub fn record_to_wire(r: &ComplianceRecord) -> v1::ComplianceRecord {
+    let (state, failure_code, unknown_reason) = match &r.state {
+        ComplianceState::Installed => (v1::ComplianceState::Installed, 0, String::new()),
+        ComplianceState::Required => (v1::ComplianceState::Required, 0, String::new()),
+        ComplianceState::NotApplicable => (v1::ComplianceState::NotApplicable, 0, String::new()),
+        ComplianceState::Superseded => (v1::ComplianceState::Superseded, 0, String::new()),
+        ComplianceState::Downloaded => (v1::ComplianceState::Downloaded, 0, String::new()),
+        ComplianceState::PendingRestart => (v1::ComplianceState::PendingRestart, 0, String::new()),
+        ComplianceState::Failed { code } => (v1::ComplianceState::Failed, *code, String::new()),
+        ComplianceState::Unknown { reason } => (v1::ComplianceState::Unknown, 0, reason.clone()),
+    };
+    let severity = match r.severity {
+        Severity::Unspecified => v1::Severity::Unspecified,
+        Severity::Low => v1::Severity::Low,
+        Severity::Moderate => v1::Severity::Moderate,
+        Severity::Important => v1::Severity::Important,
+        Severity::Critical => v1::Severity::Critical,
+    };
+    v1::ComplianceRecord {
+        computer: r.computer.to_string(),
+        update: r.update.to_string(),
+        site: r.site.to_string(),
+        state: state as i32,
+        failure_code,
+        unknown_reason,
+        severity: severity as i32,
+        counter: r.counter,
+        observed_at: r.observed_at,
+    }
+}
+
+impl TryFrom<v1::ComplianceRecord> for crate::wire::Record {
+    type Error = InvalidRecord;
+
+    fn try_from(w: v1::ComplianceRecord) -> Result<Self, InvalidRecord> {
+        let bad = |what: &str| InvalidRecord(format!("{what} ({}/{})", w.computer, w.update));
+        let state = match v1::ComplianceState::try_from(w.state).map_err(|_| bad("unknown state"))? {
+            v1::ComplianceState::Unspecified => return Err(bad("no state")),
+            v1::ComplianceState::Installed => ComplianceState::Installed,
+            v1::ComplianceState::Required => ComplianceState::Required,
+            v1::ComplianceState::NotApplicable => ComplianceState::NotApplicable,
+            v1::ComplianceState::Superseded => ComplianceState::Superseded,
+            v1::ComplianceState::Downloaded => ComplianceState::Downloaded,
+            v1::ComplianceState::PendingRestart => ComplianceState::PendingRestart,
+            v1::ComplianceState::Failed => ComplianceState::Failed { code: w.failure_code },
+            v1::ComplianceState::Unknown => ComplianceState::Unknown {
+                reason: w.unknown_reason.clone(),
+            },
+        };
+        let severity = match v1::Severity::try_from(w.severity).map_err(|_| bad("unknown severity"))? {
+            v1::Severity::Unspecified => Severity::Unspecified,
+            v1::Severity::Low => Severity::Low,
+            v1::Severity::Moderate => Severity::Moderate,
+            v1::Severity::Important => Severity::Important,
+            v1::Severity::Critical => Severity::Critical,
+        };
+        if w.update.trim().is_empty() {
+            return Err(bad("no update"));
+        }
+        Ok(Record(ComplianceRecord {
+            computer: ComputerId::new(&w.computer).map_err(|e| InvalidRecord(e.to_string()))?,
+            update: UpdateId::new(&w.update),
+            site: NodeId::new(&w.site).map_err(|e| InvalidRecord(e.to_string()))?,
+            state,
+            severity,
+            counter: w.counter,
+            observed_at: w.observed_at,
+        }))
+    }
+}
+
+/// A checked compliance record from the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record(pub ComplianceRecord);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_refusal() {
+        let r = ComplianceRecord {
+            computer: ComputerId::new("pc-1").unwrap(),
+            update: UpdateId::new("KB5021233"),
+            site: NodeId::new("site-a").unwrap(),
+            state: ComplianceState::Failed { code: 1603 },
+            severity: Severity::Critical,
+            counter: 9,
+            observed_at: 5,
+        };
+        assert_eq!(Record::try_from(record_to_wire(&r)).unwrap().0, r);
+        let mut bad = record_to_wire(&r);
+        bad.state = 99;
+        assert!(Record::try_from(bad).unwrap_err().0.contains("unknown state"));
+        let mut bad = record_to_wire(&r);
+        bad.computer = String::new();
+        assert!(Record::try_from(bad).is_err());
+    }
+}

@@ -1,0 +1,269 @@
+//! `cascade bench replication`: a hierarchy of in-process nodes on
+//! 127.0.0.1, talking mTLS gRPC as real nodes do, measured. Prints one JSON
+//! object with the figures and the goals next to them.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use cascade_core::UpdateId;
+use cascade_core::compliance::ComplianceState;
+use cascade_core::model::{ChangeOp, ComplianceRecord, ComputerId, NodeId, Object, ObjectId, Setting, Site};
+use cascade_core::update::{Classification, Severity, Update};
+use cascade_node::{Checked, Node};
+use cascade_store::Store;
+use cascade_trust::{Ca, Identity};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchCommand {
+    /// Root-to-leaf latency over 3 hops, initial sync of a large catalog to a
+    /// new child, bytes for one change, and upward throughput over 3 hops.
+    Replication {
+        /// Updates in the catalog a new child syncs.
+        #[arg(long, default_value_t = 100_000)]
+        updates: u64,
+        /// Latency samples.
+        #[arg(long, default_value_t = 200)]
+        samples: usize,
+        /// Compliance records sent up from the leaf.
+        #[arg(long, default_value_t = 50_000)]
+        records: u64,
+    },
+}
+
+pub fn run(command: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let BenchCommand::Replication {
+        updates,
+        samples,
+        records,
+    } = command;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let report = runtime.block_on(replication(updates, samples, records))?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+struct Harness {
+    dir: tempfile::TempDir,
+    ca: Ca,
+}
+
+impl Harness {
+    async fn node(&self, id: &str, parent: Option<String>) -> anyhow::Result<(Arc<Node>, String)> {
+        let node_id = NodeId::new(id).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let issued = self
+            .ca
+            .issue(&Identity::Node(node_id.clone()), &[], cascade_node::now(), 1)?;
+        let data = self.dir.path().join(id);
+        let config = Checked {
+            id: node_id.clone(),
+            listen: "127.0.0.1:0".parse()?,
+            data: data.clone(),
+            parent: parent.clone(),
+            ca_pem: self.ca.cert_pem.clone(),
+            cert_pem: issued.cert_pem,
+            key_pem: issued.key_pem,
+            heartbeat_seconds: 5,
+            report_batch: 1000,
+        };
+        let store = Arc::new(Store::open(&data.join("store"), node_id)?);
+        let (listener, addr) = cascade_node::bind(&config).await?;
+        let node = Node::new(config, store);
+        tokio::spawn(cascade_node::serve(node.clone(), listener, std::future::pending()));
+        if let Some(parent) = parent {
+            tokio::spawn(cascade_node::link::run(node.clone(), parent));
+        }
+        Ok((node, addr.to_string()))
+    }
+}
+
+async fn add_child(parent: &Arc<Node>, child: &str) -> anyhow::Result<()> {
+    let site = Site {
+        id: ObjectId::new(child).map_err(|e| anyhow::anyhow!("{e}"))?,
+        name: child.to_owned(),
+        parent: Some(parent.id.clone()),
+    };
+    parent.append_local(ChangeOp::Upsert(Object::Site(site))).await?;
+    Ok(())
+}
+
+/// Waits until `node` has applied `seq` of `origin`.
+async fn applied(node: &Arc<Node>, origin: &NodeId, seq: u64, limit: Duration) -> anyhow::Result<()> {
+    let mut changes = node.subscribe_changes();
+    let deadline = Instant::now() + limit;
+    loop {
+        if node.store.applied_seq(origin)? >= seq {
+            return Ok(());
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        anyhow::ensure!(!left.is_zero(), "{} did not reach {origin}/{seq} in {limit:?}", node.id);
+        let _ = tokio::time::timeout(left.min(Duration::from_millis(200)), changes.changed()).await;
+    }
+}
+
+/// A TCP relay that counts the bytes a parent sends its child.
+async fn counting_relay(upstream: String) -> anyhow::Result<(String, Arc<AtomicU64>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?.to_string();
+    let down = Arc::new(AtomicU64::new(0));
+    let counter = down.clone();
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            let Ok(outbound) = tokio::net::TcpStream::connect(&upstream).await else {
+                continue;
+            };
+            let (mut ri, mut wi) = inbound.into_split();
+            let (mut ro, mut wo) = outbound.into_split();
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut ri, &mut wo).await;
+            });
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                while let Ok(n) = ro.read(&mut buf).await {
+                    if n == 0 || wi.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                    counter.fetch_add(n as u64, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    Ok((addr, down))
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+async fn replication(updates: u64, samples: usize, records: u64) -> anyhow::Result<serde_json::Value> {
+    let h = Harness {
+        dir: tempfile::tempdir()?,
+        ca: Ca::generate("Bench", cascade_node::now(), 1)?,
+    };
+    // root -> region -> site -> leaf: three hops.
+    let (root, root_addr) = h.node("root", None).await?;
+    add_child(&root, "region").await?;
+    let (region, region_addr) = h.node("region", Some(root_addr.clone())).await?;
+    add_child(&region, "site").await?;
+    let (site, site_addr) = h.node("site", Some(region_addr)).await?;
+    add_child(&site, "leaf").await?;
+    let (leaf, _) = h.node("leaf", Some(site_addr)).await?;
+    let root_id = root.id.clone();
+    applied(
+        &leaf,
+        &root_id,
+        root.store.applied_seq(&root_id)?,
+        Duration::from_secs(30),
+    )
+    .await
+    .context("the tree did not come up")?;
+
+    // 1. Root-to-leaf latency of one change over three hops.
+    let mut latencies = Vec::with_capacity(samples);
+    for n in 0..samples {
+        let started = Instant::now();
+        let setting = Setting {
+            id: ObjectId::new(&format!("latency-{}", n % 20)).map_err(|e| anyhow::anyhow!("{e}"))?,
+            value: serde_json::json!(n),
+            overridable: false,
+        };
+        let change = root.append_local(ChangeOp::Upsert(Object::Setting(setting))).await?;
+        applied(&leaf, &root_id, change.seq, Duration::from_secs(30)).await?;
+        latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    latencies.sort_by(f64::total_cmp);
+
+    // 2. Initial sync of a large catalog to a new child of the root.
+    let ops: Vec<ChangeOp> = (0..updates)
+        .map(|n| {
+            let mut u = Update::new(
+                UpdateId::kb(7_000_000 + n),
+                format!("Generated update {n} (KB{})", 7_000_000 + n),
+                Classification::SecurityUpdate,
+            );
+            u.severity = Severity::Important;
+            ChangeOp::Upsert(Object::Update(Box::new(u)))
+        })
+        .collect();
+    for chunk in ops.chunks(5_000) {
+        let store = root.store.clone();
+        let chunk = chunk.to_vec();
+        cascade_node::blocking(move || store.append_local_many(chunk)).await?;
+    }
+    add_child(&root, "fresh").await?;
+    let target = root.store.applied_seq(&root_id)?;
+    let (relay, bytes) = counting_relay(root_addr.clone()).await?;
+    let started = Instant::now();
+    let (fresh, _) = h.node("fresh", Some(relay)).await?;
+    applied(&fresh, &root_id, target, Duration::from_secs(600)).await?;
+    let sync_seconds = started.elapsed().as_secs_f64();
+    let sync_bytes = bytes.load(Ordering::Relaxed);
+
+    // 3. Bytes for one changed approval on that catalog.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = bytes.load(Ordering::Relaxed);
+    let approval = cascade_core::model::Approval {
+        id: ObjectId::new("baseline/KB7000001").map_err(|e| anyhow::anyhow!("{e}"))?,
+        policy: ObjectId::new("baseline").map_err(|e| anyhow::anyhow!("{e}"))?,
+        update: UpdateId::kb(7_000_001),
+        deadline: None,
+    };
+    let change = root.append_local(ChangeOp::Upsert(Object::Approval(approval))).await?;
+    applied(&fresh, &root_id, change.seq, Duration::from_secs(30)).await?;
+    let one_change_bytes = bytes.load(Ordering::Relaxed) - before;
+
+    // 4. Upward throughput: records reported at the leaf reach the root.
+    let leaf_id = leaf.id.clone();
+    let started = Instant::now();
+    for batch in 0..records.div_ceil(1000) {
+        let records: Vec<ComplianceRecord> = (batch * 1000..((batch + 1) * 1000).min(records))
+            .map(|c| ComplianceRecord {
+                computer: ComputerId::new(&format!("pc-{}", c / 50)).unwrap_or_else(|_| unreachable!()),
+                update: UpdateId::kb(7_000_000 + c % 50),
+                site: leaf_id.clone(),
+                state: ComplianceState::Installed,
+                severity: Severity::Important,
+                counter: 1,
+                observed_at: 0,
+            })
+            .collect();
+        let store = leaf.store.clone();
+        cascade_node::blocking(move || store.ingest("agents", batch + 1, &records, true)).await?;
+        leaf.upward_ready();
+    }
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let store = root.store.clone();
+        let have: u64 = cascade_node::blocking(move || store.summary_by_update())
+            .await?
+            .values()
+            .map(|c| c.total())
+            .sum();
+        if have >= records {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {have} of {records} records reached the root"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let up_seconds = started.elapsed().as_secs_f64();
+
+    Ok(serde_json::json!({
+        "benchmark": "replication",
+        "hops": 3,
+        "latency_ms": {"p50": percentile(&latencies, 0.5), "p99": percentile(&latencies, 0.99), "samples": samples, "goal_p99_ms": 1000},
+        "initial_sync": {"updates": updates, "seconds": sync_seconds, "bytes": sync_bytes, "goal_seconds": 10},
+        "one_change_bytes": {"bytes": one_change_bytes, "goal_bytes": 10_240},
+        "upward": {"records": records, "seconds": up_seconds, "records_per_second": records as f64 / up_seconds, "goal_records_per_second": 50_000},
+    }))
+}
