@@ -408,6 +408,7 @@ fn strangers_are_refused_and_nothing_is_written() {
                 seq: 1,
                 items,
                 snapshot: false,
+                records: vec![forged_record()],
             }]);
             let subscribe = client.subscribe(cascade_proto::v1::SubscribeRequest::default()).await;
             let report = client.report(report).await;
@@ -425,6 +426,31 @@ fn strangers_are_refused_and_nothing_is_written() {
     assert!(!expired.starts_with("accepted"), "{expired}");
     let agent = attempt(&pki, "agent-pc-1");
     assert!(agent.contains("is not a node"), "{agent}");
+    // A registered child reporting for a site outside its subtree (its
+    // sibling) is refused.
+    ok(tree.ctl("root", &["site", "add", "--id", "site-b"]));
+    let ca = std::fs::read_to_string(pki.join("ca.crt")).unwrap();
+    let cert = std::fs::read_to_string(pki.join("site-a.crt")).unwrap();
+    let key = std::fs::read_to_string(pki.join("site-a.key")).unwrap();
+    let refused = runtime.block_on(async {
+        let channel = cascade_node::channel(&root, &ca, &cert, &key).await.unwrap();
+        let mut client = cascade_proto::v1::hierarchy_client::HierarchyClient::new(channel);
+        let batch = cascade_proto::v1::UpBatch {
+            seq: 1_000_000,
+            items: Vec::new(),
+            snapshot: false,
+            records: vec![forged_record()],
+        };
+        let mut acks = client
+            .report(tokio_stream::iter(vec![batch]))
+            .await
+            .unwrap()
+            .into_inner();
+        acks.message().await
+    });
+    let status = refused.expect_err("a report for a sibling's site");
+    assert_eq!(status.code(), tonic::Code::PermissionDenied);
+    assert!(status.message().contains("outside its subtree"), "{}", status.message());
     // Nothing was written: the root still has its one approval and no records.
     assert_eq!(tree.approvals("root"), 1);
     assert_eq!(tree.records("root"), 0);
@@ -432,6 +458,19 @@ fn strangers_are_refused_and_nothing_is_written() {
     wait_for("the approval at site-a", Duration::from_secs(30), || {
         tree.approvals("site-a") == 1
     });
+}
+
+/// A record claiming to come from site-b.
+fn forged_record() -> cascade_proto::v1::ComplianceRecord {
+    cascade_proto::v1::ComplianceRecord {
+        computer: "pc-9".into(),
+        update: "KB1".into(),
+        site: "site-b".into(),
+        state: cascade_proto::v1::ComplianceState::Installed as i32,
+        severity: cascade_proto::v1::Severity::Low as i32,
+        counter: 1,
+        ..Default::default()
+    }
 }
 
 #[test]
