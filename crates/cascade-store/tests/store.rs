@@ -307,6 +307,21 @@ fn agents_inventories_and_audit() {
     assert_eq!(store.outbox(0, 10).unwrap()[0].items, vec![Upward::Audit(entry)]);
 }
 
+/// sled itself, as another build would open it; its file lock is released a
+/// moment after the last handle in this process is dropped.
+fn open_raw(path: &std::path::Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        match sled::open(path) {
+            Ok(db) => return db,
+            Err(e) if std::time::Instant::now() < deadline && e.to_string().contains("lock") => {
+                std::thread::sleep(std::time::Duration::from_millis(25))
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
 #[test]
 fn newer_format_is_refused_and_older_migrated() {
     let dir = tempfile::tempdir().unwrap();
@@ -314,7 +329,7 @@ fn newer_format_is_refused_and_older_migrated() {
     {
         // A store as format 1 wrote it: compliance records as JSON, no
         // format marker, no indexes or aggregates.
-        let db = sled::open(&path).unwrap();
+        let db = open_raw(&path);
         let tree = db.open_tree("cascade").unwrap();
         let r = record("pc-1", "KB1", "site-a", ComplianceState::Required, 3);
         let mut value = vec![1u8];
@@ -331,7 +346,7 @@ fn newer_format_is_refused_and_older_migrated() {
         assert_eq!(store.by_site(&node("site-a"), false, None, 10).unwrap().items.len(), 1);
     }
     {
-        let db = sled::open(&path).unwrap();
+        let db = open_raw(&path);
         db.open_tree("cascade")
             .unwrap()
             .insert(b"m/format", &(FORMAT_VERSION + 1).to_be_bytes())
