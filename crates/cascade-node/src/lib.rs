@@ -211,3 +211,27 @@ pub async fn channel(
         .connect()
         .await
 }
+
+/// How many changes of each origin are kept beyond what every child has.
+pub const LOG_RETAIN: u64 = 10_000;
+/// How many outbox entries may wait for the parent before the oldest go
+/// (and the parent gets a snapshot instead).
+pub const OUTBOX_MAX: u64 = 100_000;
+
+/// Periodic upkeep: compacts the change logs to what the children still
+/// need and keeps the outbox bounded.
+pub async fn maintenance(node: Arc<Node>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let store = node.store.clone();
+        let result = blocking(move || -> Result<(usize, u64), cascade_store::StoreError> {
+            Ok((store.compact(LOG_RETAIN)?, store.outbox_compact(OUTBOX_MAX)?))
+        })
+        .await;
+        match result {
+            Ok((0, 0)) => {}
+            Ok((changes, entries)) => tracing::info!(changes, entries, "compacted"),
+            Err(e) => tracing::warn!(error = %e, "compaction failed"),
+        }
+    }
+}

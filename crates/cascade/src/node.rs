@@ -127,6 +127,7 @@ fn run_node(config_path: &std::path::Path, log_json: bool) -> anyhow::Result<Exi
         if let Some(parent) = config.parent.clone() {
             tokio::spawn(cascade_node::link::run(node.clone(), parent));
         }
+        tokio::spawn(cascade_node::maintenance(node.clone(), std::time::Duration::from_secs(60)));
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("cannot handle SIGTERM")?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
