@@ -17,9 +17,9 @@ pub enum NodeCommand {
         #[arg(long)]
         log_json: bool,
     },
-    /// Write a consistent copy of a node's store to a file.
+    /// Write a consistent copy of a node's store to a file, also while the node runs.
     Backup {
-        /// The node's data directory (its store).
+        /// The node's data directory (or its store directory).
         #[arg(long, value_name = "DIR")]
         data: PathBuf,
         /// The backup file to write.
@@ -41,6 +41,13 @@ pub fn run(command: NodeCommand) -> anyhow::Result<ExitCode> {
     match command {
         NodeCommand::Run { config, log_json } => return run_node(&config, log_json),
         NodeCommand::Backup { data, out } => {
+            // A node's data directory holds its store in `store/`.
+            let nested = data.join("store");
+            let data = if nested.join("db").exists() || nested.join(cascade::control::SOCKET).exists() {
+                nested
+            } else {
+                data
+            };
             // Write beside the target and rename, so that a failed backup
             // never leaves a file that looks complete.
             let partial = out.with_extension("partial");
@@ -127,7 +134,10 @@ fn run_node(config_path: &std::path::Path, log_json: bool) -> anyhow::Result<Exi
         if let Some(parent) = config.parent.clone() {
             tokio::spawn(cascade_node::link::run(node.clone(), parent));
         }
-        tokio::spawn(cascade_node::maintenance(node.clone(), std::time::Duration::from_secs(60)));
+        tokio::spawn(cascade_node::maintenance(
+            node.clone(),
+            std::time::Duration::from_secs(60),
+        ));
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("cannot handle SIGTERM")?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
