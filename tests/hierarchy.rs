@@ -756,3 +756,52 @@ fn health_answers_and_sigterm_stops_cleanly() {
     // Its store opens again: it was closed cleanly.
     assert!(Store::open_existing(&tree.nodes["root"].data().join("store")).is_ok());
 }
+
+#[test]
+fn link_status_is_stored_and_exported_as_metrics() {
+    let mut tree = Tree::new(&[("root", None), ("site-a", Some("root"))]);
+    tree.start_all();
+    // Give site-a a metrics address and restart it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    tree.nodes.get_mut("site-a").unwrap().kill();
+    tree.write_config("site-a");
+    let config = tree.path().join("site-a.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("metrics_listen = \"127.0.0.1:{port}\"\n{text}")).unwrap();
+    tree.nodes.get_mut("site-a").unwrap().start();
+    ok(tree.ctl("root", &["approve", "--policy", "p", "--update", "KB1"]));
+    wait_for("the approval at site-a", Duration::from_secs(30), || {
+        tree.approvals("site-a") == 1
+    });
+
+    let scrape = || -> String {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            return String::new();
+        };
+        let _ = s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n");
+        let mut body = String::new();
+        let _ = s.read_to_string(&mut body);
+        body
+    };
+    wait_for("link metrics", Duration::from_secs(30), || {
+        let body = scrape();
+        body.contains("cascade_link_connected{")
+            && body.contains("direction=\"down\"")
+            && body.contains("cascade_origin_applied_seq{origin=\"root\"}")
+    });
+    let body = scrape();
+    assert!(body.contains("cascade_outbox_pending"), "{body}");
+    assert!(body.contains("cascade_changes_applied_total"), "{body}");
+
+    // The link status outlives the process.
+    std::thread::sleep(Duration::from_secs(3));
+    tree.nodes.get_mut("site-a").unwrap().kill();
+    let store = Store::open_existing(&tree.nodes["site-a"].data().join("store")).unwrap();
+    let stored = store.link_status().unwrap().expect("stored link status").to_string();
+    assert!(stored.contains("\"down\"") && stored.contains("\"up\""), "{stored}");
+}

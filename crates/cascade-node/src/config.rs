@@ -27,6 +27,9 @@ pub struct NodeConfig {
     /// Largest number of upserts sent up in one batch.
     #[serde(default = "default_batch")]
     pub report_batch: usize,
+    /// Address for Prometheus metrics over plain HTTP (`/metrics`); off when absent.
+    #[serde(default)]
+    pub metrics_listen: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -81,6 +84,7 @@ pub struct Checked {
     pub key_pem: String,
     pub heartbeat_seconds: u64,
     pub report_batch: usize,
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl NodeConfig {
@@ -149,7 +153,15 @@ impl NodeConfig {
                 format!("{} is not between 1 and 100000", self.report_batch),
             ));
         }
+        let metrics_listen = match &self.metrics_listen {
+            Some(m) => Some(
+                m.parse()
+                    .map_err(|e| invalid("metrics_listen", format!("{m:?} is not host:port ({e})")))?,
+            ),
+            None => None,
+        };
         Ok(Checked {
+            metrics_listen,
             id,
             listen,
             data: resolve(&self.data),

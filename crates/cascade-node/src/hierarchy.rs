@@ -271,6 +271,7 @@ async fn receive(node: &Arc<Node>, child: &NodeId, batch: UpBatch) -> Result<u64
         }
     }
     let forward = node.config.parent.is_some();
+    metrics::counter!("cascade_compliance_ingested_total").increment(records.len() as u64);
     let store = node.store.clone();
     let source = child.to_string();
     let seq = batch.seq;

@@ -22,7 +22,7 @@ pub mod wire;
 pub use config::{Checked, NodeConfig};
 
 /// One link's state, as operators see it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LinkStatus {
     pub connected: bool,
     /// Unix seconds of the last message either way.
@@ -46,7 +46,10 @@ pub struct Node {
     /// Woken by "replicate now".
     pub(crate) wake: Notify,
     links: Mutex<BTreeMap<(String, &'static str), LinkStatus>>,
+    links_dirty: std::sync::atomic::AtomicBool,
 }
+
+const DIRECTIONS: [&str; 4] = ["down", "up", "child-down", "child-up"];
 
 pub fn now() -> i64 {
     std::time::SystemTime::now()
@@ -58,6 +61,7 @@ pub fn now() -> i64 {
 impl Node {
     pub fn new(config: Checked, store: Arc<Store>) -> Arc<Node> {
         let (changes, _) = watch::channel(0);
+        let node_store_for_links = store.clone();
         Arc::new(Node {
             id: config.id.clone(),
             store,
@@ -65,7 +69,8 @@ impl Node {
             changes,
             outbox_ready: Notify::new(),
             wake: Notify::new(),
-            links: Mutex::new(BTreeMap::new()),
+            links: Mutex::new(Self::stored_links(&node_store_for_links)),
+            links_dirty: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -91,9 +96,36 @@ impl Node {
         Ok(change)
     }
 
+    /// Link status as stored by an earlier run: everything disconnected
+    /// until the links come up again.
+    fn stored_links(store: &Store) -> BTreeMap<(String, &'static str), LinkStatus> {
+        let Ok(Some(value)) = store.link_status() else {
+            return BTreeMap::new();
+        };
+        let rows: Vec<(String, String, LinkStatus)> = serde_json::from_value(value).unwrap_or_default();
+        rows.into_iter()
+            .filter_map(|(peer, direction, mut status)| {
+                let direction = DIRECTIONS.into_iter().find(|d| *d == direction)?;
+                status.connected = false;
+                Some(((peer, direction), status))
+            })
+            .collect()
+    }
+
     pub(crate) fn set_link(&self, peer: &str, direction: &'static str, update: impl FnOnce(&mut LinkStatus)) {
         let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
         update(links.entry((peer.to_owned(), direction)).or_default());
+        self.links_dirty.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Writes the link status to the store when it changed.
+    pub async fn persist_links(self: &Arc<Self>) -> Result<(), cascade_store::StoreError> {
+        if !self.links_dirty.swap(false, std::sync::atomic::Ordering::AcqRel) {
+            return Ok(());
+        }
+        let rows = serde_json::to_value(self.links()).unwrap_or_default();
+        let store = self.store.clone();
+        blocking(move || store.put_link_status(&rows)).await
     }
 
     pub fn links(&self) -> Vec<(String, &'static str, LinkStatus)> {
@@ -221,6 +253,18 @@ pub const OUTBOX_MAX: u64 = 100_000;
 /// Periodic upkeep: compacts the change logs to what the children still
 /// need and keeps the outbox bounded.
 pub async fn maintenance(node: Arc<Node>, every: Duration) {
+    let persist = {
+        let node = node.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                if let Err(e) = node.persist_links().await {
+                    tracing::warn!(error = %e, "cannot store the link status");
+                }
+            }
+        })
+    };
+    let _persist = AbortOnDrop(persist);
     loop {
         tokio::time::sleep(every).await;
         let store = node.store.clone();
@@ -233,5 +277,100 @@ pub async fn maintenance(node: Arc<Node>, every: Duration) {
             Ok((changes, entries)) => tracing::info!(changes, entries, "compacted"),
             Err(e) => tracing::warn!(error = %e, "compaction failed"),
         }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Serves Prometheus metrics at `/metrics` on `addr` (plain HTTP; keep it on
+/// a local or management address). Installs the process's metrics recorder:
+/// call once per process.
+pub async fn serve_metrics(node: Arc<Node>, addr: SocketAddr) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+    describe_metrics();
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let (node, handle) = (node.clone(), handle.clone());
+            async move {
+                refresh_metrics(&node).await;
+                handle.render()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+fn describe_metrics() {
+    metrics::describe_gauge!("cascade_link_connected", "1 when the link (peer, direction) is up");
+    metrics::describe_gauge!("cascade_link_seq_lag", "entries the other side of the link is behind");
+    metrics::describe_gauge!(
+        "cascade_link_last_contact_seconds",
+        "Unix time of the last message on the link"
+    );
+    metrics::describe_gauge!(
+        "cascade_outbox_pending",
+        "outbox entries waiting for the parent's acknowledgement"
+    );
+    metrics::describe_gauge!("cascade_origin_applied_seq", "last applied change of each origin");
+    metrics::describe_gauge!(
+        "cascade_compliance_records",
+        "compliance records of the subtree, by state"
+    );
+    metrics::describe_counter!(
+        "cascade_compliance_ingested_total",
+        "compliance records ingested from children"
+    );
+    metrics::describe_counter!("cascade_changes_applied_total", "changes applied from the parent");
+}
+
+async fn refresh_metrics(node: &Arc<Node>) {
+    for (peer, direction, status) in node.links() {
+        let labels = [("peer", peer.clone()), ("direction", direction.to_owned())];
+        metrics::gauge!("cascade_link_connected", &labels).set(if status.connected { 1.0 } else { 0.0 });
+        metrics::gauge!("cascade_link_seq_lag", &labels).set(status.seq_lag as f64);
+        metrics::gauge!("cascade_link_last_contact_seconds", &labels).set(status.last_contact as f64);
+    }
+    let store = node.store.clone();
+    let Ok(Ok((outbox, cursor, summary))) =
+        tokio::task::spawn_blocking(move || -> Result<_, cascade_store::StoreError> {
+            Ok((store.outbox_state()?, store.cursor()?, store.summary_by_update()?))
+        })
+        .await
+    else {
+        return;
+    };
+    metrics::gauge!("cascade_outbox_pending").set(outbox.pending as f64);
+    for (origin, seq) in cursor {
+        metrics::gauge!("cascade_origin_applied_seq", "origin" => origin.to_string()).set(seq as f64);
+    }
+    let mut by_state = [0u64; 8];
+    for counts in summary.values() {
+        for (slot, n) in by_state.iter_mut().zip(counts.0) {
+            *slot += n;
+        }
+    }
+    for (name, n) in [
+        "installed",
+        "required",
+        "not_applicable",
+        "superseded",
+        "downloaded",
+        "pending_restart",
+        "failed",
+        "unknown",
+    ]
+    .iter()
+    .zip(by_state)
+    {
+        metrics::gauge!("cascade_compliance_records", "state" => *name).set(n as f64);
     }
 }

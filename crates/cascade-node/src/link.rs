@@ -130,9 +130,10 @@ async fn down(node: &Arc<Node>, parent: &str) -> Result<(), String> {
                     }
                 }
                 let store = node.store.clone();
-                blocking(move || store.apply_changes(&run))
+                let applied = blocking(move || store.apply_changes(&run))
                     .await
                     .map_err(|e| e.to_string())?;
+                metrics::counter!("cascade_changes_applied_total").increment(applied as u64);
                 node.changed();
             }
             Some(down_message::Body::Snapshot(s)) => {

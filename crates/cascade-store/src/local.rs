@@ -7,6 +7,20 @@ use cascade_core::model::{Agent, AuditEntry, ComputerId, Upward};
 use crate::{Pending, Result, Store, codec, keys};
 
 impl Store {
+    /// Keeps the node's link status (as JSON) across restarts.
+    pub fn put_link_status(&self, status: &serde_json::Value) -> Result<()> {
+        let _guard = self.lock();
+        let mut batch = sled::Batch::default();
+        batch.insert(keys::LINKS, codec::json(status));
+        self.commit(batch)
+    }
+
+    pub fn link_status(&self) -> Result<Option<serde_json::Value>> {
+        self.get(keys::LINKS)?
+            .map(|v| codec::from_json(&v).map_err(|d| self.corrupt(format!("link status: {d}"))))
+            .transpose()
+    }
+
     pub fn put_agent(&self, agent: &Agent) -> Result<()> {
         let _guard = self.lock();
         let mut batch = sled::Batch::default();

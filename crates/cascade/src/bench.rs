@@ -67,6 +67,7 @@ impl Harness {
             key_pem: issued.key_pem,
             heartbeat_seconds: 5,
             report_batch: 1000,
+            metrics_listen: None,
         };
         let store = Arc::new(Store::open(&data.join("store"), node_id)?);
         let (listener, addr) = cascade_node::bind(&config).await?;

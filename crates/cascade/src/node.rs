@@ -138,6 +138,14 @@ fn run_node(config_path: &std::path::Path, log_json: bool) -> anyhow::Result<Exi
             node.clone(),
             std::time::Duration::from_secs(60),
         ));
+        if let Some(metrics) = config.metrics_listen {
+            let node = node.clone();
+            tokio::spawn(async move {
+                if let Err(e) = cascade_node::serve_metrics(node, metrics).await {
+                    tracing::error!(error = %e, %metrics, "metrics endpoint failed");
+                }
+            });
+        }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("cannot handle SIGTERM")?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
