@@ -451,6 +451,31 @@ fn strangers_are_refused_and_nothing_is_written() {
     let status = refused.expect_err("a report for a sibling's site");
     assert_eq!(status.code(), tonic::Code::PermissionDenied);
     assert!(status.message().contains("outside its subtree"), "{}", status.message());
+    // Nor for a site it never declared below itself.
+    let refused = runtime.block_on(async {
+        let channel = cascade_node::channel(&root, &ca, &cert, &key).await.unwrap();
+        let mut client = cascade_proto::v1::hierarchy_client::HierarchyClient::new(channel);
+        let mut record = forged_record();
+        record.site = "site-nowhere".into();
+        let batch = cascade_proto::v1::UpBatch {
+            seq: 1_000_001,
+            items: Vec::new(),
+            snapshot: false,
+            records: vec![record],
+        };
+        let mut acks = client
+            .report(tokio_stream::iter(vec![batch]))
+            .await
+            .unwrap()
+            .into_inner();
+        acks.message().await
+    });
+    assert!(
+        refused
+            .expect_err("a report for an undeclared site")
+            .message()
+            .contains("site-nowhere, outside its subtree")
+    );
     // Nothing was written: the root still has its one approval and no records.
     assert_eq!(tree.approvals("root"), 1);
     assert_eq!(tree.records("root"), 0);

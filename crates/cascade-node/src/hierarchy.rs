@@ -1,6 +1,6 @@
 //! The Hierarchy service as a parent serves it to its children.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -251,24 +251,35 @@ async fn receive(node: &Arc<Node>, child: &NodeId, batch: UpBatch) -> Result<u64
         serde_json::from_slice(&batch.items)
             .map_err(|e| Status::invalid_argument(format!("batch {}: {e}", batch.seq)))?
     };
-    let known = known_sites(node);
+    // Declarations first: a child's own health says which sites lie below it.
     let mut records: Vec<ComplianceRecord> = Vec::with_capacity(batch.records.len());
-    for wire in batch.records {
-        let crate::wire::Record(r) = crate::wire::Record::try_from(wire)
-            .map_err(|e| Status::invalid_argument(format!("batch {}: {e}", batch.seq)))?;
-        check_site(node, child, &known, &r.site)?;
-        records.push(r);
-    }
     let mut other = Vec::new();
     for item in items {
         match item {
-            Upward::Compliance(r) => {
-                check_site(node, child, &known, &r.site)?;
-                records.push(r);
+            Upward::Health(h) => {
+                if h.node == *child
+                    && let Some(list) = h.detail.get("subtree")
+                {
+                    let sites = list
+                        .split(',')
+                        .filter(|s| !s.is_empty())
+                        .filter_map(|s| NodeId::new(s).ok())
+                        .collect();
+                    node.declare_subtree(child, sites);
+                }
+                other.push(Upward::Health(h));
             }
-            Upward::Health(h) => other.push(Upward::Health(h)),
             Upward::Audit(a) => other.push(Upward::Audit(a)),
+            Upward::Compliance(r) => records.push(r),
         }
+    }
+    for wire in batch.records {
+        let crate::wire::Record(r) = crate::wire::Record::try_from(wire)
+            .map_err(|e| Status::invalid_argument(format!("batch {}: {e}", batch.seq)))?;
+        records.push(r);
+    }
+    for r in &records {
+        check_site(node, child, &r.site)?;
     }
     let forward = node.config.parent.is_some();
     metrics::counter!("cascade_compliance_ingested_total").increment(records.len() as u64);
@@ -279,10 +290,12 @@ async fn receive(node: &Arc<Node>, child: &NodeId, batch: UpBatch) -> Result<u64
     blocking(move || -> Result<(), cascade_store::StoreError> {
         if snapshot {
             store.ingest_snapshot(&records, forward)?;
-        } else {
+        } else if seq > 0 {
             store.ingest(&source, seq, &records, forward)?;
         }
-        if forward && !other.is_empty() {
+        // Sequence 0 is a child's declaration of its subtree, sent on every
+        // connection: this node's own declaration covers it further up.
+        if forward && seq > 0 && !other.is_empty() {
             store.push_upward(other)?;
         }
         Ok(())
@@ -295,30 +308,12 @@ async fn receive(node: &Arc<Node>, child: &NodeId, batch: UpBatch) -> Result<u64
     Ok(batch.seq)
 }
 
-/// A child reports for its own subtree: never for this node, its other
-/// children, or sites above. `known` are the sites this node knows (its
-/// children and what replicated from above); a child's own children are
-/// registered only with it.
-fn check_site(node: &Node, child: &NodeId, known: &HashSet<String>, site: &NodeId) -> Result<(), Status> {
-    if site == child {
+/// A child reports only for its own subtree, as it declared it.
+fn check_site(node: &Node, child: &NodeId, site: &NodeId) -> Result<(), Status> {
+    if node.in_subtree_of(child, site) {
         return Ok(());
     }
-    if *site == node.id || known.contains(site.as_str()) {
-        return Err(Status::permission_denied(format!(
-            "{child} may not report for site {site}, outside its subtree"
-        )));
-    }
-    Ok(())
-}
-
-fn known_sites(node: &Node) -> HashSet<String> {
-    node.store
-        .objects(cascade_core::model::ObjectKind::Site)
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|s| match s.object {
-            cascade_core::model::Object::Site(site) => Some(site.id.to_string()),
-            _ => None,
-        })
-        .collect()
+    Err(Status::permission_denied(format!(
+        "{child} may not report for site {site}, outside its subtree"
+    )))
 }

@@ -47,6 +47,9 @@ pub struct Node {
     pub(crate) wake: Notify,
     links: Mutex<BTreeMap<(String, &'static str), LinkStatus>>,
     links_dirty: std::sync::atomic::AtomicBool,
+    /// What each child declared its subtree to be (itself and the sites
+    /// below it), from the declaration it sends first on every connection.
+    subtrees: Mutex<BTreeMap<NodeId, std::collections::BTreeSet<NodeId>>>,
 }
 
 const DIRECTIONS: [&str; 4] = ["down", "up", "child-down", "child-up"];
@@ -71,6 +74,7 @@ impl Node {
             wake: Notify::new(),
             links: Mutex::new(Self::stored_links(&node_store_for_links)),
             links_dirty: std::sync::atomic::AtomicBool::new(false),
+            subtrees: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -131,6 +135,54 @@ impl Node {
     pub fn links(&self) -> Vec<(String, &'static str, LinkStatus)> {
         let links = self.links.lock().unwrap_or_else(|e| e.into_inner());
         links.iter().map(|((p, d), s)| (p.clone(), *d, s.clone())).collect()
+    }
+
+    /// This node's children (sites it registered).
+    pub fn children(&self) -> Vec<NodeId> {
+        self.store
+            .objects(ObjectKind::Site)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|s| s.origin == self.id)
+            .filter_map(|s| match s.object {
+                Object::Site(site) if site.parent.as_ref() == Some(&self.id) => NodeId::new(site.id.as_str()).ok(),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// This node's subtree: itself, its children, and what each child
+    /// declared below it.
+    pub fn subtree(&self) -> std::collections::BTreeSet<NodeId> {
+        let declared = self.subtrees.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = std::collections::BTreeSet::from([self.id.clone()]);
+        for child in self.children() {
+            if let Some(below) = declared.get(&child) {
+                out.extend(below.iter().cloned());
+            }
+            out.insert(child);
+        }
+        out
+    }
+
+    /// Records a child's declared subtree, keeping only what lies below it.
+    pub(crate) fn declare_subtree(&self, child: &NodeId, sites: std::collections::BTreeSet<NodeId>) {
+        let mut declared = self.subtrees.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sites = sites;
+        sites.insert(child.clone());
+        sites.remove(&self.id);
+        declared.insert(child.clone(), sites);
+    }
+
+    /// Whether `site` lies in `child`'s subtree as the child declared it.
+    pub(crate) fn in_subtree_of(&self, child: &NodeId, site: &NodeId) -> bool {
+        site == child
+            || self
+                .subtrees
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(child)
+                .is_some_and(|s| s.contains(site))
     }
 
     /// Whether `child` is registered with this node as a child site.

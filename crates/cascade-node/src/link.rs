@@ -159,6 +159,18 @@ async fn down(node: &Arc<Node>, parent: &str) -> Result<(), String> {
     }
 }
 
+/// The batch (sequence 0) that declares this node's subtree to its parent.
+fn declaration(node: &Node, subtree: &std::collections::BTreeSet<NodeId>) -> Result<UpBatch, String> {
+    let list: Vec<String> = subtree.iter().map(ToString::to_string).collect();
+    let health = cascade_core::model::NodeHealth {
+        node: node.id.clone(),
+        at: now(),
+        agents: 0,
+        detail: std::collections::BTreeMap::from([("subtree".to_owned(), list.join(","))]),
+    };
+    up_batch(0, &[Upward::Health(health)], false)
+}
+
 /// One batch for the parent: compliance as protobuf records, anything else
 /// as JSON items.
 fn up_batch(seq: u64, items: &[Upward], snapshot: bool) -> Result<UpBatch, String> {
@@ -209,6 +221,15 @@ async fn up(node: &Arc<Node>, parent: &str) -> Result<(), String> {
     let state = blocking(move || store.outbox_state())
         .await
         .map_err(|e| e.to_string())?;
+    // Which sites lie below this node, before anything from them.
+    let mut declared = node.subtree();
+    tx.send(declaration(node, &declared)?)
+        .await
+        .map_err(|_| "the report stream closed".to_owned())?;
+    acks.message()
+        .await
+        .map_err(status_text)?
+        .ok_or("the parent closed the report stream")?;
     if state.snapshot_required {
         send_snapshot(node, &tx, &mut acks, state.last).await?;
     }
@@ -221,6 +242,16 @@ async fn up(node: &Arc<Node>, parent: &str) -> Result<(), String> {
     };
     let mut in_flight = 0usize;
     loop {
+        // Tell the parent which sites lie below this node before anything
+        // from them: first on every connection, again whenever it changes.
+        let subtree = node.subtree();
+        if subtree != declared {
+            tx.send(declaration(node, &subtree)?)
+                .await
+                .map_err(|_| "the report stream closed".to_owned())?;
+            declared = subtree;
+            in_flight += 1;
+        }
         if in_flight < 8 {
             let store = node.store.clone();
             let after = sent;
