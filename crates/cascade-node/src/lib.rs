@@ -410,19 +410,7 @@ async fn refresh_metrics(node: &Arc<Node>) {
             *slot += n;
         }
     }
-    for (name, n) in [
-        "installed",
-        "required",
-        "not_applicable",
-        "superseded",
-        "downloaded",
-        "pending_restart",
-        "failed",
-        "unknown",
-    ]
-    .iter()
-    .zip(by_state)
-    {
+    for (name, n) in cascade_store::STATE_NAMES.iter().zip(by_state) {
         metrics::gauge!("cascade_compliance_records", "state" => *name).set(n as f64);
     }
 }

@@ -26,6 +26,7 @@ mod outbox;
 mod replication;
 
 pub use backup::BackupStats;
+pub use codec::STATE_NAMES;
 pub use compliance::{IngestOutcome, Page, SeverityCounts, StateCounts};
 pub use outbox::{OutboxEntry, OutboxState};
 pub use replication::{Applied, NeedSnapshot, Snapshot, StoredObject};
