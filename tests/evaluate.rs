@@ -173,3 +173,56 @@ fn malformed_input_exits_2_and_names_the_problem() {
         "a hotfix list alone says nothing about the OS"
     );
 }
+
+#[test]
+fn wsusscn2_cab_as_published_equals_its_extracted_files() {
+    let inventory = fixture("inventory/win10-21h2-x64.json");
+    let from_cab = cascade(&[
+        "evaluate",
+        "--catalog",
+        &fixture("wsusscn2/wsusscn2.cab"),
+        "--inventory",
+        &inventory,
+        "--json",
+    ]);
+    assert!(
+        from_cab.status.success(),
+        "{}",
+        String::from_utf8_lossy(&from_cab.stderr)
+    );
+    let extracted = cascade(&[
+        "evaluate",
+        "--catalog",
+        &fixture("wsusscn2/extracted"),
+        "--inventory",
+        &inventory,
+        "--json",
+    ]);
+    assert!(
+        extracted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&extracted.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&from_cab.stdout),
+        String::from_utf8_lossy(&extracted.stdout)
+    );
+    let plan: serde_json::Value = serde_json::from_slice(&from_cab.stdout).unwrap();
+    assert!(plan["unknown"].as_array().unwrap().len() + plan["superseded"].as_array().unwrap().len() > 0);
+
+    // A cabinet that is not a wsusscn2 catalogue says so.
+    let dir = tempfile::tempdir().unwrap();
+    let bogus = dir.path().join("bogus.cab");
+    let mut bytes = std::fs::read(fixture("wsusscn2/wsusscn2.cab")).unwrap();
+    bytes.truncate(200);
+    std::fs::write(&bogus, bytes).unwrap();
+    let out = cascade(&[
+        "evaluate",
+        "--catalog",
+        bogus.to_str().unwrap(),
+        "--inventory",
+        &inventory,
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bogus.cab"));
+}

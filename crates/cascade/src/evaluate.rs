@@ -13,8 +13,8 @@ use cascade_core::{Catalog, Planner, Update};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// A catalog file or directory: MSRC CVRF XML, WSUS update XML, a wsusscn2
-    /// package.xml (with its fragment folders beside it), Microsoft Update
+    /// A catalog file or directory: MSRC CVRF XML, WSUS update XML, a wsusscn2.cab
+    /// or its extracted package.xml (with the fragment folders beside it), Microsoft Update
     /// Catalog JSON or Cascade catalog JSON. Repeat for several; every update
     /// in them counts as approved.
     #[arg(long = "catalog", required = true, value_name = "FILE")]
@@ -112,6 +112,11 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
 
 fn import_catalog_file(path: &Path) -> anyhow::Result<CatalogImport> {
     let bytes = read(path)?;
+    if crate::cabinet::is_cabinet(&bytes) {
+        let (package, fragments) = crate::cabinet::open(path)?;
+        let name = format!("{} (package.xml)", path.display());
+        return Ok(import::import_catalog(&name, &package, &fragments)?);
+    }
     let fragments = FsFragments::for_package(path);
     Ok(import::import_catalog(&path.display().to_string(), &bytes, &fragments)?)
 }
