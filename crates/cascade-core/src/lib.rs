@@ -12,6 +12,7 @@ pub mod inventory;
 pub mod model;
 pub mod planner;
 pub mod rule;
+pub mod schedule;
 pub mod update;
 pub mod version;
 pub mod windows;
