@@ -83,6 +83,14 @@ pub struct Store {
     sentinel: Option<File>,
 }
 
+/// sled's settings for a store on disk.
+fn durable_config(path: &Path) -> sled::Config {
+    sled::Config::new()
+        .path(path)
+        .cache_capacity(256 * 1024 * 1024)
+        .flush_every_ms(Some(500))
+}
+
 /// Whether an error's text says there is no room: ENOSPC (28) or EFBIG (27).
 /// sled passes some I/O failures on only as text.
 fn disk_full(detail: &str) -> bool {
@@ -125,20 +133,18 @@ pub const SENTINEL: &str = "cascade-commits";
 impl Store {
     /// Opens (or creates) the store of node `node` at `path`.
     pub fn open(path: &Path, node: NodeId) -> Result<Store> {
-        let config = sled::Config::new()
-            .path(path)
-            .cache_capacity(256 * 1024 * 1024)
-            .flush_every_ms(Some(500));
-        Self::open_with(config, path, node, true)
+        Self::open_with(durable_config(path), path, Some(node), true)
     }
 
     /// A store in memory that disappears when dropped (for tests and benchmarks).
     pub fn temporary(node: NodeId) -> Result<Store> {
         let config = sled::Config::new().temporary(true);
-        Self::open_with(config, Path::new("(temporary)"), node, false)
+        Self::open_with(config, Path::new("(temporary)"), Some(node), false)
     }
 
-    fn open_with(config: sled::Config, path: &Path, node: NodeId, durable: bool) -> Result<Store> {
+    /// Opens with `config`; `node` is the owner to check, or `None` to take
+    /// the one the store records.
+    fn open_with(config: sled::Config, path: &Path, node: Option<NodeId>, durable: bool) -> Result<Store> {
         let sentinel_path = path.join(SENTINEL);
         let acknowledged = if durable && sentinel_path.exists() {
             let bytes = std::fs::read(&sentinel_path).map_err(|e| StoreError::Open {
@@ -240,6 +246,30 @@ impl Store {
         } else {
             None
         };
+        let node = match node {
+            Some(node) => node,
+            None => match tree.get(keys::NODE) {
+                Ok(Some(v)) => std::str::from_utf8(&v)
+                    .ok()
+                    .and_then(|n| NodeId::new(n).ok())
+                    .ok_or_else(|| StoreError::Corrupt {
+                        path: path_buf.clone(),
+                        detail: "the stored node id is not valid".to_owned(),
+                    })?,
+                Ok(None) => {
+                    return Err(StoreError::Open {
+                        path: path_buf,
+                        detail: "the store does not say which node it belongs to".to_owned(),
+                    });
+                }
+                Err(e) => {
+                    return Err(StoreError::Corrupt {
+                        path: path_buf,
+                        detail: e.to_string(),
+                    });
+                }
+            },
+        };
         let store = Store {
             db,
             tree,
@@ -276,22 +306,7 @@ impl Store {
                 detail: "there is no node store here".to_owned(),
             });
         }
-        // Open under a placeholder name to read the owner, then adopt it.
-        let mut store = Store::open(
-            path,
-            NodeId::new("(unknown)").map_err(|e| StoreError::Invalid(e.to_string()))?,
-        )?;
-        match store.get(keys::NODE)? {
-            Some(v) => {
-                let id = std::str::from_utf8(&v).ok().and_then(|n| NodeId::new(n).ok());
-                store.node = id.ok_or_else(|| store.corrupt("the stored node id is not valid"))?;
-                Ok(store)
-            }
-            None => Err(StoreError::Open {
-                path: path.to_path_buf(),
-                detail: "the store does not say which node it belongs to".to_owned(),
-            }),
-        }
+        Self::open_with(durable_config(path), path, None, true)
     }
 
     fn check_format(&self) -> Result<()> {
@@ -326,9 +341,6 @@ impl Store {
 
     /// Records which node the store belongs to, and refuses another node's.
     fn check_owner(&self) -> Result<()> {
-        if self.node.as_str() == "(unknown)" {
-            return Ok(());
-        }
         match self.get(keys::NODE)? {
             Some(v) if v.as_ref() == self.node.as_str().as_bytes() => Ok(()),
             Some(v) => Err(StoreError::Open {
