@@ -231,15 +231,27 @@ fn build_update(
     }
 
     let first = targets.first().map(|t| t.product.clone()).unwrap_or_default();
-    let more = targets.len().saturating_sub(1);
     let sub_type = if fix.sub_type.is_empty() {
         "Security Update".to_owned()
     } else {
         fix.sub_type.clone()
     };
-    let title = match more {
-        0 => format!("{document_id} {sub_type} for {first} (KB{kb})"),
-        n => format!("{document_id} {sub_type} for {first} and {n} more (KB{kb})"),
+    // Name the products, not every release and architecture of them:
+    // "Windows 10", "Windows Server 2022", or the application.
+    let mut families: Vec<String> = Vec::new();
+    for t in &targets {
+        let family = match windows::parse_product_name(&t.product) {
+            ProductName::Os(os) => os.product,
+            ProductName::Other(name) => name.split(" on ").next().unwrap_or(&name).to_owned(),
+        };
+        if !families.contains(&family) {
+            families.push(family);
+        }
+    }
+    let named = families.iter().take(2).cloned().collect::<Vec<_>>().join(", ");
+    let title = match families.len().saturating_sub(2) {
+        0 => format!("{document_id} {sub_type} for {named} (KB{kb})"),
+        n => format!("{document_id} {sub_type} for {named} and {n} more (KB{kb})"),
     };
     let mut update = Update::new(
         UpdateId::kb(kb),
