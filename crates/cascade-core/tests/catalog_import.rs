@@ -16,6 +16,7 @@ const DEC_2022: &str = "cvrf/cvrfDocument-2022-Dec.trimmed.xml";
 fn cvrf_kb5021233() {
     let catalog = common::december_2022();
     let kb = catalog.get(&UpdateId::new("KB5021233")).expect("KB5021233 imported");
+    assert_eq!(&*kb.title, "2022-Dec Security Update for Windows 10 (KB5021233)");
     assert_eq!(kb.supersedes, vec![UpdateId::new("KB5019959")]);
     assert_eq!(kb.restart, RestartBehavior::Always);
     assert_eq!(kb.severity, Severity::Critical);
