@@ -59,7 +59,12 @@ async fn forever(node: Arc<Node>, parent: String, direction: &'static str) {
         if started.elapsed() > Duration::from_secs(30) {
             delays = backoff();
         }
-        let wait = delays.next().unwrap_or(Duration::from_secs(10));
+        let asked = matches!(&result, Err(e) if e.starts_with("reconnecting now"));
+        let wait = if asked {
+            Duration::ZERO
+        } else {
+            delays.next().unwrap_or(Duration::from_secs(10))
+        };
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             () = node.wake.notified() => {}
@@ -101,16 +106,29 @@ async fn down(node: &Arc<Node>, parent: &str) -> Result<(), String> {
     info!(parent, "subscribed to the parent");
     let heartbeat = Duration::from_secs(node.config.heartbeat_seconds * 3 + 5);
     let mut next: Option<v1::DownMessage> = None;
+    let quiet = Duration::from_secs(node.config.heartbeat_seconds + 1);
+    let mut last_message = std::time::Instant::now();
     loop {
         let message = match next.take() {
             Some(m) => m,
-            None => match tokio::time::timeout(heartbeat, stream.message()).await {
-                Err(_) => return Err("the parent went quiet (no heartbeat)".to_owned()),
-                Ok(Err(status)) => return Err(status_text(status)),
-                Ok(Ok(None)) => return Err("the parent closed the stream".to_owned()),
-                Ok(Ok(Some(m))) => m,
-            },
+            None => {
+                let received = tokio::select! {
+                    received = tokio::time::timeout(heartbeat, stream.message()) => received,
+                    // "Replicate now" on a link that has been quiet longer than
+                    // a heartbeat: it may be stalled, so connect afresh.
+                    () = node.wake.notified(), if last_message.elapsed() > quiet => {
+                        return Err("reconnecting now, as asked".to_owned());
+                    }
+                };
+                match received {
+                    Err(_) => return Err("the parent went quiet (no heartbeat)".to_owned()),
+                    Ok(Err(status)) => return Err(status_text(status)),
+                    Ok(Ok(None)) => return Err("the parent closed the stream".to_owned()),
+                    Ok(Ok(Some(m))) => m,
+                }
+            }
         };
+        last_message = std::time::Instant::now();
         node.set_link(parent, "down", |l| l.last_contact = now());
         match message.body {
             Some(down_message::Body::Change(c)) => {
