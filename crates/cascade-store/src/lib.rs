@@ -8,7 +8,6 @@
 //! Values carry a format marker (see `codec`): a store written by a newer
 //! build is refused, one written by an older build is migrated on open.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -467,7 +466,7 @@ impl Store {
 /// committed, then turned into one sled batch.
 #[derive(Debug, Default)]
 struct Pending {
-    values: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    values: std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
 impl Pending {
