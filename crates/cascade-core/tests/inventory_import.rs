@@ -543,3 +543,45 @@ fn native_inventory_and_its_errors() {
     let err = import::import_inventory("notes.txt", b"just some text\n").unwrap_err();
     assert!(err.to_string().starts_with("notes.txt: not an inventory"), "{err}");
 }
+
+#[test]
+fn a_debian_machine_from_os_release_and_dpkg_status() {
+    let (format, mut inv) = import::import_inventory("os-release", &fixture("linux/os-release")).unwrap();
+    assert_eq!(format, InventoryFormat::OsRelease);
+    let (format, packages) = import::import_inventory("dpkg-status", &fixture("linux/dpkg-status")).unwrap();
+    assert_eq!(format, InventoryFormat::DpkgStatus);
+    inv.merge(packages);
+    assert_eq!(inv.fact("os.family").as_deref(), Some("linux"));
+    assert_eq!(inv.fact("os.product").as_deref(), Some("debian"));
+    assert_eq!(inv.fact("os.release").as_deref(), Some("bookworm"));
+    assert_eq!(inv.fact("os.version").as_deref(), Some("12"));
+    assert_eq!(inv.fact("deb:openssl").as_deref(), Some("3.0.19-1~deb12u2"));
+    assert_eq!(inv.facts.keys().filter(|k| k.starts_with("deb:")).count(), 19);
+
+    // A security fix for openssl in bookworm, as a rule over the package's
+    // version in Debian's ordering.
+    use cascade_core::rule::{Cmp, Rule, Truth};
+    let needs = |fixed: &str| {
+        Rule::and(vec![
+            Rule::fact("os.product", Cmp::Eq, "debian"),
+            Rule::fact("os.release", Cmp::Eq, "bookworm"),
+            Rule::fact("deb:openssl", Cmp::Lt, fixed),
+        ])
+        .eval(&inv)
+    };
+    assert_eq!(needs("3.0.19-1~deb12u3"), Truth::True);
+    assert_eq!(needs("3.0.19-1~deb12u2"), Truth::False);
+    assert_eq!(
+        needs("3.0.19-1"),
+        Truth::True,
+        "~deb12u2 sorts before the plain revision"
+    );
+    // The package list was collected: a package not in it is not installed.
+    assert_eq!(Rule::fact("deb:not-installed", Cmp::Lt, "1.0").eval(&inv), Truth::False);
+    let mut no_packages = inv.clone();
+    no_packages.facts.retain(|k, _| !k.starts_with("deb:"));
+    assert!(matches!(
+        Rule::fact("deb:openssl", Cmp::Lt, "1.0").eval(&no_packages),
+        Truth::Unknown(_)
+    ));
+}

@@ -5,6 +5,7 @@ use crate::inventory::Inventory;
 use crate::update::Update;
 
 pub mod cvrf;
+pub mod linux;
 pub mod msuc;
 pub mod native;
 pub mod systeminfo;
@@ -182,6 +183,8 @@ pub enum InventoryFormat {
     Native,
     Systeminfo,
     HotfixList,
+    OsRelease,
+    DpkgStatus,
 }
 
 /// Imports an inventory file: Cascade's JSON, `systeminfo` output, or a
@@ -197,6 +200,12 @@ pub fn import_inventory(source: &str, bytes: &[u8]) -> Result<(InventoryFormat, 
             InventoryFormat::HotfixList,
             systeminfo::parse_hotfix_list(source, trimmed)?,
         ));
+    }
+    if linux::looks_like_dpkg_status(trimmed) {
+        return Ok((InventoryFormat::DpkgStatus, linux::parse_dpkg_status(source, trimmed)?));
+    }
+    if linux::looks_like_os_release(trimmed) {
+        return Ok((InventoryFormat::OsRelease, linux::parse_os_release(source, trimmed)?));
     }
     if systeminfo::looks_like(trimmed) {
         return Ok((InventoryFormat::Systeminfo, systeminfo::parse(source, trimmed)?));
