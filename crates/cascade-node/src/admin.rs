@@ -113,6 +113,13 @@ impl v1::admin_server::Admin for AdminService {
             .append_local(ChangeOp::Delete(key))
             .await
             .map_err(store_status)?;
+        // Its cursors no longer hold back compaction of the logs.
+        if let Ok(child) = cascade_core::model::NodeId::new(id.as_str()) {
+            let store = self.node.store.clone();
+            blocking(move || store.remove_subscriber(&child))
+                .await
+                .map_err(store_status)?;
+        }
         self.audit(&actor, "site remove", id.to_string()).await;
         Ok(Response::new(SiteRemoveReply {}))
     }

@@ -132,6 +132,11 @@ fn compaction_keeps_what_subscribers_need_then_snapshots() {
     assert_eq!(root.compact(0).unwrap(), 4, "entries 1..=4 are applied everywhere");
     assert_eq!(root.changes_since(&node("root"), 4, 100).unwrap().unwrap().len(), 7);
     assert_eq!(root.changes_since(&node("root"), 2, 100).unwrap().unwrap_err().floor, 4);
+    // A child that is gone no longer holds compaction back.
+    root.remove_subscriber(&node("child-1")).unwrap();
+    assert_eq!(root.compact(0).unwrap(), 4, "now through child-2's 8");
+    assert!(!root.subscriber_cursors().unwrap().contains_key(&node("child-1")));
+    root.set_subscriber_cursor(&node("child-1"), &node("root"), 4).unwrap();
 
     // A new child catches up from a snapshot, then the live tail.
     let child = Store::temporary(node("child-3")).unwrap();
