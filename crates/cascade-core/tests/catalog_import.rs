@@ -84,16 +84,7 @@ fn cvrf_counts_and_skips() {
 
 #[test]
 fn update_catalog_entries() {
-    let mut all = Vec::new();
-    for entry in std::fs::read_dir(common::fixture_path("update-catalog"))
-        .unwrap()
-        .flatten()
-    {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".json") {
-            all.extend(updates(&format!("update-catalog/{name}")));
-        }
-    }
+    let all = common::update_catalog_updates();
     assert_eq!(all.len(), 8);
     let catalog = Catalog::new(all);
     // Two architectures of KB5026446 are one update with two targets.

@@ -159,21 +159,12 @@ fn win11_arm64() -> Inventory {
 }
 
 fn update_catalog(filter: impl Fn(&Update) -> bool) -> Catalog {
-    let mut all = Vec::new();
-    for entry in std::fs::read_dir(common::fixture_path("update-catalog"))
-        .unwrap()
-        .flatten()
-    {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".json") {
-            all.extend(
-                updates(&format!("update-catalog/{name}"))
-                    .into_iter()
-                    .filter(|u| filter(u)),
-            );
-        }
-    }
-    Catalog::new(all)
+    Catalog::new(
+        common::update_catalog_updates()
+            .into_iter()
+            .filter(|u| filter(u))
+            .collect::<Vec<_>>(),
+    )
 }
 
 #[test]

@@ -260,14 +260,14 @@ impl Store {
             .find(|r| r.update == *update))
     }
 
-    /// A page over the index under `prefix`: `expand` turns one index key
-    /// into its records.
+    /// A page over an index whose keys end in a computer: that computer's
+    /// records that `keep` accepts.
     fn page(
         &self,
         prefix: &[u8],
         after: Option<&str>,
         limit: usize,
-        mut expand: impl FnMut(&[u8]) -> Result<Vec<ComplianceRecord>>,
+        keep: impl Fn(&ComplianceRecord) -> bool,
     ) -> Result<Page<ComplianceRecord>> {
         let start = match after {
             Some(t) => {
@@ -283,7 +283,8 @@ impl Store {
             if !key.starts_with(prefix) {
                 break;
             }
-            items.extend(expand(&key)?);
+            let computer = self.computer_in(&key[prefix.len()..])?;
+            items.extend(self.computer_records(&computer)?.into_iter().filter(|r| keep(r)));
             if items.len() >= limit {
                 return Ok(Page {
                     items,
@@ -310,13 +311,8 @@ impl Store {
         limit: usize,
     ) -> Result<Page<ComplianceRecord>> {
         let prefix = keys::under(keys::BY_UPDATE, &[update.as_str().as_bytes()]);
-        self.page(&prefix, after, limit, |key| {
-            let computer = self.computer_in(&key[prefix.len()..])?;
-            Ok(self
-                .computer_records(&computer)?
-                .into_iter()
-                .filter(|r| r.update == *update && (!non_compliant || !r.state.is_compliant()))
-                .collect())
+        self.page(&prefix, after, limit, |r| {
+            r.update == *update && (!non_compliant || !r.state.is_compliant())
         })
     }
 
@@ -329,13 +325,8 @@ impl Store {
         limit: usize,
     ) -> Result<Page<ComplianceRecord>> {
         let prefix = keys::under(keys::BY_SITE, &[site.as_str().as_bytes()]);
-        self.page(&prefix, after, limit, |key| {
-            let computer = self.computer_in(&key[prefix.len()..])?;
-            Ok(self
-                .computer_records(&computer)?
-                .into_iter()
-                .filter(|r| r.site == *site && (!non_compliant || !r.state.is_compliant()))
-                .collect())
+        self.page(&prefix, after, limit, |r| {
+            r.site == *site && (!non_compliant || !r.state.is_compliant())
         })
     }
 

@@ -39,3 +39,18 @@ pub fn december_2022() -> Catalog {
 pub fn windows(json: serde_json::Value) -> Inventory {
     import::native::parse_inventory("test", &json.to_string()).unwrap_or_else(|e| panic!("{e}"))
 }
+
+/// Every Update Catalog entry of the fixtures.
+pub fn update_catalog_updates() -> Vec<Update> {
+    let mut names: Vec<String> = std::fs::read_dir(fixture_path("update-catalog"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".json"))
+        .collect();
+    names.sort();
+    names
+        .iter()
+        .flat_map(|n| updates(&format!("update-catalog/{n}")))
+        .collect()
+}
