@@ -456,6 +456,32 @@ impl Store {
         }
     }
 
+    /// JSON values under `prefix` keyed by big-endian sequence numbers,
+    /// after `after`, oldest first.
+    fn sequenced<T: serde::de::DeserializeOwned>(
+        &self,
+        prefix: &[u8],
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, T)>> {
+        let mut start = prefix.to_vec();
+        start.extend_from_slice(&after.saturating_add(1).to_be_bytes());
+        let mut out = Vec::new();
+        for item in self.tree.range(start..).take(limit) {
+            let (key, value) = item.map_err(|e| self.io_error(e))?;
+            if !key.starts_with(prefix) {
+                break;
+            }
+            let seq = keys::seq_of(&key[prefix.len()..])
+                .ok_or_else(|| self.corrupt(format!("bad key {}", keys::show(&key))))?;
+            out.push((
+                seq,
+                codec::from_json(&value).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key))))?,
+            ));
+        }
+        Ok(out)
+    }
+
     /// Bytes on disk.
     pub fn size_on_disk(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)

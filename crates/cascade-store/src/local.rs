@@ -91,19 +91,6 @@ impl Store {
 
     /// Audit entries after `after`, oldest first.
     pub fn audit_log(&self, after: u64, limit: usize) -> Result<Vec<(u64, AuditEntry)>> {
-        let mut out = Vec::new();
-        for item in self.tree.range(keys::audit(after.saturating_add(1))..).take(limit) {
-            let (key, value) = item.map_err(|e| self.io_error(e))?;
-            if !key.starts_with(keys::AUDIT) {
-                break;
-            }
-            let seq = keys::seq_of(&key[keys::AUDIT.len()..])
-                .ok_or_else(|| self.corrupt(format!("bad audit key {}", keys::show(&key))))?;
-            out.push((
-                seq,
-                codec::from_json(&value).map_err(|d| self.corrupt(format!("audit {seq}: {d}")))?,
-            ));
-        }
-        Ok(out)
+        self.sequenced(keys::AUDIT, after, limit)
     }
 }

@@ -62,20 +62,7 @@ impl Store {
     }
 
     fn queued(&self, after: u64, limit: usize) -> Result<Vec<(u64, Queued)>> {
-        let mut out = Vec::new();
-        for item in self.tree.range(keys::outbox(after.saturating_add(1))..).take(limit) {
-            let (key, value) = item.map_err(|e| self.io_error(e))?;
-            if !key.starts_with(keys::OUTBOX) {
-                break;
-            }
-            let seq = keys::seq_of(&key[keys::OUTBOX.len()..])
-                .ok_or_else(|| self.corrupt(format!("bad outbox key {}", keys::show(&key))))?;
-            out.push((
-                seq,
-                codec::from_json(&value).map_err(|d| self.corrupt(format!("outbox {seq}: {d}")))?,
-            ));
-        }
-        Ok(out)
+        self.sequenced(keys::OUTBOX, after, limit)
     }
 
     /// Entries after `after`, oldest first, with compliance records in their
