@@ -101,7 +101,7 @@ fn backup_and_restore_a_node_store() {
     let restored = dir.path().join("restored");
     let out = cascade(&["node", "restore", "--from", path(&backup), "--data", path(&restored)]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let store = Store::open_existing(&restored).unwrap();
+    let store = Store::open_existing(&restored.join("store")).unwrap();
     assert_eq!(store.node().as_str(), "site-a");
     let counts = store.summary_for_update(&UpdateId::new("KB5021233")).unwrap();
     assert_eq!((counts.get("installed"), counts.get("required")), (25, 25));

@@ -31,7 +31,8 @@ pub enum NodeCommand {
         /// The backup file.
         #[arg(long = "from", value_name = "FILE")]
         backup: PathBuf,
-        /// The data directory to create; it must not exist or be empty.
+        /// The node's data directory to create (the store goes into its `store/`);
+        /// it must not exist or be empty.
         #[arg(long, value_name = "DIR")]
         data: PathBuf,
     },
@@ -90,14 +91,19 @@ pub fn run(command: NodeCommand) -> anyhow::Result<ExitCode> {
             println!("backed up {what} to {}", out.display());
         }
         NodeCommand::Restore { backup, data } => {
+            // The store goes where `node run` looks for it: `<data>/store`.
+            if data.exists() && data.read_dir().map(|mut d| d.next().is_some()).unwrap_or(true) {
+                anyhow::bail!("{} is not an empty directory; restore into a new one", data.display());
+            }
             let file = std::fs::File::open(&backup).with_context(|| format!("cannot read {}", backup.display()))?;
-            let (store, stats) = Store::restore(std::io::BufReader::new(file), &data)
+            let (store, stats) = Store::restore(std::io::BufReader::new(file), &data.join("store"))
                 .with_context(|| format!("cannot restore {}", backup.display()))?;
             println!(
-                "restored node {} ({} entries) into {}",
+                "restored node {} ({} entries) into {}; run it with data = {:?}",
                 store.node(),
                 stats.entries,
-                data.display()
+                data.display(),
+                data.display().to_string()
             );
         }
     }
