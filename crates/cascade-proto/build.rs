@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         root.join("cascade/v1/hierarchy.proto"),
         root.join("cascade/v1/admin.proto"),
+        root.join("cascade/v1/agent.proto"),
     ];
     let mut compiler = protox::Compiler::new([&root])?;
     compiler.include_imports(true).include_source_info(true);

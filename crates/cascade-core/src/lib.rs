@@ -4,6 +4,7 @@
 //! importers take bytes and a name to use in errors, and anything that needs
 //! the time is handed it.
 
+pub mod assignment;
 pub mod catalog;
 pub mod compliance;
 pub mod ids;

@@ -304,6 +304,20 @@ impl Object {
         Ok(ObjectKey { kind: self.kind(), id })
     }
 
+    /// The object with `fields` of its inner record replaced (an override
+    /// in effect). A field that would make the object invalid is an error.
+    pub fn with_fields(&self, fields: &BTreeMap<String, serde_json::Value>) -> Result<Object, String> {
+        let mut value = serde_json::to_value(self).map_err(|e| e.to_string())?;
+        let inner = value
+            .get_mut("object")
+            .and_then(|o| o.as_object_mut())
+            .ok_or_else(|| "not an object record".to_owned())?;
+        for (field, v) in fields {
+            inner.insert(field.clone(), v.clone());
+        }
+        serde_json::from_value(value).map_err(|e| e.to_string())
+    }
+
     /// Fields the owner lets child sites override.
     pub fn overridable(&self) -> BTreeSet<String> {
         match self {
@@ -419,4 +433,55 @@ pub struct Agent {
     /// Content hash of its latest inventory (hex).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inventory: Option<String>,
+}
+
+/// How an update was installed: the patching methods a policy turns on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PatchMethod {
+    /// The update's own installer from the vendor catalog.
+    #[default]
+    VendorCatalog,
+    /// The operating system's own updater (apt on Debian).
+    OsUpdater,
+}
+
+/// What happened to one update on one computer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case", tag = "event")]
+pub enum EventKind {
+    /// Content fetched and verified.
+    Downloaded,
+    Installed,
+    /// Installed; the computer must restart to finish.
+    PendingRestart,
+    /// The installer began a restart itself (exit code 1641).
+    RestartStarted,
+    /// The agent ran the restart command.
+    RestartRequested,
+    /// The computer came back with a new boot id: pending installs finished.
+    Restarted,
+    Failed {
+        code: i64,
+    },
+    /// Not installed now, and why (outside the windows, no install command).
+    Deferred {
+        reason: String,
+    },
+}
+
+/// One install event, as an agent reports it. (Not `deny_unknown_fields`:
+/// serde does not support it together with `flatten`.)
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct InstallEvent {
+    /// Unix seconds.
+    pub at: i64,
+    pub update: UpdateId,
+    #[serde(default)]
+    pub method: PatchMethod,
+    #[serde(flatten)]
+    pub kind: EventKind,
+    /// What the installer printed last, or other detail; bounded by the agent.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
 }

@@ -248,10 +248,17 @@ impl Rule {
                 {
                     Truth::from_bool(cmp.accepts(crate::import::linux::deb_version_cmp(&actual, value)))
                 }
+                Some(actual)
+                    if name.starts_with("rpm:")
+                        && matches!(cmp, Cmp::Lt | Cmp::Le | Cmp::Gt | Cmp::Ge | Cmp::Eq | Cmp::Ne) =>
+                {
+                    Truth::from_bool(cmp.accepts(crate::import::linux::rpm_version_cmp(&actual, value)))
+                }
                 Some(actual) => Truth::from_bool(cmp.holds(&actual, value)),
                 None if *cmp == Cmp::Exists => Truth::False,
                 // The package list was collected and this package is not in it.
                 None if name.starts_with("deb:") && inv.facts.keys().any(|k| k.starts_with("deb:")) => Truth::False,
+                None if name.starts_with("rpm:") && inv.facts.keys().any(|k| k.starts_with("rpm:")) => Truth::False,
                 None => Truth::Unknown(format!("the inventory has no fact {name}")),
             },
             Rule::Product { name, cmp, version } => match &inv.products {

@@ -57,34 +57,6 @@ impl AdminService {
     }
 }
 
-impl AdminService {
-    /// This node's ancestors, nearest first, from the site records that
-    /// replicated down.
-    fn ancestors(&self) -> Vec<cascade_core::model::NodeId> {
-        let sites: std::collections::HashMap<String, Option<cascade_core::model::NodeId>> = self
-            .node
-            .store
-            .objects(ObjectKind::Site)
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|s| match s.object {
-                Object::Site(site) => Some((site.id.to_string(), site.parent)),
-                _ => None,
-            })
-            .collect();
-        let mut out = Vec::new();
-        let mut current = self.node.id.to_string();
-        while let Some(Some(parent)) = sites.get(&current) {
-            if out.contains(parent) || out.len() > sites.len() {
-                break;
-            }
-            out.push(parent.clone());
-            current = parent.to_string();
-        }
-        out
-    }
-}
-
 #[tonic::async_trait]
 impl v1::admin_server::Admin for AdminService {
     async fn site_remove(&self, request: Request<SiteRemoveRequest>) -> Result<Response<SiteRemoveReply>, Status> {
@@ -144,7 +116,13 @@ impl v1::admin_server::Admin for AdminService {
         if id.as_str() == self.node.id.as_str() {
             return Err(Status::invalid_argument("a node cannot be its own child"));
         }
-        if let Some(ancestor) = self.ancestors().into_iter().find(|a| a.as_str() == id.as_str()) {
+        if let Some(ancestor) = self
+            .node
+            .sites_up()
+            .into_iter()
+            .skip(1)
+            .find(|a| a.as_str() == id.as_str())
+        {
             return Err(Status::failed_precondition(format!(
                 "{ancestor} is above {} in the tree: making it a child would make a cycle",
                 self.node.id
@@ -214,5 +192,99 @@ impl v1::admin_server::Admin for AdminService {
         .map_err(store_status)?;
         let by_update = serde_json::to_vec(&summary).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(ComplianceReply { by_update, records }))
+    }
+
+    async fn agent_token_create(
+        &self,
+        request: Request<AgentTokenRequest>,
+    ) -> Result<Response<AgentTokenReply>, Status> {
+        let (actor, _) = caller(&request, true)?;
+        let AgentTokenRequest { site, ttl_seconds } = request.into_inner();
+        if site != self.node.id.as_str() {
+            return Err(Status::invalid_argument(format!(
+                "--site {site}: agents of a site enroll at its own node; this is node {}",
+                self.node.id
+            )));
+        }
+        if self.node.config.enrollment.is_none() {
+            return Err(Status::failed_precondition(format!(
+                "node {} does not enroll agents: its configuration has no [enrollment]",
+                self.node.id
+            )));
+        }
+        if !(60..=30 * 86_400).contains(&ttl_seconds) {
+            return Err(Status::invalid_argument(format!(
+                "--ttl: {ttl_seconds} seconds is not between 1 minute and 30 days"
+            )));
+        }
+        let token = cascade_trust::EnrollmentToken::generate(self.node.id.clone(), &self.node.config.ca_pem);
+        let text = token.encode().map_err(|e| Status::internal(e.to_string()))?;
+        let at = crate::now();
+        let record = cascade_store::TokenRecord {
+            site: self.node.id.clone(),
+            created_by: actor.clone(),
+            created_at: at,
+            expires_at: at + ttl_seconds as i64,
+        };
+        let store = self.node.store.clone();
+        let hash = token.secret_hash();
+        let expires_at = record.expires_at;
+        blocking(move || store.put_token(&hash, &record))
+            .await
+            .map_err(store_status)?;
+        self.audit(
+            &actor,
+            "agent-token create",
+            format!("site {site}, expires {expires_at}"),
+        )
+        .await;
+        Ok(Response::new(AgentTokenReply {
+            token: text,
+            expires_at,
+        }))
+    }
+
+    async fn agents(&self, request: Request<AgentsRequest>) -> Result<Response<AgentsReply>, Status> {
+        caller(&request, false)?;
+        let node = self.node.clone();
+        let rows = blocking(move || -> Result<Vec<serde_json::Value>, cascade_store::StoreError> {
+            let mut rows = Vec::new();
+            for agent in node.agents()? {
+                let events = node.store.events(&agent.id)?;
+                let latest: Vec<_> = events.iter().rev().take(10).rev().cloned().collect();
+                rows.push(serde_json::json!({ "agent": agent, "events": latest }));
+            }
+            Ok(rows)
+        })
+        .await
+        .map_err(store_status)?;
+        let agents = serde_json::to_vec(&rows).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(AgentsReply { agents }))
+    }
+
+    async fn import(&self, request: Request<ImportRequest>) -> Result<Response<ImportReply>, Status> {
+        let (actor, _) = caller(&request, true)?;
+        let ImportRequest { name, data } = request.into_inner();
+        let name = if name.is_empty() { "upload".to_owned() } else { name };
+        let source = name.clone();
+        let imported =
+            blocking(move || cascade_core::import::import_catalog(&source, &data, &cascade_core::import::NoFragments))
+                .await
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let count = imported.updates.len() as u64;
+        let ops = imported
+            .updates
+            .into_iter()
+            .map(|u| ChangeOp::Upsert(Object::Update(Box::new(u))))
+            .collect();
+        self.node.append_local_many(ops).await.map_err(store_status)?;
+        let format = imported.format.name().to_owned();
+        self.audit(&actor, "import", format!("{name}: {count} updates ({format})"))
+            .await;
+        Ok(Response::new(ImportReply {
+            format,
+            updates: count,
+            skipped: imported.skipped.iter().map(|s| s.to_string()).collect(),
+        }))
     }
 }

@@ -30,6 +30,28 @@ pub struct NodeConfig {
     /// Address for Prometheus metrics over plain HTTP (`/metrics`); off when absent.
     #[serde(default)]
     pub metrics_listen: Option<String>,
+    /// Lets agents enroll here with one-time tokens; off when absent.
+    #[serde(default)]
+    pub enrollment: Option<EnrollmentConfig>,
+    /// Directory of update content served to agents, one file per sha256
+    /// (lower-case hex name); `<data>/content` when absent.
+    #[serde(default)]
+    pub content: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollmentConfig {
+    /// This site's enrollment CA (`cascade pki issue enrollment-ca`).
+    pub ca_cert: PathBuf,
+    pub ca_key: PathBuf,
+    /// Validity of the agents' certificates.
+    #[serde(default = "default_certificate_days")]
+    pub certificate_days: i64,
+}
+
+fn default_certificate_days() -> i64 {
+    397
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -85,6 +107,9 @@ pub struct Checked {
     pub heartbeat_seconds: u64,
     pub report_batch: usize,
     pub metrics_listen: Option<SocketAddr>,
+    /// The site's enrollment CA and the validity of what it signs.
+    pub enrollment: Option<(std::sync::Arc<cascade_trust::Ca>, i64)>,
+    pub content_dir: PathBuf,
 }
 
 impl NodeConfig {
@@ -160,11 +185,33 @@ impl NodeConfig {
             ),
             None => None,
         };
+        let enrollment = match &self.enrollment {
+            Some(e) => {
+                if !(1..=3650).contains(&e.certificate_days) {
+                    return Err(invalid(
+                        "enrollment.certificate_days",
+                        format!("{} is not between 1 and 3650", e.certificate_days),
+                    ));
+                }
+                let ca = cascade_trust::Ca::load_files(&resolve(&e.ca_cert), &resolve(&e.ca_key))
+                    .map_err(|err| invalid("enrollment.ca_cert", err.to_string()))?;
+                Some((std::sync::Arc::new(ca), e.certificate_days))
+            }
+            None => None,
+        };
+        let data = resolve(&self.data);
+        let content_dir = self
+            .content
+            .as_deref()
+            .map(resolve)
+            .unwrap_or_else(|| data.join("content"));
         Ok(Checked {
+            enrollment,
+            content_dir,
             metrics_listen,
             id,
             listen,
-            data: resolve(&self.data),
+            data,
             parent: self.parent.map(|p| p.address),
             ca_pem,
             cert_pem,

@@ -14,6 +14,7 @@ use cascade_trust::Identity;
 use tokio::sync::{Notify, watch};
 
 pub mod admin;
+pub mod agents;
 pub mod config;
 pub mod hierarchy;
 pub mod link;
@@ -50,6 +51,10 @@ pub struct Node {
     /// What each child declared its subtree to be (itself and the sites
     /// below it), from the declaration it sends first on every connection.
     subtrees: Mutex<BTreeMap<NodeId, std::collections::BTreeSet<NodeId>>>,
+    /// Targeting and planners, rebuilt when the objects change.
+    targeting: Mutex<Option<agents::TargetingCache>>,
+    /// Agents' check-ins not yet written to the store.
+    seen: agents::Seen,
 }
 
 const DIRECTIONS: [&str; 4] = ["down", "up", "child-down", "child-up"];
@@ -75,6 +80,8 @@ impl Node {
             links: Mutex::new(Self::stored_links(&node_store_for_links)),
             links_dirty: std::sync::atomic::AtomicBool::new(false),
             subtrees: Mutex::new(BTreeMap::new()),
+            targeting: Mutex::new(None),
+            seen: agents::Seen::default(),
         })
     }
 
@@ -98,6 +105,17 @@ impl Node {
         let change = blocking(move || store.append_local(op)).await?;
         self.changed();
         Ok(change)
+    }
+
+    /// Records many changes made here in one commit.
+    pub async fn append_local_many(
+        self: &Arc<Self>,
+        ops: Vec<ChangeOp>,
+    ) -> Result<Vec<Change>, cascade_store::StoreError> {
+        let store = self.store.clone();
+        let changes = blocking(move || store.append_local_many(ops)).await?;
+        self.changed();
+        Ok(changes)
     }
 
     /// Link status as stored by an earlier run: everything disconnected
@@ -228,13 +246,19 @@ pub async fn serve(
     use tonic::transport::{Certificate, Identity as TlsIdentity, Server, ServerTlsConfig};
     let tls = ServerTlsConfig::new()
         .identity(TlsIdentity::from_pem(&node.config.cert_pem, &node.config.key_pem))
-        .client_ca_root(Certificate::from_pem(&node.config.ca_pem));
+        .client_ca_root(Certificate::from_pem(&node.config.ca_pem))
+        // Agents enroll before they have a certificate; every other call
+        // checks the caller's verified certificate itself.
+        .client_auth_optional(true);
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<cascade_proto::v1::hierarchy_server::HierarchyServer<hierarchy::HierarchyService>>()
         .await;
     health_reporter
         .set_serving::<cascade_proto::v1::admin_server::AdminServer<admin::AdminService>>()
+        .await;
+    health_reporter
+        .set_serving::<cascade_proto::v1::agents_server::AgentsServer<agents::AgentsService>>()
         .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(cascade_proto::FILE_DESCRIPTOR_SET)
@@ -254,9 +278,13 @@ pub async fn serve(
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit),
         )
-        .add_service(cascade_proto::v1::admin_server::AdminServer::new(admin::AdminService {
-            node: node.clone(),
-        }))
+        .add_service(
+            cascade_proto::v1::admin_server::AdminServer::new(admin::AdminService { node: node.clone() })
+                .max_decoding_message_size(limit),
+        )
+        .add_service(cascade_proto::v1::agents_server::AgentsServer::new(
+            agents::AgentsService { node: node.clone() },
+        ))
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
         .await?;
     Ok(())
@@ -312,6 +340,9 @@ pub async fn maintenance(node: Arc<Node>, every: Duration) {
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 if let Err(e) = node.persist_links().await {
                     tracing::warn!(error = %e, "cannot store the link status");
+                }
+                if let Err(e) = node.persist_agents().await {
+                    tracing::warn!(error = %e, "cannot store the agents' check-ins");
                 }
             }
         })

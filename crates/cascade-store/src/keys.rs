@@ -30,6 +30,8 @@ pub const OUTBOX: &[u8] = b"q/";
 pub const AGENT: &[u8] = b"ag/";
 pub const INVENTORY: &[u8] = b"in/";
 pub const AUDIT: &[u8] = b"au/";
+pub const TOKEN: &[u8] = b"tk/";
+pub const EVENT: &[u8] = b"ev/";
 
 fn join(prefix: &[u8], parts: &[&[u8]]) -> Vec<u8> {
     let mut key = Vec::with_capacity(prefix.len() + parts.iter().map(|p| p.len() + 1).sum::<usize>());
@@ -128,6 +130,25 @@ pub fn agent(id: &ComputerId) -> Vec<u8> {
 
 pub fn inventory(hash: &str) -> Vec<u8> {
     join(INVENTORY, &[hash.as_bytes()])
+}
+
+pub fn token(secret_hash: &str) -> Vec<u8> {
+    join(TOKEN, &[secret_hash.as_bytes()])
+}
+
+pub fn event(computer: &ComputerId, counter: u64, index: u32) -> Vec<u8> {
+    join(
+        EVENT,
+        &[
+            computer.as_str().as_bytes(),
+            &counter.to_be_bytes(),
+            &index.to_be_bytes(),
+        ],
+    )
+}
+
+pub fn events_of(computer: &ComputerId) -> Vec<u8> {
+    under(EVENT, &[computer.as_str().as_bytes()])
 }
 
 pub fn audit(seq: u64) -> Vec<u8> {

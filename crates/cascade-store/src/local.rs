@@ -2,7 +2,7 @@
 //! per distinct content) and the audit log.
 
 use cascade_core::inventory::Inventory;
-use cascade_core::model::{Agent, AuditEntry, ComputerId, Upward};
+use cascade_core::model::{Agent, AuditEntry, ComputerId, InstallEvent, NodeId, Upward};
 
 use crate::{Pending, Result, Store, codec, keys};
 
@@ -26,6 +26,93 @@ impl Store {
         let mut batch = sled::Batch::default();
         batch.insert(keys::agent(&agent.id), codec::json(agent));
         self.commit(batch)
+    }
+
+    /// Stores many agents in one commit (the periodic write of last-seen times).
+    pub fn put_agents(&self, agents: &[Agent]) -> Result<()> {
+        if agents.is_empty() {
+            return Ok(());
+        }
+        let _guard = self.lock();
+        let mut batch = sled::Batch::default();
+        for agent in agents {
+            batch.insert(keys::agent(&agent.id), codec::json(agent));
+        }
+        self.commit(batch)
+    }
+
+    /// Keeps an enrollment token by the hash of its secret.
+    pub fn put_token(&self, secret_hash: &str, token: &TokenRecord) -> Result<()> {
+        let _guard = self.lock();
+        let mut batch = sled::Batch::default();
+        batch.insert(keys::token(secret_hash), codec::json(token));
+        self.commit(batch)
+    }
+
+    /// Redeems a token for `agent`: in one commit the token is gone and
+    /// the agent enrolled. Refused (and nothing written but the removal of
+    /// an expired token) when the token is unknown, used, expired or for
+    /// another site, or the computer is enrolled already.
+    pub fn redeem_token(&self, secret_hash: &str, agent: &Agent, now: i64) -> Result<Result<(), TokenRefusal>> {
+        let _guard = self.lock();
+        let key = keys::token(secret_hash);
+        let Some(value) = self.get(&key)? else {
+            return Ok(Err(TokenRefusal::Unknown));
+        };
+        let token: TokenRecord =
+            codec::from_json(&value).map_err(|d| self.corrupt(format!("enrollment token: {d}")))?;
+        if token.expires_at <= now {
+            let mut batch = sled::Batch::default();
+            batch.remove(key);
+            self.commit(batch)?;
+            return Ok(Err(TokenRefusal::Expired {
+                expired_at: token.expires_at,
+            }));
+        }
+        if token.site != agent.site {
+            return Ok(Err(TokenRefusal::OtherSite { site: token.site }));
+        }
+        if self.get(&keys::agent(&agent.id))?.is_some() {
+            return Ok(Err(TokenRefusal::Enrolled));
+        }
+        let mut batch = sled::Batch::default();
+        batch.remove(key);
+        batch.insert(keys::agent(&agent.id), codec::json(agent));
+        self.commit(batch)?;
+        Ok(Ok(()))
+    }
+
+    /// Stores a report's install events under the agent's counter; writing
+    /// the same counter again replaces, so a repeated report adds nothing.
+    /// Events older than the latest `keep` counters of the computer go.
+    pub fn put_events(&self, computer: &ComputerId, counter: u64, events: &[InstallEvent], keep: u64) -> Result<()> {
+        let _guard = self.lock();
+        let mut batch = sled::Batch::default();
+        for (index, event) in events.iter().enumerate() {
+            batch.insert(keys::event(computer, counter, index as u32), codec::json(event));
+        }
+        let oldest = counter.saturating_sub(keep);
+        for item in self.scan(&keys::events_of(computer)) {
+            let (key, _) = item?;
+            // The key ends with the counter, a separator and the index
+            // (fixed widths that may themselves hold NUL bytes).
+            let counter_at = key.len().saturating_sub(13);
+            match key.get(counter_at..counter_at + 8).and_then(keys::seq_of) {
+                Some(c) if c >= oldest => break,
+                _ => batch.remove(key),
+            }
+        }
+        self.commit(batch)
+    }
+
+    /// A computer's stored install events, oldest first.
+    pub fn events(&self, computer: &ComputerId) -> Result<Vec<InstallEvent>> {
+        self.scan(&keys::events_of(computer))
+            .map(|item| {
+                let (key, value) = item?;
+                codec::from_json(&value).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key))))
+            })
+            .collect()
     }
 
     pub fn agent(&self, id: &ComputerId) -> Result<Option<Agent>> {
@@ -93,4 +180,26 @@ impl Store {
     pub fn audit_log(&self, after: u64, limit: usize) -> Result<Vec<(u64, AuditEntry)>> {
         self.sequenced(keys::AUDIT, after, limit)
     }
+}
+
+/// An enrollment token as its node keeps it (the secret only as a hash).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TokenRecord {
+    pub site: NodeId,
+    pub created_by: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// Why a token was not accepted.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum TokenRefusal {
+    #[error("the enrollment token is unknown or was used already")]
+    Unknown,
+    #[error("the enrollment token expired at {expired_at} (Unix seconds)")]
+    Expired { expired_at: i64 },
+    #[error("the enrollment token is for site {site}")]
+    OtherSite { site: NodeId },
+    #[error("a computer of this name is enrolled already; remove it first or enroll under another name")]
+    Enrolled,
 }

@@ -312,6 +312,67 @@ fn agents_inventories_and_audit() {
     assert_eq!(store.outbox(0, 10).unwrap()[0].items, vec![Upward::Audit(entry)]);
 }
 
+#[test]
+fn enrollment_tokens_are_one_time_expiring_and_per_site() {
+    use cascade_store::{TokenRecord, TokenRefusal};
+    let store = Store::temporary(node("site-a")).unwrap();
+    let token = TokenRecord {
+        site: node("site-a"),
+        created_by: "alice".into(),
+        created_at: 100,
+        expires_at: 200,
+    };
+    store.put_token("h1", &token).unwrap();
+    store.put_token("h2", &token).unwrap();
+    store.put_token("h3", &token).unwrap();
+    let agent = |name: &str, site: &str| Agent {
+        id: ComputerId::new(name).unwrap(),
+        site: node(site),
+        enrolled_at: 150,
+        last_seen: 0,
+        inventory: None,
+    };
+    assert_eq!(store.redeem_token("h1", &agent("pc-1", "site-a"), 150).unwrap(), Ok(()));
+    assert_eq!(
+        store.redeem_token("h1", &agent("pc-2", "site-a"), 150).unwrap(),
+        Err(TokenRefusal::Unknown),
+        "one use only"
+    );
+    assert_eq!(
+        store.redeem_token("h2", &agent("pc-1", "site-a"), 150).unwrap(),
+        Err(TokenRefusal::Enrolled)
+    );
+    assert_eq!(
+        store.redeem_token("h2", &agent("pc-3", "site-b"), 150).unwrap(),
+        Err(TokenRefusal::OtherSite { site: node("site-a") })
+    );
+    assert_eq!(
+        store.redeem_token("h3", &agent("pc-3", "site-a"), 200).unwrap(),
+        Err(TokenRefusal::Expired { expired_at: 200 })
+    );
+    assert_eq!(
+        store.redeem_token("h3", &agent("pc-3", "site-a"), 150).unwrap(),
+        Err(TokenRefusal::Unknown)
+    );
+    let ids: Vec<String> = store.agents().unwrap().iter().map(|a| a.id.to_string()).collect();
+    assert_eq!(ids, vec!["pc-1"]);
+
+    let pc = ComputerId::new("pc-1").unwrap();
+    let event = |n: i64| cascade_core::model::InstallEvent {
+        at: n,
+        update: UpdateId::new("KB1"),
+        method: Default::default(),
+        kind: cascade_core::model::EventKind::Installed,
+        detail: String::new(),
+    };
+    for counter in 1..=5 {
+        store.put_events(&pc, counter, &[event(counter as i64)], 2).unwrap();
+    }
+    store.put_events(&pc, 5, &[event(5)], 2).unwrap();
+    let kept: Vec<i64> = store.events(&pc).unwrap().iter().map(|e| e.at).collect();
+    assert_eq!(kept, vec![3, 4, 5], "a repeated counter replaces; old counters go");
+}
+
 /// sled itself, as another build would open it; its file lock is released a
 /// moment after the last handle in this process is dropped.
 fn open_raw(path: &std::path::Path) -> sled::Db {

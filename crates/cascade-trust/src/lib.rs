@@ -16,6 +16,9 @@ use rcgen::{
 
 use cascade_core::model::{ComputerId, NodeId};
 
+mod token;
+pub use token::EnrollmentToken;
+
 /// An admin's role.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Role {
@@ -94,6 +97,8 @@ pub enum TrustError {
     Certificate(String),
     #[error("the certificate carries no cascade:// identity")]
     NoIdentity,
+    #[error("enrollment token: {0}")]
+    Token(String),
     #[error("the certificate is not valid now (valid {not_before} to {not_after})")]
     Expired { not_before: i64, not_after: i64 },
 }
@@ -208,38 +213,43 @@ impl Ca {
         Ok(Ca { cert_pem, key })
     }
 
+    /// Reads a CA (the organisation CA or a site's enrollment CA) from its
+    /// certificate and key files.
+    pub fn load_files(cert_path: &Path, key_path: &Path) -> Result<Ca, TrustError> {
+        let cert_pem = std::fs::read_to_string(cert_path).map_err(|e| file_error(cert_path, e))?;
+        let key_pem = std::fs::read_to_string(key_path).map_err(|e| file_error(key_path, e))?;
+        let key = KeyPair::from_pem(&key_pem).map_err(|e| file_error(key_path, format!("not a private key: {e}")))?;
+        Issuer::from_ca_cert_pem(&cert_pem, &key)
+            .map_err(|e| file_error(cert_path, format!("not a CA certificate: {e}")))?;
+        Ok(Ca { cert_pem, key })
+    }
+
     /// Issues a certificate for `identity`, valid from `now` for `days`.
     /// Node certificates also name `localhost` and 127.0.0.1 plus `hosts`,
     /// so that they serve TLS as well as authenticate as clients.
     pub fn issue(&self, identity: &Identity, hosts: &[String], now: i64, days: i64) -> Result<Issued, TrustError> {
         let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, &self.key).map_err(cert_error)?;
         let key = KeyPair::generate().map_err(cert_error)?;
+        let params = leaf_params(identity, hosts, now, days)?;
+        let cert = params.signed_by(&key, &issuer).map_err(cert_error)?;
+        Ok(Issued {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+
+    /// Issues a site's enrollment CA: a sub-CA that the site's node uses to
+    /// sign its agents' certificate requests, so that no site holds the
+    /// organisation CA's key. It may not issue further CAs.
+    pub fn issue_enrollment_ca(&self, site: &NodeId, now: i64, days: i64) -> Result<Issued, TrustError> {
+        let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, &self.key).map_err(cert_error)?;
+        let key = KeyPair::generate().map_err(cert_error)?;
         let mut params = CertificateParams::new(Vec::<String>::new()).map_err(cert_error)?;
         let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, identity.uri());
+        dn.push(DnType::CommonName, format!("Cascade agent enrollment CA of {site}"));
         params.distinguished_name = dn;
-        let uri = identity.uri().try_into().map_err(cert_error)?;
-        params.subject_alt_names.push(SanType::URI(uri));
-        let mut usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        if let Identity::Node(_) = identity {
-            usages.push(ExtendedKeyUsagePurpose::ServerAuth);
-            params
-                .subject_alt_names
-                .push(SanType::DnsName("localhost".try_into().map_err(cert_error)?));
-            params
-                .subject_alt_names
-                .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
-            for host in hosts {
-                match host.parse::<IpAddr>() {
-                    Ok(ip) => params.subject_alt_names.push(SanType::IpAddress(ip)),
-                    Err(_) => params
-                        .subject_alt_names
-                        .push(SanType::DnsName(host.clone().try_into().map_err(cert_error)?)),
-                }
-            }
-        }
-        params.extended_key_usages = usages;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
         params.not_before = time_at(now - 60)?;
         params.not_after = time_at(now + days * 86_400)?;
         let cert = params.signed_by(&key, &issuer).map_err(cert_error)?;
@@ -248,6 +258,70 @@ impl Ca {
             key_pem: key.serialize_pem(),
         })
     }
+
+    /// Signs a certificate request for `identity`. Only the request's public
+    /// key is used: the names, usages and dates are this CA's choice, so a
+    /// request cannot ask for another identity. Returns the certificate
+    /// followed by this CA's certificate (the chain a client presents).
+    pub fn sign_request(&self, csr_pem: &str, identity: &Identity, now: i64, days: i64) -> Result<String, TrustError> {
+        let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, &self.key).map_err(cert_error)?;
+        let request = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| TrustError::Certificate(format!("not a certificate request: {e}")))?;
+        let request = rcgen::CertificateSigningRequestParams {
+            params: leaf_params(identity, &[], now, days)?,
+            public_key: request.public_key,
+        };
+        let cert = request.signed_by(&issuer).map_err(cert_error)?;
+        Ok(format!("{}{}", cert.pem(), self.cert_pem))
+    }
+}
+
+/// The certificate parameters of a node, agent or admin certificate.
+fn leaf_params(identity: &Identity, hosts: &[String], now: i64, days: i64) -> Result<CertificateParams, TrustError> {
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(cert_error)?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, identity.uri());
+    params.distinguished_name = dn;
+    let uri = identity.uri().try_into().map_err(cert_error)?;
+    params.subject_alt_names.push(SanType::URI(uri));
+    let mut usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    if let Identity::Node(_) = identity {
+        usages.push(ExtendedKeyUsagePurpose::ServerAuth);
+        params
+            .subject_alt_names
+            .push(SanType::DnsName("localhost".try_into().map_err(cert_error)?));
+        params
+            .subject_alt_names
+            .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        for host in hosts {
+            match host.parse::<IpAddr>() {
+                Ok(ip) => params.subject_alt_names.push(SanType::IpAddress(ip)),
+                Err(_) => params
+                    .subject_alt_names
+                    .push(SanType::DnsName(host.clone().try_into().map_err(cert_error)?)),
+            }
+        }
+    }
+    params.extended_key_usages = usages;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.not_before = time_at(now - 60)?;
+    params.not_after = time_at(now + days * 86_400)?;
+    Ok(params)
+}
+
+/// A new key and a certificate request for `identity` (PEM request, PEM
+/// key). The key never leaves the requester.
+pub fn certificate_request(identity: &Identity) -> Result<(String, String), TrustError> {
+    let key = KeyPair::generate().map_err(cert_error)?;
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(cert_error)?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, identity.uri());
+    params.distinguished_name = dn;
+    params
+        .subject_alt_names
+        .push(SanType::URI(identity.uri().try_into().map_err(cert_error)?));
+    let request = params.serialize_request(&key).map_err(cert_error)?;
+    Ok((request.pem().map_err(cert_error)?, key.serialize_pem()))
 }
 
 /// The identity in a DER certificate (the first `cascade://` URI SAN).
@@ -336,6 +410,39 @@ mod tests {
                 .mode()
                 & 0o777,
             0o600
+        );
+    }
+
+    #[test]
+    fn an_enrollment_ca_signs_requests_with_the_identity_it_chooses() {
+        let ca = Ca::generate("Example", NOW, 3650).unwrap();
+        let site = NodeId::new("site-a").unwrap();
+        let sub = ca.issue_enrollment_ca(&site, NOW, 365).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = sub.write(dir.path(), "enroll").unwrap();
+        let sub = Ca::load_files(&cert, &key).unwrap();
+        let asked = Identity::Admin {
+            name: "mallory".into(),
+            role: Role::Admin,
+        };
+        let (csr, _key) = certificate_request(&asked).unwrap();
+        let agent = Identity::Agent(ComputerId::new("pc-1").unwrap());
+        let chain = sub.sign_request(&csr, &agent, NOW, 30).unwrap();
+        let ders = pem_certs(&chain).unwrap();
+        assert_eq!(ders.len(), 2, "the certificate and the enrollment CA");
+        assert_eq!(
+            identity_of(&ders[0]).unwrap(),
+            agent,
+            "the request's own names are ignored"
+        );
+        assert!(
+            sub.sign_request(
+                "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
+                &agent,
+                NOW,
+                1
+            )
+            .is_err()
         );
     }
 }

@@ -68,6 +68,8 @@ impl Harness {
             heartbeat_seconds: 5,
             report_batch: 1000,
             metrics_listen: None,
+            enrollment: None,
+            content_dir: data.join("content"),
         };
         let store = Arc::new(Store::open(&data.join("store"), node_id)?);
         let (listener, addr) = cascade_node::bind(&config).await?;

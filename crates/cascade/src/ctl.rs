@@ -57,6 +57,38 @@ enum CtlCommand {
     },
     /// Compliance counts of the node's subtree.
     Compliance,
+    /// Enrollment tokens for agents.
+    #[command(subcommand)]
+    AgentToken(AgentTokenCommand),
+    /// The agents this node serves and their latest install events.
+    Agents,
+    /// Import a vendor catalog file (CVRF, WSUS XML, Update Catalog JSON, Cascade JSON).
+    Import { file: PathBuf },
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum AgentTokenCommand {
+    /// A one-time token with which one agent enrolls at this node.
+    Create {
+        /// The site the agent joins: the node's own id.
+        #[arg(long)]
+        site: String,
+        /// How long the token is valid: "1h", "30m", "90s", or seconds.
+        #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+        ttl: u64,
+    },
+}
+
+/// "1h", "45m", "1h 30m", "90s" or plain seconds.
+fn parse_ttl(text: &str) -> Result<u64, String> {
+    if let Ok(seconds) = text.trim().parse::<u64>() {
+        return Ok(seconds);
+    }
+    let duration: jiff::SignedDuration = text
+        .trim()
+        .parse()
+        .map_err(|e| format!("{text:?} is not a duration like 1h, 30m or 90s ({e})"))?;
+    u64::try_from(duration.as_secs()).map_err(|_| format!("{text:?} is negative"))
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -153,6 +185,42 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
                     for (update, counts) in map {
                         println!("  {update:<14} {counts}");
                     }
+                }
+            }
+        }),
+        CtlCommand::AgentToken(AgentTokenCommand::Create { site, ttl }) => client
+            .agent_token_create(AgentTokenRequest { site, ttl_seconds: ttl })
+            .await
+            .map(|r| {
+                let r = r.into_inner();
+                if args.json {
+                    println!("{}", serde_json::json!({"token": r.token, "expires_at": r.expires_at}));
+                } else {
+                    println!("{}", r.token);
+                }
+            }),
+        CtlCommand::Import { file } => {
+            let data = std::fs::read(&file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let name = file.display().to_string();
+            client.import(ImportRequest { name, data }).await.map(|r| {
+                let r = r.into_inner();
+                if args.json {
+                    println!("{}", serde_json::json!({"format": r.format, "updates": r.updates, "skipped": r.skipped.len()}));
+                } else {
+                    println!("imported {} updates ({}); {} entries passed over", r.updates, r.format, r.skipped.len());
+                }
+            })
+        }
+        CtlCommand::Agents => client.agents(AgentsRequest {}).await.map(|r| {
+            let value: serde_json::Value = serde_json::from_slice(&r.into_inner().agents).unwrap_or_default();
+            if args.json {
+                println!("{value}");
+            } else {
+                println!("{:<24} {:<16} {:>12}  latest event", "computer", "site", "last seen");
+                for row in value.as_array().into_iter().flatten() {
+                    let agent = &row["agent"];
+                    let last = row["events"].as_array().and_then(|e| e.last()).map(|e| format!("{} {}", e["update"].as_str().unwrap_or(""), e["event"].as_str().unwrap_or(""))).unwrap_or_default();
+                    println!("{:<24} {:<16} {:>12}  {last}", agent["id"].as_str().unwrap_or(""), agent["site"].as_str().unwrap_or(""), agent["last_seen"], );
                 }
             }
         }),

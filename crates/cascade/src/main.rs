@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod agent;
 mod bench;
 mod cabinet;
 mod ctl;
@@ -25,6 +26,9 @@ enum Command {
     /// Run and look after a node.
     #[command(subcommand)]
     Node(node::NodeCommand),
+    /// Enroll and run this computer's agent, or simulate a fleet of agents.
+    #[command(subcommand)]
+    Agent(agent::AgentCommand),
     /// Administer a running node.
     Ctl(ctl::Args),
     /// The organisation CA and certificates.
@@ -43,6 +47,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Evaluate(args) => evaluate::run(args),
         Command::Node(command) => node::run(command),
+        Command::Agent(command) => agent::run(command),
         Command::Ctl(args) => ctl::run(args),
         Command::Pki(command) => pki::run(command),
         Command::Bench(command) => bench::run(command),

@@ -110,9 +110,11 @@ pub fn run(command: NodeCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn run_node(config_path: &std::path::Path, log_json: bool) -> anyhow::Result<ExitCode> {
+/// Logs to stderr, as text or JSON lines; RUST_LOG filters (default info).
+/// Also installs the process's one crypto provider: ring.
+pub fn init_logs(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    if log_json {
+    if json {
         tracing_subscriber::fmt()
             .json()
             .with_env_filter(filter)
@@ -124,8 +126,11 @@ fn run_node(config_path: &std::path::Path, log_json: bool) -> anyhow::Result<Exi
             .with_writer(std::io::stderr)
             .init();
     }
-    // One crypto provider for the whole process: ring.
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+fn run_node(config_path: &std::path::Path, log_json: bool) -> anyhow::Result<ExitCode> {
+    init_logs(log_json);
     let config = cascade_node::NodeConfig::load(config_path)?;
     let store = std::sync::Arc::new(Store::open(&config.data.join("store"), config.id.clone())?);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -155,7 +160,7 @@ fn run_node(config_path: &std::path::Path, log_json: bool) -> anyhow::Result<Exi
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("cannot handle SIGTERM")?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let mut server = tokio::spawn(cascade_node::serve(node, listener, async move {
+        let mut server = tokio::spawn(cascade_node::serve(node.clone(), listener, async move {
             let _ = stopped.await;
         }));
         tokio::select! {
@@ -172,6 +177,9 @@ fn run_node(config_path: &std::path::Path, log_json: bool) -> anyhow::Result<Exi
             Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server error while stopping"),
             Err(_) => tracing::info!("connections still open after 5 s; stopping anyway"),
             _ => {}
+        }
+        if let Err(e) = node.persist_agents().await {
+            tracing::warn!(error = %e, "cannot store the agents' last check-ins");
         }
         anyhow::Ok(())
     })?;

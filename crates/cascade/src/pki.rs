@@ -46,6 +46,12 @@ pub enum IssueWhat {
         #[arg(long)]
         id: String,
     },
+    /// A site's agent-enrollment CA (a sub-CA for the node's `[enrollment]`):
+    /// enroll-<site>.crt and enroll-<site>.key.
+    EnrollmentCa {
+        #[arg(long)]
+        site: String,
+    },
     /// An administrator: admin-<name>.crt and admin-<name>.key.
     Admin {
         #[arg(long)]
@@ -67,6 +73,17 @@ pub fn run(command: PkiCommand) -> anyhow::Result<ExitCode> {
         PkiCommand::Issue { what, dir, out, days } => {
             let dir = dir.ok_or_else(|| anyhow::anyhow!("--dir: the CA's directory is required"))?;
             let ca = Ca::load(&dir)?;
+            if let IssueWhat::EnrollmentCa { site } = &what {
+                let site = NodeId::new(site).map_err(|e| anyhow::anyhow!("--site: {e}"))?;
+                let issued = ca.issue_enrollment_ca(&site, now, days)?;
+                let (cert, key) = issued.write(out.as_deref().unwrap_or(&dir), &format!("enroll-{site}"))?;
+                println!(
+                    "issued the enrollment CA of {site}: {} {}",
+                    cert.display(),
+                    key.display()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
             let (identity, hosts, stem) = match what {
                 IssueWhat::Node { id, hosts } => {
                     let id = NodeId::new(&id).map_err(|e| anyhow::anyhow!("--id: {e}"))?;
@@ -78,6 +95,7 @@ pub fn run(command: PkiCommand) -> anyhow::Result<ExitCode> {
                     let stem = format!("agent-{id}");
                     (Identity::Agent(id), Vec::new(), stem)
                 }
+                IssueWhat::EnrollmentCa { .. } => unreachable!("handled above"),
                 IssueWhat::Admin { name, role } => {
                     let role = Role::parse(&role)
                         .ok_or_else(|| anyhow::anyhow!("--role: {role:?} is not admin, site-operator or auditor"))?;

@@ -111,6 +111,155 @@ pub fn parse_dpkg_status(source: &str, text: &str) -> Result<Inventory, ImportEr
     })
 }
 
+/// The output of `rpm -qa --queryformat '%{NAME}\t%{EPOCHNUM}:%{VERSION}-%{RELEASE}\t%{ARCH}\n'`
+/// as `rpm:<package>` facts holding `epoch:version-release` (and
+/// `rpm-arch:<package>`).
+pub fn parse_rpm_list(source: &str, text: &str) -> Result<Inventory, ImportError> {
+    let mut facts = BTreeMap::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let mut fields = line.split('\t');
+        let (Some(name), Some(evr)) = (fields.next(), fields.next()) else {
+            return Err(ImportError::Format {
+                source_name: source.to_owned(),
+                message: format!("line {}: expected name<TAB>epoch:version-release<TAB>arch", n + 1),
+            });
+        };
+        if name.is_empty() || evr.is_empty() {
+            return Err(ImportError::Format {
+                source_name: source.to_owned(),
+                message: format!("line {}: empty package name or version", n + 1),
+            });
+        }
+        // gpg-pubkey entries are keys, not packages; several of one name
+        // (multilib, kernels) keep the newest.
+        if name == "gpg-pubkey" {
+            continue;
+        }
+        let key = format!("rpm:{name}");
+        let newer = facts
+            .get(&key)
+            .is_none_or(|old: &String| rpm_version_cmp(evr, old) == Ordering::Greater);
+        if newer {
+            facts.insert(key, evr.to_owned());
+            if let Some(arch) = fields.next().filter(|a| !a.is_empty()) {
+                facts.insert(format!("rpm-arch:{name}"), arch.to_owned());
+            }
+        }
+    }
+    Ok(Inventory {
+        facts,
+        ..Inventory::default()
+    })
+}
+
+/// RPM's version ordering of `[epoch:]version[-release]`: epochs
+/// numerically, then version and release by rpmvercmp (alternating digit
+/// and letter segments, digits newer than letters, `~` older than anything
+/// and `^` newer than the end but older than anything else).
+pub fn rpm_version_cmp(a: &str, b: &str) -> Ordering {
+    fn split(v: &str) -> (u64, &str, &str) {
+        let (epoch, rest) = match v.split_once(':') {
+            Some((e, r)) if !e.is_empty() && e.chars().all(|c| c.is_ascii_digit()) => (e.parse().unwrap_or(0), r),
+            _ => (0, v),
+        };
+        match rest.rsplit_once('-') {
+            Some((version, release)) => (epoch, version, release),
+            None => (epoch, rest, ""),
+        }
+    }
+    fn vercmp(a: &str, b: &str) -> Ordering {
+        if a == b {
+            return Ordering::Equal;
+        }
+        let (mut a, mut b) = (a.as_bytes(), b.as_bytes());
+        let separator = |c: &u8| !c.is_ascii_alphanumeric() && *c != b'~' && *c != b'^';
+        loop {
+            while a.first().is_some_and(separator) {
+                a = &a[1..];
+            }
+            while b.first().is_some_and(separator) {
+                b = &b[1..];
+            }
+            for mark in [b'~', b'^'] {
+                let (ma, mb) = (a.first() == Some(&mark), b.first() == Some(&mark));
+                if ma || mb {
+                    if ma && mb {
+                        a = &a[1..];
+                        b = &b[1..];
+                        return vercmp(
+                            std::str::from_utf8(a).unwrap_or_default(),
+                            std::str::from_utf8(b).unwrap_or_default(),
+                        );
+                    }
+                    return match (mark, ma) {
+                        (b'~', true) => Ordering::Less,
+                        (b'~', false) => Ordering::Greater,
+                        // A caret sorts after the end of the other, before anything else.
+                        (_, true) if b.is_empty() => Ordering::Greater,
+                        (_, true) => Ordering::Less,
+                        (_, false) if a.is_empty() => Ordering::Less,
+                        (_, false) => Ordering::Greater,
+                    };
+                }
+            }
+            if a.is_empty() || b.is_empty() {
+                break;
+            }
+            let numeric = a[0].is_ascii_digit();
+            let take = |s: &[u8]| {
+                s.iter()
+                    .position(|c| {
+                        if numeric {
+                            !c.is_ascii_digit()
+                        } else {
+                            !c.is_ascii_alphabetic()
+                        }
+                    })
+                    .unwrap_or(s.len())
+            };
+            let (na, nb) = (take(a), take(b));
+            let (sa, sb) = (&a[..na], &b[..nb]);
+            if sb.is_empty() {
+                // Different kinds of segment: the numeric one is newer.
+                return if numeric { Ordering::Greater } else { Ordering::Less };
+            }
+            let order = if numeric {
+                let trim = |s: &[u8]| {
+                    let zeros = s.iter().take_while(|c| **c == b'0').count();
+                    s[zeros..].to_vec()
+                };
+                let (x, y) = (trim(sa), trim(sb));
+                x.len().cmp(&y.len()).then_with(|| x.cmp(&y))
+            } else {
+                sa.cmp(sb)
+            };
+            if order != Ordering::Equal {
+                return order;
+            }
+            a = &a[na..];
+            b = &b[nb..];
+        }
+        match (a.is_empty(), b.is_empty()) {
+            (true, true) => Ordering::Equal,
+            (true, false) => Ordering::Less,
+            _ => Ordering::Greater,
+        }
+    }
+    let (ea, va, ra) = split(a.trim());
+    let (eb, vb, rb) = split(b.trim());
+    ea.cmp(&eb).then_with(|| vercmp(va, vb)).then_with(|| {
+        // A version without a release matches any release.
+        if ra.is_empty() || rb.is_empty() {
+            Ordering::Equal
+        } else {
+            vercmp(ra, rb)
+        }
+    })
+}
+
 /// Debian's version ordering (`[epoch:]upstream[-revision]`, `~` before
 /// anything, letters before other characters, digit runs numerically), as
 /// dpkg compares versions.
@@ -173,7 +322,46 @@ pub fn deb_version_cmp(a: &str, b: &str) -> Ordering {
 
 #[cfg(test)]
 mod tests {
-    use super::deb_version_cmp;
+    use super::{deb_version_cmp, parse_rpm_list, rpm_version_cmp};
+
+    #[test]
+    fn rpm_ordering() {
+        for (a, b, want) in [
+            ("1.0", "1.0", Equal),
+            ("1.0", "2.0", Less),
+            ("2.0.1", "2.0", Greater),
+            ("2.0", "2.0.0", Less),
+            ("2.0a", "2.0", Greater),
+            ("1.0~rc1", "1.0", Less),
+            ("1.0^git1", "1.0", Greater),
+            ("1.0^git1", "1.0.1", Less),
+            ("1.010", "1.9", Greater),
+            ("5.5p1", "5.5p10", Less),
+            ("1.0a", "1.0b", Less),
+            ("1.0a", "1.01", Less),
+            ("1:1.0-1", "2.0-1", Greater),
+            ("0:3.0.7-24.el9", "3.0.7-25.el9", Less),
+            ("2.34-100.el9_4.2", "2.34-100.el9_4.10", Less),
+            ("4.18.0-513.el8", "4.18.0", Equal),
+        ] {
+            assert_eq!(rpm_version_cmp(a, b), want, "{a} vs {b}");
+            assert_eq!(rpm_version_cmp(b, a), want.reverse(), "{b} vs {a}");
+        }
+    }
+
+    #[test]
+    fn rpm_lists_become_facts() {
+        let text = "openssl-libs\t1:3.0.7-27.el9\tx86_64\ngpg-pubkey\t0:fd431d51-4ae0493b\t(none)\nkernel-core\t0:5.14.0-362.8.1.el9_3\tx86_64\nkernel-core\t0:5.14.0-427.13.1.el9_4\tx86_64\n";
+        let inv = parse_rpm_list("rpm -qa", text).unwrap();
+        assert_eq!(inv.facts["rpm:openssl-libs"], "1:3.0.7-27.el9");
+        assert_eq!(
+            inv.facts["rpm:kernel-core"], "0:5.14.0-427.13.1.el9_4",
+            "the newest of two"
+        );
+        assert!(!inv.facts.contains_key("rpm:gpg-pubkey"));
+        let e = parse_rpm_list("rpm -qa", "just-a-name\n").unwrap_err().to_string();
+        assert!(e.contains("line 1"), "{e}");
+    }
     use std::cmp::Ordering::*;
 
     #[test]

@@ -1,0 +1,263 @@
+//! Inventory collectors: what the computer says about itself. On Linux the
+//! os-release file, the kernel, the architecture and the dpkg or rpm
+//! package database; on Windows `systeminfo` and registry values (compiled
+//! only there); on both, a facts file that adds or overrides facts.
+
+use std::path::Path;
+
+use cascade_core::assignment::GROUPS_FACT;
+use cascade_core::inventory::Inventory;
+
+use crate::config::CollectPaths;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CollectError {
+    #[error("{path}: {detail}")]
+    Read { path: String, detail: String },
+    #[error("{0}")]
+    Parse(String),
+    #[error("{path}: `{key}`: {detail}")]
+    Facts { path: String, key: String, detail: String },
+}
+
+/// The architecture as inventories name it.
+pub fn architecture(machine: &str) -> String {
+    match machine {
+        "x86_64" | "amd64" | "AMD64" => "x64",
+        "aarch64" | "arm64" | "ARM64" => "arm64",
+        "x86" | "i386" | "i686" => "x86",
+        other => other,
+    }
+    .to_owned()
+}
+
+/// Collects this computer's inventory.
+pub fn collect(paths: &CollectPaths, facts_file: Option<&Path>) -> Result<Inventory, CollectError> {
+    let mut inventory = system(paths)?;
+    if let Some(path) = facts_file {
+        apply_facts_file(&mut inventory, path)?;
+    }
+    inventory.normalize();
+    Ok(inventory)
+}
+
+#[cfg(not(windows))]
+fn system(paths: &CollectPaths) -> Result<Inventory, CollectError> {
+    use cascade_core::import::linux;
+    let read = |path: &Path| {
+        std::fs::read_to_string(path).map_err(|e| CollectError::Read {
+            path: path.display().to_string(),
+            detail: e.to_string(),
+        })
+    };
+    let source = paths.os_release.display().to_string();
+    let mut inventory =
+        linux::parse_os_release(&source, &read(&paths.os_release)?).map_err(|e| CollectError::Parse(e.to_string()))?;
+    inventory.os.arch = Some(architecture(std::env::consts::ARCH));
+    if let Ok(kernel) = std::fs::read_to_string(&paths.kernel_release) {
+        inventory
+            .facts
+            .insert("kernel.release".into(), kernel.trim().to_owned());
+    }
+    if paths.dpkg_status.exists() {
+        let source = paths.dpkg_status.display().to_string();
+        let packages = linux::parse_dpkg_status(&source, &read(&paths.dpkg_status)?)
+            .map_err(|e| CollectError::Parse(e.to_string()))?;
+        inventory.merge(packages);
+    } else if paths.rpm_db.exists() {
+        let output = std::process::Command::new("rpm")
+            .args([
+                "-qa",
+                "--queryformat",
+                "%{NAME}\t%{EPOCHNUM}:%{VERSION}-%{RELEASE}\t%{ARCH}\n",
+            ])
+            .output()
+            .map_err(|e| CollectError::Read {
+                path: "rpm -qa".into(),
+                detail: e.to_string(),
+            })?;
+        if !output.status.success() {
+            return Err(CollectError::Read {
+                path: "rpm -qa".into(),
+                detail: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+            });
+        }
+        let packages = linux::parse_rpm_list("rpm -qa", &String::from_utf8_lossy(&output.stdout))
+            .map_err(|e| CollectError::Parse(e.to_string()))?;
+        inventory.merge(packages);
+    }
+    Ok(inventory)
+}
+
+#[cfg(windows)]
+fn system(_paths: &CollectPaths) -> Result<Inventory, CollectError> {
+    let run = |program: &str, args: &[&str]| -> Result<Vec<u8>, CollectError> {
+        let output = std::process::Command::new(program)
+            .args(args)
+            .output()
+            .map_err(|e| CollectError::Read {
+                path: program.into(),
+                detail: e.to_string(),
+            })?;
+        if !output.status.success() {
+            return Err(CollectError::Read {
+                path: program.into(),
+                detail: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+            });
+        }
+        Ok(output.stdout)
+    };
+    let (_, mut inventory) = cascade_core::import::import_inventory("systeminfo", &run("systeminfo", &[])?)
+        .map_err(|e| CollectError::Parse(e.to_string()))?;
+    // Registry values detection rules read most often; keys that cannot be
+    // read stay absent (rules over them are then unknown).
+    let mut registry = std::collections::BTreeMap::new();
+    for key in [
+        r"HKLM\SOFTWARE\Microsoft\Windows NT\CurrentVersion",
+        r"HKLM\SYSTEM\CurrentControlSet\Control\Session Manager\Memory Management",
+    ] {
+        if let Ok(out) = run("reg", &["query", key]) {
+            registry.extend(parse_reg_query(&String::from_utf8_lossy(&out)));
+        }
+    }
+    if !registry.is_empty() {
+        inventory.registry = Some(registry);
+    }
+    Ok(inventory)
+}
+
+/// `reg query` output: a key line, then `    Name    REG_TYPE    Value`
+/// lines; values by full path (`HKEY_LOCAL_MACHINE\...\Name`).
+pub fn parse_reg_query(text: &str) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut key = String::new();
+    for line in text.lines() {
+        if line.starts_with("HKEY_") {
+            key = line.trim().to_owned();
+            continue;
+        }
+        let trimmed = line.trim();
+        let mut parts = trimmed.splitn(3, "    ");
+        if let (Some(name), Some(kind), Some(value)) = (parts.next(), parts.next(), parts.next())
+            && kind.starts_with("REG_")
+            && !key.is_empty()
+        {
+            let value = value.trim();
+            let value = match kind {
+                "REG_DWORD" | "REG_QWORD" => value
+                    .strip_prefix("0x")
+                    .and_then(|h| u64::from_str_radix(h, 16).ok())
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| value.to_owned()),
+                _ => value.to_owned(),
+            };
+            out.insert(format!("{key}\\{name}"), value);
+        }
+    }
+    out
+}
+
+/// Applies a facts file: `name = "value"` (numbers and booleans as text),
+/// and `groups = ["a", "b"]` for the groups policies target.
+pub fn apply_facts_file(inventory: &mut Inventory, path: &Path) -> Result<(), CollectError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| CollectError::Read {
+        path: shown.clone(),
+        detail: e.to_string(),
+    })?;
+    let table: toml::Table = toml::from_str(&text).map_err(|e| CollectError::Facts {
+        path: shown.clone(),
+        key: "(file)".into(),
+        detail: e.to_string().trim().to_owned(),
+    })?;
+    for (key, value) in table {
+        let text = match (&*key, value) {
+            ("groups", toml::Value::Array(items)) => {
+                let mut groups = Vec::new();
+                for item in items {
+                    match item {
+                        toml::Value::String(g) if !g.contains(',') && !g.trim().is_empty() => {
+                            groups.push(g.trim().to_owned())
+                        }
+                        other => {
+                            return Err(CollectError::Facts {
+                                path: shown,
+                                key,
+                                detail: format!("{other} is not a group name (text without commas)"),
+                            });
+                        }
+                    }
+                }
+                inventory.facts.insert(GROUPS_FACT.into(), groups.join(","));
+                continue;
+            }
+            (_, toml::Value::String(s)) => s,
+            (_, toml::Value::Integer(n)) => n.to_string(),
+            (_, toml::Value::Float(f)) => f.to_string(),
+            (_, toml::Value::Boolean(b)) => b.to_string(),
+            (_, other) => {
+                return Err(CollectError::Facts {
+                    path: shown,
+                    key,
+                    detail: format!("{} is not text, a number or a boolean", other.type_str()),
+                });
+            }
+        };
+        inventory.facts.insert(key, text);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/linux")
+            .join(name)
+    }
+
+    #[test]
+    fn collects_this_kind_of_machine_from_its_files() {
+        let paths = CollectPaths {
+            os_release: fixture("os-release"),
+            dpkg_status: fixture("dpkg-status"),
+            rpm_db: fixture("no-rpm"),
+            kernel_release: fixture("no-kernel"),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let facts = dir.path().join("facts.toml");
+        std::fs::write(
+            &facts,
+            "groups = [\"web\", \"eu\"]\nrack = 12\n\"deb:openssl\" = \"9.9\"\n",
+        )
+        .unwrap();
+        let inv = collect(&paths, Some(&facts)).unwrap();
+        assert_eq!(inv.os.family, cascade_core::inventory::OsFamily::Linux);
+        assert_eq!(
+            inv.os.arch.as_deref(),
+            Some(architecture(std::env::consts::ARCH).as_str())
+        );
+        assert_eq!(inv.facts[GROUPS_FACT], "web,eu");
+        assert_eq!(inv.facts["rack"], "12");
+        assert_eq!(inv.facts["deb:openssl"], "9.9", "the facts file overrides");
+        assert!(inv.facts.keys().filter(|k| k.starts_with("deb:")).count() >= 15);
+
+        std::fs::write(&facts, "groups = [\"a,b\"]\n").unwrap();
+        let e = collect(&paths, Some(&facts)).unwrap_err().to_string();
+        assert!(e.contains("groups") && e.contains("facts.toml"), "{e}");
+        std::fs::write(&facts, "nested = { a = 1 }\n").unwrap();
+        let e = collect(&paths, Some(&facts)).unwrap_err().to_string();
+        assert!(e.contains("nested"), "{e}");
+    }
+
+    #[test]
+    fn reg_query_output() {
+        let text = "\r\nHKEY_LOCAL_MACHINE\\SOFTWARE\\Microsoft\\Windows NT\\CurrentVersion\r\n    CurrentBuild    REG_SZ    19045\r\n    UBR    REG_DWORD    0xd1b\r\n    ProductName    REG_SZ    Windows 10 Pro\r\n";
+        let values = parse_reg_query(text);
+        let key = "HKEY_LOCAL_MACHINE\\SOFTWARE\\Microsoft\\Windows NT\\CurrentVersion";
+        assert_eq!(values[&format!("{key}\\UBR")], "3355");
+        assert_eq!(values[&format!("{key}\\ProductName")], "Windows 10 Pro");
+    }
+}

@@ -1,0 +1,151 @@
+//! Update content from the agent's node: addressed by sha256, resumed
+//! after an interruption from what arrived, bounded in size, and verified
+//! before it is used.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use cascade_core::update::Content;
+use cascade_proto::v1::ContentRequest;
+use cascade_proto::v1::agents_client::AgentsClient;
+use sha2::{Digest, Sha256};
+use tonic::transport::Channel;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContentError {
+    #[error("content {file}: too large: {size} bytes is more than the limit of {limit}")]
+    TooLarge { file: String, size: u64, limit: u64 },
+    #[error("content {file}: the node sent more than the catalog's {size} bytes")]
+    Overlong { file: String, size: u64 },
+    #[error("content {file}: hash mismatch: sha256 {actual}, the catalog says {expected}; discarded")]
+    Mismatch {
+        file: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("content {file}: {detail}")]
+    Transfer { file: String, detail: String },
+    #[error("{path}: {detail}")]
+    Io { path: PathBuf, detail: String },
+}
+
+fn io(path: &Path, e: impl std::fmt::Display) -> ContentError {
+    ContentError::Io {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    }
+}
+
+/// The sha256 of a file, hex.
+pub fn sha256_of(path: &Path) -> std::io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher)?;
+    Ok(hex(&hasher.finalize()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The file for `content` in `dir`, fetched (or resumed) from the node
+/// when it is not there yet. A file that fails verification is removed.
+pub async fn fetch(
+    client: &mut AgentsClient<Channel>,
+    content: &Content,
+    dir: &Path,
+    limit: u64,
+) -> Result<PathBuf, ContentError> {
+    let expected = content.sha256.to_ascii_lowercase();
+    let file = content.file_name.clone();
+    if content.size > limit {
+        return Err(ContentError::TooLarge {
+            file,
+            size: content.size,
+            limit,
+        });
+    }
+    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    // Stored under its hash; the installer sees it under its own name.
+    let done = dir.join(&expected);
+    let partial = dir.join(format!("{expected}.part"));
+    if !done.exists() {
+        let mut have = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
+        if have > content.size {
+            std::fs::remove_file(&partial).map_err(|e| io(&partial, e))?;
+            have = 0;
+        }
+        if have < content.size || content.size == 0 {
+            let mut out = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&partial)
+                .map_err(|e| io(&partial, e))?;
+            let transfer = |detail: String| ContentError::Transfer {
+                file: file.clone(),
+                detail,
+            };
+            let mut stream = client
+                .content(ContentRequest {
+                    sha256: expected.clone(),
+                    offset: have,
+                })
+                .await
+                .map_err(|s| transfer(format!("{}: {}", s.code(), s.message())))?
+                .into_inner();
+            loop {
+                let chunk = match stream.message().await {
+                    Ok(Some(chunk)) => chunk,
+                    Ok(None) => break,
+                    Err(s) => {
+                        // What arrived stays for the next attempt to resume from.
+                        out.sync_all().map_err(|e| io(&partial, e))?;
+                        return Err(transfer(format!(
+                            "cut after {have} of {} bytes: {}",
+                            content.size,
+                            s.message()
+                        )));
+                    }
+                };
+                if have + chunk.data.len() as u64 > content.size {
+                    drop(out);
+                    let _ = std::fs::remove_file(&partial);
+                    return Err(ContentError::Overlong {
+                        file,
+                        size: content.size,
+                    });
+                }
+                out.write_all(&chunk.data).map_err(|e| io(&partial, e))?;
+                have += chunk.data.len() as u64;
+            }
+            out.sync_all().map_err(|e| io(&partial, e))?;
+            if have < content.size {
+                return Err(transfer(format!(
+                    "the node ended the transfer at {have} of {} bytes",
+                    content.size
+                )));
+            }
+        }
+        std::fs::rename(&partial, &done).map_err(|e| io(&done, e))?;
+    }
+    let actual = sha256_of(&done).map_err(|e| io(&done, e))?;
+    if actual != expected {
+        let _ = std::fs::remove_file(&done);
+        return Err(ContentError::Mismatch { file, expected, actual });
+    }
+    // The installer gets the vendor's file name (wusa wants `.msu`).
+    let named_dir = dir.join(format!("{expected}.d"));
+    std::fs::create_dir_all(&named_dir).map_err(|e| io(&named_dir, e))?;
+    let safe_name: String = Path::new(&content.file_name)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .filter(|n| !n.is_empty() && n != "." && n != "..")
+        .unwrap_or_else(|| expected.clone());
+    let named = named_dir.join(safe_name);
+    if !named.exists() {
+        std::fs::hard_link(&done, &named)
+            .or_else(|_| std::fs::copy(&done, &named).map(|_| ()))
+            .map_err(|e| io(&named, e))?;
+    }
+    Ok(named)
+}

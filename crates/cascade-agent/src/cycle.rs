@@ -1,0 +1,665 @@
+//! One agent run: finish what a restart completed, check in with the
+//! nearest reachable node, report what changed, install what the
+//! assignment says inside the maintenance windows (or past a deadline),
+//! run the OS updater when the policy says so, restart once at the end,
+//! and send the reports.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::path::PathBuf;
+
+use cascade_core::UpdateId;
+use cascade_core::assignment::{Assignment, Step};
+use cascade_core::compliance::ComplianceState;
+use cascade_core::inventory::Inventory;
+use cascade_core::model::{ComplianceRecord, ComputerId, EventKind, InstallEvent, NodeId, PatchMethod, RestartPolicy};
+use cascade_core::schedule::{Schedule, may_install};
+use cascade_core::update::{ExitMeaning, RestartBehavior, Severity};
+use cascade_proto::v1::agents_client::AgentsClient;
+use cascade_proto::v1::{CheckInRequest, ReportRequest};
+use tonic::transport::Channel;
+
+use crate::config::NodeEntry;
+use crate::connect;
+use crate::install::Outcome;
+use crate::journal::{Journal, JournalError, PendingRestart};
+use crate::os_updater::PackageResult;
+
+/// Exit code reported when an update's content could not be fetched or verified.
+pub const CODE_CONTENT: i64 = -3;
+
+/// What the agent runs on: the real computer, or a simulated one.
+pub trait Env: Send + Sync {
+    /// Unix seconds.
+    fn now(&self) -> i64;
+    fn inventory(&self) -> Result<Inventory, String>;
+    /// Changes at every boot.
+    fn boot_id(&self) -> Option<String>;
+    /// Whether steps need their content fetched first.
+    fn fetches_content(&self) -> bool;
+    fn install(&self, step: &Step, files: &[PathBuf]) -> impl Future<Output = Outcome> + Send;
+    /// Starts the restart (returns once it is started).
+    fn restart(&self) -> impl Future<Output = Result<(), String>> + Send;
+    /// The OS updater's security upgrades and their results; `None` where
+    /// there is none.
+    fn os_updater(&self) -> impl Future<Output = Option<Result<Vec<PackageResult>, String>>> + Send;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("no node could be reached ({0})")]
+    NoNode(String),
+    #[error("the node refused: {0}")]
+    Refused(String),
+    #[error("inventory: {0}")]
+    Inventory(String),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("the node sent an assignment that cannot be read: {0}")]
+    BadAssignment(String),
+}
+
+/// What a run did, for logs and tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RunSummary {
+    pub node: String,
+    pub steps: usize,
+    /// Installed in this run, including installs a restart finished.
+    pub installed: usize,
+    pub pending_restart: usize,
+    pub failed: usize,
+    /// Steps not installed now (outside the windows, waiting for a
+    /// prerequisite, no install command).
+    pub deferred: usize,
+    pub os_packages: usize,
+    pub restart_requested: bool,
+    /// Reports acknowledged by the node in this run.
+    pub reports_sent: usize,
+    /// Reports still queued (the node was lost during the run).
+    pub reports_queued: usize,
+}
+
+/// The credentials and nodes an agent uses.
+#[derive(Clone, Debug)]
+pub struct Credentials {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+#[derive(Debug)]
+pub struct Agent<E: Env> {
+    pub computer: ComputerId,
+    pub env: E,
+    pub journal: Journal,
+    pub nodes: Vec<NodeEntry>,
+    pub credentials: Credentials,
+    pub content_dir: PathBuf,
+    pub content_limit: u64,
+    /// Whether to probe latencies (off for the simulator's single node).
+    pub probe: bool,
+}
+
+/// Whether a step may be installed at `now` under the assignment's windows.
+pub fn may_install_step(assignment: &Assignment, schedules: &[Schedule], step: &Step, now: i64) -> bool {
+    let deadline = step.deadline.and_then(|d| jiff::Timestamp::from_second(d).ok());
+    let at = jiff::Timestamp::from_second(now).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    if !assignment.maintenance_windows.is_empty() && schedules.is_empty() {
+        // Windows were named but none could be read: only the deadline opens.
+        return deadline.is_some_and(|d| at >= d);
+    }
+    may_install(at, schedules, deadline)
+}
+
+fn schedules(assignment: &Assignment) -> Vec<Schedule> {
+    assignment
+        .maintenance_windows
+        .iter()
+        .filter_map(|w| match Schedule::new(w) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(window = %w.id, error = %e, "maintenance window ignored");
+                None
+            }
+        })
+        .collect()
+}
+
+fn retryable(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled | tonic::Code::Unknown
+    )
+}
+
+impl<E: Env> Agent<E> {
+    fn record(
+        &self,
+        site: &NodeId,
+        update: &UpdateId,
+        severity: Severity,
+        state: ComplianceState,
+        now: i64,
+    ) -> ComplianceRecord {
+        ComplianceRecord {
+            computer: self.computer.clone(),
+            update: update.clone(),
+            site: site.clone(),
+            state,
+            severity,
+            counter: 0,
+            observed_at: now,
+        }
+    }
+
+    fn event(&self, update: &UpdateId, method: PatchMethod, kind: EventKind, detail: String, now: i64) -> InstallEvent {
+        InstallEvent {
+            at: now,
+            update: update.clone(),
+            method,
+            kind,
+            detail,
+        }
+    }
+
+    /// Queues records and events durably; only records whose state changed
+    /// since last queued are kept, unless `all`.
+    fn queue(&mut self, records: Vec<ComplianceRecord>, events: Vec<InstallEvent>) -> Result<(), JournalError> {
+        let reported = &self.journal.state().reported;
+        let records: Vec<ComplianceRecord> = records
+            .into_iter()
+            .filter(|r| reported.get(&r.update) != Some(&r.state))
+            .collect();
+        if records.is_empty() && events.is_empty() {
+            return Ok(());
+        }
+        self.journal.enqueue(records, events)?;
+        Ok(())
+    }
+
+    /// Connects to the first node that answers a check-in, in ranked order.
+    async fn check_in(&self, inventory: &Inventory) -> Result<(AgentsClient<Channel>, String, Assignment), AgentError> {
+        let ranked = if self.probe && self.nodes.len() > 1 {
+            connect::ranked(&self.nodes).await
+        } else {
+            self.nodes.clone()
+        };
+        let hash = inventory.content_hash().to_string();
+        let body = serde_json::to_vec(inventory).map_err(|e| AgentError::Inventory(e.to_string()))?;
+        let known = self.journal.state().inventory_hash.as_deref() == Some(hash.as_str());
+        let mut errors = Vec::new();
+        for node in ranked {
+            let channel = match connect::channel(
+                &node.address,
+                &self.credentials.ca_pem,
+                Some((&self.credentials.cert_pem, &self.credentials.key_pem)),
+            )
+            .await
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    errors.push(format!("{}: {e}", node.address));
+                    continue;
+                }
+            };
+            let mut client = AgentsClient::new(channel);
+            // The inventory goes along when it changed; a node that lacks
+            // an unchanged one asks for it.
+            let mut send_body = !known;
+            let reply = loop {
+                let mut request = tonic::Request::new(CheckInRequest {
+                    inventory_hash: hash.clone(),
+                    inventory: if send_body { body.clone() } else { Vec::new() },
+                });
+                request.set_timeout(std::time::Duration::from_secs(60));
+                match client.check_in(request).await {
+                    Ok(r) => {
+                        let r = r.into_inner();
+                        if r.need_inventory && !send_body {
+                            send_body = true;
+                            continue;
+                        }
+                        break Ok(r);
+                    }
+                    Err(s) => break Err(s),
+                }
+            };
+            match reply {
+                Ok(r) if r.need_inventory => {
+                    return Err(AgentError::Refused(format!(
+                        "{} keeps asking for the inventory",
+                        node.address
+                    )));
+                }
+                Ok(r) => {
+                    let assignment: Assignment =
+                        serde_json::from_slice(&r.assignment).map_err(|e| AgentError::BadAssignment(e.to_string()))?;
+                    if assignment.computer != self.computer {
+                        return Err(AgentError::BadAssignment(format!(
+                            "it is for {}, not {}",
+                            assignment.computer, self.computer
+                        )));
+                    }
+                    return Ok((client, node.address, assignment));
+                }
+                Err(s) if retryable(&s) => errors.push(format!("{}: {}", node.address, s.message())),
+                Err(s) => {
+                    errors.push(format!("{}: {}", node.address, s.message()));
+                    // Another node may see it differently (a sibling that
+                    // has the inventory, or a healthier one).
+                    tracing::warn!(node = %node.address, code = ?s.code(), error = %s.message(), "check-in refused");
+                }
+            }
+        }
+        Err(AgentError::NoNode(errors.join("; ")))
+    }
+
+    /// Sends the queued reports in counter order; returns how many the node
+    /// acknowledged. Stops at the first failure (they stay queued).
+    async fn send_reports(&mut self, client: &mut AgentsClient<Channel>) -> Result<usize, AgentError> {
+        let mut sent = 0;
+        let mut renumbered = false;
+        'again: loop {
+            self.journal.coalesce()?;
+            for batch in self.journal.queued() {
+                let records = serde_json::to_vec(&batch.records).map_err(|e| AgentError::Inventory(e.to_string()))?;
+                let events = if batch.events.is_empty() {
+                    Vec::new()
+                } else {
+                    serde_json::to_vec(&batch.events).map_err(|e| AgentError::Inventory(e.to_string()))?
+                };
+                let mut request = tonic::Request::new(ReportRequest {
+                    counter: batch.counter,
+                    records,
+                    events,
+                });
+                request.set_timeout(std::time::Duration::from_secs(60));
+                let acked = match client.report(request).await {
+                    Ok(r) => r.into_inner().acked,
+                    Err(s) if retryable(&s) => return Ok(sent),
+                    Err(s) => return Err(AgentError::Refused(s.message().to_owned())),
+                };
+                let highest_used = self.journal.state().next_counter.saturating_sub(1);
+                if acked > highest_used && !renumbered {
+                    // The node has seen counters this agent never used:
+                    // its state was lost or restored. Continue after them.
+                    tracing::warn!(
+                        acked,
+                        highest_used,
+                        "the node is ahead of this agent's counter; renumbering"
+                    );
+                    self.journal.renumber_after(acked)?;
+                    renumbered = true;
+                    continue 'again;
+                }
+                if acked < batch.counter {
+                    return Err(AgentError::Refused(format!(
+                        "report {} was answered with acknowledgement {acked}",
+                        batch.counter
+                    )));
+                }
+                self.journal.acked(batch.counter)?;
+                sent += 1;
+            }
+            return Ok(sent);
+        }
+    }
+
+    /// Installs that waited for a restart are done once the boot id changed.
+    /// Returns how many installs it finished.
+    fn finish_restart(&mut self, now: i64) -> Result<usize, AgentError> {
+        let Some(pending) = self.journal.state().pending_restart.clone() else {
+            return Ok(0);
+        };
+        let Some(site) = self.journal.state().site.clone() else {
+            return Ok(0);
+        };
+        let site = &site;
+        let boot = self.env.boot_id();
+        if boot.is_none() || boot == pending.boot_id {
+            return Ok(0);
+        }
+        let mut records = Vec::new();
+        let mut events = Vec::new();
+        for (update, severity, method) in &pending.updates {
+            records.push(self.record(site, update, *severity, ComplianceState::Installed, now));
+            events.push(self.event(update, *method, EventKind::Restarted, String::new(), now));
+            events.push(self.event(update, *method, EventKind::Installed, String::new(), now));
+        }
+        // The state is saved with the report so that a crash repeats neither.
+        self.queue(records, events)?;
+        let mut state = self.journal.state().clone();
+        state.pending_restart = None;
+        for (update, _, method) in &pending.updates {
+            if *method == PatchMethod::VendorCatalog {
+                state.installed.insert(update.clone());
+            }
+        }
+        self.journal.save(state)?;
+        Ok(pending.updates.len())
+    }
+
+    /// One run. Errors leave everything already learned queued.
+    pub async fn run_once(&mut self) -> Result<RunSummary, AgentError> {
+        let mut summary = RunSummary::default();
+        // Installs a restart finished count before the inventory is taken.
+        summary.installed += self.finish_restart(self.env.now())?;
+        let mut inventory = self.env.inventory().map_err(AgentError::Inventory)?;
+        inventory.computer = Some(self.computer.to_string());
+        inventory
+            .installed_updates
+            .extend(self.journal.state().installed.iter().cloned());
+        inventory.normalize();
+        let (mut client, address, assignment) = self.check_in(&inventory).await?;
+        summary.node = address.clone();
+        let site = assignment.site.clone();
+        let now = self.env.now();
+        {
+            let mut state = self.journal.state().clone();
+            state.site = Some(site.clone());
+            state.inventory_hash = Some(assignment.inventory.clone());
+            if state.last_node.as_deref() != Some(address.as_str()) {
+                // A node this agent has not reported to lately gets its whole state.
+                state.reported.clear();
+            }
+            state.last_node = Some(address);
+            self.journal.save(state)?;
+        }
+        summary.reports_sent += self.send_reports(&mut client).await?;
+
+        // What the node's evaluation says, for every approved update.
+        let pending: BTreeSet<UpdateId> = self
+            .journal
+            .state()
+            .pending_restart
+            .iter()
+            .flat_map(|p| p.updates.iter().map(|(u, _, _)| u.clone()))
+            .collect();
+        let failed_before: BTreeMap<UpdateId, ComplianceState> = self
+            .journal
+            .state()
+            .reported
+            .iter()
+            .filter(|(_, s)| matches!(s, ComplianceState::Failed { .. }))
+            .map(|(u, s)| (u.clone(), s.clone()))
+            .collect();
+        let mut records = Vec::new();
+        for status in &assignment.statuses {
+            records.push(self.record(&site, &status.update, status.severity, status.state.clone(), now));
+        }
+        for step in &assignment.steps {
+            let state = if pending.contains(&step.update) {
+                ComplianceState::PendingRestart
+            } else if let Some(failed) = failed_before.get(&step.update) {
+                // Still needed after a failure: it stays failed until it installs.
+                failed.clone()
+            } else {
+                ComplianceState::Required
+            };
+            records.push(self.record(&site, &step.update, step.severity, state, now));
+        }
+        self.queue(records, Vec::new())?;
+        summary.steps = assignment.steps.len();
+
+        let schedules = schedules(&assignment);
+        let mut restart_needed: Vec<(UpdateId, Severity, PatchMethod)> = Vec::new();
+        let mut restart_started = false;
+        let mut not_done: BTreeSet<UpdateId> = BTreeSet::new();
+        if assignment.vendor_catalog {
+            for step in &assignment.steps {
+                if pending.contains(&step.update) {
+                    continue;
+                }
+                let now = self.env.now();
+                if restart_started {
+                    not_done.insert(step.update.clone());
+                    summary.deferred += 1;
+                    continue;
+                }
+                if !may_install_step(&assignment, &schedules, step, now) {
+                    not_done.insert(step.update.clone());
+                    summary.deferred += 1;
+                    continue;
+                }
+                if let Some(before) = step.after.iter().find(|a| not_done.contains(*a)) {
+                    tracing::info!(update = %step.update, waits_for = %before, "waits for a prerequisite");
+                    not_done.insert(step.update.clone());
+                    summary.deferred += 1;
+                    continue;
+                }
+                let (state, events) = self.install_step(&mut client, step).await;
+                match &state {
+                    ComplianceState::Installed | ComplianceState::NotApplicable => summary.installed += 1,
+                    ComplianceState::PendingRestart => {
+                        summary.pending_restart += 1;
+                        restart_needed.push((step.update.clone(), step.severity, PatchMethod::VendorCatalog));
+                        if events.iter().any(|e| e.kind == EventKind::RestartStarted) {
+                            restart_started = true;
+                        }
+                    }
+                    ComplianceState::Failed { .. } => {
+                        summary.failed += 1;
+                        not_done.insert(step.update.clone());
+                    }
+                    _ => {
+                        summary.deferred += 1;
+                        not_done.insert(step.update.clone());
+                    }
+                }
+                if matches!(state, ComplianceState::Installed | ComplianceState::NotApplicable) {
+                    let mut saved = self.journal.state().clone();
+                    saved.installed.insert(step.update.clone());
+                    self.journal.save(saved)?;
+                }
+                let record = self.record(&site, &step.update, step.severity, state, self.env.now());
+                // Durable before the next installer runs.
+                self.queue(vec![record], events)?;
+                if !restart_needed.is_empty() {
+                    self.note_pending(&restart_needed, restart_started)?;
+                }
+            }
+        }
+
+        // The operating system's own updater, after the catalog.
+        let any_window_open = may_install(
+            jiff::Timestamp::from_second(self.env.now()).unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+            &schedules,
+            None,
+        ) && (assignment.maintenance_windows.is_empty() || !schedules.is_empty());
+        if assignment.os_updater
+            && any_window_open
+            && !restart_started
+            && let Some(result) = self.env.os_updater().await
+        {
+            let now = self.env.now();
+            match result {
+                Ok(packages) => {
+                    let mut records = Vec::new();
+                    let mut events = Vec::new();
+                    for p in packages {
+                        let update = p.package.update_id();
+                        let (state, kind) = if p.installed {
+                            (ComplianceState::Installed, EventKind::Installed)
+                        } else {
+                            (
+                                ComplianceState::Failed { code: p.code },
+                                EventKind::Failed { code: p.code },
+                            )
+                        };
+                        records.push(self.record(&site, &update, Severity::Unspecified, state, now));
+                        events.push(self.event(&update, PatchMethod::OsUpdater, kind, p.detail, now));
+                        summary.os_packages += 1;
+                    }
+                    self.queue(records, events)?;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the OS updater failed");
+                    let update = UpdateId::new("os-updater");
+                    let event = self.event(&update, PatchMethod::OsUpdater, EventKind::Failed { code: -1 }, e, now);
+                    self.queue(Vec::new(), vec![event])?;
+                }
+            }
+        }
+
+        // One restart at the end, inside the window (or past a deadline).
+        if !restart_started
+            && let Some(pending) = self.journal.state().pending_restart.clone()
+            && !pending.started
+            && assignment.restart == RestartPolicy::AsVendorSays
+        {
+            let now = self.env.now();
+            let deadline = assignment
+                .steps
+                .iter()
+                .filter(|s| pending.updates.iter().any(|(u, _, _)| *u == s.update))
+                .filter_map(|s| s.deadline)
+                .min();
+            let may = may_install(
+                jiff::Timestamp::from_second(now).unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+                &schedules,
+                deadline.and_then(|d| jiff::Timestamp::from_second(d).ok()),
+            ) && (assignment.maintenance_windows.is_empty()
+                || !schedules.is_empty()
+                || deadline.is_some_and(|d| now >= d));
+            if may {
+                let events = pending
+                    .updates
+                    .iter()
+                    .map(|(u, _, m)| self.event(u, *m, EventKind::RestartRequested, String::new(), now))
+                    .collect();
+                self.queue(Vec::new(), events)?;
+                let mut state = self.journal.state().clone();
+                if let Some(p) = state.pending_restart.as_mut() {
+                    p.started = true;
+                }
+                self.journal.save(state)?;
+                summary.reports_sent += self.send_reports(&mut client).await?;
+                match self.env.restart().await {
+                    Ok(()) => summary.restart_requested = true,
+                    Err(e) => {
+                        tracing::error!(error = %e, "the restart command failed");
+                        let mut state = self.journal.state().clone();
+                        if let Some(p) = state.pending_restart.as_mut() {
+                            p.started = false;
+                        }
+                        self.journal.save(state)?;
+                    }
+                }
+            }
+        }
+        summary.reports_sent += self.send_reports(&mut client).await?;
+        summary.reports_queued = self.journal.queued().len();
+        Ok(summary)
+    }
+
+    /// Adds installs to the pending restart, keeping the boot id of when
+    /// the first was installed.
+    fn note_pending(
+        &mut self,
+        updates: &[(UpdateId, Severity, PatchMethod)],
+        started: bool,
+    ) -> Result<(), JournalError> {
+        let mut state = self.journal.state().clone();
+        let boot_id = self.env.boot_id();
+        let now = self.env.now();
+        let pending = state.pending_restart.get_or_insert(PendingRestart {
+            boot_id,
+            since: now,
+            updates: Vec::new(),
+            started: false,
+        });
+        for u in updates {
+            if !pending.updates.iter().any(|(id, _, _)| *id == u.0) {
+                pending.updates.push(u.clone());
+            }
+        }
+        pending.started |= started;
+        self.journal.save(state)
+    }
+
+    /// Fetches and installs one step; its new state and events.
+    async fn install_step(
+        &self,
+        client: &mut AgentsClient<Channel>,
+        step: &Step,
+    ) -> (ComplianceState, Vec<InstallEvent>) {
+        let method = PatchMethod::VendorCatalog;
+        let mut events = Vec::new();
+        let mut files = Vec::new();
+        if self.env.fetches_content() {
+            for content in &step.content {
+                match crate::content::fetch(client, content, &self.content_dir, self.content_limit).await {
+                    Ok(path) => files.push(path),
+                    Err(e) => {
+                        let now = self.env.now();
+                        tracing::warn!(update = %step.update, error = %e, "content not available");
+                        events.push(self.event(
+                            &step.update,
+                            method,
+                            EventKind::Failed { code: CODE_CONTENT },
+                            e.to_string(),
+                            now,
+                        ));
+                        return (ComplianceState::Failed { code: CODE_CONTENT }, events);
+                    }
+                }
+            }
+            if !step.content.is_empty() {
+                events.push(self.event(
+                    &step.update,
+                    method,
+                    EventKind::Downloaded,
+                    String::new(),
+                    self.env.now(),
+                ));
+            }
+        }
+        if step.install.is_none() && crate::install::default_command(&files).is_none() && self.env.fetches_content() {
+            let reason = "the catalog gives no install command for it".to_owned();
+            events.push(self.event(
+                &step.update,
+                method,
+                EventKind::Deferred { reason },
+                String::new(),
+                self.env.now(),
+            ));
+            return (ComplianceState::Required, events);
+        }
+        let outcome = self.env.install(step, &files).await;
+        let now = self.env.now();
+        tracing::info!(update = %step.update, code = outcome.code, meaning = ?outcome.meaning, "installer finished");
+        let state = match outcome.meaning {
+            ExitMeaning::Success if step.restart == RestartBehavior::Always => {
+                events.push(self.event(&step.update, method, EventKind::PendingRestart, outcome.detail, now));
+                ComplianceState::PendingRestart
+            }
+            ExitMeaning::Success => {
+                events.push(self.event(&step.update, method, EventKind::Installed, outcome.detail, now));
+                ComplianceState::Installed
+            }
+            ExitMeaning::NotApplicable => {
+                events.push(self.event(&step.update, method, EventKind::Installed, outcome.detail, now));
+                ComplianceState::NotApplicable
+            }
+            ExitMeaning::SuccessRestartRequired => {
+                events.push(self.event(&step.update, method, EventKind::PendingRestart, outcome.detail, now));
+                ComplianceState::PendingRestart
+            }
+            ExitMeaning::RestartStarted => {
+                events.push(self.event(&step.update, method, EventKind::RestartStarted, outcome.detail, now));
+                ComplianceState::PendingRestart
+            }
+            ExitMeaning::Failure => {
+                events.push(self.event(
+                    &step.update,
+                    method,
+                    EventKind::Failed { code: outcome.code },
+                    outcome.detail,
+                    now,
+                ));
+                ComplianceState::Failed { code: outcome.code }
+            }
+        };
+        (state, events)
+    }
+}

@@ -1,0 +1,377 @@
+//! The agent end to end with real processes on 127.0.0.1: enrollment with a
+//! one-time token, targeting at the node, content, installers that write
+//! files, maintenance windows and deadlines, a restart batched at the end,
+//! results visible at the root two levels up; failover between two nodes;
+//! the fleet simulator.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cascade_core::UpdateId;
+use cascade_core::model::{ChangeOp, MaintenanceWindow, Object, ObjectId, Policy, RestartPolicy};
+use cascade_core::rule::{Cmp, Rule};
+use cascade_core::update::{
+    Classification, Content, ExitCode, ExitMeaning, InstallCommand, RestartBehavior, Severity, Update,
+};
+use support::*;
+
+fn fixture(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures")
+        .join(path)
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An update for the Debian fixture computer whose installer is a shell script.
+fn linux_update(id: &str, script: &str, exit_codes: Vec<ExitCode>, restart: RestartBehavior) -> Update {
+    let mut u = Update::new(
+        UpdateId::new(id),
+        format!("Test update {id}"),
+        Classification::SecurityUpdate,
+    );
+    u.vendor = "Example".into();
+    u.severity = Severity::Critical;
+    u.restart = restart;
+    u.applicable_when = Some(Rule::fact("os.family", Cmp::Eq, "linux"));
+    u.install = Some(InstallCommand {
+        program: "/bin/sh".into(),
+        arguments: vec!["-c".into(), script.into(), "installer".into(), "{content}".into()],
+        exit_codes,
+    });
+    u
+}
+
+fn change(tree: &Tree, node: &str, op: &ChangeOp) {
+    ok(tree.ctl(node, &["change", "--op", &serde_json::to_string(op).unwrap()]));
+}
+
+/// A Debian agent configuration using this test's files.
+fn agent_config(dir: &Path, nodes: &[(&str, u32)]) -> String {
+    let mut text = format!(
+        "data = \".\"\ncheck_in_seconds = 60\nrestart_command = [\"/bin/sh\", \"-c\", \"echo rebooted-$$ > boot_id\"]\ninstall_timeout_seconds = 60\nboot_id_file = \"boot_id\"\n\n[collect]\nos_release = \"{}\"\ndpkg_status = \"{}\"\nrpm_db = \"no-rpm\"\nkernel_release = \"no-kernel\"\n",
+        fixture("linux/os-release").display(),
+        fixture("linux/dpkg-status").display()
+    );
+    for (address, priority) in nodes {
+        text.push_str(&format!("\n[[node]]\naddress = \"{address}\"\npriority = {priority}\n"));
+    }
+    std::fs::write(dir.join("boot_id"), "first-boot\n").unwrap();
+    text
+}
+
+fn run_agent(config: &Path) -> serde_json::Value {
+    let out = std::process::Command::new(BIN)
+        .args(["agent", "run", "--once", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    serde_json::from_slice(&ok(out).into_bytes()).unwrap()
+}
+
+fn counts(tree: &Tree, node: &str, update: &str) -> serde_json::Value {
+    tree.json(node, &["--json", "compliance"])["by_update"][update].clone()
+}
+
+#[test]
+fn an_enrolled_agent_installs_and_the_root_two_levels_up_sees_it() {
+    let mut tree = Tree::new(&[("root", None), ("region", Some("root")), ("site", Some("region"))]);
+    let pki = tree.path().join("pki");
+    ok(run(&[
+        "pki",
+        "issue",
+        "enrollment-ca",
+        "--site",
+        "site",
+        "--dir",
+        pki.to_str().unwrap(),
+    ]));
+    tree.extra.insert(
+        "site".into(),
+        "[enrollment]\nca_cert = \"pki/enroll-site.crt\"\nca_key = \"pki/enroll-site.key\"\n".into(),
+    );
+    tree.start_all();
+
+    // The site's content store holds the payload the first update copies.
+    let payload = b"the bytes of an update\n".repeat(1000);
+    let sha = sha256_hex(&payload);
+    let content_dir = tree.nodes["site"].data().join("content");
+    std::fs::create_dir_all(&content_dir).unwrap();
+    std::fs::write(content_dir.join(&sha), &payload).unwrap();
+    let marker = tree.path().join("installed-marker");
+
+    let mut copy = linux_update(
+        "EX-1",
+        &format!("cp \"$1\" {}", marker.display()),
+        vec![],
+        RestartBehavior::Never,
+    );
+    copy.content = vec![Content {
+        file_name: "ex-1.bin".into(),
+        sha256: sha.clone(),
+        size: payload.len() as u64,
+        url: None,
+    }];
+    let reboot = linux_update(
+        "EX-2",
+        "exit 194",
+        vec![ExitCode {
+            code: 194,
+            meaning: ExitMeaning::SuccessRestartRequired,
+        }],
+        RestartBehavior::May,
+    );
+    let waits = linux_update("EX-3", "exit 0", vec![], RestartBehavior::Never);
+    let windows_only = {
+        let mut u = linux_update("EX-4", "exit 0", vec![], RestartBehavior::Never);
+        u.applicable_when = Some(Rule::fact("os.family", Cmp::Eq, "windows"));
+        u
+    };
+    for u in [copy, reboot, waits, windows_only] {
+        change(&tree, "root", &ChangeOp::Upsert(Object::Update(Box::new(u))));
+    }
+    // A window that is closed now: twelve hours ahead, for an hour.
+    let closed_at = jiff::Timestamp::from_second(now() + 12 * 3600).unwrap();
+    let start = closed_at.to_zoned_datetime(jiff::tz::TimeZone::UTC);
+    let window = MaintenanceWindow {
+        id: ObjectId::new("nightly").unwrap(),
+        name: "Nightly".into(),
+        time_zone: "UTC".into(),
+        start: format!("{:02}:{:02}", start.hour(), start.minute()),
+        duration_minutes: 60,
+        days: vec![],
+        overridable: Default::default(),
+    };
+    change(
+        &tree,
+        "root",
+        &ChangeOp::Upsert(Object::MaintenanceWindow(Box::new(window))),
+    );
+    let policy = Policy {
+        id: ObjectId::new("servers").unwrap(),
+        name: "Servers".into(),
+        updates: Default::default(),
+        targets: Default::default(),
+        maintenance_windows: vec![ObjectId::new("nightly").unwrap()],
+        deadline: None,
+        restart: RestartPolicy::AsVendorSays,
+        vendor_catalog: true,
+        os_updater: false,
+        enabled: true,
+        overridable: Default::default(),
+    };
+    change(&tree, "root", &ChangeOp::Upsert(Object::Policy(Box::new(policy))));
+    // EX-1 and EX-2 are past their deadline: they install outside the window.
+    let past = (now() - 60).to_string();
+    for id in ["EX-1", "EX-2", "EX-4"] {
+        ok(tree.ctl(
+            "root",
+            &["approve", "--policy", "servers", "--update", id, "--deadline", &past],
+        ));
+    }
+    ok(tree.ctl("root", &["approve", "--policy", "servers", "--update", "EX-3"]));
+    wait_for("approvals at the site", Duration::from_secs(20), || {
+        tree.approvals("site") == 4
+    });
+
+    // Enrollment: a token from the site's node, used once.
+    let token = ok(tree.ctl("site", &["agent-token", "create", "--site", "site", "--ttl", "10m"]))
+        .trim()
+        .to_owned();
+    let agent_dir = tree.path().join("agent");
+    let site_addr = tree.nodes["site"].addr();
+    ok(run(&[
+        "agent",
+        "enroll",
+        "--token",
+        &token,
+        "--node",
+        &format!("https://{site_addr}"),
+        "--data",
+        agent_dir.to_str().unwrap(),
+        "--name",
+        "pc-e2e",
+    ]));
+    assert!(agent_dir.join("agent.toml").exists() && agent_dir.join("agent.key").exists());
+    let again = run(&[
+        "agent",
+        "enroll",
+        "--token",
+        &token,
+        "--node",
+        &site_addr,
+        "--data",
+        tree.path().join("agent-2").to_str().unwrap(),
+        "--name",
+        "pc-other",
+    ]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("unknown or was used already"));
+    let no_enrollment = tree.ctl("region", &["agent-token", "create", "--site", "region"]);
+    assert!(String::from_utf8_lossy(&no_enrollment.stderr).contains("does not enroll agents"));
+
+    let config = agent_dir.join("agent.toml");
+    std::fs::write(&config, agent_config(&agent_dir, &[(&site_addr, 0)])).unwrap();
+    let first = run_agent(&config);
+    assert_eq!(first["steps"], 3, "{first}");
+    assert_eq!(first["installed"], 1, "EX-1 past its deadline: {first}");
+    assert_eq!(first["pending_restart"], 1, "EX-2 asked for a restart: {first}");
+    assert_eq!(first["deferred"], 1, "EX-3 waits for the window: {first}");
+    assert_eq!(first["restart_requested"], true, "{first}");
+    assert_eq!(
+        std::fs::read(&marker).unwrap(),
+        payload,
+        "the installer had the verified content"
+    );
+    assert!(
+        std::fs::read_to_string(agent_dir.join("boot_id"))
+            .unwrap()
+            .starts_with("rebooted-"),
+        "the restart command ran"
+    );
+
+    // After the "restart" the boot id differs: EX-2 is installed.
+    let second = run_agent(&config);
+    assert_eq!(second["steps"], 1, "only EX-3 is left: {second}");
+    assert_eq!(second["deferred"], 1, "{second}");
+    assert_eq!(second["reports_queued"], 0, "{second}");
+
+    // The results reach the root, two levels up.
+    wait_for("installed states at the root", Duration::from_secs(20), || {
+        counts(&tree, "root", "EX-1")["installed"] == 1
+            && counts(&tree, "root", "EX-2")["installed"] == 1
+            && counts(&tree, "root", "EX-3")["required"] == 1
+            && counts(&tree, "root", "EX-4")["not_applicable"] == 1
+    });
+    let agents = tree.json("site", &["--json", "agents"]);
+    assert_eq!(agents[0]["agent"]["id"], "pc-e2e");
+    let kinds: Vec<&str> = agents[0]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["event"].as_str())
+        .collect();
+    for kind in [
+        "downloaded",
+        "installed",
+        "pending_restart",
+        "restart_requested",
+        "restarted",
+    ] {
+        assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
+    }
+}
+
+#[test]
+fn an_agent_fails_over_to_the_other_node_and_returns() {
+    let mut tree = Tree::new(&[("root", None), ("site-a", Some("root")), ("site-b", Some("root"))]);
+    let pki = tree.path().join("pki");
+    ok(run(&[
+        "pki",
+        "issue",
+        "agent",
+        "--id",
+        "pc-roaming",
+        "--dir",
+        pki.to_str().unwrap(),
+    ]));
+    tree.start_all();
+    let agent_dir = tree.path().join("agent");
+    std::fs::create_dir_all(&agent_dir).unwrap();
+    std::fs::copy(pki.join("ca.crt"), agent_dir.join("ca.crt")).unwrap();
+    std::fs::copy(pki.join("agent-pc-roaming.crt"), agent_dir.join("agent.crt")).unwrap();
+    std::fs::copy(pki.join("agent-pc-roaming.key"), agent_dir.join("agent.key")).unwrap();
+    let a = tree.nodes["site-a"].addr();
+    let b = tree.nodes["site-b"].addr();
+    let config = agent_dir.join("agent.toml");
+    std::fs::write(&config, agent_config(&agent_dir, &[(&a, 1), (&b, 2)])).unwrap();
+
+    assert_eq!(
+        run_agent(&config)["node"],
+        a.as_str(),
+        "equally near: the preferred one"
+    );
+    tree.nodes.get_mut("site-a").unwrap().kill();
+    assert_eq!(run_agent(&config)["node"], b.as_str(), "site-a is down");
+    tree.restart("site-a");
+    assert_eq!(run_agent(&config)["node"], a.as_str(), "back to site-a");
+    let seen_by_b = tree.json("site-b", &["--json", "agents"]);
+    assert_eq!(seen_by_b[0]["agent"]["id"], "pc-roaming");
+}
+
+#[test]
+fn the_fleet_simulator_checks_in_against_a_real_catalog() {
+    let mut tree = Tree::new(&[("root", None), ("site", Some("root"))]);
+    tree.start_all();
+    let imported = ok(tree.ctl(
+        "root",
+        &[
+            "--json",
+            "import",
+            fixture("cvrf/cvrfDocument-2022-Dec.trimmed.xml").to_str().unwrap(),
+        ],
+    ));
+    let imported: serde_json::Value = serde_json::from_str(&imported).unwrap();
+    assert!(imported["updates"].as_u64().unwrap() > 40, "{imported}");
+    let policy = Policy {
+        id: ObjectId::new("critical").unwrap(),
+        name: "Critical updates".into(),
+        updates: cascade_core::model::UpdateFilter {
+            severities: vec![Severity::Critical],
+            ..Default::default()
+        },
+        targets: Default::default(),
+        maintenance_windows: vec![],
+        deadline: None,
+        restart: RestartPolicy::AsVendorSays,
+        vendor_catalog: true,
+        os_updater: false,
+        enabled: true,
+        overridable: Default::default(),
+    };
+    change(&tree, "root", &ChangeOp::Upsert(Object::Policy(Box::new(policy))));
+    wait_for("the policy at the site", Duration::from_secs(20), || {
+        tree.json("site", &["objects", "--kind", "policy"])
+            .as_array()
+            .is_some_and(|a| a.len() == 1)
+    });
+    let out = ok(run(&[
+        "agent",
+        "simulate",
+        "--count",
+        "40",
+        "--inventories",
+        fixture("windows-inventory").to_str().unwrap(),
+        "--node",
+        &tree.nodes["site"].addr(),
+        "--pki",
+        tree.path().join("pki").to_str().unwrap(),
+        "--seed",
+        "7",
+    ]));
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["runs_ok"], 80, "{report}");
+    assert!(report["installed"].as_u64().unwrap() > 0, "{report}");
+    assert!(report["failed_installs"].as_u64().unwrap() > 0, "5% fail: {report}");
+    // Every computer's records reach the root.
+    wait_for("40 computers at the root", Duration::from_secs(30), || {
+        let by_update = tree.json("root", &["--json", "compliance"])["by_update"].clone();
+        let kb = &by_update["KB5021233"];
+        kb.as_object()
+            .is_some_and(|m| m.values().filter_map(|v| v.as_u64()).sum::<u64>() > 0)
+    });
+    let agents = tree.json("site", &["--json", "agents"]);
+    assert_eq!(agents.as_array().map(Vec::len), Some(40));
+}

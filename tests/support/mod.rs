@@ -1,0 +1,243 @@
+//! Helpers for the tests that run real `cascade` processes: a tree of
+//! nodes on 127.0.0.1 with ports the system picks, and ways to wait.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use cascade_core::UpdateId;
+use cascade_core::compliance::ComplianceState;
+use cascade_core::model::{ComplianceRecord, ComputerId, NodeId};
+use cascade_core::update::Severity;
+use cascade_store::Store;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_cascade");
+
+pub fn run(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().expect("run cascade")
+}
+
+pub fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Waits for `condition` until `limit`, polling; panics with `what` if it never holds.
+pub fn wait_for(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if condition() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+pub struct NodeProc {
+    pub id: String,
+    pub dir: PathBuf,
+    pub child: Option<Child>,
+}
+
+impl NodeProc {
+    pub fn data(&self) -> PathBuf {
+        self.dir.join(format!("{}-data", self.id))
+    }
+
+    pub fn addr(&self) -> String {
+        std::fs::read_to_string(self.data().join("node.addr")).unwrap_or_default()
+    }
+
+    pub fn start(&mut self) {
+        let _ = std::fs::remove_file(self.data().join("node.addr"));
+        let log = std::fs::File::create(self.dir.join(format!("{}.log", self.id))).unwrap();
+        let child = Command::new(BIN)
+            .args(["node", "run", "--config"])
+            .arg(self.dir.join(format!("{}.toml", self.id)))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start a node");
+        self.child = Some(child);
+        let data = self.data();
+        wait_for(&format!("{} to listen", self.id), Duration::from_secs(20), || {
+            data.join("node.addr").exists()
+        });
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub struct Tree {
+    pub dir: tempfile::TempDir,
+    pub nodes: BTreeMap<String, NodeProc>,
+    pub parents: BTreeMap<String, Option<String>>,
+    /// Further configuration (TOML tables) per node.
+    pub extra: BTreeMap<String, String>,
+}
+
+impl Tree {
+    /// Creates the PKI and configs for `(id, parent)` pairs, parents first.
+    pub fn new(shape: &[(&str, Option<&str>)]) -> Tree {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = dir.path().join("pki");
+        ok(run(&["pki", "init", "--dir", pki.to_str().unwrap()]));
+        ok(run(&[
+            "pki",
+            "issue",
+            "admin",
+            "--name",
+            "ops",
+            "--role",
+            "admin",
+            "--dir",
+            pki.to_str().unwrap(),
+        ]));
+        let mut tree = Tree {
+            dir,
+            nodes: BTreeMap::new(),
+            parents: BTreeMap::new(),
+            extra: BTreeMap::new(),
+        };
+        for (id, parent) in shape {
+            ok(run(&[
+                "pki",
+                "issue",
+                "node",
+                "--id",
+                id,
+                "--dir",
+                pki.to_str().unwrap(),
+            ]));
+            tree.parents.insert(id.to_string(), parent.map(str::to_owned));
+            tree.nodes.insert(
+                id.to_string(),
+                NodeProc {
+                    id: id.to_string(),
+                    dir: tree.dir.path().to_path_buf(),
+                    child: None,
+                },
+            );
+        }
+        tree
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write_config(&self, id: &str) {
+        let parent = match &self.parents[id] {
+            Some(p) => format!("[parent]\naddress = \"{}\"\n", self.nodes[p].addr()),
+            None => String::new(),
+        };
+        // A restarted node keeps the port the system gave it the first time.
+        let listen = match self.nodes[id].addr() {
+            a if a.is_empty() => "127.0.0.1:0".to_owned(),
+            a => a,
+        };
+        let extra = self.extra.get(id).cloned().unwrap_or_default();
+        let text = format!(
+            "id = \"{id}\"\nlisten = \"{listen}\"\ndata = \"{id}-data\"\nheartbeat_seconds = 1\n{parent}[tls]\nca = \"pki/ca.crt\"\ncert = \"pki/{id}.crt\"\nkey = \"pki/{id}.key\"\n{extra}"
+        );
+        std::fs::write(self.path().join(format!("{id}.toml")), text).unwrap();
+    }
+
+    /// Starts every node, parents first, registering each with its parent.
+    pub fn start_all(&mut self) {
+        let ids: Vec<String> = self.nodes.keys().cloned().collect();
+        let mut order: Vec<String> = ids.iter().filter(|i| self.parents[*i].is_none()).cloned().collect();
+        while order.len() < ids.len() {
+            for id in &ids {
+                if !order.contains(id) && self.parents[id].as_ref().is_some_and(|p| order.contains(p)) {
+                    order.push(id.clone());
+                }
+            }
+        }
+        for id in order {
+            if let Some(parent) = self.parents[&id].clone() {
+                ok(self.ctl(&parent, &["site", "add", "--id", &id]));
+            }
+            self.write_config(&id);
+            self.nodes.get_mut(&id).unwrap().start();
+        }
+    }
+
+    /// Starts a stopped node again on the same address.
+    pub fn restart(&mut self, id: &str) {
+        self.write_config(id);
+        self.nodes.get_mut(id).unwrap().start();
+    }
+
+    pub fn ctl(&self, id: &str, args: &[&str]) -> Output {
+        let addr = self.nodes[id].addr();
+        let pki = self.path().join("pki");
+        let mut full = vec!["ctl", "--node", &addr, "--pki", pki.to_str().unwrap(), "--as", "ops"];
+        full.extend_from_slice(args);
+        run(&full)
+    }
+
+    pub fn json(&self, id: &str, args: &[&str]) -> serde_json::Value {
+        let out = self.ctl(id, args);
+        if !out.status.success() {
+            return serde_json::Value::Null;
+        }
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+    }
+
+    pub fn approvals(&self, id: &str) -> usize {
+        self.json(id, &["objects", "--kind", "approval"])
+            .as_array()
+            .map_or(0, Vec::len)
+    }
+
+    pub fn records(&self, id: &str) -> u64 {
+        self.json(id, &["--json", "compliance"])["records"]
+            .as_u64()
+            .unwrap_or(0)
+    }
+
+    /// Puts compliance records into a stopped node's store, as its agents'
+    /// reports would, queued for its parent.
+    pub fn seed_records(&self, id: &str, count: u64) {
+        let node = NodeId::new(id).unwrap();
+        let store = Store::open(&self.nodes[id].data().join("store"), node.clone()).unwrap();
+        let records: Vec<ComplianceRecord> = (0..count)
+            .map(|c| ComplianceRecord {
+                computer: ComputerId::new(&format!("{id}-pc-{c}")).unwrap(),
+                update: UpdateId::new("KB5021233"),
+                site: node.clone(),
+                state: if c % 3 == 0 {
+                    ComplianceState::Required
+                } else {
+                    ComplianceState::Installed
+                },
+                severity: Severity::Critical,
+                counter: 1,
+                observed_at: 1_780_000_000,
+            })
+            .collect();
+        for (n, chunk) in records.chunks(500).enumerate() {
+            store.ingest("agents", n as u64 + 1, chunk, true).unwrap();
+        }
+    }
+}
