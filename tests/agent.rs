@@ -375,3 +375,77 @@ fn the_fleet_simulator_checks_in_against_a_real_catalog() {
     let agents = tree.json("site", &["--json", "agents"]);
     assert_eq!(agents.as_array().map(Vec::len), Some(40));
 }
+
+#[test]
+fn a_node_drops_repeated_reports_and_refuses_reports_for_other_computers() {
+    use cascade_core::compliance::ComplianceState;
+    use cascade_core::model::{ComplianceRecord, ComputerId, NodeId};
+    use cascade_proto::v1::ReportRequest;
+    use cascade_proto::v1::agents_client::AgentsClient;
+
+    let mut tree = Tree::new(&[("site", None)]);
+    let pki = tree.path().join("pki");
+    ok(run(&[
+        "pki",
+        "issue",
+        "agent",
+        "--id",
+        "pc-1",
+        "--dir",
+        pki.to_str().unwrap(),
+    ]));
+    tree.start_all();
+    let read = |name: &str| std::fs::read_to_string(pki.join(name)).unwrap();
+    let record = |computer: &str, state: ComplianceState| ComplianceRecord {
+        computer: ComputerId::new(computer).unwrap(),
+        update: UpdateId::new("KB5021233"),
+        site: NodeId::new("elsewhere").unwrap(),
+        state,
+        severity: Severity::Critical,
+        counter: 0,
+        observed_at: now(),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let channel = cascade_agent::connect::channel(
+            &tree.nodes["site"].addr(),
+            &read("ca.crt"),
+            Some((&read("agent-pc-1.crt"), &read("agent-pc-1.key"))),
+        )
+        .await
+        .unwrap();
+        let mut client = AgentsClient::new(channel);
+        let report = |counter: u64, records: Vec<ComplianceRecord>| ReportRequest {
+            counter,
+            records: serde_json::to_vec(&records).unwrap(),
+            events: Vec::new(),
+        };
+        let first = client
+            .report(report(1, vec![record("pc-1", ComplianceState::Installed)]))
+            .await
+            .unwrap();
+        assert_eq!(first.into_inner().acked, 1);
+        // The same counter again (a replay, or a resend after a lost
+        // acknowledgement) changes nothing.
+        let again = client
+            .report(report(1, vec![record("pc-1", ComplianceState::Failed { code: 1603 })]))
+            .await
+            .unwrap();
+        assert_eq!(again.into_inner().acked, 1);
+        let forged = client
+            .report(report(2, vec![record("pc-2", ComplianceState::Installed)]))
+            .await
+            .unwrap_err();
+        assert_eq!(forged.code(), tonic::Code::PermissionDenied);
+        assert!(forged.message().contains("only for itself"), "{}", forged.message());
+    });
+    let counts = counts(&tree, "site", "KB5021233");
+    assert_eq!(
+        counts,
+        serde_json::json!({"installed": 1}),
+        "the replay did not replace it"
+    );
+}

@@ -663,3 +663,134 @@ impl<E: Env> Agent<E> {
         (state, events)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cascade_core::model::{MaintenanceWindow, ObjectId};
+    use cascade_core::update::Classification;
+
+    fn at(text: &str) -> i64 {
+        text.parse::<jiff::Timestamp>().unwrap().as_second()
+    }
+
+    fn assignment(windows: Vec<MaintenanceWindow>) -> Assignment {
+        Assignment {
+            computer: ComputerId::new("pc-1").unwrap(),
+            site: NodeId::new("site-a").unwrap(),
+            inventory: String::new(),
+            issued_at: 0,
+            policies: vec![],
+            steps: vec![],
+            statuses: vec![],
+            maintenance_windows: windows,
+            restart: RestartPolicy::AsVendorSays,
+            vendor_catalog: true,
+            os_updater: false,
+        }
+    }
+
+    fn window(zone: &str, start: &str, minutes: u32, days: &[&str]) -> MaintenanceWindow {
+        MaintenanceWindow {
+            id: ObjectId::new("w").unwrap(),
+            name: "w".into(),
+            time_zone: zone.into(),
+            start: start.into(),
+            duration_minutes: minutes,
+            days: days.iter().map(|d| d.to_string()).collect(),
+            overridable: Default::default(),
+        }
+    }
+
+    fn step(deadline: Option<&str>) -> Step {
+        Step {
+            update: UpdateId::new("KB1"),
+            title: "KB1".into(),
+            severity: Severity::Critical,
+            classification: Classification::SecurityUpdate,
+            restart: RestartBehavior::May,
+            install: None,
+            content: vec![],
+            deadline: deadline.map(at),
+            after: vec![],
+        }
+    }
+
+    #[test]
+    fn steps_install_inside_their_windows_or_past_the_deadline() {
+        // Saturday nights in Berlin, 22:00 for four hours: crosses midnight,
+        // and on 2026-03-28/29 the clocks go forward inside it.
+        let a = assignment(vec![window("Europe/Berlin", "22:00", 240, &["sat"])]);
+        let opened = schedules(&a);
+        let cases = [
+            ("2026-03-28T20:59:00Z", None, false, "21:59 CET, before the window"),
+            ("2026-03-28T21:00:00Z", None, true, "22:00 CET, it opens"),
+            (
+                "2026-03-28T23:30:00Z",
+                None,
+                true,
+                "00:30 on Sunday, still the Saturday window",
+            ),
+            (
+                "2026-03-29T00:59:00Z",
+                None,
+                true,
+                "03:59 CEST: four hours after opening less a minute",
+            ),
+            (
+                "2026-03-29T01:00:00Z",
+                None,
+                false,
+                "closed four real hours after opening",
+            ),
+            ("2026-03-30T21:00:00Z", None, false, "a Monday"),
+            (
+                "2026-03-30T21:00:00Z",
+                Some("2026-03-30T20:00:00Z"),
+                true,
+                "the deadline has passed",
+            ),
+            (
+                "2026-03-30T21:00:00Z",
+                Some("2026-04-01T00:00:00Z"),
+                false,
+                "the deadline is ahead",
+            ),
+            // Autumn: 2026-10-25 at 03:00 CEST the clocks go back to 02:00.
+            ("2026-10-24T20:00:00Z", None, true, "22:00 CEST"),
+            ("2026-10-24T23:59:00Z", None, true, "01:59 CEST, the fourth hour"),
+            (
+                "2026-10-25T00:00:00Z",
+                None,
+                false,
+                "four real hours have passed (02:00 CEST)",
+            ),
+        ];
+        for (now, deadline, want, why) in cases {
+            assert_eq!(
+                may_install_step(&a, &opened, &step(deadline), at(now)),
+                want,
+                "{now}: {why}"
+            );
+        }
+        // No windows: any time.
+        let open = assignment(vec![]);
+        assert!(may_install_step(&open, &[], &step(None), at("2026-03-30T12:00:00Z")));
+        // Windows named but unreadable: only a passed deadline opens.
+        let broken = assignment(vec![window("Mars/Olympus_Mons", "22:00", 60, &[])]);
+        let none = schedules(&broken);
+        assert!(none.is_empty());
+        assert!(!may_install_step(
+            &broken,
+            &none,
+            &step(None),
+            at("2026-03-30T12:00:00Z")
+        ));
+        assert!(may_install_step(
+            &broken,
+            &none,
+            &step(Some("2026-03-30T11:00:00Z")),
+            at("2026-03-30T12:00:00Z")
+        ));
+    }
+}

@@ -30,17 +30,38 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 50_000)]
         records: u64,
     },
+    /// One node process serving simulated agents: enrollment-free check-in
+    /// (inventory, assignment), installs and reports, against the bundled
+    /// CVRF sample with a policy for its critical updates.
+    Agents {
+        #[arg(long, default_value_t = 10_000)]
+        count: usize,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Inventories the virtual agents take in turn.
+        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/windows-inventory"))]
+        inventories: std::path::PathBuf,
+        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/cvrf/cvrfDocument-2022-Dec.trimmed.xml"))]
+        catalog: std::path::PathBuf,
+    },
 }
 
 pub fn run(command: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let BenchCommand::Replication {
-        updates,
-        samples,
-        records,
-    } = command;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let report = runtime.block_on(replication(updates, samples, records))?;
+    let report = match command {
+        BenchCommand::Replication {
+            updates,
+            samples,
+            records,
+        } => runtime.block_on(replication(updates, samples, records))?,
+        BenchCommand::Agents {
+            count,
+            concurrency,
+            inventories,
+            catalog,
+        } => runtime.block_on(agents(count, concurrency, &inventories, &catalog))?,
+    };
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(std::process::ExitCode::SUCCESS)
 }
@@ -289,4 +310,139 @@ async fn upward(leaf: &Arc<Node>, root: &Arc<Node>, records: u64, counter: u64) 
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Peak resident memory of a process (VmHWM), in bytes.
+fn peak_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Kills the node process when the benchmark ends, however it ends.
+struct NodeProcess(std::process::Child);
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn agents(
+    count: usize,
+    concurrency: usize,
+    inventories: &std::path::Path,
+    catalog: &std::path::Path,
+) -> anyhow::Result<serde_json::Value> {
+    use cascade_core::model::{Policy, RestartPolicy, UpdateFilter};
+    use cascade_proto::v1::admin_client::AdminClient;
+    let dir = tempfile::tempdir()?;
+    let now = cascade_node::now();
+    let ca = Arc::new(Ca::generate("Bench", now, 2)?);
+    let node_id = NodeId::new("site").map_err(|e| anyhow::anyhow!("{e}"))?;
+    ca.issue(&Identity::Node(node_id), &[], now, 1)?
+        .write(dir.path(), "site")?;
+    let admin = ca.issue(
+        &Identity::Admin {
+            name: "bench".into(),
+            role: cascade_trust::Role::Admin,
+        },
+        &[],
+        now,
+        1,
+    )?;
+    std::fs::write(dir.path().join("ca.crt"), &ca.cert_pem)?;
+    let config = dir.path().join("site.toml");
+    std::fs::write(
+        &config,
+        "id = \"site\"\nlisten = \"127.0.0.1:0\"\ndata = \"data\"\n[tls]\nca = \"ca.crt\"\ncert = \"site.crt\"\nkey = \"site.key\"\n",
+    )?;
+    let log = std::fs::File::create(dir.path().join("site.log"))?;
+    let child = std::process::Command::new(std::env::current_exe()?)
+        .args(["node", "run", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .context("cannot start the node")?;
+    let node = NodeProcess(child);
+    let addr_file = dir.path().join("data/node.addr");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !addr_file.exists() {
+        anyhow::ensure!(Instant::now() < deadline, "the node did not start; see its log");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let address = std::fs::read_to_string(&addr_file)?;
+    let channel = cascade_node::channel(&address, &ca.cert_pem, &admin.cert_pem, &admin.key_pem).await?;
+    let mut client = AdminClient::new(channel);
+    let data = std::fs::read(catalog).with_context(|| catalog.display().to_string())?;
+    let imported = client
+        .import(cascade_proto::v1::ImportRequest {
+            name: catalog.display().to_string(),
+            data,
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("import: {}", s.message()))?
+        .into_inner();
+    let policy = Policy {
+        id: ObjectId::new("critical").map_err(|e| anyhow::anyhow!("{e}"))?,
+        name: "Critical updates".into(),
+        updates: UpdateFilter {
+            severities: vec![Severity::Critical],
+            ..UpdateFilter::default()
+        },
+        targets: Default::default(),
+        maintenance_windows: vec![],
+        deadline: None,
+        restart: RestartPolicy::AsVendorSays,
+        vendor_catalog: true,
+        os_updater: false,
+        enabled: true,
+        overridable: Default::default(),
+    };
+    let op = ChangeOp::Upsert(Object::Policy(Box::new(policy)));
+    client
+        .change(cascade_proto::v1::ChangeRequest {
+            op: serde_json::to_vec(&op)?,
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("policy: {}", s.message()))?;
+    let inventories = crate::agent::load_inventories(inventories)?;
+    let distinct = inventories.len();
+    let fleet = cascade_agent::simulate::Fleet {
+        count,
+        inventories,
+        node: address,
+        seed: 1,
+        runs: 1,
+        concurrency,
+        prefix: "bench".into(),
+        behaviour: cascade_agent::simulate::Behaviour::default(),
+    };
+    let report = cascade_agent::simulate::run(fleet, ca).await;
+    let rss = peak_rss(node.0.id()).unwrap_or(0);
+    drop(node);
+    Ok(serde_json::json!({
+        "benchmark": "agents",
+        "agents": count,
+        "distinct_inventories": distinct,
+        "catalog_updates": imported.updates,
+        "concurrency": concurrency,
+        "runs_ok": report.runs_ok,
+        "runs_failed": report.runs_failed,
+        "errors": report.errors,
+        "installed": report.installed,
+        "pending_restart": report.pending_restart,
+        "failed_installs": report.failed_installs,
+        "reports_sent": report.reports_sent,
+        "seconds": report.seconds,
+        "check_ins_per_second": report.runs_ok as f64 / report.seconds.max(1e-9),
+        "run_p50_ms": report.run_p50_ms,
+        "run_p99_ms": report.run_p99_ms,
+        "node_peak_rss_mb": rss as f64 / (1024.0 * 1024.0),
+        "goal": {"seconds_for_10000": 60, "node_rss_mb": 1024},
+    }))
 }
