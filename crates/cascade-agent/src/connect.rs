@@ -101,18 +101,22 @@ pub struct Enrolled {
 
 fn write_file(path: &Path, bytes: &[u8], secret: bool) -> Result<(), EnrollError> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let file_error = |e: std::io::Error| EnrollError::File {
         path: path.to_path_buf(),
         detail: e.to_string(),
     };
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(if secret { 0o600 } else { 0o644 })
-        .open(path)
-        .map_err(file_error)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    // The key is readable by its owner only (on Windows the data
+    // directory's ACL decides).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(if secret { 0o600 } else { 0o644 });
+    }
+    #[cfg(not(unix))]
+    let _ = secret;
+    let mut f = options.open(path).map_err(file_error)?;
     f.write_all(bytes).map_err(file_error)?;
     f.sync_all().map_err(file_error)
 }

@@ -121,17 +121,18 @@ pub async fn run_keeping(
         meaning: ExitMeaning::Failure,
         detail,
     };
-    let mut child = match tokio::process::Command::new(&command.program)
+    let mut process = tokio::process::Command::new(&command.program);
+    process
         .args(arguments(command, files))
         .current_dir(workdir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        // Its own process group, so that a timeout stops what it started too.
-        .process_group(0)
-        .spawn()
-    {
+        .kill_on_drop(true);
+    // Its own process group, so that a timeout stops what it started too.
+    #[cfg(unix)]
+    process.process_group(0);
+    let mut child = match process.spawn() {
         Ok(child) => child,
         Err(e) => return fail(CODE_NOT_STARTED, format!("cannot start {}: {e}", command.program)),
     };
@@ -149,6 +150,7 @@ pub async fn run_keeping(
     .await;
     match waited {
         Err(_) => {
+            #[cfg(unix)]
             if let Some(pid) = child.id() {
                 let _ = std::process::Command::new("kill")
                     .args(["-KILL", "--", &format!("-{pid}")])
@@ -170,10 +172,13 @@ pub async fn run_keeping(
         Ok((output, Ok(status))) => {
             let code = match status.code() {
                 Some(c) => i64::from(c),
+                #[cfg(unix)]
                 None => {
                     use std::os::unix::process::ExitStatusExt;
                     -i64::from(status.signal().unwrap_or(0))
                 }
+                #[cfg(not(unix))]
+                None => CODE_NOT_STARTED,
             };
             Outcome {
                 code,
