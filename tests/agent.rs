@@ -219,6 +219,40 @@ fn an_enrolled_agent_installs_and_the_root_two_levels_up_sees_it() {
     ]);
     assert_eq!(again.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&again.stderr).contains("unknown or was used already"));
+    // The site's enrollment CA cannot mint an admin (or node) identity.
+    let sub = cascade_trust::Ca::load_files(&pki.join("enroll-site.crt"), &pki.join("enroll-site.key")).unwrap();
+    let forged = sub
+        .issue(
+            &cascade_trust::Identity::Admin {
+                name: "mallory".into(),
+                role: cascade_trust::Role::Admin,
+            },
+            &[],
+            now(),
+            1,
+        )
+        .unwrap();
+    let forged_dir = tree.path().join("forged");
+    std::fs::create_dir_all(&forged_dir).unwrap();
+    std::fs::copy(pki.join("ca.crt"), forged_dir.join("ca.crt")).unwrap();
+    std::fs::write(forged_dir.join("admin-mallory.crt"), forged.cert_pem + &sub.cert_pem).unwrap();
+    std::fs::write(forged_dir.join("admin-mallory.key"), forged.key_pem).unwrap();
+    let refused = run(&[
+        "ctl",
+        "--node",
+        &tree.nodes["root"].addr(),
+        "--pki",
+        forged_dir.to_str().unwrap(),
+        "--as",
+        "mallory",
+        "links",
+    ]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("intermediate certificate"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
     let no_enrollment = tree.ctl("region", &["agent-token", "create", "--site", "region"]);
     assert!(String::from_utf8_lossy(&no_enrollment.stderr).contains("does not enroll agents"));
 

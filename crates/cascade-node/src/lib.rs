@@ -226,7 +226,10 @@ pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static)
     }
 }
 
-/// The verified identity of a gRPC caller.
+/// The verified identity of a gRPC caller. Only agents' certificates may
+/// come through an intermediate (their site's enrollment CA): a node or
+/// admin identity must be signed by the organisation CA itself, so that a
+/// site's enrollment key cannot mint one.
 pub fn peer_identity<T>(request: &tonic::Request<T>) -> Result<Identity, tonic::Status> {
     let certs = request
         .peer_certs()
@@ -234,7 +237,14 @@ pub fn peer_identity<T>(request: &tonic::Request<T>) -> Result<Identity, tonic::
     let first = certs
         .first()
         .ok_or_else(|| tonic::Status::unauthenticated("no client certificate"))?;
-    cascade_trust::identity_of(first.as_ref()).map_err(|e| tonic::Status::unauthenticated(e.to_string()))
+    let identity =
+        cascade_trust::identity_of(first.as_ref()).map_err(|e| tonic::Status::unauthenticated(e.to_string()))?;
+    if certs.len() > 1 && !matches!(identity, Identity::Agent(_)) {
+        return Err(tonic::Status::permission_denied(format!(
+            "{identity} came with an intermediate certificate; node and admin certificates are issued by the organisation CA itself"
+        )));
+    }
+    Ok(identity)
 }
 
 /// Serves until `shutdown` resolves. Returns the address actually bound.
