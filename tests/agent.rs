@@ -226,6 +226,7 @@ fn an_enrolled_agent_installs_and_the_root_two_levels_up_sees_it() {
             &cascade_trust::Identity::Admin {
                 name: "mallory".into(),
                 role: cascade_trust::Role::Admin,
+                site: None,
             },
             &[],
             now(),

@@ -93,6 +93,8 @@ pub struct Tree {
     pub parents: BTreeMap<String, Option<String>>,
     /// Further configuration (TOML tables) per node.
     pub extra: BTreeMap<String, String>,
+    /// Further top-level keys per node.
+    pub top: BTreeMap<String, String>,
 }
 
 impl Tree {
@@ -117,6 +119,7 @@ impl Tree {
             nodes: BTreeMap::new(),
             parents: BTreeMap::new(),
             extra: BTreeMap::new(),
+            top: BTreeMap::new(),
         };
         for (id, parent) in shape {
             ok(run(&[
@@ -156,8 +159,9 @@ impl Tree {
             a => a,
         };
         let extra = self.extra.get(id).cloned().unwrap_or_default();
+        let top = self.top.get(id).cloned().unwrap_or_default();
         let text = format!(
-            "id = \"{id}\"\nlisten = \"{listen}\"\ndata = \"{id}-data\"\nheartbeat_seconds = 1\n{parent}[tls]\nca = \"pki/ca.crt\"\ncert = \"pki/{id}.crt\"\nkey = \"pki/{id}.key\"\n{extra}"
+            "id = \"{id}\"\nlisten = \"{listen}\"\ndata = \"{id}-data\"\nheartbeat_seconds = 1\n{top}{parent}[tls]\nca = \"pki/ca.crt\"\ncert = \"pki/{id}.crt\"\nkey = \"pki/{id}.key\"\n{extra}"
         );
         std::fs::write(self.path().join(format!("{id}.toml")), text).unwrap();
     }

@@ -8,16 +8,16 @@ use cascade_proto::v1::{self, *};
 use cascade_trust::{Identity, Role};
 use tonic::{Request, Response, Status};
 
-use crate::{Node, blocking, peer_identity};
+use crate::{Node, blocking};
 
 #[derive(Debug)]
 pub struct AdminService {
     pub node: Arc<Node>,
 }
 
-fn caller<T>(request: &Request<T>, write: bool) -> Result<(String, Role), Status> {
-    match peer_identity(request)? {
-        Identity::Admin { name, role } => {
+fn caller<T>(node: &Node, request: &Request<T>, write: bool) -> Result<(String, Role), Status> {
+    match node.peer_identity(request)? {
+        Identity::Admin { name, role, .. } => {
             if write && role == Role::Auditor {
                 return Err(Status::permission_denied(format!("{name} is an auditor: read only")));
             }
@@ -60,7 +60,7 @@ impl AdminService {
 #[tonic::async_trait]
 impl v1::admin_server::Admin for AdminService {
     async fn site_remove(&self, request: Request<SiteRemoveRequest>) -> Result<Response<SiteRemoveReply>, Status> {
-        let (actor, _) = caller(&request, true)?;
+        let (actor, _) = caller(&self.node, &request, true)?;
         let id = ObjectId::new(&request.get_ref().id).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let key = cascade_core::model::ObjectKey {
             kind: ObjectKind::Site,
@@ -97,7 +97,7 @@ impl v1::admin_server::Admin for AdminService {
     }
 
     async fn change(&self, request: Request<ChangeRequest>) -> Result<Response<ChangeReply>, Status> {
-        let (actor, _) = caller(&request, true)?;
+        let (actor, _) = caller(&self.node, &request, true)?;
         let op: ChangeOp =
             serde_json::from_slice(&request.get_ref().op).map_err(|e| Status::invalid_argument(format!("op: {e}")))?;
         let detail = String::from_utf8_lossy(&request.get_ref().op).into_owned();
@@ -110,7 +110,7 @@ impl v1::admin_server::Admin for AdminService {
     }
 
     async fn site_add(&self, request: Request<SiteAddRequest>) -> Result<Response<SiteAddReply>, Status> {
-        let (actor, _) = caller(&request, true)?;
+        let (actor, _) = caller(&self.node, &request, true)?;
         let req = request.into_inner();
         let id = ObjectId::new(&req.id).map_err(|e| Status::invalid_argument(e.to_string()))?;
         if id.as_str() == self.node.id.as_str() {
@@ -143,7 +143,7 @@ impl v1::admin_server::Admin for AdminService {
     }
 
     async fn links(&self, request: Request<LinksRequest>) -> Result<Response<LinksReply>, Status> {
-        caller(&request, false)?;
+        caller(&self.node, &request, false)?;
         let links = self
             .node
             .links()
@@ -164,14 +164,14 @@ impl v1::admin_server::Admin for AdminService {
         &self,
         request: Request<ReplicateNowRequest>,
     ) -> Result<Response<ReplicateNowReply>, Status> {
-        caller(&request, false)?;
+        caller(&self.node, &request, false)?;
         self.node.wake.notify_waiters();
         self.node.outbox_ready.notify_one();
         Ok(Response::new(ReplicateNowReply {}))
     }
 
     async fn objects(&self, request: Request<ObjectsRequest>) -> Result<Response<ObjectsReply>, Status> {
-        caller(&request, false)?;
+        caller(&self.node, &request, false)?;
         let kind = ObjectKind::parse(&request.get_ref().kind)
             .ok_or_else(|| Status::invalid_argument(format!("unknown kind {:?}", request.get_ref().kind)))?;
         let store = self.node.store.clone();
@@ -181,7 +181,7 @@ impl v1::admin_server::Admin for AdminService {
     }
 
     async fn compliance(&self, request: Request<ComplianceRequest>) -> Result<Response<ComplianceReply>, Status> {
-        caller(&request, false)?;
+        caller(&self.node, &request, false)?;
         let store = self.node.store.clone();
         let (summary, records) = blocking(move || -> Result<_, cascade_store::StoreError> {
             let summary = store.summary_by_update()?;
@@ -198,7 +198,7 @@ impl v1::admin_server::Admin for AdminService {
         &self,
         request: Request<AgentTokenRequest>,
     ) -> Result<Response<AgentTokenReply>, Status> {
-        let (actor, _) = caller(&request, true)?;
+        let (actor, _) = caller(&self.node, &request, true)?;
         let AgentTokenRequest { site, ttl_seconds } = request.into_inner();
         if site != self.node.id.as_str() {
             return Err(Status::invalid_argument(format!(
@@ -245,7 +245,7 @@ impl v1::admin_server::Admin for AdminService {
     }
 
     async fn agents(&self, request: Request<AgentsRequest>) -> Result<Response<AgentsReply>, Status> {
-        caller(&request, false)?;
+        caller(&self.node, &request, false)?;
         let node = self.node.clone();
         let rows = blocking(move || -> Result<Vec<serde_json::Value>, cascade_store::StoreError> {
             let mut rows = Vec::new();
@@ -263,7 +263,7 @@ impl v1::admin_server::Admin for AdminService {
     }
 
     async fn import(&self, request: Request<ImportRequest>) -> Result<Response<ImportReply>, Status> {
-        let (actor, _) = caller(&request, true)?;
+        let (actor, _) = caller(&self.node, &request, true)?;
         let ImportRequest { name, data } = request.into_inner();
         let name = if name.is_empty() { "upload".to_owned() } else { name };
         let source = name.clone();
@@ -285,6 +285,26 @@ impl v1::admin_server::Admin for AdminService {
             format,
             updates: count,
             skipped: imported.skipped.iter().map(|s| s.to_string()).collect(),
+        }))
+    }
+
+    async fn invoke(&self, request: Request<InvokeRequest>) -> Result<Response<InvokeReply>, Status> {
+        let identity = self.node.peer_identity(&request)?;
+        let caller = self.node.admin_caller(&identity, "certificate").map_err(|e| e.grpc())?;
+        let InvokeRequest { operation, params } = request.into_inner();
+        let params: serde_json::Value = if params.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(&params)
+                .map_err(|e| Status::invalid_argument(format!("params: invalid JSON: {e}")))?
+        };
+        let result = self
+            .node
+            .invoke(caller, &operation, params)
+            .await
+            .map_err(|e| e.grpc())?;
+        Ok(Response::new(InvokeReply {
+            result: serde_json::to_vec(&result).map_err(|e| Status::internal(e.to_string()))?,
         }))
     }
 }

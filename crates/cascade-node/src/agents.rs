@@ -17,7 +17,7 @@ use cascade_trust::{EnrollmentToken, Identity};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::{Node, blocking, now, peer_identity};
+use crate::{Node, blocking, now};
 
 /// Install events kept per computer: those of its latest this many reports.
 pub const EVENTS_KEPT: u64 = 50;
@@ -49,8 +49,8 @@ fn store_status(e: cascade_store::StoreError) -> Status {
     Status::internal(e.to_string())
 }
 
-fn agent_of<T>(request: &Request<T>) -> Result<ComputerId, Status> {
-    match peer_identity(request)? {
+fn agent_of<T>(node: &Node, request: &Request<T>) -> Result<ComputerId, Status> {
+    match node.peer_identity(request)? {
         Identity::Agent(id) => Ok(id),
         other => Err(Status::permission_denied(format!("{other} is not an agent"))),
     }
@@ -297,7 +297,7 @@ impl v1::agents_server::Agents for AgentsService {
     }
 
     async fn check_in(&self, request: Request<CheckInRequest>) -> Result<Response<CheckInReply>, Status> {
-        let computer = agent_of(&request)?;
+        let computer = agent_of(&self.node, &request)?;
         let request = request.into_inner();
         let node = self.node.clone();
         let at = now();
@@ -343,7 +343,7 @@ impl v1::agents_server::Agents for AgentsService {
     }
 
     async fn report(&self, request: Request<ReportRequest>) -> Result<Response<ReportReply>, Status> {
-        let computer = agent_of(&request)?;
+        let computer = agent_of(&self.node, &request)?;
         let request = request.into_inner();
         let counter = request.counter;
         if counter == 0 {
@@ -396,7 +396,7 @@ impl v1::agents_server::Agents for AgentsService {
     type ContentStream = ContentStream;
 
     async fn content(&self, request: Request<ContentRequest>) -> Result<Response<ContentStream>, Status> {
-        match peer_identity(&request)? {
+        match self.node.peer_identity(&request)? {
             Identity::Agent(_) | Identity::Node(_) => {}
             other => return Err(Status::permission_denied(format!("{other} may not fetch content"))),
         }

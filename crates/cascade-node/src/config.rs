@@ -30,6 +30,11 @@ pub struct NodeConfig {
     /// Address for Prometheus metrics over plain HTTP (`/metrics`); off when absent.
     #[serde(default)]
     pub metrics_listen: Option<String>,
+    /// Address of the workflow API, help page and console (HTTPS with this
+    /// node's certificate); off when absent. Port 0 lets the system pick
+    /// (written to `<data>/api.addr`).
+    #[serde(default)]
+    pub api_listen: Option<String>,
     /// Lets agents enroll here with one-time tokens; off when absent.
     #[serde(default)]
     pub enrollment: Option<EnrollmentConfig>,
@@ -107,6 +112,7 @@ pub struct Checked {
     pub heartbeat_seconds: u64,
     pub report_batch: usize,
     pub metrics_listen: Option<SocketAddr>,
+    pub api_listen: Option<SocketAddr>,
     /// The site's enrollment CA and the validity of what it signs.
     pub enrollment: Option<(std::sync::Arc<cascade_trust::Ca>, i64)>,
     pub content_dir: PathBuf,
@@ -205,7 +211,15 @@ impl NodeConfig {
             .as_deref()
             .map(resolve)
             .unwrap_or_else(|| data.join("content"));
+        let api_listen = match &self.api_listen {
+            Some(a) => Some(
+                a.parse()
+                    .map_err(|e| invalid("api_listen", format!("{a:?} is not host:port ({e})")))?,
+            ),
+            None => None,
+        };
         Ok(Checked {
+            api_listen,
             enrollment,
             content_dir,
             metrics_listen,

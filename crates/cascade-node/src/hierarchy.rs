@@ -14,7 +14,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
 
-use crate::{Node, blocking, now, peer_identity};
+use crate::{Node, blocking, now};
 
 #[derive(Debug)]
 pub struct HierarchyService {
@@ -26,7 +26,7 @@ type Up = Pin<Box<dyn Stream<Item = Result<UpAck, Status>> + Send>>;
 
 /// A child node registered here, from its certificate.
 fn child_of<T>(node: &Node, request: &Request<T>) -> Result<NodeId, Status> {
-    match peer_identity(request)? {
+    match node.peer_identity(request)? {
         Identity::Node(id) if node.is_child(&id) => Ok(id),
         Identity::Node(id) => Err(Status::permission_denied(format!(
             "node {id} is not registered as a child of {}",
@@ -288,15 +288,34 @@ async fn receive(node: &Arc<Node>, child: &NodeId, batch: UpBatch) -> Result<u64
     let seq = batch.seq;
     let snapshot = batch.snapshot;
     blocking(move || -> Result<(), cascade_store::StoreError> {
+        // A batch seen before changes nothing (a resend after a lost ack).
+        let repeat = !snapshot && seq > 0 && seq <= store.inbox_mark(&source)?;
+        if repeat {
+            return Ok(());
+        }
+        // Sequence 0 is a child's declaration of its subtree, sent on every
+        // connection: this node's own declaration covers it further up.
+        if seq > 0 || snapshot {
+            // The subtree's audit entries join this node's audit log (and go
+            // on up); health goes on up. Written before the batch's mark: a
+            // crash in between repeats them rather than losing them.
+            let mut health = Vec::new();
+            for item in other {
+                match item {
+                    Upward::Audit(entry) => {
+                        store.audit(&entry, forward)?;
+                    }
+                    other => health.push(other),
+                }
+            }
+            if forward && !health.is_empty() {
+                store.push_upward(health)?;
+            }
+        }
         if snapshot {
             store.ingest_snapshot(&records, forward)?;
         } else if seq > 0 {
             store.ingest(&source, seq, &records, forward)?;
-        }
-        // Sequence 0 is a child's declaration of its subtree, sent on every
-        // connection: this node's own declaration covers it further up.
-        if forward && seq > 0 && !other.is_empty() {
-            store.push_upward(other)?;
         }
         Ok(())
     })

@@ -15,6 +15,7 @@ use tokio::sync::{Notify, watch};
 
 pub mod admin;
 pub mod agents;
+pub mod api;
 pub mod config;
 pub mod hierarchy;
 pub mod link;
@@ -55,6 +56,8 @@ pub struct Node {
     targeting: Mutex<Option<agents::TargetingCache>>,
     /// Agents' check-ins not yet written to the store.
     seen: agents::Seen,
+    /// The organisation CA certificate(s), DER, for client chain checks.
+    ca_ders: Vec<Vec<u8>>,
 }
 
 const DIRECTIONS: [&str; 4] = ["down", "up", "child-down", "child-up"];
@@ -73,7 +76,6 @@ impl Node {
         Arc::new(Node {
             id: config.id.clone(),
             store,
-            config,
             changes,
             outbox_ready: Notify::new(),
             wake: Notify::new(),
@@ -82,6 +84,8 @@ impl Node {
             subtrees: Mutex::new(BTreeMap::new()),
             targeting: Mutex::new(None),
             seen: agents::Seen::default(),
+            ca_ders: cascade_trust::pem_certs(&config.ca_pem).unwrap_or_default(),
+            config,
         })
     }
 
@@ -153,6 +157,11 @@ impl Node {
     pub fn links(&self) -> Vec<(String, &'static str, LinkStatus)> {
         let links = self.links.lock().unwrap_or_else(|e| e.into_inner());
         links.iter().map(|((p, d), s)| (p.clone(), *d, s.clone())).collect()
+    }
+
+    /// The verified identity of a gRPC caller of this node.
+    pub fn peer_identity<T>(&self, request: &tonic::Request<T>) -> Result<Identity, tonic::Status> {
+        peer_identity(request, &self.ca_ders)
     }
 
     /// This node's children (sites it registered).
@@ -230,16 +239,32 @@ pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static)
 /// come through an intermediate (their site's enrollment CA): a node or
 /// admin identity must be signed by the organisation CA itself, so that a
 /// site's enrollment key cannot mint one.
-pub fn peer_identity<T>(request: &tonic::Request<T>) -> Result<Identity, tonic::Status> {
+pub fn peer_identity<T>(request: &tonic::Request<T>, organisation_ca: &[Vec<u8>]) -> Result<Identity, tonic::Status> {
     let certs = request
         .peer_certs()
         .ok_or_else(|| tonic::Status::unauthenticated("no client certificate"))?;
     let first = certs
         .first()
         .ok_or_else(|| tonic::Status::unauthenticated("no client certificate"))?;
-    let identity =
-        cascade_trust::identity_of(first.as_ref()).map_err(|e| tonic::Status::unauthenticated(e.to_string()))?;
-    if certs.len() > 1 && !matches!(identity, Identity::Agent(_)) {
+    let _ = first;
+    let ders: Vec<&[u8]> = certs.iter().map(|c| c.as_ref()).collect();
+    identity_of_chain(&ders, organisation_ca)
+}
+
+/// The identity of a verified client chain (leaf first). Agents may come
+/// through their site's enrollment CA; a node or admin identity must be
+/// signed by the organisation CA itself: every certificate after the leaf
+/// must be the organisation CA (clients such as curl append it), so that a
+/// site's enrollment key cannot mint one.
+pub fn identity_of_chain(chain: &[&[u8]], organisation_ca: &[Vec<u8>]) -> Result<Identity, tonic::Status> {
+    let first = chain
+        .first()
+        .ok_or_else(|| tonic::Status::unauthenticated("no client certificate"))?;
+    let identity = cascade_trust::identity_of(first).map_err(|e| tonic::Status::unauthenticated(e.to_string()))?;
+    let intermediate = chain[1..]
+        .iter()
+        .any(|c| !organisation_ca.iter().any(|ca| ca.as_slice() == *c));
+    if intermediate && !matches!(identity, Identity::Agent(_)) {
         return Err(tonic::Status::permission_denied(format!(
             "{identity} came with an intermediate certificate; node and admin certificates are issued by the organisation CA itself"
         )));

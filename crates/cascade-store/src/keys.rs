@@ -32,6 +32,7 @@ pub const INVENTORY: &[u8] = b"in/";
 pub const AUDIT: &[u8] = b"au/";
 pub const TOKEN: &[u8] = b"tk/";
 pub const EVENT: &[u8] = b"ev/";
+pub const API_TOKEN: &[u8] = b"at/";
 
 fn join(prefix: &[u8], parts: &[&[u8]]) -> Vec<u8> {
     let mut key = Vec::with_capacity(prefix.len() + parts.iter().map(|p| p.len() + 1).sum::<usize>());
@@ -134,6 +135,10 @@ pub fn inventory(hash: &str) -> Vec<u8> {
 
 pub fn token(secret_hash: &str) -> Vec<u8> {
     join(TOKEN, &[secret_hash.as_bytes()])
+}
+
+pub fn api_token(secret_hash: &str) -> Vec<u8> {
+    join(API_TOKEN, &[secret_hash.as_bytes()])
 }
 
 pub fn event(computer: &ComputerId, counter: u64, index: u32) -> Vec<u8> {

@@ -27,7 +27,7 @@ mod replication;
 pub use backup::BackupStats;
 pub use codec::STATE_NAMES;
 pub use compliance::{IngestOutcome, Page, SeverityCounts, StateCounts};
-pub use local::{TokenRecord, TokenRefusal};
+pub use local::{ApiTokenRecord, TokenRecord, TokenRefusal};
 pub use outbox::{OutboxEntry, OutboxState};
 pub use replication::{Applied, NeedSnapshot, Snapshot, StoredObject};
 

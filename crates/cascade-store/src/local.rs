@@ -49,6 +49,50 @@ impl Store {
         self.commit(batch)
     }
 
+    /// Keeps an API bearer token by the hash of its secret.
+    pub fn put_api_token(&self, secret_hash: &str, token: &ApiTokenRecord) -> Result<()> {
+        let _guard = self.lock();
+        let mut batch = sled::Batch::default();
+        batch.insert(keys::api_token(secret_hash), codec::json(token));
+        self.commit(batch)
+    }
+
+    pub fn api_token(&self, secret_hash: &str) -> Result<Option<ApiTokenRecord>> {
+        self.get(&keys::api_token(secret_hash))?
+            .map(|v| codec::from_json(&v).map_err(|d| self.corrupt(format!("API token: {d}"))))
+            .transpose()
+    }
+
+    /// The API tokens (without their secrets).
+    pub fn api_tokens(&self) -> Result<Vec<ApiTokenRecord>> {
+        self.scan(keys::API_TOKEN)
+            .map(|item| {
+                let (key, value) = item?;
+                codec::from_json(&value).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key))))
+            })
+            .collect()
+    }
+
+    /// Revokes the API tokens of a name; returns how many there were.
+    pub fn revoke_api_tokens(&self, name: &str) -> Result<usize> {
+        let _guard = self.lock();
+        let mut batch = sled::Batch::default();
+        let mut count = 0;
+        for item in self.scan(keys::API_TOKEN) {
+            let (key, value) = item?;
+            let token: ApiTokenRecord =
+                codec::from_json(&value).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key))))?;
+            if token.name == name {
+                batch.remove(key);
+                count += 1;
+            }
+        }
+        if count > 0 {
+            self.commit(batch)?;
+        }
+        Ok(count)
+    }
+
     /// Redeems a token for `agent`: in one commit the token is gone and
     /// the agent enrolled. Refused (and nothing written but the removal of
     /// an expired token) when the token is unknown, used, expired or for
@@ -202,4 +246,15 @@ pub enum TokenRefusal {
     OtherSite { site: NodeId },
     #[error("a computer of this name is enrolled already; remove it first or enroll under another name")]
     Enrolled,
+}
+
+/// An API bearer token as its node keeps it (the secret only as a hash).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ApiTokenRecord {
+    pub name: String,
+    /// admin, site-operator or auditor.
+    pub role: String,
+    pub created_by: String,
+    pub created_at: i64,
+    pub expires_at: i64,
 }

@@ -51,7 +51,13 @@ impl Role {
 pub enum Identity {
     Node(NodeId),
     Agent(ComputerId),
-    Admin { name: String, role: Role },
+    /// An administrator; a site operator is bound to the site whose
+    /// subtree it operates.
+    Admin {
+        name: String,
+        role: Role,
+        site: Option<NodeId>,
+    },
 }
 
 impl Identity {
@@ -59,7 +65,12 @@ impl Identity {
         match self {
             Identity::Node(id) => format!("cascade://node/{id}"),
             Identity::Agent(id) => format!("cascade://agent/{id}"),
-            Identity::Admin { name, role } => format!("cascade://admin/{name}?role={}", role.as_str()),
+            Identity::Admin { name, role, site: None } => format!("cascade://admin/{name}?role={}", role.as_str()),
+            Identity::Admin {
+                name,
+                role,
+                site: Some(site),
+            } => format!("cascade://admin/{name}?role={}&site={site}", role.as_str()),
         }
     }
 
@@ -72,10 +83,19 @@ impl Identity {
             "agent" => ComputerId::new(rest).ok().map(Identity::Agent),
             "admin" => {
                 let (name, query) = rest.split_once("?role=")?;
-                let role = Role::parse(query)?;
+                let (role, site) = match query.split_once("&site=") {
+                    Some((role, site)) => (role, Some(NodeId::new(site).ok()?)),
+                    None => (query, None),
+                };
+                let role = Role::parse(role)?;
+                // A site operator without a site would operate nowhere.
+                if role == Role::SiteOperator && site.is_none() {
+                    return None;
+                }
                 (!name.is_empty()).then(|| Identity::Admin {
                     name: name.to_owned(),
                     role,
+                    site,
                 })
             }
             _ => None,
@@ -373,10 +393,17 @@ mod tests {
             Identity::Admin {
                 name: "alice".into(),
                 role: Role::Auditor,
+                site: None,
+            },
+            Identity::Admin {
+                name: "bob".into(),
+                role: Role::SiteOperator,
+                site: Some(NodeId::new("site-a").unwrap()),
             },
         ] {
             assert_eq!(Identity::from_uri(&id.uri()), Some(id));
         }
+        assert_eq!(Identity::from_uri("cascade://admin/bob?role=site-operator"), None);
         assert_eq!(Identity::from_uri("https://node/x"), None);
         assert_eq!(Identity::from_uri("cascade://admin/bob?role=king"), None);
     }
@@ -397,6 +424,7 @@ mod tests {
         let admin = Identity::Admin {
             name: "alice".into(),
             role: Role::Admin,
+            site: None,
         };
         let der = pem_certs(&again.issue(&admin, &[], NOW, 1).unwrap().cert_pem)
             .unwrap()
@@ -424,6 +452,7 @@ mod tests {
         let asked = Identity::Admin {
             name: "mallory".into(),
             role: Role::Admin,
+            site: None,
         };
         let (csr, _key) = certificate_request(&asked).unwrap();
         let agent = Identity::Agent(ComputerId::new("pc-1").unwrap());

@@ -90,6 +90,7 @@ impl Harness {
             report_batch: 1000,
             metrics_listen: None,
             enrollment: None,
+            api_listen: None,
             content_dir: data.join("content"),
         };
         let store = Arc::new(Store::open(&data.join("store"), node_id)?);
@@ -348,6 +349,7 @@ async fn agents(
         &Identity::Admin {
             name: "bench".into(),
             role: cascade_trust::Role::Admin,
+            site: None,
         },
         &[],
         now,

@@ -62,8 +62,37 @@ enum CtlCommand {
     AgentToken(AgentTokenCommand),
     /// The agents this node serves and their latest install events.
     Agents,
+    /// Call any workflow API operation (see /help on the node's API address).
+    Call {
+        operation: String,
+        /// JSON object of parameters.
+        #[arg(long, default_value = "{}")]
+        params: String,
+    },
+    /// Bearer tokens for the workflow API and console.
+    #[command(subcommand)]
+    ApiToken(ApiTokenCommand),
     /// Import a vendor catalog file (CVRF, WSUS XML, Update Catalog JSON, Cascade JSON).
     Import { file: PathBuf },
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum ApiTokenCommand {
+    /// A token for the API with a role (printed once).
+    Create {
+        #[arg(long)]
+        name: String,
+        /// admin, site-operator (of this node's subtree) or auditor.
+        #[arg(long)]
+        role: String,
+        #[arg(long, default_value_t = 24)]
+        ttl_hours: i64,
+    },
+    /// Revoke the tokens of a name.
+    Revoke {
+        #[arg(long)]
+        name: String,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -199,6 +228,26 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
                     println!("{}", r.token);
                 }
             }),
+        CtlCommand::Call { operation, params } => {
+            let parsed: serde_json::Value =
+                serde_json::from_str(&params).map_err(|e| anyhow::anyhow!("--params: invalid JSON: {e}"))?;
+            invoke(&mut client, &operation, &parsed).await.map(|v| print_value(&v, args.json))
+        }
+        CtlCommand::ApiToken(ApiTokenCommand::Create { name, role, ttl_hours }) => {
+            let params = serde_json::json!({"name": name, "role": role, "ttl_hours": ttl_hours});
+            invoke(&mut client, "tokens.create", &params).await.map(|v| {
+                if args.json {
+                    println!("{v}");
+                } else {
+                    println!("{}", v["token"].as_str().unwrap_or_default());
+                }
+            })
+        }
+        CtlCommand::ApiToken(ApiTokenCommand::Revoke { name }) => {
+            invoke(&mut client, "tokens.revoke", &serde_json::json!({"name": name}))
+                .await
+                .map(|v| println!("revoked {} token(s)", v["revoked"]))
+        }
         CtlCommand::Import { file } => {
             let data = std::fs::read(&file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
             let name = file.display().to_string();
@@ -236,4 +285,73 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
             }))
         }
     }
+}
+
+async fn invoke(
+    client: &mut AdminClient<tonic::transport::Channel>,
+    operation: &str,
+    params: &serde_json::Value,
+) -> Result<serde_json::Value, tonic::Status> {
+    let reply = client
+        .invoke(InvokeRequest {
+            operation: operation.to_owned(),
+            params: serde_json::to_vec(params).unwrap_or_default(),
+        })
+        .await?
+        .into_inner();
+    serde_json::from_slice(&reply.result).map_err(|e| tonic::Status::internal(format!("the reply is not JSON: {e}")))
+}
+
+/// JSON for scripts; otherwise a table for a list of flat objects, and
+/// indented JSON for anything else.
+fn print_value(value: &serde_json::Value, json: bool) {
+    if json {
+        println!("{value}");
+        return;
+    }
+    if let Some(rows) = value.as_array()
+        && !rows.is_empty()
+        && rows.iter().all(|r| r.is_object())
+    {
+        let mut columns: Vec<String> = Vec::new();
+        for row in rows {
+            for key in row.as_object().into_iter().flat_map(|o| o.keys()) {
+                if !columns.contains(key) {
+                    columns.push(key.clone());
+                }
+            }
+        }
+        let cell = |v: &serde_json::Value| match v {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Null => String::new(),
+            other => other.to_string(),
+        };
+        let widths: Vec<usize> = columns
+            .iter()
+            .map(|c| {
+                rows.iter()
+                    .map(|r| cell(&r[c]).len().min(60))
+                    .max()
+                    .unwrap_or(0)
+                    .max(c.len())
+            })
+            .collect();
+        let line = |cells: Vec<String>| {
+            cells
+                .iter()
+                .zip(&widths)
+                .map(|(c, w)| {
+                    let c: String = c.chars().take(60).collect();
+                    format!("{c:<w$}")
+                })
+                .collect::<Vec<_>>()
+                .join("  ")
+        };
+        println!("{}", line(columns.clone()));
+        for row in rows {
+            println!("{}", line(columns.iter().map(|c| cell(&row[c])).collect()));
+        }
+        return;
+    }
+    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
 }

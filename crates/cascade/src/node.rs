@@ -149,6 +149,21 @@ fn run_node(config_path: &std::path::Path, log_json: bool) -> anyhow::Result<Exi
             node.clone(),
             std::time::Duration::from_secs(60),
         ));
+        if let Some(api) = config.api_listen {
+            let (listener, bound) = cascade_node::api::http::bind(api)
+                .await
+                .with_context(|| format!("api_listen: cannot bind {api}"))?;
+            let tmp = config.data.join("api.addr.tmp");
+            std::fs::write(&tmp, bound.to_string()).with_context(|| tmp.display().to_string())?;
+            std::fs::rename(&tmp, config.data.join("api.addr")).context("api.addr")?;
+            tracing::info!(addr = %bound, "workflow API, help page and console");
+            let node = node.clone();
+            tokio::spawn(async move {
+                if let Err(e) = cascade_node::api::http::serve(node, listener).await {
+                    tracing::error!(error = %e, "the workflow API stopped");
+                }
+            });
+        }
         if let Some(metrics) = config.metrics_listen {
             let node = node.clone();
             tokio::spawn(async move {

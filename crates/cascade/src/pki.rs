@@ -59,6 +59,9 @@ pub enum IssueWhat {
         /// admin, site-operator or auditor.
         #[arg(long)]
         role: String,
+        /// The site a site operator operates (its subtree); required for site-operator.
+        #[arg(long)]
+        site: Option<String>,
     },
 }
 
@@ -96,14 +99,20 @@ pub fn run(command: PkiCommand) -> anyhow::Result<ExitCode> {
                     (Identity::Agent(id), Vec::new(), stem)
                 }
                 IssueWhat::EnrollmentCa { .. } => unreachable!("handled above"),
-                IssueWhat::Admin { name, role } => {
+                IssueWhat::Admin { name, role, site } => {
                     let role = Role::parse(&role)
                         .ok_or_else(|| anyhow::anyhow!("--role: {role:?} is not admin, site-operator or auditor"))?;
                     if name.is_empty() || name.contains(['/', '?']) {
                         anyhow::bail!("--name: {name:?} may not be empty or contain / or ?");
                     }
                     let stem = format!("admin-{name}");
-                    (Identity::Admin { name, role }, Vec::new(), stem)
+                    let site = site
+                        .map(|s| NodeId::new(&s).map_err(|e| anyhow::anyhow!("--site: {e}")))
+                        .transpose()?;
+                    if role == Role::SiteOperator && site.is_none() {
+                        anyhow::bail!("--site: a site operator needs the site whose subtree it operates");
+                    }
+                    (Identity::Admin { name, role, site }, Vec::new(), stem)
                 }
             };
             let issued = ca.issue(&identity, &hosts, now, days)?;

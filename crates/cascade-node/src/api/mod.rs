@@ -1,0 +1,355 @@
+//! The workflow API: one registry of operations, served as HTTP/JSON
+//! (`POST /api/v1/<operation>`), over gRPC (`Admin.Invoke`), described by
+//! an OpenAPI document and the `/help` page, and used by the console. Each
+//! operation has its parameters and result as Rust types (their JSON
+//! Schemas come from the types), an example, and the access it needs.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use cascade_core::model::{AuditEntry, NodeId};
+use cascade_trust::{Identity, Role};
+use schemars::{Schema, SchemaGenerator};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::{Node, blocking};
+
+pub mod http;
+mod ops;
+
+/// Why an operation did not happen. Mapped to HTTP statuses and gRPC codes
+/// in one place each (`status` here, `grpc` below).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> u16 {
+        match self {
+            ApiError::Invalid(_) => 400,
+            ApiError::Unauthenticated(_) => 401,
+            ApiError::Forbidden(_) => 403,
+            ApiError::NotFound(_) => 404,
+            ApiError::Conflict(_) => 409,
+            ApiError::Unavailable(_) => 503,
+            ApiError::Internal(_) => 500,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ApiError::Invalid(_) => "invalid",
+            ApiError::Unauthenticated(_) => "unauthenticated",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    pub fn grpc(&self) -> tonic::Status {
+        let message = self.to_string();
+        match self {
+            ApiError::Invalid(_) => tonic::Status::invalid_argument(message),
+            ApiError::Unauthenticated(_) => tonic::Status::unauthenticated(message),
+            ApiError::Forbidden(_) => tonic::Status::permission_denied(message),
+            ApiError::NotFound(_) => tonic::Status::not_found(message),
+            ApiError::Conflict(_) => tonic::Status::failed_precondition(message),
+            ApiError::Unavailable(_) => tonic::Status::unavailable(message),
+            ApiError::Internal(_) => tonic::Status::internal(message),
+        }
+    }
+}
+
+impl From<cascade_store::StoreError> for ApiError {
+    fn from(e: cascade_store::StoreError) -> Self {
+        use cascade_store::StoreError as E;
+        match e {
+            E::NotOwner { .. } | E::NotOverridable { .. } => ApiError::Forbidden(e.to_string()),
+            E::NoSuchObject { .. } => ApiError::NotFound(e.to_string()),
+            E::Invalid(_) | E::Gap { .. } => ApiError::Invalid(e.to_string()),
+            E::DiskFull { .. } => ApiError::Unavailable(e.to_string()),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// Who calls, as their certificate or token says.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+pub struct Caller {
+    pub name: String,
+    /// admin, site-operator or auditor.
+    pub role: String,
+    /// A site operator's site.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
+    /// "certificate" or "token".
+    pub via: String,
+}
+
+impl Caller {
+    pub fn role(&self) -> Role {
+        Role::parse(&self.role).unwrap_or(Role::Auditor)
+    }
+}
+
+/// What an operation needs of its caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Access {
+    /// Any role.
+    Read,
+    /// Admins and site operators (auditors read only).
+    Write,
+    /// Admins only.
+    Admin,
+}
+
+impl Access {
+    pub fn allows(self, role: Role) -> bool {
+        match self {
+            Access::Read => true,
+            Access::Write => role != Role::Auditor,
+            Access::Admin => role == Role::Admin,
+        }
+    }
+}
+
+/// What an operation's handler gets.
+#[derive(Clone, Debug)]
+pub struct Ctx {
+    pub node: Arc<Node>,
+    pub caller: Caller,
+}
+
+type Call = fn(Ctx, Value) -> Pin<Box<dyn Future<Output = Result<Value, ApiError>> + Send>>;
+
+/// One operation of the API.
+pub struct Operation {
+    pub name: &'static str,
+    pub group: &'static str,
+    pub summary: &'static str,
+    pub access: Access,
+    /// For the Altiris-compatible names: the native operation it stands for.
+    pub alias_of: Option<&'static str>,
+    pub example: fn() -> Value,
+    pub params_schema: fn(&mut SchemaGenerator) -> Schema,
+    pub result_schema: fn(&mut SchemaGenerator) -> Schema,
+    pub call: Call,
+}
+
+impl std::fmt::Debug for Operation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Operation").field("name", &self.name).finish()
+    }
+}
+
+/// Parameters from JSON, with errors naming the field.
+pub fn parse_params<P: DeserializeOwned>(value: Value) -> Result<P, ApiError> {
+    let value = if value.is_null() {
+        Value::Object(Default::default())
+    } else {
+        value
+    };
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." {
+            ApiError::Invalid(e.inner().to_string())
+        } else {
+            ApiError::Invalid(format!("{path}: {}", e.inner()))
+        }
+    })
+}
+
+/// The operations, native ones first, then the Altiris-compatible names.
+pub fn operations() -> &'static [Operation] {
+    ops::OPERATIONS
+}
+
+pub fn find(name: &str) -> Option<&'static Operation> {
+    operations().iter().find(|o| o.name == name)
+}
+
+impl Node {
+    /// The caller an admin identity makes at this node. A site operator is
+    /// accepted at the nodes of its site's subtree only.
+    pub fn admin_caller(&self, identity: &Identity, via: &str) -> Result<Caller, ApiError> {
+        match identity {
+            Identity::Admin { name, role, site } => {
+                if *role == Role::SiteOperator {
+                    let Some(site) = site else {
+                        return Err(ApiError::Forbidden(format!("site operator {name} names no site")));
+                    };
+                    if !self.sites_up().contains(site) {
+                        return Err(ApiError::Forbidden(format!(
+                            "site operator {name} of {site} may not operate node {}: it is outside {site}'s subtree",
+                            self.id
+                        )));
+                    }
+                }
+                Ok(Caller {
+                    name: name.clone(),
+                    role: role.as_str().to_owned(),
+                    site: site.as_ref().map(NodeId::to_string),
+                    via: via.to_owned(),
+                })
+            }
+            other => Err(ApiError::Forbidden(format!("{other} is not an administrator"))),
+        }
+    }
+
+    /// The caller a bearer token makes here (tokens are this node's own).
+    pub async fn token_caller(self: &Arc<Self>, token: &str) -> Result<Caller, ApiError> {
+        let hash = token_hash(token);
+        let store = self.store.clone();
+        let record = blocking(move || store.api_token(&hash))
+            .await?
+            .ok_or_else(|| ApiError::Unauthenticated("the bearer token is unknown or was revoked".into()))?;
+        if record.expires_at <= crate::now() {
+            return Err(ApiError::Unauthenticated(format!(
+                "the bearer token of {} expired at {}",
+                record.name, record.expires_at
+            )));
+        }
+        Ok(Caller {
+            site: (record.role == Role::SiteOperator.as_str()).then(|| self.id.to_string()),
+            name: record.name,
+            role: record.role,
+            via: "token".into(),
+        })
+    }
+
+    /// Runs an operation for a caller: the access check, the handler, and
+    /// for changes an audit entry (which replicates up).
+    pub async fn invoke(self: &Arc<Self>, caller: Caller, name: &str, params: Value) -> Result<Value, ApiError> {
+        let op = find(name).ok_or_else(|| ApiError::NotFound(format!("there is no operation {name:?}; see /help")))?;
+        if !op.access.allows(caller.role()) {
+            return Err(ApiError::Forbidden(format!(
+                "{} ({}) may not call {name}: it needs {}",
+                caller.name,
+                caller.role,
+                match op.access {
+                    Access::Admin => "the admin role",
+                    _ => "a role that may change things (admin or site operator)",
+                }
+            )));
+        }
+        let detail = if op.access == Access::Read {
+            None
+        } else {
+            let mut text = params.to_string();
+            if text.len() > 2000 {
+                text.truncate(2000);
+                text.push('…');
+            }
+            Some(text)
+        };
+        let result = (op.call)(
+            Ctx {
+                node: self.clone(),
+                caller: caller.clone(),
+            },
+            params,
+        )
+        .await?;
+        if let Some(detail) = detail {
+            let entry = AuditEntry {
+                at: crate::now(),
+                actor: format!("{} ({}, {})", caller.name, caller.role, caller.via),
+                node: self.id.clone(),
+                action: op.alias_of.unwrap_or(op.name).to_owned(),
+                detail,
+            };
+            let store = self.store.clone();
+            let forward = self.config.parent.is_some();
+            if let Err(e) = blocking(move || store.audit(&entry, forward)).await {
+                tracing::error!(error = %e, "cannot write the audit log");
+            } else if forward {
+                self.upward_ready();
+            }
+        }
+        Ok(result)
+    }
+}
+
+/// The stored form of a token: its SHA-256, hex.
+pub fn token_hash(token: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.trim().as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The OpenAPI 3.1 document of the operations.
+pub fn openapi(node: &NodeId) -> Value {
+    let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
+    let mut paths = serde_json::Map::new();
+    for op in operations() {
+        let params = (op.params_schema)(&mut generator);
+        let result = (op.result_schema)(&mut generator);
+        let description = match op.alias_of {
+            Some(native) => format!("{} (the Altiris name of `{native}`)", op.summary),
+            None => op.summary.to_owned(),
+        };
+        paths.insert(
+            format!("/api/v1/{}", op.name),
+            serde_json::json!({
+                "post": {
+                    "operationId": op.name,
+                    "tags": [op.group],
+                    "summary": op.summary,
+                    "description": format!("{description}\n\nAccess: {:?}.", op.access),
+                    "requestBody": {
+                        "required": true,
+                        "content": {"application/json": {"schema": params, "example": (op.example)()}}
+                    },
+                    "responses": {
+                        "200": {"description": "Done", "content": {"application/json": {"schema": result}}},
+                        "400": {"description": "Invalid parameters; the message names the field", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+                        "401": {"description": "No or unknown credentials"},
+                        "403": {"description": "The caller's role or site does not allow it"},
+                        "404": {"description": "No such object"}
+                    }
+                }
+            }),
+        );
+    }
+    let mut schemas = generator.take_definitions(true);
+    schemas.insert(
+        "Error".into(),
+        serde_json::json!({"type": "object", "properties": {"error": {"type": "string"}, "message": {"type": "string"}}, "required": ["error", "message"]}),
+    );
+    serde_json::json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Cascade workflow API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": format!("The workflow API of node {node}. Every operation is POST /api/v1/<name> with a JSON object of parameters. Authenticate with an admin client certificate or `Authorization: Bearer <token>`."),
+        },
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}, "mtls": {"type": "mutualTLS"}}
+        },
+        "security": [{"bearer": []}, {"mtls": []}],
+    })
+}

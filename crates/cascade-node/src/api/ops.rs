@@ -1,0 +1,1678 @@
+//! The operations. Each takes its parameters as a type (unknown fields are
+//! refused) and returns JSON; the registry at the end names them, groups
+//! them for the help page, and gives each its access and an example.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use cascade_core::UpdateId;
+use cascade_core::compliance::ComplianceState;
+use cascade_core::model::{
+    Approval, ChangeOp, ComputerId, CustomSeverity, MaintenanceWindow, NodeId, Object, ObjectId, ObjectKey, ObjectKind,
+    Override, Policy, Setting, Site,
+};
+use cascade_core::update::{Classification, Severity};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Access, ApiError, Ctx, Operation, parse_params};
+use crate::blocking;
+
+macro_rules! op {
+    ($name:literal, $group:literal, $access:expr, $summary:literal, $handler:path, $params:ty, $example:expr) => {
+        op!($name, $group, $access, $summary, $handler, $params, $example, None)
+    };
+    ($name:literal, $group:literal, $access:expr, $summary:literal, $handler:path, $params:ty, $example:expr, $alias:expr) => {
+        Operation {
+            name: $name,
+            group: $group,
+            summary: $summary,
+            access: $access,
+            alias_of: $alias,
+            example: || $example,
+            params_schema: |g| g.subschema_for::<$params>(),
+            result_schema: |g| g.subschema_for::<Value>(),
+            call: |ctx, value| {
+                Box::pin(async move {
+                    let params: $params = parse_params(value)?;
+                    $handler(ctx, params).await
+                })
+            },
+        }
+    };
+}
+
+type Out = Result<Value, ApiError>;
+
+fn id(kind: &'static str, raw: &str) -> Result<ObjectId, ApiError> {
+    ObjectId::new(raw).map_err(|e| ApiError::Invalid(format!("{kind}: {e}")))
+}
+
+async fn objects(ctx: &Ctx, kind: ObjectKind) -> Result<Vec<cascade_store::StoredObject>, ApiError> {
+    let store = ctx.node.store.clone();
+    Ok(blocking(move || store.objects(kind)).await?)
+}
+
+async fn change(ctx: &Ctx, op: ChangeOp) -> Out {
+    let change = ctx.node.append_local(op).await?;
+    Ok(json!({"origin": change.origin, "seq": change.seq}))
+}
+
+fn to_value<T: serde::Serialize>(value: &T) -> Out {
+    serde_json::to_value(value).map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+/// No parameters.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Nothing {}
+
+/// One object by id.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ById {
+    pub id: String,
+}
+
+// ---- who am I
+
+async fn me(ctx: Ctx, _: Nothing) -> Out {
+    let role = ctx.caller.role();
+    let allowed: Vec<&str> = super::operations()
+        .iter()
+        .filter(|o| o.alias_of.is_none() && o.access.allows(role))
+        .map(|o| o.name)
+        .collect();
+    Ok(json!({"caller": ctx.caller, "node": ctx.node.id, "operations": allowed}))
+}
+
+// ---- updates
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateSearch {
+    /// Vendor severities to match.
+    #[serde(default)]
+    pub severities: Vec<Severity>,
+    /// Custom severity names to match.
+    #[serde(default)]
+    pub custom_severities: Vec<String>,
+    /// Product family or one of the products it targets (exact name).
+    #[serde(default)]
+    pub product: Option<String>,
+    #[serde(default)]
+    pub classifications: Vec<Classification>,
+    /// Only superseded (true) or only current (false) updates.
+    #[serde(default)]
+    pub superseded: Option<bool>,
+    /// Released on or after (YYYY-MM-DD).
+    #[serde(default)]
+    pub released_after: Option<String>,
+    /// Released on or before (YYYY-MM-DD).
+    #[serde(default)]
+    pub released_before: Option<String>,
+    /// Text in the id, title or CVEs.
+    #[serde(default)]
+    pub text: Option<String>,
+    #[serde(default = "default_limit")]
+    pub limit: usize,
+    #[serde(default)]
+    pub offset: usize,
+}
+
+fn default_limit() -> usize {
+    100
+}
+
+fn date(field: &str, text: &Option<String>) -> Result<Option<jiff::civil::Date>, ApiError> {
+    text.as_deref()
+        .map(|t| {
+            t.parse::<jiff::civil::Date>()
+                .map_err(|e| ApiError::Invalid(format!("{field}: {t:?} is not a date like 2022-12-13 ({e})")))
+        })
+        .transpose()
+}
+
+async fn update_objects(ctx: &Ctx) -> Result<Vec<cascade_core::Update>, ApiError> {
+    Ok(objects(ctx, ObjectKind::Update)
+        .await?
+        .into_iter()
+        .filter_map(|s| match s.object {
+            Object::Update(u) => Some(*u),
+            _ => None,
+        })
+        .collect())
+}
+
+async fn approvals_by_update(ctx: &Ctx) -> Result<BTreeMap<UpdateId, Vec<String>>, ApiError> {
+    let mut out: BTreeMap<UpdateId, Vec<String>> = BTreeMap::new();
+    for s in objects(ctx, ObjectKind::Approval).await? {
+        if let Object::Approval(a) = s.object {
+            out.entry(a.update).or_default().push(a.policy.to_string());
+        }
+    }
+    Ok(out)
+}
+
+async fn updates_search(ctx: Ctx, p: UpdateSearch) -> Out {
+    if p.limit == 0 || p.limit > 10_000 {
+        return Err(ApiError::Invalid(format!(
+            "limit: {} is not between 1 and 10000",
+            p.limit
+        )));
+    }
+    let after = date("released_after", &p.released_after)?;
+    let before = date("released_before", &p.released_before)?;
+    let updates = update_objects(&ctx).await?;
+    let catalog = cascade_core::Catalog::new(updates.clone());
+    let approved = approvals_by_update(&ctx).await?;
+    let text = p.text.as_deref().map(str::to_ascii_lowercase);
+    let mut matched: Vec<Value> = Vec::new();
+    for u in &updates {
+        let superseded = catalog.is_superseded(&u.id);
+        let keep = (p.severities.is_empty() || p.severities.contains(&u.severity))
+            && (p.custom_severities.is_empty()
+                || u.custom_severity
+                    .as_ref()
+                    .is_some_and(|c| p.custom_severities.contains(c)))
+            && p.product.as_ref().is_none_or(|want| {
+                u.product.eq_ignore_ascii_case(want) || u.targets.iter().any(|t| t.product.eq_ignore_ascii_case(want))
+            })
+            && (p.classifications.is_empty() || p.classifications.contains(&u.classification))
+            && p.superseded.is_none_or(|want| want == superseded)
+            && after.is_none_or(|a| u.release_date.is_some_and(|r| r >= a))
+            && before.is_none_or(|b| u.release_date.is_some_and(|r| r <= b))
+            && text.as_ref().is_none_or(|t| {
+                u.id.as_str().to_ascii_lowercase().contains(t)
+                    || u.title.to_ascii_lowercase().contains(t)
+                    || u.cves.iter().any(|c| c.to_ascii_lowercase().contains(t))
+            });
+        if keep {
+            matched.push(json!({
+                "id": u.id,
+                "title": u.title,
+                "severity": u.severity,
+                "custom_severity": u.custom_severity,
+                "classification": u.classification,
+                "product": u.product,
+                "release_date": u.release_date.map(|d| d.to_string()),
+                "superseded": superseded,
+                "superseded_by": catalog.superseders_of(&u.id).iter().map(|s| s.id.clone()).collect::<Vec<_>>(),
+                "approved_in": approved.get(&u.id).cloned().unwrap_or_default(),
+            }));
+        }
+    }
+    let total = matched.len();
+    let page: Vec<Value> = matched.into_iter().skip(p.offset).take(p.limit).collect();
+    Ok(json!({"total": total, "offset": p.offset, "updates": page}))
+}
+
+async fn updates_get(ctx: Ctx, p: ById) -> Out {
+    let wanted = UpdateId::new(&p.id);
+    let store = ctx.node.store.clone();
+    let key = ObjectKey {
+        kind: ObjectKind::Update,
+        id: id("id", wanted.as_str())?,
+    };
+    let stored = blocking(move || store.object(&key))
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("update {wanted} is not in this node's catalog")))?;
+    let store = ctx.node.store.clone();
+    let counts = {
+        let wanted = wanted.clone();
+        blocking(move || store.summary_for_update(&wanted)).await?
+    };
+    let approvals = approvals_by_update(&ctx).await?.remove(&wanted).unwrap_or_default();
+    Ok(json!({"update": stored.object, "origin": stored.origin, "approved_in": approvals, "compliance": counts}))
+}
+
+// ---- approvals
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalList {
+    #[serde(default)]
+    pub policy: Option<String>,
+}
+
+async fn approvals_list(ctx: Ctx, p: ApprovalList) -> Out {
+    let list: Vec<Value> = objects(&ctx, ObjectKind::Approval)
+        .await?
+        .into_iter()
+        .filter_map(|s| match &s.object {
+            Object::Approval(a) if p.policy.as_deref().is_none_or(|want| a.policy.as_str() == want) => {
+                Some(json!({"approval": a, "origin": s.origin}))
+            }
+            _ => None,
+        })
+        .collect();
+    Ok(Value::Array(list))
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalCreate {
+    pub policy: String,
+    pub update: String,
+    /// Unix seconds after which it installs even outside maintenance windows.
+    #[serde(default)]
+    pub deadline: Option<i64>,
+}
+
+async fn approvals_create(ctx: Ctx, p: ApprovalCreate) -> Out {
+    let policy = id("policy", &p.policy)?;
+    let update = UpdateId::new(&p.update);
+    let known = objects(&ctx, ObjectKind::Policy)
+        .await?
+        .iter()
+        .any(|s| matches!(&s.object, Object::Policy(x) if x.id == policy));
+    if !known {
+        return Err(ApiError::NotFound(format!("policy: {policy} does not exist here")));
+    }
+    let approval = Approval {
+        id: id("approval", &format!("{policy}/{update}"))?,
+        policy,
+        update,
+        deadline: p.deadline,
+    };
+    change(&ctx, ChangeOp::Upsert(Object::Approval(approval))).await
+}
+
+async fn delete(ctx: &Ctx, kind: ObjectKind, raw: &str) -> Out {
+    let key = ObjectKey {
+        kind,
+        id: id("id", raw)?,
+    };
+    let store = ctx.node.store.clone();
+    let lookup = key.clone();
+    if blocking(move || store.object(&lookup)).await?.is_none() {
+        return Err(ApiError::NotFound(format!("{key} does not exist")));
+    }
+    change(ctx, ChangeOp::Delete(key)).await
+}
+
+async fn approvals_delete(ctx: Ctx, p: ById) -> Out {
+    delete(&ctx, ObjectKind::Approval, &p.id).await
+}
+
+// ---- custom severities
+
+async fn custom_severities_list(ctx: Ctx, _: Nothing) -> Out {
+    let mut list: Vec<CustomSeverity> = objects(&ctx, ObjectKind::CustomSeverity)
+        .await?
+        .into_iter()
+        .filter_map(|s| match s.object {
+            Object::CustomSeverity(c) => Some(c),
+            _ => None,
+        })
+        .collect();
+    list.sort_by_key(|c| std::cmp::Reverse(c.rank));
+    to_value(&list)
+}
+
+async fn custom_severities_create(ctx: Ctx, p: CustomSeverity) -> Out {
+    if p.name.trim().is_empty() {
+        return Err(ApiError::Invalid("name: may not be empty".into()));
+    }
+    change(&ctx, ChangeOp::Upsert(Object::CustomSeverity(p))).await
+}
+
+async fn custom_severities_delete(ctx: Ctx, p: ById) -> Out {
+    delete(&ctx, ObjectKind::CustomSeverity, &p.id).await
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SeverityAssign {
+    pub update: String,
+    /// A custom severity's id; absent or null removes it.
+    #[serde(default)]
+    pub severity: Option<String>,
+}
+
+async fn custom_severities_assign(ctx: Ctx, p: SeverityAssign) -> Out {
+    let update = UpdateId::new(&p.update);
+    if let Some(level) = &p.severity {
+        let exists = objects(&ctx, ObjectKind::CustomSeverity)
+            .await?
+            .iter()
+            .any(|s| matches!(&s.object, Object::CustomSeverity(c) if c.id.as_str() == level));
+        if !exists {
+            return Err(ApiError::NotFound(format!(
+                "severity: custom severity {level} does not exist"
+            )));
+        }
+    }
+    let key = ObjectKey {
+        kind: ObjectKind::Update,
+        id: id("update", update.as_str())?,
+    };
+    let store = ctx.node.store.clone();
+    let stored = blocking(move || store.object(&key))
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("update: {update} is not in this node's catalog")))?;
+    let Object::Update(mut u) = stored.object else {
+        return Err(ApiError::Internal("not an update".into()));
+    };
+    u.custom_severity = p.severity;
+    change(&ctx, ChangeOp::Upsert(Object::Update(u))).await
+}
+
+// ---- policies and windows
+
+async fn policies_list(ctx: Ctx, _: Nothing) -> Out {
+    effective_of(&ctx, ObjectKind::Policy).await
+}
+
+async fn policies_get(ctx: Ctx, p: ById) -> Out {
+    let all = effective_of(&ctx, ObjectKind::Policy).await?;
+    all.as_array()
+        .and_then(|a| a.iter().find(|e| e["object"]["object"]["id"] == p.id.as_str()).cloned())
+        .ok_or_else(|| ApiError::NotFound(format!("policy {} does not exist here", p.id)))
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyUpsert {
+    pub policy: Policy,
+}
+
+async fn policies_upsert(ctx: Ctx, p: PolicyUpsert) -> Out {
+    let windows: BTreeSet<String> = objects(&ctx, ObjectKind::MaintenanceWindow)
+        .await?
+        .iter()
+        .filter_map(|s| s.object.key().ok().map(|k| k.id.to_string()))
+        .collect();
+    if let Some(missing) = p
+        .policy
+        .maintenance_windows
+        .iter()
+        .find(|w| !windows.contains(w.as_str()))
+    {
+        return Err(ApiError::Invalid(format!(
+            "policy.maintenance_windows: window {missing} does not exist here"
+        )));
+    }
+    change(&ctx, ChangeOp::Upsert(Object::Policy(Box::new(p.policy)))).await
+}
+
+async fn policies_delete(ctx: Ctx, p: ById) -> Out {
+    delete(&ctx, ObjectKind::Policy, &p.id).await
+}
+
+async fn windows_list(ctx: Ctx, _: Nothing) -> Out {
+    effective_of(&ctx, ObjectKind::MaintenanceWindow).await
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WindowUpsert {
+    pub window: MaintenanceWindow,
+}
+
+async fn windows_upsert(ctx: Ctx, p: WindowUpsert) -> Out {
+    cascade_core::schedule::Schedule::new(&p.window).map_err(|e| ApiError::Invalid(format!("window: {e}")))?;
+    change(&ctx, ChangeOp::Upsert(Object::MaintenanceWindow(Box::new(p.window)))).await
+}
+
+async fn windows_delete(ctx: Ctx, p: ById) -> Out {
+    let users: Vec<String> = objects(&ctx, ObjectKind::Policy)
+        .await?
+        .into_iter()
+        .filter_map(|s| match s.object {
+            Object::Policy(policy) if policy.maintenance_windows.iter().any(|w| w.as_str() == p.id) => {
+                Some(policy.id.to_string())
+            }
+            _ => None,
+        })
+        .collect();
+    if !users.is_empty() {
+        return Err(ApiError::Conflict(format!(
+            "window {} is used by policies {}: change them first",
+            p.id,
+            users.join(", ")
+        )));
+    }
+    delete(&ctx, ObjectKind::MaintenanceWindow, &p.id).await
+}
+
+// ---- settings, effective objects, overrides
+
+/// Each object of a kind as in force here: its origin and whether it is
+/// local, inherited and locked, inherited and overridable, or inherited and
+/// overridden here (with the fields).
+async fn effective_of(ctx: &Ctx, kind: ObjectKind) -> Out {
+    let node = ctx.node.clone();
+    let rows = blocking(move || -> Result<Vec<Value>, ApiError> {
+        let effective: BTreeMap<String, Object> = node
+            .effective_objects(kind)?
+            .into_iter()
+            .filter_map(|o| o.key().ok().map(|k| (k.id.to_string(), o)))
+            .collect();
+        let mut rows = Vec::new();
+        for stored in node.store.objects(kind)? {
+            let Ok(key) = stored.object.key() else { continue };
+            let overrides = node.store.overrides(&key)?;
+            let overridable = stored.object.overridable();
+            let status = if stored.origin == node.id {
+                "local"
+            } else if overrides.contains_key(&node.id) {
+                "inherited, overridden here"
+            } else if !overrides.is_empty() {
+                "inherited, overridden above"
+            } else if overridable.is_empty() {
+                "inherited, locked"
+            } else {
+                "inherited, overridable"
+            };
+            rows.push(json!({
+                "object": effective.get(key.id.as_str()).unwrap_or(&stored.object),
+                "origin": stored.origin,
+                "status": status,
+                "overridable": overridable,
+                "overrides": overrides.iter().map(|(origin, o)| json!({"origin": origin, "fields": o.fields})).collect::<Vec<_>>(),
+            }));
+        }
+        Ok(rows)
+    })
+    .await?;
+    Ok(Value::Array(rows))
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EffectiveList {
+    /// policy, maintenance_window, setting, approval, custom_severity, site or update.
+    pub kind: String,
+}
+
+fn kind(raw: &str) -> Result<ObjectKind, ApiError> {
+    ObjectKind::parse(raw).ok_or_else(|| {
+        ApiError::Invalid(format!(
+            "kind: {raw:?} is not one of {}",
+            ObjectKind::ALL.map(|k| k.as_str()).join(", ")
+        ))
+    })
+}
+
+async fn effective_list(ctx: Ctx, p: EffectiveList) -> Out {
+    effective_of(&ctx, kind(&p.kind)?).await
+}
+
+async fn settings_list(ctx: Ctx, _: Nothing) -> Out {
+    effective_of(&ctx, ObjectKind::Setting).await
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SettingSet {
+    pub id: String,
+    pub value: Value,
+    /// Whether child sites may override it (for a setting made here).
+    #[serde(default)]
+    pub overridable: bool,
+}
+
+/// Sets a setting: this node's own, or an override of an inherited one
+/// its owner lets child sites override.
+async fn settings_set(ctx: Ctx, p: SettingSet) -> Out {
+    let key = ObjectKey {
+        kind: ObjectKind::Setting,
+        id: id("id", &p.id)?,
+    };
+    let store = ctx.node.store.clone();
+    let lookup = key.clone();
+    let existing = blocking(move || store.object(&lookup)).await?;
+    match existing {
+        Some(stored) if stored.origin != ctx.node.id => {
+            let fields = BTreeMap::from([("value".to_owned(), p.value)]);
+            change(&ctx, ChangeOp::Override(Override { target: key, fields })).await
+        }
+        _ => {
+            change(
+                &ctx,
+                ChangeOp::Upsert(Object::Setting(Setting {
+                    id: key.id,
+                    value: p.value,
+                    overridable: p.overridable,
+                })),
+            )
+            .await
+        }
+    }
+}
+
+async fn settings_get(ctx: &Ctx, raw: &str) -> Out {
+    let all = effective_of(ctx, ObjectKind::Setting).await?;
+    all.as_array()
+        .and_then(|a| a.iter().find(|e| e["object"]["object"]["id"] == raw).cloned())
+        .ok_or_else(|| ApiError::NotFound(format!("setting {raw} does not exist here")))
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OverrideSet {
+    pub kind: String,
+    pub id: String,
+    /// Field name -> new value; only fields the owner marked overridable.
+    pub fields: BTreeMap<String, Value>,
+}
+
+async fn objects_override(ctx: Ctx, p: OverrideSet) -> Out {
+    let target = ObjectKey {
+        kind: kind(&p.kind)?,
+        id: id("id", &p.id)?,
+    };
+    change(
+        &ctx,
+        ChangeOp::Override(Override {
+            target,
+            fields: p.fields,
+        }),
+    )
+    .await
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectRef {
+    pub kind: String,
+    pub id: String,
+}
+
+async fn objects_clear_override(ctx: Ctx, p: ObjectRef) -> Out {
+    let target = ObjectKey {
+        kind: kind(&p.kind)?,
+        id: id("id", &p.id)?,
+    };
+    change(&ctx, ChangeOp::ClearOverride(target)).await
+}
+
+// ---- hierarchy
+
+async fn sites_tree(ctx: Ctx, _: Nothing) -> Out {
+    let sites: Vec<Site> = objects(&ctx, ObjectKind::Site)
+        .await?
+        .into_iter()
+        .filter_map(|s| match s.object {
+            Object::Site(site) => Some(site),
+            _ => None,
+        })
+        .collect();
+    let links: Vec<Value> = ctx
+        .node
+        .links()
+        .into_iter()
+        .map(|(peer, direction, s)| json!({"peer": peer, "direction": direction, "status": s}))
+        .collect();
+    Ok(json!({
+        "node": ctx.node.id,
+        "above": ctx.node.sites_up().into_iter().skip(1).collect::<Vec<_>>(),
+        "subtree": ctx.node.subtree(),
+        "sites": sites,
+        "links": links,
+    }))
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SiteAdd {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+async fn sites_add(ctx: Ctx, p: SiteAdd) -> Out {
+    let site = id("id", &p.id)?;
+    if site.as_str() == ctx.node.id.as_str() {
+        return Err(ApiError::Invalid("id: a node cannot be its own child".into()));
+    }
+    if let Some(above) = ctx.node.sites_up().iter().skip(1).find(|a| a.as_str() == site.as_str()) {
+        return Err(ApiError::Conflict(format!(
+            "{above} is above {} in the tree: making it a child would make a cycle",
+            ctx.node.id
+        )));
+    }
+    let name = p.name.unwrap_or_else(|| p.id.clone());
+    change(
+        &ctx,
+        ChangeOp::Upsert(Object::Site(Site {
+            id: site,
+            name,
+            parent: Some(ctx.node.id.clone()),
+        })),
+    )
+    .await
+}
+
+async fn sites_remove(ctx: Ctx, p: ById) -> Out {
+    let out = delete(&ctx, ObjectKind::Site, &p.id).await?;
+    if let Ok(child) = NodeId::new(&p.id) {
+        let store = ctx.node.store.clone();
+        blocking(move || store.remove_subscriber(&child)).await?;
+    }
+    Ok(out)
+}
+
+async fn links_list(ctx: Ctx, _: Nothing) -> Out {
+    let links: Vec<Value> = ctx
+        .node
+        .links()
+        .into_iter()
+        .map(|(peer, direction, s)| json!({"peer": peer, "direction": direction, "status": s}))
+        .collect();
+    Ok(Value::Array(links))
+}
+
+async fn links_replicate_now(ctx: Ctx, _: Nothing) -> Out {
+    ctx.node.wake.notify_waiters();
+    ctx.node.wake.notify_one();
+    Ok(json!({"woken": true}))
+}
+
+// ---- computers
+
+/// How long after its last check-in a computer counts as offline, and its
+/// scan as too old to trust, unless the setting `compliance.max_scan_age_hours` says otherwise.
+const DEFAULT_MAX_SCAN_AGE_HOURS: i64 = 72;
+
+async fn max_scan_age(ctx: &Ctx) -> i64 {
+    settings_get(ctx, "compliance.max_scan_age_hours")
+        .await
+        .ok()
+        .and_then(|s| s["object"]["object"]["value"].as_i64())
+        .filter(|h| *h > 0)
+        .unwrap_or(DEFAULT_MAX_SCAN_AGE_HOURS)
+        * 3600
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ComputerList {
+    #[serde(default = "default_limit")]
+    pub limit: usize,
+    #[serde(default)]
+    pub offset: usize,
+}
+
+async fn computers_list(ctx: Ctx, p: ComputerList) -> Out {
+    let max_age = max_scan_age(&ctx).await;
+    let node = ctx.node.clone();
+    let now = crate::now();
+    let rows = blocking(move || -> Result<Value, ApiError> {
+        let agents = node.agents()?;
+        let total = agents.len();
+        let mut rows = Vec::new();
+        for agent in agents.into_iter().skip(p.offset).take(p.limit) {
+            let records = node.store.computer_records(&agent.id)?;
+            let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
+            for r in &records {
+                *counts.entry(r.state.name()).or_default() += 1;
+            }
+            let status = scan_status(agent.inventory.is_some(), agent.last_seen, now, max_age);
+            rows.push(json!({"agent": agent, "states": counts, "scan": status}));
+        }
+        Ok(json!({"total": total, "computers": rows}))
+    })
+    .await?;
+    Ok(rows)
+}
+
+/// Why a computer's results may not be current: never scanned, scan too
+/// old, or fine; with the age.
+fn scan_status(scanned: bool, last_seen: i64, now: i64, max_age: i64) -> Value {
+    let age = now - last_seen;
+    if !scanned {
+        json!({"state": "never_scanned", "reason": "the agent enrolled but never sent an inventory", "age_seconds": age})
+    } else if age > max_age {
+        json!({"state": "stale", "reason": format!("offline since {last_seen}: the last scan is older than {} hours", max_age / 3600), "age_seconds": age})
+    } else {
+        json!({"state": "current", "age_seconds": age})
+    }
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ByComputer {
+    pub computer: String,
+}
+
+fn computer(raw: &str) -> Result<ComputerId, ApiError> {
+    ComputerId::new(raw).map_err(|e| ApiError::Invalid(format!("computer: {e}")))
+}
+
+async fn agent_and_inventory(
+    ctx: &Ctx,
+    raw: &str,
+) -> Result<(cascade_core::model::Agent, Option<cascade_core::Inventory>), ApiError> {
+    let id = computer(raw)?;
+    let node = ctx.node.clone();
+    blocking(move || -> Result<_, ApiError> {
+        let agent = node
+            .agents()?
+            .into_iter()
+            .find(|a| a.id == id)
+            .ok_or_else(|| ApiError::NotFound(format!("computer {id} is not served by node {}", node.id)))?;
+        let inventory = match &agent.inventory {
+            Some(hash) => node.store.inventory(hash)?,
+            None => None,
+        };
+        Ok((agent, inventory))
+    })
+    .await
+}
+
+async fn computers_inventory(ctx: Ctx, p: ByComputer) -> Out {
+    let (agent, inventory) = agent_and_inventory(&ctx, &p.computer).await?;
+    Ok(json!({"agent": agent, "inventory": inventory}))
+}
+
+async fn computers_plan(ctx: Ctx, p: ByComputer) -> Out {
+    let (agent, inventory) = agent_and_inventory(&ctx, &p.computer).await?;
+    let inventory = inventory.ok_or_else(|| {
+        ApiError::Conflict(format!(
+            "computer {} never sent an inventory: it has no plan yet",
+            agent.id
+        ))
+    })?;
+    let hash = agent.inventory.clone().unwrap_or_default();
+    let node = ctx.node.clone();
+    let at = crate::now();
+    let assignment = blocking(move || node.assignment(&agent.id, &hash, &inventory, at)).await?;
+    to_value(&assignment)
+}
+
+async fn computers_compliance(ctx: Ctx, p: ByComputer) -> Out {
+    let id = computer(&p.computer)?;
+    let max_age = max_scan_age(&ctx).await;
+    let now = crate::now();
+    let node = ctx.node.clone();
+    blocking(move || -> Out {
+        let records = node.store.computer_records(&id)?;
+        let agent = node.agents()?.into_iter().find(|a| a.id == id);
+        let scan = agent
+            .as_ref()
+            .map(|a| scan_status(a.inventory.is_some(), a.last_seen, now, max_age));
+        let rows: Vec<Value> = records
+            .iter()
+            .map(|r| {
+                let age = now - r.observed_at;
+                let mut row = json!({"update": r.update, "state": r.state, "severity": r.severity, "site": r.site, "observed_at": r.observed_at, "age_seconds": age});
+                // An unknown state always says why; a stale scan is also said.
+                if let ComplianceState::Unknown { reason } = &r.state {
+                    row["reason"] = json!(reason);
+                }
+                if age > max_age {
+                    row["stale"] = json!(format!("observed more than {} hours ago", max_age / 3600));
+                }
+                row
+            })
+            .collect();
+        if rows.is_empty() && agent.is_none() {
+            return Err(ApiError::NotFound(format!("node {} has no records of computer {id}", node.id)));
+        }
+        Ok(json!({"computer": id, "scan": scan, "records": rows}))
+    })
+    .await
+}
+
+// ---- compliance
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ComplianceByUpdate {
+    /// One update; all when absent.
+    #[serde(default)]
+    pub update: Option<String>,
+}
+
+async fn compliance_by_update(ctx: Ctx, p: ComplianceByUpdate) -> Out {
+    let store = ctx.node.store.clone();
+    match p.update {
+        Some(u) => {
+            let u = UpdateId::new(&u);
+            let counts = blocking(move || store.summary_for_update(&u)).await?;
+            to_value(&counts)
+        }
+        None => {
+            let summary = blocking(move || store.summary_by_update()).await?;
+            to_value(&summary)
+        }
+    }
+}
+
+async fn compliance_by_site(ctx: Ctx, _: Nothing) -> Out {
+    let store = ctx.node.store.clone();
+    let summary = blocking(move || store.summary_by_site()).await?;
+    let mut by_site: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
+    for ((site, severity), counts) in summary {
+        by_site
+            .entry(site.to_string())
+            .or_default()
+            .insert(severity.to_string(), to_value(&counts)?);
+    }
+    to_value(&by_site)
+}
+
+async fn compliance_by_severity(ctx: Ctx, _: Nothing) -> Out {
+    let store = ctx.node.store.clone();
+    let summary = blocking(move || store.summary_by_site()).await?;
+    let mut by_severity: BTreeMap<String, [u64; 8]> = BTreeMap::new();
+    for ((_, severity), counts) in summary {
+        let slot = by_severity.entry(severity.to_string()).or_default();
+        for (total, n) in slot.iter_mut().zip(counts.0) {
+            *total += n;
+        }
+    }
+    let out: BTreeMap<String, Value> = by_severity
+        .into_iter()
+        .map(|(k, v)| (k, to_value(&cascade_store::StateCounts(v)).unwrap_or_default()))
+        .collect();
+    to_value(&out)
+}
+
+// ---- catalog, audit, tokens
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogImport {
+    /// The file's name, for messages.
+    pub name: String,
+    /// The file as text (XML or JSON).
+    #[serde(default)]
+    pub content: Option<String>,
+    /// The file as base64, for anything that is not UTF-8 text.
+    #[serde(default)]
+    pub content_base64: Option<String>,
+}
+
+async fn catalog_import(ctx: Ctx, p: CatalogImport) -> Out {
+    use base64::Engine;
+    let data = match (p.content, p.content_base64) {
+        (Some(text), None) => text.into_bytes(),
+        (None, Some(b64)) => base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .map_err(|e| ApiError::Invalid(format!("content_base64: {e}")))?,
+        _ => {
+            return Err(ApiError::Invalid(
+                "give exactly one of content and content_base64".into(),
+            ));
+        }
+    };
+    let source = p.name.clone();
+    let imported =
+        blocking(move || cascade_core::import::import_catalog(&source, &data, &cascade_core::import::NoFragments))
+            .await
+            .map_err(|e| ApiError::Invalid(e.to_string()))?;
+    let count = imported.updates.len();
+    let ops = imported
+        .updates
+        .into_iter()
+        .map(|u| ChangeOp::Upsert(Object::Update(Box::new(u))))
+        .collect();
+    ctx.node.append_local_many(ops).await?;
+    Ok(json!({"format": imported.format.name(), "updates": count, "skipped": imported.skipped}))
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditLog {
+    /// Entries after this sequence number.
+    #[serde(default)]
+    pub after: u64,
+    #[serde(default = "default_limit")]
+    pub limit: usize,
+}
+
+async fn audit_log(ctx: Ctx, p: AuditLog) -> Out {
+    let store = ctx.node.store.clone();
+    let limit = p.limit.min(10_000);
+    let entries = blocking(move || store.audit_log(p.after, limit)).await?;
+    let rows: Vec<Value> = entries
+        .into_iter()
+        .map(|(seq, e)| json!({"seq": seq, "entry": e}))
+        .collect();
+    Ok(Value::Array(rows))
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenCreate {
+    /// Who uses it (shown in the audit log).
+    pub name: String,
+    /// admin, site-operator (of this node's subtree) or auditor.
+    pub role: String,
+    #[serde(default = "default_ttl_hours")]
+    pub ttl_hours: i64,
+}
+
+fn default_ttl_hours() -> i64 {
+    24
+}
+
+async fn tokens_create(ctx: Ctx, p: TokenCreate) -> Out {
+    use base64::Engine;
+    let role = cascade_trust::Role::parse(&p.role)
+        .ok_or_else(|| ApiError::Invalid(format!("role: {:?} is not admin, site-operator or auditor", p.role)))?;
+    if p.name.trim().is_empty() || p.name.len() > 100 {
+        return Err(ApiError::Invalid("name: 1 to 100 characters".into()));
+    }
+    if !(1..=24 * 366).contains(&p.ttl_hours) {
+        return Err(ApiError::Invalid(format!(
+            "ttl_hours: {} is not between 1 and 8784",
+            p.ttl_hours
+        )));
+    }
+    let secret: [u8; 32] = rand::random();
+    let token = format!(
+        "cascade-api1.{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)
+    );
+    let now = crate::now();
+    let record = cascade_store::ApiTokenRecord {
+        name: p.name.clone(),
+        role: role.as_str().to_owned(),
+        created_by: ctx.caller.name.clone(),
+        created_at: now,
+        expires_at: now + p.ttl_hours * 3600,
+    };
+    let store = ctx.node.store.clone();
+    let hash = super::token_hash(&token);
+    let expires_at = record.expires_at;
+    blocking(move || store.put_api_token(&hash, &record)).await?;
+    Ok(json!({"token": token, "name": p.name, "role": role.as_str(), "expires_at": expires_at}))
+}
+
+async fn tokens_list(ctx: Ctx, _: Nothing) -> Out {
+    let store = ctx.node.store.clone();
+    let tokens = blocking(move || store.api_tokens()).await?;
+    to_value(&tokens)
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ByName {
+    pub name: String,
+}
+
+async fn tokens_revoke(ctx: Ctx, p: ByName) -> Out {
+    let store = ctx.node.store.clone();
+    let name = p.name.clone();
+    let count = blocking(move || store.revoke_api_tokens(&name)).await?;
+    if count == 0 {
+        return Err(ApiError::NotFound(format!("no token is named {}", p.name)));
+    }
+    Ok(json!({"revoked": count}))
+}
+
+// ---- Altiris-compatible names
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePolicyWithUpdates {
+    /// The policy's name (its id is made from it).
+    pub name: String,
+    /// Bulletins or updates (KB numbers, update ids) it approves.
+    #[serde(alias = "bulletins")]
+    pub updates: Vec<String>,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn slug(name: &str) -> String {
+    let s: String = name
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    s.split('-').filter(|p| !p.is_empty()).collect::<Vec<_>>().join("-")
+}
+
+async fn create_policy_with_updates(ctx: Ctx, p: CreatePolicyWithUpdates) -> Out {
+    let policy_id = id("name", &slug(&p.name))?;
+    let catalog: BTreeSet<UpdateId> = update_objects(&ctx).await?.into_iter().map(|u| u.id).collect();
+    let wanted: Vec<UpdateId> = p.updates.iter().map(|u| UpdateId::new(u)).collect();
+    if let Some(missing) = wanted.iter().find(|u| !catalog.contains(*u)) {
+        return Err(ApiError::NotFound(format!(
+            "updates: {missing} is not in this node's catalog"
+        )));
+    }
+    let policy = Policy {
+        id: policy_id.clone(),
+        name: p.name.clone(),
+        updates: Default::default(),
+        targets: Default::default(),
+        maintenance_windows: vec![],
+        deadline: None,
+        restart: Default::default(),
+        vendor_catalog: true,
+        os_updater: false,
+        enabled: p.enabled,
+        overridable: Default::default(),
+    };
+    let mut ops = vec![ChangeOp::Upsert(Object::Policy(Box::new(policy)))];
+    for update in &wanted {
+        ops.push(ChangeOp::Upsert(Object::Approval(Approval {
+            id: id("approval", &format!("{policy_id}/{update}"))?,
+            policy: policy_id.clone(),
+            update: update.clone(),
+            deadline: None,
+        })));
+    }
+    ctx.node.append_local_many(ops).await?;
+    Ok(json!({"policy": policy_id, "approved": wanted}))
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateIds {
+    #[serde(alias = "bulletins")]
+    pub updates: Vec<String>,
+}
+
+async fn resolve_to_updates(ctx: Ctx, p: UpdateIds) -> Out {
+    let updates = update_objects(&ctx).await?;
+    let catalog = cascade_core::Catalog::new(updates);
+    let rows: Vec<Value> = p
+        .updates
+        .iter()
+        .map(|raw| {
+            let id = UpdateId::new(raw);
+            match catalog.get(&id) {
+                Some(u) => json!({"id": id, "found": true, "title": u.title, "superseded_by": catalog.superseders_of(&id).iter().map(|s| s.id.clone()).collect::<Vec<_>>()}),
+                None => json!({"id": id, "found": false}),
+            }
+        })
+        .collect();
+    Ok(Value::Array(rows))
+}
+
+async fn resolve_to_policies(ctx: Ctx, p: UpdateIds) -> Out {
+    let approved = approvals_by_update(&ctx).await?;
+    let rows: BTreeMap<String, Vec<String>> = p
+        .updates
+        .iter()
+        .map(|raw| {
+            let id = UpdateId::new(raw);
+            (id.to_string(), approved.get(&id).cloned().unwrap_or_default())
+        })
+        .collect();
+    to_value(&rows)
+}
+
+async fn disable_bulletins(ctx: Ctx, p: UpdateIds) -> Out {
+    let wanted: BTreeSet<UpdateId> = p.updates.iter().map(|u| UpdateId::new(u)).collect();
+    let mut ops = Vec::new();
+    for s in objects(&ctx, ObjectKind::Approval).await? {
+        if let Object::Approval(a) = &s.object
+            && wanted.contains(&a.update)
+            && s.origin == ctx.node.id
+        {
+            ops.push(ChangeOp::Delete(ObjectKey {
+                kind: ObjectKind::Approval,
+                id: a.id.clone(),
+            }));
+        }
+    }
+    let count = ops.len();
+    if count > 0 {
+        ctx.node.append_local_many(ops).await?;
+    }
+    Ok(json!({"approvals_withdrawn": count}))
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetSeverityLevel {
+    pub update: String,
+    /// A custom severity's id.
+    pub level: String,
+}
+
+async fn set_severity_level(ctx: Ctx, p: SetSeverityLevel) -> Out {
+    custom_severities_assign(
+        ctx,
+        SeverityAssign {
+            update: p.update,
+            severity: Some(p.level),
+        },
+    )
+    .await
+}
+
+async fn get_property(ctx: Ctx, p: ById) -> Out {
+    settings_get(&ctx, &p.id).await
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetProperty {
+    pub id: String,
+    pub value: Value,
+}
+
+async fn set_property(ctx: Ctx, p: SetProperty) -> Out {
+    settings_set(
+        ctx,
+        SettingSet {
+            id: p.id,
+            value: p.value,
+            overridable: false,
+        },
+    )
+    .await
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetProperties {
+    /// Setting id -> value.
+    pub properties: BTreeMap<String, Value>,
+}
+
+async fn set_properties(ctx: Ctx, p: SetProperties) -> Out {
+    let mut done = Vec::new();
+    for (id, value) in p.properties {
+        done.push(
+            settings_set(
+                ctx.clone(),
+                SettingSet {
+                    id,
+                    value,
+                    overridable: false,
+                },
+            )
+            .await?,
+        );
+    }
+    Ok(Value::Array(done))
+}
+
+fn policy_example() -> Value {
+    json!({"policy": {"id": "workstations", "name": "Workstations", "updates": {"severities": ["Critical"]}, "targets": {"groups": ["workstations"]}, "maintenance_windows": ["nightly"], "enabled": true}})
+}
+
+pub static OPERATIONS: &[Operation] = &[
+    op!(
+        "me",
+        "Access",
+        Access::Read,
+        "Who the caller is, its role and the operations it may call.",
+        me,
+        Nothing,
+        json!({})
+    ),
+    op!(
+        "tokens.create",
+        "Access",
+        Access::Admin,
+        "A bearer token for this node's API with a role (shown once).",
+        tokens_create,
+        TokenCreate,
+        json!({"name": "alice", "role": "admin", "ttl_hours": 8})
+    ),
+    op!(
+        "tokens.list",
+        "Access",
+        Access::Admin,
+        "The bearer tokens of this node (without secrets).",
+        tokens_list,
+        Nothing,
+        json!({})
+    ),
+    op!(
+        "tokens.revoke",
+        "Access",
+        Access::Admin,
+        "Revokes the tokens of a name.",
+        tokens_revoke,
+        ByName,
+        json!({"name": "alice"})
+    ),
+    op!(
+        "updates.search",
+        "Updates",
+        Access::Read,
+        "Updates by severity, custom severity, product, classification, superseded, release date or text.",
+        updates_search,
+        UpdateSearch,
+        json!({"severities": ["Critical"], "superseded": false, "limit": 20})
+    ),
+    op!(
+        "updates.get",
+        "Updates",
+        Access::Read,
+        "One update with its approvals and compliance counts.",
+        updates_get,
+        ById,
+        json!({"id": "KB5021233"})
+    ),
+    op!(
+        "catalog.import",
+        "Updates",
+        Access::Write,
+        "Imports a vendor catalog (CVRF, WSUS XML, Update Catalog JSON, Cascade JSON).",
+        catalog_import,
+        CatalogImport,
+        json!({"name": "cvrf-2022-dec.xml", "content": "<cvrfdoc>…</cvrfdoc>"})
+    ),
+    op!(
+        "approvals.list",
+        "Approvals",
+        Access::Read,
+        "Approvals, optionally of one policy.",
+        approvals_list,
+        ApprovalList,
+        json!({"policy": "workstations"})
+    ),
+    op!(
+        "approvals.create",
+        "Approvals",
+        Access::Write,
+        "Approves an update for a policy, with an optional deadline.",
+        approvals_create,
+        ApprovalCreate,
+        json!({"policy": "workstations", "update": "KB5021233", "deadline": 1_800_000_000})
+    ),
+    op!(
+        "approvals.delete",
+        "Approvals",
+        Access::Write,
+        "Withdraws an approval.",
+        approvals_delete,
+        ById,
+        json!({"id": "workstations/KB5021233"})
+    ),
+    op!(
+        "custom_severities.list",
+        "Custom severities",
+        Access::Read,
+        "Custom severity levels, most urgent first.",
+        custom_severities_list,
+        Nothing,
+        json!({})
+    ),
+    op!(
+        "custom_severities.create",
+        "Custom severities",
+        Access::Write,
+        "Creates or changes a custom severity level.",
+        custom_severities_create,
+        CustomSeverity,
+        json!({"id": "p1", "name": "Patch this week", "rank": 100})
+    ),
+    op!(
+        "custom_severities.assign",
+        "Custom severities",
+        Access::Write,
+        "Gives an update a custom severity (null removes it).",
+        custom_severities_assign,
+        SeverityAssign,
+        json!({"update": "KB5021233", "severity": "p1"})
+    ),
+    op!(
+        "custom_severities.delete",
+        "Custom severities",
+        Access::Write,
+        "Deletes a custom severity level.",
+        custom_severities_delete,
+        ById,
+        json!({"id": "p1"})
+    ),
+    op!(
+        "policies.list",
+        "Policies",
+        Access::Read,
+        "Policies in force here, each marked local, inherited and locked, overridable, or overridden.",
+        policies_list,
+        Nothing,
+        json!({})
+    ),
+    op!(
+        "policies.get",
+        "Policies",
+        Access::Read,
+        "One policy as in force here.",
+        policies_get,
+        ById,
+        json!({"id": "workstations"})
+    ),
+    op!(
+        "policies.upsert",
+        "Policies",
+        Access::Write,
+        "Creates or changes a policy of this node.",
+        policies_upsert,
+        PolicyUpsert,
+        policy_example()
+    ),
+    op!(
+        "policies.delete",
+        "Policies",
+        Access::Write,
+        "Deletes a policy of this node.",
+        policies_delete,
+        ById,
+        json!({"id": "workstations"})
+    ),
+    op!(
+        "windows.list",
+        "Maintenance windows",
+        Access::Read,
+        "Maintenance windows in force here, with their inheritance.",
+        windows_list,
+        Nothing,
+        json!({})
+    ),
+    op!(
+        "windows.upsert",
+        "Maintenance windows",
+        Access::Write,
+        "Creates or changes a maintenance window (checked: zone, start, days).",
+        windows_upsert,
+        WindowUpsert,
+        json!({"window": {"id": "nightly", "name": "Nightly", "time_zone": "Europe/Berlin", "start": "22:00", "duration_minutes": 240, "days": ["mon", "tue", "wed", "thu", "fri"]}})
+    ),
+    op!(
+        "windows.delete",
+        "Maintenance windows",
+        Access::Write,
+        "Deletes a maintenance window of this node.",
+        windows_delete,
+        ById,
+        json!({"id": "nightly"})
+    ),
+    op!(
+        "settings.list",
+        "Settings",
+        Access::Read,
+        "Settings in force here: local, inherited and locked, overridable, or overridden here.",
+        settings_list,
+        Nothing,
+        json!({})
+    ),
+    op!(
+        "settings.set",
+        "Settings",
+        Access::Write,
+        "Sets a setting of this node, or overrides an inherited one its owner marked overridable.",
+        settings_set,
+        SettingSet,
+        json!({"id": "compliance.max_scan_age_hours", "value": 48, "overridable": true})
+    ),
+    op!(
+        "effective.list",
+        "Settings",
+        Access::Read,
+        "Any kind of object as in force here, with origin, inheritance status and overrides.",
+        effective_list,
+        EffectiveList,
+        json!({"kind": "policy"})
+    ),
+    op!(
+        "objects.override",
+        "Settings",
+        Access::Write,
+        "Overrides fields of an inherited object that its owner marked overridable.",
+        objects_override,
+        OverrideSet,
+        json!({"kind": "maintenance_window", "id": "nightly", "fields": {"start": "23:00"}})
+    ),
+    op!(
+        "objects.clear_override",
+        "Settings",
+        Access::Write,
+        "Withdraws this node's override of an object.",
+        objects_clear_override,
+        ObjectRef,
+        json!({"kind": "maintenance_window", "id": "nightly"})
+    ),
+    op!(
+        "sites.tree",
+        "Hierarchy",
+        Access::Read,
+        "This node, the sites above it, its subtree, the site records and link status.",
+        sites_tree,
+        Nothing,
+        json!({})
+    ),
+    op!(
+        "sites.add",
+        "Hierarchy",
+        Access::Admin,
+        "Registers a child site (also the second half of moving a site here).",
+        sites_add,
+        SiteAdd,
+        json!({"id": "site-a", "name": "Site A"})
+    ),
+    op!(
+        "sites.remove",
+        "Hierarchy",
+        Access::Admin,
+        "Unregisters a child site (the first half of moving it elsewhere).",
+        sites_remove,
+        ById,
+        json!({"id": "site-a"})
+    ),
+    op!(
+        "links.list",
+        "Hierarchy",
+        Access::Read,
+        "Link status both ways: connected, lag, last contact, last error.",
+        links_list,
+        Nothing,
+        json!({})
+    ),
+    op!(
+        "links.replicate_now",
+        "Hierarchy",
+        Access::Write,
+        "Wakes the parent link now.",
+        links_replicate_now,
+        Nothing,
+        json!({})
+    ),
+    op!(
+        "computers.list",
+        "Computers",
+        Access::Read,
+        "Computers this node serves, with state counts and whether their scan is current, stale or missing.",
+        computers_list,
+        ComputerList,
+        json!({"limit": 50})
+    ),
+    op!(
+        "computers.inventory",
+        "Computers",
+        Access::Read,
+        "A computer's latest inventory.",
+        computers_inventory,
+        ByComputer,
+        json!({"computer": "pc-0042"})
+    ),
+    op!(
+        "computers.plan",
+        "Computers",
+        Access::Read,
+        "A computer's assignment now: what it would install, in order, and why the rest not.",
+        computers_plan,
+        ByComputer,
+        json!({"computer": "pc-0042"})
+    ),
+    op!(
+        "computers.compliance",
+        "Computers",
+        Access::Read,
+        "A computer's state per update, each with its age; unknown states with their reason.",
+        computers_compliance,
+        ByComputer,
+        json!({"computer": "pc-0042"})
+    ),
+    op!(
+        "compliance.by_update",
+        "Compliance",
+        Access::Read,
+        "Counts per state of this node's subtree, per update or for one.",
+        compliance_by_update,
+        ComplianceByUpdate,
+        json!({"update": "KB5021233"})
+    ),
+    op!(
+        "compliance.by_site",
+        "Compliance",
+        Access::Read,
+        "Counts per state per site and severity, for this node's subtree.",
+        compliance_by_site,
+        Nothing,
+        json!({})
+    ),
+    op!(
+        "compliance.by_severity",
+        "Compliance",
+        Access::Read,
+        "Counts per state per severity, for this node's subtree.",
+        compliance_by_severity,
+        Nothing,
+        json!({})
+    ),
+    op!(
+        "audit.log",
+        "Audit",
+        Access::Read,
+        "The audit log: who changed what, when (it replicates up).",
+        audit_log,
+        AuditLog,
+        json!({"after": 0, "limit": 50})
+    ),
+    // The names of the Altiris Patch Workflow Web Service.
+    op!(
+        "CreateUpdatePolicy",
+        "Altiris names",
+        Access::Write,
+        "Creates a policy approving bulletins.",
+        create_policy_with_updates,
+        CreatePolicyWithUpdates,
+        json!({"name": "December rollup", "bulletins": ["KB5021233"], "enabled": true}),
+        Some("policies.upsert")
+    ),
+    op!(
+        "CreateUpdatePolicyViaUpdates",
+        "Altiris names",
+        Access::Write,
+        "Creates a policy approving updates.",
+        create_policy_with_updates,
+        CreatePolicyWithUpdates,
+        json!({"name": "December rollup", "updates": ["KB5021233"]}),
+        Some("policies.upsert")
+    ),
+    op!(
+        "ResolveToUpdates",
+        "Altiris names",
+        Access::Read,
+        "Resolves bulletins to updates (and what supersedes them).",
+        resolve_to_updates,
+        UpdateIds,
+        json!({"bulletins": ["KB5021233"]}),
+        Some("updates.get")
+    ),
+    op!(
+        "ResolveToPolicies",
+        "Altiris names",
+        Access::Read,
+        "The policies that approve each update.",
+        resolve_to_policies,
+        UpdateIds,
+        json!({"updates": ["KB5021233"]}),
+        Some("approvals.list")
+    ),
+    op!(
+        "DisableBulletins",
+        "Altiris names",
+        Access::Write,
+        "Withdraws this node's approvals of the bulletins.",
+        disable_bulletins,
+        UpdateIds,
+        json!({"bulletins": ["KB5021233"]}),
+        Some("approvals.delete")
+    ),
+    op!(
+        "GetCustomSeverities",
+        "Altiris names",
+        Access::Read,
+        "The custom severity levels.",
+        custom_severities_list,
+        Nothing,
+        json!({}),
+        Some("custom_severities.list")
+    ),
+    op!(
+        "GetCustomSeverityLevels",
+        "Altiris names",
+        Access::Read,
+        "The custom severity levels, most urgent first.",
+        custom_severities_list,
+        Nothing,
+        json!({}),
+        Some("custom_severities.list")
+    ),
+    op!(
+        "SetSeverityLevel",
+        "Altiris names",
+        Access::Write,
+        "Gives an update a custom severity level.",
+        set_severity_level,
+        SetSeverityLevel,
+        json!({"update": "KB5021233", "level": "p1"}),
+        Some("custom_severities.assign")
+    ),
+    op!(
+        "GetProperty",
+        "Altiris names",
+        Access::Read,
+        "One setting as in force here.",
+        get_property,
+        ById,
+        json!({"id": "compliance.max_scan_age_hours"}),
+        Some("settings.list")
+    ),
+    op!(
+        "SetProperty",
+        "Altiris names",
+        Access::Write,
+        "Sets one setting.",
+        set_property,
+        SetProperty,
+        json!({"id": "compliance.max_scan_age_hours", "value": 48}),
+        Some("settings.set")
+    ),
+    op!(
+        "SetProperties",
+        "Altiris names",
+        Access::Write,
+        "Sets several settings.",
+        set_properties,
+        SetProperties,
+        json!({"properties": {"compliance.max_scan_age_hours": 48}}),
+        Some("settings.set")
+    ),
+    op!(
+        "MyPrivileges",
+        "Altiris names",
+        Access::Read,
+        "The caller's role and allowed operations.",
+        me,
+        Nothing,
+        json!({}),
+        Some("me")
+    ),
+];

@@ -1,0 +1,568 @@
+//! The workflow API over real HTTPS (curl) and gRPC (`ctl call`) against
+//! real node processes: every operation, the roles, bad input, inheritance
+//! down the tree, the help page and the OpenAPI document.
+
+mod support;
+
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::*;
+
+fn fixture(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures")
+        .join(path)
+}
+
+/// An HTTPS client of one node's API, through curl, remembering which
+/// operations it called.
+struct Api<'a> {
+    tree: &'a Tree,
+    node: String,
+    called: &'a RefCell<BTreeSet<String>>,
+}
+
+impl Api<'_> {
+    fn base(&self) -> String {
+        let addr = std::fs::read_to_string(self.tree.nodes[&self.node].data().join("api.addr")).unwrap();
+        format!("https://{addr}")
+    }
+
+    fn curl(&self, args: &[&str]) -> (u16, String) {
+        self.curl_with(args, "")
+    }
+
+    /// curl with `stdin` as its standard input (bodies go there: a catalog
+    /// is too long for an argument).
+    fn curl_with(&self, args: &[&str], stdin: &str) -> (u16, String) {
+        use std::io::Write;
+        let ca = self.tree.path().join("pki/ca.crt");
+        let mut child = Command::new("curl")
+            .args(["-s", "-w", "\n%{http_code}", "--cacert"])
+            .arg(&ca)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("curl");
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_owned())
+    }
+
+    /// POSTs raw text to an operation with a token (or none).
+    fn raw(&self, op: &str, token: Option<&str>, body: &str) -> (u16, Value) {
+        self.called.borrow_mut().insert(op.to_owned());
+        let url = format!("{}/api/v1/{op}", self.base());
+        let auth = token.map(|t| format!("Authorization: Bearer {t}"));
+        let mut args = vec![
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            "@-",
+        ];
+        if let Some(a) = &auth {
+            args.extend(["-H", a]);
+        }
+        args.push(&url);
+        let (code, text) = self.curl_with(&args, body);
+        (code, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    fn call(&self, op: &str, token: &str, params: Value) -> (u16, Value) {
+        self.raw(op, Some(token), &params.to_string())
+    }
+
+    /// Calls and expects success.
+    fn ok(&self, op: &str, token: &str, params: Value) -> Value {
+        let (code, body) = self.call(op, token, params);
+        assert_eq!(code, 200, "{op}: {body}");
+        body
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        self.curl(&[&format!("{}{path}", self.base())])
+    }
+}
+
+#[test]
+fn every_operation_over_https_with_roles_inheritance_and_bad_input() {
+    let mut tree = Tree::new(&[("root", None), ("child", Some("root"))]);
+    for id in ["root", "child"] {
+        tree.top.insert(id.into(), "api_listen = \"127.0.0.1:0\"\n".into());
+    }
+    tree.start_all();
+    let token = |node: &str, name: &str, role: &str| -> String {
+        ok(tree.ctl(node, &["api-token", "create", "--name", name, "--role", role]))
+            .trim()
+            .to_owned()
+    };
+    let admin = token("root", "alice", "admin");
+    let auditor = token("root", "audrey", "auditor");
+    let operator = token("child", "oscar", "site-operator");
+    let child_admin = token("child", "carol", "admin");
+    let called = RefCell::new(BTreeSet::new());
+    let root = Api {
+        tree: &tree,
+        node: "root".into(),
+        called: &called,
+    };
+    let child = Api {
+        tree: &tree,
+        node: "child".into(),
+        called: &called,
+    };
+
+    // Who am I; credentials.
+    let me = root.ok("me", &admin, json!({}));
+    assert_eq!(me["caller"]["role"], "admin");
+    assert!(me["operations"].as_array().unwrap().len() > 30);
+    assert_eq!(
+        root.ok("MyPrivileges", &auditor, json!({}))["caller"]["role"],
+        "auditor"
+    );
+    let (code, body) = root.raw("me", None, "{}");
+    assert_eq!(code, 401, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("no credentials"));
+    let (code, _) = root.call("me", "cascade-api1.not-a-token", json!({}));
+    assert_eq!(code, 401);
+    // A token is the node's own: the child's token means nothing at the root.
+    assert_eq!(root.call("me", &operator, json!({})).0, 401);
+
+    // Catalog import and update search.
+    let cvrf = std::fs::read_to_string(fixture("cvrf/cvrfDocument-2022-Dec.trimmed.xml")).unwrap();
+    let imported = root.ok("catalog.import", &admin, json!({"name": "dec.xml", "content": cvrf}));
+    assert_eq!(imported["format"], "MSRC CVRF");
+    let (code, body) = root.call(
+        "catalog.import",
+        &admin,
+        json!({"name": "bad.xml", "content": "<nope/>"}),
+    );
+    assert_eq!(code, 400, "{body}");
+    let critical = root.ok(
+        "updates.search",
+        &auditor,
+        json!({"severities": ["Critical"], "superseded": false, "limit": 5}),
+    );
+    assert!(critical["total"].as_u64().unwrap() > 0);
+    assert!(critical["updates"].as_array().unwrap().len() <= 5);
+    let by_text = root.ok("updates.search", &auditor, json!({"text": "kb5021233"}));
+    assert_eq!(by_text["updates"][0]["id"], "KB5021233");
+    let one = root.ok("updates.get", &auditor, json!({"id": "5021233"}));
+    assert_eq!(one["update"]["object"]["id"], "KB5021233");
+    assert_eq!(root.call("updates.get", &auditor, json!({"id": "KB1"})).0, 404);
+
+    // Bad input names the field; nothing changes.
+    let (code, body) = root.call("updates.search", &auditor, json!({"severities": ["Urgent"]}));
+    assert_eq!(code, 400);
+    assert!(body["message"].as_str().unwrap().starts_with("severities[0]"), "{body}");
+    let (code, body) = root.call("updates.search", &auditor, json!({"limit": "ten"}));
+    assert_eq!(code, 400);
+    assert!(body["message"].as_str().unwrap().starts_with("limit"), "{body}");
+    let (code, body) = root.call("approvals.list", &auditor, json!({"polcy": "x"}));
+    assert_eq!(code, 400);
+    assert!(
+        body["message"].as_str().unwrap().contains("unknown field `polcy`"),
+        "{body}"
+    );
+    let (code, body) = root.raw("approvals.list", Some(&auditor), "{not json");
+    assert_eq!(code, 400);
+    assert!(body["message"].as_str().unwrap().contains("invalid JSON"), "{body}");
+    let (code, _) = root.call("no.such.operation", &auditor, json!({}));
+    assert_eq!(code, 404);
+
+    // Windows, policies, approvals; the auditor reads only.
+    let (code, body) = root.call(
+        "windows.upsert",
+        &admin,
+        json!({"window": {"id": "nightly", "name": "Nightly", "time_zone": "Mars/Base", "start": "22:00", "duration_minutes": 60}}),
+    );
+    assert_eq!(code, 400);
+    assert!(body["message"].as_str().unwrap().contains("Mars/Base"), "{body}");
+    root.ok(
+        "windows.upsert",
+        &admin,
+        json!({"window": {"id": "nightly", "name": "Nightly", "time_zone": "Europe/Berlin", "start": "22:00", "duration_minutes": 240, "overridable": ["start"]}}),
+    );
+    let (code, body) = root.call(
+        "policies.upsert",
+        &admin,
+        json!({"policy": {"id": "p", "name": "P", "maintenance_windows": ["weekly"]}}),
+    );
+    assert_eq!(code, 400, "{body}");
+    root.ok(
+        "policies.upsert",
+        &admin,
+        json!({"policy": {"id": "workstations", "name": "Workstations", "maintenance_windows": ["nightly"], "enabled": true}}),
+    );
+    assert_eq!(
+        root.ok("policies.get", &auditor, json!({"id": "workstations"}))["status"],
+        "local"
+    );
+    assert_eq!(
+        root.ok("policies.list", &auditor, json!({})).as_array().unwrap().len(),
+        1
+    );
+    assert_eq!(
+        root.ok("windows.list", &auditor, json!({})).as_array().unwrap().len(),
+        1
+    );
+    assert_eq!(
+        root.call("windows.delete", &admin, json!({"id": "nightly"})).0,
+        409,
+        "a policy uses it"
+    );
+    root.ok(
+        "windows.upsert",
+        &admin,
+        json!({"window": {"id": "spare", "name": "Spare", "time_zone": "UTC", "start": "01:00", "duration_minutes": 30}}),
+    );
+    root.ok("windows.delete", &admin, json!({"id": "spare"}));
+    let (code, body) = root.call(
+        "approvals.create",
+        &auditor,
+        json!({"policy": "workstations", "update": "KB5021233"}),
+    );
+    assert_eq!(code, 403, "{body}");
+    assert_eq!(
+        root.call(
+            "approvals.create",
+            &admin,
+            json!({"policy": "nope", "update": "KB5021233"})
+        )
+        .0,
+        404
+    );
+    root.ok(
+        "approvals.create",
+        &admin,
+        json!({"policy": "workstations", "update": "KB5021233", "deadline": 1_900_000_000}),
+    );
+    root.ok(
+        "approvals.create",
+        &admin,
+        json!({"policy": "workstations", "update": "KB5021237"}),
+    );
+    assert_eq!(
+        root.ok("approvals.list", &auditor, json!({"policy": "workstations"}))
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    root.ok("approvals.delete", &admin, json!({"id": "workstations/KB5021237"}));
+    assert_eq!(
+        root.call("approvals.delete", &admin, json!({"id": "workstations/KB5021237"}))
+            .0,
+        404
+    );
+
+    // Custom severities.
+    root.ok(
+        "custom_severities.create",
+        &admin,
+        json!({"id": "p1", "name": "This week", "rank": 100}),
+    );
+    root.ok(
+        "custom_severities.create",
+        &admin,
+        json!({"id": "p2", "name": "This month", "rank": 50}),
+    );
+    let levels = root.ok("GetCustomSeverityLevels", &auditor, json!({}));
+    assert_eq!(levels[0]["id"], "p1");
+    assert_eq!(
+        root.ok("GetCustomSeverities", &auditor, json!({}))
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        root.ok("custom_severities.list", &auditor, json!({}))
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    root.ok(
+        "custom_severities.assign",
+        &admin,
+        json!({"update": "KB5021233", "severity": "p2"}),
+    );
+    root.ok(
+        "SetSeverityLevel",
+        &admin,
+        json!({"update": "KB5021233", "level": "p1"}),
+    );
+    let tagged = root.ok("updates.search", &auditor, json!({"custom_severities": ["p1"]}));
+    assert_eq!(tagged["total"], 1);
+    assert_eq!(
+        root.call(
+            "custom_severities.assign",
+            &admin,
+            json!({"update": "KB5021233", "severity": "p9"})
+        )
+        .0,
+        404
+    );
+    root.ok("custom_severities.delete", &admin, json!({"id": "p2"}));
+
+    // Settings: overridable at the root, overridden at the child by its
+    // site operator, who cannot change what the root owns.
+    root.ok(
+        "settings.set",
+        &admin,
+        json!({"id": "compliance.max_scan_age_hours", "value": 48, "overridable": true}),
+    );
+    root.ok(
+        "settings.set",
+        &admin,
+        json!({"id": "reboot.message", "value": "Restarting for updates"}),
+    );
+    root.ok("SetProperty", &admin, json!({"id": "ui.banner", "value": "Production"}));
+    root.ok(
+        "SetProperties",
+        &admin,
+        json!({"properties": {"ui.colour": "blue", "ui.motd": "hello"}}),
+    );
+    assert_eq!(
+        root.ok("GetProperty", &auditor, json!({"id": "ui.banner"}))["object"]["object"]["value"],
+        "Production"
+    );
+    wait_for("settings at the child", Duration::from_secs(20), || {
+        child
+            .call("settings.list", &operator, json!({}))
+            .1
+            .as_array()
+            .is_some_and(|a| a.len() == 5)
+    });
+    let status = |api: &Api, id: &str| -> Value {
+        api.ok("settings.list", &operator_or(api, &operator, &admin), json!({}))
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["object"]["object"]["id"] == id)
+            .unwrap()["status"]
+            .clone()
+    };
+    assert_eq!(
+        status(&child, "compliance.max_scan_age_hours"),
+        "inherited, overridable"
+    );
+    assert_eq!(status(&child, "reboot.message"), "inherited, locked");
+    child.ok(
+        "settings.set",
+        &operator,
+        json!({"id": "compliance.max_scan_age_hours", "value": 12}),
+    );
+    assert_eq!(
+        status(&child, "compliance.max_scan_age_hours"),
+        "inherited, overridden here"
+    );
+    let (code, body) = child.call(
+        "settings.set",
+        &operator,
+        json!({"id": "reboot.message", "value": "no"}),
+    );
+    assert_eq!(code, 403, "{body}");
+    let (code, body) = child.call("policies.delete", &operator, json!({"id": "workstations"}));
+    assert_eq!(code, 403, "the child does not own the root's policy: {body}");
+    child.ok(
+        "objects.override",
+        &operator,
+        json!({"kind": "maintenance_window", "id": "nightly", "fields": {"start": "23:30"}}),
+    );
+    let windows = child.ok("effective.list", &operator, json!({"kind": "maintenance_window"}));
+    assert_eq!(windows[0]["object"]["object"]["start"], "23:30");
+    assert_eq!(windows[0]["status"], "inherited, overridden here");
+    let (code, _) = child.call(
+        "objects.override",
+        &operator,
+        json!({"kind": "maintenance_window", "id": "nightly", "fields": {"time_zone": "UTC"}}),
+    );
+    assert_eq!(code, 403, "time_zone is not overridable");
+    child.ok(
+        "objects.clear_override",
+        &operator,
+        json!({"kind": "maintenance_window", "id": "nightly"}),
+    );
+    assert_eq!(
+        child.ok("windows.list", &operator, json!({}))[0]["object"]["object"]["start"],
+        "22:00"
+    );
+    // A site operator may not register sites or make tokens.
+    assert_eq!(child.call("sites.add", &operator, json!({"id": "grandchild"})).0, 403);
+    assert_eq!(
+        child
+            .call("tokens.create", &operator, json!({"name": "x", "role": "admin"}))
+            .0,
+        403
+    );
+    // Local policies at the child are the site operator's.
+    child.ok(
+        "policies.upsert",
+        &operator,
+        json!({"policy": {"id": "child-local", "name": "Child only", "enabled": true}}),
+    );
+    child.ok("policies.delete", &operator, json!({"id": "child-local"}));
+
+    // Hierarchy.
+    let tree_view = root.ok("sites.tree", &auditor, json!({}));
+    assert_eq!(tree_view["node"], "root");
+    assert!(tree_view["subtree"].as_array().unwrap().contains(&json!("child")));
+    assert_eq!(child.ok("sites.tree", &operator, json!({}))["above"], json!(["root"]));
+    root.ok("sites.add", &admin, json!({"id": "spare", "name": "Spare"}));
+    let (code, body) = child.call("sites.add", &child_admin, json!({"id": "root"}));
+    assert_eq!(code, 409, "a cycle: {body}");
+    root.ok("sites.remove", &admin, json!({"id": "spare"}));
+    wait_for("the child's link at the root", Duration::from_secs(20), || {
+        root.ok("links.list", &auditor, json!({})).as_array().is_some_and(|l| {
+            l.iter()
+                .any(|x| x["peer"] == "child" && x["status"]["connected"] == true)
+        })
+    });
+    root.ok("links.replicate_now", &admin, json!({}));
+
+    // Computers and compliance (no agents yet: empty, and unknown computers are 404).
+    assert_eq!(child.ok("computers.list", &operator, json!({}))["total"], 0);
+    for op in ["computers.inventory", "computers.plan", "computers.compliance"] {
+        assert_eq!(child.call(op, &operator, json!({"computer": "pc-9"})).0, 404, "{op}");
+    }
+    root.ok("compliance.by_update", &auditor, json!({}));
+    root.ok("compliance.by_update", &auditor, json!({"update": "KB5021233"}));
+    root.ok("compliance.by_site", &auditor, json!({}));
+    root.ok("compliance.by_severity", &auditor, json!({}));
+
+    // Altiris names.
+    let created = root.ok(
+        "CreateUpdatePolicy",
+        &admin,
+        json!({"name": "December Rollup", "bulletins": ["KB5021233", "5021237"]}),
+    );
+    assert_eq!(created["policy"], "december-rollup");
+    root.ok(
+        "CreateUpdatePolicyViaUpdates",
+        &admin,
+        json!({"name": "Servers", "updates": ["KB5021233"]}),
+    );
+    assert_eq!(
+        root.call(
+            "CreateUpdatePolicyViaUpdates",
+            &admin,
+            json!({"name": "X", "updates": ["KB1"]})
+        )
+        .0,
+        404
+    );
+    let resolved = root.ok("ResolveToUpdates", &auditor, json!({"bulletins": ["KB5021233", "KB1"]}));
+    assert_eq!(resolved[0]["found"], true);
+    assert_eq!(resolved[1]["found"], false);
+    let policies = root.ok("ResolveToPolicies", &auditor, json!({"updates": ["KB5021233"]}));
+    assert_eq!(policies["KB5021233"].as_array().unwrap().len(), 3);
+    let withdrawn = root.ok("DisableBulletins", &admin, json!({"bulletins": ["KB5021237"]}));
+    assert_eq!(withdrawn["approvals_withdrawn"], 1);
+
+    // Audit: who, when, what; the child's changes replicate up.
+    let log = root.ok("audit.log", &auditor, json!({"limit": 500}));
+    assert!(log.as_array().unwrap().iter().any(|e| {
+        e["entry"]["action"] == "approvals.create"
+            && e["entry"]["actor"]
+                .as_str()
+                .unwrap()
+                .starts_with("alice (admin, token)")
+    }));
+    wait_for("the child's audit entries at the root", Duration::from_secs(20), || {
+        root.ok("audit.log", &auditor, json!({"limit": 1000}))
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["entry"]["node"] == "child" && e["entry"]["actor"].as_str().unwrap().starts_with("oscar"))
+    });
+
+    // Tokens.
+    assert!(root.ok("tokens.list", &admin, json!({})).as_array().unwrap().len() >= 2);
+    let extra = root.ok(
+        "tokens.create",
+        &admin,
+        json!({"name": "temp", "role": "auditor", "ttl_hours": 1}),
+    );
+    let temp = extra["token"].as_str().unwrap().to_owned();
+    root.ok("me", &temp, json!({}));
+    assert_eq!(root.ok("tokens.revoke", &admin, json!({"name": "temp"}))["revoked"], 1);
+    assert_eq!(root.call("me", &temp, json!({})).0, 401);
+    assert_eq!(root.call("tokens.list", &auditor, json!({})).0, 403);
+
+    // Admin client certificates work too, and gRPC has the same operations.
+    let pki = tree.path().join("pki");
+    let (code, body) = root.curl(&[
+        "--cert",
+        pki.join("admin-ops.crt").to_str().unwrap(),
+        "--key",
+        pki.join("admin-ops.key").to_str().unwrap(),
+        "-X",
+        "POST",
+        "--data",
+        "{}",
+        &format!("{}/api/v1/me", root.base()),
+    ]);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"via\":\"certificate\""), "{body}");
+    let grpc = ok(tree.ctl(
+        "root",
+        &[
+            "--json",
+            "call",
+            "updates.search",
+            "--params",
+            r#"{"text": "KB5021233"}"#,
+        ],
+    ));
+    let grpc: Value = serde_json::from_str(&grpc).unwrap();
+    assert_eq!(grpc["updates"][0]["id"], "KB5021233");
+    let refused = tree.ctl("root", &["call", "updates.search", "--params", r#"{"limit": "x"}"#]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("limit"));
+
+    // The help page lists every operation with a form; OpenAPI describes each.
+    let (code, help) = root.get("/help");
+    assert_eq!(code, 200);
+    let (_, openapi) = root.get("/openapi.json");
+    let openapi: Value = serde_json::from_str(&openapi).unwrap();
+    let (_, listing) = root.get("/api/v1");
+    let listing: Value = serde_json::from_str(&listing).unwrap();
+    let all: BTreeSet<String> = listing
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].as_str().unwrap().to_owned())
+        .collect();
+    for name in &all {
+        assert!(
+            help.contains(&format!("data-op=\"{name}\"")),
+            "help has a form for {name}"
+        );
+        assert!(
+            openapi["paths"][format!("/api/v1/{name}")]["post"]["requestBody"].is_object(),
+            "OpenAPI describes {name}"
+        );
+    }
+    assert!(!help.contains("http://") && !help.contains("cdn"), "no outside assets");
+    let (code, console) = root.get("/");
+    assert_eq!(code, 200);
+    assert!(console.contains("Cascade console"));
+    let untested: Vec<&String> = all.iter().filter(|n| !called.borrow().contains(*n)).collect();
+    assert!(untested.is_empty(), "operations without a test: {untested:?}");
+}
+
+fn operator_or(api: &Api, operator: &str, admin: &str) -> String {
+    if api.node == "child" { operator } else { admin }.to_owned()
+}
