@@ -290,6 +290,27 @@ fn an_enrolled_agent_installs_and_the_root_two_levels_up_sees_it() {
             && counts(&tree, "root", "EX-3")["required"] == 1
             && counts(&tree, "root", "EX-4")["not_applicable"] == 1
     });
+    // What a new policy would do here, before it is approved: EX-3 for the
+    // one computer, in a 60-minute window that one 10-minute install fits.
+    let what_if = ok(tree.ctl(
+        "site",
+        &[
+            "--json",
+            "call",
+            "policies.what_if",
+            "--params",
+            r#"{"policy": {"id": "more", "name": "More", "maintenance_windows": ["nightly"]}, "approve": ["EX-3", "EX-4"]}"#,
+        ],
+    ));
+    let what_if: serde_json::Value = serde_json::from_str(&what_if).unwrap();
+    assert_eq!(what_if["computers_targeted"], 1, "{what_if}");
+    assert_eq!(
+        what_if["computers"][0]["updates"],
+        serde_json::json!(["EX-3"]),
+        "{what_if}"
+    );
+    assert_eq!(what_if["computers"][0]["fits_windows"], true, "{what_if}");
+    assert_eq!(what_if["computers_restarting"], 0, "{what_if}");
     let agents = tree.json("site", &["--json", "agents"]);
     assert_eq!(agents[0]["agent"]["id"], "pc-e2e");
     let kinds: Vec<&str> = agents[0]["events"]

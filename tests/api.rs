@@ -471,6 +471,51 @@ fn every_operation_over_https_with_roles_inheritance_and_bad_input() {
     let withdrawn = root.ok("DisableBulletins", &admin, json!({"bulletins": ["KB5021237"]}));
     assert_eq!(withdrawn["approvals_withdrawn"], 1);
 
+    // Content held here (the CVRF sample names no files), tasks, what-if.
+    let status = root.ok("content.status", &auditor, json!({}));
+    assert!(
+        status
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|u| u["staged"] == true && u["files"] == 0)
+    );
+    assert_eq!(
+        root.ok("IsStaged", &auditor, json!({"updates": ["KB5021233"]}))["KB5021233"]["staged"],
+        true
+    );
+    assert_eq!(root.call("IsStaged", &auditor, json!({"updates": ["KB1"]})).0, 404);
+    assert_eq!(
+        root.ok("GetStagedUpdates", &auditor, json!({})),
+        json!([]),
+        "nothing with content"
+    );
+    assert_eq!(root.ok("GetNonstagedUpdates", &auditor, json!({})), json!([]));
+    let task = root.ok("tasks.run", &admin, json!({"task": "compact"}));
+    let task_id = task["id"].as_u64().unwrap();
+    wait_for("the compaction task", Duration::from_secs(10), || {
+        root.ok("tasks.status", &auditor, json!({"id": task_id}))["state"] == "succeeded"
+    });
+    let replicate = root.ok("RunTask", &admin, json!({"task": "replicate_now"}));
+    let replicate_id = replicate["id"].as_u64().unwrap();
+    wait_for("the replicate task", Duration::from_secs(10), || {
+        root.ok("GetTaskInstanceStatus", &auditor, json!({"id": replicate_id}))["state"] == "succeeded"
+    });
+    assert_eq!(root.call("tasks.run", &admin, json!({"task": "reboot"})).0, 400);
+    assert_eq!(root.call("tasks.run", &auditor, json!({"task": "compact"})).0, 403);
+    let what_if = root.ok(
+        "policies.what_if",
+        &auditor,
+        json!({"policy": {"id": "pilot", "name": "Pilot", "updates": {"severities": ["Critical"]}}}),
+    );
+    assert_eq!(what_if["computers_targeted"], 0, "the root serves no computers itself");
+    let (code, body) = root.call(
+        "policies.what_if",
+        &auditor,
+        json!({"policy": {"id": "pilot", "name": "Pilot", "maintenance_windows": ["weekly"]}}),
+    );
+    assert_eq!(code, 400, "{body}");
+
     // Audit: who, when, what; the child's changes replicate up.
     let log = root.ok("audit.log", &auditor, json!({"limit": 500}));
     assert!(log.as_array().unwrap().iter().any(|e| {

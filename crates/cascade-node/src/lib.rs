@@ -58,6 +58,8 @@ pub struct Node {
     seen: agents::Seen,
     /// The organisation CA certificate(s), DER, for client chain checks.
     ca_ders: Vec<Vec<u8>>,
+    /// Tasks started through the API, by id.
+    pub(crate) tasks: Mutex<BTreeMap<u64, api::TaskStatus>>,
 }
 
 const DIRECTIONS: [&str; 4] = ["down", "up", "child-down", "child-up"];
@@ -85,6 +87,7 @@ impl Node {
             targeting: Mutex::new(None),
             seen: agents::Seen::default(),
             ca_ders: cascade_trust::pem_certs(&config.ca_pem).unwrap_or_default(),
+            tasks: Mutex::new(BTreeMap::new()),
             config,
         })
     }

@@ -19,6 +19,7 @@ use crate::{Node, blocking};
 
 pub mod http;
 mod ops;
+mod workflow;
 
 /// Why an operation did not happen. Mapped to HTTP statuses and gRPC codes
 /// in one place each (`status` here, `grpc` below).
@@ -288,6 +289,20 @@ impl Node {
         }
         Ok(result)
     }
+}
+
+/// A task started through the API (`tasks.run`, Altiris `RunTask`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TaskStatus {
+    pub id: u64,
+    pub task: String,
+    /// running, succeeded or failed.
+    pub state: String,
+    pub started_at: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<i64>,
+    pub result: Value,
+    pub started_by: String,
 }
 
 /// The stored form of a token: its SHA-256, hex.

@@ -15,7 +15,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Access, ApiError, Ctx, Operation, parse_params};
+use super::{Access, ApiError, Ctx, Operation, parse_params, workflow};
 use crate::blocking;
 
 macro_rules! op {
@@ -42,13 +42,13 @@ macro_rules! op {
     };
 }
 
-type Out = Result<Value, ApiError>;
+pub(super) type Out = Result<Value, ApiError>;
 
-fn id(kind: &'static str, raw: &str) -> Result<ObjectId, ApiError> {
+pub(super) fn id(kind: &'static str, raw: &str) -> Result<ObjectId, ApiError> {
     ObjectId::new(raw).map_err(|e| ApiError::Invalid(format!("{kind}: {e}")))
 }
 
-async fn objects(ctx: &Ctx, kind: ObjectKind) -> Result<Vec<cascade_store::StoredObject>, ApiError> {
+pub(super) async fn objects(ctx: &Ctx, kind: ObjectKind) -> Result<Vec<cascade_store::StoredObject>, ApiError> {
     let store = ctx.node.store.clone();
     Ok(blocking(move || store.objects(kind)).await?)
 }
@@ -58,7 +58,7 @@ async fn change(ctx: &Ctx, op: ChangeOp) -> Out {
     Ok(json!({"origin": change.origin, "seq": change.seq}))
 }
 
-fn to_value<T: serde::Serialize>(value: &T) -> Out {
+pub(super) fn to_value<T: serde::Serialize>(value: &T) -> Out {
     serde_json::to_value(value).map_err(|e| ApiError::Internal(e.to_string()))
 }
 
@@ -133,7 +133,7 @@ fn date(field: &str, text: &Option<String>) -> Result<Option<jiff::civil::Date>,
         .transpose()
 }
 
-async fn update_objects(ctx: &Ctx) -> Result<Vec<cascade_core::Update>, ApiError> {
+pub(super) async fn update_objects(ctx: &Ctx) -> Result<Vec<cascade_core::Update>, ApiError> {
     Ok(objects(ctx, ObjectKind::Update)
         .await?
         .into_iter()
@@ -144,7 +144,7 @@ async fn update_objects(ctx: &Ctx) -> Result<Vec<cascade_core::Update>, ApiError
         .collect())
 }
 
-async fn approvals_by_update(ctx: &Ctx) -> Result<BTreeMap<UpdateId, Vec<String>>, ApiError> {
+pub(super) async fn approvals_by_update(ctx: &Ctx) -> Result<BTreeMap<UpdateId, Vec<String>>, ApiError> {
     let mut out: BTreeMap<UpdateId, Vec<String>> = BTreeMap::new();
     for s in objects(ctx, ObjectKind::Approval).await? {
         if let Object::Approval(a) = s.object {
@@ -1546,6 +1546,33 @@ pub static OPERATIONS: &[Operation] = &[
         json!({})
     ),
     op!(
+        "policies.what_if",
+        "Policies",
+        Access::Read,
+        "Before approving: which computers here a policy would give which updates, how many restart, and whether the work fits their windows.",
+        workflow::policies_what_if,
+        workflow::WhatIf,
+        json!({"policy": {"id": "pilot", "name": "Pilot", "updates": {"severities": ["Critical"]}}, "minutes_per_update": 10})
+    ),
+    op!(
+        "tasks.run",
+        "Tasks",
+        Access::Write,
+        "Starts a task on this node: replicate_now, compact or persist_agents.",
+        workflow::tasks_run,
+        workflow::TaskRun,
+        json!({"task": "compact"})
+    ),
+    op!(
+        "tasks.status",
+        "Tasks",
+        Access::Read,
+        "A task's state and result.",
+        workflow::tasks_status,
+        workflow::TaskId,
+        json!({"id": 1})
+    ),
+    op!(
         "audit.log",
         "Audit",
         Access::Read,
@@ -1664,6 +1691,65 @@ pub static OPERATIONS: &[Operation] = &[
         SetProperties,
         json!({"properties": {"compliance.max_scan_age_hours": 48}}),
         Some("settings.set")
+    ),
+    op!(
+        "content.status",
+        "Content",
+        Access::Read,
+        "The approved updates' content: which files this node holds and which it lacks.",
+        workflow::content_status,
+        Nothing,
+        json!({})
+    ),
+    op!(
+        "IsStaged",
+        "Altiris names",
+        Access::Read,
+        "Whether each update's content is on this node.",
+        workflow::is_staged,
+        UpdateIds,
+        json!({"updates": ["KB5021233"]}),
+        Some("content.status")
+    ),
+    op!(
+        "GetStagedUpdates",
+        "Altiris names",
+        Access::Read,
+        "Approved updates whose content is on this node.",
+        workflow::staged_updates,
+        Nothing,
+        json!({}),
+        Some("content.status")
+    ),
+    op!(
+        "GetNonstagedUpdates",
+        "Altiris names",
+        Access::Read,
+        "Approved updates whose content is not (all) on this node, with what is missing.",
+        workflow::nonstaged_updates,
+        Nothing,
+        json!({}),
+        Some("content.status")
+    ),
+    op!(
+        "RunTask",
+        "Altiris names",
+        Access::Write,
+        "Starts a task on this node.",
+        workflow::tasks_run,
+        workflow::TaskRun,
+        json!({"task": "compact"}),
+        Some("tasks.run")
+    ),
+    op!(
+        "GetTaskInstanceStatus",
+        "Altiris names",
+        Access::Read,
+        "A task's state and result.",
+        workflow::tasks_status,
+        workflow::TaskId,
+        json!({"id": 1}),
+        Some("tasks.status")
     ),
     op!(
         "MyPrivileges",

@@ -1,0 +1,304 @@
+//! Operations about the work itself: which content this node holds,
+//! tasks run on the node, and what a policy would do before it is approved.
+
+use cascade_core::UpdateId;
+use cascade_core::model::{Approval, Object, ObjectKind, Policy};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::ops::{Nothing, Out, UpdateIds, approvals_by_update, id, to_value, update_objects};
+use super::{ApiError, Ctx};
+use crate::blocking;
+
+// ---- content held here
+
+/// Whether every content file of an update is in this node's content
+/// directory with its catalog size, and the names of those that are not.
+fn staged(node: &crate::Node, update: &cascade_core::Update) -> (bool, Vec<String>) {
+    let mut missing = Vec::new();
+    for c in &update.content {
+        let present = node
+            .content_path(&c.sha256.to_ascii_lowercase())
+            .and_then(|p| std::fs::metadata(p).ok())
+            .is_some_and(|m| m.len() == c.size);
+        if !present {
+            missing.push(c.file_name.clone());
+        }
+    }
+    (missing.is_empty(), missing)
+}
+
+async fn approved_updates(ctx: &Ctx) -> Result<Vec<cascade_core::Update>, ApiError> {
+    let approved = approvals_by_update(ctx).await?;
+    Ok(update_objects(ctx)
+        .await?
+        .into_iter()
+        .filter(|u| approved.contains_key(&u.id))
+        .collect())
+}
+
+pub(super) async fn content_status(ctx: Ctx, _: Nothing) -> Out {
+    let rows: Vec<Value> = approved_updates(&ctx)
+        .await?
+        .into_iter()
+        .map(|u| {
+            let (staged, missing) = staged(&ctx.node, &u);
+            let bytes: u64 = u.content.iter().map(|c| c.size).sum();
+            json!({"id": u.id, "files": u.content.len(), "bytes": bytes, "staged": staged, "missing": missing})
+        })
+        .collect();
+    Ok(Value::Array(rows))
+}
+
+pub(super) async fn is_staged(ctx: Ctx, p: UpdateIds) -> Out {
+    let updates = update_objects(&ctx).await?;
+    let mut out = serde_json::Map::new();
+    for raw in &p.updates {
+        let wanted = UpdateId::new(raw);
+        let update = updates
+            .iter()
+            .find(|u| u.id == wanted)
+            .ok_or_else(|| ApiError::NotFound(format!("updates: {wanted} is not in this node's catalog")))?;
+        let (staged, missing) = staged(&ctx.node, update);
+        out.insert(wanted.to_string(), json!({"staged": staged, "missing": missing}));
+    }
+    Ok(Value::Object(out))
+}
+
+pub(super) async fn staged_updates(ctx: Ctx, _: Nothing) -> Out {
+    let ids: Vec<UpdateId> = approved_updates(&ctx)
+        .await?
+        .into_iter()
+        .filter(|u| !u.content.is_empty() && staged(&ctx.node, u).0)
+        .map(|u| u.id)
+        .collect();
+    to_value(&ids)
+}
+
+pub(super) async fn nonstaged_updates(ctx: Ctx, _: Nothing) -> Out {
+    let rows: Vec<Value> = approved_updates(&ctx)
+        .await?
+        .into_iter()
+        .filter_map(|u| {
+            let (staged, missing) = staged(&ctx.node, &u);
+            (!staged).then(|| json!({"id": u.id, "missing": missing}))
+        })
+        .collect();
+    Ok(Value::Array(rows))
+}
+
+// ---- tasks
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskRun {
+    /// replicate_now (wake the parent link), compact (the change logs and
+    /// the outbox, now) or persist_agents (write agents' check-ins now).
+    pub task: String,
+}
+
+pub(super) async fn tasks_run(ctx: Ctx, p: TaskRun) -> Out {
+    if !matches!(p.task.as_str(), "replicate_now" | "compact" | "persist_agents") {
+        return Err(ApiError::Invalid(format!(
+            "task: {:?} is not replicate_now, compact or persist_agents",
+            p.task
+        )));
+    }
+    let id = {
+        let mut tasks = ctx.node.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        let id = tasks.keys().next_back().map_or(1, |k| k + 1);
+        tasks.insert(
+            id,
+            super::TaskStatus {
+                id,
+                task: p.task.clone(),
+                state: "running".into(),
+                started_at: crate::now(),
+                finished_at: None,
+                result: Value::Null,
+                started_by: ctx.caller.name.clone(),
+            },
+        );
+        // The latest thousand are kept.
+        while tasks.len() > 1000 {
+            let Some(first) = tasks.keys().next().copied() else {
+                break;
+            };
+            tasks.remove(&first);
+        }
+        id
+    };
+    let node = ctx.node.clone();
+    tokio::spawn(async move {
+        let result: Result<Value, String> = match p.task.as_str() {
+            "replicate_now" => {
+                node.wake.notify_one();
+                Ok(json!({"woken": true}))
+            }
+            "compact" => {
+                let store = node.store.clone();
+                blocking(move || -> Result<Value, cascade_store::StoreError> {
+                    let changes = store.compact(crate::LOG_RETAIN)?;
+                    let entries = store.outbox_compact(crate::OUTBOX_MAX)?;
+                    Ok(json!({"changes_dropped": changes, "outbox_entries_dropped": entries}))
+                })
+                .await
+                .map_err(|e| e.to_string())
+            }
+            _ => node
+                .persist_agents()
+                .await
+                .map(|n| json!({"agents_written": n}))
+                .map_err(|e| e.to_string()),
+        };
+        let mut tasks = node.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = tasks.get_mut(&id) {
+            t.finished_at = Some(crate::now());
+            match result {
+                Ok(v) => {
+                    t.state = "succeeded".into();
+                    t.result = v;
+                }
+                Err(e) => {
+                    t.state = "failed".into();
+                    t.result = json!(e);
+                }
+            }
+        }
+    });
+    Ok(json!({"id": id, "state": "running"}))
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskId {
+    pub id: u64,
+}
+
+pub(super) async fn tasks_status(ctx: Ctx, p: TaskId) -> Out {
+    let tasks = ctx.node.tasks.lock().unwrap_or_else(|e| e.into_inner());
+    let task = tasks
+        .get(&p.id)
+        .ok_or_else(|| ApiError::NotFound(format!("no task {} on this node since it started", p.id)))?;
+    to_value(task)
+}
+
+// ---- what-if
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WhatIf {
+    /// The policy as it would be (not stored, not approved).
+    pub policy: Policy,
+    /// Updates to count as approved for it, besides its update filter.
+    #[serde(default)]
+    pub approve: Vec<String>,
+    /// Minutes one install is expected to take, to compare with the windows.
+    #[serde(default = "default_minutes")]
+    pub minutes_per_update: u32,
+}
+
+fn default_minutes() -> u32 {
+    10
+}
+
+/// Which of this node's computers a policy would give which updates, how
+/// many would restart, and whether the work fits their windows.
+pub(super) async fn policies_what_if(ctx: Ctx, p: WhatIf) -> Out {
+    use cascade_core::assignment::{Placement, Targeting};
+    let mut policy = p.policy;
+    policy.enabled = true;
+    let approvals: Vec<Approval> = p
+        .approve
+        .iter()
+        .map(|u| {
+            let update = UpdateId::new(u);
+            Ok(Approval {
+                id: id("approval", &format!("{}/{update}", policy.id))?,
+                policy: policy.id.clone(),
+                update,
+                deadline: None,
+            })
+        })
+        .collect::<Result<_, ApiError>>()?;
+    let node = ctx.node.clone();
+    let minutes = u64::from(p.minutes_per_update);
+    blocking(move || -> Out {
+        let mut updates = Vec::new();
+        let mut windows = Vec::new();
+        for o in node.effective_objects(ObjectKind::Update)? {
+            if let Object::Update(u) = o {
+                updates.push(*u);
+            }
+        }
+        for o in node.effective_objects(ObjectKind::MaintenanceWindow)? {
+            if let Object::MaintenanceWindow(w) = o {
+                windows.push(*w);
+            }
+        }
+        if let Some(missing) = policy
+            .maintenance_windows
+            .iter()
+            .find(|w| !windows.iter().any(|x| x.id == **w))
+        {
+            return Err(ApiError::Invalid(format!(
+                "policy.maintenance_windows: window {missing} does not exist here"
+            )));
+        }
+        let targeting = Targeting::new(updates, [policy], approvals, windows);
+        let sites = node.sites_up();
+        let now = crate::now();
+        let mut rows = Vec::new();
+        let (mut targeted, mut with_updates, mut restarting, mut not_fitting) = (0, 0, 0, 0);
+        for agent in node.agents()? {
+            let Some(hash) = agent.inventory.clone() else { continue };
+            let Some(inventory) = node.store.inventory(&hash)? else {
+                continue;
+            };
+            let selection = targeting.select(&Placement {
+                sites: &sites,
+                inventory: &inventory,
+                now,
+            });
+            if selection.policies.is_empty() {
+                continue;
+            }
+            targeted += 1;
+            let catalog = targeting.catalog(&selection);
+            let plan = cascade_core::planner::plan(&catalog, &inventory);
+            let assignment = targeting.assignment(&agent.id, &node.id, &hash, &selection, &plan, now);
+            let restarts = assignment
+                .steps
+                .iter()
+                .filter(|s| s.restart != cascade_core::update::RestartBehavior::Never)
+                .count();
+            let work = assignment.steps.len() as u64 * minutes;
+            let longest = assignment
+                .maintenance_windows
+                .iter()
+                .map(|w| u64::from(w.duration_minutes))
+                .max();
+            let fits = longest.is_none_or(|l| work <= l);
+            with_updates += usize::from(!assignment.steps.is_empty());
+            restarting += usize::from(restarts > 0);
+            not_fitting += usize::from(!fits);
+            rows.push(json!({
+                "computer": agent.id,
+                "updates": assignment.steps.iter().map(|s| s.update.clone()).collect::<Vec<_>>(),
+                "restarts": restarts,
+                "minutes": work,
+                "longest_window_minutes": longest,
+                "fits_windows": fits,
+            }));
+        }
+        Ok(json!({
+            "computers_targeted": targeted,
+            "computers_with_updates": with_updates,
+            "computers_restarting": restarting,
+            "computers_not_fitting_windows": not_fitting,
+            "computers": rows,
+        }))
+    })
+    .await
+}
