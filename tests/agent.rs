@@ -171,6 +171,7 @@ fn an_enrolled_agent_installs_and_the_root_two_levels_up_sees_it() {
         os_updater: false,
         enabled: true,
         overridable: Default::default(),
+        rings: vec![],
     };
     change(&tree, "root", &ChangeOp::Upsert(Object::Policy(Box::new(policy))));
     // EX-1 and EX-2 are past their deadline: they install outside the window.
@@ -396,6 +397,7 @@ fn the_fleet_simulator_checks_in_against_a_real_catalog() {
         os_updater: false,
         enabled: true,
         overridable: Default::default(),
+        rings: vec![],
     };
     change(&tree, "root", &ChangeOp::Upsert(Object::Policy(Box::new(policy))));
     wait_for("the policy at the site", Duration::from_secs(20), || {
@@ -504,4 +506,132 @@ fn a_node_drops_repeated_reports_and_refuses_reports_for_other_computers() {
         serde_json::json!({"installed": 1}),
         "the replay did not replace it"
     );
+}
+
+#[test]
+fn a_staged_rollout_opens_rings_by_soak_and_failures_and_by_promotion() {
+    let mut tree = Tree::new(&[("root", None), ("site", Some("root"))]);
+    let pki = tree.path().join("pki");
+    for pc in ["pc-pilot", "pc-prod"] {
+        ok(run(&[
+            "pki",
+            "issue",
+            "agent",
+            "--id",
+            pc,
+            "--dir",
+            pki.to_str().unwrap(),
+        ]));
+    }
+    tree.start_all();
+    for (id, script) in [
+        ("EX-OK", "exit 0"),
+        ("EX-BAD", "echo broken >&2; exit 1"),
+        ("EX-AUTO", "exit 0"),
+    ] {
+        let u = linux_update(id, script, vec![], RestartBehavior::Never);
+        change(&tree, "root", &ChangeOp::Upsert(Object::Update(Box::new(u))));
+    }
+    let rings = |pilot_soak: u32| {
+        serde_json::json!([
+            {"name": "pilot", "targets": {"groups": ["pilot"]}, "soak_hours": pilot_soak, "max_failure_percent": 50},
+            {"name": "production", "soak_hours": 0}
+        ])
+    };
+    for (policy, soak) in [("staged", 1000), ("auto", 0)] {
+        let params =
+            serde_json::json!({"policy": {"id": policy, "name": policy, "enabled": true, "rings": rings(soak)}});
+        ok(tree.ctl("root", &["call", "policies.upsert", "--params", &params.to_string()]));
+    }
+    for (policy, update) in [("staged", "EX-OK"), ("staged", "EX-BAD"), ("auto", "EX-AUTO")] {
+        ok(tree.ctl("root", &["approve", "--policy", policy, "--update", update]));
+    }
+    wait_for("approvals at the site", Duration::from_secs(20), || {
+        tree.approvals("site") == 3
+    });
+    let site = tree.nodes["site"].addr();
+    let agent = |pc: &str, groups: &str| -> PathBuf {
+        let dir = tree.path().join(pc);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(pki.join("ca.crt"), dir.join("ca.crt")).unwrap();
+        std::fs::copy(pki.join(format!("agent-{pc}.crt")), dir.join("agent.crt")).unwrap();
+        std::fs::copy(pki.join(format!("agent-{pc}.key")), dir.join("agent.key")).unwrap();
+        std::fs::write(dir.join("facts.toml"), format!("groups = [{groups}]\n")).unwrap();
+        let config = dir.join("agent.toml");
+        let text =
+            agent_config(&dir, &[(&site, 0)]).replace("data = \".\"\n", "data = \".\"\nfacts_file = \"facts.toml\"\n");
+        std::fs::write(&config, text).unwrap();
+        config
+    };
+    let pilot = agent("pc-pilot", "\"pilot\"");
+    let production = agent("pc-prod", "");
+
+    let first = run_agent(&pilot);
+    assert_eq!(
+        (first["installed"].as_u64(), first["failed"].as_u64()),
+        (Some(2), Some(1)),
+        "{first}"
+    );
+    assert_eq!(run_agent(&production)["steps"], 0, "no ring of production is open yet");
+
+    // The site counts its rings and sends the counts up; the root, which
+    // owns the policies, halts EX-BAD (1 of 1 failed > 50%), keeps EX-OK
+    // in its 1000-hour soak, and opens production for EX-AUTO (no soak).
+    let status = |node: &str| -> serde_json::Value {
+        let out = ok(tree.ctl(node, &["--json", "call", "rollout.status"]));
+        serde_json::from_str(&out).unwrap()
+    };
+    let find = |all: &serde_json::Value, policy: &str, update: &str| -> serde_json::Value {
+        all.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["policy"] == policy && r["update"] == update)
+            .cloned()
+            .unwrap_or_default()
+    };
+    wait_for("the rollout decisions at the root", Duration::from_secs(30), || {
+        let all = status("root");
+        find(&all, "staged", "EX-BAD")["rings"][1]["status"]["state"] == "halted"
+            && find(&all, "auto", "EX-AUTO")["rings"][1]["status"]["state"] == "open"
+            && find(&all, "staged", "EX-OK")["rings"][0]["installed"] == 1
+    });
+    let all = status("root");
+    let halted = find(&all, "staged", "EX-BAD");
+    assert!(
+        halted["halted"].as_str().unwrap().contains("1 of 1 installs failed"),
+        "{halted}"
+    );
+    assert_eq!(find(&all, "staged", "EX-OK")["rings"][1]["status"]["state"], "waiting");
+    wait_for("EX-AUTO for production at the site", Duration::from_secs(20), || {
+        find(&status("site"), "auto", "EX-AUTO")["rings"][1]["status"]["state"] == "open"
+    });
+    let second = run_agent(&production);
+    assert_eq!(second["installed"], 1, "EX-AUTO only: {second}");
+
+    // An admin promotes EX-OK at the policy's own node; not at the site.
+    let refused = tree.ctl(
+        "site",
+        &[
+            "call",
+            "rollout.promote",
+            "--params",
+            r#"{"policy": "staged", "update": "EX-OK"}"#,
+        ],
+    );
+    assert_eq!(refused.status.code(), Some(1));
+    ok(tree.ctl(
+        "root",
+        &[
+            "call",
+            "rollout.promote",
+            "--params",
+            r#"{"policy": "staged", "update": "EX-OK"}"#,
+        ],
+    ));
+    wait_for("EX-OK for production at the site", Duration::from_secs(20), || {
+        find(&status("site"), "staged", "EX-OK")["rings"][1]["status"]["state"] == "open"
+    });
+    let third = run_agent(&production);
+    assert_eq!(third["installed"], 1, "EX-OK; never the halted EX-BAD: {third}");
+    assert_eq!(run_agent(&production)["steps"], 0);
 }

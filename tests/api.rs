@@ -516,6 +516,22 @@ fn every_operation_over_https_with_roles_inheritance_and_bad_input() {
     );
     assert_eq!(code, 400, "{body}");
 
+    // Staged rollouts (tests/agent.rs drives them with agents).
+    assert_eq!(
+        root.ok("rollout.status", &auditor, json!({})),
+        json!([]),
+        "no policy has rings"
+    );
+    assert_eq!(
+        root.call(
+            "rollout.promote",
+            &admin,
+            json!({"policy": "workstations", "update": "KB5021233"})
+        )
+        .0,
+        404
+    );
+
     // Audit: who, when, what; the child's changes replicate up.
     let log = root.ok("audit.log", &auditor, json!({"limit": 500}));
     assert!(log.as_array().unwrap().iter().any(|e| {

@@ -137,7 +137,11 @@ impl Browser {
 
     fn click(&self, css: &str) {
         let id = self.find(css);
-        self.call("POST", &format!("/element/{id}/click"), Some(json!({})));
+        let result = self.call("POST", &format!("/element/{id}/click"), Some(json!({})));
+        if let Some(error) = result.get("error") {
+            self.shot("click-failed");
+            panic!("clicking {css}: {error}: {}", result["message"]);
+        }
     }
 
     /// Waits until the text of `css` satisfies `check`.
@@ -208,6 +212,7 @@ fn approve_in_the_root_console_see_it_at_the_child_and_invoke_from_help() {
 
     // Approve KB5021233 for the workstations policy.
     browser.go(&format!("{}/#updates", api("root")));
+    browser.wait_text("#view", "the update list", |t| t.starts_with("Updates ("));
     browser.click("button.approve[data-update=\"KB5021233\"]");
     browser.wait_text("#view", "the approval in the list", |t| {
         t.lines()

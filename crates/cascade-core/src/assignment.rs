@@ -11,7 +11,7 @@ use crate::catalog::Catalog;
 use crate::compliance::ComplianceState;
 use crate::ids::UpdateId;
 use crate::inventory::Inventory;
-use crate::model::{Approval, ComputerId, MaintenanceWindow, NodeId, ObjectId, Policy, RestartPolicy};
+use crate::model::{Approval, ComputerId, MaintenanceWindow, NodeId, ObjectId, Policy, RestartPolicy, Rollout};
 use crate::planner::Plan;
 use crate::update::{Classification, Content, InstallCommand, RestartBehavior, Severity, Update};
 
@@ -90,6 +90,17 @@ pub struct Targeting {
     approvals: BTreeMap<ObjectId, Vec<Approval>>,
     windows: BTreeMap<ObjectId, MaintenanceWindow>,
     updates: BTreeMap<UpdateId, Arc<Update>>,
+    /// (policy, update) -> how far it rolled out, for policies with rings.
+    rollouts: BTreeMap<(ObjectId, UpdateId), Rollout>,
+}
+
+/// Where a computer is in a policy with rings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Membership {
+    pub policy: ObjectId,
+    pub ring: usize,
+    /// The policy's approved updates for the computer, open to its ring or not.
+    pub updates: Vec<UpdateId>,
 }
 
 /// Where a computer sits and what it says about itself, for targeting.
@@ -134,7 +145,82 @@ impl Targeting {
             approvals: by_policy,
             windows: windows.into_iter().map(|w| (w.id.clone(), w)).collect(),
             updates: updates.into_iter().map(|u| (u.id.clone(), Arc::new(u))).collect(),
+            rollouts: BTreeMap::new(),
         }
+    }
+
+    /// How far each update of a policy with rings has rolled out.
+    pub fn with_rollouts(mut self, rollouts: impl IntoIterator<Item = Rollout>) -> Targeting {
+        self.rollouts = rollouts
+            .into_iter()
+            .map(|r| ((r.policy.clone(), r.update.clone()), r))
+            .collect();
+        self
+    }
+
+    pub fn policies(&self) -> &[Policy] {
+        &self.policies
+    }
+
+    pub fn rollout(&self, policy: &ObjectId, update: &UpdateId) -> Option<&Rollout> {
+        self.rollouts.get(&(policy.clone(), update.clone()))
+    }
+
+    /// The ring of a policy a computer is in: the first whose targets take
+    /// it in, else the last. `None` when the policy has no rings.
+    pub fn ring_of(policy: &Policy, at: &Placement<'_>) -> Option<usize> {
+        if policy.rings.is_empty() {
+            return None;
+        }
+        let probe = |targets: &crate::model::TargetFilter| {
+            let mut p = policy.clone();
+            p.targets = targets.clone();
+            Self::targets(&p, at)
+        };
+        Some(
+            policy
+                .rings
+                .iter()
+                .position(|r| probe(&r.targets))
+                .unwrap_or(policy.rings.len() - 1),
+        )
+    }
+
+    /// Whether an update of a policy has reached a ring.
+    pub fn open_to(&self, policy: &ObjectId, update: &UpdateId, ring: usize) -> bool {
+        ring < self.rollout(policy, update).map_or(1, Rollout::open_rings)
+    }
+
+    /// The updates a policy approves (explicitly or by its filter).
+    pub fn approved_by(&self, policy: &Policy, now: i64) -> Vec<(UpdateId, Option<i64>)> {
+        let mut out: BTreeMap<UpdateId, Option<i64>> = BTreeMap::new();
+        for approval in self.approvals.get(&policy.id).into_iter().flatten() {
+            if self.updates.contains_key(&approval.update) {
+                out.insert(approval.update.clone(), approval.deadline);
+            }
+        }
+        for update in self.updates.values() {
+            if Self::filter_takes(policy, update, now) {
+                out.entry(update.id.clone()).or_insert(None);
+            }
+        }
+        out.into_iter().collect()
+    }
+
+    /// For each policy with rings that targets the computer: its ring and
+    /// the policy's approved updates.
+    pub fn memberships(&self, at: &Placement<'_>) -> Vec<Membership> {
+        self.policies
+            .iter()
+            .filter(|p| Self::targets(p, at))
+            .filter_map(|p| {
+                Some(Membership {
+                    policy: p.id.clone(),
+                    ring: Self::ring_of(p, at)?,
+                    updates: self.approved_by(p, at.now).into_iter().map(|(u, _)| u).collect(),
+                })
+            })
+            .collect()
     }
 
     /// Whether a policy's targets take in this computer. A rule that
@@ -200,21 +286,15 @@ impl Targeting {
         let mut selection = Selection::default();
         for policy in self.policies.iter().filter(|p| Self::targets(p, at)) {
             selection.policies.push(policy.id.clone());
-            let mut add = |update: &UpdateId, deadline: Option<i64>| {
-                if !self.updates.contains_key(update) {
-                    return;
+            let ring = Self::ring_of(policy, at);
+            for (update, deadline) in self.approved_by(policy, at.now) {
+                // A staged rollout reaches this computer's ring in its time.
+                if ring.is_some_and(|r| !self.open_to(&policy.id, &update, r)) {
+                    continue;
                 }
                 let deadline = [deadline, policy.deadline].into_iter().flatten().min();
-                let slot = selection.updates.entry(update.clone()).or_insert(deadline);
+                let slot = selection.updates.entry(update).or_insert(deadline);
                 *slot = [*slot, deadline].into_iter().flatten().min();
-            };
-            for approval in self.approvals.get(&policy.id).into_iter().flatten() {
-                add(&approval.update, approval.deadline);
-            }
-            for update in self.updates.values() {
-                if Self::filter_takes(policy, update, at.now) {
-                    add(&update.id, None);
-                }
             }
         }
         selection
@@ -369,6 +449,7 @@ mod tests {
             os_updater: false,
             enabled: true,
             overridable: BTreeSet::new(),
+            rings: vec![],
         }
     }
 
@@ -497,5 +578,67 @@ mod tests {
         let nov_26 = 1_795_651_200; // 2026-11-26T00:00:00Z
         assert!(!Targeting::filter_takes(&p, &u, nov_26));
         assert!(Targeting::filter_takes(&p, &u, nov_26 + 86_400));
+    }
+
+    #[test]
+    fn rings_receive_an_update_as_its_rollout_opens_them() {
+        use crate::model::{Ring, Rollout};
+        let mut staged = policy("staged", TargetFilter::default(), UpdateFilter::default());
+        staged.rings = vec![
+            Ring {
+                name: "pilot".into(),
+                targets: TargetFilter {
+                    groups: vec!["pilot".into()],
+                    ..Default::default()
+                },
+                soak_hours: 24,
+                max_failure_percent: 10,
+            },
+            Ring {
+                name: "production".into(),
+                targets: TargetFilter::default(),
+                soak_hours: 0,
+                max_failure_percent: 5,
+            },
+        ];
+        let base = Targeting::new(
+            [update("KB1", Severity::Critical, &[])],
+            [staged.clone()],
+            [approval("staged", "KB1", None)],
+            [],
+        );
+        let sites = [node("site-a")];
+        let pilot = windows_pc("pilot");
+        let other = windows_pc("desktops");
+        let at = |inv| Placement {
+            sites: &sites,
+            inventory: inv,
+            now: 0,
+        };
+        assert_eq!(Targeting::ring_of(&staged, &at(&pilot)), Some(0));
+        assert_eq!(
+            Targeting::ring_of(&staged, &at(&other)),
+            Some(1),
+            "no ring took it in: the last"
+        );
+        // No rollout yet: the first ring only.
+        assert_eq!(base.select(&at(&pilot)).updates.len(), 1);
+        assert!(base.select(&at(&other)).updates.is_empty());
+        assert_eq!(
+            base.select(&at(&other)).policies,
+            vec![oid("staged")],
+            "targeted, nothing open yet"
+        );
+        let memberships = base.memberships(&at(&other));
+        assert_eq!(memberships[0].ring, 1);
+        assert_eq!(memberships[0].updates, vec![id("KB1")]);
+        let opened = base.clone().with_rollouts([Rollout {
+            id: oid("staged/KB1"),
+            policy: oid("staged"),
+            update: id("KB1"),
+            opened: vec![0, 86_400],
+            halted: None,
+        }]);
+        assert_eq!(opened.select(&at(&other)).updates.len(), 1, "the second ring is open");
     }
 }

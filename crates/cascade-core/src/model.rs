@@ -86,10 +86,11 @@ pub enum ObjectKind {
     CustomSeverity,
     Setting,
     Site,
+    Rollout,
 }
 
 impl ObjectKind {
-    pub const ALL: [ObjectKind; 7] = [
+    pub const ALL: [ObjectKind; 8] = [
         ObjectKind::Update,
         ObjectKind::Approval,
         ObjectKind::Policy,
@@ -97,6 +98,7 @@ impl ObjectKind {
         ObjectKind::CustomSeverity,
         ObjectKind::Setting,
         ObjectKind::Site,
+        ObjectKind::Rollout,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -108,6 +110,7 @@ impl ObjectKind {
             ObjectKind::CustomSeverity => "custom_severity",
             ObjectKind::Setting => "setting",
             ObjectKind::Site => "site",
+            ObjectKind::Rollout => "rollout",
         }
     }
 
@@ -211,6 +214,58 @@ pub struct Policy {
     /// Fields a child site may override locally.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub overridable: BTreeSet<String>,
+    /// Staged rollout: an approved update reaches the first ring at once,
+    /// each next ring after the previous one soaked with failures under
+    /// its threshold (or when an admin promotes it). Empty: everyone at once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rings: Vec<Ring>,
+}
+
+/// One ring of a staged rollout.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Ring {
+    pub name: String,
+    /// Which of the policy's computers are in this ring (a computer is in
+    /// the first ring whose targets take it in; empty takes in everyone,
+    /// and computers no ring takes in are in the last).
+    #[serde(default)]
+    pub targets: TargetFilter,
+    /// Hours this ring keeps an update before the next ring gets it.
+    #[serde(default)]
+    pub soak_hours: u32,
+    /// Share of failed installs in this ring, in percent, above which the
+    /// rollout halts.
+    #[serde(default = "default_failure_percent")]
+    pub max_failure_percent: u32,
+}
+
+fn default_failure_percent() -> u32 {
+    5
+}
+
+/// How far an approved update of a policy with rings has rolled out. Its
+/// id is `<policy>/<update>`; the policy's origin writes it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rollout {
+    pub id: ObjectId,
+    pub policy: ObjectId,
+    pub update: UpdateId,
+    /// Unix seconds each ring opened, in ring order; ring 0 opens with the
+    /// approval, so a missing rollout means ring 0 only.
+    #[serde(default)]
+    pub opened: Vec<i64>,
+    /// Why the rollout stopped, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub halted: Option<String>,
+}
+
+impl Rollout {
+    /// How many rings have the update.
+    pub fn open_rings(&self) -> usize {
+        self.opened.len().max(1)
+    }
 }
 
 fn yes() -> bool {
@@ -276,6 +331,7 @@ pub enum Object {
     CustomSeverity(CustomSeverity),
     Setting(Setting),
     Site(Site),
+    Rollout(Rollout),
 }
 
 impl Object {
@@ -288,6 +344,7 @@ impl Object {
             Object::CustomSeverity(_) => ObjectKind::CustomSeverity,
             Object::Setting(_) => ObjectKind::Setting,
             Object::Site(_) => ObjectKind::Site,
+            Object::Rollout(_) => ObjectKind::Rollout,
         }
     }
 
@@ -300,6 +357,7 @@ impl Object {
             Object::CustomSeverity(s) => s.id.clone(),
             Object::Setting(s) => s.id.clone(),
             Object::Site(s) => s.id.clone(),
+            Object::Rollout(r) => r.id.clone(),
         };
         Ok(ObjectKey { kind: self.kind(), id })
     }
@@ -400,6 +458,24 @@ pub struct AuditEntry {
     pub detail: String,
 }
 
+/// How one ring of one node's computers did with one update of a policy
+/// with rings: what the policy's origin decides the rollout on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutTally {
+    /// The node whose computers these are.
+    pub node: NodeId,
+    pub policy: ObjectId,
+    pub update: UpdateId,
+    pub ring: u32,
+    /// Computers of the ring (the policy targets them).
+    pub computers: u64,
+    /// Installed, or found not to need it.
+    pub installed: u64,
+    pub failed: u64,
+    pub at: i64,
+}
+
 /// What flows up the tree: upserts keyed so that a newer one replaces an
 /// older one with the same key.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -408,6 +484,7 @@ pub enum Upward {
     Compliance(ComplianceRecord),
     Health(NodeHealth),
     Audit(AuditEntry),
+    Rollout(RolloutTally),
 }
 
 impl Upward {
@@ -417,6 +494,7 @@ impl Upward {
             Upward::Compliance(r) => Some(format!("c\0{}\0{}", r.computer, r.update)),
             Upward::Health(h) => Some(format!("h\0{}", h.node)),
             Upward::Audit(_) => None,
+            Upward::Rollout(t) => Some(format!("r\0{}\0{}\0{}\0{}", t.node, t.policy, t.update, t.ring)),
         }
     }
 }

@@ -109,7 +109,7 @@ impl Node {
         out
     }
 
-    fn targeting(&self) -> Result<(Arc<Targeting>, u64), cascade_store::StoreError> {
+    pub(crate) fn targeting(&self) -> Result<(Arc<Targeting>, u64), cascade_store::StoreError> {
         let version = *self.subscribe_changes().borrow();
         {
             let cache = self.targeting.lock().unwrap_or_else(|e| e.into_inner());
@@ -121,11 +121,13 @@ impl Node {
         let mut policies = Vec::new();
         let mut approvals = Vec::new();
         let mut windows = Vec::new();
+        let mut rollouts = Vec::new();
         for kind in [
             ObjectKind::Update,
             ObjectKind::Policy,
             ObjectKind::Approval,
             ObjectKind::MaintenanceWindow,
+            ObjectKind::Rollout,
         ] {
             for object in self.effective_objects(kind)? {
                 match object {
@@ -133,11 +135,12 @@ impl Node {
                     Object::Policy(p) => policies.push(*p),
                     Object::Approval(a) => approvals.push(a),
                     Object::MaintenanceWindow(w) => windows.push(*w),
+                    Object::Rollout(r) => rollouts.push(r),
                     _ => {}
                 }
             }
         }
-        let targeting = Arc::new(Targeting::new(updates, policies, approvals, windows));
+        let targeting = Arc::new(Targeting::new(updates, policies, approvals, windows).with_rollouts(rollouts));
         let mut cache = self.targeting.lock().unwrap_or_else(|e| e.into_inner());
         *cache = Some(TargetingCache {
             version,

@@ -270,6 +270,10 @@ async fn receive(node: &Arc<Node>, child: &NodeId, batch: UpBatch) -> Result<u64
                 other.push(Upward::Health(h));
             }
             Upward::Audit(a) => other.push(Upward::Audit(a)),
+            Upward::Rollout(t) => {
+                check_site(node, child, &t.node)?;
+                other.push(Upward::Rollout(t));
+            }
             Upward::Compliance(r) => records.push(r),
         }
     }
@@ -287,40 +291,50 @@ async fn receive(node: &Arc<Node>, child: &NodeId, batch: UpBatch) -> Result<u64
     let source = child.to_string();
     let seq = batch.seq;
     let snapshot = batch.snapshot;
-    blocking(move || -> Result<(), cascade_store::StoreError> {
-        // A batch seen before changes nothing (a resend after a lost ack).
-        let repeat = !snapshot && seq > 0 && seq <= store.inbox_mark(&source)?;
-        if repeat {
-            return Ok(());
-        }
-        // Sequence 0 is a child's declaration of its subtree, sent on every
-        // connection: this node's own declaration covers it further up.
-        if seq > 0 || snapshot {
-            // The subtree's audit entries join this node's audit log (and go
-            // on up); health goes on up. Written before the batch's mark: a
-            // crash in between repeats them rather than losing them.
-            let mut health = Vec::new();
-            for item in other {
-                match item {
-                    Upward::Audit(entry) => {
-                        store.audit(&entry, forward)?;
+    let tallies = blocking(
+        move || -> Result<Vec<cascade_core::model::RolloutTally>, cascade_store::StoreError> {
+            let mut tallies = Vec::new();
+            // A batch seen before changes nothing (a resend after a lost ack).
+            let repeat = !snapshot && seq > 0 && seq <= store.inbox_mark(&source)?;
+            if repeat {
+                return Ok(tallies);
+            }
+            // Sequence 0 is a child's declaration of its subtree, sent on every
+            // connection: this node's own declaration covers it further up.
+            if seq > 0 || snapshot {
+                // The subtree's audit entries join this node's audit log (and go
+                // on up); health goes on up. Written before the batch's mark: a
+                // crash in between repeats them rather than losing them.
+                let mut health = Vec::new();
+                for item in other {
+                    match item {
+                        Upward::Audit(entry) => {
+                            store.audit(&entry, forward)?;
+                        }
+                        Upward::Rollout(tally) => {
+                            tallies.push(tally.clone());
+                            health.push(Upward::Rollout(tally));
+                        }
+                        other => health.push(other),
                     }
-                    other => health.push(other),
+                }
+                if forward && !health.is_empty() {
+                    store.push_upward(health)?;
                 }
             }
-            if forward && !health.is_empty() {
-                store.push_upward(health)?;
+            if snapshot {
+                store.ingest_snapshot(&records, forward)?;
+            } else if seq > 0 {
+                store.ingest(&source, seq, &records, forward)?;
             }
-        }
-        if snapshot {
-            store.ingest_snapshot(&records, forward)?;
-        } else if seq > 0 {
-            store.ingest(&source, seq, &records, forward)?;
-        }
-        Ok(())
-    })
+            Ok(tallies)
+        },
+    )
     .await
     .map_err(store_status)?;
+    for tally in tallies {
+        node.note_tally(tally);
+    }
     if forward {
         node.outbox_ready.notify_one();
     }

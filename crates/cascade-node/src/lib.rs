@@ -19,6 +19,7 @@ pub mod api;
 pub mod config;
 pub mod hierarchy;
 pub mod link;
+pub mod rollout;
 pub mod wire;
 
 pub use config::{Checked, NodeConfig};
@@ -60,6 +61,8 @@ pub struct Node {
     ca_ders: Vec<Vec<u8>>,
     /// Tasks started through the API, by id.
     pub(crate) tasks: Mutex<BTreeMap<u64, api::TaskStatus>>,
+    /// Staged-rollout counts of this node and its subtree.
+    pub(crate) tallies: rollout::Tallies,
 }
 
 const DIRECTIONS: [&str; 4] = ["down", "up", "child-down", "child-up"];
@@ -88,6 +91,7 @@ impl Node {
             seen: agents::Seen::default(),
             ca_ders: cascade_trust::pem_certs(&config.ca_pem).unwrap_or_default(),
             tasks: Mutex::new(BTreeMap::new()),
+            tallies: rollout::Tallies::default(),
             config,
         })
     }
@@ -381,6 +385,9 @@ pub async fn maintenance(node: Arc<Node>, every: Duration) {
                 }
                 if let Err(e) = node.persist_agents().await {
                     tracing::warn!(error = %e, "cannot store the agents' check-ins");
+                }
+                if let Err(e) = node.rollout_cycle().await {
+                    tracing::warn!(error = %e, "staged rollouts were not advanced");
                 }
             }
         })

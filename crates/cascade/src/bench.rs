@@ -404,6 +404,7 @@ async fn agents(
         os_updater: false,
         enabled: true,
         overridable: Default::default(),
+        rings: vec![],
     };
     let op = ChangeOp::Upsert(Object::Policy(Box::new(policy)));
     client

@@ -1059,6 +1059,7 @@ async fn create_policy_with_updates(ctx: Ctx, p: CreatePolicyWithUpdates) -> Out
         os_updater: false,
         enabled: p.enabled,
         overridable: Default::default(),
+        rings: vec![],
     };
     let mut ops = vec![ChangeOp::Upsert(Object::Policy(Box::new(policy)))];
     for update in &wanted {
@@ -1553,6 +1554,24 @@ pub static OPERATIONS: &[Operation] = &[
         workflow::policies_what_if,
         workflow::WhatIf,
         json!({"policy": {"id": "pilot", "name": "Pilot", "updates": {"severities": ["Critical"]}}, "minutes_per_update": 10})
+    ),
+    op!(
+        "rollout.status",
+        "Policies",
+        Access::Read,
+        "Staged rollouts: each ring's state per update (open, waiting with its soak end, halted with why) and the subtree's counts.",
+        workflow::rollout_status,
+        workflow::RolloutStatus,
+        json!({"policy": "workstations"})
+    ),
+    op!(
+        "rollout.promote",
+        "Policies",
+        Access::Write,
+        "Opens the next ring of an update's rollout now (lifting a halt), at the policy's own node.",
+        workflow::rollout_promote,
+        workflow::RolloutPromote,
+        json!({"policy": "workstations", "update": "KB5021233"})
     ),
     op!(
         "tasks.run",

@@ -302,3 +302,100 @@ pub(super) async fn policies_what_if(ctx: Ctx, p: WhatIf) -> Out {
     })
     .await
 }
+
+// ---- staged rollout
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutStatus {
+    /// One policy; all with rings when absent.
+    #[serde(default)]
+    pub policy: Option<String>,
+}
+
+/// Each ring's state per approved update of the policies with rings, with
+/// the subtree's counts.
+pub(super) async fn rollout_status(ctx: Ctx, p: RolloutStatus) -> Out {
+    let node = ctx.node.clone();
+    let now = crate::now();
+    let rollouts = blocking(move || node.rollouts(now)).await?;
+    let totals = ctx.node.ring_totals();
+    let mut rows = Vec::new();
+    for (policy, owned, update, rollout) in rollouts {
+        if p.policy.as_deref().is_some_and(|want| want != policy.id.as_str()) {
+            continue;
+        }
+        let open = rollout.open_rings();
+        let rings: Vec<Value> = policy
+            .rings
+            .iter()
+            .enumerate()
+            .map(|(i, ring)| {
+                let (computers, installed, failed) = totals
+                    .get(&(policy.id.clone(), update.clone(), i as u32))
+                    .copied()
+                    .unwrap_or_default();
+                let state = if i < open {
+                    json!({"state": "open", "since": rollout.opened.get(i)})
+                } else if let Some(why) = rollout.halted.as_ref().filter(|_| i == open) {
+                    json!({"state": "halted", "reason": why})
+                } else if i == open {
+                    let previous = &policy.rings[i - 1];
+                    let since = rollout.opened.get(i - 1).copied().unwrap_or(now);
+                    json!({"state": "waiting", "soak_until": since + i64::from(previous.soak_hours) * 3600})
+                } else {
+                    json!({"state": "waiting"})
+                };
+                json!({"ring": ring.name, "status": state, "computers": computers, "installed": installed, "failed": failed, "max_failure_percent": ring.max_failure_percent})
+            })
+            .collect();
+        rows.push(json!({"policy": policy.id, "update": update, "owned_here": owned, "halted": rollout.halted, "rings": rings}));
+    }
+    Ok(Value::Array(rows))
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutPromote {
+    pub policy: String,
+    pub update: String,
+}
+
+/// Opens the next ring now (and lifts a halt), at the policy's own node.
+pub(super) async fn rollout_promote(ctx: Ctx, p: RolloutPromote) -> Out {
+    let node = ctx.node.clone();
+    let now = crate::now();
+    let rollouts = blocking(move || node.rollouts(now)).await?;
+    let wanted = UpdateId::new(&p.update);
+    let (policy, owned, _, mut rollout) = rollouts
+        .into_iter()
+        .find(|(policy, _, update, _)| policy.id.as_str() == p.policy && *update == wanted)
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "policy {} has no rings or does not approve {wanted} here",
+                p.policy
+            ))
+        })?;
+    if !owned {
+        return Err(ApiError::Forbidden(format!(
+            "policy {} belongs to another node: promote it there",
+            policy.id
+        )));
+    }
+    if rollout.opened.is_empty() {
+        rollout.opened.push(now);
+    }
+    if rollout.opened.len() >= policy.rings.len() {
+        return Err(ApiError::Conflict(format!(
+            "every ring of {} has {wanted} already",
+            policy.id
+        )));
+    }
+    rollout.opened.push(now);
+    rollout.halted = None;
+    let opened = rollout.opened.len();
+    ctx.node
+        .append_local(cascade_core::model::ChangeOp::Upsert(Object::Rollout(rollout)))
+        .await?;
+    Ok(json!({"policy": policy.id, "update": wanted, "open_rings": opened}))
+}
