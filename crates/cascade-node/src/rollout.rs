@@ -18,12 +18,18 @@ use crate::{Node, blocking};
 /// (node, policy, update, ring)
 pub(crate) type TallyKey = (NodeId, ObjectId, UpdateId, u32);
 
+/// A tally's counts: computers, installed, failed.
+type Counts = (u64, u64, u64);
+
+/// What was last sent up per tally, and when everything was last sent.
+type Sent = (BTreeMap<TallyKey, Counts>, i64);
+
 /// Tallies known here: this node's own and those its subtree sent up.
 #[derive(Debug, Default)]
 pub(crate) struct Tallies {
     pub(crate) known: std::sync::Mutex<BTreeMap<TallyKey, RolloutTally>>,
     /// What was last sent up, and when everything was last sent.
-    sent: std::sync::Mutex<(BTreeMap<TallyKey, (u64, u64, u64)>, i64)>,
+    sent: std::sync::Mutex<Sent>,
 }
 
 fn key(t: &RolloutTally) -> TallyKey {
@@ -42,8 +48,8 @@ impl Node {
 
     /// The sums per (policy, update, ring) over the subtree: computers,
     /// installed, failed.
-    pub fn ring_totals(&self) -> BTreeMap<(ObjectId, UpdateId, u32), (u64, u64, u64)> {
-        let mut out: BTreeMap<(ObjectId, UpdateId, u32), (u64, u64, u64)> = BTreeMap::new();
+    pub fn ring_totals(&self) -> BTreeMap<(ObjectId, UpdateId, u32), Counts> {
+        let mut out: BTreeMap<(ObjectId, UpdateId, u32), Counts> = BTreeMap::new();
         for t in self.tallies.known.lock().unwrap_or_else(|e| e.into_inner()).values() {
             let slot = out.entry((t.policy.clone(), t.update.clone(), t.ring)).or_default();
             slot.0 += t.computers;
@@ -60,7 +66,7 @@ impl Node {
             return Ok(Vec::new());
         }
         let sites = self.sites_up();
-        let mut counts: BTreeMap<(ObjectId, UpdateId, u32), (u64, u64, u64)> = BTreeMap::new();
+        let mut counts: BTreeMap<(ObjectId, UpdateId, u32), Counts> = BTreeMap::new();
         for agent in self.agents()? {
             let Some(hash) = &agent.inventory else { continue };
             let Some(inventory) = self.store.inventory(hash)? else {
