@@ -634,4 +634,28 @@ fn a_staged_rollout_opens_rings_by_soak_and_failures_and_by_promotion() {
     let third = run_agent(&production);
     assert_eq!(third["installed"], 1, "EX-OK; never the halted EX-BAD: {third}");
     assert_eq!(run_agent(&production)["steps"], 0);
+
+    // A change of the catalog makes the computers' plans outdated, with
+    // the reason, until they check in again.
+    ok(tree.ctl(
+        "root",
+        &["call", "settings.set", "--params", r#"{"id": "any.setting", "value": 1}"#],
+    ));
+    let scan = |pc: &str| -> serde_json::Value {
+        let out = ok(tree.ctl("site", &["--json", "call", "computers.list"]));
+        let all: serde_json::Value = serde_json::from_str(&out).unwrap();
+        all["computers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["agent"]["id"] == pc)
+            .map(|c| c["scan"].clone())
+            .unwrap_or_default()
+    };
+    wait_for("an outdated plan at the site", Duration::from_secs(20), || {
+        scan("pc-prod")["state"] == "outdated"
+    });
+    assert!(scan("pc-prod")["reason"].as_str().unwrap().starts_with("catalog revision mismatch"));
+    run_agent(&production);
+    assert_eq!(scan("pc-prod")["state"], "current");
 }

@@ -511,6 +511,9 @@ pub struct Agent {
     /// Content hash of its latest inventory (hex).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inventory: Option<String>,
+    /// The node's catalog revision its latest plan was made at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<u64>,
 }
 
 /// How an update was installed: the patching methods a policy turns on.

@@ -182,12 +182,19 @@ impl Node {
         Ok(targeting.assignment(computer, &self.id, inventory_hash, &selection, &plan, at))
     }
 
+    /// The revision of what this node plans with: every change applied
+    /// here, of every origin, moves it on.
+    pub fn revision(&self) -> Result<u64, cascade_store::StoreError> {
+        Ok(self.store.cursor()?.values().sum())
+    }
+
     /// Notes an agent's check-in; written to the store by `persist_agents`.
-    fn seen(&self, computer: &ComputerId, inventory: &str, at: i64) -> Result<(), cascade_store::StoreError> {
+    fn seen(&self, computer: &ComputerId, inventory: &str, at: i64, revision: u64) -> Result<(), cascade_store::StoreError> {
         let mut seen = self.seen.agents.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(agent) = seen.get_mut(computer) {
             agent.last_seen = at;
             agent.inventory = Some(inventory.to_owned());
+            agent.revision = Some(revision);
             return Ok(());
         }
         drop(seen);
@@ -197,10 +204,12 @@ impl Node {
             enrolled_at: at,
             last_seen: at,
             inventory: None,
+            revision: None,
         });
         agent.site = self.id.clone();
         agent.last_seen = at;
         agent.inventory = Some(inventory.to_owned());
+        agent.revision = Some(revision);
         self.seen
             .agents
             .lock()
@@ -268,6 +277,7 @@ impl v1::agents_server::Agents for AgentsService {
             enrolled_at: at,
             last_seen: at,
             inventory: None,
+            revision: None,
         };
         let store = node.store.clone();
         let hash = token.secret_hash();
@@ -330,10 +340,11 @@ impl v1::agents_server::Agents for AgentsService {
                 node.store.put_inventory(&inventory).map_err(store_status)?;
                 inventory
             };
+            let revision = node.revision().map_err(store_status)?;
             let assignment = node
                 .assignment(&computer, &hash, &inventory, at)
                 .map_err(store_status)?;
-            node.seen(&computer, &hash, at).map_err(store_status)?;
+            node.seen(&computer, &hash, at, revision).map_err(store_status)?;
             let assignment = serde_json::to_vec(&assignment).map_err(|e| Status::internal(e.to_string()))?;
             Ok(CheckInReply {
                 need_inventory: false,

@@ -297,6 +297,7 @@ fn agents_inventories_and_audit() {
         enrolled_at: 1,
         last_seen: 2,
         inventory: Some(h1),
+        revision: None,
     };
     store.put_agent(&agent).unwrap();
     assert_eq!(store.agents().unwrap(), vec![agent]);
@@ -331,6 +332,7 @@ fn enrollment_tokens_are_one_time_expiring_and_per_site() {
         enrolled_at: 150,
         last_seen: 0,
         inventory: None,
+        revision: None,
     };
     assert_eq!(store.redeem_token("h1", &agent("pc-1", "site-a"), 150).unwrap(), Ok(()));
     assert_eq!(

@@ -700,6 +700,7 @@ async fn computers_list(ctx: Ctx, p: ComputerList) -> Out {
     let node = ctx.node.clone();
     let now = crate::now();
     let rows = blocking(move || -> Result<Value, ApiError> {
+        let revision = node.revision()?;
         let agents = node.agents()?;
         let total = agents.len();
         let mut rows = Vec::new();
@@ -709,7 +710,7 @@ async fn computers_list(ctx: Ctx, p: ComputerList) -> Out {
             for r in &records {
                 *counts.entry(r.state.name()).or_default() += 1;
             }
-            let status = scan_status(agent.inventory.is_some(), agent.last_seen, now, max_age);
+            let status = scan_status(&agent, now, max_age, revision);
             rows.push(json!({"agent": agent, "states": counts, "scan": status}));
         }
         Ok(json!({"total": total, "computers": rows}))
@@ -719,13 +720,19 @@ async fn computers_list(ctx: Ctx, p: ComputerList) -> Out {
 }
 
 /// Why a computer's results may not be current: never scanned, scan too
-/// old, or fine; with the age.
-fn scan_status(scanned: bool, last_seen: i64, now: i64, max_age: i64) -> Value {
+/// old (offline), planned before the catalog changed, or fine; with the age.
+fn scan_status(agent: &cascade_core::model::Agent, now: i64, max_age: i64, revision: u64) -> Value {
+    let last_seen = agent.last_seen;
     let age = now - last_seen;
-    if !scanned {
+    if agent.inventory.is_none() {
         json!({"state": "never_scanned", "reason": "the agent enrolled but never sent an inventory", "age_seconds": age})
     } else if age > max_age {
         json!({"state": "stale", "reason": format!("offline since {last_seen}: the last scan is older than {} hours", max_age / 3600), "age_seconds": age})
+    } else if agent.revision.is_some_and(|r| r < revision) {
+        json!({"state": "outdated", "reason": format!(
+            "catalog revision mismatch: its plan was made at revision {}, the node is at {revision}; it has not checked in since",
+            agent.revision.unwrap_or_default()
+        ), "age_seconds": age})
     } else {
         json!({"state": "current", "age_seconds": age})
     }
@@ -788,11 +795,12 @@ async fn computers_compliance(ctx: Ctx, p: ByComputer) -> Out {
     let now = crate::now();
     let node = ctx.node.clone();
     blocking(move || -> Out {
+        let revision = node.revision()?;
         let records = node.store.computer_records(&id)?;
         let agent = node.agents()?.into_iter().find(|a| a.id == id);
         let scan = agent
             .as_ref()
-            .map(|a| scan_status(a.inventory.is_some(), a.last_seen, now, max_age));
+            .map(|a| scan_status(a, now, max_age, revision));
         let rows: Vec<Value> = records
             .iter()
             .map(|r| {
