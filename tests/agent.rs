@@ -372,16 +372,23 @@ fn an_agent_fails_over_to_the_other_node_and_returns() {
 fn the_fleet_simulator_checks_in_against_a_real_catalog() {
     let mut tree = Tree::new(&[("root", None), ("site", Some("root"))]);
     tree.start_all();
-    let imported = ok(tree.ctl(
+    // A file that is not a catalog is named; the others are imported.
+    let out = tree.ctl(
         "root",
         &[
             "--json",
             "import",
             fixture("cvrf/cvrfDocument-2022-Dec.trimmed.xml").to_str().unwrap(),
+            fixture("linux/os-release").to_str().unwrap(),
         ],
-    ));
-    let imported: serde_json::Value = serde_json::from_str(&imported).unwrap();
-    assert!(imported["updates"].as_u64().unwrap() > 40, "{imported}");
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let imported: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(imported[0]["updates"].as_u64().unwrap() > 40, "{imported}");
+    assert!(
+        imported[1]["error"].as_str().unwrap().contains("not a catalog"),
+        "{imported}"
+    );
     let policy = Policy {
         id: ObjectId::new("critical").unwrap(),
         name: "Critical updates".into(),
@@ -639,7 +646,12 @@ fn a_staged_rollout_opens_rings_by_soak_and_failures_and_by_promotion() {
     // the reason, until they check in again.
     ok(tree.ctl(
         "root",
-        &["call", "settings.set", "--params", r#"{"id": "any.setting", "value": 1}"#],
+        &[
+            "call",
+            "settings.set",
+            "--params",
+            r#"{"id": "any.setting", "value": 1}"#,
+        ],
     ));
     let scan = |pc: &str| -> serde_json::Value {
         let out = ok(tree.ctl("site", &["--json", "call", "computers.list"]));
@@ -655,7 +667,12 @@ fn a_staged_rollout_opens_rings_by_soak_and_failures_and_by_promotion() {
     wait_for("an outdated plan at the site", Duration::from_secs(20), || {
         scan("pc-prod")["state"] == "outdated"
     });
-    assert!(scan("pc-prod")["reason"].as_str().unwrap().starts_with("catalog revision mismatch"));
+    assert!(
+        scan("pc-prod")["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("catalog revision mismatch")
+    );
     run_agent(&production);
     assert_eq!(scan("pc-prod")["state"], "current");
 }

@@ -189,7 +189,13 @@ impl Node {
     }
 
     /// Notes an agent's check-in; written to the store by `persist_agents`.
-    fn seen(&self, computer: &ComputerId, inventory: &str, at: i64, revision: u64) -> Result<(), cascade_store::StoreError> {
+    fn seen(
+        &self,
+        computer: &ComputerId,
+        inventory: &str,
+        at: i64,
+        revision: u64,
+    ) -> Result<(), cascade_store::StoreError> {
         let mut seen = self.seen.agents.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(agent) = seen.get_mut(computer) {
             agent.last_seen = at;

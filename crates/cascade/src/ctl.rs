@@ -72,8 +72,13 @@ enum CtlCommand {
     /// Bearer tokens for the workflow API and console.
     #[command(subcommand)]
     ApiToken(ApiTokenCommand),
-    /// Import a vendor catalog file (CVRF, WSUS XML, Update Catalog JSON, Cascade JSON).
-    Import { file: PathBuf },
+    /// Import vendor catalog files (CVRF, WSUS XML, Update Catalog JSON,
+    /// Cascade JSON); a directory is read whole. A progress bar shows on a
+    /// terminal; a file that fails is named and the others go on.
+    Import {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -248,18 +253,7 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
                 .await
                 .map(|v| println!("revoked {} token(s)", v["revoked"]))
         }
-        CtlCommand::Import { file } => {
-            let data = std::fs::read(&file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-            let name = file.display().to_string();
-            client.import(ImportRequest { name, data }).await.map(|r| {
-                let r = r.into_inner();
-                if args.json {
-                    println!("{}", serde_json::json!({"format": r.format, "updates": r.updates, "skipped": r.skipped.len()}));
-                } else {
-                    println!("imported {} updates ({}); {} entries passed over", r.updates, r.format, r.skipped.len());
-                }
-            })
-        }
+        CtlCommand::Import { files } => return import(&mut client, &files, args.json).await,
         CtlCommand::Agents => client.agents(AgentsRequest {}).await.map(|r| {
             let value: serde_json::Value = serde_json::from_slice(&r.into_inner().agents).unwrap_or_default();
             if args.json {
@@ -354,4 +348,111 @@ fn print_value(value: &serde_json::Value, json: bool) {
         return;
     }
     println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+}
+
+/// The files to import: each file given, and every file of a directory
+/// given (sorted; licence and source notes passed over).
+fn catalog_files(paths: &[PathBuf]) -> anyhow::Result<Vec<(PathBuf, u64)>> {
+    let mut out = Vec::new();
+    for path in paths {
+        let meta = std::fs::metadata(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        if meta.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file())
+                .filter(|p| {
+                    let name = p
+                        .file_name()
+                        .map(|n| n.to_string_lossy().to_ascii_uppercase())
+                        .unwrap_or_default();
+                    !(name.starts_with("LICENSE") || name.starts_with("SOURCE") || name.starts_with("README"))
+                })
+                .collect();
+            entries.sort();
+            for p in entries {
+                let size = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+                out.push((p, size));
+            }
+        } else {
+            out.push((path.clone(), meta.len()));
+        }
+    }
+    Ok(out)
+}
+
+/// Imports files one by one with a progress bar over their bytes.
+async fn import(
+    client: &mut AdminClient<tonic::transport::Channel>,
+    paths: &[PathBuf],
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let files = catalog_files(paths)?;
+    let total: u64 = files.iter().map(|(_, size)| size).sum();
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {bytes}/{total_bytes} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut rows = Vec::new();
+    let (mut updates, mut failed, mut unreachable) = (0u64, 0usize, false);
+    for (path, size) in &files {
+        let name = path.display().to_string();
+        bar.set_message(name.clone());
+        let result = match std::fs::read(path) {
+            Err(e) => Err(format!("{name}: {e}")),
+            Ok(data) => match client
+                .import(ImportRequest {
+                    name: name.clone(),
+                    data,
+                })
+                .await
+            {
+                Ok(r) => Ok(r.into_inner()),
+                Err(status) => {
+                    unreachable |= status.code() == tonic::Code::Unavailable;
+                    Err(status.message().to_owned())
+                }
+            },
+        };
+        bar.inc(*size);
+        match result {
+            Ok(r) => {
+                updates += r.updates;
+                if !json {
+                    bar.suspend(|| {
+                        println!(
+                            "{name}: {} updates ({}); {} entries passed over",
+                            r.updates,
+                            r.format,
+                            r.skipped.len()
+                        )
+                    });
+                }
+                rows.push(serde_json::json!({"file": name, "format": r.format, "updates": r.updates, "skipped": r.skipped.len()}));
+            }
+            Err(e) => {
+                failed += 1;
+                bar.suspend(|| eprintln!("error: {e}"));
+                rows.push(serde_json::json!({"file": name, "error": e}));
+            }
+        }
+    }
+    bar.finish_and_clear();
+    if json {
+        println!("{}", serde_json::Value::Array(rows));
+    } else {
+        println!(
+            "imported {updates} updates from {} of {} files",
+            files.len() - failed,
+            files.len()
+        );
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else if unreachable {
+        ExitCode::from(EXIT_UNREACHABLE)
+    } else {
+        ExitCode::from(EXIT_REFUSED)
+    })
 }
