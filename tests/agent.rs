@@ -104,10 +104,11 @@ fn an_enrolled_agent_installs_and_the_root_two_levels_up_sees_it() {
     );
     tree.start_all();
 
-    // The site's content store holds the payload the first update copies.
+    // The region's content store holds the payload the first update
+    // copies; the site pre-stages it from there.
     let payload = b"the bytes of an update\n".repeat(1000);
     let sha = sha256_hex(&payload);
-    let content_dir = tree.nodes["site"].data().join("content");
+    let content_dir = tree.nodes["region"].data().join("content");
     std::fs::create_dir_all(&content_dir).unwrap();
     std::fs::write(content_dir.join(&sha), &payload).unwrap();
     let marker = tree.path().join("installed-marker");
@@ -186,6 +187,33 @@ fn an_enrolled_agent_installs_and_the_root_two_levels_up_sees_it() {
     wait_for("approvals at the site", Duration::from_secs(20), || {
         tree.approvals("site") == 4
     });
+    let staged = |node: &str| -> serde_json::Value {
+        let out = ok(tree.ctl(
+            node,
+            &["--json", "call", "IsStaged", "--params", r#"{"updates": ["EX-1"]}"#],
+        ));
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["EX-1"]["staged"].clone()
+    };
+    assert_eq!(staged("site"), false);
+    assert_eq!(staged("region"), true);
+    let ensured = ok(tree.ctl(
+        "site",
+        &[
+            "--json",
+            "call",
+            "EnsureStaged",
+            "--params",
+            r#"{"bulletins": ["EX-1", "EX-2"]}"#,
+        ],
+    ));
+    let ensured: serde_json::Value = serde_json::from_str(&ensured).unwrap();
+    assert_eq!(ensured["transfers"][0]["fetched"], payload.len(), "{ensured}");
+    assert_eq!(staged("site"), true);
+    let root_refused = tree.ctl(
+        "root",
+        &["call", "content.ensure", "--params", r#"{"updates": ["EX-1"]}"#],
+    );
+    assert!(String::from_utf8_lossy(&root_refused.stderr).contains("no parent to fetch from"));
 
     // Enrollment: a token from the site's node, used once.
     let token = ok(tree.ctl("site", &["agent-token", "create", "--site", "site", "--ttl", "10m"]))

@@ -491,6 +491,19 @@ fn every_operation_over_https_with_roles_inheritance_and_bad_input() {
         "nothing with content"
     );
     assert_eq!(root.ok("GetNonstagedUpdates", &auditor, json!({})), json!([]));
+    // Nothing lacks content here, so nothing is fetched (tests/agent.rs
+    // stages content from a parent).
+    let ensured = root.ok("content.ensure", &admin, json!({"updates": ["KB5021233"]}));
+    assert_eq!(ensured["transfers"], json!([]));
+    assert_eq!(
+        root.ok("EnsureStaged", &admin, json!({"bulletins": ["KB5021233"]}))["updates"][0]["staged"],
+        true
+    );
+    assert_eq!(
+        root.call("content.ensure", &auditor, json!({"updates": ["KB5021233"]}))
+            .0,
+        403
+    );
     let task = root.ok("tasks.run", &admin, json!({"task": "compact"}));
     let task_id = task["id"].as_u64().unwrap();
     wait_for("the compaction task", Duration::from_secs(10), || {

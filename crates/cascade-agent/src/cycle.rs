@@ -588,7 +588,7 @@ impl<E: Env> Agent<E> {
         let mut files = Vec::new();
         if self.env.fetches_content() {
             for content in &step.content {
-                match crate::content::fetch(client, content, &self.content_dir, self.content_limit).await {
+                match cascade_content::fetch(client, content, &self.content_dir, self.content_limit).await {
                     Ok(path) => files.push(path),
                     Err(e) => {
                         let now = self.env.now();

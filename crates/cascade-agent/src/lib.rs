@@ -10,7 +10,6 @@
 pub mod collect;
 pub mod config;
 pub mod connect;
-pub mod content;
 pub mod cycle;
 pub mod install;
 pub mod journal;

@@ -1729,6 +1729,25 @@ pub static OPERATIONS: &[Operation] = &[
         json!({})
     ),
     op!(
+        "content.ensure",
+        "Content",
+        Access::Write,
+        "Fetches from the parent the content of the updates this node lacks (pre-staging), verified by sha256.",
+        workflow::content_ensure,
+        workflow::ContentEnsure,
+        json!({"updates": ["KB5021233"]})
+    ),
+    op!(
+        "EnsureStaged",
+        "Altiris names",
+        Access::Write,
+        "Makes sure the updates' content is on this node, fetching it from the parent.",
+        workflow::content_ensure,
+        workflow::ContentEnsure,
+        json!({"bulletins": ["KB5021233"]}),
+        Some("content.ensure")
+    ),
+    op!(
         "IsStaged",
         "Altiris names",
         Access::Read,

@@ -399,3 +399,66 @@ pub(super) async fn rollout_promote(ctx: Ctx, p: RolloutPromote) -> Out {
         .await?;
     Ok(json!({"policy": policy.id, "update": wanted, "open_rings": opened}))
 }
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContentEnsure {
+    #[serde(alias = "bulletins")]
+    pub updates: Vec<String>,
+}
+
+/// The largest file a node fetches from its parent.
+const NODE_CONTENT_LIMIT: u64 = 64 << 30;
+
+/// Fetches from the parent whatever content of the updates this node
+/// lacks (pre-staging), verified by sha256; resumes what a cut left.
+pub(super) async fn content_ensure(ctx: Ctx, p: ContentEnsure) -> Out {
+    let updates = update_objects(&ctx).await?;
+    let mut wanted = Vec::new();
+    for raw in &p.updates {
+        let id = UpdateId::new(raw);
+        let update = updates
+            .iter()
+            .find(|u| u.id == id)
+            .ok_or_else(|| ApiError::NotFound(format!("updates: {id} is not in this node's catalog")))?;
+        wanted.push(update.clone());
+    }
+    let missing: Vec<(UpdateId, cascade_core::update::Content)> = wanted
+        .iter()
+        .flat_map(|u| {
+            let (_, missing) = staged(&ctx.node, u);
+            u.content
+                .iter()
+                .filter(move |c| missing.contains(&c.file_name))
+                .map(|c| (u.id.clone(), c.clone()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let mut rows: Vec<Value> = Vec::new();
+    if !missing.is_empty() {
+        let config = &ctx.node.config;
+        let parent = config.parent.clone().ok_or_else(|| {
+            ApiError::Conflict(format!(
+                "node {} is the root: it has no parent to fetch from; put each file in {} under its sha256",
+                ctx.node.id,
+                config.content_dir.display()
+            ))
+        })?;
+        let channel = crate::channel(&parent, &config.ca_pem, &config.cert_pem, &config.key_pem)
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("cannot reach the parent {parent}: {e}")))?;
+        let mut client = cascade_proto::v1::agents_client::AgentsClient::new(channel);
+        for (update, content) in missing {
+            let result = cascade_content::fetch(&mut client, &content, &config.content_dir, NODE_CONTENT_LIMIT).await;
+            rows.push(match result {
+                Ok(_) => json!({"update": update, "file": content.file_name, "fetched": content.size}),
+                Err(e) => json!({"update": update, "file": content.file_name, "error": e.to_string()}),
+            });
+        }
+    }
+    let staged_now: Vec<Value> = wanted
+        .iter()
+        .map(|u| json!({"update": u.id, "staged": staged(&ctx.node, u).0}))
+        .collect();
+    Ok(json!({"transfers": rows, "updates": staged_now}))
+}

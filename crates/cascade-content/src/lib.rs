@@ -1,6 +1,6 @@
-//! Update content from the agent's node: addressed by sha256, resumed
-//! after an interruption from what arrived, bounded in size, and verified
-//! before it is used.
+//! Update content from a node, for an agent or a child node: addressed by
+//! sha256, resumed after an interruption from what arrived, bounded in
+//! size, and verified before it is used.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

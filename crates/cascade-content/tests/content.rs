@@ -4,7 +4,7 @@
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
-use cascade_agent::content::{ContentError, fetch};
+use cascade_content::{ContentError, fetch};
 use cascade_core::update::Content;
 use cascade_proto::v1::agents_client::AgentsClient;
 use cascade_proto::v1::agents_server::{Agents, AgentsServer};
