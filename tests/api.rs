@@ -25,6 +25,31 @@ struct Api<'a> {
     tree: &'a Tree,
     node: String,
     called: &'a RefCell<BTreeSet<String>>,
+    /// The first successful response of each operation: the help page's
+    /// example responses (docs/api-examples.json).
+    examples: &'a RefCell<std::collections::BTreeMap<String, Value>>,
+}
+
+/// A response shortened for an example: long lists cut to two items, long
+/// text cut, secrets hidden.
+fn shorten(value: &Value) -> Value {
+    match value {
+        Value::Array(items) => Value::Array(items.iter().take(2).map(shorten).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    let v = if k == "token" {
+                        json!("cascade-api1.(secret, shown once)")
+                    } else {
+                        shorten(v)
+                    };
+                    (k.clone(), v)
+                })
+                .collect(),
+        ),
+        Value::String(s) if s.len() > 160 => json!(format!("{}…", s.chars().take(160).collect::<String>())),
+        other => other.clone(),
+    }
 }
 
 impl Api<'_> {
@@ -75,7 +100,11 @@ impl Api<'_> {
         }
         args.push(&url);
         let (code, text) = self.curl_with(&args, body);
-        (code, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        if code == 200 && !self.examples.borrow().contains_key(op) {
+            self.examples.borrow_mut().insert(op.to_owned(), shorten(&value));
+        }
+        (code, value)
     }
 
     fn call(&self, op: &str, token: &str, params: Value) -> (u16, Value) {
@@ -96,8 +125,8 @@ impl Api<'_> {
 
 #[test]
 fn every_operation_over_https_with_roles_inheritance_and_bad_input() {
-    let mut tree = Tree::new(&[("root", None), ("child", Some("root"))]);
-    for id in ["root", "child"] {
+    let mut tree = Tree::new(&[("root", None), ("child", Some("root")), ("other", Some("root"))]);
+    for id in ["root", "child", "other"] {
         tree.top.insert(id.into(), "api_listen = \"127.0.0.1:0\"\n".into());
     }
     tree.start_all();
@@ -111,15 +140,18 @@ fn every_operation_over_https_with_roles_inheritance_and_bad_input() {
     let operator = token("child", "oscar", "site-operator");
     let child_admin = token("child", "carol", "admin");
     let called = RefCell::new(BTreeSet::new());
+    let examples = RefCell::new(std::collections::BTreeMap::new());
     let root = Api {
         tree: &tree,
         node: "root".into(),
         called: &called,
+        examples: &examples,
     };
     let child = Api {
         tree: &tree,
         node: "child".into(),
         called: &called,
+        examples: &examples,
     };
 
     // Who am I; credentials.
@@ -433,7 +465,7 @@ fn every_operation_over_https_with_roles_inheritance_and_bad_input() {
     root.ok("links.replicate_now", &admin, json!({}));
 
     // Computers and compliance (no agents yet: empty, and unknown computers are 404).
-    assert_eq!(child.ok("computers.list", &operator, json!({}))["total"], 0);
+    assert_eq!(child.call("computers.list", &operator, json!({})).1["total"], 0);
     for op in ["computers.inventory", "computers.plan", "computers.compliance"] {
         assert_eq!(child.call(op, &operator, json!({"computer": "pc-9"})).0, 404, "{op}");
     }
@@ -544,6 +576,59 @@ fn every_operation_over_https_with_roles_inheritance_and_bad_input() {
         .0,
         404
     );
+    root.ok(
+        "policies.upsert",
+        &admin,
+        json!({"policy": {"id": "staged", "name": "Staged", "enabled": true, "rings": [{"name": "pilot", "targets": {"groups": ["pilot"]}, "soak_hours": 24}, {"name": "production"}]}}),
+    );
+    root.ok(
+        "approvals.create",
+        &admin,
+        json!({"policy": "staged", "update": "KB5021233"}),
+    );
+    let promoted = root.ok(
+        "rollout.promote",
+        &admin,
+        json!({"policy": "staged", "update": "KB5021233"}),
+    );
+    assert_eq!(promoted["open_rings"], 2);
+    assert_eq!(
+        root.call(
+            "rollout.promote",
+            &admin,
+            json!({"policy": "staged", "update": "KB5021233"})
+        )
+        .0,
+        409
+    );
+
+    // One simulated computer at the child, for the computer operations.
+    let inventories = fixture("windows-inventory");
+    ok(run(&[
+        "agent",
+        "simulate",
+        "--count",
+        "1",
+        "--runs",
+        "1",
+        "--prefix",
+        "api",
+        "--inventories",
+        inventories.to_str().unwrap(),
+        "--node",
+        &tree.nodes["child"].addr(),
+        "--pki",
+        tree.path().join("pki").to_str().unwrap(),
+    ]));
+    let listed = child.ok("computers.list", &operator, json!({}));
+    assert_eq!(listed["computers"][0]["agent"]["id"], "api-0");
+    assert_eq!(listed["computers"][0]["scan"]["state"], "current");
+    let inventory = child.ok("computers.inventory", &operator, json!({"computer": "api-0"}));
+    assert_eq!(inventory["inventory"]["os"]["family"], "windows");
+    let plan = child.ok("computers.plan", &operator, json!({"computer": "api-0"}));
+    assert_eq!(plan["computer"], "api-0");
+    let states = child.ok("computers.compliance", &operator, json!({"computer": "api-0"}));
+    assert_eq!(states["computer"], "api-0");
 
     // Audit: who, when, what; the child's changes replicate up.
     let log = root.ok("audit.log", &auditor, json!({"limit": 500}));
@@ -574,6 +659,43 @@ fn every_operation_over_https_with_roles_inheritance_and_bad_input() {
     assert_eq!(root.ok("tokens.revoke", &admin, json!({"name": "temp"}))["revoked"], 1);
     assert_eq!(root.call("me", &temp, json!({})).0, 401);
     assert_eq!(root.call("tokens.list", &auditor, json!({})).0, 403);
+
+    // Moving the child under the other region: unregistered at the root
+    // (which owns its site record), registered there, then moved.
+    assert_eq!(
+        root.call("sites.move", &admin, json!({"parent": "127.0.0.1:1"})).0,
+        409,
+        "the root has no parent"
+    );
+    assert_eq!(
+        child.call("sites.move", &child_admin, json!({"parent": "nowhere"})).0,
+        400
+    );
+    assert_eq!(
+        child.call("sites.move", &operator, json!({"parent": "127.0.0.1:1"})).0,
+        403
+    );
+    root.ok("sites.remove", &admin, json!({"id": "child"}));
+    wait_for(
+        "the child's record gone at the other region",
+        Duration::from_secs(20),
+        || {
+            ok(tree.ctl("other", &["objects", "--kind", "site"]))
+                .matches("\"child\"")
+                .count()
+                == 0
+        },
+    );
+    ok(tree.ctl("other", &["site", "add", "--id", "child"]));
+    let other_addr = tree.nodes["other"].addr();
+    let moved = child.ok("sites.move", &child_admin, json!({"parent": other_addr}));
+    assert_eq!(moved["was"], tree.nodes["root"].addr());
+    wait_for("the child under the other region", Duration::from_secs(30), || {
+        child.ok("sites.tree", &child_admin, json!({}))["above"] == json!(["other", "root"])
+    });
+    wait_for("the other region's link to the child", Duration::from_secs(20), || {
+        ok(tree.ctl("other", &["--json", "links"])).contains("\"peer\":\"child\"")
+    });
 
     // Admin client certificates work too, and gRPC has the same operations.
     let pki = tree.path().join("pki");
@@ -635,6 +757,22 @@ fn every_operation_over_https_with_roles_inheritance_and_bad_input() {
     assert!(console.contains("Cascade console"));
     let untested: Vec<&String> = all.iter().filter(|n| !called.borrow().contains(*n)).collect();
     assert!(untested.is_empty(), "operations without a test: {untested:?}");
+
+    // The help page's example responses are real ones from this test:
+    // CASCADE_WRITE_EXAMPLES=1 writes them; otherwise every operation must
+    // have one in the committed file.
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/api-examples.json");
+    if std::env::var_os("CASCADE_WRITE_EXAMPLES").is_some() {
+        let text = serde_json::to_string_pretty(&*examples.borrow()).unwrap();
+        std::fs::write(&path, text + "\n").unwrap();
+    }
+    let committed: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let without: Vec<&String> = all.iter().filter(|n| committed.get(n.as_str()).is_none()).collect();
+    assert!(
+        without.is_empty(),
+        "docs/api-examples.json lacks {without:?}: run with CASCADE_WRITE_EXAMPLES=1"
+    );
+    assert!(help.contains("Example response"));
 }
 
 fn operator_or(api: &Api, operator: &str, admin: &str) -> String {

@@ -63,6 +63,9 @@ pub struct Node {
     pub(crate) tasks: Mutex<BTreeMap<u64, api::TaskStatus>>,
     /// Staged-rollout counts of this node and its subtree.
     pub(crate) tallies: rollout::Tallies,
+    /// The parent's address: the configured one, or where a move sent this
+    /// node (kept in the store); the link follows it.
+    pub(crate) parent: watch::Sender<Option<String>>,
 }
 
 const DIRECTIONS: [&str; 4] = ["down", "up", "child-down", "child-up"];
@@ -92,8 +95,37 @@ impl Node {
             ca_ders: cascade_trust::pem_certs(&config.ca_pem).unwrap_or_default(),
             tasks: Mutex::new(BTreeMap::new()),
             tallies: rollout::Tallies::default(),
+            parent: watch::channel(Self::initial_parent(&config, &node_store_for_links)).0,
             config,
         })
+    }
+
+    /// Where the parent is: a move's address wins over the configuration.
+    fn initial_parent(config: &Checked, store: &Store) -> Option<String> {
+        let configured = config.parent.clone()?;
+        match store.moved_to() {
+            Ok(Some(moved)) if moved != configured => {
+                tracing::warn!(configured = %configured, moved = %moved, "this node was moved: using the parent it was moved to (set [parent] address to it)");
+                Some(moved)
+            }
+            _ => Some(configured),
+        }
+    }
+
+    /// The parent's address now.
+    pub fn parent_address(&self) -> Option<String> {
+        self.parent.borrow().clone()
+    }
+
+    /// Moves this node under another parent (which must have registered it
+    /// as a child): kept in the store, and the link reconnects there.
+    pub async fn move_to(&self, address: String) -> Result<Option<String>, cascade_store::StoreError> {
+        let store = self.store.clone();
+        let keep = address.clone();
+        blocking(move || store.put_moved_to(&keep)).await?;
+        let previous = self.parent_address();
+        self.parent.send_replace(Some(address));
+        Ok(previous)
     }
 
     pub fn subscribe_changes(&self) -> watch::Receiver<u64> {

@@ -15,18 +15,23 @@ use tracing::{info, warn};
 
 use crate::{Node, blocking, now};
 
-/// Runs both directions of the parent link until the task is dropped.
-pub async fn run(node: Arc<Node>, parent: String) {
+/// Runs both directions of the parent link until the task is dropped. The
+/// parent is `node.parent_address()`; after a move the link follows it.
+pub async fn run(node: Arc<Node>) {
+    let down = tokio::spawn(forever(node.clone(), "down"));
+    let up = tokio::spawn(forever(node, "up"));
+    let _ = tokio::join!(down, up);
+}
+
+/// Records the parent in the store; a new one gets a snapshot first.
+async fn note_parent(node: &Arc<Node>, parent: &str) {
     let store = node.store.clone();
-    let address = parent.clone();
+    let address = parent.to_owned();
     match blocking(move || store.note_parent(&address)).await {
         Ok(true) => info!(parent = %parent, "the parent changed: the new one gets a snapshot first"),
         Ok(false) => {}
         Err(e) => warn!(error = %e, "cannot record the parent"),
     }
-    let down = tokio::spawn(forever(node.clone(), parent.clone(), "down"));
-    let up = tokio::spawn(forever(node, parent, "up"));
-    let _ = tokio::join!(down, up);
 }
 
 fn backoff() -> impl Iterator<Item = Duration> {
@@ -38,13 +43,25 @@ fn backoff() -> impl Iterator<Item = Duration> {
         .build()
 }
 
-async fn forever(node: Arc<Node>, parent: String, direction: &'static str) {
+async fn forever(node: Arc<Node>, direction: &'static str) {
     let mut delays = backoff();
+    let mut moves = node.parent.subscribe();
     loop {
+        let Some(parent) = moves.borrow_and_update().clone() else {
+            return;
+        };
+        note_parent(&node, &parent).await;
         let started = std::time::Instant::now();
-        let result = match direction {
-            "down" => down(&node, &parent).await,
-            _ => up(&node, &parent).await,
+        let attempt = async {
+            match direction {
+                "down" => down(&node, &parent).await,
+                _ => up(&node, &parent).await,
+            }
+        };
+        // A move ends the link to the old parent at once.
+        let result = tokio::select! {
+            r = attempt => r,
+            _ = moves.changed() => Err("reconnecting now, as asked: this node moved to another parent".to_owned()),
         };
         node.set_link(&parent, direction, |l| {
             l.connected = false;

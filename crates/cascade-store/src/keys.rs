@@ -8,6 +8,7 @@ pub const FORMAT: &[u8] = b"m/format";
 pub const COMMITS: &[u8] = b"m/commits";
 pub const NODE: &[u8] = b"m/node";
 pub const PARENT: &[u8] = b"m/parent";
+pub const MOVED_TO: &[u8] = b"m/moved-to";
 pub const LINKS: &[u8] = b"m/links";
 pub const OUTBOX_NEXT: &[u8] = b"m/outbox-next";
 pub const OUTBOX_ACKED: &[u8] = b"m/outbox-acked";

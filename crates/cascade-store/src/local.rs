@@ -15,6 +15,20 @@ impl Store {
         self.commit(batch)
     }
 
+    /// The parent address a move chose, which wins over the configured one.
+    pub fn put_moved_to(&self, address: &str) -> Result<()> {
+        let _guard = self.lock();
+        let mut batch = sled::Batch::default();
+        batch.insert(keys::MOVED_TO, address.as_bytes());
+        self.commit(batch)
+    }
+
+    pub fn moved_to(&self) -> Result<Option<String>> {
+        Ok(self
+            .get(keys::MOVED_TO)?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
     pub fn link_status(&self) -> Result<Option<serde_json::Value>> {
         self.get(keys::LINKS)?
             .map(|v| codec::from_json(&v).map_err(|d| self.corrupt(format!("link status: {d}"))))

@@ -97,8 +97,8 @@ impl Harness {
         let (listener, addr) = cascade_node::bind(&config).await?;
         let node = Node::new(config, store);
         tokio::spawn(cascade_node::serve(node.clone(), listener, std::future::pending()));
-        if let Some(parent) = parent {
-            tokio::spawn(cascade_node::link::run(node.clone(), parent));
+        if parent.is_some() {
+            tokio::spawn(cascade_node::link::run(node.clone()));
         }
         Ok((node, addr.to_string()))
     }

@@ -142,8 +142,8 @@ fn run_node(config_path: &std::path::Path, log_json: bool) -> anyhow::Result<Exi
             .with_context(|| format!("cannot open the control socket in {}", config.data.display()))?;
         let node = cascade_node::Node::new(config.clone(), store);
         tracing::info!(node = %node.id, %addr, "serving");
-        if let Some(parent) = config.parent.clone() {
-            tokio::spawn(cascade_node::link::run(node.clone(), parent));
+        if config.parent.is_some() {
+            tokio::spawn(cascade_node::link::run(node.clone()));
         }
         tokio::spawn(cascade_node::maintenance(
             node.clone(),

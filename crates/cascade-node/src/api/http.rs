@@ -117,6 +117,9 @@ fn escape(text: &str) -> String {
 /// The help page: generated from the registry and the OpenAPI schemas.
 fn help_page(node: &Node) -> String {
     let doc = super::openapi(&node.id);
+    // Real responses, recorded by the API test (tests/api.rs).
+    let examples: serde_json::Map<String, Value> =
+        serde_json::from_str(include_str!("../../../../docs/api-examples.json")).unwrap_or_default();
     let mut groups: Vec<&str> = Vec::new();
     for op in operations() {
         if !groups.contains(&op.group) {
@@ -137,6 +140,10 @@ fn help_page(node: &Node) -> String {
             let schema = serde_json::to_string_pretty(&post["requestBody"]["content"]["application/json"]["schema"])
                 .unwrap_or_default();
             let example = serde_json::to_string_pretty(&(op.example)()).unwrap_or_default();
+            let response = examples
+                .get(op.name)
+                .map(|r| serde_json::to_string_pretty(r).unwrap_or_default())
+                .unwrap_or_else(|| "(none recorded)".to_owned());
             let alias = op
                 .alias_of
                 .map(|a| {
@@ -153,6 +160,7 @@ fn help_page(node: &Node) -> String {
 <p class="http">POST <code>{path}</code></p>
 <details><summary>Parameters (JSON Schema)</summary><pre>{schema}</pre></details>
 <p>Example request:</p><pre>curl -s -H 'Authorization: Bearer $TOKEN' -d '{example_line}' https://{{node}}{path}</pre>
+<details><summary>Example response</summary><pre>{response}</pre></details>
 <form class="invoke" data-op="{name}"><textarea name="params" rows="{rows}">{example}</textarea><br><button type="submit">Invoke {name}</button></form>
 <pre class="result" id="result-{name}"></pre>
 </section>"#,
@@ -165,6 +173,7 @@ fn help_page(node: &Node) -> String {
                 example_line = escape(&(op.example)().to_string()),
                 rows = example.lines().count().clamp(2, 12),
                 example = escape(&example),
+                response = escape(&response),
             ));
         }
     }

@@ -654,6 +654,40 @@ async fn sites_remove(ctx: Ctx, p: ById) -> Out {
     Ok(out)
 }
 
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SiteMove {
+    /// The new parent's gRPC address (host:port); it must have registered
+    /// this node first (`sites.add` there).
+    pub parent: String,
+}
+
+/// Moves this node under another parent: the link reconnects there, the
+/// new parent receives this node's whole state, and changes come from it.
+/// Afterwards the old parent unregisters it (`sites.remove` there).
+async fn sites_move(ctx: Ctx, p: SiteMove) -> Out {
+    let Some(current) = ctx.node.parent_address() else {
+        return Err(ApiError::Conflict(format!(
+            "node {} is the root of its tree: it has no parent to move away from",
+            ctx.node.id
+        )));
+    };
+    let address = p.parent.trim().to_owned();
+    let valid = address
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|n| n > 0));
+    if !valid {
+        return Err(ApiError::Invalid(format!("parent: {address:?} is not host:port")));
+    }
+    if address == current {
+        return Err(ApiError::Conflict(format!(
+            "parent: this node's parent is {current} already"
+        )));
+    }
+    ctx.node.move_to(address.clone()).await?;
+    Ok(json!({"parent": address, "was": current}))
+}
+
 async fn links_list(ctx: Ctx, _: Nothing) -> Out {
     let links: Vec<Value> = ctx
         .node
@@ -1472,6 +1506,15 @@ pub static OPERATIONS: &[Operation] = &[
         sites_remove,
         ById,
         json!({"id": "site-a"})
+    ),
+    op!(
+        "sites.move",
+        "Hierarchy",
+        Access::Admin,
+        "Moves this node under another parent (first sites.remove at the old parent, then sites.add at the new one); its whole state goes there.",
+        sites_move,
+        SiteMove,
+        json!({"parent": "region-b.example:7443"})
     ),
     op!(
         "links.list",
