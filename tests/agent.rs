@@ -213,7 +213,11 @@ fn an_enrolled_agent_installs_and_the_root_two_levels_up_sees_it() {
         "root",
         &["call", "content.ensure", "--params", r#"{"updates": ["EX-1"]}"#],
     );
-    assert!(String::from_utf8_lossy(&root_refused.stderr).contains("no parent to fetch from"));
+    let refusal = String::from_utf8_lossy(&root_refused.stderr);
+    assert!(
+        refusal.contains("has no parent") && refusal.contains("no URL"),
+        "{refusal}"
+    );
 
     // Enrollment: a token from the site's node, used once.
     let token = ok(tree.ctl("site", &["agent-token", "create", "--site", "site", "--ttl", "10m"]))

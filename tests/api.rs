@@ -506,11 +506,26 @@ fn every_operation_over_https_with_roles_inheritance_and_bad_input() {
     // Content held here (the CVRF sample names no files), tasks, what-if.
     let status = root.ok("content.status", &auditor, json!({}));
     assert!(
-        status
+        status["updates"]
             .as_array()
             .unwrap()
             .iter()
             .all(|u| u["staged"] == true && u["files"] == 0)
+    );
+    assert_eq!(status["cache"]["files"], 0);
+    let (code, body) = root.call("content.add", &admin, json!({"path": "/nonexistent/dir"}));
+    assert_eq!(code, 400, "{body}");
+    let added = root.ok(
+        "content.add",
+        &admin,
+        json!({"path": fixture("linux/os-release").to_str().unwrap()}),
+    );
+    assert!(
+        added[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("not the content of any update"),
+        "{added}"
     );
     assert_eq!(
         root.ok("IsStaged", &auditor, json!({"updates": ["KB5021233"]}))["KB5021233"]["staged"],

@@ -48,14 +48,27 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The file for `content` in `dir`, fetched (or resumed) from the node
-/// when it is not there yet. A file that fails verification is removed.
-pub async fn fetch(
+/// A verified file in a content directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    /// `<dir>/<sha256>`.
+    pub path: PathBuf,
+    /// Bytes that came over the network for it in this call.
+    pub received: u64,
+}
+
+/// Makes sure `<dir>/<sha256>` holds `content`, fetching (or resuming) it
+/// from the node. The file appears under its hash only once it is
+/// complete and its hash verified, so whatever serves `<dir>/<sha256>`
+/// never hands out unverified bytes; a file that fails verification is
+/// removed. `progress` counts the bytes as they arrive.
+pub async fn download(
     client: &mut AgentsClient<Channel>,
     content: &Content,
     dir: &Path,
     limit: u64,
-) -> Result<PathBuf, ContentError> {
+    progress: Option<&std::sync::atomic::AtomicU64>,
+) -> Result<Fetched, ContentError> {
     let expected = content.sha256.to_ascii_lowercase();
     let file = content.file_name.clone();
     if content.size > limit {
@@ -66,72 +79,110 @@ pub async fn fetch(
         });
     }
     std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-    // Stored under its hash; the installer sees it under its own name.
     let done = dir.join(&expected);
-    let partial = dir.join(format!("{expected}.part"));
-    if !done.exists() {
-        let mut have = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
-        if have > content.size {
-            std::fs::remove_file(&partial).map_err(|e| io(&partial, e))?;
-            have = 0;
-        }
-        if have < content.size || content.size == 0 {
-            let mut out = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&partial)
-                .map_err(|e| io(&partial, e))?;
-            let transfer = |detail: String| ContentError::Transfer {
-                file: file.clone(),
-                detail,
-            };
-            let mut stream = client
-                .content(ContentRequest {
-                    sha256: expected.clone(),
-                    offset: have,
-                })
-                .await
-                .map_err(|s| transfer(format!("{}: {}", s.code(), s.message())))?
-                .into_inner();
-            loop {
-                let chunk = match stream.message().await {
-                    Ok(Some(chunk)) => chunk,
-                    Ok(None) => break,
-                    Err(s) => {
-                        // What arrived stays for the next attempt to resume from.
-                        out.sync_all().map_err(|e| io(&partial, e))?;
-                        return Err(transfer(format!(
-                            "cut after {have} of {} bytes: {}",
-                            content.size,
-                            s.message()
-                        )));
-                    }
-                };
-                if have + chunk.data.len() as u64 > content.size {
-                    drop(out);
-                    let _ = std::fs::remove_file(&partial);
-                    return Err(ContentError::Overlong {
-                        file,
-                        size: content.size,
-                    });
-                }
-                out.write_all(&chunk.data).map_err(|e| io(&partial, e))?;
-                have += chunk.data.len() as u64;
-            }
-            out.sync_all().map_err(|e| io(&partial, e))?;
-            if have < content.size {
-                return Err(transfer(format!(
-                    "the node ended the transfer at {have} of {} bytes",
-                    content.size
-                )));
-            }
-        }
-        std::fs::rename(&partial, &done).map_err(|e| io(&done, e))?;
+    if done.exists() {
+        return Ok(Fetched {
+            path: done,
+            received: 0,
+        });
     }
-    let actual = sha256_of(&done).map_err(|e| io(&done, e))?;
+    let partial = dir.join(format!("{expected}.part"));
+    let mut have = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
+    if have > content.size {
+        std::fs::remove_file(&partial).map_err(|e| io(&partial, e))?;
+        have = 0;
+    }
+    // The hash covers what an earlier attempt left, then each chunk as it
+    // arrives: one pass over the bytes.
+    let mut hasher = Sha256::new();
+    if have > 0 {
+        let mut existing = std::fs::File::open(&partial).map_err(|e| io(&partial, e))?;
+        std::io::copy(&mut existing, &mut hasher).map_err(|e| io(&partial, e))?;
+    }
+    let mut received = 0u64;
+    if have < content.size || content.size == 0 {
+        let mut out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&partial)
+            .map_err(|e| io(&partial, e))?;
+        let transfer = |detail: String| ContentError::Transfer {
+            file: file.clone(),
+            detail,
+        };
+        let mut stream = client
+            .content(ContentRequest {
+                sha256: expected.clone(),
+                offset: have,
+            })
+            .await
+            .map_err(|s| transfer(format!("{}: {}", s.code(), s.message())))?
+            .into_inner();
+        loop {
+            let chunk = match stream.message().await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(s) => {
+                    // What arrived stays for the next attempt to resume from.
+                    out.sync_all().map_err(|e| io(&partial, e))?;
+                    return Err(transfer(format!(
+                        "cut after {have} of {} bytes: {}",
+                        content.size,
+                        s.message()
+                    )));
+                }
+            };
+            if have + chunk.data.len() as u64 > content.size {
+                drop(out);
+                let _ = std::fs::remove_file(&partial);
+                return Err(ContentError::Overlong {
+                    file,
+                    size: content.size,
+                });
+            }
+            out.write_all(&chunk.data).map_err(|e| io(&partial, e))?;
+            hasher.update(&chunk.data);
+            have += chunk.data.len() as u64;
+            received += chunk.data.len() as u64;
+            if let Some(p) = progress {
+                p.fetch_add(chunk.data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        out.sync_all().map_err(|e| io(&partial, e))?;
+        if have < content.size {
+            return Err(transfer(format!(
+                "the node ended the transfer at {have} of {} bytes",
+                content.size
+            )));
+        }
+    }
+    let actual = hex(&hasher.finalize());
     if actual != expected {
-        let _ = std::fs::remove_file(&done);
+        let _ = std::fs::remove_file(&partial);
         return Err(ContentError::Mismatch { file, expected, actual });
+    }
+    std::fs::rename(&partial, &done).map_err(|e| io(&done, e))?;
+    Ok(Fetched { path: done, received })
+}
+
+/// For an agent: the file for `content`, fetched when it is not there
+/// (see `download`), its hash checked again before use (the agent's
+/// directory is not trusted between runs), under the vendor's file name.
+pub async fn fetch(
+    client: &mut AgentsClient<Channel>,
+    content: &Content,
+    dir: &Path,
+    limit: u64,
+) -> Result<PathBuf, ContentError> {
+    let expected = content.sha256.to_ascii_lowercase();
+    let file = content.file_name.clone();
+    let Fetched { path: done, received } = download(client, content, dir, limit, None).await?;
+    if received == 0 {
+        let actual = sha256_of(&done).map_err(|e| io(&done, e))?;
+        if actual != expected {
+            let _ = std::fs::remove_file(&done);
+            return Err(ContentError::Mismatch { file, expected, actual });
+        }
     }
     // The installer gets the vendor's file name (wusa wants `.msu`).
     let named_dir = dir.join(format!("{expected}.d"));

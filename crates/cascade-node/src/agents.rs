@@ -421,10 +421,14 @@ impl v1::agents_server::Agents for AgentsService {
             other => return Err(Status::permission_denied(format!("{other} may not fetch content"))),
         }
         let ContentRequest { sha256, offset } = request.into_inner();
-        let path = self
-            .node
-            .content_path(&sha256)
-            .ok_or_else(|| Status::invalid_argument(format!("{sha256:?} is not a lower-case hex sha256")))?;
+        if self.node.content_path(&sha256).is_none() {
+            return Err(Status::invalid_argument(format!(
+                "{sha256:?} is not a lower-case hex sha256"
+            )));
+        }
+        // Pulled through from the parent when this node lacks it (once,
+        // however many ask at the same time).
+        let path = self.node.ensure_content(&sha256, false).await.map_err(|e| e.status())?;
         let mut file = match tokio::fs::File::open(&path).await {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -450,6 +454,7 @@ impl v1::agents_server::Agents for AgentsService {
             .await
             .map_err(|e| Status::internal(format!("content {sha256}: {e}")))?;
         let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let node = self.node.clone();
         tokio::spawn(async move {
             let mut sent = offset;
             while sent < size {
@@ -458,6 +463,9 @@ impl v1::agents_server::Agents for AgentsService {
                     Ok(_) => {
                         sent += buf.len() as u64;
                         metrics::counter!("cascade_content_served_bytes_total").increment(buf.len() as u64);
+                        node.content
+                            .served_bytes
+                            .fetch_add(buf.len() as u64, std::sync::atomic::Ordering::Relaxed);
                         if tx.send(Ok(ContentChunk { data: buf, size })).await.is_err() {
                             return;
                         }

@@ -42,6 +42,9 @@ pub struct NodeConfig {
     /// (lower-case hex name); `<data>/content` when absent.
     #[serde(default)]
     pub content: Option<PathBuf>,
+    /// Most bytes of content kept; no limit when absent.
+    #[serde(default)]
+    pub content_cache_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -116,6 +119,7 @@ pub struct Checked {
     /// The site's enrollment CA and the validity of what it signs.
     pub enrollment: Option<(std::sync::Arc<cascade_trust::Ca>, i64)>,
     pub content_dir: PathBuf,
+    pub content_cache_bytes: Option<u64>,
 }
 
 impl NodeConfig {
@@ -218,7 +222,14 @@ impl NodeConfig {
             ),
             None => None,
         };
+        if self.content_cache_bytes == Some(0) {
+            return Err(invalid(
+                "content_cache_bytes",
+                "0 leaves no room; leave it out for no limit".to_owned(),
+            ));
+        }
         Ok(Checked {
+            content_cache_bytes: self.content_cache_bytes,
             api_listen,
             enrollment,
             content_dir,

@@ -17,9 +17,11 @@ pub mod admin;
 pub mod agents;
 pub mod api;
 pub mod config;
+pub mod content;
 pub mod hierarchy;
 pub mod link;
 pub mod rollout;
+mod vendor;
 pub mod wire;
 
 pub use config::{Checked, NodeConfig};
@@ -66,6 +68,8 @@ pub struct Node {
     /// The parent's address: the configured one, or where a move sent this
     /// node (kept in the store); the link follows it.
     pub(crate) parent: watch::Sender<Option<String>>,
+    /// Content transfers and counters.
+    pub(crate) content: content::ContentState,
 }
 
 const DIRECTIONS: [&str; 4] = ["down", "up", "child-down", "child-up"];
@@ -96,6 +100,7 @@ impl Node {
             tasks: Mutex::new(BTreeMap::new()),
             tallies: rollout::Tallies::default(),
             parent: watch::channel(Self::initial_parent(&config, &node_store_for_links)).0,
+            content: content::ContentState::default(),
             config,
         })
     }

@@ -91,6 +91,7 @@ impl Harness {
             metrics_listen: None,
             enrollment: None,
             api_listen: None,
+            content_cache_bytes: None,
             content_dir: data.join("content"),
         };
         let store = Arc::new(Store::open(&data.join("store"), node_id)?);

@@ -69,6 +69,10 @@ enum CtlCommand {
         #[arg(long, default_value = "{}")]
         params: String,
     },
+    /// Update content at the node: its cache and transfers, adding files,
+    /// pre-staging from the parent.
+    #[command(subcommand)]
+    Content(ContentCommand),
     /// Bearer tokens for the workflow API and console.
     #[command(subcommand)]
     ApiToken(ApiTokenCommand),
@@ -78,6 +82,19 @@ enum CtlCommand {
     Import {
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum ContentCommand {
+    /// What is cached, in flight, fetched and served; per approved update, what is missing.
+    Status,
+    /// Add files from a path on the node's own disk (a file or a directory).
+    Add { path: String },
+    /// Fetch the updates' content from the parent (or the vendor at the root) now.
+    Ensure {
+        #[arg(required = true)]
+        updates: Vec<String>,
     },
 }
 
@@ -233,6 +250,29 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
                     println!("{}", r.token);
                 }
             }),
+        CtlCommand::Content(command) => {
+            let (op, params) = match command {
+                ContentCommand::Status => ("content.status", serde_json::json!({})),
+                ContentCommand::Add { path } => ("content.add", serde_json::json!({"path": path})),
+                ContentCommand::Ensure { updates } => ("content.ensure", serde_json::json!({"updates": updates})),
+            };
+            invoke(&mut client, op, &params).await.map(|v| {
+                if args.json || op != "content.status" {
+                    print_value(&v, args.json);
+                } else {
+                    let c = &v["cache"];
+                    println!(
+                        "{} files, {} bytes (limit {}); fetched {} bytes in {} transfers; served {} bytes; {} evicted",
+                        c["files"], c["bytes"], if c["limit_bytes"].is_null() { "none".to_owned() } else { c["limit_bytes"].to_string() },
+                        c["fetched_bytes"], c["transfers"], c["served_bytes"], c["evicted"]
+                    );
+                    for f in c["in_flight"].as_array().into_iter().flatten() {
+                        println!("in flight: {} {}/{} bytes", f["sha256"], f["received"], f["size"]);
+                    }
+                    print_value(&v["updates"], false);
+                }
+            })
+        }
         CtlCommand::Call { operation, params } => {
             let parsed: serde_json::Value =
                 serde_json::from_str(&params).map_err(|e| anyhow::anyhow!("--params: invalid JSON: {e}"))?;

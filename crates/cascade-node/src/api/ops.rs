@@ -1766,7 +1766,7 @@ pub static OPERATIONS: &[Operation] = &[
         "content.status",
         "Content",
         Access::Read,
-        "The approved updates' content: which files this node holds and which it lacks.",
+        "The content cache (files, bytes, limit, transfers in flight, bytes fetched and served) and, per approved update, which files this node holds and which it lacks.",
         workflow::content_status,
         Nothing,
         json!({})
@@ -1775,7 +1775,7 @@ pub static OPERATIONS: &[Operation] = &[
         "content.ensure",
         "Content",
         Access::Write,
-        "Fetches from the parent the content of the updates this node lacks (pre-staging), verified by sha256.",
+        "Fetches the content of the updates this node lacks (pre-staging) from the parent, or at the root from the vendor's URL, verified by sha256.",
         workflow::content_ensure,
         workflow::ContentEnsure,
         json!({"updates": ["KB5021233"]})
@@ -1789,6 +1789,15 @@ pub static OPERATIONS: &[Operation] = &[
         workflow::ContentEnsure,
         json!({"bulletins": ["KB5021233"]}),
         Some("content.ensure")
+    ),
+    op!(
+        "content.add",
+        "Content",
+        Access::Write,
+        "Adds content from a file or directory on this node's own disk: each file the catalog names (by sha256 and size) is copied in, verified.",
+        workflow::content_add,
+        workflow::ContentAdd,
+        json!({"path": "/srv/vendor-downloads/2022-12"})
     ),
     op!(
         "IsStaged",

@@ -39,7 +39,19 @@ async fn approved_updates(ctx: &Ctx) -> Result<Vec<cascade_core::Update>, ApiErr
 }
 
 pub(super) async fn content_status(ctx: Ctx, _: Nothing) -> Out {
-    let rows: Vec<Value> = approved_updates(&ctx)
+    let files = ctx.node.cached_files();
+    let (fetched, fetches, served, evicted) = ctx.node.content_counters();
+    let cache = json!({
+        "files": files.len(),
+        "bytes": files.iter().map(|(_, size)| size).sum::<u64>(),
+        "limit_bytes": ctx.node.config.content_cache_bytes,
+        "in_flight": ctx.node.in_flight(),
+        "fetched_bytes": fetched,
+        "transfers": fetches,
+        "served_bytes": served,
+        "evicted": evicted,
+    });
+    let updates: Vec<Value> = approved_updates(&ctx)
         .await?
         .into_iter()
         .map(|u| {
@@ -48,7 +60,7 @@ pub(super) async fn content_status(ctx: Ctx, _: Nothing) -> Out {
             json!({"id": u.id, "files": u.content.len(), "bytes": bytes, "staged": staged, "missing": missing})
         })
         .collect();
-    Ok(Value::Array(rows))
+    Ok(json!({"cache": cache, "updates": updates}))
 }
 
 pub(super) async fn is_staged(ctx: Ctx, p: UpdateIds) -> Out {
@@ -407,11 +419,9 @@ pub struct ContentEnsure {
     pub updates: Vec<String>,
 }
 
-/// The largest file a node fetches from its parent.
-const NODE_CONTENT_LIMIT: u64 = 64 << 30;
-
-/// Fetches from the parent whatever content of the updates this node
-/// lacks (pre-staging), verified by sha256; resumes what a cut left.
+/// Makes sure the updates' content is here, fetching from the parent (or,
+/// at the root, the vendor's URL) what is missing; unapproved updates may
+/// be pre-staged too.
 pub(super) async fn content_ensure(ctx: Ctx, p: ContentEnsure) -> Out {
     let updates = update_objects(&ctx).await?;
     let mut wanted = Vec::new();
@@ -423,37 +433,23 @@ pub(super) async fn content_ensure(ctx: Ctx, p: ContentEnsure) -> Out {
             .ok_or_else(|| ApiError::NotFound(format!("updates: {id} is not in this node's catalog")))?;
         wanted.push(update.clone());
     }
-    let missing: Vec<(UpdateId, cascade_core::update::Content)> = wanted
-        .iter()
-        .flat_map(|u| {
-            let (_, missing) = staged(&ctx.node, u);
-            u.content
-                .iter()
-                .filter(move |c| missing.contains(&c.file_name))
-                .map(|c| (u.id.clone(), c.clone()))
-                .collect::<Vec<_>>()
-        })
-        .collect();
     let mut rows: Vec<Value> = Vec::new();
-    if !missing.is_empty() {
-        let config = &ctx.node.config;
-        let parent = config.parent.clone().ok_or_else(|| {
-            ApiError::Conflict(format!(
-                "node {} is the root: it has no parent to fetch from; put each file in {} under its sha256",
-                ctx.node.id,
-                config.content_dir.display()
-            ))
-        })?;
-        let channel = crate::channel(&parent, &config.ca_pem, &config.cert_pem, &config.key_pem)
-            .await
-            .map_err(|e| ApiError::Unavailable(format!("cannot reach the parent {parent}: {e}")))?;
-        let mut client = cascade_proto::v1::agents_client::AgentsClient::new(channel);
-        for (update, content) in missing {
-            let result = cascade_content::fetch(&mut client, &content, &config.content_dir, NODE_CONTENT_LIMIT).await;
+    for u in &wanted {
+        let (_, missing) = staged(&ctx.node, u);
+        for c in u.content.iter().filter(|c| missing.contains(&c.file_name)) {
+            let before = ctx.node.content_counters().0;
+            let result = ctx.node.ensure_content(&c.sha256.to_ascii_lowercase(), true).await;
             rows.push(match result {
-                Ok(_) => json!({"update": update, "file": content.file_name, "fetched": content.size}),
-                Err(e) => json!({"update": update, "file": content.file_name, "error": e.to_string()}),
+                Ok(_) => {
+                    json!({"update": u.id, "file": c.file_name, "fetched": ctx.node.content_counters().0 - before})
+                }
+                Err(e) => json!({"update": u.id, "file": c.file_name, "error": e.to_string()}),
             });
+        }
+    }
+    if let Some(error) = rows.iter().find_map(|r| r["error"].as_str()) {
+        if rows.iter().all(|r| r.get("error").is_some()) {
+            return Err(ApiError::Unavailable(error.to_owned()));
         }
     }
     let staged_now: Vec<Value> = wanted
@@ -461,4 +457,30 @@ pub(super) async fn content_ensure(ctx: Ctx, p: ContentEnsure) -> Out {
         .map(|u| json!({"update": u.id, "staged": staged(&ctx.node, u).0}))
         .collect();
     Ok(json!({"transfers": rows, "updates": staged_now}))
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContentAdd {
+    /// A file or directory on this node's own disk (as the vendor
+    /// published the files).
+    pub path: String,
+}
+
+/// Adds content from this node's disk: each file the catalog names (by
+/// sha256 and size) is copied in, verified; others are reported.
+pub(super) async fn content_add(ctx: Ctx, p: ContentAdd) -> Out {
+    let node = ctx.node.clone();
+    let path = std::path::PathBuf::from(&p.path);
+    let results = blocking(move || node.add_content(&path))
+        .await
+        .map_err(|e| ApiError::Invalid(format!("path: {e}")))?;
+    let rows: Vec<Value> = results
+        .into_iter()
+        .map(|(file, r)| match r {
+            Ok(sha) => json!({"file": file, "sha256": sha}),
+            Err(e) => json!({"file": file, "error": e}),
+        })
+        .collect();
+    Ok(Value::Array(rows))
 }

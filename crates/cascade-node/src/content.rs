@@ -1,0 +1,376 @@
+//! Update content at a node: files in the content directory named by
+//! their sha256, always verified before they get that name. A node pulls a
+//! file from its parent only when asked for it (by one of its agents, or a
+//! child that was asked in turn) for an approved update, or when an admin
+//! pre-stages it; concurrent requests for one file share one transfer. The
+//! root takes files from its own disk or the vendor's URL. A cache limit
+//! evicts unapproved, then superseded content, never what a computer here
+//! still has to install.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use cascade_core::UpdateId;
+use cascade_core::compliance::ComplianceState;
+use cascade_core::model::{Object, ObjectKind};
+use cascade_core::update::Content;
+use serde::Serialize;
+
+use crate::{Node, blocking};
+
+/// The largest file a node fetches.
+pub const CONTENT_LIMIT: u64 = 64 << 30;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ContentError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl ContentError {
+    pub fn status(&self) -> tonic::Status {
+        match self {
+            ContentError::NotFound(m) => tonic::Status::not_found(m.clone()),
+            ContentError::Refused(m) => tonic::Status::permission_denied(m.clone()),
+            ContentError::Unavailable(m) => tonic::Status::unavailable(m.clone()),
+            ContentError::Failed(m) => tonic::Status::internal(m.clone()),
+        }
+    }
+}
+
+/// A transfer in progress.
+#[derive(Debug, Clone, Serialize)]
+pub struct InFlight {
+    pub sha256: String,
+    pub size: u64,
+    pub received: u64,
+}
+
+/// Counters and transfers of a node's content.
+#[derive(Debug, Default)]
+pub(crate) struct ContentState {
+    /// One lock per file: concurrent requests wait for the one transfer.
+    locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    in_flight: std::sync::Mutex<BTreeMap<String, (u64, Arc<AtomicU64>)>>,
+    /// Bytes fetched from the parent or the vendor.
+    pub(crate) fetched_bytes: AtomicU64,
+    pub(crate) fetches: AtomicU64,
+    /// Bytes served to agents and children.
+    pub(crate) served_bytes: AtomicU64,
+    pub(crate) evicted: AtomicU64,
+}
+
+/// What the catalog says of one file.
+#[derive(Debug, Clone)]
+pub struct Known {
+    pub content: Content,
+    pub updates: Vec<UpdateId>,
+    pub approved: bool,
+    pub superseded: bool,
+}
+
+impl Node {
+    /// Every content file the catalog names, by sha256.
+    pub fn content_index(&self) -> Result<HashMap<String, Known>, cascade_store::StoreError> {
+        let mut updates = Vec::new();
+        for o in self.effective_objects(ObjectKind::Update)? {
+            if let Object::Update(u) = o {
+                updates.push(*u);
+            }
+        }
+        let approved: BTreeSet<UpdateId> = self
+            .store
+            .objects(ObjectKind::Approval)?
+            .into_iter()
+            .filter_map(|s| match s.object {
+                Object::Approval(a) => Some(a.update),
+                _ => None,
+            })
+            .collect();
+        let catalog = cascade_core::Catalog::new(updates.iter().cloned());
+        let mut out: HashMap<String, Known> = HashMap::new();
+        for u in &updates {
+            for c in &u.content {
+                let entry = out.entry(c.sha256.to_ascii_lowercase()).or_insert_with(|| Known {
+                    content: c.clone(),
+                    updates: Vec::new(),
+                    approved: false,
+                    superseded: true,
+                });
+                entry.updates.push(u.id.clone());
+                entry.approved |= approved.contains(&u.id);
+                entry.superseded &= catalog.is_superseded(&u.id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The file of `sha256` here, pulled from the parent first when this
+    /// node lacks it. `staging` (an admin's pre-staging) allows content of
+    /// updates that are not approved.
+    pub async fn ensure_content(self: &Arc<Self>, sha256: &str, staging: bool) -> Result<PathBuf, ContentError> {
+        let path = self
+            .content_path(sha256)
+            .ok_or_else(|| ContentError::Refused(format!("{sha256:?} is not a lower-case hex sha256")))?;
+        if path.exists() {
+            return Ok(path);
+        }
+        let node = self.clone();
+        let index = blocking(move || node.content_index())
+            .await
+            .map_err(|e| ContentError::Failed(e.to_string()))?;
+        let known = index
+            .get(sha256)
+            .cloned()
+            .ok_or_else(|| ContentError::NotFound(format!("content {sha256} is not in node {}'s catalog", self.id)))?;
+        if !known.approved && !staging {
+            return Err(ContentError::Refused(format!(
+                "content {sha256} belongs to updates no policy approves ({})",
+                known
+                    .updates
+                    .iter()
+                    .map(|u| u.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        let lock = {
+            let mut locks = self.content.locks.lock().unwrap_or_else(|e| e.into_inner());
+            locks.entry(sha256.to_owned()).or_default().clone()
+        };
+        let _one_transfer = lock.lock().await;
+        if path.exists() {
+            // Another request fetched it meanwhile.
+            return Ok(path);
+        }
+        self.make_room(known.content.size, &index).await?;
+        let progress = Arc::new(AtomicU64::new(0));
+        self.content
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(sha256.to_owned(), (known.content.size, progress.clone()));
+        let result = self.transfer(&known.content, &progress).await;
+        self.content
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(sha256);
+        self.content
+            .fetched_bytes
+            .fetch_add(progress.load(Ordering::Relaxed), Ordering::Relaxed);
+        result
+    }
+
+    /// One file from the parent, or at the root from the vendor's URL; a
+    /// hash mismatch is discarded and fetched once more.
+    async fn transfer(self: &Arc<Self>, content: &Content, progress: &Arc<AtomicU64>) -> Result<PathBuf, ContentError> {
+        let dir = self.config.content_dir.clone();
+        let Some(parent) = self.parent_address() else {
+            return self.from_vendor(content, progress).await;
+        };
+        let c = &self.config;
+        let channel = crate::channel(&parent, &c.ca_pem, &c.cert_pem, &c.key_pem)
+            .await
+            .map_err(|e| ContentError::Unavailable(format!("cannot reach the parent {parent}: {e}")))?;
+        let mut client =
+            cascade_proto::v1::agents_client::AgentsClient::new(channel).max_decoding_message_size(8 << 20);
+        let mut last = String::new();
+        for _ in 0..2 {
+            self.content.fetches.fetch_add(1, Ordering::Relaxed);
+            match cascade_content::download(&mut client, content, &dir, CONTENT_LIMIT, Some(progress)).await {
+                Ok(done) => return Ok(done.path),
+                Err(e @ cascade_content::ContentError::Mismatch { .. }) => {
+                    tracing::warn!(error = %e, "content from the parent failed verification; fetching again");
+                    last = e.to_string();
+                }
+                Err(e) => return Err(ContentError::Unavailable(e.to_string())),
+            }
+        }
+        Err(ContentError::Failed(last))
+    }
+
+    /// The root's only source besides its disk: the vendor's URL.
+    async fn from_vendor(&self, content: &Content, progress: &Arc<AtomicU64>) -> Result<PathBuf, ContentError> {
+        let Some(url) = content.url.clone() else {
+            return Err(ContentError::NotFound(format!(
+                "content {} ({}) is not on node {}, which has no parent, and the catalog gives no URL: add it with content.add",
+                content.sha256, content.file_name, self.id
+            )));
+        };
+        self.content.fetches.fetch_add(1, Ordering::Relaxed);
+        crate::vendor::download(&url, content, &self.config.content_dir, CONTENT_LIMIT, progress)
+            .await
+            .map_err(|e| ContentError::Unavailable(e.to_string()))
+    }
+
+    /// Frees room for `need` bytes under the cache limit: unapproved
+    /// content first, then superseded; never what a computer here still
+    /// has to install. Refuses when that is not enough.
+    async fn make_room(self: &Arc<Self>, need: u64, index: &HashMap<String, Known>) -> Result<(), ContentError> {
+        let Some(limit) = self.config.content_cache_bytes else {
+            return Ok(());
+        };
+        let node = self.clone();
+        let index = index.clone();
+        blocking(move || -> Result<(), ContentError> {
+            let files = node.cached_files();
+            let mut total: u64 = files.iter().map(|(_, size)| size).sum();
+            if total + need <= limit {
+                return Ok(());
+            }
+            let pinned = node.pinned().map_err(|e| ContentError::Failed(e.to_string()))?;
+            let mut candidates: Vec<(u8, String, u64)> = files
+                .into_iter()
+                .filter(|(sha, _)| !pinned.contains(sha))
+                .filter_map(|(sha, size)| {
+                    let rank = match index.get(&sha) {
+                        None => 0,
+                        Some(k) if !k.approved => 0,
+                        Some(k) if k.superseded => 1,
+                        Some(_) => return None,
+                    };
+                    Some((rank, sha, size))
+                })
+                .collect();
+            candidates.sort();
+            for (_, sha, size) in candidates {
+                if total + need <= limit {
+                    break;
+                }
+                if let Some(path) = node.content_path(&sha) {
+                    if std::fs::remove_file(&path).is_ok() {
+                        total = total.saturating_sub(size);
+                        node.content.evicted.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(%sha, size, "evicted from the content cache");
+                    }
+                }
+            }
+            if total + need > limit {
+                return Err(ContentError::Unavailable(format!(
+                    "the content cache is full: {total} of {limit} bytes are held by content that is approved and current or still to be installed here; {need} more do not fit"
+                )));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// The verified files here: (sha256, size).
+    pub fn cached_files(&self) -> Vec<(String, u64)> {
+        let Ok(entries) = std::fs::read_dir(&self.config.content_dir) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let meta = e.metadata().ok()?;
+                (meta.is_file() && self.content_path(&name).is_some()).then_some((name, meta.len()))
+            })
+            .collect()
+    }
+
+    /// Content a computer served here still has to install.
+    fn pinned(&self) -> Result<BTreeSet<String>, cascade_store::StoreError> {
+        let mut needed: BTreeSet<UpdateId> = BTreeSet::new();
+        for agent in self.agents()? {
+            for r in self.store.computer_records(&agent.id)? {
+                if matches!(
+                    r.state,
+                    ComplianceState::Required | ComplianceState::Downloaded | ComplianceState::Failed { .. }
+                ) {
+                    needed.insert(r.update);
+                }
+            }
+        }
+        Ok(self
+            .content_index()?
+            .into_iter()
+            .filter(|(_, k)| k.updates.iter().any(|u| needed.contains(u)))
+            .map(|(sha, _)| sha)
+            .collect())
+    }
+
+    /// Transfers in progress.
+    pub fn in_flight(&self) -> Vec<InFlight> {
+        self.content
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(sha, (size, progress))| InFlight {
+                sha256: sha.clone(),
+                size: *size,
+                received: progress.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
+    /// Counters: fetched bytes, transfers, served bytes, evictions.
+    pub fn content_counters(&self) -> (u64, u64, u64, u64) {
+        let c = &self.content;
+        (
+            c.fetched_bytes.load(Ordering::Relaxed),
+            c.fetches.load(Ordering::Relaxed),
+            c.served_bytes.load(Ordering::Relaxed),
+            c.evicted.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Adds files from this node's disk (a file or a directory): each one
+    /// the catalog names (by its sha256 and size) is copied into the
+    /// content directory; others are reported and left.
+    pub fn add_content(&self, path: &std::path::Path) -> Result<Vec<(String, Result<String, String>)>, String> {
+        let index = self.content_index().map_err(|e| e.to_string())?;
+        let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut files: Vec<PathBuf> = if meta.is_dir() {
+            std::fs::read_dir(path)
+                .map_err(|e| format!("{}: {e}", path.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file())
+                .collect()
+        } else {
+            vec![path.to_path_buf()]
+        };
+        files.sort();
+        std::fs::create_dir_all(&self.config.content_dir).map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        for file in files {
+            let name = file.display().to_string();
+            let result = (|| -> Result<String, String> {
+                let sha = cascade_content::sha256_of(&file).map_err(|e| e.to_string())?;
+                let known = index
+                    .get(&sha)
+                    .ok_or_else(|| format!("sha256 {sha} is not the content of any update in the catalog"))?;
+                let size = std::fs::metadata(&file).map_err(|e| e.to_string())?.len();
+                if size != known.content.size {
+                    return Err(format!("{size} bytes, the catalog says {}", known.content.size));
+                }
+                let target = self.config.content_dir.join(&sha);
+                if !target.exists() {
+                    let tmp = self.config.content_dir.join(format!("{sha}.adding"));
+                    std::fs::copy(&file, &tmp).map_err(|e| e.to_string())?;
+                    // Copied bytes are checked again before they get the name.
+                    let copied = cascade_content::sha256_of(&tmp).map_err(|e| e.to_string())?;
+                    if copied != sha {
+                        let _ = std::fs::remove_file(&tmp);
+                        return Err("the copy does not match its source".into());
+                    }
+                    std::fs::rename(&tmp, &target).map_err(|e| e.to_string())?;
+                }
+                Ok(sha)
+            })();
+            out.push((name, result));
+        }
+        Ok(out)
+    }
+}
