@@ -175,7 +175,7 @@ impl Node {
     async fn transfer(self: &Arc<Self>, content: &Content, progress: &Arc<AtomicU64>) -> Result<PathBuf, ContentError> {
         let dir = self.config.content_dir.clone();
         let Some(parent) = self.parent_address() else {
-            return self.from_vendor(content, progress).await;
+            return self.download_from_vendor(content, progress).await;
         };
         let c = &self.config;
         let channel = crate::channel(&parent, &c.ca_pem, &c.cert_pem, &c.key_pem)
@@ -199,7 +199,11 @@ impl Node {
     }
 
     /// The root's only source besides its disk: the vendor's URL.
-    async fn from_vendor(&self, content: &Content, progress: &Arc<AtomicU64>) -> Result<PathBuf, ContentError> {
+    async fn download_from_vendor(
+        &self,
+        content: &Content,
+        progress: &Arc<AtomicU64>,
+    ) -> Result<PathBuf, ContentError> {
         let Some(url) = content.url.clone() else {
             return Err(ContentError::NotFound(format!(
                 "content {} ({}) is not on node {}, which has no parent, and the catalog gives no URL: add it with content.add",
@@ -246,12 +250,12 @@ impl Node {
                 if total + need <= limit {
                     break;
                 }
-                if let Some(path) = node.content_path(&sha) {
-                    if std::fs::remove_file(&path).is_ok() {
-                        total = total.saturating_sub(size);
-                        node.content.evicted.fetch_add(1, Ordering::Relaxed);
-                        tracing::info!(%sha, size, "evicted from the content cache");
-                    }
+                if let Some(path) = node.content_path(&sha)
+                    && std::fs::remove_file(&path).is_ok()
+                {
+                    total = total.saturating_sub(size);
+                    node.content.evicted.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(%sha, size, "evicted from the content cache");
                 }
             }
             if total + need > limit {

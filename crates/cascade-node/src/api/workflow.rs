@@ -447,10 +447,10 @@ pub(super) async fn content_ensure(ctx: Ctx, p: ContentEnsure) -> Out {
             });
         }
     }
-    if let Some(error) = rows.iter().find_map(|r| r["error"].as_str()) {
-        if rows.iter().all(|r| r.get("error").is_some()) {
-            return Err(ApiError::Unavailable(error.to_owned()));
-        }
+    if let Some(error) = rows.iter().find_map(|r| r["error"].as_str())
+        && rows.iter().all(|r| r.get("error").is_some())
+    {
+        return Err(ApiError::Unavailable(error.to_owned()));
     }
     let staged_now: Vec<Value> = wanted
         .iter()
