@@ -68,6 +68,9 @@ pub(crate) struct ContentState {
     pub(crate) evicted: AtomicU64,
 }
 
+/// One file `add_content` looked at, and its sha256 or why it was left.
+pub type Added = (String, Result<String, String>);
+
 /// What the catalog says of one file.
 #[derive(Debug, Clone)]
 pub struct Known {
@@ -333,7 +336,7 @@ impl Node {
     /// Adds files from this node's disk (a file or a directory): each one
     /// the catalog names (by its sha256 and size) is copied into the
     /// content directory; others are reported and left.
-    pub fn add_content(&self, path: &std::path::Path) -> Result<Vec<(String, Result<String, String>)>, String> {
+    pub fn add_content(&self, path: &std::path::Path) -> Result<Vec<Added>, String> {
         let index = self.content_index().map_err(|e| e.to_string())?;
         let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let mut files: Vec<PathBuf> = if meta.is_dir() {
