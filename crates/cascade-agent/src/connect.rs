@@ -28,6 +28,9 @@ pub async fn channel(
     Endpoint::from_shared(format!("https://{address}"))?
         .tls_config(tls)?
         .connect_timeout(CONNECT_TIMEOUT)
+        // Content streams need more than HTTP/2's default 64 KB window.
+        .initial_stream_window_size(Some(8 << 20))
+        .initial_connection_window_size(Some(16 << 20))
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(10))
         .connect()

@@ -416,10 +416,13 @@ impl v1::agents_server::Agents for AgentsService {
     type ContentStream = ContentStream;
 
     async fn content(&self, request: Request<ContentRequest>) -> Result<Response<ContentStream>, Status> {
-        match self.node.peer_identity(&request)? {
-            Identity::Agent(_) | Identity::Node(_) => {}
+        // A child node asks only for what its own agents need or its admin
+        // pre-stages (it decided that); an agent only for approved updates.
+        let for_child = match self.node.peer_identity(&request)? {
+            Identity::Agent(_) => false,
+            Identity::Node(_) => true,
             other => return Err(Status::permission_denied(format!("{other} may not fetch content"))),
-        }
+        };
         let ContentRequest { sha256, offset } = request.into_inner();
         if self.node.content_path(&sha256).is_none() {
             return Err(Status::invalid_argument(format!(
@@ -428,8 +431,12 @@ impl v1::agents_server::Agents for AgentsService {
         }
         // Pulled through from the parent when this node lacks it (once,
         // however many ask at the same time).
-        let path = self.node.ensure_content(&sha256, false).await.map_err(|e| e.status())?;
-        let mut file = match tokio::fs::File::open(&path).await {
+        let path = self
+            .node
+            .ensure_content(&sha256, for_child)
+            .await
+            .map_err(|e| e.status())?;
+        let file = match tokio::fs::File::open(&path).await {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Status::not_found(format!(
@@ -449,35 +456,38 @@ impl v1::agents_server::Agents for AgentsService {
                 "content {sha256} has {size} bytes; offset {offset} is past its end"
             )));
         }
-        use tokio::io::{AsyncReadExt, AsyncSeekExt};
-        file.seek(std::io::SeekFrom::Start(offset))
-            .await
-            .map_err(|e| Status::internal(format!("content {sha256}: {e}")))?;
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        // Read in one blocking task (not a thread-pool hop per chunk).
+        let mut file = file.into_std().await;
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
         let node = self.node.clone();
-        tokio::spawn(async move {
+        tokio::task::spawn_blocking(move || {
+            use std::io::{Read, Seek};
+            if let Err(e) = file.seek(std::io::SeekFrom::Start(offset)) {
+                let _ = tx.blocking_send(Err(Status::internal(format!("content {sha256}: {e}"))));
+                return;
+            }
             let mut sent = offset;
             while sent < size {
                 let mut buf = vec![0u8; CHUNK.min((size - sent) as usize)];
-                match file.read_exact(&mut buf).await {
-                    Ok(_) => {
+                match file.read_exact(&mut buf) {
+                    Ok(()) => {
                         sent += buf.len() as u64;
                         metrics::counter!("cascade_content_served_bytes_total").increment(buf.len() as u64);
                         node.content
                             .served_bytes
                             .fetch_add(buf.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                        if tx.send(Ok(ContentChunk { data: buf, size })).await.is_err() {
+                        if tx.blocking_send(Ok(ContentChunk { data: buf, size })).is_err() {
                             return;
                         }
                     }
                     Err(e) => {
-                        let _ = tx.send(Err(Status::internal(format!("content {sha256}: {e}")))).await;
+                        let _ = tx.blocking_send(Err(Status::internal(format!("content {sha256}: {e}"))));
                         return;
                     }
                 }
             }
             if size == 0 {
-                let _ = tx.send(Ok(ContentChunk { data: Vec::new(), size })).await;
+                let _ = tx.blocking_send(Ok(ContentChunk { data: Vec::new(), size }));
             }
         });
         Ok(Response::new(

@@ -348,6 +348,10 @@ pub async fn serve(
         .tls_config(tls)?
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        // Content streams: HTTP/2's default 64 KB window would cap a
+        // transfer at one window per round trip.
+        .initial_stream_window_size(Some(STREAM_WINDOW))
+        .initial_connection_window_size(Some(CONNECTION_WINDOW))
         .add_service(health)
         .add_service(reflection)
         .add_service(
@@ -396,12 +400,19 @@ pub async fn channel(
     Endpoint::from_shared(format!("https://{address}"))?
         .tls_config(tls)?
         .connect_timeout(Duration::from_secs(5))
+        .initial_stream_window_size(Some(STREAM_WINDOW))
+        .initial_connection_window_size(Some(CONNECTION_WINDOW))
         .http2_keep_alive_interval(Duration::from_secs(5))
         .keep_alive_timeout(Duration::from_secs(5))
         .keep_alive_while_idle(true)
         .connect()
         .await
 }
+
+/// HTTP/2 flow-control windows of node connections (per stream, per
+/// connection), sized for content transfers.
+pub const STREAM_WINDOW: u32 = 8 << 20;
+pub const CONNECTION_WINDOW: u32 = 16 << 20;
 
 /// How many changes of each origin are kept beyond what every child has.
 pub const LOG_RETAIN: u64 = 10_000;

@@ -44,6 +44,12 @@ pub enum BenchCommand {
         #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/cvrf/cvrfDocument-2022-Dec.trimmed.xml"))]
         catalog: std::path::PathBuf,
     },
+    /// One update's content pulled over 2 hops (root → region → site, node
+    /// processes on loopback, mTLS gRPC), next to a plain file copy of it.
+    Content {
+        #[arg(long, default_value_t = 1024)]
+        size_mb: u64,
+    },
 }
 
 pub fn run(command: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
@@ -61,6 +67,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
             inventories,
             catalog,
         } => runtime.block_on(agents(count, concurrency, &inventories, &catalog))?,
+        BenchCommand::Content { size_mb } => runtime.block_on(content(size_mb))?,
     };
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(std::process::ExitCode::SUCCESS)
@@ -448,5 +455,178 @@ async fn agents(
         "run_p99_ms": report.run_p99_ms,
         "node_peak_rss_mb": rss as f64 / (1024.0 * 1024.0),
         "goal": {"seconds_for_10000": 60, "node_rss_mb": 1024},
+    }))
+}
+
+/// Starts `cascade node run` for `id` (under `parent`) in `dir`; returns
+/// the process and its address.
+async fn node_process(
+    dir: &std::path::Path,
+    ca: &Ca,
+    id: &str,
+    parent: Option<&str>,
+) -> anyhow::Result<(NodeProcess, String)> {
+    let node_id = NodeId::new(id).map_err(|e| anyhow::anyhow!("{e}"))?;
+    ca.issue(&Identity::Node(node_id), &[], cascade_node::now(), 1)?
+        .write(dir, id)?;
+    let parent = parent
+        .map(|p| format!("[parent]\naddress = \"{p}\"\n"))
+        .unwrap_or_default();
+    let config = dir.join(format!("{id}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "id = \"{id}\"\nlisten = \"127.0.0.1:0\"\ndata = \"{id}-data\"\n{parent}[tls]\nca = \"ca.crt\"\ncert = \"{id}.crt\"\nkey = \"{id}.key\"\n"
+        ),
+    )?;
+    let log = std::fs::File::create(dir.join(format!("{id}.log")))?;
+    let child = std::process::Command::new(std::env::current_exe()?)
+        .args(["node", "run", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .context("cannot start a node")?;
+    let node = NodeProcess(child);
+    let addr_file = dir.join(format!("{id}-data/node.addr"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !addr_file.exists() {
+        anyhow::ensure!(Instant::now() < deadline, "node {id} did not start; see its log");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok((node, std::fs::read_to_string(&addr_file)?))
+}
+
+async fn content(size_mb: u64) -> anyhow::Result<serde_json::Value> {
+    use cascade_proto::v1::admin_client::AdminClient;
+    use std::io::Write;
+    let dir = tempfile::tempdir_in(std::env::temp_dir())?;
+    let now = cascade_node::now();
+    let ca = Ca::generate("Bench", now, 2)?;
+    std::fs::write(dir.path().join("ca.crt"), &ca.cert_pem)?;
+    let admin = ca.issue(
+        &Identity::Admin {
+            name: "bench".into(),
+            role: cascade_trust::Role::Admin,
+            site: None,
+        },
+        &[],
+        now,
+        1,
+    )?;
+    let admin_client = |address: String| {
+        let (ca, cert, key) = (ca.cert_pem.clone(), admin.cert_pem.clone(), admin.key_pem.clone());
+        async move {
+            let channel = cascade_node::channel(&address, &ca, &cert, &key).await?;
+            anyhow::Ok(AdminClient::new(channel))
+        }
+    };
+    let (_root, root) = node_process(dir.path(), &ca, "root", None).await?;
+    let mut root_admin = admin_client(root.clone()).await?;
+    root_admin
+        .site_add(cascade_proto::v1::SiteAddRequest {
+            id: "region".into(),
+            name: String::new(),
+        })
+        .await?;
+    let (_region, region) = node_process(dir.path(), &ca, "region", Some(&root)).await?;
+    let mut region_admin = admin_client(region.clone()).await?;
+    region_admin
+        .site_add(cascade_proto::v1::SiteAddRequest {
+            id: "site".into(),
+            name: String::new(),
+        })
+        .await?;
+    let (_site, site) = node_process(dir.path(), &ca, "site", Some(&region)).await?;
+    let mut site_admin = admin_client(site.clone()).await?;
+
+    // The update's file: bytes that do not compress.
+    let file = dir.path().join("update.bin");
+    let size = size_mb << 20;
+    {
+        use sha2::Digest;
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&file)?);
+        let mut hasher = sha2::Sha256::new();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut block = vec![0u8; 1 << 20];
+        for _ in 0..size_mb {
+            for chunk in block.chunks_mut(8) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+            }
+            hasher.update(&block);
+            out.write_all(&block)?;
+        }
+        out.flush()?;
+        let sha: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        let mut update = Update::new(UpdateId::new("BENCH-1"), "Benchmark content", Classification::Update);
+        update.content = vec![cascade_core::update::Content {
+            file_name: "update.bin".into(),
+            sha256: sha,
+            size,
+            url: None,
+        }];
+        let op = ChangeOp::Upsert(Object::Update(Box::new(update)));
+        root_admin
+            .change(cascade_proto::v1::ChangeRequest {
+                op: serde_json::to_vec(&op)?,
+            })
+            .await?;
+    }
+    // A plain copy of the file on this machine: the baseline.
+    let copy = dir.path().join("copy.bin");
+    let started = Instant::now();
+    std::fs::copy(&file, &copy)?;
+    std::fs::File::open(&copy)?.sync_all()?;
+    let copy_seconds = started.elapsed().as_secs_f64();
+    std::fs::remove_file(&copy)?;
+
+    let invoke = |op: &str, params: serde_json::Value| cascade_proto::v1::InvokeRequest {
+        operation: op.to_owned(),
+        params: serde_json::to_vec(&params).unwrap_or_default(),
+    };
+    root_admin
+        .invoke(invoke("content.add", serde_json::json!({"path": file})))
+        .await?;
+    // The catalog has reached the site once BENCH-1 is in its objects.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let objects = site_admin
+            .objects(cascade_proto::v1::ObjectsRequest { kind: "update".into() })
+            .await?
+            .into_inner()
+            .objects;
+        if String::from_utf8_lossy(&objects).contains("BENCH-1") {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the update did not reach the site");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Pre-staging at the site pulls it root → region → site.
+    let started = Instant::now();
+    let reply = site_admin
+        .invoke(invoke("content.ensure", serde_json::json!({"updates": ["BENCH-1"]})))
+        .await?
+        .into_inner();
+    let transfer_seconds = started.elapsed().as_secs_f64();
+    let result: serde_json::Value = serde_json::from_slice(&reply.result)?;
+    anyhow::ensure!(
+        result["updates"][0]["staged"] == true,
+        "the content did not arrive: {result}"
+    );
+    let mb = size as f64 / (1024.0 * 1024.0);
+    Ok(serde_json::json!({
+        "benchmark": "content",
+        "bytes": size,
+        "hops": 2,
+        "transfer_seconds": transfer_seconds,
+        "transfer_mb_per_second": mb / transfer_seconds,
+        "file_copy_seconds": copy_seconds,
+        "file_copy_mb_per_second": mb / copy_seconds,
+        "ratio_to_file_copy": copy_seconds / transfer_seconds,
+        "goal": {"ratio_to_file_copy": 0.5},
     }))
 }

@@ -1,0 +1,341 @@
+//! Update content down a tree of real node processes: pulled through only
+//! where a computer needs it, one transfer for many requests, the vendor's
+//! URL at the root, eviction under a cache limit, and a bad copy never
+//! handed on.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cascade_core::UpdateId;
+use cascade_core::model::{ChangeOp, Object};
+use cascade_core::rule::{Cmp, Rule};
+use cascade_core::update::{Classification, Content, InstallCommand, RestartBehavior, Severity, Update};
+use serde_json::{Value, json};
+use support::*;
+
+fn fixture(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures")
+        .join(path)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Bytes that do not compress or repeat.
+fn payload(size: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
+    (0..size)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+fn update_with(id: &str, bytes: &[u8], url: Option<String>, supersedes: &[&str]) -> Update {
+    let mut u = Update::new(
+        UpdateId::new(id),
+        format!("Content test {id}"),
+        Classification::SecurityUpdate,
+    );
+    u.vendor = "Example".into();
+    u.severity = Severity::Important;
+    u.restart = RestartBehavior::Never;
+    u.applicable_when = Some(Rule::fact("os.family", Cmp::Eq, "linux"));
+    u.supersedes = supersedes.iter().map(|s| UpdateId::new(s)).collect();
+    u.install = Some(InstallCommand {
+        program: "/bin/sh".into(),
+        arguments: vec![
+            "-c".into(),
+            "test -s \"$1\"".into(),
+            "installer".into(),
+            "{content}".into(),
+        ],
+        exit_codes: vec![],
+    });
+    u.content = vec![Content {
+        file_name: format!("{}.bin", id.to_ascii_lowercase()),
+        sha256: sha256_hex(bytes),
+        size: bytes.len() as u64,
+        url,
+    }];
+    u
+}
+
+fn call(tree: &Tree, node: &str, op: &str, params: Value) -> Value {
+    let out = ok(tree.ctl(node, &["--json", "call", op, "--params", &params.to_string()]));
+    serde_json::from_str(&out).unwrap()
+}
+
+fn cache(tree: &Tree, node: &str) -> Value {
+    call(tree, node, "content.status", json!({}))["cache"].clone()
+}
+
+/// An agent of `pc` at `site` whose runs print their summary.
+fn agent(tree: &Tree, pc: &str, site: &str) -> PathBuf {
+    let pki = tree.path().join("pki");
+    ok(run(&[
+        "pki",
+        "issue",
+        "agent",
+        "--id",
+        pc,
+        "--dir",
+        pki.to_str().unwrap(),
+    ]));
+    let dir = tree.path().join(pc);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(pki.join("ca.crt"), dir.join("ca.crt")).unwrap();
+    std::fs::copy(pki.join(format!("agent-{pc}.crt")), dir.join("agent.crt")).unwrap();
+    std::fs::copy(pki.join(format!("agent-{pc}.key")), dir.join("agent.key")).unwrap();
+    std::fs::write(dir.join("boot_id"), "boot\n").unwrap();
+    let config = format!(
+        "data = \".\"\nrestart_command = [\"/bin/true\"]\nboot_id_file = \"boot_id\"\n[collect]\nos_release = \"{}\"\ndpkg_status = \"{}\"\nrpm_db = \"no\"\nkernel_release = \"no\"\n[[node]]\naddress = \"{}\"\n",
+        fixture("linux/os-release").display(),
+        fixture("linux/dpkg-status").display(),
+        tree.nodes[site].addr()
+    );
+    let path = dir.join("agent.toml");
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+fn run_agent(config: &Path) -> Value {
+    let out = std::process::Command::new(BIN)
+        .args(["agent", "run", "--once", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    serde_json::from_str(&ok(out)).unwrap()
+}
+
+/// A one-file HTTP server standing in for the vendor's download site.
+fn vendor(body: Vec<u8>) -> (String, std::thread::JoinHandle<()>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/ex-url.bin", listener.local_addr().unwrap());
+    let handle = std::thread::spawn(move || {
+        // One request is all the root makes.
+        if let Ok((mut stream, _)) = listener.accept() {
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(&body);
+        }
+    });
+    (url, handle)
+}
+
+#[test]
+fn content_flows_only_where_it_is_needed_once_per_node() {
+    let mut tree = Tree::new(&[
+        ("root", None),
+        ("region", Some("root")),
+        ("site-a", Some("region")),
+        ("site-b", Some("region")),
+    ]);
+    // site-a keeps at most 7 MB: EX-NEW (3 MB) pushes out the 5 MB EX-OLD it supersedes.
+    tree.top
+        .insert("site-a".into(), "content_cache_bytes = 7000000\n".into());
+    tree.start_all();
+
+    let old = payload(5_000_000, 1);
+    let new = payload(3_000_000, 2);
+    let big = payload(50 << 20, 3);
+    let from_vendor = payload(1_000_000, 4);
+    let bad = payload(100_000, 5);
+    let (url, vendor_thread) = vendor(from_vendor.clone());
+    let updates = [
+        update_with("EX-OLD", &old, None, &[]),
+        update_with("EX-NEW", &new, None, &["EX-OLD"]),
+        update_with("EX-BIG", &big, None, &[]),
+        update_with("EX-URL", &from_vendor, Some(url), &[]),
+        update_with("EX-BAD", &bad, None, &[]),
+    ];
+    for u in &updates {
+        let op = ChangeOp::Upsert(Object::Update(Box::new(u.clone())));
+        ok(tree.ctl("root", &["change", "--op", &serde_json::to_string(&op).unwrap()]));
+    }
+    // The root holds the files the vendor published (EX-URL comes from
+    // its URL); EX-BAD's file is damaged.
+    let downloads = tree.path().join("downloads");
+    std::fs::create_dir_all(&downloads).unwrap();
+    for (name, bytes) in [
+        ("old.bin", &old),
+        ("new.bin", &new),
+        ("big.bin", &big),
+        ("notes.txt", &b"x".to_vec()),
+    ] {
+        std::fs::write(downloads.join(name), bytes).unwrap();
+    }
+    let added = call(&tree, "root", "content.add", json!({"path": downloads}));
+    assert_eq!(
+        added
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["sha256"].is_string())
+            .count(),
+        3,
+        "{added}"
+    );
+    assert!(added.to_string().contains("not the content of any update"), "{added}");
+    let mut damaged = bad.clone();
+    damaged[7] ^= 1;
+    std::fs::write(
+        tree.nodes["root"].data().join("content").join(sha256_hex(&bad)),
+        &damaged,
+    )
+    .unwrap();
+
+    // Site A's computers get EX-OLD, EX-NEW, EX-URL and EX-BAD; site B's EX-BIG.
+    let site_a =
+        json!({"policy": {"id": "site-a-only", "name": "Site A", "enabled": true, "targets": {"sites": ["site-a"]}}});
+    let site_b_policy =
+        json!({"policy": {"id": "site-b-only", "name": "Site B", "enabled": true, "targets": {"sites": ["site-b"]}}});
+    call(&tree, "root", "policies.upsert", site_a);
+    call(&tree, "root", "policies.upsert", site_b_policy);
+    for (policy, update) in [
+        ("site-a-only", "EX-OLD"),
+        ("site-a-only", "EX-URL"),
+        ("site-a-only", "EX-BAD"),
+        ("site-b-only", "EX-BIG"),
+    ] {
+        ok(tree.ctl("root", &["approve", "--policy", policy, "--update", update]));
+    }
+    wait_for("approvals at the sites", Duration::from_secs(20), || {
+        tree.approvals("site-a") == 4 && tree.approvals("site-b") == 4
+    });
+
+    // site-b: 50 requests at once for the 50 MB update, one transfer from the region.
+    let pc_b = agent(&tree, "pc-b", "site-b");
+    let pki = tree.path().join("pki");
+    let read = |name: &str| std::fs::read_to_string(pki.join(name)).unwrap();
+    let (ca, cert, key) = (read("ca.crt"), read("agent-pc-b.crt"), read("agent-pc-b.key"));
+    let site_b = tree.nodes["site-b"].addr();
+    let big_sha = sha256_hex(&big);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let received: Vec<(u64, Option<String>)> = runtime.block_on(async {
+        let mut tasks = tokio::task::JoinSet::new();
+        for n in 0..50 {
+            let (ca, cert, key, site_b, sha) = (ca.clone(), cert.clone(), key.clone(), site_b.clone(), big_sha.clone());
+            tasks.spawn(async move {
+                let channel = cascade_agent::connect::channel(&site_b, &ca, Some((&cert, &key)))
+                    .await
+                    .unwrap();
+                let mut client = cascade_proto::v1::agents_client::AgentsClient::new(channel);
+                let mut stream = client
+                    .content(cascade_proto::v1::ContentRequest { sha256: sha, offset: 0 })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                let mut total = 0u64;
+                let mut hasher = (n == 0).then(<sha2::Sha256 as sha2::Digest>::new);
+                while let Some(chunk) = stream.message().await.unwrap() {
+                    total += chunk.data.len() as u64;
+                    if let Some(h) = hasher.as_mut() {
+                        sha2::Digest::update(h, &chunk.data);
+                    }
+                }
+                let hash = hasher.map(|h| {
+                    sha2::Digest::finalize(h)
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<String>()
+                });
+                (total, hash)
+            });
+        }
+        let mut out = Vec::new();
+        while let Some(r) = tasks.join_next().await {
+            out.push(r.unwrap());
+        }
+        out
+    });
+    assert!(
+        received.iter().all(|(n, _)| *n == big.len() as u64),
+        "every request got the whole file"
+    );
+    assert_eq!(received.iter().find_map(|(_, h)| h.clone()), Some(big_sha.clone()));
+    assert_eq!(cache(&tree, "site-b")["transfers"], 1, "one transfer from the region");
+    assert_eq!(cache(&tree, "site-b")["fetched_bytes"], big.len() as u64);
+    assert_eq!(cache(&tree, "region")["fetched_bytes"], big.len() as u64);
+    assert_eq!(cache(&tree, "root")["served_bytes"], big.len() as u64);
+    assert_eq!(
+        run_agent(&pc_b)["installed"],
+        1,
+        "pc-b needs only EX-BIG, now cached at site-b"
+    );
+    assert_eq!(
+        cache(&tree, "site-b")["transfers"],
+        1,
+        "the agent's download was served from the cache"
+    );
+
+    // site-a: its computer pulls EX-OLD and EX-URL through the region;
+    // EX-BAD's damaged copy is refused everywhere on the way.
+    let pc_a = agent(&tree, "pc-a", "site-a");
+    let first = run_agent(&pc_a);
+    assert_eq!(first["installed"], 2, "{first}");
+    assert_eq!(first["failed"], 1, "EX-BAD: {first}");
+    for node in ["root", "region", "site-a"] {
+        assert!(
+            !tree.nodes[node].data().join("content").join(sha256_hex(&bad)).exists() || node == "root",
+            "no verified copy of EX-BAD at {node}"
+        );
+    }
+    let agents = tree.json("site-a", &["--json", "agents"]);
+    assert!(
+        agents.to_string().contains("hash mismatch"),
+        "the agent's event names it: {agents}"
+    );
+    vendor_thread.join().unwrap();
+    assert_eq!(
+        cache(&tree, "root")["fetched_bytes"],
+        from_vendor.len() as u64,
+        "EX-URL from the vendor"
+    );
+    // site-b never received site-a's content.
+    let b_files = cache(&tree, "site-b")["files"].clone();
+    assert_eq!(b_files, 1, "only EX-BIG at site-b");
+
+    // EX-NEW supersedes EX-OLD: under site-a's 7 MB limit (6 MB held) the
+    // superseded file makes room for it.
+    ok(tree.ctl("root", &["approve", "--policy", "site-a-only", "--update", "EX-NEW"]));
+    wait_for("EX-NEW approved at site-a", Duration::from_secs(20), || {
+        tree.approvals("site-a") == 5
+    });
+    let status_before = cache(&tree, "site-a");
+    let second = run_agent(&pc_a);
+    let status_after = cache(&tree, "site-a");
+    assert!(
+        status_after["evicted"].as_u64().unwrap() > status_before["evicted"].as_u64().unwrap(),
+        "{status_before} {status_after} {second}"
+    );
+    assert!(
+        !tree.nodes["site-a"]
+            .data()
+            .join("content")
+            .join(sha256_hex(&old))
+            .exists(),
+        "EX-OLD went"
+    );
+    assert_eq!(second["installed"], 1, "EX-NEW: {second}");
+    assert_eq!(status_after["bytes"], (new.len() + from_vendor.len()) as u64);
+    // site-a never held EX-BIG, site-b never site-a's files.
+    assert!(!tree.nodes["site-a"].data().join("content").join(&big_sha).exists());
+}
