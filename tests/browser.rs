@@ -219,6 +219,8 @@ fn approve_in_the_root_console_see_it_at_the_child_and_invoke_from_help() {
             .any(|l| l.starts_with("KB5021233") && l.contains("workstations"))
     });
     browser.shot("2-root-approved");
+    browser.go(&format!("{}/#content", api("root")));
+    browser.wait_text("#view", "the content page", |t| t.starts_with("Content at this node"));
 
     // The child's console shows it once it replicated; an auditor there
     // has no approve buttons.
