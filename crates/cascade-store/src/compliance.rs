@@ -245,6 +245,11 @@ impl Store {
     }
 
     /// A computer's records, by update.
+    /// How many computers this store has compliance of.
+    pub fn computer_count(&self) -> usize {
+        self.tree.scan_prefix(keys::COMPLIANCE).count()
+    }
+
     pub fn computer_records(&self, computer: &ComputerId) -> Result<Vec<ComplianceRecord>> {
         let key = keys::compliance(computer);
         match self.get(&key)? {

@@ -9,10 +9,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use cascade_core::UpdateId;
 use cascade_core::compliance::ComplianceState;
-use cascade_core::model::{ChangeOp, ComplianceRecord, ComputerId, NodeId, Object, ObjectId, Setting, Site};
+use cascade_core::model::{ChangeOp, ComplianceRecord, ComputerId, NodeId, Object, ObjectId, Setting};
 use cascade_core::update::{Classification, Severity, Update};
-use cascade_node::{Checked, Node};
-use cascade_store::Store;
+use cascade_node::Node;
 use cascade_trust::{Ca, Identity};
 
 #[derive(Debug, clap::Subcommand)]
@@ -73,54 +72,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
     Ok(std::process::ExitCode::SUCCESS)
 }
 
-struct Harness {
-    dir: tempfile::TempDir,
-    ca: Ca,
-}
-
-impl Harness {
-    async fn node(&self, id: &str, parent: Option<String>) -> anyhow::Result<(Arc<Node>, String)> {
-        let node_id = NodeId::new(id).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let issued = self
-            .ca
-            .issue(&Identity::Node(node_id.clone()), &[], cascade_node::now(), 1)?;
-        let data = self.dir.path().join(id);
-        let config = Checked {
-            id: node_id.clone(),
-            listen: "127.0.0.1:0".parse()?,
-            data: data.clone(),
-            parent: parent.clone(),
-            ca_pem: self.ca.cert_pem.clone(),
-            cert_pem: issued.cert_pem,
-            key_pem: issued.key_pem,
-            heartbeat_seconds: 5,
-            report_batch: 1000,
-            metrics_listen: None,
-            enrollment: None,
-            api_listen: None,
-            content_cache_bytes: None,
-            content_dir: data.join("content"),
-        };
-        let store = Arc::new(Store::open(&data.join("store"), node_id)?);
-        let (listener, addr) = cascade_node::bind(&config).await?;
-        let node = Node::new(config, store);
-        tokio::spawn(cascade_node::serve(node.clone(), listener, std::future::pending()));
-        if parent.is_some() {
-            tokio::spawn(cascade_node::link::run(node.clone()));
-        }
-        Ok((node, addr.to_string()))
-    }
-}
-
-async fn add_child(parent: &Arc<Node>, child: &str) -> anyhow::Result<()> {
-    let site = Site {
-        id: ObjectId::new(child).map_err(|e| anyhow::anyhow!("{e}"))?,
-        name: child.to_owned(),
-        parent: Some(parent.id.clone()),
-    };
-    parent.append_local(ChangeOp::Upsert(Object::Site(site))).await?;
-    Ok(())
-}
+use crate::inprocess::{Harness, add_child};
 
 /// Waits until `node` has applied `seq` of `origin`.
 async fn applied(node: &Arc<Node>, origin: &NodeId, seq: u64, limit: Duration) -> anyhow::Result<()> {

@@ -8,7 +8,9 @@ mod agent;
 mod bench;
 mod cabinet;
 mod ctl;
+mod demo;
 mod evaluate;
+mod inprocess;
 mod node;
 mod pki;
 
@@ -21,6 +23,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// A local demo hierarchy: 7 nodes, simulated computers, the bundled real CVRF sample, the console.
+    Demo(demo::Args),
     /// Show which updates of the given catalogs a computer needs, in install order, and why.
     Evaluate(evaluate::Args),
     /// Run and look after a node.
@@ -45,6 +49,7 @@ pub const EXIT_BAD_INPUT: u8 = 2;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Demo(args) => demo::run(args),
         Command::Evaluate(args) => evaluate::run(args),
         Command::Node(command) => node::run(command),
         Command::Agent(command) => agent::run(command),
