@@ -463,6 +463,14 @@ fn every_operation_over_https_with_roles_inheritance_and_bad_input() {
         })
     });
     root.ok("links.replicate_now", &admin, json!({}));
+    let status = root.ok("node.status", &auditor, json!({}));
+    assert_eq!(status["node"], "root");
+    assert!(status["children"].as_array().unwrap().contains(&json!("child")));
+    let summary = ok(tree.ctl("root", &["status"]));
+    assert!(
+        summary.starts_with("node root") && summary.contains("children: child"),
+        "{summary}"
+    );
 
     // Computers and compliance (no agents yet: empty, and unknown computers are 404).
     assert_eq!(child.call("computers.list", &operator, json!({})).1["total"], 0);

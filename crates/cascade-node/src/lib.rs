@@ -506,6 +506,30 @@ fn describe_metrics() {
         "compliance records ingested from children"
     );
     metrics::describe_counter!("cascade_changes_applied_total", "changes applied from the parent");
+    metrics::describe_gauge!(
+        "cascade_computers",
+        "computers with compliance records in this node's subtree"
+    );
+    metrics::describe_gauge!("cascade_agents", "agents this node serves");
+    metrics::describe_counter!("cascade_agent_reports_total", "reports received from agents");
+    metrics::describe_gauge!("cascade_content_cache_bytes", "bytes of verified content held here");
+    metrics::describe_gauge!("cascade_content_cache_files", "verified content files held here");
+    metrics::describe_gauge!(
+        "cascade_content_in_flight",
+        "content transfers from the parent or vendor in progress"
+    );
+    metrics::describe_counter!(
+        "cascade_content_fetched_bytes_total",
+        "content bytes fetched from the parent or vendor"
+    );
+    metrics::describe_counter!(
+        "cascade_content_served_bytes_total",
+        "content bytes served to agents and children"
+    );
+    metrics::describe_counter!(
+        "cascade_content_evicted_total",
+        "content files evicted under the cache limit"
+    );
 }
 
 async fn refresh_metrics(node: &Arc<Node>) {
@@ -525,6 +549,15 @@ async fn refresh_metrics(node: &Arc<Node>) {
         return;
     };
     metrics::gauge!("cascade_outbox_pending").set(outbox.pending as f64);
+    metrics::gauge!("cascade_computers").set(node.store.computer_count() as f64);
+    metrics::gauge!("cascade_agents").set(node.agents().map(|a| a.len()).unwrap_or(0) as f64);
+    let files = node.cached_files();
+    metrics::gauge!("cascade_content_cache_files").set(files.len() as f64);
+    metrics::gauge!("cascade_content_cache_bytes").set(files.iter().map(|(_, s)| *s).sum::<u64>() as f64);
+    metrics::gauge!("cascade_content_in_flight").set(node.in_flight().len() as f64);
+    let (fetched, _, _, evicted) = node.content_counters();
+    metrics::counter!("cascade_content_fetched_bytes_total").absolute(fetched);
+    metrics::counter!("cascade_content_evicted_total").absolute(evicted);
     for (origin, seq) in cursor {
         metrics::gauge!("cascade_origin_applied_seq", "origin" => origin.to_string()).set(seq as f64);
     }

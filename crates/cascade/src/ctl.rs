@@ -31,6 +31,8 @@ enum CtlCommand {
     /// Child sites.
     #[command(subcommand)]
     Site(SiteCommand),
+    /// A summary of the node and its links.
+    Status,
     /// Link status of the node, both directions.
     Links,
     /// Wake the node's parent link now.
@@ -273,6 +275,33 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
                 }
             })
         }
+        CtlCommand::Status => invoke(&mut client, "node.status", &serde_json::json!({})).await.map(|v| {
+            if args.json {
+                println!("{v}");
+                return;
+            }
+            let above: Vec<&str> = v["above"].as_array().into_iter().flatten().filter_map(|s| s.as_str()).collect();
+            let children: Vec<&str> = v["children"].as_array().into_iter().flatten().filter_map(|s| s.as_str()).collect();
+            println!("node {} (cascade {}), catalog revision {}", v["node"].as_str().unwrap_or(""), v["version"].as_str().unwrap_or(""), v["revision"]);
+            println!("  above: {}", if above.is_empty() { "(root)".to_owned() } else { above.join(" → ") });
+            println!("  children: {}", if children.is_empty() { "(none)".to_owned() } else { children.join(", ") });
+            println!("  outbox: {} pending (last {}, acknowledged {})", v["outbox"]["pending"], v["outbox"]["last"], v["outbox"]["acked"]);
+            println!("  agents: {}; computers in the subtree: {}; compliance records: {}", v["agents"], v["computers"], v["records"]);
+            let c = &v["content"];
+            println!("  content: {} files, {} bytes; fetched {} bytes; served {} bytes; {} in flight", c["files"], c["bytes"], c["fetched_bytes"], c["served_bytes"], c["in_flight"]);
+            println!("  links:");
+            for l in v["links"].as_array().into_iter().flatten() {
+                let s = &l["status"];
+                println!(
+                    "    {:<24} {:<11} {:<12} lag {:>6}  {}",
+                    l["peer"].as_str().unwrap_or(""),
+                    l["direction"].as_str().unwrap_or(""),
+                    if s["connected"] == true { "connected" } else { "down" },
+                    s["seq_lag"],
+                    s["last_error"].as_str().unwrap_or("")
+                );
+            }
+        }),
         CtlCommand::Call { operation, params } => {
             let parsed: serde_json::Value =
                 serde_json::from_str(&params).map_err(|e| anyhow::anyhow!("--params: invalid JSON: {e}"))?;

@@ -688,6 +688,40 @@ async fn sites_move(ctx: Ctx, p: SiteMove) -> Out {
     Ok(json!({"parent": address, "was": current}))
 }
 
+/// A summary of this node: where it sits, its links, what waits to go up,
+/// its agents and computers, its content, its catalog revision.
+async fn node_status(ctx: Ctx, _: Nothing) -> Out {
+    let node = ctx.node.clone();
+    blocking(move || -> Out {
+        let outbox = node.store.outbox_state()?;
+        let summary = node.store.summary_by_update()?;
+        let records: u64 = summary.values().map(|c| c.total()).sum();
+        let files = node.cached_files();
+        let (fetched, transfers, served, evicted) = node.content_counters();
+        let links: Vec<Value> = node
+            .links()
+            .into_iter()
+            .map(|(peer, direction, s)| json!({"peer": peer, "direction": direction, "status": s}))
+            .collect();
+        Ok(json!({
+            "node": node.id,
+            "version": env!("CARGO_PKG_VERSION"),
+            "parent": node.parent_address(),
+            "above": node.sites_up().into_iter().skip(1).collect::<Vec<_>>(),
+            "children": node.children(),
+            "links": links,
+            "outbox": {"pending": outbox.pending, "last": outbox.last, "acked": outbox.acked, "snapshot_required": outbox.snapshot_required},
+            "revision": node.revision()?,
+            "agents": node.agents()?.len(),
+            "computers": node.store.computer_count(),
+            "records": records,
+            "content": {"files": files.len(), "bytes": files.iter().map(|(_, s)| *s).sum::<u64>(), "fetched_bytes": fetched, "transfers": transfers, "served_bytes": served, "evicted": evicted, "in_flight": node.in_flight().len()},
+            "store_bytes": node.store.size_on_disk(),
+        }))
+    })
+    .await
+}
+
 async fn links_list(ctx: Ctx, _: Nothing) -> Out {
     let links: Vec<Value> = ctx
         .node
@@ -1515,6 +1549,15 @@ pub static OPERATIONS: &[Operation] = &[
         sites_move,
         SiteMove,
         json!({"parent": "region-b.example:7443"})
+    ),
+    op!(
+        "node.status",
+        "Hierarchy",
+        Access::Read,
+        "A summary of this node: parent, children, links, outbox, agents, computers, content, catalog revision.",
+        node_status,
+        Nothing,
+        json!({})
     ),
     op!(
         "links.list",
