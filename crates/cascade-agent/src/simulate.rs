@@ -122,6 +122,10 @@ pub struct Fleet {
     pub concurrency: usize,
     /// Computer names are `<prefix>-<n>`.
     pub prefix: String,
+    /// Give every virtual computer an inventory of its own (a fact with its
+    /// name), so that the node evaluates each one: the baseline for the
+    /// node's evaluation of each distinct inventory once.
+    pub unique_inventories: bool,
     pub behaviour: Behaviour,
 }
 
@@ -163,7 +167,12 @@ pub async fn run(fleet: Fleet, ca: Arc<Ca>) -> FleetReport {
         let ca_pem = ca_pem.clone();
         let report = report.clone();
         let timings = timings.clone();
-        let inventory = fleet.inventories[n % fleet.inventories.len().max(1)].clone();
+        let mut inventory = fleet.inventories[n % fleet.inventories.len().max(1)].clone();
+        if fleet.unique_inventories {
+            inventory
+                .facts
+                .insert("sim.computer".into(), format!("{}-{n}", fleet.prefix));
+        }
         let fleet = fleet.clone();
         tasks.spawn(async move {
             let Ok(_permit) = permit.acquire_owned().await else {

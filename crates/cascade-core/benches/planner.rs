@@ -155,6 +155,15 @@ fn bench(c: &mut Criterion) {
             assert_eq!(planner.distinct_evaluations(), DISTINCT);
         })
     });
+    // The baseline: every computer evaluated on its own, without the
+    // cache of distinct inventories (1,000 computers; scale by 10).
+    group.bench_function("plan_1000_computers_without_dedup", |b| {
+        b.iter(|| {
+            for inv in computers.iter().take(1000) {
+                std::hint::black_box(planner::plan(&catalog, inv));
+            }
+        })
+    });
     group.finish();
 }
 

@@ -71,6 +71,21 @@ fn bench(c: &mut Criterion) {
             store.ingest("site-b", seq, &batch, true).unwrap()
         })
     });
+    // The baseline: the same 1,000 records of 20 computers, one commit
+    // (and flush) per record, as without batching.
+    group.sample_size(10);
+    let mut seq = 0u64;
+    group.bench_function("ingest_1000_records_one_per_commit", |b| {
+        b.iter(|| {
+            for c in 0..20u64 {
+                for u in 0..50u64 {
+                    seq += 1;
+                    let r = record((seq / 50 + c) % COMPUTERS, u * 20, seq);
+                    store.ingest("site-c", seq, std::slice::from_ref(&r), true).unwrap();
+                }
+            }
+        })
+    });
     group.finish();
 
     // 100,000 computers, 10 records each, over 1,000 updates.

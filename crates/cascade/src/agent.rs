@@ -192,6 +192,7 @@ async fn run_async(command: AgentCommand) -> anyhow::Result<ExitCode> {
                     runs,
                     concurrency,
                     prefix,
+                    unique_inventories: false,
                     behaviour: Behaviour {
                         failure_rate,
                         restart_rate,

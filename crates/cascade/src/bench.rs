@@ -12,6 +12,7 @@ use cascade_core::compliance::ComplianceState;
 use cascade_core::model::{ChangeOp, ComplianceRecord, ComputerId, NodeId, Object, ObjectId, Setting};
 use cascade_core::update::{Classification, Severity, Update};
 use cascade_node::Node;
+use cascade_store::Store;
 use cascade_trust::{Ca, Identity};
 
 #[derive(Debug, clap::Subcommand)]
@@ -166,6 +167,35 @@ async fn replication(updates: u64, samples: usize, records: u64) -> anyhow::Resu
     }
     latencies.sort_by(f64::total_cmp);
 
+    // The baseline: a leaf that polls every second instead of being
+    // pushed to. The change is made at a random moment between polls; the
+    // latency is until the next poll sees it (one hop, no network: the
+    // poll's own cost is left out, which flatters the baseline).
+    let poll = Duration::from_secs(1);
+    let polling_samples = samples.min(20);
+    let mut polled = Vec::with_capacity(polling_samples);
+    let mut ticks = tokio::time::interval(poll);
+    ticks.tick().await;
+    for n in 0..polling_samples {
+        let offset = Duration::from_millis(rand::random_range(0..poll.as_millis() as u64));
+        tokio::time::sleep(offset).await;
+        let started = Instant::now();
+        let setting = Setting {
+            id: ObjectId::new(&format!("polling-{n}")).map_err(|e| anyhow::anyhow!("{e}"))?,
+            value: serde_json::json!(n),
+            overridable: false,
+        };
+        let change = root.append_local(ChangeOp::Upsert(Object::Setting(setting))).await?;
+        loop {
+            ticks.tick().await;
+            if root.store.applied_seq(&root_id)? >= change.seq {
+                break;
+            }
+        }
+        polled.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    polled.sort_by(f64::total_cmp);
+
     // 2. Initial sync of a large catalog to a new child of the root.
     let ops: Vec<ChangeOp> = (0..updates)
         .map(|n| {
@@ -210,20 +240,47 @@ async fn replication(updates: u64, samples: usize, records: u64) -> anyhow::Resu
     // hop), then the same computers reporting again with new states.
     let first = upward(&leaf, &root, records, 1).await?;
     let again = upward(&leaf, &root, records, 2).await?;
+    let local = single_store_ingest(h.dir.path(), records).await?;
 
     Ok(serde_json::json!({
         "benchmark": "replication",
         "hops": 3,
         "latency_ms": {"p50": percentile(&latencies, 0.5), "p99": percentile(&latencies, 0.99), "samples": samples, "goal_p99_ms": 1000},
+        "polling_baseline_ms": {"interval_ms": poll.as_millis() as u64, "p50": percentile(&polled, 0.5), "p99": percentile(&polled, 0.99), "samples": polling_samples},
         "initial_sync": {"updates": updates, "seconds": sync_seconds, "bytes": sync_bytes, "goal_seconds": 10},
         "one_change_bytes": {"bytes": one_change_bytes, "goal_bytes": 10_240},
         "upward": {
             "records": records,
             "first_reports": {"seconds": first, "records_per_second": records as f64 / first},
             "repeat_reports": {"seconds": again, "records_per_second": records as f64 / again},
+            "single_store_baseline": {"seconds": local, "records_per_second": records as f64 / local},
             "goal_records_per_second": 50_000
         },
     }))
+}
+
+/// The baseline of the upward figures: the same first reports ingested
+/// into one store on the same disk, with no hops and no network.
+async fn single_store_ingest(dir: &std::path::Path, records: u64) -> anyhow::Result<f64> {
+    let site = NodeId::new("baseline").map_err(|e| anyhow::anyhow!("{e}"))?;
+    let store = Arc::new(Store::open(&dir.join("baseline-store"), site.clone())?);
+    let started = Instant::now();
+    for batch in 0..records.div_ceil(1000) {
+        let batch_records: Vec<ComplianceRecord> = (batch * 1000..((batch + 1) * 1000).min(records))
+            .map(|c| ComplianceRecord {
+                computer: ComputerId::new(&format!("pc-{}", c / 50)).unwrap_or_else(|_| unreachable!()),
+                update: UpdateId::kb(7_000_000 + c % 50),
+                site: site.clone(),
+                state: ComplianceState::Required,
+                severity: Severity::Important,
+                counter: 1,
+                observed_at: 0,
+            })
+            .collect();
+        let store = store.clone();
+        cascade_node::blocking(move || store.ingest("agents", batch + 1, &batch_records, false)).await?;
+    }
+    Ok(started.elapsed().as_secs_f64())
 }
 
 /// Reports `records` at the leaf (each with agent counter `counter`) and
@@ -375,6 +432,8 @@ async fn agents(
         .map_err(|s| anyhow::anyhow!("policy: {}", s.message()))?;
     let inventories = crate::agent::load_inventories(inventories)?;
     let distinct = inventories.len();
+    // The baseline: the node with its catalog, before any agent.
+    let idle_rss = peak_rss(node.0.id()).unwrap_or(0);
     let fleet = cascade_agent::simulate::Fleet {
         count,
         inventories,
@@ -383,10 +442,18 @@ async fn agents(
         runs: 1,
         concurrency,
         prefix: "bench".into(),
+        unique_inventories: false,
         behaviour: cascade_agent::simulate::Behaviour::default(),
     };
-    let report = cascade_agent::simulate::run(fleet, ca).await;
+    let baseline_fleet = cascade_agent::simulate::Fleet {
+        prefix: "unique".into(),
+        unique_inventories: true,
+        ..fleet.clone()
+    };
+    let report = cascade_agent::simulate::run(fleet, ca.clone()).await;
     let rss = peak_rss(node.0.id()).unwrap_or(0);
+    // The baseline: as many more computers, each with an inventory of its own.
+    let baseline = cascade_agent::simulate::run(baseline_fleet, ca).await;
     drop(node);
     Ok(serde_json::json!({
         "benchmark": "agents",
@@ -406,6 +473,8 @@ async fn agents(
         "run_p50_ms": report.run_p50_ms,
         "run_p99_ms": report.run_p99_ms,
         "node_peak_rss_mb": rss as f64 / (1024.0 * 1024.0),
+        "node_idle_rss_mb": idle_rss as f64 / (1024.0 * 1024.0),
+        "baseline_unique_inventories": {"seconds": baseline.seconds, "runs_ok": baseline.runs_ok, "run_p50_ms": baseline.run_p50_ms},
         "goal": {"seconds_for_10000": 60, "node_rss_mb": 1024},
     }))
 }

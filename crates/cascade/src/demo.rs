@@ -235,6 +235,7 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
             runs: 2,
             concurrency: 8,
             prefix: format!("{site}-pc"),
+            unique_inventories: false,
             behaviour: Default::default(),
         };
         let ca = ca.clone();

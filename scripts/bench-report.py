@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""Combines the benchmark results into one JSON document and a Markdown
+table: each figure with the baseline measured in the same run and their
+ratio. Usage: bench-report.py <dir with the cascade bench JSON> <criterion dir>"""
+
+import json
+import os
+import sys
+
+
+def criterion(root, group, name):
+    """Mean time of a criterion benchmark, in seconds."""
+    path = os.path.join(root, group, name, "new", "estimates.json")
+    with open(path) as f:
+        return json.load(f)["mean"]["point_estimate"] / 1e9
+
+
+def main():
+    results, crit = sys.argv[1], sys.argv[2]
+    load = lambda name: json.load(open(os.path.join(results, name + ".json")))
+    replication, agents, content = load("replication"), load("agents"), load("content")
+
+    rows = []
+
+    def row(area, figure, value, unit, baseline_name, baseline, better):
+        # ratio > 1 means the figure is better than its baseline.
+        if baseline in (None, 0) or value in (None, 0):
+            ratio = None
+        elif better == "lower":
+            ratio = baseline / value
+        else:
+            ratio = value / baseline
+        rows.append({
+            "area": area, "figure": figure, "value": value, "unit": unit,
+            "baseline": baseline_name, "baseline_value": baseline, "ratio": ratio,
+        })
+
+    dedup = criterion(crit, "planner", "plan_10000_computers_500_distinct")
+    no_dedup = criterion(crit, "planner", "plan_1000_computers_without_dedup") * 10
+    row("applicability", "10,000 computers, 500 distinct inventories, 100,000 updates", dedup, "s",
+        "every computer evaluated (1,000 measured x 10)", no_dedup, "lower")
+    one = criterion(crit, "planner", "plan_one_inventory")
+    row("applicability", "one inventory", one * 1000, "ms", None, None, "lower")
+
+    batch = criterion(crit, "store", "ingest_1000_records_from_20_computers")
+    single = criterion(crit, "store", "ingest_1000_records_one_per_commit")
+    row("ingest", "1,000 records in one durable batch", 1000 / batch, "records/s",
+        "one durable commit per record", 1000 / single, "higher")
+
+    lat = replication["latency_ms"]
+    polling = replication["polling_baseline_ms"]
+    row("replication latency", "root to leaf over 3 hops, push, p50", lat["p50"], "ms",
+        f"polling every {polling['interval_ms']} ms, p50", polling["p50"], "lower")
+    row("replication latency", "root to leaf over 3 hops, push, p99", lat["p99"], "ms",
+        f"polling every {polling['interval_ms']} ms, p99", polling["p99"], "lower")
+    sync = replication["initial_sync"]
+    row("delta sync", "one changed approval", replication["one_change_bytes"]["bytes"], "bytes",
+        f"initial sync of {sync['updates']} updates", sync["bytes"], "lower")
+    row("initial sync", f"{sync['updates']}-update catalog to a new child", sync["seconds"], "s",
+        "goal", sync["goal_seconds"], "lower")
+    up = replication["upward"]
+    local = up["single_store_baseline"]["records_per_second"]
+    row("upward throughput", "repeat reports over 3 hops", up["repeat_reports"]["records_per_second"], "records/s",
+        "the first reports ingested into one store, no hops", local, "higher")
+    row("upward throughput", "first reports of new computers over 3 hops", up["first_reports"]["records_per_second"],
+        "records/s", "the same into one store, no hops", local, "higher")
+    row("agent check-ins", f"{agents['agents']} agents checked in, installed, reported", agents["seconds"], "s",
+        "as many agents, each with an inventory of its own", agents["baseline_unique_inventories"]["seconds"], "lower")
+    row("node memory", "peak RSS serving the agents", agents["node_peak_rss_mb"], "MB",
+        "the same node idle with its catalog", agents.get("node_idle_rss_mb"), "lower")
+    row("content transfer", f"{content['bytes'] >> 20} MB over 2 hops", content["transfer_mb_per_second"], "MB/s",
+        "plain file copy", content["file_copy_mb_per_second"], "higher")
+
+    document = {"results": rows, "raw": {"replication": replication, "agents": agents, "content": content}}
+    print(json.dumps(document, indent=2))
+    print()
+    print("| area | figure | value | baseline | ratio |")
+    print("| --- | --- | --- | --- | --- |")
+    for r in rows:
+        value = "n/a" if r["value"] is None else f"{r['value']:.4g} {r['unit']}"
+        baseline = "" if r["baseline"] is None else f"{r['baseline']}: {r['baseline_value']:.4g}" if r["baseline_value"] is not None else r["baseline"]
+        ratio = "" if r["ratio"] is None else f"{r['ratio']:.2f}x"
+        print(f"| {r['area']} | {r['figure']} | {value} | {baseline} | {ratio} |")
+
+
+if __name__ == "__main__":
+    main()
