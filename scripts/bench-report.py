@@ -39,8 +39,6 @@ def main():
     no_dedup = criterion(crit, "planner", "plan_1000_computers_without_dedup") * 10
     row("applicability", "10,000 computers, 500 distinct inventories, 100,000 updates", dedup, "s",
         "every computer evaluated (1,000 measured x 10)", no_dedup, "lower")
-    one = criterion(crit, "planner", "plan_one_inventory")
-    row("applicability", "one inventory", one * 1000, "ms", None, None, "lower")
 
     batch = criterion(crit, "store", "ingest_1000_records_from_20_computers")
     single = criterion(crit, "store", "ingest_1000_records_one_per_commit")
@@ -56,8 +54,6 @@ def main():
     sync = replication["initial_sync"]
     row("delta sync", "one changed approval", replication["one_change_bytes"]["bytes"], "bytes",
         f"initial sync of {sync['updates']} updates", sync["bytes"], "lower")
-    row("initial sync", f"{sync['updates']}-update catalog to a new child", sync["seconds"], "s",
-        "goal", sync["goal_seconds"], "lower")
     up = replication["upward"]
     local = up["single_store_baseline"]["records_per_second"]
     row("upward throughput", "repeat reports over 3 hops", up["repeat_reports"]["records_per_second"], "records/s",
@@ -71,7 +67,14 @@ def main():
     row("content transfer", f"{content['bytes'] >> 20} MB over 2 hops", content["transfer_mb_per_second"], "MB/s",
         "plain file copy", content["file_copy_mb_per_second"], "higher")
 
-    document = {"results": rows, "raw": {"replication": replication, "agents": agents, "content": content}}
+    # Figures measured without a baseline of their own stay in "raw".
+    raw = {
+        "replication": replication,
+        "agents": agents,
+        "content": content,
+        "planner_one_inventory_ms": criterion(crit, "planner", "plan_one_inventory") * 1000,
+    }
+    document = {"results": rows, "raw": raw}
     print(json.dumps(document, indent=2))
     print()
     print("| area | figure | value | baseline | ratio |")
