@@ -339,3 +339,71 @@ fn content_flows_only_where_it_is_needed_once_per_node() {
     // site-a never held EX-BIG, site-b never site-a's files.
     assert!(!tree.nodes["site-a"].data().join("content").join(&big_sha).exists());
 }
+
+#[test]
+fn a_node_that_cannot_write_refuses_new_downloads_and_keeps_serving_its_cache() {
+    let mut tree = Tree::new(&[("root", None), ("site", Some("root"))]);
+    // The site may write no file larger than 3 MB: a 5 MB download fails
+    // as on a full disk (its store stays far below the limit).
+    tree.nodes.get_mut("site").unwrap().file_size_limit = Some(3_000_000);
+    tree.start_all();
+    let small = payload(1_000_000, 11);
+    let large = payload(5_000_000, 12);
+    for u in [
+        update_with("EX-SMALL", &small, None, &[]),
+        update_with("EX-LARGE", &large, None, &[]),
+    ] {
+        let op = ChangeOp::Upsert(Object::Update(Box::new(u)));
+        ok(tree.ctl("root", &["change", "--op", &serde_json::to_string(&op).unwrap()]));
+    }
+    let files = tree.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    std::fs::write(files.join("small.bin"), &small).unwrap();
+    std::fs::write(files.join("large.bin"), &large).unwrap();
+    call(&tree, "root", "content.add", json!({"path": files}));
+    call(
+        &tree,
+        "root",
+        "policies.upsert",
+        json!({"policy": {"id": "all", "name": "All", "enabled": true}}),
+    );
+    for update in ["EX-SMALL", "EX-LARGE"] {
+        ok(tree.ctl("root", &["approve", "--policy", "all", "--update", update]));
+    }
+    wait_for("approvals at the site", Duration::from_secs(20), || {
+        tree.approvals("site") == 2
+    });
+    let pc = agent(&tree, "pc-full", "site");
+    let first = run_agent(&pc);
+    assert_eq!(
+        (first["installed"].as_u64(), first["failed"].as_u64()),
+        (Some(1), Some(1)),
+        "{first}"
+    );
+    let events = tree.json("site", &["--json", "agents"]).to_string();
+    assert!(
+        events.contains("File too large") || events.contains("os error 27"),
+        "the refusal is named: {events}"
+    );
+    assert!(
+        !tree.nodes["site"]
+            .data()
+            .join("content")
+            .join(sha256_hex(&large))
+            .exists()
+    );
+    // The node is up and still serves what it holds.
+    let second = tree.path().join("pc-second");
+    let config = agent(&tree, "pc-second", "site");
+    let again = run_agent(&config);
+    assert_eq!(again["installed"], 1, "EX-SMALL from the cache: {again}");
+    assert!(second.exists());
+    assert_eq!(
+        again["failed"], 1,
+        "EX-LARGE is refused again, with the same reason: {again}"
+    );
+    assert!(
+        ok(tree.ctl("site", &["status"])).starts_with("node site"),
+        "the node is up"
+    );
+}

@@ -45,6 +45,9 @@ pub struct NodeProc {
     pub id: String,
     pub dir: PathBuf,
     pub child: Option<Child>,
+    /// Largest file the node may write (prlimit --fsize): writes past it
+    /// fail as on a full disk.
+    pub file_size_limit: Option<u64>,
 }
 
 impl NodeProc {
@@ -59,13 +62,27 @@ impl NodeProc {
     pub fn start(&mut self) {
         let _ = std::fs::remove_file(self.data().join("node.addr"));
         let log = std::fs::File::create(self.dir.join(format!("{}.log", self.id))).unwrap();
-        let child = Command::new(BIN)
-            .args(["node", "run", "--config"])
-            .arg(self.dir.join(format!("{}.toml", self.id)))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start a node");
+        let config = self.dir.join(format!("{}.toml", self.id));
+        let mut command = match self.file_size_limit {
+            None => {
+                let mut c = Command::new(BIN);
+                c.args(["node", "run", "--config"]).arg(&config);
+                c
+            }
+            // Ignoring SIGXFSZ is inherited across exec: a write past the
+            // limit then fails with EFBIG instead of killing the node.
+            Some(limit) => {
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!(
+                        "trap '' XFSZ; exec prlimit --fsize={limit} -- \"$0\" node run --config \"$1\""
+                    ))
+                    .arg(BIN)
+                    .arg(&config);
+                c
+            }
+        };
+        let child = command.stdout(Stdio::null()).stderr(log).spawn().expect("start a node");
         self.child = Some(child);
         let data = self.data();
         wait_for(&format!("{} to listen", self.id), Duration::from_secs(20), || {
@@ -138,6 +155,7 @@ impl Tree {
                     id: id.to_string(),
                     dir: tree.dir.path().to_path_buf(),
                     child: None,
+                    file_size_limit: None,
                 },
             );
         }
