@@ -232,15 +232,20 @@ impl<E: Env> Agent<E> {
                     )));
                 }
                 Ok(r) => {
-                    let assignment: Assignment =
-                        serde_json::from_slice(&r.assignment).map_err(|e| AgentError::BadAssignment(e.to_string()))?;
-                    if assignment.computer != self.computer {
-                        return Err(AgentError::BadAssignment(format!(
-                            "it is for {}, not {}",
-                            assignment.computer, self.computer
-                        )));
+                    // A node that sends what cannot be used is passed over.
+                    match serde_json::from_slice::<Assignment>(&r.assignment) {
+                        Ok(a) if a.computer == self.computer => return Ok((client, node.address, a)),
+                        Ok(a) => errors.push(format!(
+                            "{}: {}",
+                            node.address,
+                            AgentError::BadAssignment(format!("it is for {}, not {}", a.computer, self.computer))
+                        )),
+                        Err(e) => errors.push(format!(
+                            "{}: {}",
+                            node.address,
+                            AgentError::BadAssignment(e.to_string())
+                        )),
                     }
-                    return Ok((client, node.address, assignment));
                 }
                 Err(s) if retryable(&s) => errors.push(format!("{}: {}", node.address, s.message())),
                 Err(s) => {
@@ -365,7 +370,7 @@ impl<E: Env> Agent<E> {
             state.last_node = Some(address);
             self.journal.save(state)?;
         }
-        summary.reports_sent += self.send_reports(&mut client).await?;
+        summary.reports_sent += self.send_reports_logged(&mut client).await;
 
         // What the node's evaluation says, for every approved update.
         let pending: BTreeSet<UpdateId> = self
@@ -408,6 +413,8 @@ impl<E: Env> Agent<E> {
         if assignment.vendor_catalog {
             for step in &assignment.steps {
                 if pending.contains(&step.update) {
+                    // Installed but waiting for the restart: what needs it waits too.
+                    not_done.insert(step.update.clone());
                     continue;
                 }
                 let now = self.env.now();
@@ -446,16 +453,20 @@ impl<E: Env> Agent<E> {
                         not_done.insert(step.update.clone());
                     }
                 }
-                if matches!(state, ComplianceState::Installed | ComplianceState::NotApplicable) {
+                // A pending restart is noted before its result is queued: after
+                // a crash in between, the restart still finishes the install.
+                if state == ComplianceState::PendingRestart {
+                    self.note_pending(&restart_needed, restart_started)?;
+                    not_done.insert(step.update.clone());
+                }
+                let installed = matches!(state, ComplianceState::Installed | ComplianceState::NotApplicable);
+                let record = self.record(&site, &step.update, step.severity, state, self.env.now());
+                // The result is durable before the next installer runs.
+                self.queue(vec![record], events)?;
+                if installed {
                     let mut saved = self.journal.state().clone();
                     saved.installed.insert(step.update.clone());
                     self.journal.save(saved)?;
-                }
-                let record = self.record(&site, &step.update, step.severity, state, self.env.now());
-                // Durable before the next installer runs.
-                self.queue(vec![record], events)?;
-                if !restart_needed.is_empty() {
-                    self.note_pending(&restart_needed, restart_started)?;
                 }
             }
         }
@@ -528,28 +539,37 @@ impl<E: Env> Agent<E> {
                     .map(|(u, _, m)| self.event(u, *m, EventKind::RestartRequested, String::new(), now))
                     .collect();
                 self.queue(Vec::new(), events)?;
-                let mut state = self.journal.state().clone();
-                if let Some(p) = state.pending_restart.as_mut() {
-                    p.started = true;
-                }
-                self.journal.save(state)?;
-                summary.reports_sent += self.send_reports(&mut client).await?;
+                // The node hears of it before the computer goes down (a
+                // report that fails stays queued for after the restart).
+                summary.reports_sent += self.send_reports_logged(&mut client).await;
                 match self.env.restart().await {
-                    Ok(()) => summary.restart_requested = true,
-                    Err(e) => {
-                        tracing::error!(error = %e, "the restart command failed");
+                    Ok(()) => {
+                        summary.restart_requested = true;
                         let mut state = self.journal.state().clone();
                         if let Some(p) = state.pending_restart.as_mut() {
-                            p.started = false;
+                            p.started = true;
                         }
                         self.journal.save(state)?;
                     }
+                    Err(e) => tracing::error!(error = %e, "the restart command failed; it is tried again next run"),
                 }
             }
         }
-        summary.reports_sent += self.send_reports(&mut client).await?;
+        summary.reports_sent += self.send_reports_logged(&mut client).await;
         summary.reports_queued = self.journal.queued().len();
         Ok(summary)
+    }
+
+    /// Sends the queue; a refusal is logged and the reports stay queued,
+    /// so that patching goes on and they are offered again next run.
+    async fn send_reports_logged(&mut self, client: &mut AgentsClient<Channel>) -> usize {
+        match self.send_reports(client).await {
+            Ok(sent) => sent,
+            Err(e) => {
+                tracing::warn!(error = %e, "reports stay queued");
+                0
+            }
+        }
     }
 
     /// Adds installs to the pending restart, keeping the boot id of when

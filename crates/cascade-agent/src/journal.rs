@@ -18,6 +18,8 @@ use serde::{Deserialize, Serialize};
 pub const QUEUE_MAX: usize = 1000;
 /// Events a folded report keeps.
 const FOLDED_EVENTS: usize = 500;
+/// Events one sent report carries at most (a message size the node takes).
+const COALESCED_EVENTS: usize = 5000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
@@ -202,6 +204,15 @@ impl Journal {
         Ok(())
     }
 
+    /// Changes the state in memory at once, then on disk. When the disk
+    /// write fails the memory is still ahead (so a counter is never handed
+    /// out twice); on reopening, the counter is taken past the queue anyway.
+    fn advance(&mut self, change: impl FnOnce(&mut State)) -> Result<(), JournalError> {
+        change(&mut self.state);
+        let state = self.state.clone();
+        self.save(state)
+    }
+
     /// Queues a report durably under the next counter, which it returns.
     /// The state (with the counter advanced and `reported` updated) is
     /// saved after the report, so a crash between them loses nothing.
@@ -217,71 +228,40 @@ impl Journal {
             events,
         };
         self.write_batch(&batch)?;
-        let mut state = self.state.clone();
-        for r in &batch.records {
-            state.reported.insert(r.update.clone(), r.state.clone());
-        }
-        state.next_counter = counter + 1;
+        let reported: Vec<(UpdateId, ComplianceState)> = batch
+            .records
+            .iter()
+            .map(|r| (r.update.clone(), r.state.clone()))
+            .collect();
         self.queue.insert(counter, batch);
-        self.save(state)?;
+        self.advance(|state| {
+            state.reported.extend(reported);
+            state.next_counter = counter + 1;
+        })?;
         if self.queue.len() > QUEUE_MAX {
-            self.fold()?;
+            let next = self.state.next_counter;
+            self.merge(next, FOLDED_EVENTS)?;
+            self.advance(|state| state.next_counter = next + 1)?;
         }
         Ok(counter)
     }
 
-    /// Folds the whole queue into one report with the latest record per
-    /// update and the newest events.
-    fn fold(&mut self) -> Result<(), JournalError> {
-        let old: Vec<Batch> = std::mem::take(&mut self.queue).into_values().collect();
+    /// Replaces the queued reports by one under `counter`: the latest record
+    /// per update and the newest `keep_events` events. The merged report is
+    /// written first, then the others removed one by one (file, then
+    /// memory), so a failure at any step leaves every result on disk and
+    /// in memory.
+    fn merge(&mut self, counter: u64, keep_events: usize) -> Result<(), JournalError> {
         let mut latest: BTreeMap<UpdateId, ComplianceRecord> = BTreeMap::new();
         let mut events = Vec::new();
-        for batch in &old {
+        for batch in self.queue.values() {
             for r in &batch.records {
                 latest.insert(r.update.clone(), r.clone());
             }
             events.extend(batch.events.iter().cloned());
         }
-        let skip = events.len().saturating_sub(FOLDED_EVENTS);
+        let skip = events.len().saturating_sub(keep_events);
         let events: Vec<InstallEvent> = events.into_iter().skip(skip).collect();
-        let counter = self.state.next_counter;
-        let mut records: Vec<ComplianceRecord> = latest.into_values().collect();
-        for r in &mut records {
-            r.counter = counter;
-        }
-        let batch = Batch {
-            counter,
-            records,
-            events,
-        };
-        self.write_batch(&batch)?;
-        for b in &old {
-            self.remove_batch(b.counter)?;
-        }
-        self.queue.insert(counter, batch);
-        let mut state = self.state.clone();
-        state.next_counter = counter + 1;
-        self.save(state)
-    }
-
-    /// Merges the queued reports into one under the highest counter (the
-    /// latest record per update, every event), written before the others
-    /// are removed, so one report carries a whole run and a resend after a
-    /// lost acknowledgement is the same report with the same counter.
-    pub fn coalesce(&mut self) -> Result<(), JournalError> {
-        if self.queue.len() <= 1 {
-            return Ok(());
-        }
-        let old: Vec<Batch> = std::mem::take(&mut self.queue).into_values().collect();
-        let counter = old.last().map_or(1, |b| b.counter);
-        let mut latest: BTreeMap<UpdateId, ComplianceRecord> = BTreeMap::new();
-        let mut events = Vec::new();
-        for batch in &old {
-            for r in &batch.records {
-                latest.insert(r.update.clone(), r.clone());
-            }
-            events.extend(batch.events.iter().cloned());
-        }
         let mut records: Vec<ComplianceRecord> = latest.into_values().collect();
         for r in &mut records {
             r.counter = counter;
@@ -292,13 +272,25 @@ impl Journal {
             events,
         };
         self.write_batch(&merged)?;
-        for b in &old {
-            if b.counter != counter {
-                self.remove_batch(b.counter)?;
-            }
-        }
+        let old: Vec<u64> = self.queue.keys().copied().filter(|c| *c != counter).collect();
         self.queue.insert(counter, merged);
+        for c in old {
+            self.remove_batch(c)?;
+            self.queue.remove(&c);
+        }
         Ok(())
+    }
+
+    /// Merges the queued reports into one under the highest counter (the
+    /// latest record per update, the newest events), so one report carries
+    /// a whole run and a resend after a lost acknowledgement is the same
+    /// report with the same counter.
+    pub fn coalesce(&mut self) -> Result<(), JournalError> {
+        if self.queue.len() <= 1 {
+            return Ok(());
+        }
+        let counter = self.queue.keys().next_back().copied().unwrap_or(1);
+        self.merge(counter, COALESCED_EVENTS)
     }
 
     /// Queued reports, oldest first.
@@ -321,22 +313,26 @@ impl Journal {
     /// reports are given counters after `mark` so they are not dropped as
     /// repeats.
     pub fn renumber_after(&mut self, mark: u64) -> Result<(), JournalError> {
-        let old: Vec<Batch> = std::mem::take(&mut self.queue).into_values().collect();
+        // The new counters are all above the old ones (the node is ahead of
+        // every counter used): each report is written anew, then its old
+        // file and entry go.
+        let old: Vec<u64> = self.queue.keys().copied().collect();
         let mut next = mark + 1;
-        for mut batch in old {
-            let previous = batch.counter;
+        for previous in old {
+            let Some(mut batch) = self.queue.get(&previous).cloned() else {
+                continue;
+            };
             batch.counter = next;
             for r in &mut batch.records {
                 r.counter = next;
             }
             self.write_batch(&batch)?;
-            self.remove_batch(previous)?;
             self.queue.insert(next, batch);
+            self.remove_batch(previous)?;
+            self.queue.remove(&previous);
             next += 1;
         }
-        let mut state = self.state.clone();
-        state.next_counter = next;
-        self.save(state)
+        self.advance(|state| state.next_counter = next)
     }
 }
 

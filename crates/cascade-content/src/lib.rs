@@ -71,6 +71,13 @@ pub async fn download(
 ) -> Result<Fetched, ContentError> {
     let expected = content.sha256.to_ascii_lowercase();
     let file = content.file_name.clone();
+    // The hash names files: anything but 64 hex digits could name a path.
+    if expected.len() != 64 || !expected.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ContentError::Transfer {
+            file,
+            detail: format!("{:?} is not a sha256", content.sha256),
+        });
+    }
     if content.size > limit {
         return Err(ContentError::TooLarge {
             file,
@@ -192,11 +199,27 @@ pub async fn fetch(
         .map(|n| n.to_string_lossy().into_owned())
         .filter(|n| !n.is_empty() && n != "." && n != "..")
         .unwrap_or_else(|| expected.clone());
+    // Made afresh from the verified file each time: an older name may be
+    // a copy left half-written, or point at a file since replaced.
     let named = named_dir.join(safe_name);
-    if !named.exists() {
-        std::fs::hard_link(&done, &named)
-            .or_else(|_| std::fs::copy(&done, &named).map(|_| ()))
-            .map_err(|e| io(&named, e))?;
+    match std::fs::remove_file(&named) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(&named, e)),
+    }
+    if std::fs::hard_link(&done, &named).is_err() {
+        let tmp = named_dir.join(format!(".{expected}.copy"));
+        std::fs::copy(&done, &tmp).map_err(|e| io(&tmp, e))?;
+        let copied = sha256_of(&tmp).map_err(|e| io(&tmp, e))?;
+        if copied != expected {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(ContentError::Mismatch {
+                file,
+                expected,
+                actual: copied,
+            });
+        }
+        std::fs::rename(&tmp, &named).map_err(|e| io(&named, e))?;
     }
     Ok(named)
 }

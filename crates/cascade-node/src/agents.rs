@@ -231,7 +231,15 @@ impl Node {
             .collect();
         let count = agents.len();
         let store = self.store.clone();
-        blocking(move || store.put_agents(&agents)).await?;
+        let kept = agents.clone();
+        if let Err(e) = blocking(move || store.put_agents(&agents)).await {
+            // Kept for the next attempt (newer check-ins win).
+            let mut seen = self.seen.agents.lock().unwrap_or_else(|e| e.into_inner());
+            for agent in kept {
+                seen.entry(agent.id.clone()).or_insert(agent);
+            }
+            return Err(e);
+        }
         Ok(count)
     }
 

@@ -66,7 +66,12 @@ pub(crate) struct ContentState {
     /// Bytes served to agents and children.
     pub(crate) served_bytes: AtomicU64,
     pub(crate) evicted: AtomicU64,
+    /// The content index and the change count it was built at.
+    index: std::sync::Mutex<Option<(u64, ContentIndex)>>,
 }
+
+/// Every content file the catalog names, by sha256.
+pub type ContentIndex = Arc<HashMap<String, Known>>;
 
 /// One file `add_content` looked at, and its sha256 or why it was left.
 pub type Added = (String, Result<String, String>);
@@ -116,6 +121,24 @@ impl Node {
         Ok(out)
     }
 
+    /// The content index, rebuilt when the node's objects changed.
+    async fn cached_index(self: &Arc<Self>) -> Result<ContentIndex, ContentError> {
+        let version = *self.subscribe_changes().borrow();
+        if let Some((v, index)) = self.content.index.lock().unwrap_or_else(|e| e.into_inner()).as_ref()
+            && *v == version
+        {
+            return Ok(index.clone());
+        }
+        let node = self.clone();
+        let index = Arc::new(
+            blocking(move || node.content_index())
+                .await
+                .map_err(|e| ContentError::Failed(e.to_string()))?,
+        );
+        *self.content.index.lock().unwrap_or_else(|e| e.into_inner()) = Some((version, index.clone()));
+        Ok(index)
+    }
+
     /// The file of `sha256` here, pulled from the parent first when this
     /// node lacks it. `staging` (an admin's pre-staging) allows content of
     /// updates that are not approved.
@@ -123,17 +146,19 @@ impl Node {
         let path = self
             .content_path(sha256)
             .ok_or_else(|| ContentError::Refused(format!("{sha256:?} is not a lower-case hex sha256")))?;
-        if path.exists() {
+        // Children and admins decided they need it; an agent gets only
+        // content of approved updates, cached or not.
+        if path.exists() && staging {
             return Ok(path);
         }
-        let node = self.clone();
-        let index = blocking(move || node.content_index())
-            .await
-            .map_err(|e| ContentError::Failed(e.to_string()))?;
+        let index = self.cached_index().await?;
         let known = index
             .get(sha256)
             .cloned()
             .ok_or_else(|| ContentError::NotFound(format!("content {sha256} is not in node {}'s catalog", self.id)))?;
+        if path.exists() && known.approved {
+            return Ok(path);
+        }
         if !known.approved && !staging {
             return Err(ContentError::Refused(format!(
                 "content {sha256} belongs to updates no policy approves ({})",

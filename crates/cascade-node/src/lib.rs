@@ -365,9 +365,10 @@ pub async fn serve(
             cascade_proto::v1::admin_server::AdminServer::new(admin::AdminService { node: node.clone() })
                 .max_decoding_message_size(limit),
         )
-        .add_service(cascade_proto::v1::agents_server::AgentsServer::new(
-            agents::AgentsService { node: node.clone() },
-        ))
+        .add_service(
+            cascade_proto::v1::agents_server::AgentsServer::new(agents::AgentsService { node: node.clone() })
+                .max_decoding_message_size(16 * 1024 * 1024),
+        )
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
         .await?;
     Ok(())

@@ -119,7 +119,9 @@ impl Node {
         let own = blocking(move || node.own_tallies(at)).await?;
         {
             let mut known = self.tallies.known.lock().unwrap_or_else(|e| e.into_inner());
-            known.retain(|k, _| k.0 != self.id);
+            // Nodes below resend every minute: counts not heard of for five
+            // minutes (computers moved, an update withdrawn) no longer count.
+            known.retain(|k, t| k.0 != self.id && at - t.at < 300);
             for t in &own {
                 known.insert(key(t), t.clone());
             }
