@@ -175,6 +175,15 @@ async fn wrong_hashes_are_discarded_and_limits_hold() {
     assert!(e.to_string().contains("too large"), "{e}");
     assert_eq!(server.offsets.lock().unwrap().len(), 1, "refused before asking");
 
+    // A "hash" that is a path names no file.
+    let escape = Content {
+        sha256: "../../escaped".into(),
+        ..lying.clone()
+    };
+    let e = fetch(&mut client, &escape, dir.path(), 1 << 20).await.unwrap_err();
+    assert!(e.to_string().contains("is not a sha256"), "{e}");
+    assert!(!dir.path().join("../../escaped.part").exists());
+
     // The node sends more than the catalog's size: stopped, not stored.
     let short = Content {
         size: 4,
