@@ -60,12 +60,12 @@ impl fmt::Display for UpdateId {
 /// a knowledge-base article; the number is returned.
 pub fn kb_number(raw: &str) -> Option<u64> {
     let raw = raw.trim();
-    let digits = if raw.len() > 2 && raw[..2].eq_ignore_ascii_case("kb") {
-        &raw[2..]
-    } else if raw.len() > 1 && (raw.starts_with('Q') || raw.starts_with('q')) {
-        &raw[1..]
-    } else {
-        raw
+    // Byte slicing is safe only on ASCII prefixes: `get` refuses a cut
+    // inside a character (an id may hold anything a file carried).
+    let digits = match raw.get(..2) {
+        Some(prefix) if raw.len() > 2 && prefix.eq_ignore_ascii_case("kb") => &raw[2..],
+        _ if raw.len() > 1 && (raw.starts_with('Q') || raw.starts_with('q')) => &raw[1..],
+        _ => raw,
     };
     let end = digits.find(|c: char| !c.is_ascii_digit()).unwrap_or(digits.len());
     if end == 0 || end > 9 {
@@ -77,7 +77,7 @@ pub fn kb_number(raw: &str) -> Option<u64> {
     let suffix_ok = rest.is_empty()
         || (rest.len() > 1
             && (rest.starts_with('v') || rest.starts_with('V'))
-            && rest[1..].chars().all(|c| c.is_ascii_digit()));
+            && rest.chars().skip(1).all(|c| c.is_ascii_digit()));
     if !suffix_ok || (digits.len() == raw.len() && !rest.is_empty()) {
         return None;
     }
@@ -123,6 +123,14 @@ pub fn is_guid(raw: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn ids_with_characters_of_any_width_do_not_break_kb_parsing() {
+        for raw in ["\u{feff}", "\u{feff}KB1", "ké5", "KB5021233v\u{e9}", "Q\u{feff}", "kb"] {
+            let _ = super::kb_number(raw);
+        }
+        assert_eq!(super::kb_number("\u{feff}KB1"), None);
+    }
+
     use super::*;
 
     #[test]

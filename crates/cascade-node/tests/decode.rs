@@ -1,0 +1,85 @@
+//! Every message a node decodes from the network, from random bytes: a
+//! value or an error, never a panic; and what decodes converts at the edge
+//! (records to domain types, JSON payloads to operations) without one.
+//! Bounded cases so that CI runs them; fuzz/ has the unbounded targets.
+
+use cascade_core::inventory::Inventory;
+use cascade_core::model::{ChangeOp, ComplianceRecord, InstallEvent, Upward};
+use cascade_proto::v1;
+use proptest::prelude::*;
+use prost::Message;
+
+fn decode_all(bytes: &[u8]) {
+    // Hierarchy.
+    let _ = v1::SubscribeRequest::decode(bytes);
+    if let Ok(down) = v1::DownMessage::decode(bytes)
+        && let Some(v1::down_message::Body::Change(change)) = down.body
+    {
+        let _ = serde_json::from_slice::<ChangeOp>(&change.op);
+    }
+    if let Ok(batch) = v1::UpBatch::decode(bytes) {
+        let _ = serde_json::from_slice::<Vec<Upward>>(&batch.items);
+        for record in batch.records {
+            let _ = cascade_node::wire::Record::try_from(record);
+        }
+    }
+    let _ = v1::UpAck::decode(bytes);
+    // Admin.
+    if let Ok(change) = v1::ChangeRequest::decode(bytes) {
+        let _ = serde_json::from_slice::<ChangeOp>(&change.op);
+    }
+    let _ = v1::SiteAddRequest::decode(bytes);
+    let _ = v1::SiteRemoveRequest::decode(bytes);
+    let _ = v1::ObjectsRequest::decode(bytes);
+    let _ = v1::AgentTokenRequest::decode(bytes);
+    let _ = v1::ImportRequest::decode(bytes);
+    if let Ok(invoke) = v1::InvokeRequest::decode(bytes) {
+        let _ = serde_json::from_slice::<serde_json::Value>(&invoke.params);
+    }
+    // Agents.
+    let _ = v1::EnrollRequest::decode(bytes);
+    if let Ok(check_in) = v1::CheckInRequest::decode(bytes) {
+        let _ = serde_json::from_slice::<Inventory>(&check_in.inventory);
+    }
+    if let Ok(report) = v1::ReportRequest::decode(bytes) {
+        let _ = serde_json::from_slice::<Vec<ComplianceRecord>>(&report.records);
+        let _ = serde_json::from_slice::<Vec<InstallEvent>>(&report.events);
+    }
+    let _ = v1::ContentRequest::decode(bytes);
+    let _ = v1::ContentChunk::decode(bytes);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_bytes_decode_or_fail_cleanly(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        decode_all(&bytes);
+    }
+
+    /// Well-formed frames with hostile contents: a record with any state,
+    /// severity and text converts or is refused.
+    #[test]
+    fn hostile_records_convert_or_are_refused(
+        state in any::<i32>(),
+        severity in any::<i32>(),
+        computer in ".{0,300}",
+        update in ".{0,64}",
+        site in ".{0,64}",
+        code in any::<i64>(),
+    ) {
+        let record = v1::ComplianceRecord {
+            computer,
+            update,
+            site,
+            state,
+            failure_code: code,
+            unknown_reason: String::new(),
+            severity,
+            counter: 1,
+            observed_at: 0,
+        };
+        let batch = v1::UpBatch { seq: 1, items: Vec::new(), snapshot: false, records: vec![record] };
+        decode_all(&batch.encode_to_vec());
+    }
+}
