@@ -25,6 +25,10 @@ use crate::install::Outcome;
 use crate::journal::{Journal, JournalError, PendingRestart};
 use crate::os_updater::PackageResult;
 
+/// Seconds after which a restart that was asked for but did not happen is
+/// asked for again.
+pub const RESTART_RETRY: i64 = 3600;
+
 /// Exit code reported when an update's content could not be fetched or verified.
 pub const CODE_CONTENT: i64 = -3;
 
@@ -513,9 +517,12 @@ impl<E: Env> Agent<E> {
         }
 
         // One restart at the end, inside the window (or past a deadline).
+        // A restart asked for an hour ago that did not happen (cancelled,
+        // or the command did nothing) is asked for again.
+        let asked_long_ago = |p: &PendingRestart| p.requested_at.is_some_and(|t| self.env.now() - t >= RESTART_RETRY);
         if !restart_started
             && let Some(pending) = self.journal.state().pending_restart.clone()
-            && !pending.started
+            && (!pending.started || asked_long_ago(&pending))
             && assignment.restart == RestartPolicy::AsVendorSays
         {
             let now = self.env.now();
@@ -548,6 +555,7 @@ impl<E: Env> Agent<E> {
                         let mut state = self.journal.state().clone();
                         if let Some(p) = state.pending_restart.as_mut() {
                             p.started = true;
+                            p.requested_at = Some(self.env.now());
                         }
                         self.journal.save(state)?;
                     }
@@ -587,6 +595,7 @@ impl<E: Env> Agent<E> {
             since: now,
             updates: Vec::new(),
             started: false,
+            requested_at: None,
         });
         for u in updates {
             if !pending.updates.iter().any(|(id, _, _)| *id == u.0) {

@@ -66,6 +66,9 @@ pub struct PendingRestart {
     pub updates: Vec<(UpdateId, Severity, PatchMethod)>,
     /// Whether the restart was started (by the agent or an installer).
     pub started: bool,
+    /// Unix seconds the agent last asked for it.
+    #[serde(default)]
+    pub requested_at: Option<i64>,
 }
 
 /// One report: records and events under one counter.

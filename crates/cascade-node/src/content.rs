@@ -332,6 +332,43 @@ impl Node {
             .collect())
     }
 
+    /// Removes what abandoned transfers left (`.part` files not in flight
+    /// and untouched for `max_age`); a transfer resumed within that time
+    /// keeps its bytes. Returns how many went.
+    pub fn clean_partials(&self, max_age: std::time::Duration) -> usize {
+        let Ok(entries) = std::fs::read_dir(&self.config.content_dir) else {
+            return 0;
+        };
+        let in_flight: BTreeSet<String> = self
+            .content
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        let mut removed = 0;
+        for entry in entries.filter_map(|e| e.ok()) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(sha) = name.strip_suffix(".part") else {
+                continue;
+            };
+            if in_flight.contains(sha) {
+                continue;
+            }
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age >= max_age);
+            if old && std::fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        removed
+    }
+
     /// Transfers in progress.
     pub fn in_flight(&self) -> Vec<InFlight> {
         self.content

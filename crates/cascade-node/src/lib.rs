@@ -444,6 +444,11 @@ pub async fn maintenance(node: Arc<Node>, every: Duration) {
     let _persist = AbortOnDrop(persist);
     loop {
         tokio::time::sleep(every).await;
+        let cleaner = node.clone();
+        let partials = blocking(move || cleaner.clean_partials(Duration::from_secs(24 * 3600))).await;
+        if partials > 0 {
+            tracing::info!(files = partials, "removed what abandoned content transfers left");
+        }
         let store = node.store.clone();
         let result = blocking(move || -> Result<(usize, u64), cascade_store::StoreError> {
             Ok((store.compact(LOG_RETAIN)?, store.outbox_compact(OUTBOX_MAX)?))

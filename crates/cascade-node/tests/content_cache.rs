@@ -1,0 +1,44 @@
+//! What abandoned transfers leave in a node's content directory goes;
+//! verified files and transfers in flight stay.
+
+use std::sync::Arc;
+
+use cascade_core::model::NodeId;
+use cascade_node::{Checked, Node};
+use cascade_store::Store;
+
+#[test]
+fn abandoned_partial_files_are_removed_and_verified_files_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = NodeId::new("site").unwrap();
+    let config = Checked {
+        id: id.clone(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data: dir.path().to_path_buf(),
+        parent: None,
+        ca_pem: String::new(),
+        cert_pem: String::new(),
+        key_pem: String::new(),
+        heartbeat_seconds: 5,
+        report_batch: 1000,
+        metrics_listen: None,
+        enrollment: None,
+        api_listen: None,
+        content_cache_bytes: None,
+        content_dir: dir.path().join("content"),
+    };
+    let node = Node::new(config, Arc::new(Store::temporary(id).unwrap()));
+    let content = dir.path().join("content");
+    std::fs::create_dir_all(&content).unwrap();
+    let sha = "ab".repeat(32);
+    std::fs::write(content.join(&sha), b"verified").unwrap();
+    std::fs::write(content.join(format!("{}.part", "cd".repeat(32))), b"half").unwrap();
+    assert_eq!(
+        node.clean_partials(std::time::Duration::from_secs(3600)),
+        0,
+        "recent: kept to resume"
+    );
+    assert_eq!(node.clean_partials(std::time::Duration::ZERO), 1);
+    assert!(content.join(&sha).exists());
+    assert_eq!(node.cached_files(), vec![(sha, 8)]);
+}
