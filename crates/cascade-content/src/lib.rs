@@ -25,6 +25,15 @@ pub enum ContentError {
     },
     #[error("content {file}: {detail}")]
     Transfer { file: String, detail: String },
+    #[error(
+        "content {file}: slow retrieval: {received} bytes in {seconds} s, below the floor of {floor}; stopped (what arrived is kept)"
+    )]
+    Slow {
+        file: String,
+        received: u64,
+        seconds: f64,
+        floor: u64,
+    },
     #[error("{path}: {detail}")]
     Io { path: PathBuf, detail: String },
 }
@@ -68,6 +77,36 @@ pub async fn download(
     dir: &Path,
     limit: u64,
     progress: Option<&std::sync::atomic::AtomicU64>,
+) -> Result<Fetched, ContentError> {
+    download_with_floor(client, content, dir, limit, progress, Floor::DEFAULT).await
+}
+
+/// The least a transfer must deliver: `bytes` in every `window`, or it is
+/// stopped as a slow retrieval (what arrived stays, to resume elsewhere or
+/// later). A source that trickles cannot hold an installation forever.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Floor {
+    pub bytes: u64,
+    pub window: std::time::Duration,
+}
+
+impl Floor {
+    /// 64 KB in every minute: far below any working link (a satellite
+    /// link moves that in seconds), far above a source that only pretends.
+    pub const DEFAULT: Floor = Floor {
+        bytes: 64 * 1024,
+        window: std::time::Duration::from_secs(60),
+    };
+}
+
+/// `download` with a given floor.
+pub async fn download_with_floor(
+    client: &mut AgentsClient<Channel>,
+    content: &Content,
+    dir: &Path,
+    limit: u64,
+    progress: Option<&std::sync::atomic::AtomicU64>,
+    floor: Floor,
 ) -> Result<Fetched, ContentError> {
     let expected = content.sha256.to_ascii_lowercase();
     let file = content.file_name.clone();
@@ -125,8 +164,26 @@ pub async fn download(
             .await
             .map_err(|s| transfer(format!("{}: {}", s.code(), s.message())))?
             .into_inner();
+        let mut window_start = std::time::Instant::now();
+        let mut in_window = 0u64;
         loop {
-            let chunk = match stream.message().await {
+            let left = floor.window.saturating_sub(window_start.elapsed());
+            let Ok(message) = tokio::time::timeout(left, stream.message()).await else {
+                // A whole window without a message.
+                if in_window < floor.bytes {
+                    out.sync_all().map_err(|e| io(&partial, e))?;
+                    return Err(ContentError::Slow {
+                        file,
+                        received: in_window,
+                        seconds: floor.window.as_secs_f64(),
+                        floor: floor.bytes,
+                    });
+                }
+                window_start = std::time::Instant::now();
+                in_window = 0;
+                continue;
+            };
+            let chunk = match message {
                 Ok(Some(chunk)) => chunk,
                 Ok(None) => break,
                 Err(s) => {
@@ -148,6 +205,20 @@ pub async fn download(
                 });
             }
             out.write_all(&chunk.data).map_err(|e| io(&partial, e))?;
+            in_window += chunk.data.len() as u64;
+            if window_start.elapsed() >= floor.window {
+                if in_window < floor.bytes {
+                    out.sync_all().map_err(|e| io(&partial, e))?;
+                    return Err(ContentError::Slow {
+                        file,
+                        received: in_window,
+                        seconds: floor.window.as_secs_f64(),
+                        floor: floor.bytes,
+                    });
+                }
+                window_start = std::time::Instant::now();
+                in_window = 0;
+            }
             hasher.update(&chunk.data);
             have += chunk.data.len() as u64;
             received += chunk.data.len() as u64;

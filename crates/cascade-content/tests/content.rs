@@ -19,6 +19,8 @@ struct Flaky {
     data: Arc<Vec<u8>>,
     cuts: Arc<Mutex<Vec<usize>>>,
     offsets: Arc<Mutex<Vec<u64>>>,
+    /// Pause between chunks: a source that trickles.
+    pause: Option<std::time::Duration>,
 }
 
 type Chunks = Pin<Box<dyn Stream<Item = Result<ContentChunk, Status>> + Send>>;
@@ -57,7 +59,19 @@ impl Agents for Flaky {
         if cut.is_some() {
             items.push(Err(Status::unavailable("connection reset")));
         }
-        Ok(Response::new(Box::pin(tokio_stream::iter(items))))
+        let Some(pause) = self.pause else {
+            return Ok(Response::new(Box::pin(tokio_stream::iter(items))));
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(async move {
+            for item in items {
+                tokio::time::sleep(pause).await;
+                if tx.send(item).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 }
 
@@ -104,6 +118,7 @@ async fn a_cut_transfer_resumes_and_ends_with_the_right_hash() {
         data: Arc::new(data.clone()),
         cuts: Arc::new(Mutex::new(cuts.clone())),
         offsets: Arc::default(),
+        pause: None,
     };
     let mut client = serve(server.clone()).await;
     let dir = tempfile::tempdir().unwrap();
@@ -149,6 +164,7 @@ async fn wrong_hashes_are_discarded_and_limits_hold() {
         data: Arc::new(data.clone()),
         cuts: Arc::default(),
         offsets: Arc::default(),
+        pause: None,
     };
     let mut client = serve(server.clone()).await;
     let dir = tempfile::tempdir().unwrap();
@@ -192,4 +208,51 @@ async fn wrong_hashes_are_discarded_and_limits_hold() {
     };
     let e = fetch(&mut client, &short, dir.path(), 1 << 20).await.unwrap_err();
     assert!(matches!(e, ContentError::Overlong { .. }), "{e}");
+}
+
+#[tokio::test]
+async fn a_source_that_trickles_is_stopped_and_what_arrived_is_kept() {
+    use cascade_content::{Floor, download_with_floor};
+    let data: Vec<u8> = (0..20_000u32).map(|i| (i * 7) as u8).collect();
+    // 1,000 bytes every 50 ms: 4 KB in 200 ms, under a floor of 8 KB.
+    let slow = Flaky {
+        data: Arc::new(data.clone()),
+        cuts: Arc::default(),
+        offsets: Arc::default(),
+        pause: Some(std::time::Duration::from_millis(50)),
+    };
+    let mut client = serve(slow.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let content = Content {
+        file_name: "slow.bin".into(),
+        sha256: hex(&data),
+        size: data.len() as u64,
+        url: None,
+    };
+    let floor = Floor {
+        bytes: 8_000,
+        window: std::time::Duration::from_millis(200),
+    };
+    let e = download_with_floor(&mut client, &content, dir.path(), 1 << 20, None, floor)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ContentError::Slow { .. }), "{e}");
+    assert!(e.to_string().contains("slow retrieval"), "{e}");
+    let kept = std::fs::metadata(dir.path().join(format!("{}.part", hex(&data))))
+        .unwrap()
+        .len();
+    assert!(kept > 0 && kept < data.len() as u64, "{kept} bytes kept to resume from");
+    // A healthy source finishes it from there.
+    let healthy = Flaky {
+        data: Arc::new(data.clone()),
+        cuts: Arc::default(),
+        offsets: Arc::default(),
+        pause: None,
+    };
+    let mut client = serve(healthy.clone()).await;
+    let done = download_with_floor(&mut client, &content, dir.path(), 1 << 20, None, floor)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(done.path).unwrap(), data);
+    assert_eq!(healthy.offsets.lock().unwrap().clone(), vec![kept]);
 }
