@@ -6,33 +6,22 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use cascade_core::UpdateId;
-use cascade_core::model::{ChangeOp, MaintenanceWindow, Object, ObjectId, Policy, RestartPolicy};
+use cascade_core::model::{ChangeOp, MaintenanceWindow, Object, ObjectId, Policy};
 use cascade_core::rule::{Cmp, Rule};
 use cascade_core::update::{
     Classification, Content, ExitCode, ExitMeaning, InstallCommand, RestartBehavior, Severity, Update,
 };
 use support::*;
 
-fn fixture(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures")
-        .join(path)
-}
-
 fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// An update for the Debian fixture computer whose installer is a shell script.
@@ -56,29 +45,6 @@ fn linux_update(id: &str, script: &str, exit_codes: Vec<ExitCode>, restart: Rest
 
 fn change(tree: &Tree, node: &str, op: &ChangeOp) {
     ok(tree.ctl(node, &["change", "--op", &serde_json::to_string(op).unwrap()]));
-}
-
-/// A Debian agent configuration using this test's files.
-fn agent_config(dir: &Path, nodes: &[(&str, u32)]) -> String {
-    let mut text = format!(
-        "data = \".\"\ncheck_in_seconds = 60\nrestart_command = [\"/bin/sh\", \"-c\", \"echo rebooted-$$ > boot_id\"]\ninstall_timeout_seconds = 60\nboot_id_file = \"boot_id\"\n\n[collect]\nos_release = \"{}\"\ndpkg_status = \"{}\"\nrpm_db = \"no-rpm\"\nkernel_release = \"no-kernel\"\n",
-        fixture("linux/os-release").display(),
-        fixture("linux/dpkg-status").display()
-    );
-    for (address, priority) in nodes {
-        text.push_str(&format!("\n[[node]]\naddress = \"{address}\"\npriority = {priority}\n"));
-    }
-    std::fs::write(dir.join("boot_id"), "first-boot\n").unwrap();
-    text
-}
-
-fn run_agent(config: &Path) -> serde_json::Value {
-    let out = std::process::Command::new(BIN)
-        .args(["agent", "run", "--once", "--config"])
-        .arg(config)
-        .output()
-        .unwrap();
-    serde_json::from_slice(&ok(out).into_bytes()).unwrap()
 }
 
 fn counts(tree: &Tree, node: &str, update: &str) -> serde_json::Value {
@@ -161,18 +127,8 @@ fn an_enrolled_agent_installs_and_the_root_two_levels_up_sees_it() {
         &ChangeOp::Upsert(Object::MaintenanceWindow(Box::new(window))),
     );
     let policy = Policy {
-        id: ObjectId::new("servers").unwrap(),
-        name: "Servers".into(),
-        updates: Default::default(),
-        targets: Default::default(),
         maintenance_windows: vec![ObjectId::new("nightly").unwrap()],
-        deadline: None,
-        restart: RestartPolicy::AsVendorSays,
-        vendor_catalog: true,
-        os_updater: false,
-        enabled: true,
-        overridable: Default::default(),
-        rings: vec![],
+        ..Policy::new(ObjectId::new("servers").unwrap(), "Servers")
     };
     change(&tree, "root", &ChangeOp::Upsert(Object::Policy(Box::new(policy))));
     // EX-1 and EX-2 are past their deadline: they install outside the window.
@@ -366,22 +322,8 @@ fn an_enrolled_agent_installs_and_the_root_two_levels_up_sees_it() {
 #[test]
 fn an_agent_fails_over_to_the_other_node_and_returns() {
     let mut tree = Tree::new(&[("root", None), ("site-a", Some("root")), ("site-b", Some("root"))]);
-    let pki = tree.path().join("pki");
-    ok(run(&[
-        "pki",
-        "issue",
-        "agent",
-        "--id",
-        "pc-roaming",
-        "--dir",
-        pki.to_str().unwrap(),
-    ]));
     tree.start_all();
-    let agent_dir = tree.path().join("agent");
-    std::fs::create_dir_all(&agent_dir).unwrap();
-    std::fs::copy(pki.join("ca.crt"), agent_dir.join("ca.crt")).unwrap();
-    std::fs::copy(pki.join("agent-pc-roaming.crt"), agent_dir.join("agent.crt")).unwrap();
-    std::fs::copy(pki.join("agent-pc-roaming.key"), agent_dir.join("agent.key")).unwrap();
+    let agent_dir = agent_dir(&tree, "pc-roaming");
     let a = tree.nodes["site-a"].addr();
     let b = tree.nodes["site-b"].addr();
     let config = agent_dir.join("agent.toml");
@@ -422,21 +364,11 @@ fn the_fleet_simulator_checks_in_against_a_real_catalog() {
         "{imported}"
     );
     let policy = Policy {
-        id: ObjectId::new("critical").unwrap(),
-        name: "Critical updates".into(),
         updates: cascade_core::model::UpdateFilter {
             severities: vec![Severity::Critical],
             ..Default::default()
         },
-        targets: Default::default(),
-        maintenance_windows: vec![],
-        deadline: None,
-        restart: RestartPolicy::AsVendorSays,
-        vendor_catalog: true,
-        os_updater: false,
-        enabled: true,
-        overridable: Default::default(),
-        rings: vec![],
+        ..Policy::new(ObjectId::new("critical").unwrap(), "Critical updates")
     };
     change(&tree, "root", &ChangeOp::Upsert(Object::Policy(Box::new(policy))));
     wait_for("the policy at the site", Duration::from_secs(20), || {
@@ -550,18 +482,6 @@ fn a_node_drops_repeated_reports_and_refuses_reports_for_other_computers() {
 #[test]
 fn a_staged_rollout_opens_rings_by_soak_and_failures_and_by_promotion() {
     let mut tree = Tree::new(&[("root", None), ("site", Some("root"))]);
-    let pki = tree.path().join("pki");
-    for pc in ["pc-pilot", "pc-prod"] {
-        ok(run(&[
-            "pki",
-            "issue",
-            "agent",
-            "--id",
-            pc,
-            "--dir",
-            pki.to_str().unwrap(),
-        ]));
-    }
     tree.start_all();
     for (id, script) in [
         ("EX-OK", "exit 0"),
@@ -590,11 +510,7 @@ fn a_staged_rollout_opens_rings_by_soak_and_failures_and_by_promotion() {
     });
     let site = tree.nodes["site"].addr();
     let agent = |pc: &str, groups: &str| -> PathBuf {
-        let dir = tree.path().join(pc);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::copy(pki.join("ca.crt"), dir.join("ca.crt")).unwrap();
-        std::fs::copy(pki.join(format!("agent-{pc}.crt")), dir.join("agent.crt")).unwrap();
-        std::fs::copy(pki.join(format!("agent-{pc}.key")), dir.join("agent.key")).unwrap();
+        let dir = agent_dir(&tree, pc);
         std::fs::write(dir.join("facts.toml"), format!("groups = [{groups}]\n")).unwrap();
         let config = dir.join("agent.toml");
         let text =

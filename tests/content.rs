@@ -6,7 +6,7 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use cascade_core::UpdateId;
@@ -15,17 +15,6 @@ use cascade_core::rule::{Cmp, Rule};
 use cascade_core::update::{Classification, Content, InstallCommand, RestartBehavior, Severity, Update};
 use serde_json::{Value, json};
 use support::*;
-
-fn fixture(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures")
-        .join(path)
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
-}
 
 /// Bytes that do not compress or repeat.
 fn payload(size: usize, seed: u32) -> Vec<u8> {
@@ -81,40 +70,10 @@ fn cache(tree: &Tree, node: &str) -> Value {
 
 /// An agent of `pc` at `site` whose runs print their summary.
 fn agent(tree: &Tree, pc: &str, site: &str) -> PathBuf {
-    let pki = tree.path().join("pki");
-    ok(run(&[
-        "pki",
-        "issue",
-        "agent",
-        "--id",
-        pc,
-        "--dir",
-        pki.to_str().unwrap(),
-    ]));
-    let dir = tree.path().join(pc);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(pki.join("ca.crt"), dir.join("ca.crt")).unwrap();
-    std::fs::copy(pki.join(format!("agent-{pc}.crt")), dir.join("agent.crt")).unwrap();
-    std::fs::copy(pki.join(format!("agent-{pc}.key")), dir.join("agent.key")).unwrap();
-    std::fs::write(dir.join("boot_id"), "boot\n").unwrap();
-    let config = format!(
-        "data = \".\"\nrestart_command = [\"/bin/true\"]\nboot_id_file = \"boot_id\"\n[collect]\nos_release = \"{}\"\ndpkg_status = \"{}\"\nrpm_db = \"no\"\nkernel_release = \"no\"\n[[node]]\naddress = \"{}\"\n",
-        fixture("linux/os-release").display(),
-        fixture("linux/dpkg-status").display(),
-        tree.nodes[site].addr()
-    );
+    let dir = agent_dir(tree, pc);
     let path = dir.join("agent.toml");
-    std::fs::write(&path, config).unwrap();
+    std::fs::write(&path, agent_config(&dir, &[(&tree.nodes[site].addr(), 0)])).unwrap();
     path
-}
-
-fn run_agent(config: &Path) -> Value {
-    let out = std::process::Command::new(BIN)
-        .args(["agent", "run", "--once", "--config"])
-        .arg(config)
-        .output()
-        .unwrap();
-    serde_json::from_str(&ok(out)).unwrap()
 }
 
 /// A one-file HTTP server standing in for the vendor's download site.

@@ -263,3 +263,61 @@ impl Tree {
         }
     }
 }
+
+/// A file of the real vendor data in tests/fixtures.
+pub fn fixture(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures")
+        .join(path)
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `<tree>/<pc>` with an agent certificate for `pc` from the tree's CA,
+/// as enrollment would leave it (ca.crt, agent.crt, agent.key).
+pub fn agent_dir(tree: &Tree, pc: &str) -> PathBuf {
+    let pki = tree.path().join("pki");
+    ok(run(&[
+        "pki",
+        "issue",
+        "agent",
+        "--id",
+        pc,
+        "--dir",
+        pki.to_str().unwrap(),
+    ]));
+    let dir = tree.path().join(pc);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(pki.join("ca.crt"), dir.join("ca.crt")).unwrap();
+    std::fs::copy(pki.join(format!("agent-{pc}.crt")), dir.join("agent.crt")).unwrap();
+    std::fs::copy(pki.join(format!("agent-{pc}.key")), dir.join("agent.key")).unwrap();
+    dir
+}
+
+/// A Debian agent configuration reading the fixture system files, whose
+/// restart command writes a new boot id (and the first boot id).
+pub fn agent_config(dir: &Path, nodes: &[(&str, u32)]) -> String {
+    let mut text = format!(
+        "data = \".\"\ncheck_in_seconds = 60\nrestart_command = [\"/bin/sh\", \"-c\", \"echo rebooted-$$ > boot_id\"]\ninstall_timeout_seconds = 60\nboot_id_file = \"boot_id\"\n\n[collect]\nos_release = \"{}\"\ndpkg_status = \"{}\"\nrpm_db = \"no-rpm\"\nkernel_release = \"no-kernel\"\n",
+        fixture("linux/os-release").display(),
+        fixture("linux/dpkg-status").display()
+    );
+    for (address, priority) in nodes {
+        text.push_str(&format!("\n[[node]]\naddress = \"{address}\"\npriority = {priority}\n"));
+    }
+    std::fs::write(dir.join("boot_id"), "first-boot\n").unwrap();
+    text
+}
+
+/// One `cascade agent run --once`; its summary.
+pub fn run_agent(config: &Path) -> serde_json::Value {
+    let out = Command::new(BIN)
+        .args(["agent", "run", "--once", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    serde_json::from_str(&ok(out)).unwrap()
+}

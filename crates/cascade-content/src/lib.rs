@@ -168,44 +168,39 @@ pub async fn download_with_floor(
         let mut in_window = 0u64;
         loop {
             let left = floor.window.saturating_sub(window_start.elapsed());
-            let Ok(message) = tokio::time::timeout(left, stream.message()).await else {
-                // A whole window without a message.
-                if in_window < floor.bytes {
-                    out.sync_all().map_err(|e| io(&partial, e))?;
-                    return Err(ContentError::Slow {
+            // No message within the window leaves the check below to decide.
+            if let Ok(message) = tokio::time::timeout(left, stream.message()).await {
+                let chunk = match message {
+                    Ok(Some(chunk)) => chunk,
+                    Ok(None) => break,
+                    Err(s) => {
+                        // What arrived stays for the next attempt to resume from.
+                        out.sync_all().map_err(|e| io(&partial, e))?;
+                        return Err(transfer(format!(
+                            "cut after {have} of {} bytes: {}",
+                            content.size,
+                            s.message()
+                        )));
+                    }
+                };
+                if have + chunk.data.len() as u64 > content.size {
+                    drop(out);
+                    let _ = std::fs::remove_file(&partial);
+                    return Err(ContentError::Overlong {
                         file,
-                        received: in_window,
-                        seconds: floor.window.as_secs_f64(),
-                        floor: floor.bytes,
+                        size: content.size,
                     });
                 }
-                window_start = std::time::Instant::now();
-                in_window = 0;
-                continue;
-            };
-            let chunk = match message {
-                Ok(Some(chunk)) => chunk,
-                Ok(None) => break,
-                Err(s) => {
-                    // What arrived stays for the next attempt to resume from.
-                    out.sync_all().map_err(|e| io(&partial, e))?;
-                    return Err(transfer(format!(
-                        "cut after {have} of {} bytes: {}",
-                        content.size,
-                        s.message()
-                    )));
+                out.write_all(&chunk.data).map_err(|e| io(&partial, e))?;
+                hasher.update(&chunk.data);
+                let n = chunk.data.len() as u64;
+                in_window += n;
+                have += n;
+                received += n;
+                if let Some(p) = progress {
+                    p.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
                 }
-            };
-            if have + chunk.data.len() as u64 > content.size {
-                drop(out);
-                let _ = std::fs::remove_file(&partial);
-                return Err(ContentError::Overlong {
-                    file,
-                    size: content.size,
-                });
             }
-            out.write_all(&chunk.data).map_err(|e| io(&partial, e))?;
-            in_window += chunk.data.len() as u64;
             if window_start.elapsed() >= floor.window {
                 if in_window < floor.bytes {
                     out.sync_all().map_err(|e| io(&partial, e))?;
@@ -218,12 +213,6 @@ pub async fn download_with_floor(
                 }
                 window_start = std::time::Instant::now();
                 in_window = 0;
-            }
-            hasher.update(&chunk.data);
-            have += chunk.data.len() as u64;
-            received += chunk.data.len() as u64;
-            if let Some(p) = progress {
-                p.fetch_add(chunk.data.len() as u64, std::sync::atomic::Ordering::Relaxed);
             }
         }
         out.sync_all().map_err(|e| io(&partial, e))?;

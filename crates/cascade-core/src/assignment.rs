@@ -438,18 +438,10 @@ mod tests {
 
     fn policy(name: &str, targets: TargetFilter, updates: UpdateFilter) -> Policy {
         Policy {
-            id: oid(name),
-            name: name.into(),
             updates,
             targets,
             maintenance_windows: vec![oid("nightly")],
-            deadline: None,
-            restart: RestartPolicy::AsVendorSays,
-            vendor_catalog: true,
-            os_updater: false,
-            enabled: true,
-            overridable: BTreeSet::new(),
-            rings: vec![],
+            ..Policy::new(oid(name), name)
         }
     }
 

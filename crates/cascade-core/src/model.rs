@@ -221,6 +221,27 @@ pub struct Policy {
     pub rings: Vec<Ring>,
 }
 
+impl Policy {
+    /// An enabled policy of the vendor catalog that chooses nothing yet:
+    /// no updates, every computer, any time, restarts as the vendor says.
+    pub fn new(id: ObjectId, name: impl Into<String>) -> Policy {
+        Policy {
+            id,
+            name: name.into(),
+            updates: UpdateFilter::default(),
+            targets: TargetFilter::default(),
+            maintenance_windows: Vec::new(),
+            deadline: None,
+            restart: RestartPolicy::AsVendorSays,
+            vendor_catalog: true,
+            os_updater: false,
+            enabled: true,
+            overridable: BTreeSet::new(),
+            rings: Vec::new(),
+        }
+    }
+}
+
 /// One ring of a staged rollout.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]

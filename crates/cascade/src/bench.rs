@@ -354,47 +354,14 @@ async fn agents(
     inventories: &std::path::Path,
     catalog: &std::path::Path,
 ) -> anyhow::Result<serde_json::Value> {
-    use cascade_core::model::{Policy, RestartPolicy, UpdateFilter};
+    use cascade_core::model::{Policy, UpdateFilter};
     use cascade_proto::v1::admin_client::AdminClient;
     let dir = tempfile::tempdir()?;
     let now = cascade_node::now();
     let ca = Arc::new(Ca::generate("Bench", now, 2)?);
-    let node_id = NodeId::new("site").map_err(|e| anyhow::anyhow!("{e}"))?;
-    ca.issue(&Identity::Node(node_id), &[], now, 1)?
-        .write(dir.path(), "site")?;
-    let admin = ca.issue(
-        &Identity::Admin {
-            name: "bench".into(),
-            role: cascade_trust::Role::Admin,
-            site: None,
-        },
-        &[],
-        now,
-        1,
-    )?;
+    let admin = bench_admin(&ca, now)?;
     std::fs::write(dir.path().join("ca.crt"), &ca.cert_pem)?;
-    let config = dir.path().join("site.toml");
-    std::fs::write(
-        &config,
-        "id = \"site\"\nlisten = \"127.0.0.1:0\"\ndata = \"data\"\n[tls]\nca = \"ca.crt\"\ncert = \"site.crt\"\nkey = \"site.key\"\n",
-    )?;
-    let log = std::fs::File::create(dir.path().join("site.log"))?;
-    let child = std::process::Command::new(std::env::current_exe()?)
-        .args(["node", "run", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(log)
-        .spawn()
-        .context("cannot start the node")?;
-    let node = NodeProcess(child);
-    let addr_file = dir.path().join("data/node.addr");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !addr_file.exists() {
-        anyhow::ensure!(Instant::now() < deadline, "the node did not start; see its log");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let address = std::fs::read_to_string(&addr_file)?;
+    let (node, address) = node_process(dir.path(), &ca, "site", None).await?;
     let channel = cascade_node::channel(&address, &ca.cert_pem, &admin.cert_pem, &admin.key_pem).await?;
     let mut client = AdminClient::new(channel);
     let data = std::fs::read(catalog).with_context(|| catalog.display().to_string())?;
@@ -407,21 +374,14 @@ async fn agents(
         .map_err(|s| anyhow::anyhow!("import: {}", s.message()))?
         .into_inner();
     let policy = Policy {
-        id: ObjectId::new("critical").map_err(|e| anyhow::anyhow!("{e}"))?,
-        name: "Critical updates".into(),
         updates: UpdateFilter {
             severities: vec![Severity::Critical],
             ..UpdateFilter::default()
         },
-        targets: Default::default(),
-        maintenance_windows: vec![],
-        deadline: None,
-        restart: RestartPolicy::AsVendorSays,
-        vendor_catalog: true,
-        os_updater: false,
-        enabled: true,
-        overridable: Default::default(),
-        rings: vec![],
+        ..Policy::new(
+            ObjectId::new("critical").map_err(|e| anyhow::anyhow!("{e}"))?,
+            "Critical updates",
+        )
     };
     let op = ChangeOp::Upsert(Object::Policy(Box::new(policy)));
     client
@@ -479,6 +439,16 @@ async fn agents(
     }))
 }
 
+/// The benchmarks' administrator certificate.
+fn bench_admin(ca: &Ca, now: i64) -> anyhow::Result<cascade_trust::Issued> {
+    let admin = Identity::Admin {
+        name: "bench".into(),
+        role: cascade_trust::Role::Admin,
+        site: None,
+    };
+    Ok(ca.issue(&admin, &[], now, 1)?)
+}
+
 /// Starts `cascade node run` for `id` (under `parent`) in `dir`; returns
 /// the process and its address.
 async fn node_process(
@@ -526,16 +496,7 @@ async fn content(size_mb: u64) -> anyhow::Result<serde_json::Value> {
     let now = cascade_node::now();
     let ca = Ca::generate("Bench", now, 2)?;
     std::fs::write(dir.path().join("ca.crt"), &ca.cert_pem)?;
-    let admin = ca.issue(
-        &Identity::Admin {
-            name: "bench".into(),
-            role: cascade_trust::Role::Admin,
-            site: None,
-        },
-        &[],
-        now,
-        1,
-    )?;
+    let admin = bench_admin(&ca, now)?;
     let admin_client = |address: String| {
         let (ca, cert, key) = (ca.cert_pem.clone(), admin.cert_pem.clone(), admin.key_pem.clone());
         async move {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use cascade_core::model::{Approval, ChangeOp, MaintenanceWindow, Object, ObjectId, ObjectKind, Policy, RestartPolicy};
+use cascade_core::model::{Approval, ChangeOp, MaintenanceWindow, Object, ObjectId, ObjectKind, Policy};
 use cascade_core::update::Severity;
 use cascade_node::Node;
 use cascade_trust::Ca;
@@ -150,18 +150,8 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
         overridable: Default::default(),
     };
     let policy = Policy {
-        id: ObjectId::new("critical-updates")?,
-        name: "Critical updates".into(),
-        updates: Default::default(),
-        targets: Default::default(),
         maintenance_windows: vec![window.id.clone()],
-        deadline: None,
-        restart: RestartPolicy::AsVendorSays,
-        vendor_catalog: true,
-        os_updater: false,
-        enabled: true,
-        overridable: Default::default(),
-        rings: vec![],
+        ..Policy::new(ObjectId::new("critical-updates")?, "Critical updates")
     };
     let mut ops = vec![
         ChangeOp::Upsert(Object::MaintenanceWindow(Box::new(window))),

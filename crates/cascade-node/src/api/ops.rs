@@ -1124,18 +1124,8 @@ async fn create_policy_with_updates(ctx: Ctx, p: CreatePolicyWithUpdates) -> Out
         )));
     }
     let policy = Policy {
-        id: policy_id.clone(),
-        name: p.name.clone(),
-        updates: Default::default(),
-        targets: Default::default(),
-        maintenance_windows: vec![],
-        deadline: None,
-        restart: Default::default(),
-        vendor_catalog: true,
-        os_updater: false,
         enabled: p.enabled,
-        overridable: Default::default(),
-        rings: vec![],
+        ..Policy::new(policy_id.clone(), p.name.clone())
     };
     let mut ops = vec![ChangeOp::Upsert(Object::Policy(Box::new(policy)))];
     for update in &wanted {
