@@ -433,6 +433,7 @@ fn a_node_drops_repeated_reports_and_refuses_reports_for_other_computers() {
         severity: Severity::Critical,
         counter: 0,
         observed_at: now(),
+        attestation: None,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -447,11 +448,30 @@ fn a_node_drops_repeated_reports_and_refuses_reports_for_other_computers() {
         .await
         .unwrap();
         let mut client = AgentsClient::new(channel);
-        let report = |counter: u64, records: Vec<ComplianceRecord>| ReportRequest {
-            counter,
-            records: serde_json::to_vec(&records).unwrap(),
-            events: Vec::new(),
+        let signer =
+            cascade_trust::sign::KeySigner::from_pem(&read("agent-pc-1.crt"), &read("agent-pc-1.key")).unwrap();
+        let computer = ComputerId::new("pc-1").unwrap();
+        let report = |counter: u64, records: Vec<ComplianceRecord>| {
+            use cascade_core::seal;
+            let leaves: Vec<[u8; 32]> = records.iter().map(seal::record_leaf).collect();
+            let message = seal::report_message(&computer, counter, &seal::merkle(&leaves).0);
+            let (scheme, signature) = seal::Signer::sign(&signer, &message).unwrap();
+            ReportRequest {
+                counter,
+                records: serde_json::to_vec(&records).unwrap(),
+                events: Vec::new(),
+                scheme: u32::from(scheme),
+                signature,
+            }
         };
+        let mut unsigned = report(1, vec![record("pc-1", ComplianceState::Installed)]);
+        unsigned.signature.clear();
+        let refused = client.report(unsigned).await.unwrap_err();
+        assert!(refused.message().contains("bad signature"), "{}", refused.message());
+        let mut altered = report(1, vec![record("pc-1", ComplianceState::Installed)]);
+        altered.records = serde_json::to_vec(&vec![record("pc-1", ComplianceState::Failed { code: 1 })]).unwrap();
+        let refused = client.report(altered).await.unwrap_err();
+        assert!(refused.message().contains("bad signature"), "{}", refused.message());
         let first = client
             .report(report(1, vec![record("pc-1", ComplianceState::Installed)]))
             .await

@@ -33,6 +33,7 @@ fn record(c: u64, counter: u64) -> ComplianceRecord {
         severity: Severity::Critical,
         counter,
         observed_at: 1_700_000_000,
+        attestation: None,
     }
 }
 

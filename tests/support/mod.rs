@@ -243,7 +243,7 @@ impl Tree {
     pub fn seed_records(&self, id: &str, count: u64) {
         let node = NodeId::new(id).unwrap();
         let store = Store::open(&self.nodes[id].data().join("store"), node.clone()).unwrap();
-        let records: Vec<ComplianceRecord> = (0..count)
+        let mut records: Vec<ComplianceRecord> = (0..count)
             .map(|c| ComplianceRecord {
                 computer: ComputerId::new(&format!("{id}-pc-{c}")).unwrap(),
                 update: UpdateId::new("KB5021233"),
@@ -256,8 +256,16 @@ impl Tree {
                 severity: Severity::Critical,
                 counter: 1,
                 observed_at: 1_780_000_000,
+                attestation: None,
             })
             .collect();
+        // Signed as their agents would sign them, with their certificates
+        // beside them, so that the nodes above accept them.
+        let ca = cascade_trust::Ca::load(&self.path().join("pki")).unwrap();
+        let mut agents = cascade_agent::attest::PaperAgents::new(ca, cascade_node::now() - 60);
+        for certificate in agents.sign(&mut records).unwrap() {
+            store.put_agent_certificate(&certificate, true).unwrap();
+        }
         for (n, chunk) in records.chunks(500).enumerate() {
             store.ingest("agents", n as u64 + 1, chunk, true).unwrap();
         }

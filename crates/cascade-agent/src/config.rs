@@ -42,6 +42,18 @@ pub struct AgentConfig {
     /// The operating system's own updater, for policies that turn it on.
     #[serde(default)]
     pub os_updater: OsUpdaterConfig,
+    /// The root node, the only origin whose signed timestamps count
+    /// (written at enrollment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<String>,
+    /// A newest root timestamp older than this makes the agent report
+    /// "stale" instead of compliant (a frozen view).
+    #[serde(default = "default_max_timestamp_age")]
+    pub max_timestamp_age_seconds: u64,
+}
+
+fn default_max_timestamp_age() -> u64 {
+    24 * 3600
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -202,6 +214,8 @@ pub struct Checked {
     pub boot_id_file: PathBuf,
     pub collect: CollectPaths,
     pub os_updater: OsUpdaterConfig,
+    pub root: Option<cascade_core::model::NodeId>,
+    pub max_timestamp_age_seconds: u64,
 }
 
 /// `host:port` of an address given as `host:port` or `https://host:port`.
@@ -296,7 +310,19 @@ impl AgentConfig {
                 return Err(invalid(key, "may not be empty".to_owned()));
             }
         }
+        let root = match &self.root {
+            Some(r) => Some(cascade_core::model::NodeId::new(r).map_err(|e| invalid("root", e.to_string()))?),
+            None => None,
+        };
+        if self.max_timestamp_age_seconds < 60 {
+            return Err(invalid(
+                "max_timestamp_age_seconds",
+                format!("{} is less than a minute", self.max_timestamp_age_seconds),
+            ));
+        }
         Ok(Checked {
+            root,
+            max_timestamp_age_seconds: self.max_timestamp_age_seconds,
             data,
             nodes,
             ca_pem,
@@ -319,7 +345,7 @@ impl AgentConfig {
     }
 
     /// A configuration for a freshly enrolled agent using one node.
-    pub fn enrolled(data: &Path, node: &str) -> AgentConfig {
+    pub fn enrolled(data: &Path, node: &str, root: Option<String>) -> AgentConfig {
         AgentConfig {
             data: data.to_path_buf(),
             nodes: vec![NodeEntry {
@@ -335,6 +361,8 @@ impl AgentConfig {
             boot_id_file: default_boot_id(),
             collect: CollectPaths::default(),
             os_updater: OsUpdaterConfig::default(),
+            root,
+            max_timestamp_age_seconds: default_max_timestamp_age(),
         }
     }
 }

@@ -174,11 +174,14 @@ pub async fn enroll(token: &str, node: &str, computer: &ComputerId, data: &Path)
     write_file(&data.join("agent.crt"), reply.cert_pem.as_bytes(), false)?;
     let config = data.join("agent.toml");
     if !config.exists() {
-        let text = toml::to_string_pretty(&AgentConfig::enrolled(Path::new("."), &address)).map_err(|e| {
-            EnrollError::File {
-                path: config.clone(),
-                detail: e.to_string(),
-            }
+        let text = toml::to_string_pretty(&AgentConfig::enrolled(
+            Path::new("."),
+            &address,
+            (!reply.root.is_empty()).then(|| reply.root.clone()),
+        ))
+        .map_err(|e| EnrollError::File {
+            path: config.clone(),
+            detail: e.to_string(),
         })?;
         write_file(&config, text.as_bytes(), false)?;
     }

@@ -14,6 +14,7 @@ use cascade_core::compliance::ComplianceState;
 use cascade_core::inventory::Inventory;
 use cascade_core::model::{ComplianceRecord, ComputerId, EventKind, InstallEvent, NodeId, PatchMethod, RestartPolicy};
 use cascade_core::schedule::{Schedule, may_install};
+use cascade_core::seal::{self, SignedObject};
 use cascade_core::update::{ExitMeaning, RestartBehavior, Severity};
 use cascade_proto::v1::agents_client::AgentsClient;
 use cascade_proto::v1::{CheckInRequest, ReportRequest};
@@ -89,6 +90,11 @@ pub struct Credentials {
     pub ca_pem: String,
     pub cert_pem: String,
     pub key_pem: String,
+    /// The root node, the only origin whose timestamps count (any origin's
+    /// when unknown).
+    pub root: Option<NodeId>,
+    /// Seconds a root timestamp stays fresh.
+    pub max_timestamp_age: i64,
 }
 
 #[derive(Debug)]
@@ -153,6 +159,7 @@ impl<E: Env> Agent<E> {
             severity,
             counter: 0,
             observed_at: now,
+            attestation: None,
         }
     }
 
@@ -170,8 +177,18 @@ impl<E: Env> Agent<E> {
     /// since last queued are kept, unless `all`.
     fn queue(&mut self, records: Vec<ComplianceRecord>, events: Vec<InstallEvent>) -> Result<(), JournalError> {
         let reported = &self.journal.state().reported;
+        let stale = self.journal.state().stale.clone();
         let records: Vec<ComplianceRecord> = records
             .into_iter()
+            .map(|mut r| {
+                // A frozen view proves nothing: no compliance is claimed on it.
+                if let Some(reason) = &stale
+                    && r.state.is_compliant()
+                {
+                    r.state = ComplianceState::Stale { reason: reason.clone() };
+                }
+                r
+            })
             .filter(|r| reported.get(&r.update) != Some(&r.state))
             .collect();
         if records.is_empty() && events.is_empty() {
@@ -182,7 +199,10 @@ impl<E: Env> Agent<E> {
     }
 
     /// Connects to the first node that answers a check-in, in ranked order.
-    async fn check_in(&self, inventory: &Inventory) -> Result<(AgentsClient<Channel>, String, Assignment), AgentError> {
+    async fn check_in(
+        &self,
+        inventory: &Inventory,
+    ) -> Result<(AgentsClient<Channel>, String, Assignment, Vec<SignedObject>), AgentError> {
         let ranked = if self.probe && self.nodes.len() > 1 {
             connect::ranked(&self.nodes).await
         } else {
@@ -237,8 +257,19 @@ impl<E: Env> Agent<E> {
                 }
                 Ok(r) => {
                     // A node that sends what cannot be used is passed over.
+                    let evidence: Vec<SignedObject> = if r.evidence.is_empty() {
+                        Vec::new()
+                    } else {
+                        match serde_json::from_slice(&r.evidence) {
+                            Ok(e) => e,
+                            Err(e) => {
+                                tracing::warn!(node = %node.address, "the evidence sent cannot be read: {e}");
+                                Vec::new()
+                            }
+                        }
+                    };
                     match serde_json::from_slice::<Assignment>(&r.assignment) {
-                        Ok(a) if a.computer == self.computer => return Ok((client, node.address, a)),
+                        Ok(a) if a.computer == self.computer => return Ok((client, node.address, a, evidence)),
                         Ok(a) => errors.push(format!(
                             "{}: {}",
                             node.address,
@@ -268,6 +299,8 @@ impl<E: Env> Agent<E> {
     async fn send_reports(&mut self, client: &mut AgentsClient<Channel>) -> Result<usize, AgentError> {
         let mut sent = 0;
         let mut renumbered = false;
+        let signer = cascade_trust::sign::KeySigner::from_pem(&self.credentials.cert_pem, &self.credentials.key_pem)
+            .map_err(|e| AgentError::Refused(format!("cannot sign reports with the agent key: {e}")))?;
         'again: loop {
             self.journal.coalesce()?;
             for batch in self.journal.queued() {
@@ -277,10 +310,16 @@ impl<E: Env> Agent<E> {
                 } else {
                     serde_json::to_vec(&batch.events).map_err(|e| AgentError::Inventory(e.to_string()))?
                 };
+                // One signature over the records' Merkle root: each record can
+                // then travel up on its own and still be checked at the root.
+                let (scheme, signature) = seal::sign_report(&signer, &self.computer, batch.counter, &batch.records)
+                    .map_err(|e| AgentError::Refused(format!("cannot sign report {}: {e}", batch.counter)))?;
                 let mut request = tonic::Request::new(ReportRequest {
                     counter: batch.counter,
                     records,
                     events,
+                    scheme: u32::from(scheme),
+                    signature,
                 });
                 request.set_timeout(std::time::Duration::from_secs(60));
                 let acked = match client.report(request).await {
@@ -359,12 +398,46 @@ impl<E: Env> Agent<E> {
             .installed_updates
             .extend(self.journal.state().installed.iter().cloned());
         inventory.normalize();
-        let (mut client, address, assignment) = self.check_in(&inventory).await?;
+        let (mut client, address, mut assignment, evidence) = self.check_in(&inventory).await?;
         summary.node = address.clone();
         let site = assignment.site.clone();
         let now = self.env.now();
+        let roots = cascade_trust::pem_certs(&self.credentials.ca_pem).unwrap_or_default();
+        let verdict = crate::evidence::check(
+            &roots,
+            self.credentials.root.as_ref(),
+            &evidence,
+            &assignment.steps,
+            self.journal.state().newest_timestamp,
+            now,
+            self.credentials.max_timestamp_age,
+        );
+        if let Some(stale) = &verdict.stale {
+            tracing::warn!("stale: {stale}");
+        }
+        let mut refused_records = Vec::new();
+        for (update, refusal) in &verdict.refused {
+            tracing::error!(%update, "not installed: {refusal}");
+            let severity = assignment
+                .steps
+                .iter()
+                .find(|s| s.update == *update)
+                .map_or(Severity::Unspecified, |s| s.severity);
+            refused_records.push(self.record(
+                &site,
+                update,
+                severity,
+                ComplianceState::Unknown {
+                    reason: refusal.to_string(),
+                },
+                now,
+            ));
+        }
+        assignment.steps.retain(|s| !verdict.refused.contains_key(&s.update));
         {
             let mut state = self.journal.state().clone();
+            state.newest_timestamp = verdict.newest_timestamp;
+            state.stale = verdict.stale.as_ref().map(ToString::to_string);
             state.site = Some(site.clone());
             state.inventory_hash = Some(assignment.inventory.clone());
             if state.last_node.as_deref() != Some(address.as_str()) {
@@ -392,7 +465,7 @@ impl<E: Env> Agent<E> {
             .filter(|(_, s)| matches!(s, ComplianceState::Failed { .. }))
             .map(|(u, s)| (u.clone(), s.clone()))
             .collect();
-        let mut records = Vec::new();
+        let mut records = refused_records;
         for status in &assignment.statuses {
             records.push(self.record(&site, &status.update, status.severity, status.state.clone(), now));
         }

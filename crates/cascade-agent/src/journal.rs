@@ -53,6 +53,13 @@ pub struct State {
     /// vendor updates carry no detection rule of their own.
     #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
     pub installed: std::collections::BTreeSet<UpdateId>,
+    /// The newest signed timestamp from the root seen (Unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub newest_timestamp: Option<i64>,
+    /// Why the view is stale (a freeze), while it is: nothing is reported
+    /// compliant meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale: Option<String>,
 }
 
 /// Installs waiting for a restart to finish.
@@ -353,6 +360,7 @@ mod tests {
             severity: Severity::Critical,
             counter: 0,
             observed_at: 1,
+            attestation: None,
         }
     }
 

@@ -7,10 +7,12 @@
 //! The same code drives the fleet simulator's virtual agents, through the
 //! `Env` trait (simulated installers, in-memory journal).
 
+pub mod attest;
 pub mod collect;
 pub mod config;
 pub mod connect;
 pub mod cycle;
+pub mod evidence;
 pub mod install;
 pub mod journal;
 pub mod os_updater;

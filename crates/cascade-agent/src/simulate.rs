@@ -216,6 +216,8 @@ pub async fn run(fleet: Fleet, ca: Arc<Ca>) -> FleetReport {
                     ca_pem,
                     cert_pem: issued.cert_pem,
                     key_pem: issued.key_pem,
+                    root: None,
+                    max_timestamp_age: 24 * 3600,
                 },
                 content_dir: std::env::temp_dir(),
                 content_limit: 0,

@@ -108,6 +108,8 @@ pub fn agent(config: Checked) -> Result<Agent<SystemEnv>, AgentError> {
             ca_pem: config.ca_pem.clone(),
             cert_pem: config.cert_pem.clone(),
             key_pem: config.key_pem.clone(),
+            root: config.root.clone(),
+            max_timestamp_age: config.max_timestamp_age_seconds as i64,
         },
         content_dir: config.data.join("content"),
         content_limit: config.content_max_bytes,

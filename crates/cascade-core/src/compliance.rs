@@ -19,6 +19,11 @@ pub enum ComplianceState {
     Unknown {
         reason: String,
     },
+    /// The agent's newest signed timestamp from the root is older than its
+    /// limit: what it sees may be a frozen view, so it claims nothing.
+    Stale {
+        reason: String,
+    },
 }
 
 impl ComplianceState {
@@ -40,6 +45,7 @@ impl ComplianceState {
             ComplianceState::PendingRestart => "pending_restart",
             ComplianceState::Failed { .. } => "failed",
             ComplianceState::Unknown { .. } => "unknown",
+            ComplianceState::Stale { .. } => "stale",
         }
     }
 }

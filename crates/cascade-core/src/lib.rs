@@ -14,6 +14,7 @@ pub mod model;
 pub mod planner;
 pub mod rule;
 pub mod schedule;
+pub mod seal;
 pub mod update;
 pub mod version;
 pub mod windows;

@@ -87,10 +87,13 @@ pub enum ObjectKind {
     Setting,
     Site,
     Rollout,
+    SigningKey,
+    Timestamp,
+    Revocation,
 }
 
 impl ObjectKind {
-    pub const ALL: [ObjectKind; 8] = [
+    pub const ALL: [ObjectKind; 11] = [
         ObjectKind::Update,
         ObjectKind::Approval,
         ObjectKind::Policy,
@@ -99,6 +102,9 @@ impl ObjectKind {
         ObjectKind::Setting,
         ObjectKind::Site,
         ObjectKind::Rollout,
+        ObjectKind::SigningKey,
+        ObjectKind::Timestamp,
+        ObjectKind::Revocation,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -111,6 +117,9 @@ impl ObjectKind {
             ObjectKind::Setting => "setting",
             ObjectKind::Site => "site",
             ObjectKind::Rollout => "rollout",
+            ObjectKind::SigningKey => "signing_key",
+            ObjectKind::Timestamp => "timestamp",
+            ObjectKind::Revocation => "revocation",
         }
     }
 
@@ -293,6 +302,46 @@ fn yes() -> bool {
     true
 }
 
+/// The certificates whose keys sign an origin's changes, oldest first; the
+/// last one signs from the change that published it on. Only the origin
+/// writes it (a key rotation is itself a signed change), and each
+/// certificate is the organisation CA's for that node.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SigningKey {
+    pub node: NodeId,
+    /// Base64 DER certificates, oldest first.
+    pub certificates: Vec<String>,
+}
+
+/// The root's signed statement that its log was current at `at`; a node or
+/// agent whose newest one is too old is looking at a frozen view.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Timestamp {
+    pub node: NodeId,
+    /// Unix seconds.
+    pub at: i64,
+}
+
+/// A certificate that no node accepts any more, by serial number (one
+/// certificate) or by identity (every certificate of a node, agent or admin).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Revocation {
+    pub id: ObjectId,
+    /// Lower-case hex serial number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    /// `cascade://...` identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    #[serde(default)]
+    pub reason: String,
+    /// Unix seconds.
+    pub at: i64,
+}
+
 /// A recurring maintenance window in a time zone.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -353,6 +402,9 @@ pub enum Object {
     Setting(Setting),
     Site(Site),
     Rollout(Rollout),
+    SigningKey(SigningKey),
+    Timestamp(Timestamp),
+    Revocation(Revocation),
 }
 
 impl Object {
@@ -366,6 +418,9 @@ impl Object {
             Object::Setting(_) => ObjectKind::Setting,
             Object::Site(_) => ObjectKind::Site,
             Object::Rollout(_) => ObjectKind::Rollout,
+            Object::SigningKey(_) => ObjectKind::SigningKey,
+            Object::Timestamp(_) => ObjectKind::Timestamp,
+            Object::Revocation(_) => ObjectKind::Revocation,
         }
     }
 
@@ -379,6 +434,9 @@ impl Object {
             Object::Setting(s) => s.id.clone(),
             Object::Site(s) => s.id.clone(),
             Object::Rollout(r) => r.id.clone(),
+            Object::SigningKey(k) => ObjectId::new(k.node.as_str())?,
+            Object::Timestamp(t) => ObjectId::new(t.node.as_str())?,
+            Object::Revocation(r) => r.id.clone(),
         };
         Ok(ObjectKey { kind: self.kind(), id })
     }
@@ -435,6 +493,9 @@ pub struct Change {
     pub origin: NodeId,
     pub seq: u64,
     pub op: ChangeOp,
+    /// The origin's signature, chained to its previous change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal: Option<crate::seal::Seal>,
 }
 
 /// One computer's latest state for one update, as its agent reported it.
@@ -451,6 +512,9 @@ pub struct ComplianceRecord {
     pub counter: u64,
     /// Unix seconds when the agent observed it.
     pub observed_at: i64,
+    /// The agent's signature over the report this record came in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestation: Option<crate::seal::Attestation>,
 }
 
 /// A node's health, reported up the tree.
@@ -506,6 +570,17 @@ pub enum Upward {
     Health(NodeHealth),
     Audit(AuditEntry),
     Rollout(RolloutTally),
+    /// An agent's certificate chain, so that the nodes above can check the
+    /// signatures on its records.
+    Certificate(AgentCertificate),
+}
+
+/// An agent's certificate and its enrollment CA's, base64 DER.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentCertificate {
+    pub computer: ComputerId,
+    pub chain: Vec<String>,
 }
 
 impl Upward {
@@ -516,6 +591,7 @@ impl Upward {
             Upward::Health(h) => Some(format!("h\0{}", h.node)),
             Upward::Audit(_) => None,
             Upward::Rollout(t) => Some(format!("r\0{}\0{}\0{}\0{}", t.node, t.policy, t.update, t.ring)),
+            Upward::Certificate(c) => Some(format!("k\0{}", c.computer)),
         }
     }
 }

@@ -320,6 +320,7 @@ impl v1::agents_server::Agents for AgentsService {
         Ok(Response::new(EnrollReply {
             cert_pem,
             site: node.id.to_string(),
+            root: node.root().map(|r| r.to_string()).unwrap_or_default(),
         }))
     }
 
@@ -338,6 +339,7 @@ impl v1::agents_server::Agents for AgentsService {
                             need_inventory: true,
                             assignment: Vec::new(),
                             now: at,
+                            evidence: Vec::new(),
                         });
                     }
                 }
@@ -359,11 +361,14 @@ impl v1::agents_server::Agents for AgentsService {
                 .assignment(&computer, &hash, &inventory, at)
                 .map_err(store_status)?;
             node.seen(&computer, &hash, at, revision).map_err(store_status)?;
+            let evidence = node.evidence(&assignment.steps).map_err(store_status)?;
+            let evidence = serde_json::to_vec(&evidence).map_err(|e| Status::internal(e.to_string()))?;
             let assignment = serde_json::to_vec(&assignment).map_err(|e| Status::internal(e.to_string()))?;
             Ok(CheckInReply {
                 need_inventory: false,
                 assignment,
                 now: at,
+                evidence,
             })
         })
         .await
@@ -372,6 +377,10 @@ impl v1::agents_server::Agents for AgentsService {
 
     async fn report(&self, request: Request<ReportRequest>) -> Result<Response<ReportReply>, Status> {
         let computer = agent_of(&self.node, &request)?;
+        let chain: Vec<Vec<u8>> = request
+            .peer_certs()
+            .map(|certs| certs.iter().map(|c| c.to_vec()).collect())
+            .unwrap_or_default();
         let request = request.into_inner();
         let counter = request.counter;
         if counter == 0 {
@@ -400,12 +409,39 @@ impl v1::agents_server::Agents for AgentsService {
             // orders its records against older ones anywhere up the tree.
             record.site = self.node.id.clone();
             record.counter = counter;
+            record.attestation = None;
         }
+        let scheme = u16::try_from(request.scheme).map_err(|_| {
+            Status::invalid_argument(format!(
+                "report {counter} of {computer}: scheme is not a TLS scheme code"
+            ))
+        })?;
+        let leaf = chain.first().cloned().unwrap_or_default();
+        if let Err(r) = self
+            .node
+            .attest_report(&computer, counter, &leaf, scheme, &request.signature, &mut records)
+        {
+            let text = self.node.note_refusal(&format!("agent {computer}"), &r);
+            return Err(Status::permission_denied(text));
+        }
+        let certificate = cascade_core::model::AgentCertificate {
+            computer: computer.clone(),
+            chain: chain
+                .iter()
+                .map(|c| {
+                    use base64::Engine;
+                    base64::engine::general_purpose::STANDARD.encode(c)
+                })
+                .collect(),
+        };
         let node = self.node.clone();
         let forward = node.config.parent.is_some();
         let source = format!("agent/{computer}");
         let (outcome, mark) = blocking(move || -> Result<_, cascade_store::StoreError> {
             let before = node.store.inbox_mark(&source)?;
+            if node.store.agent_certificate(&computer)?.as_ref() != Some(&certificate) {
+                node.store.put_agent_certificate(&certificate, forward)?;
+            }
             if counter > before && !events.is_empty() {
                 node.store.put_events(&computer, counter, &events, EVENTS_KEPT)?;
             }

@@ -45,6 +45,39 @@ pub struct NodeConfig {
     /// Most bytes of content kept; no limit when absent.
     #[serde(default)]
     pub content_cache_bytes: Option<u64>,
+    /// Signed timestamps and how old a view may get.
+    #[serde(default)]
+    pub security: SecurityConfig,
+}
+
+/// The root's signed timestamps and the freshness every node asks of them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// Seconds between the root's signed timestamps (only the root makes them).
+    #[serde(default = "default_timestamp_seconds")]
+    pub timestamp_seconds: u64,
+    /// A root timestamp older than this means a frozen view: the node warns
+    /// ("freeze") and its agents are told the same limit.
+    #[serde(default = "default_max_timestamp_age")]
+    pub max_timestamp_age_seconds: u64,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfig {
+            timestamp_seconds: default_timestamp_seconds(),
+            max_timestamp_age_seconds: default_max_timestamp_age(),
+        }
+    }
+}
+
+fn default_timestamp_seconds() -> u64 {
+    600
+}
+
+fn default_max_timestamp_age() -> u64 {
+    24 * 3600
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -120,6 +153,9 @@ pub struct Checked {
     pub enrollment: Option<(std::sync::Arc<cascade_trust::Ca>, i64)>,
     pub content_dir: PathBuf,
     pub content_cache_bytes: Option<u64>,
+    pub security: SecurityConfig,
+    /// Seals this node's changes with its certificate's key.
+    pub signer: std::sync::Arc<cascade_trust::sign::KeySigner>,
 }
 
 impl NodeConfig {
@@ -176,6 +212,23 @@ impl NodeConfig {
             }
             Err(e) => return Err(invalid("tls.cert", e.to_string())),
         }
+        let signer = cascade_trust::sign::KeySigner::from_pem(&cert_pem, &key_pem)
+            .map_err(|e| invalid("tls.key", format!("cannot sign with it: {e}")))?;
+        if !(1..=86_400).contains(&self.security.timestamp_seconds) {
+            return Err(invalid(
+                "security.timestamp_seconds",
+                format!("{} is not between 1 and 86400", self.security.timestamp_seconds),
+            ));
+        }
+        if self.security.max_timestamp_age_seconds <= self.security.timestamp_seconds {
+            return Err(invalid(
+                "security.max_timestamp_age_seconds",
+                format!(
+                    "{} is not more than security.timestamp_seconds ({}): every view would be stale",
+                    self.security.max_timestamp_age_seconds, self.security.timestamp_seconds
+                ),
+            ));
+        }
         if self.heartbeat_seconds == 0 || self.heartbeat_seconds > 3600 {
             return Err(invalid(
                 "heartbeat_seconds",
@@ -229,6 +282,8 @@ impl NodeConfig {
             ));
         }
         Ok(Checked {
+            security: self.security,
+            signer: std::sync::Arc::new(signer),
             content_cache_bytes: self.content_cache_bytes,
             api_listen,
             enrollment,

@@ -193,7 +193,7 @@ async fn send_missing(
     .map_err(store_status)?;
     let mut sent = false;
     if let Some(snapshot) = snapshot {
-        let state = serde_json::to_vec(&(&snapshot.objects, &snapshot.overrides))
+        let state = serde_json::to_vec(&(&snapshot.objects, &snapshot.overrides, &snapshot.heads))
             .map_err(|e| Status::internal(e.to_string()))?;
         let message = v1::Snapshot {
             cursor: snapshot.cursor.iter().map(|(o, s)| (o.to_string(), *s)).collect(),
@@ -227,6 +227,7 @@ async fn send_missing(
             origin: change.origin.to_string(),
             seq: change.seq,
             op,
+            seal: change.seal.as_ref().map(crate::wire::seal_to_wire),
         };
         if tx
             .send(Ok(DownMessage {
@@ -254,6 +255,7 @@ async fn receive(node: &Arc<Node>, child: &NodeId, batch: UpBatch) -> Result<u64
     // Declarations first: a child's own health says which sites lie below it.
     let mut records: Vec<ComplianceRecord> = Vec::with_capacity(batch.records.len());
     let mut other = Vec::new();
+    let mut certificates = std::collections::HashMap::new();
     for item in items {
         match item {
             Upward::Health(h) => {
@@ -275,6 +277,15 @@ async fn receive(node: &Arc<Node>, child: &NodeId, batch: UpBatch) -> Result<u64
                 other.push(Upward::Rollout(t));
             }
             Upward::Compliance(r) => records.push(r),
+            Upward::Certificate(c) => match node.check_agent_certificate(&c) {
+                Ok(der) => {
+                    certificates.insert(c.computer.clone(), der);
+                    other.push(Upward::Certificate(c));
+                }
+                Err(r) => {
+                    node.note_refusal(&format!("child {child}"), &r);
+                }
+            },
         }
     }
     for wire in batch.records {
@@ -285,19 +296,27 @@ async fn receive(node: &Arc<Node>, child: &NodeId, batch: UpBatch) -> Result<u64
     for r in &records {
         check_site(node, child, &r.site)?;
     }
+    // Only what the agents signed goes in: a node on the way cannot forge
+    // or alter a record.
+    let records = {
+        let (checker, from) = (node.clone(), format!("child {child}"));
+        blocking(move || Ok::<_, cascade_store::StoreError>(checker.check_records(&from, records, &certificates)))
+            .await
+            .map_err(store_status)?
+    };
     let forward = node.config.parent.is_some();
     metrics::counter!("cascade_compliance_ingested_total").increment(records.len() as u64);
     let store = node.store.clone();
     let source = child.to_string();
     let seq = batch.seq;
     let snapshot = batch.snapshot;
-    let tallies = blocking(
-        move || -> Result<Vec<cascade_core::model::RolloutTally>, cascade_store::StoreError> {
+    let (tallies, replayed) = blocking(
+        move || -> Result<(Vec<cascade_core::model::RolloutTally>, usize), cascade_store::StoreError> {
             let mut tallies = Vec::new();
             // A batch seen before changes nothing (a resend after a lost ack).
             let repeat = !snapshot && seq > 0 && seq <= store.inbox_mark(&source)?;
             if repeat {
-                return Ok(tallies);
+                return Ok((tallies, 0));
             }
             // Sequence 0 is a child's declaration of its subtree, sent on every
             // connection: this node's own declaration covers it further up.
@@ -311,6 +330,9 @@ async fn receive(node: &Arc<Node>, child: &NodeId, batch: UpBatch) -> Result<u64
                         Upward::Audit(entry) => {
                             store.audit(&entry, forward)?;
                         }
+                        Upward::Certificate(cert) => {
+                            store.put_agent_certificate(&cert, forward)?;
+                        }
                         Upward::Rollout(tally) => {
                             tallies.push(tally.clone());
                             health.push(Upward::Rollout(tally));
@@ -322,16 +344,28 @@ async fn receive(node: &Arc<Node>, child: &NodeId, batch: UpBatch) -> Result<u64
                     store.push_upward(health)?;
                 }
             }
+            let mut replayed = 0;
             if snapshot {
                 store.ingest_snapshot(&records, forward)?;
             } else if seq > 0 {
-                store.ingest(&source, seq, &records, forward)?;
+                replayed = store.ingest(&source, seq, &records, forward)?.stale;
             }
-            Ok(tallies)
+            Ok((tallies, replayed))
         },
     )
     .await
     .map_err(store_status)?;
+    if replayed > 0 {
+        // A new batch whose signed records are no newer than what is held:
+        // an old report sent again.
+        node.note_refusal(
+            &format!("child {child}"),
+            &cascade_core::seal::Refused::new(
+                cascade_core::seal::Attack::Rollback,
+                format!("{replayed} record(s) in batch {} are not newer than the ones held here (their agents' counters went backwards)", batch.seq),
+            ),
+        );
+    }
     for tally in tallies {
         node.note_tally(tally);
     }

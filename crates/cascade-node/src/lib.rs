@@ -21,6 +21,7 @@ pub mod content;
 pub mod hierarchy;
 pub mod link;
 pub mod rollout;
+pub mod security;
 mod vendor;
 pub mod wire;
 
@@ -70,6 +71,12 @@ pub struct Node {
     pub(crate) parent: watch::Sender<Option<String>>,
     /// Content transfers and counters.
     pub(crate) content: content::ContentState,
+    /// Changes, reports and timestamps refused lately, with the attack.
+    pub refusals: security::Refusals,
+    /// Agent report signatures checked here already.
+    pub(crate) attested: security::Attested,
+    /// Agent certificates checked here already.
+    pub(crate) agent_keys: security::AgentKeys,
 }
 
 const DIRECTIONS: [&str; 4] = ["down", "up", "child-down", "child-up"];
@@ -85,7 +92,7 @@ impl Node {
     pub fn new(config: Checked, store: Arc<Store>) -> Arc<Node> {
         let (changes, _) = watch::channel(0);
         let node_store_for_links = store.clone();
-        Arc::new(Node {
+        let node = Arc::new(Node {
             id: config.id.clone(),
             store,
             changes,
@@ -101,8 +108,17 @@ impl Node {
             tallies: rollout::Tallies::default(),
             parent: watch::channel(Self::initial_parent(&config, &node_store_for_links)).0,
             content: content::ContentState::default(),
+            refusals: security::Refusals::default(),
+            attested: security::Attested::default(),
+            agent_keys: security::AgentKeys::default(),
             config,
-        })
+        });
+        // Before anything else is written: every own change is sealed with
+        // the key published here.
+        if let Err(e) = node.publish_signing_key() {
+            tracing::error!(error = %e, "cannot publish this node's signing key");
+        }
+        node
     }
 
     /// Where the parent is: a move's address wins over the configuration.
@@ -442,6 +458,7 @@ pub async fn maintenance(node: Arc<Node>, every: Duration) {
         })
     };
     let _persist = AbortOnDrop(persist);
+    let _timestamps = AbortOnDrop(tokio::spawn(security::timestamps(node.clone())));
     loop {
         tokio::time::sleep(every).await;
         let cleaner = node.clone();

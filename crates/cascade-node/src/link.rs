@@ -165,14 +165,22 @@ async fn down(node: &Arc<Node>, parent: &str) -> Result<(), String> {
                     }
                 }
                 let store = node.store.clone();
-                let applied = blocking(move || store.apply_changes(&run))
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let checker = node.clone();
+                let result =
+                    blocking(move || store.apply_verified(&run, &|c, k, any| checker.check_change(c, k, any))).await;
+                let applied = match result {
+                    Ok(applied) => applied,
+                    Err(e) => {
+                        // What checked out before the refused change is kept.
+                        node.changed();
+                        return Err(node.refused(parent, e));
+                    }
+                };
                 metrics::counter!("cascade_changes_applied_total").increment(applied as u64);
                 node.changed();
             }
             Some(down_message::Body::Snapshot(s)) => {
-                let (objects, overrides): (Vec<StoredObject>, Vec<(NodeId, u64, Override)>) =
+                let (objects, overrides, heads): SnapshotState =
                     serde_json::from_slice(&s.state).map_err(|e| format!("snapshot: {e}"))?;
                 let mut cursor = std::collections::BTreeMap::new();
                 for (o, seq) in s.cursor {
@@ -182,11 +190,15 @@ async fn down(node: &Arc<Node>, parent: &str) -> Result<(), String> {
                     cursor,
                     objects,
                     overrides,
+                    heads,
                 };
                 let store = node.store.clone();
-                blocking(move || store.apply_snapshot(&snapshot))
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let checker = node.clone();
+                blocking(move || {
+                    store.apply_snapshot_verified(&snapshot, &|c, k, any| checker.check_change(c, k, any))
+                })
+                .await
+                .map_err(|e| node.refused(parent, e))?;
                 node.changed();
             }
             Some(down_message::Body::Heartbeat(_)) | None => {}
@@ -230,10 +242,27 @@ fn up_batch(seq: u64, items: &[Upward], snapshot: bool) -> Result<UpBatch, Strin
     })
 }
 
+/// A snapshot's objects, overrides (each with its seal) and heads.
+pub(crate) type SnapshotState = (
+    Vec<StoredObject>,
+    Vec<(NodeId, u64, Override, Option<cascade_core::seal::Seal>)>,
+    std::collections::BTreeMap<NodeId, String>,
+);
+
 fn decode_change(c: v1::Change) -> Result<Change, String> {
     let origin = NodeId::new(&c.origin).map_err(|e| format!("change from a bad origin: {e}"))?;
     let op: ChangeOp = serde_json::from_slice(&c.op).map_err(|e| format!("change {origin}/{}: {e}", c.seq))?;
-    Ok(Change { origin, seq: c.seq, op })
+    let seal = c
+        .seal
+        .map(crate::wire::seal_from_wire)
+        .transpose()
+        .map_err(|e| format!("change {origin}/{}: {e}", c.seq))?;
+    Ok(Change {
+        origin,
+        seq: c.seq,
+        op,
+        seal,
+    })
 }
 
 /// Sends the outbox (or a snapshot of the whole state when the outbox lost
@@ -290,15 +319,27 @@ async fn up(node: &Arc<Node>, parent: &str) -> Result<(), String> {
         if in_flight < 8 {
             let store = node.store.clone();
             let after = sent;
-            let entries = blocking(move || store.outbox(after, 1))
+            let entries = blocking(move || store.outbox(after, 64))
                 .await
                 .map_err(|e| e.to_string())?;
-            if let Some(entry) = entries.into_iter().next() {
-                // One outbox entry is one batch: the parent deduplicates by its sequence.
-                tx.send(up_batch(entry.seq, &entry.items, false)?)
+            // Consecutive outbox entries go as one batch (up to the batch
+            // size) under the sequence of the last: the parent stores the
+            // batch at once and deduplicates by that sequence.
+            let limit = node.config.report_batch.max(1);
+            let mut items = Vec::new();
+            let mut last = None;
+            for entry in entries {
+                if last.is_some() && items.len() + entry.items.len() > limit {
+                    break;
+                }
+                items.extend(entry.items);
+                last = Some(entry.seq);
+            }
+            if let Some(seq) = last {
+                tx.send(up_batch(seq, &items, false)?)
                     .await
                     .map_err(|_| "the report stream closed".to_owned())?;
-                sent = entry.seq;
+                sent = seq;
                 in_flight += 1;
                 continue;
             }
@@ -332,7 +373,12 @@ async fn send_snapshot(
 ) -> Result<(), String> {
     let store = node.store.clone();
     let records: Vec<Upward> = blocking(move || -> Result<Vec<Upward>, cascade_store::StoreError> {
-        let mut all = Vec::new();
+        // The agents' certificates first: they check the records' signatures.
+        let mut all: Vec<Upward> = store
+            .agent_certificates()?
+            .into_iter()
+            .map(Upward::Certificate)
+            .collect();
         for doc in store.all_records() {
             all.extend(doc?.into_iter().map(Upward::Compliance));
         }

@@ -3,6 +3,7 @@
 use cascade_core::UpdateId;
 use cascade_core::compliance::ComplianceState;
 use cascade_core::model::{ComplianceRecord, ComputerId, NodeId};
+use cascade_core::seal::{self, Attestation, Seal};
 use cascade_core::update::Severity;
 use cascade_proto::v1;
 
@@ -21,6 +22,7 @@ pub fn record_to_wire(r: &ComplianceRecord) -> v1::ComplianceRecord {
         ComplianceState::PendingRestart => (v1::ComplianceState::PendingRestart, 0, String::new()),
         ComplianceState::Failed { code } => (v1::ComplianceState::Failed, *code, String::new()),
         ComplianceState::Unknown { reason } => (v1::ComplianceState::Unknown, 0, reason.clone()),
+        ComplianceState::Stale { reason } => (v1::ComplianceState::Stale, 0, reason.clone()),
     };
     let severity = match r.severity {
         Severity::Unspecified => v1::Severity::Unspecified,
@@ -39,7 +41,72 @@ pub fn record_to_wire(r: &ComplianceRecord) -> v1::ComplianceRecord {
         severity: severity as i32,
         counter: r.counter,
         observed_at: r.observed_at,
+        attestation: r.attestation.as_ref().map(attestation_to_wire),
     }
+}
+
+fn attestation_to_wire(a: &Attestation) -> v1::Attestation {
+    use base64::Engine;
+    v1::Attestation {
+        index: a.index,
+        count: a.count,
+        proof: a
+            .proof
+            .iter()
+            .map(|h| seal::hash_from_hex(h).map(|h| h.to_vec()).unwrap_or_default())
+            .collect(),
+        scheme: u32::from(a.scheme),
+        signature: base64::engine::general_purpose::STANDARD
+            .decode(&a.sig)
+            .unwrap_or_default(),
+    }
+}
+
+fn attestation_from_wire(w: v1::Attestation) -> Result<Attestation, String> {
+    use base64::Engine;
+    let proof = w
+        .proof
+        .iter()
+        .map(|h| {
+            <[u8; 32]>::try_from(h.as_slice())
+                .map(|h| seal::hash_hex(&h))
+                .map_err(|_| "attestation proof hash is not 32 bytes".to_owned())
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if proof.len() > 40 {
+        return Err("attestation proof is longer than any report".to_owned());
+    }
+    Ok(Attestation {
+        index: w.index,
+        count: w.count,
+        proof,
+        scheme: u16::try_from(w.scheme).map_err(|_| "attestation scheme is not a TLS scheme code".to_owned())?,
+        sig: base64::engine::general_purpose::STANDARD.encode(&w.signature),
+    })
+}
+
+/// A seal on the wire.
+pub fn seal_to_wire(s: &Seal) -> v1::Seal {
+    use base64::Engine;
+    v1::Seal {
+        prev: s.prev.clone(),
+        key: s.key.clone(),
+        scheme: u32::from(s.scheme),
+        signature: base64::engine::general_purpose::STANDARD
+            .decode(&s.sig)
+            .unwrap_or_default(),
+    }
+}
+
+/// A seal from the wire.
+pub fn seal_from_wire(w: v1::Seal) -> Result<Seal, String> {
+    use base64::Engine;
+    Ok(Seal {
+        prev: w.prev,
+        key: w.key,
+        scheme: u16::try_from(w.scheme).map_err(|_| "seal scheme is not a TLS scheme code".to_owned())?,
+        sig: base64::engine::general_purpose::STANDARD.encode(&w.signature),
+    })
 }
 
 impl TryFrom<v1::ComplianceRecord> for crate::wire::Record {
@@ -57,6 +124,9 @@ impl TryFrom<v1::ComplianceRecord> for crate::wire::Record {
             v1::ComplianceState::PendingRestart => ComplianceState::PendingRestart,
             v1::ComplianceState::Failed => ComplianceState::Failed { code: w.failure_code },
             v1::ComplianceState::Unknown => ComplianceState::Unknown {
+                reason: w.unknown_reason.clone(),
+            },
+            v1::ComplianceState::Stale => ComplianceState::Stale {
                 reason: w.unknown_reason.clone(),
             },
         };
@@ -78,6 +148,12 @@ impl TryFrom<v1::ComplianceRecord> for crate::wire::Record {
             severity,
             counter: w.counter,
             observed_at: w.observed_at,
+            attestation: w
+                .attestation
+                .clone()
+                .map(attestation_from_wire)
+                .transpose()
+                .map_err(|e| bad(&e))?,
         }))
     }
 }
@@ -100,6 +176,7 @@ mod tests {
             severity: Severity::Critical,
             counter: 9,
             observed_at: 5,
+            attestation: None,
         };
         assert_eq!(Record::try_from(record_to_wire(&r)).unwrap().0, r);
         let mut bad = record_to_wire(&r);

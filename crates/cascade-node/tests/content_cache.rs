@@ -11,7 +11,13 @@ use cascade_store::Store;
 fn abandoned_partial_files_are_removed_and_verified_files_kept() {
     let dir = tempfile::tempdir().unwrap();
     let id = NodeId::new("site").unwrap();
+    let ca = cascade_trust::Ca::generate("Test", cascade_node::now(), 1).unwrap();
+    let issued = ca
+        .issue(&cascade_trust::Identity::Node(id.clone()), &[], cascade_node::now(), 1)
+        .unwrap();
     let config = Checked {
+        security: Default::default(),
+        signer: Arc::new(cascade_trust::sign::KeySigner::from_pem(&issued.cert_pem, &issued.key_pem).unwrap()),
         id: id.clone(),
         listen: "127.0.0.1:0".parse().unwrap(),
         data: dir.path().to_path_buf(),

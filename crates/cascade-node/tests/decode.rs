@@ -78,6 +78,7 @@ proptest! {
             severity,
             counter: 1,
             observed_at: 0,
+            attestation: None,
         };
         let batch = v1::UpBatch { seq: 1, items: Vec::new(), snapshot: false, records: vec![record] };
         decode_all(&batch.encode_to_vec());

@@ -37,6 +37,7 @@ fn record(computer: u64, update: u64, counter: u64) -> ComplianceRecord {
         severity: severities[(update % 4) as usize],
         counter,
         observed_at: 1_700_000_000,
+        attestation: None,
     }
 }
 

@@ -53,11 +53,15 @@ pub fn state_tag(state: &ComplianceState) -> u8 {
         ComplianceState::PendingRestart => 5,
         ComplianceState::Failed { .. } => 6,
         ComplianceState::Unknown { .. } => 7,
+        ComplianceState::Stale { .. } => 8,
     }
 }
 
+/// Set on the state byte when the agent's attestation follows the record.
+const ATTESTED: u8 = 0x80;
+
 /// State names by tag, for summaries.
-pub const STATE_NAMES: [&str; 8] = [
+pub const STATE_NAMES: [&str; 9] = [
     "installed",
     "required",
     "not_applicable",
@@ -66,6 +70,7 @@ pub const STATE_NAMES: [&str; 8] = [
     "pending_restart",
     "failed",
     "unknown",
+    "stale",
 ];
 
 pub fn severity_tag(severity: Severity) -> u8 {
@@ -99,7 +104,7 @@ pub fn encode_doc(records: &[ComplianceRecord]) -> Vec<u8> {
     out.push(RECORD_V2);
     out.extend_from_slice(&(records.len() as u32).to_be_bytes());
     for r in records {
-        out.push(state_tag(&r.state));
+        out.push(state_tag(&r.state) | if r.attestation.is_some() { ATTESTED } else { 0 });
         out.push(severity_tag(r.severity));
         out.extend_from_slice(&r.counter.to_be_bytes());
         out.extend_from_slice(&r.observed_at.to_be_bytes());
@@ -108,8 +113,11 @@ pub fn encode_doc(records: &[ComplianceRecord]) -> Vec<u8> {
         }
         put_str(&mut out, r.update.as_str());
         put_str(&mut out, r.site.as_str());
-        if let ComplianceState::Unknown { reason } = &r.state {
+        if let ComplianceState::Unknown { reason } | ComplianceState::Stale { reason } = &r.state {
             put_str(&mut out, reason);
+        }
+        if let Some(a) = &r.attestation {
+            put_str(&mut out, &String::from_utf8_lossy(&json(a)));
         }
     }
     out
@@ -147,7 +155,8 @@ pub fn decode_doc(computer: &ComputerId, bytes: &[u8]) -> Result<Vec<ComplianceR
     let count = u32_from(r.take(4)?)? as usize;
     let mut out = Vec::with_capacity(count);
     for _ in 0..count {
-        let tag = r.u8()?;
+        let tagged = r.u8()?;
+        let tag = tagged & !ATTESTED;
         let severity = severity_from(r.u8()?).ok_or("unknown severity in compliance record")?;
         let counter = r.u64()?;
         let observed_at = r.u64()? as i64;
@@ -167,7 +176,15 @@ pub fn decode_doc(computer: &ComputerId, bytes: &[u8]) -> Result<Vec<ComplianceR
             7 => ComplianceState::Unknown {
                 reason: r.string()?.to_owned(),
             },
+            8 => ComplianceState::Stale {
+                reason: r.string()?.to_owned(),
+            },
             other => return Err(format!("unknown compliance state {other}")),
+        };
+        let attestation = if tagged & ATTESTED != 0 {
+            Some(from_json(r.string()?.as_bytes()).map_err(|e| format!("compliance record attestation: {e}"))?)
+        } else {
+            None
         };
         out.push(ComplianceRecord {
             computer: computer.clone(),
@@ -177,6 +194,7 @@ pub fn decode_doc(computer: &ComputerId, bytes: &[u8]) -> Result<Vec<ComplianceR
             severity,
             counter,
             observed_at,
+            attestation,
         });
     }
     if !r.0.is_empty() {
@@ -214,6 +232,7 @@ mod tests {
             severity: Severity::Critical,
             counter: 42,
             observed_at: 1_700_000_000,
+            attestation: None,
         })
         .collect();
         let bytes = encode_doc(&records);

@@ -20,6 +20,7 @@ pub const OBJECT: &[u8] = b"o/";
 pub const OVERRIDE: &[u8] = b"v/";
 pub const APPLIED: &[u8] = b"a/";
 pub const FLOOR: &[u8] = b"f/";
+pub const HEAD: &[u8] = b"hd/";
 pub const SUBSCRIBER: &[u8] = b"s/";
 pub const COMPLIANCE: &[u8] = b"c/";
 pub const BY_UPDATE: &[u8] = b"cu/";
@@ -29,6 +30,7 @@ pub const COUNT_SITE: &[u8] = b"gs/";
 pub const INBOX: &[u8] = b"h/";
 pub const OUTBOX: &[u8] = b"q/";
 pub const AGENT: &[u8] = b"ag/";
+pub const AGENT_CERT: &[u8] = b"ak/";
 pub const INVENTORY: &[u8] = b"in/";
 pub const AUDIT: &[u8] = b"au/";
 pub const TOKEN: &[u8] = b"tk/";
@@ -89,6 +91,10 @@ pub fn floor(origin: &NodeId) -> Vec<u8> {
     join(FLOOR, &[origin.as_str().as_bytes()])
 }
 
+pub fn head(origin: &NodeId) -> Vec<u8> {
+    join(HEAD, &[origin.as_str().as_bytes()])
+}
+
 pub fn subscriber(subscriber: &NodeId, origin: &NodeId) -> Vec<u8> {
     join(
         SUBSCRIBER,
@@ -128,6 +134,10 @@ pub fn outbox(seq: u64) -> Vec<u8> {
 
 pub fn agent(id: &ComputerId) -> Vec<u8> {
     join(AGENT, &[id.as_str().as_bytes()])
+}
+
+pub fn agent_cert(id: &ComputerId) -> Vec<u8> {
+    join(AGENT_CERT, &[id.as_str().as_bytes()])
 }
 
 pub fn inventory(hash: &str) -> Vec<u8> {

@@ -60,6 +60,9 @@ pub enum StoreError {
     NotOverridable { origin: NodeId, key: String, field: String },
     #[error("invalid input: {0}")]
     Invalid(String),
+    /// A change that failed its origin's seal: the attack is named.
+    #[error("{0}")]
+    Refused(#[from] cascade_core::seal::Refused),
     #[error("backup: {0}")]
     Backup(String),
 }
@@ -81,6 +84,19 @@ pub struct Store {
     /// written after each flush. sled silently drops the tail of a damaged
     /// log on open; comparing the two catches that.
     sentinel: Option<File>,
+    /// Seals this node's own changes when set.
+    signer: SignerSlot,
+}
+
+/// The key that seals this node's own changes.
+#[derive(Default)]
+struct SignerSlot(std::sync::RwLock<Option<std::sync::Arc<dyn cascade_core::seal::Signer>>>);
+
+impl std::fmt::Debug for SignerSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let slot = self.0.read().unwrap_or_else(|e| e.into_inner());
+        write!(f, "{:?}", slot.as_ref().map(|s| s.key().to_owned()))
+    }
 }
 
 /// sled's settings for a store on disk.
@@ -278,6 +294,7 @@ impl Store {
             writer: Mutex::new(()),
             commits: AtomicU64::new(commits),
             sentinel,
+            signer: SignerSlot::default(),
         };
         store.check_format()?;
         Ok(store)

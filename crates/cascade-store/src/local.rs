@@ -173,6 +173,35 @@ impl Store {
             .collect()
     }
 
+    /// Keeps an agent's certificate chain (checked by the caller), which
+    /// checks the signatures on its records; sent on up when `forward`.
+    pub fn put_agent_certificate(&self, cert: &cascade_core::model::AgentCertificate, forward: bool) -> Result<()> {
+        if forward {
+            self.push_upward(vec![cascade_core::model::Upward::Certificate(cert.clone())])?;
+        }
+        let _guard = self.lock();
+        let mut batch = sled::Batch::default();
+        batch.insert(keys::agent_cert(&cert.computer), codec::json(cert));
+        self.commit(batch)
+    }
+
+    /// Every agent certificate chain kept here.
+    pub fn agent_certificates(&self) -> Result<Vec<cascade_core::model::AgentCertificate>> {
+        self.scan(keys::AGENT_CERT)
+            .map(|item| {
+                let (key, value) = item?;
+                codec::from_json(&value).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key))))
+            })
+            .collect()
+    }
+
+    /// An agent's certificate chain as last received.
+    pub fn agent_certificate(&self, id: &ComputerId) -> Result<Option<cascade_core::model::AgentCertificate>> {
+        self.get(&keys::agent_cert(id))?
+            .map(|v| codec::from_json(&v).map_err(|d| self.corrupt(format!("agent certificate {id}: {d}"))))
+            .transpose()
+    }
+
     pub fn agent(&self, id: &ComputerId) -> Result<Option<Agent>> {
         self.get(&keys::agent(id))?
             .map(|v| codec::from_json(&v).map_err(|d| self.corrupt(format!("agent {id}: {d}"))))

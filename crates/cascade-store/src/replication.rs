@@ -3,24 +3,28 @@
 
 use std::collections::BTreeMap;
 
-use cascade_core::model::{Change, ChangeOp, NodeId, Object, ObjectKey, ObjectKind, Override};
+use cascade_core::model::{Change, ChangeOp, NodeId, Object, ObjectKey, ObjectKind, Override, SigningKey};
+use cascade_core::seal::{Attack, Refused, Seal, Signer};
 use serde::{Deserialize, Serialize};
 
 use crate::{Pending, Result, Store, StoreError, codec, keys};
 
-/// An object with the origin that owns it and the change that last wrote it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct StoredObject {
-    pub origin: NodeId,
-    pub seq: u64,
-    pub object: Object,
-}
+/// An object with the origin that owns it and the sealed change that last
+/// wrote it (so that it can be checked again wherever it goes).
+pub use cascade_core::seal::SignedObject as StoredObject;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct StoredOverride {
     seq: u64,
     over: Override,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    seal: Option<Seal>,
 }
+
+/// Checks a change's signature given its origin's published keys as they
+/// stand before it; `any_key` accepts any key the origin ever published
+/// (objects of a snapshot were signed when they were written).
+pub type SealCheck<'a> = &'a (dyn Fn(&Change, Option<&SigningKey>, bool) -> Result<(), Refused> + Sync);
 
 /// What applying a change did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,7 +47,11 @@ pub struct NeedSnapshot {
 pub struct Snapshot {
     pub cursor: BTreeMap<NodeId, u64>,
     pub objects: Vec<StoredObject>,
-    pub overrides: Vec<(NodeId, u64, Override)>,
+    pub overrides: Vec<(NodeId, u64, Override, Option<Seal>)>,
+    /// The digest of each origin's change at the cursor, which its next
+    /// change names as `prev`.
+    #[serde(default)]
+    pub heads: BTreeMap<NodeId, String>,
 }
 
 impl Store {
@@ -51,13 +59,115 @@ impl Store {
     pub fn append_local(&self, op: ChangeOp) -> Result<Change> {
         let _guard = self.lock();
         let seq = self.get_u64(&keys::applied(&self.node))? + 1;
-        let change = Change {
+        let mut pending = Pending::default();
+        let change = self.sealed(&pending, seq, op)?;
+        self.stage(&mut pending, &change)?;
+        self.commit(pending.into_batch())?;
+        Ok(change)
+    }
+
+    /// Seals this node's keys into its own changes from now on.
+    pub fn set_signer(&self, signer: std::sync::Arc<dyn Signer>) {
+        *self.signer.0.write().unwrap_or_else(|e| e.into_inner()) = Some(signer);
+    }
+
+    /// A change of this node's own log, sealed when a signer is set.
+    fn sealed(&self, pending: &Pending, seq: u64, op: ChangeOp) -> Result<Change> {
+        let mut change = Change {
             origin: self.node.clone(),
             seq,
             op,
+            seal: None,
         };
-        self.apply_locked(&change)?;
+        let signer = self.signer.0.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(signer) = signer {
+            let prev = self.head_of(pending, &self.node)?;
+            change
+                .seal_with(prev, signer.as_ref())
+                .map_err(|e| StoreError::Invalid(format!("cannot sign change {}/{seq}: {e}", self.node)))?;
+        }
         Ok(change)
+    }
+
+    fn head_of(&self, pending: &Pending, origin: &NodeId) -> Result<String> {
+        Ok(pending
+            .get(self, &keys::head(origin))?
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+            .unwrap_or_default())
+    }
+
+    /// Applies changes received from the parent after checking each one's
+    /// seal: strictly the next of its origin (an older one is a rollback),
+    /// chained to the one before it as this node has it (or it is mixed
+    /// from another history), and signed by the origin's published key.
+    /// What checked out before a refused change is kept; the refusal names
+    /// the attack. Returns how many were applied.
+    pub fn apply_verified(&self, changes: &[Change], check: SealCheck<'_>) -> Result<usize> {
+        let _guard = self.lock();
+        let mut pending = Pending::default();
+        let mut applied = 0;
+        let mut refusal = None;
+        for change in changes {
+            if let Err(e) = self.verify_one(&pending, change, check) {
+                refusal = Some(e);
+                break;
+            }
+            match self.stage(&mut pending, change) {
+                Ok(_) => applied += 1,
+                Err(e) => {
+                    refusal = Some(e);
+                    break;
+                }
+            }
+        }
+        if applied > 0 {
+            self.commit(pending.into_batch())?;
+        }
+        match refusal {
+            Some(e) => Err(e),
+            None => Ok(applied),
+        }
+    }
+
+    fn verify_one(&self, pending: &Pending, change: &Change, check: SealCheck<'_>) -> Result<()> {
+        let name = format!("change {}/{}", change.origin, change.seq);
+        let applied = match pending.get(self, &keys::applied(&change.origin))? {
+            Some(v) => codec::u64_from(&v).map_err(|d| self.corrupt(d))?,
+            None => 0,
+        };
+        if change.seq <= applied {
+            return Err(Refused::new(
+                Attack::Rollback,
+                format!("{name} is not after {}/{applied}, already applied here", change.origin),
+            )
+            .into());
+        }
+        let Some(seal) = &change.seal else {
+            return Err(Refused::new(Attack::BadSignature, format!("{name} is unsigned")).into());
+        };
+        let head = self.head_of(pending, &change.origin)?;
+        if change.seq == applied + 1 && seal.prev != head {
+            return Err(Refused::new(
+                Attack::MixAndMatch,
+                format!(
+                    "{name} does not follow {}/{applied} as this node has it (it names {} before it, this node has {})",
+                    change.origin,
+                    short(&seal.prev),
+                    short(&head)
+                ),
+            )
+            .into());
+        }
+        let key = ObjectKey {
+            kind: ObjectKind::SigningKey,
+            id: cascade_core::model::ObjectId::new(change.origin.as_str())
+                .map_err(|e| StoreError::Invalid(e.to_string()))?,
+        };
+        let keys = match self.stored(&key, pending)?.map(|s| s.object) {
+            Some(Object::SigningKey(k)) => Some(k),
+            _ => None,
+        };
+        check(change, keys.as_ref(), false).map_err(StoreError::from)
     }
 
     /// Applies a change received from the parent, atomically with the
@@ -102,11 +212,7 @@ impl Store {
         let first = self.get_u64(&keys::applied(&self.node))? + 1;
         let mut out = Vec::with_capacity(ops.len());
         for (seq, op) in (first..).zip(ops) {
-            let change = Change {
-                origin: self.node.clone(),
-                seq,
-                op,
-            };
+            let change = self.sealed(&pending, seq, op)?;
             self.stage(&mut pending, &change)?;
             out.push(change);
         }
@@ -137,6 +243,7 @@ impl Store {
         self.write_op(pending, change)?;
         pending.insert(keys::log(&change.origin, change.seq), codec::json(change));
         pending.insert(key, change.seq.to_be_bytes().to_vec());
+        pending.insert(keys::head(&change.origin), change.digest().into_bytes());
         Ok(Applied::Applied)
     }
 
@@ -158,6 +265,7 @@ impl Store {
                     origin: origin.clone(),
                     seq: change.seq,
                     object: object.clone(),
+                    seal: change.seal.clone(),
                 };
                 pending.insert(keys::object(&key), codec::json(&stored));
             }
@@ -194,6 +302,7 @@ impl Store {
                 let stored = StoredOverride {
                     seq: change.seq,
                     over: over.clone(),
+                    seal: change.seal.clone(),
                 };
                 pending.insert(keys::override_of(target, origin), codec::json(&stored));
             }
@@ -323,6 +432,10 @@ impl Store {
             snapshot
                 .cursor
                 .insert(origin.clone(), self.get_u64(&keys::applied(origin))?);
+            let head = self.head_of(&Pending::default(), origin)?;
+            if !head.is_empty() {
+                snapshot.heads.insert(origin.clone(), head);
+            }
         }
         for item in self.scan(keys::OBJECT) {
             let (key, value) = item?;
@@ -344,9 +457,35 @@ impl Store {
             };
             let stored: StoredOverride =
                 codec::from_json(&value).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key))))?;
-            snapshot.overrides.push((origin, stored.seq, stored.over));
+            snapshot.overrides.push((origin, stored.seq, stored.over, stored.seal));
         }
         Ok(snapshot)
+    }
+
+    /// Checks every object and override of a snapshot against its seal,
+    /// with the keys its origin published (in the snapshot), then applies it.
+    pub fn apply_snapshot_verified(&self, snapshot: &Snapshot, check: SealCheck<'_>) -> Result<()> {
+        let keys_of = |origin: &NodeId| {
+            snapshot.objects.iter().find_map(|s| match &s.object {
+                Object::SigningKey(k) if s.origin == *origin && k.node == *origin => Some(k),
+                _ => None,
+            })
+        };
+        for stored in &snapshot.objects {
+            check(&stored.change(), keys_of(&stored.origin), true)
+                .map_err(|e| Refused::new(e.attack, format!("snapshot object {}: {}", stored.origin, e.detail)))?;
+        }
+        for (origin, seq, over, seal) in &snapshot.overrides {
+            let change = Change {
+                origin: origin.clone(),
+                seq: *seq,
+                op: ChangeOp::Override(over.clone()),
+                seal: seal.clone(),
+            };
+            check(&change, keys_of(origin), true)
+                .map_err(|e| Refused::new(e.attack, format!("snapshot override of {origin}: {}", e.detail)))?;
+        }
+        self.apply_snapshot(snapshot)
     }
 
     /// Replaces everything the snapshot's origins own with the snapshot, and
@@ -381,12 +520,13 @@ impl Store {
             let key = stored.object.key().map_err(|e| StoreError::Invalid(e.to_string()))?;
             batch.insert(keys::object(&key), codec::json(stored));
         }
-        for (origin, seq, over) in &snapshot.overrides {
+        for (origin, seq, over, seal) in &snapshot.overrides {
             batch.insert(
                 keys::override_of(&over.target, origin),
                 codec::json(&StoredOverride {
                     seq: *seq,
                     over: over.clone(),
+                    seal: seal.clone(),
                 }),
             );
         }
@@ -400,9 +540,14 @@ impl Store {
                 // An origin the sender does not have: forget it here too.
                 batch.remove(keys::applied(origin));
                 batch.remove(keys::floor(origin));
+                batch.remove(keys::head(origin));
             } else {
                 batch.insert(keys::applied(origin), &seq.to_be_bytes());
                 batch.insert(keys::floor(origin), &seq.to_be_bytes());
+                match snapshot.heads.get(origin) {
+                    Some(head) => batch.insert(keys::head(origin), head.as_bytes()),
+                    None => batch.remove(keys::head(origin)),
+                }
             }
         }
         self.commit(batch)
@@ -469,6 +614,14 @@ impl Store {
         serde_json::from_value(value)
             .map(Some)
             .map_err(|e| StoreError::Invalid(format!("overrides of {key} do not fit the object: {e}")))
+    }
+}
+
+fn short(digest: &str) -> &str {
+    if digest.is_empty() {
+        "nothing"
+    } else {
+        &digest[..digest.len().min(12)]
     }
 }
 

@@ -97,6 +97,7 @@ fn crash_writer_child() {
                     origin: node("root"),
                     seq,
                     op: root_op(seq),
+                    seal: None,
                 };
                 store.apply_change(&change).map(|_| format!("change {seq}"))
             }

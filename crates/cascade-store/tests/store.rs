@@ -24,6 +24,7 @@ fn change(origin: &str, seq: u64, op: ChangeOp) -> Change {
         origin: node(origin),
         seq,
         op,
+        seal: None,
     }
 }
 

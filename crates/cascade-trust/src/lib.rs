@@ -16,6 +16,7 @@ use rcgen::{
 
 use cascade_core::model::{ComputerId, NodeId};
 
+pub mod sign;
 mod token;
 pub use token::EnrollmentToken;
 
@@ -187,6 +188,14 @@ pub struct Ca {
 }
 
 impl Ca {
+    /// The CA's own DER certificate.
+    pub fn cert_der(&self) -> Vec<u8> {
+        pem_certs(&self.cert_pem)
+            .ok()
+            .and_then(|mut c| c.pop())
+            .unwrap_or_default()
+    }
+
     /// A new CA valid from `now` for `days`.
     pub fn generate(name: &str, now: i64, days: i64) -> Result<Ca, TrustError> {
         let key = KeyPair::generate().map_err(cert_error)?;

@@ -238,8 +238,11 @@ async fn replication(updates: u64, samples: usize, records: u64) -> anyhow::Resu
     // 4. Upward throughput: records reported at the leaf reach the root.
     // First reports (new computers: every index entry is new at every
     // hop), then the same computers reporting again with new states.
-    let first = upward(&leaf, &root, records, 1).await?;
-    let again = upward(&leaf, &root, records, 2).await?;
+    let pki = h.dir.path().join("paper-agents");
+    h.ca.write(&pki)?;
+    let mut agents = cascade_agent::attest::PaperAgents::new(Ca::load(&pki)?, cascade_node::now() - 60);
+    let first = upward(&leaf, &root, &mut agents, records, 1).await?;
+    let again = upward(&leaf, &root, &mut agents, records, 2).await?;
     let local = single_store_ingest(h.dir.path(), records).await?;
 
     Ok(serde_json::json!({
@@ -275,6 +278,7 @@ async fn single_store_ingest(dir: &std::path::Path, records: u64) -> anyhow::Res
                 severity: Severity::Important,
                 counter: 1,
                 observed_at: 0,
+                attestation: None,
             })
             .collect();
         let store = store.clone();
@@ -285,12 +289,21 @@ async fn single_store_ingest(dir: &std::path::Path, records: u64) -> anyhow::Res
 
 /// Reports `records` at the leaf (each with agent counter `counter`) and
 /// returns the seconds until the root holds all of them at that counter.
-async fn upward(leaf: &Arc<Node>, root: &Arc<Node>, records: u64, counter: u64) -> anyhow::Result<f64> {
+async fn upward(
+    leaf: &Arc<Node>,
+    root: &Arc<Node>,
+    agents: &mut cascade_agent::attest::PaperAgents,
+    records: u64,
+    counter: u64,
+) -> anyhow::Result<f64> {
     let leaf_id = leaf.id.clone();
     let source = format!("agents-{counter}");
-    let started = Instant::now();
+    // Signed as the agents would sign them (the nodes above check every
+    // one); the agents' signing is theirs, not the hierarchy's, so it is
+    // done before the clock starts.
+    let mut batches = Vec::new();
     for batch in 0..records.div_ceil(1000) {
-        let records: Vec<ComplianceRecord> = (batch * 1000..((batch + 1) * 1000).min(records))
+        let mut records: Vec<ComplianceRecord> = (batch * 1000..((batch + 1) * 1000).min(records))
             .map(|c| ComplianceRecord {
                 computer: ComputerId::new(&format!("pc-{}", c / 50)).unwrap_or_else(|_| unreachable!()),
                 update: UpdateId::kb(7_000_000 + c % 50),
@@ -303,11 +316,24 @@ async fn upward(leaf: &Arc<Node>, root: &Arc<Node>, records: u64, counter: u64) 
                 severity: Severity::Important,
                 counter,
                 observed_at: 0,
+                attestation: None,
             })
             .collect();
+        let certificates = agents.sign(&mut records).map_err(|e| anyhow::anyhow!("{e}"))?;
+        batches.push((batch, certificates, records));
+    }
+    let started = Instant::now();
+    for (batch, certificates, records) in batches {
         let store = leaf.store.clone();
         let source = source.clone();
-        cascade_node::blocking(move || store.ingest(&source, batch + 1, &records, true)).await?;
+        cascade_node::blocking(move || -> Result<(), cascade_store::StoreError> {
+            for certificate in &certificates {
+                store.put_agent_certificate(certificate, true)?;
+            }
+            store.ingest(&source, batch + 1, &records, true)?;
+            Ok(())
+        })
+        .await?;
         leaf.upward_ready();
     }
     let state = if counter == 1 { "required" } else { "installed" };

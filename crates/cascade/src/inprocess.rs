@@ -21,7 +21,13 @@ impl Harness {
             .ca
             .issue(&Identity::Node(node_id.clone()), &[], cascade_node::now(), 1)?;
         let data = self.dir.path().join(id);
+        let signer = std::sync::Arc::new(cascade_trust::sign::KeySigner::from_pem(
+            &issued.cert_pem,
+            &issued.key_pem,
+        )?);
         let config = Checked {
+            security: Default::default(),
+            signer,
             id: node_id.clone(),
             listen: "127.0.0.1:0".parse()?,
             data: data.clone(),

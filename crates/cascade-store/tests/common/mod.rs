@@ -18,6 +18,7 @@ pub fn record(computer: &str, update: &str, site: &str, state: ComplianceState, 
         severity: Severity::Critical,
         counter,
         observed_at: 1_700_000_000 + counter as i64,
+        attestation: None,
     }
 }
 

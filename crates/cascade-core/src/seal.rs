@@ -1,0 +1,340 @@
+//! What makes changes and reports verifiable end to end, whatever node
+//! relays them: the signed form of a change (chained to the origin's
+//! previous one), the signed form of an agent's report (one signature over
+//! a Merkle root, so that each record can travel up on its own with its
+//! proof), and the attacks a failed check names.
+//!
+//! The cryptography itself (keys, certificates) is in `cascade-trust`; this
+//! module fixes the exact bytes that are signed.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::model::{Change, ChangeOp, ComplianceRecord, ComputerId, NodeId, Object};
+
+/// The origin's signature over a change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Seal {
+    /// Hex digest of the origin's previous change ("" before its first).
+    pub prev: String,
+    /// Hex SHA-256 of the certificate whose key signed.
+    pub key: String,
+    /// TLS signature scheme code of the signature.
+    pub scheme: u16,
+    /// Base64 signature over [`change_message`].
+    pub sig: String,
+}
+
+/// An object with the origin that owns it and the sealed change that last
+/// wrote it: how nodes keep objects, and how agents receive the ones their
+/// assignment rests on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct SignedObject {
+    pub origin: NodeId,
+    pub seq: u64,
+    pub object: Object,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal: Option<Seal>,
+}
+
+impl SignedObject {
+    /// The change that wrote it, as its origin signed it.
+    pub fn change(&self) -> Change {
+        Change {
+            origin: self.origin.clone(),
+            seq: self.seq,
+            op: ChangeOp::Upsert(self.object.clone()),
+            seal: self.seal.clone(),
+        }
+    }
+}
+
+/// What a failed check stopped, named as The Update Framework names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Attack {
+    /// A sequence that goes backwards: an older change or report again.
+    Rollback,
+    /// A view that stopped moving: the root's newest timestamp is too old.
+    Freeze,
+    /// Not signed, or not by the key the origin published.
+    BadSignature,
+    /// Pieces of different revisions put together.
+    MixAndMatch,
+    /// More data than allowed.
+    TooLarge,
+}
+
+impl fmt::Display for Attack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Attack::Rollback => "rollback",
+            Attack::Freeze => "freeze",
+            Attack::BadSignature => "bad signature",
+            Attack::MixAndMatch => "mix-and-match",
+            Attack::TooLarge => "too large",
+        })
+    }
+}
+
+/// A change, report or timestamp that was refused, with the attack it is.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{attack}: {detail}")]
+pub struct Refused {
+    pub attack: Attack,
+    pub detail: String,
+}
+
+impl Refused {
+    pub fn new(attack: Attack, detail: impl Into<String>) -> Refused {
+        Refused {
+            attack,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Signs messages with a node's or agent's certificate key.
+pub trait Signer: Send + Sync {
+    /// Hex SHA-256 of the certificate whose key signs.
+    fn key(&self) -> &str;
+    /// The TLS signature scheme code and the signature.
+    fn sign(&self, message: &[u8]) -> Result<(u16, Vec<u8>), String>;
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The bytes an origin signs for one change.
+pub fn change_message(origin: &NodeId, seq: u64, prev: &str, op: &ChangeOp) -> Vec<u8> {
+    let mut out = b"cascade-change-v1\n".to_vec();
+    // Serializing these types cannot fail (no maps with non-string keys).
+    out.extend(serde_json::to_vec(&(origin, seq, prev, op)).unwrap_or_default());
+    out
+}
+
+impl Change {
+    /// The bytes its origin signed (or has to sign).
+    pub fn message(&self) -> Vec<u8> {
+        let prev = self.seal.as_ref().map(|s| s.prev.as_str()).unwrap_or("");
+        change_message(&self.origin, self.seq, prev, &self.op)
+    }
+
+    /// The digest the origin's next change names as `prev`.
+    pub fn digest(&self) -> String {
+        hex(&Sha256::digest(self.message()))
+    }
+
+    /// Seals a change of this node's own log, chained to `prev`.
+    pub fn seal_with(&mut self, prev: String, signer: &dyn Signer) -> Result<(), String> {
+        let message = change_message(&self.origin, self.seq, &prev, &self.op);
+        let (scheme, sig) = signer.sign(&message)?;
+        use base64::Engine;
+        self.seal = Some(Seal {
+            prev,
+            key: signer.key().to_owned(),
+            scheme,
+            sig: base64::engine::general_purpose::STANDARD.encode(sig),
+        });
+        Ok(())
+    }
+}
+
+/// How one record of an agent's report proves it came from that report:
+/// its place among the report's records, the Merkle path to their root,
+/// and the agent's signature over the root.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Attestation {
+    pub index: u32,
+    pub count: u32,
+    /// Hex sibling hashes from the leaf up.
+    pub proof: Vec<String>,
+    pub scheme: u16,
+    /// Base64 signature over [`report_message`].
+    pub sig: String,
+}
+
+/// The leaf hash of one record: everything the agent decided (the serving
+/// node sets the site; the counter is in the signed message).
+pub fn record_leaf(record: &ComplianceRecord) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update([0u8]);
+    h.update(
+        serde_json::to_vec(&(
+            &record.computer,
+            &record.update,
+            &record.state,
+            &record.severity,
+            record.observed_at,
+        ))
+        .unwrap_or_default(),
+    );
+    h.finalize().into()
+}
+
+fn node_hash(left: &[u8; 32], right: &[u8; 32]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update([1u8]);
+    h.update(left);
+    h.update(right);
+    h.finalize().into()
+}
+
+/// The Merkle root of `leaves` and each leaf's path to it. An odd node at
+/// the end of a level is carried up unchanged.
+pub fn merkle(leaves: &[[u8; 32]]) -> ([u8; 32], Vec<Vec<[u8; 32]>>) {
+    let mut proofs = vec![Vec::new(); leaves.len()];
+    let mut positions: Vec<usize> = (0..leaves.len()).collect();
+    let mut level = leaves.to_vec();
+    if level.is_empty() {
+        return ([0; 32], proofs);
+    }
+    while level.len() > 1 {
+        for (leaf, pos) in positions.iter_mut().enumerate() {
+            let sibling = *pos ^ 1;
+            if sibling < level.len() {
+                proofs[leaf].push(level[sibling]);
+            }
+            *pos /= 2;
+        }
+        level = level
+            .chunks(2)
+            .map(|pair| match pair {
+                [l, r] => node_hash(l, r),
+                [one] => *one,
+                _ => unreachable!("chunks of two"),
+            })
+            .collect();
+    }
+    (level[0], proofs)
+}
+
+/// The root that `leaf` at `index` of `count` leaves leads to along `proof`;
+/// `None` when the proof does not fit the count.
+pub fn merkle_root_from(leaf: [u8; 32], index: u32, count: u32, proof: &[[u8; 32]]) -> Option<[u8; 32]> {
+    if index >= count {
+        return None;
+    }
+    let (mut pos, mut len, mut hash) = (index as usize, count as usize, leaf);
+    let mut path = proof.iter();
+    while len > 1 {
+        let sibling = pos ^ 1;
+        if sibling < len {
+            let s = path.next()?;
+            hash = if pos % 2 == 0 {
+                node_hash(&hash, s)
+            } else {
+                node_hash(s, &hash)
+            };
+        }
+        pos /= 2;
+        len = len.div_ceil(2);
+    }
+    path.next().is_none().then_some(hash)
+}
+
+/// The bytes an agent signs for one report.
+pub fn report_message(computer: &ComputerId, counter: u64, root: &[u8; 32]) -> Vec<u8> {
+    let mut out = b"cascade-report-v1\n".to_vec();
+    out.extend(computer.as_str().as_bytes());
+    out.push(0);
+    out.extend(counter.to_be_bytes());
+    out.extend(root);
+    out
+}
+
+/// Gives each record of one report (signed with `scheme`/`sig` over
+/// [`report_message`] of their Merkle root) its attestation.
+pub fn attest(records: &mut [ComplianceRecord], scheme: u16, sig: &[u8]) {
+    use base64::Engine;
+    let leaves: Vec<[u8; 32]> = records.iter().map(record_leaf).collect();
+    let (_, proofs) = merkle(&leaves);
+    let count = records.len() as u32;
+    let sig = base64::engine::general_purpose::STANDARD.encode(sig);
+    for (i, (record, proof)) in records.iter_mut().zip(proofs).enumerate() {
+        record.attestation = Some(Attestation {
+            index: i as u32,
+            count,
+            proof: proof.iter().map(hash_hex).collect(),
+            scheme,
+            sig: sig.clone(),
+        });
+    }
+}
+
+/// Signs one report: the records' Merkle root with the computer and counter.
+pub fn sign_report(
+    signer: &dyn Signer,
+    computer: &ComputerId,
+    counter: u64,
+    records: &[ComplianceRecord],
+) -> Result<(u16, Vec<u8>), String> {
+    let leaves: Vec<[u8; 32]> = records.iter().map(record_leaf).collect();
+    signer.sign(&report_message(computer, counter, &merkle(&leaves).0))
+}
+
+/// Parses a hex hash of a proof.
+pub fn hash_from_hex(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 || !s.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Hex form of a hash.
+pub fn hash_hex(hash: &[u8; 32]) -> String {
+    hex(hash)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leaves(n: usize) -> Vec<[u8; 32]> {
+        (0..n).map(|i| Sha256::digest(i.to_be_bytes()).into()).collect()
+    }
+
+    #[test]
+    fn every_leaf_proves_the_root_and_nothing_else_does() {
+        for n in 1..=17 {
+            let leaves = leaves(n);
+            let (root, proofs) = merkle(&leaves);
+            for (i, leaf) in leaves.iter().enumerate() {
+                assert_eq!(
+                    merkle_root_from(*leaf, i as u32, n as u32, &proofs[i]),
+                    Some(root),
+                    "{i} of {n}"
+                );
+                let mut other = *leaf;
+                other[0] ^= 1;
+                assert_ne!(merkle_root_from(other, i as u32, n as u32, &proofs[i]), Some(root));
+                if n > 1 {
+                    let j = (i + 1) % n;
+                    assert_ne!(
+                        merkle_root_from(*leaf, j as u32, n as u32, &proofs[i]),
+                        Some(root),
+                        "a leaf does not prove another place"
+                    );
+                }
+            }
+            assert_eq!(merkle_root_from(leaves[0], n as u32, n as u32, &proofs[0]), None);
+        }
+    }
+
+    #[test]
+    fn attacks_are_named() {
+        let r = Refused::new(Attack::MixAndMatch, "change a/3 does not follow a/2");
+        assert_eq!(r.to_string(), "mix-and-match: change a/3 does not follow a/2");
+        assert_eq!(Attack::BadSignature.to_string(), "bad signature");
+        assert_eq!(Attack::TooLarge.to_string(), "too large");
+    }
+}

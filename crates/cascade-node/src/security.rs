@@ -1,0 +1,418 @@
+//! What keeps a compromised node from lying to the nodes and agents below
+//! it: this node's signing key published as a signed change, seals checked
+//! on everything that arrives, the root's signed timestamps and the
+//! freshness they prove, and the refusals that name the attack.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use cascade_core::model::{
+    AgentCertificate, Change, ChangeOp, ComplianceRecord, ComputerId, NodeId, Object, ObjectId, ObjectKey, ObjectKind,
+    SigningKey, Timestamp,
+};
+use cascade_core::seal::{self, Attack, Refused};
+use cascade_store::StoreError;
+use serde::Serialize;
+
+use crate::{Node, now};
+
+/// How many refusals a node remembers for its status.
+const REFUSALS_KEPT: usize = 100;
+
+/// One refused change, report or timestamp.
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
+pub struct Refusal {
+    /// Unix seconds.
+    pub at: i64,
+    /// Where it came from (the parent's address, a child, an agent).
+    pub from: String,
+    /// `rollback`, `freeze`, `bad signature`, `mix-and-match` or `too large`.
+    pub attack: String,
+    pub detail: String,
+}
+
+/// The refusals this node made lately, newest last.
+#[derive(Debug, Default)]
+pub struct Refusals(Mutex<VecDeque<Refusal>>);
+
+impl Refusals {
+    pub fn list(&self) -> Vec<Refusal> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    fn push(&self, r: Refusal) {
+        let mut list = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if list.len() == REFUSALS_KEPT {
+            list.pop_front();
+        }
+        list.push_back(r);
+    }
+}
+
+/// How fresh this node's view of the root is.
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
+pub struct Freshness {
+    /// The root of the tree as this node knows it.
+    pub root: Option<NodeId>,
+    /// Unix seconds of the root's newest signed timestamp here.
+    pub timestamp: Option<i64>,
+    /// Seconds since then.
+    pub age_seconds: Option<i64>,
+    pub max_age_seconds: u64,
+    /// The view may be frozen: no timestamp, or one older than the limit.
+    pub stale: bool,
+}
+
+/// Report signatures already checked here: (computer, counter, root)
+/// digests, so that the records of one report cost one signature check.
+#[derive(Debug, Default)]
+pub struct Attested(Mutex<std::collections::HashSet<[u8; 32]>>);
+
+/// Agent certificates whose chains were checked here: computer -> leaf DER.
+#[derive(Debug, Default)]
+pub struct AgentKeys(Mutex<std::collections::HashMap<ComputerId, (String, Vec<u8>)>>);
+
+/// Most report digests remembered before the set starts again.
+const ATTESTED_KEPT: usize = 200_000;
+
+fn unb64(s: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(s).ok()
+}
+
+impl Node {
+    /// Checks an agent's certificate chain: issued (through its site's
+    /// enrollment CA) under the organisation CA, for that computer.
+    pub fn check_agent_certificate(&self, cert: &AgentCertificate) -> Result<Vec<u8>, Refused> {
+        let leaf_b64 = cert.chain.first().cloned().unwrap_or_default();
+        if let Some((b64, der)) = self
+            .agent_keys
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&cert.computer)
+            && *b64 == leaf_b64
+        {
+            return Ok(der.clone());
+        }
+        let der = self.check_agent_chain(cert)?;
+        let mut keys = self.agent_keys.0.lock().unwrap_or_else(|e| e.into_inner());
+        if keys.len() >= ATTESTED_KEPT {
+            keys.clear();
+        }
+        keys.insert(cert.computer.clone(), (leaf_b64, der.clone()));
+        Ok(der)
+    }
+
+    fn check_agent_chain(&self, cert: &AgentCertificate) -> Result<Vec<u8>, Refused> {
+        let bad = |d: String| {
+            Refused::new(
+                Attack::BadSignature,
+                format!("certificate of agent {}: {d}", cert.computer),
+            )
+        };
+        if cert.chain.len() > 4 {
+            return Err(Refused::new(
+                Attack::TooLarge,
+                format!(
+                    "certificate chain of agent {} has {} certificates",
+                    cert.computer,
+                    cert.chain.len()
+                ),
+            ));
+        }
+        let ders: Vec<Vec<u8>> = cert
+            .chain
+            .iter()
+            .map(|c| unb64(c).ok_or_else(|| bad("not base64".into())))
+            .collect::<Result<_, _>>()?;
+        let leaf = ders.first().ok_or_else(|| bad("empty chain".into()))?;
+        match cascade_trust::sign::verify_issued(leaf, &ders[1..], &self.ca_ders) {
+            Ok(cascade_trust::Identity::Agent(id)) if id == cert.computer => Ok(leaf.clone()),
+            Ok(other) => Err(bad(format!("it is for {other}"))),
+            Err(e) => Err(bad(e.to_string())),
+        }
+    }
+
+    /// Checks an agent's signature over its report and gives every record
+    /// its attestation, so that the nodes above can check it too.
+    pub fn attest_report(
+        &self,
+        computer: &ComputerId,
+        counter: u64,
+        certificate: &[u8],
+        scheme: u16,
+        signature: &[u8],
+        records: &mut [ComplianceRecord],
+    ) -> Result<(), Refused> {
+        let name = format!("report {counter} of {computer}");
+        if signature.is_empty() {
+            return Err(Refused::new(Attack::BadSignature, format!("{name} is unsigned")));
+        }
+        let leaves: Vec<[u8; 32]> = records.iter().map(seal::record_leaf).collect();
+        let message = seal::report_message(computer, counter, &seal::merkle(&leaves).0);
+        cascade_trust::sign::verify_signature(certificate, scheme, &message, signature)
+            .map_err(|e| Refused::new(Attack::BadSignature, format!("{name}: {e}")))?;
+        seal::attest(records, scheme, signature);
+        Ok(())
+    }
+
+    /// Keeps the records from a child whose agent signatures check out and
+    /// refuses (naming the attack) the ones that do not.
+    pub fn check_records(
+        &self,
+        from: &str,
+        records: Vec<ComplianceRecord>,
+        certificates: &std::collections::HashMap<ComputerId, Vec<u8>>,
+    ) -> Vec<ComplianceRecord> {
+        let mut kept = Vec::with_capacity(records.len());
+        let mut known: std::collections::HashMap<ComputerId, Option<Vec<u8>>> = std::collections::HashMap::new();
+        for record in records {
+            let certificate = match certificates.get(&record.computer) {
+                Some(c) => Some(c.clone()),
+                None => known
+                    .entry(record.computer.clone())
+                    .or_insert_with(|| {
+                        if let Some((_, der)) = self
+                            .agent_keys
+                            .0
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .get(&record.computer)
+                        {
+                            return Some(der.clone());
+                        }
+                        let stored = self.store.agent_certificate(&record.computer).ok().flatten()?;
+                        self.check_agent_certificate(&stored).ok()
+                    })
+                    .clone(),
+            };
+            match self.check_record(&record, certificate.as_deref()) {
+                Ok(()) => kept.push(record),
+                Err(r) => {
+                    self.note_refusal(from, &r);
+                }
+            }
+        }
+        kept
+    }
+
+    fn check_record(&self, record: &ComplianceRecord, certificate: Option<&[u8]>) -> Result<(), Refused> {
+        let name = format!(
+            "record {} of {} (counter {})",
+            record.update, record.computer, record.counter
+        );
+        let bad = |d: &str| Refused::new(Attack::BadSignature, format!("{name}: {d}"));
+        let a = record.attestation.as_ref().ok_or_else(|| bad("it is unsigned"))?;
+        let certificate = certificate.ok_or_else(|| bad("no certificate of the agent is known here"))?;
+        let proof: Vec<[u8; 32]> = a
+            .proof
+            .iter()
+            .map(|h| seal::hash_from_hex(h).ok_or_else(|| bad("its proof is not hex hashes")))
+            .collect::<Result<_, _>>()?;
+        let root = seal::merkle_root_from(seal::record_leaf(record), a.index, a.count, &proof)
+            .ok_or_else(|| bad("its proof does not fit its report"))?;
+        let message = seal::report_message(&record.computer, record.counter, &root);
+        let digest: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(&message).into();
+        let mut seen = self.attested.0.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.contains(&digest) {
+            return Ok(());
+        }
+        let sig = unb64(&a.sig).ok_or_else(|| bad("its signature is not base64"))?;
+        cascade_trust::sign::verify_signature(certificate, a.scheme, &message, &sig).map_err(|e| bad(&e))?;
+        if seen.len() >= ATTESTED_KEPT {
+            seen.clear();
+        }
+        seen.insert(digest);
+        Ok(())
+    }
+
+    /// Checks a change (or a snapshot's object) against its origin's seal.
+    pub fn check_change(&self, change: &Change, keys: Option<&SigningKey>, any_key: bool) -> Result<(), Refused> {
+        cascade_trust::sign::check_change(&self.ca_ders, change, keys, any_key)
+    }
+
+    /// Records and logs a refusal; returns the text for the link status.
+    pub(crate) fn refused(&self, from: &str, e: StoreError) -> String {
+        match e {
+            StoreError::Refused(r) => self.note_refusal(from, &r),
+            other => other.to_string(),
+        }
+    }
+
+    /// Records and logs a refusal that names an attack.
+    pub fn note_refusal(&self, from: &str, r: &Refused) -> String {
+        tracing::warn!(attack = %r.attack, from, detail = %r.detail, "refused: {r}");
+        metrics::counter!("cascade_refused_total", "attack" => r.attack.to_string()).increment(1);
+        self.refusals.push(Refusal {
+            at: now(),
+            from: from.to_owned(),
+            attack: r.attack.to_string(),
+            detail: r.detail.clone(),
+        });
+        r.to_string()
+    }
+
+    /// Seals this node's changes with its certificate's key, and publishes
+    /// the key (a rotation when the certificate changed) as a signed change.
+    pub(crate) fn publish_signing_key(&self) -> Result<(), StoreError> {
+        use base64::Engine;
+        self.store.set_signer(self.config.signer.clone());
+        let mine = base64::engine::general_purpose::STANDARD.encode(self.config.signer.certificate());
+        let key = ObjectKey {
+            kind: ObjectKind::SigningKey,
+            id: ObjectId::new(self.id.as_str()).map_err(|e| StoreError::Invalid(e.to_string()))?,
+        };
+        let mut certificates = match self.store.object(&key)?.map(|s| s.object) {
+            Some(Object::SigningKey(k)) => k.certificates,
+            _ => Vec::new(),
+        };
+        if certificates.last() == Some(&mine) {
+            return Ok(());
+        }
+        let rotation = !certificates.is_empty();
+        certificates.push(mine);
+        self.store
+            .append_local(ChangeOp::Upsert(Object::SigningKey(SigningKey {
+                node: self.id.clone(),
+                certificates,
+            })))?;
+        if rotation {
+            tracing::info!("published the new certificate's key: this node's changes are signed with it from now on");
+        }
+        Ok(())
+    }
+
+    /// The root as this node knows it: the one origin here that no site
+    /// record places under a parent.
+    pub fn root(&self) -> Option<NodeId> {
+        if self.parent_address().is_none() {
+            return Some(self.id.clone());
+        }
+        let sites = self.store.objects(ObjectKind::Site).ok()?;
+        let cursor = self.store.cursor().ok()?;
+        let mut roots = cursor.keys().filter(|origin| {
+            !sites
+                .iter()
+                .any(|s| matches!(&s.object, Object::Site(site) if site.id.as_str() == origin.as_str() && site.parent.is_some()))
+        });
+        let root = roots.next()?.clone();
+        roots.next().is_none().then_some(root)
+    }
+
+    /// The root's newest signed timestamp here, sealed as it came.
+    pub fn root_timestamp(&self) -> Option<cascade_store::StoredObject> {
+        let root = self.root()?;
+        let key = ObjectKey {
+            kind: ObjectKind::Timestamp,
+            id: ObjectId::new(root.as_str()).ok()?,
+        };
+        self.store.object(&key).ok().flatten().filter(|s| s.origin == root)
+    }
+
+    pub fn freshness(&self) -> Freshness {
+        let root = self.root();
+        let at = self.root_timestamp().and_then(|s| match s.object {
+            Object::Timestamp(t) => Some(t.at),
+            _ => None,
+        });
+        let max = self.config.security.max_timestamp_age_seconds;
+        let age = at.map(|at| now() - at);
+        Freshness {
+            root,
+            timestamp: at,
+            age_seconds: age,
+            max_age_seconds: max,
+            stale: age.is_none_or(|a| a > max as i64),
+        }
+    }
+
+    /// The signed objects an assignment rests on, for the agent to check:
+    /// the update of every step, the root's newest timestamp, and the
+    /// signing keys of their origins.
+    pub fn evidence(
+        &self,
+        steps: &[cascade_core::assignment::Step],
+    ) -> Result<Vec<cascade_store::StoredObject>, StoreError> {
+        let mut out = Vec::new();
+        let mut origins = std::collections::BTreeSet::new();
+        for step in steps {
+            let Ok(id) = ObjectId::new(step.update.as_str()) else {
+                continue;
+            };
+            if let Some(stored) = self.store.object(&ObjectKey {
+                kind: ObjectKind::Update,
+                id,
+            })? {
+                origins.insert(stored.origin.clone());
+                out.push(stored);
+            }
+        }
+        if let Some(t) = self.root_timestamp() {
+            origins.insert(t.origin.clone());
+            out.push(t);
+        }
+        for origin in origins {
+            let Ok(id) = ObjectId::new(origin.as_str()) else {
+                continue;
+            };
+            if let Some(k) = self.store.object(&ObjectKey {
+                kind: ObjectKind::SigningKey,
+                id,
+            })? {
+                out.push(k);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The root's signed timestamp, made now.
+    pub fn publish_timestamp(&self) -> Result<(), StoreError> {
+        self.store.append_local(ChangeOp::Upsert(Object::Timestamp(Timestamp {
+            node: self.id.clone(),
+            at: now(),
+        })))?;
+        self.changed();
+        Ok(())
+    }
+}
+
+/// The root publishes a signed timestamp on its schedule; every node warns
+/// when its newest one from the root is too old.
+pub async fn timestamps(node: std::sync::Arc<Node>) {
+    let every = std::time::Duration::from_secs(node.config.security.timestamp_seconds);
+    let mut warned = false;
+    loop {
+        if node.parent_address().is_none() {
+            let n = node.clone();
+            if let Err(e) = crate::blocking(move || n.publish_timestamp()).await {
+                tracing::warn!(error = %e, "cannot publish the signed timestamp");
+            }
+        } else {
+            let fresh = node.freshness();
+            if fresh.stale && fresh.timestamp.is_some() && !warned {
+                let r = Refused::new(
+                    Attack::Freeze,
+                    format!(
+                        "the root's newest signed timestamp here is {} s old (limit {} s): this node's view may be frozen",
+                        fresh.age_seconds.unwrap_or_default(),
+                        fresh.max_age_seconds
+                    ),
+                );
+                node.note_refusal("parent", &r);
+            }
+            warned = fresh.stale;
+        }
+        let pause = if node.parent_address().is_none() {
+            every
+        } else {
+            every.min(std::time::Duration::from_secs(60))
+        };
+        tokio::time::sleep(pause).await;
+    }
+}
