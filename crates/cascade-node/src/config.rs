@@ -158,6 +158,39 @@ pub struct Checked {
     pub signer: std::sync::Arc<cascade_trust::sign::KeySigner>,
 }
 
+impl Checked {
+    /// A node on 127.0.0.1 (port picked by the system) with defaults, for
+    /// nodes run inside one process (the demo, benchmarks, tests).
+    pub fn local(
+        id: NodeId,
+        data: PathBuf,
+        parent: Option<String>,
+        ca_pem: String,
+        cert_pem: String,
+        key_pem: String,
+    ) -> Result<Checked, cascade_trust::TrustError> {
+        let signer = std::sync::Arc::new(cascade_trust::sign::KeySigner::from_pem(&cert_pem, &key_pem)?);
+        Ok(Checked {
+            id,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            content_dir: data.join("content"),
+            data,
+            parent,
+            ca_pem,
+            cert_pem,
+            key_pem,
+            heartbeat_seconds: default_heartbeat(),
+            report_batch: default_batch(),
+            metrics_listen: None,
+            api_listen: None,
+            enrollment: None,
+            content_cache_bytes: None,
+            security: SecurityConfig::default(),
+            signer,
+        })
+    }
+}
+
 impl NodeConfig {
     pub fn load(path: &Path) -> Result<Checked, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {

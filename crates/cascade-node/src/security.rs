@@ -296,7 +296,7 @@ impl Node {
         }
         let sites = self.store.objects(ObjectKind::Site).ok()?;
         let cursor = self.store.cursor().ok()?;
-        let mut roots = cursor.keys().filter(|origin| {
+        let mut roots = cursor.keys().filter(|origin| **origin != self.id).filter(|origin| {
             !sites
                 .iter()
                 .any(|s| matches!(&s.object, Object::Site(site) if site.id.as_str() == origin.as_str() && site.parent.is_some()))

@@ -15,24 +15,15 @@ fn abandoned_partial_files_are_removed_and_verified_files_kept() {
     let issued = ca
         .issue(&cascade_trust::Identity::Node(id.clone()), &[], cascade_node::now(), 1)
         .unwrap();
-    let config = Checked {
-        security: Default::default(),
-        signer: Arc::new(cascade_trust::sign::KeySigner::from_pem(&issued.cert_pem, &issued.key_pem).unwrap()),
-        id: id.clone(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data: dir.path().to_path_buf(),
-        parent: None,
-        ca_pem: String::new(),
-        cert_pem: String::new(),
-        key_pem: String::new(),
-        heartbeat_seconds: 5,
-        report_batch: 1000,
-        metrics_listen: None,
-        enrollment: None,
-        api_listen: None,
-        content_cache_bytes: None,
-        content_dir: dir.path().join("content"),
-    };
+    let config = Checked::local(
+        id.clone(),
+        dir.path().to_path_buf(),
+        None,
+        ca.cert_pem.clone(),
+        issued.cert_pem,
+        issued.key_pem,
+    )
+    .unwrap();
     let node = Node::new(config, Arc::new(Store::temporary(id).unwrap()));
     let content = dir.path().join("content");
     std::fs::create_dir_all(&content).unwrap();

@@ -21,28 +21,14 @@ impl Harness {
             .ca
             .issue(&Identity::Node(node_id.clone()), &[], cascade_node::now(), 1)?;
         let data = self.dir.path().join(id);
-        let signer = std::sync::Arc::new(cascade_trust::sign::KeySigner::from_pem(
-            &issued.cert_pem,
-            &issued.key_pem,
-        )?);
-        let config = Checked {
-            security: Default::default(),
-            signer,
-            id: node_id.clone(),
-            listen: "127.0.0.1:0".parse()?,
-            data: data.clone(),
-            parent: parent.clone(),
-            ca_pem: self.ca.cert_pem.clone(),
-            cert_pem: issued.cert_pem,
-            key_pem: issued.key_pem,
-            heartbeat_seconds: 5,
-            report_batch: 1000,
-            metrics_listen: None,
-            enrollment: None,
-            api_listen: None,
-            content_cache_bytes: None,
-            content_dir: data.join("content"),
-        };
+        let config = Checked::local(
+            node_id.clone(),
+            data.clone(),
+            parent.clone(),
+            self.ca.cert_pem.clone(),
+            issued.cert_pem,
+            issued.key_pem,
+        )?;
         let store = Arc::new(Store::open(&data.join("store"), node_id)?);
         let (listener, addr) = cascade_node::bind(&config).await?;
         let node = Node::new(config, store);

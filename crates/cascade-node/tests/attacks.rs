@@ -1,0 +1,493 @@
+//! A malicious intermediate node between an honest root and an honest leaf
+//! (all in this process, on 127.0.0.1): it holds a genuine node certificate
+//! (the middle node's), so every hop's mTLS is satisfied, and it lies. It
+//! alters an update's hash, re-signs with its own key, replays an older
+//! change, mixes in a change of another revision of the root's log,
+//! freezes the root's timestamps, and forges and replays an agent's report
+//! on the way up. The leaf or the root refuses every one, names the attack,
+//! and keeps the honest state.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cascade_agent::cycle::{Agent, Credentials, Env};
+use cascade_agent::install::Outcome;
+use cascade_agent::journal::Journal;
+use cascade_core::UpdateId;
+use cascade_core::assignment::Step;
+use cascade_core::compliance::ComplianceState;
+use cascade_core::inventory::Inventory;
+use cascade_core::model::{
+    Approval, Change, ChangeOp, ComplianceRecord, ComputerId, NodeHealth, NodeId, Object, ObjectId, Policy, Site,
+    Upward,
+};
+use cascade_core::rule::{Cmp, Rule};
+use cascade_core::update::{Classification, Content, ExitMeaning, InstallCommand, Severity, Update};
+use cascade_node::config::SecurityConfig;
+use cascade_node::{Checked, Node};
+use cascade_proto::v1::{self, DownMessage, SubscribeRequest, UpAck, UpBatch, down_message};
+use cascade_store::Store;
+use cascade_trust::sign::KeySigner;
+use cascade_trust::{Ca, Identity};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+fn now() -> i64 {
+    cascade_node::now()
+}
+
+async fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let until = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+struct Harness {
+    dir: tempfile::TempDir,
+    ca: Ca,
+}
+
+impl Harness {
+    fn issue(&self, id: &str) -> cascade_trust::Issued {
+        self.ca
+            .issue(&Identity::Node(NodeId::new(id).unwrap()), &[], now() - 60, 1)
+            .unwrap()
+    }
+
+    async fn node(&self, id: &str, parent: Option<String>, security: SecurityConfig) -> (Arc<Node>, String) {
+        let issued = self.issue(id);
+        let data = self.dir.path().join(id);
+        let mut config = Checked::local(
+            NodeId::new(id).unwrap(),
+            data.clone(),
+            parent.clone(),
+            self.ca.cert_pem.clone(),
+            issued.cert_pem,
+            issued.key_pem,
+        )
+        .unwrap();
+        config.security = security;
+        config.heartbeat_seconds = 1;
+        let store = Arc::new(Store::open(&data.join("store"), config.id.clone()).unwrap());
+        let (listener, addr) = cascade_node::bind(&config).await.unwrap();
+        let node = Node::new(config, store);
+        tokio::spawn(cascade_node::serve(node.clone(), listener, std::future::pending()));
+        if parent.is_some() {
+            tokio::spawn(cascade_node::link::run(node.clone()));
+        }
+        tokio::spawn(cascade_node::maintenance(node.clone(), Duration::from_secs(3600)));
+        (node, addr.to_string())
+    }
+}
+
+/// The lying middle node's downward side: whatever the test feeds it goes
+/// to the leaf that subscribes.
+#[derive(Clone, Default)]
+struct Evil {
+    leaf: Arc<Mutex<Option<mpsc::Sender<Result<DownMessage, Status>>>>>,
+    subscriptions: Arc<AtomicUsize>,
+}
+
+#[tonic::async_trait]
+impl v1::hierarchy_server::Hierarchy for Evil {
+    type SubscribeStream = ReceiverStream<Result<DownMessage, Status>>;
+    type ReportStream = ReceiverStream<Result<UpAck, Status>>;
+
+    async fn subscribe(&self, _request: Request<SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
+        let (tx, rx) = mpsc::channel(1024);
+        *self.leaf.lock().unwrap() = Some(tx);
+        self.subscriptions.fetch_add(1, Ordering::SeqCst);
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn report(&self, request: Request<Streaming<UpBatch>>) -> Result<Response<Self::ReportStream>, Status> {
+        // Swallows what the leaf sends up, acknowledging it.
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(async move {
+            while let Ok(Some(batch)) = inbound.message().await {
+                if tx.send(Ok(UpAck { seq: batch.seq })).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+impl Evil {
+    async fn start(h: &Harness, issued: &cascade_trust::Issued) -> (Evil, String) {
+        use tonic::transport::{Certificate, Identity as TlsIdentity, Server, ServerTlsConfig};
+        let evil = Evil::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let tls = ServerTlsConfig::new()
+            .identity(TlsIdentity::from_pem(&issued.cert_pem, &issued.key_pem))
+            .client_ca_root(Certificate::from_pem(&h.ca.cert_pem));
+        let service = v1::hierarchy_server::HierarchyServer::new(evil.clone());
+        tokio::spawn(async move {
+            Server::builder()
+                .tls_config(tls)
+                .unwrap()
+                .add_service(service)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                .await
+        });
+        (evil, addr)
+    }
+
+    async fn send(&self, change: &Change) {
+        let message = DownMessage {
+            body: Some(down_message::Body::Change(v1::Change {
+                origin: change.origin.to_string(),
+                seq: change.seq,
+                op: serde_json::to_vec(&change.op).unwrap(),
+                seal: change.seal.as_ref().map(cascade_node::wire::seal_to_wire),
+            })),
+        };
+        let tx = self.leaf.lock().unwrap().clone().expect("the leaf subscribed");
+        tx.send(Ok(message)).await.unwrap();
+    }
+}
+
+fn root_id() -> NodeId {
+    NodeId::new("root").unwrap()
+}
+
+/// Sends the leaf the root's genuine changes after what it has, up to and
+/// including `upto`, and waits until it applied them.
+async fn catch_up(root: &Node, leaf: &Node, evil: &Evil, upto: u64) {
+    let have = leaf.store.applied_seq(&root_id()).unwrap();
+    for change in root.store.changes_since(&root_id(), have, 100_000).unwrap().unwrap() {
+        if change.seq > upto {
+            break;
+        }
+        evil.send(&change).await;
+    }
+    wait_for("the leaf to apply the genuine changes", Duration::from_secs(20), || {
+        leaf.store.applied_seq(&root_id()).unwrap() >= upto
+    })
+    .await;
+}
+
+/// Sends one lying change and waits for the leaf to refuse it; returns the
+/// refusal and waits for the leaf to subscribe again.
+async fn refused(leaf: &Node, evil: &Evil, change: &Change) -> cascade_node::security::Refusal {
+    let before = leaf.refusals.list().len();
+    let subscriptions = evil.subscriptions.load(Ordering::SeqCst);
+    evil.send(change).await;
+    wait_for("the leaf to refuse", Duration::from_secs(20), || {
+        leaf.refusals.list().len() > before
+    })
+    .await;
+    wait_for("the leaf to subscribe again", Duration::from_secs(20), || {
+        evil.subscriptions.load(Ordering::SeqCst) > subscriptions
+    })
+    .await;
+    leaf.refusals.list().pop().unwrap()
+}
+
+fn update(id: &str, sha256: &str) -> Update {
+    let mut u = Update::new(
+        UpdateId::new(id),
+        format!("Test update {id}"),
+        Classification::SecurityUpdate,
+    );
+    u.vendor = "Example".into();
+    u.severity = Severity::Critical;
+    u.applicable_when = Some(Rule::fact("os.family", Cmp::Eq, "linux"));
+    u.install = Some(InstallCommand {
+        program: "/bin/true".into(),
+        arguments: vec![],
+        exit_codes: vec![],
+    });
+    u.content = vec![Content {
+        file_name: format!("{id}.sh"),
+        sha256: sha256.to_owned(),
+        size: 10,
+        url: None,
+    }];
+    u
+}
+
+fn with_other_hash(change: &Change) -> Change {
+    let mut altered = change.clone();
+    if let ChangeOp::Upsert(Object::Update(u)) = &mut altered.op {
+        u.content[0].sha256 = "e".repeat(64);
+    }
+    altered
+}
+
+/// A computer that installs whatever it is told, at the real time.
+struct Computer;
+
+impl Env for Computer {
+    fn now(&self) -> i64 {
+        now()
+    }
+    fn inventory(&self) -> Result<Inventory, String> {
+        serde_json::from_value(serde_json::json!({"os": {"family": "linux", "name": "Debian GNU/Linux 12"}}))
+            .map_err(|e| e.to_string())
+    }
+    fn boot_id(&self) -> Option<String> {
+        Some("boot-1".into())
+    }
+    fn fetches_content(&self) -> bool {
+        false
+    }
+    async fn install(&self, _step: &Step, _files: &[PathBuf]) -> Outcome {
+        Outcome {
+            code: 0,
+            meaning: ExitMeaning::Success,
+            detail: String::new(),
+        }
+    }
+    async fn restart(&self) -> Result<(), String> {
+        Ok(())
+    }
+    async fn os_updater(&self) -> Option<Result<Vec<cascade_agent::os_updater::PackageResult>, String>> {
+        None
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malicious_intermediate_node_is_refused_and_the_attack_named() {
+    let h = Harness {
+        dir: tempfile::tempdir().unwrap(),
+        ca: Ca::generate("Example", now() - 3600, 2).unwrap(),
+    };
+    let fast = SecurityConfig {
+        timestamp_seconds: 1,
+        max_timestamp_age_seconds: 3,
+    };
+    let (root, root_addr) = h.node("root", None, fast.clone()).await;
+    let mid_id = NodeId::new("mid").unwrap();
+    root.append_local(ChangeOp::Upsert(Object::Site(Site {
+        id: ObjectId::new("mid").unwrap(),
+        name: "Middle".into(),
+        parent: Some(root_id()),
+    })))
+    .await
+    .unwrap();
+    let policy = Policy::new(ObjectId::new("all").unwrap(), "All");
+    root.append_local(ChangeOp::Upsert(Object::Policy(Box::new(policy))))
+        .await
+        .unwrap();
+    root.append_local(ChangeOp::Upsert(Object::Update(Box::new(update(
+        "EX-1",
+        &"a".repeat(64),
+    )))))
+    .await
+    .unwrap();
+    root.append_local(ChangeOp::Upsert(Object::Approval(Approval {
+        id: ObjectId::new("all/EX-1").unwrap(),
+        policy: ObjectId::new("all").unwrap(),
+        update: UpdateId::new("EX-1"),
+        deadline: Some(now() - 60),
+    })))
+    .await
+    .unwrap();
+
+    // The middle node's genuine certificate, in the wrong hands.
+    let mid = h.issue("mid");
+    let mid_signer = KeySigner::from_pem(&mid.cert_pem, &mid.key_pem).unwrap();
+    let (evil, evil_addr) = Evil::start(&h, &mid).await;
+    let (leaf, leaf_addr) = h.node("leaf", Some(evil_addr), fast.clone()).await;
+    wait_for("the leaf to subscribe", Duration::from_secs(20), || {
+        evil.subscriptions.load(Ordering::SeqCst) > 0
+    })
+    .await;
+
+    // Honest at first: the leaf takes the root's signed log as it is.
+    let first = root.store.applied_seq(&root_id()).unwrap();
+    catch_up(&root, &leaf, &evil, first).await;
+    assert!(leaf.freshness().timestamp.is_some(), "the root's timestamp arrived");
+
+    // The next change: a new update.
+    let genuine = root
+        .append_local(ChangeOp::Upsert(Object::Update(Box::new(update(
+            "EX-2",
+            &"b".repeat(64),
+        )))))
+        .await
+        .unwrap();
+    catch_up(&root, &leaf, &evil, genuine.seq - 1).await;
+    let honest = genuine.seq - 1;
+
+    // 1. The update's hash altered, the root's seal kept.
+    let r = refused(&leaf, &evil, &with_other_hash(&genuine)).await;
+    assert_eq!(r.attack, "bad signature", "{r:?}");
+
+    // 2. Altered and re-signed with the middle node's own key.
+    let mut resigned = with_other_hash(&genuine);
+    let prev = genuine.seal.as_ref().unwrap().prev.clone();
+    resigned.seal_with(prev, &mid_signer).unwrap();
+    let r = refused(&leaf, &evil, &resigned).await;
+    assert_eq!(r.attack, "bad signature", "{r:?}");
+    assert!(r.detail.contains("not root's current key"), "{r:?}");
+
+    // 3. An older change again (revision N-1 replayed).
+    let older = root
+        .store
+        .changes_since(&root_id(), honest - 1, 1)
+        .unwrap()
+        .unwrap()
+        .remove(0);
+    let r = refused(&leaf, &evil, &older).await;
+    assert_eq!(r.attack, "rollback", "{r:?}");
+
+    // 4. A change the root really signed, but of another revision of its
+    // log (it follows a different change N-1 than the one the leaf has).
+    let mut forked = genuine.clone();
+    forked.seal_with("f".repeat(64), root.config.signer.as_ref()).unwrap();
+    let r = refused(&leaf, &evil, &forked).await;
+    assert_eq!(r.attack, "mix-and-match", "{r:?}");
+
+    // Nothing of it was applied; the honest change still is.
+    assert_eq!(leaf.store.applied_seq(&root_id()).unwrap(), honest);
+    evil.send(&genuine).await;
+    wait_for("the genuine change at the leaf", Duration::from_secs(20), || {
+        leaf.store.applied_seq(&root_id()).unwrap() == genuine.seq
+    })
+    .await;
+    let ex2 = leaf
+        .store
+        .object(&cascade_core::model::ObjectKey {
+            kind: cascade_core::model::ObjectKind::Update,
+            id: ObjectId::new("EX-2").unwrap(),
+        })
+        .unwrap()
+        .unwrap();
+    match ex2.object {
+        Object::Update(u) => assert_eq!(u.content[0].sha256, "b".repeat(64)),
+        other => panic!("{other:?}"),
+    }
+
+    // 5. Freeze: the middle node stops passing anything on (the root goes
+    // on signing timestamps every second). The leaf notices...
+    wait_for("the leaf to name the freeze", Duration::from_secs(20), || {
+        leaf.refusals.list().iter().any(|r| r.attack == "freeze")
+    })
+    .await;
+    assert!(leaf.freshness().stale);
+    // ...and so does an agent it serves: installed, but not compliant.
+    let agent_cert =
+        h.ca.issue(&Identity::Agent(ComputerId::new("pc-1").unwrap()), &[], now() - 60, 1)
+            .unwrap();
+    let mut agent = Agent {
+        computer: ComputerId::new("pc-1").unwrap(),
+        env: Computer,
+        journal: Journal::memory(),
+        nodes: vec![cascade_agent::config::NodeEntry {
+            address: leaf_addr.clone(),
+            priority: 0,
+        }],
+        credentials: Credentials {
+            ca_pem: h.ca.cert_pem.clone(),
+            cert_pem: agent_cert.cert_pem.clone(),
+            key_pem: agent_cert.key_pem.clone(),
+            root: Some(root_id()),
+            max_timestamp_age: 3,
+        },
+        content_dir: h.dir.path().join("agent-content"),
+        content_limit: 1 << 20,
+        probe: false,
+    };
+    let summary = agent.run_once().await.unwrap();
+    assert_eq!(summary.installed, 1, "{summary:?}");
+    let states: Vec<ComplianceState> = leaf
+        .store
+        .computer_records(&ComputerId::new("pc-1").unwrap())
+        .unwrap()
+        .into_iter()
+        .map(|r| r.state)
+        .collect();
+    assert!(
+        states
+            .iter()
+            .all(|s| matches!(s, ComplianceState::Stale { reason } if reason.starts_with("freeze:"))),
+        "{states:?}"
+    );
+
+    // 6. Up the tree: the middle node forges and replays an agent's records.
+    let channel = cascade_node::channel(&root_addr, &h.ca.cert_pem, &mid.cert_pem, &mid.key_pem)
+        .await
+        .unwrap();
+    let mut client = v1::hierarchy_client::HierarchyClient::new(channel);
+    let (tx, rx) = mpsc::channel::<UpBatch>(8);
+    let mut acks = client.report(ReceiverStream::new(rx)).await.unwrap().into_inner();
+    let declaration = NodeHealth {
+        node: mid_id.clone(),
+        at: now(),
+        agents: 0,
+        detail: [("subtree".to_owned(), "mid".to_owned())].into(),
+    };
+    let mut seq = 0;
+    let mut send = async |items: Vec<Upward>, records: Vec<ComplianceRecord>| {
+        tx.send(UpBatch {
+            seq,
+            items: serde_json::to_vec(&items).unwrap(),
+            snapshot: false,
+            records: records.iter().map(cascade_node::wire::record_to_wire).collect(),
+        })
+        .await
+        .unwrap();
+        seq += 1;
+        acks.message().await.unwrap().unwrap().seq
+    };
+    send(vec![Upward::Health(declaration)], vec![]).await;
+    let pki = h.dir.path().join("pki");
+    h.ca.write(&pki).unwrap();
+    let mut agents = cascade_agent::attest::PaperAgents::new(Ca::load(&pki).unwrap(), now() - 60);
+    let record = |counter: u64, state: ComplianceState| ComplianceRecord {
+        computer: ComputerId::new("pc-9").unwrap(),
+        update: UpdateId::new("EX-1"),
+        site: mid_id.clone(),
+        state,
+        severity: Severity::Critical,
+        counter,
+        observed_at: now(),
+        attestation: None,
+    };
+    let mut old = vec![record(1, ComplianceState::Required)];
+    let mut certificates = agents.sign(&mut old).unwrap();
+    let mut current = vec![record(2, ComplianceState::Installed)];
+    certificates.extend(agents.sign(&mut current).unwrap());
+    let items = certificates.into_iter().map(Upward::Certificate).collect();
+    send(items, current.clone()).await;
+    let at_root = || {
+        root.store
+            .computer_records(&ComputerId::new("pc-9").unwrap())
+            .unwrap()
+            .pop()
+            .map(|r| (r.counter, r.state))
+    };
+    assert_eq!(at_root(), Some((2, ComplianceState::Installed)), "the genuine record");
+
+    let count = |attack: &str| root.refusals.list().iter().filter(|r| r.attack == attack).count();
+    // Forged: the state changed, the agent's attestation kept (and a later
+    // counter, so that it would win).
+    let mut forged = current[0].clone();
+    forged.state = ComplianceState::Failed { code: 1603 };
+    forged.counter = 3;
+    send(vec![], vec![forged]).await;
+    assert_eq!(count("bad signature"), 1, "{:?}", root.refusals.list());
+    // Unsigned.
+    let mut unsigned = record(4, ComplianceState::Failed { code: 1 });
+    unsigned.attestation = None;
+    send(vec![], vec![unsigned]).await;
+    assert_eq!(count("bad signature"), 2, "{:?}", root.refusals.list());
+    // Replayed: the agent's older report, genuine in itself.
+    send(vec![], old).await;
+    assert_eq!(count("rollback"), 1, "{:?}", root.refusals.list());
+    assert_eq!(
+        at_root(),
+        Some((2, ComplianceState::Installed)),
+        "the honest state is kept"
+    );
+}
