@@ -87,9 +87,11 @@ impl Harness {
 
 /// The lying middle node's downward side: whatever the test feeds it goes
 /// to the leaf that subscribes.
+type ToLeaf = mpsc::Sender<Result<DownMessage, Status>>;
+
 #[derive(Clone, Default)]
 struct Evil {
-    leaf: Arc<Mutex<Option<mpsc::Sender<Result<DownMessage, Status>>>>>,
+    leaf: Arc<Mutex<Option<ToLeaf>>>,
     subscriptions: Arc<AtomicUsize>,
 }
 
