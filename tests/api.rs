@@ -664,6 +664,59 @@ fn every_operation_over_https_with_roles_inheritance_and_bad_input() {
             .any(|e| e["entry"]["node"] == "child" && e["entry"]["actor"].as_str().unwrap().starts_with("oscar"))
     });
 
+    // Signed changes and certificates: the node's key and freshness, and
+    // revocations that replicate down.
+    let status = root.ok("security.status", &auditor, json!({}));
+    assert_eq!(status["signing_key"].as_str().unwrap().len(), 64, "{status}");
+    assert_eq!(status["freshness"]["stale"], false, "{status}");
+    let lost = json!({"identity": "cascade://agent/pc-lost-1", "reason": "laptop stolen"});
+    assert_eq!(root.call("certificates.revoke", &auditor, lost.clone()).0, 403);
+    assert_eq!(root.call("certificates.revoke", &admin, json!({"reason": "x"})).0, 400);
+    assert_eq!(
+        root.call(
+            "certificates.revoke",
+            &admin,
+            json!({"identity": "cascade://node/root", "reason": "x"})
+        )
+        .0,
+        409
+    );
+    assert_eq!(
+        root.call("certificates.revoke", &admin, json!({"serial": "zz", "reason": "x"}))
+            .0,
+        400
+    );
+    root.ok("certificates.revoke", &admin, lost);
+    wait_for("the revocation at the child", Duration::from_secs(20), || {
+        child
+            .ok("certificates.revocations", &operator, json!({}))
+            .as_array()
+            .unwrap()
+            .len()
+            == 1
+    });
+    assert_eq!(
+        child
+            .call(
+                "certificates.reinstate",
+                &child_admin,
+                json!({"id": "identity:cascade://agent/pc-lost-1"})
+            )
+            .0,
+        403,
+        "the root's revocation is the root's to withdraw"
+    );
+    root.ok(
+        "certificates.reinstate",
+        &admin,
+        json!({"id": "identity:cascade://agent/pc-lost-1"}),
+    );
+    assert_eq!(
+        root.call("certificates.reinstate", &admin, json!({"id": "identity:nothing"}))
+            .0,
+        404
+    );
+
     // Tokens.
     assert!(root.ok("tokens.list", &admin, json!({})).as_array().unwrap().len() >= 2);
     let extra = root.ok(

@@ -216,6 +216,9 @@ pub struct Checked {
     pub os_updater: OsUpdaterConfig,
     pub root: Option<cascade_core::model::NodeId>,
     pub max_timestamp_age_seconds: u64,
+    /// Where a renewed certificate and key are written.
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
 }
 
 /// `host:port` of an address given as `host:port` or `https://host:port`.
@@ -321,6 +324,8 @@ impl AgentConfig {
             ));
         }
         Ok(Checked {
+            cert_path: resolve(&tls.cert),
+            key_path: resolve(&tls.key),
             root,
             max_timestamp_age_seconds: self.max_timestamp_age_seconds,
             data,

@@ -48,7 +48,14 @@ pub trait Env: Send + Sync {
     /// The OS updater's security upgrades and their results; `None` where
     /// there is none.
     fn os_updater(&self) -> impl Future<Output = Option<Result<Vec<PackageResult>, String>>> + Send;
+    /// Keeps a renewed certificate and its key (where the agent's files are).
+    fn keep_credentials(&self, _cert_pem: &str, _key_pem: &str) -> Result<(), String> {
+        Ok(())
+    }
 }
+
+/// A certificate is renewed once less than this share of its lifetime is left.
+pub const RENEW_WHEN_LEFT: f64 = 1.0 / 3.0;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -387,11 +394,76 @@ impl<E: Env> Agent<E> {
         Ok(pending.updates.len())
     }
 
+    /// Renews the agent's certificate at a node once less than a third of
+    /// its lifetime is left: a new key, the same identity, kept before it
+    /// is used. Returns whether it renewed.
+    pub async fn renew_if_due(&mut self) -> Result<bool, AgentError> {
+        let refused = |e: String| AgentError::Refused(format!("certificate renewal: {e}"));
+        let der = cascade_trust::pem_certs(&self.credentials.cert_pem)
+            .ok()
+            .and_then(|c| c.into_iter().next())
+            .ok_or_else(|| refused("the agent certificate cannot be read".into()))?;
+        let (from, to) = cascade_trust::validity_of(&der).map_err(|e| refused(e.to_string()))?;
+        let now = self.env.now();
+        if (to - now) as f64 > (to - from) as f64 * RENEW_WHEN_LEFT {
+            return Ok(false);
+        }
+        let identity = cascade_trust::Identity::Agent(self.computer.clone());
+        let (csr_pem, key_pem) = cascade_trust::certificate_request(&identity).map_err(|e| refused(e.to_string()))?;
+        let mut errors = Vec::new();
+        for node in &self.nodes {
+            let channel = match connect::channel(
+                &node.address,
+                &self.credentials.ca_pem,
+                Some((&self.credentials.cert_pem, &self.credentials.key_pem)),
+            )
+            .await
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    errors.push(format!("{}: {e}", node.address));
+                    continue;
+                }
+            };
+            let reply = match AgentsClient::new(channel)
+                .renew(cascade_proto::v1::RenewRequest {
+                    csr_pem: csr_pem.clone(),
+                })
+                .await
+            {
+                Ok(r) => r.into_inner(),
+                Err(s) => {
+                    errors.push(format!("{}: {}", node.address, s.message()));
+                    continue;
+                }
+            };
+            let first = cascade_trust::pem_certs(&reply.cert_pem)
+                .ok()
+                .and_then(|c| c.into_iter().next())
+                .ok_or_else(|| refused("the node sent no certificate".into()))?;
+            match cascade_trust::identity_of(&first) {
+                Ok(got) if got == identity => {}
+                Ok(got) => return Err(refused(format!("the node sent a certificate for {got}"))),
+                Err(e) => return Err(refused(e.to_string())),
+            }
+            self.env.keep_credentials(&reply.cert_pem, &key_pem).map_err(refused)?;
+            self.credentials.cert_pem = reply.cert_pem;
+            self.credentials.key_pem = key_pem;
+            tracing::info!(node = %node.address, "renewed the agent certificate");
+            return Ok(true);
+        }
+        Err(refused(errors.join("; ")))
+    }
+
     /// One run. Errors leave everything already learned queued.
     pub async fn run_once(&mut self) -> Result<RunSummary, AgentError> {
         let mut summary = RunSummary::default();
         // Installs a restart finished count before the inventory is taken.
         summary.installed += self.finish_restart(self.env.now())?;
+        // A failed renewal is tried again next run; the certificate still works.
+        if let Err(e) = self.renew_if_due().await {
+            tracing::warn!("{e}");
+        }
         let mut inventory = self.env.inventory().map_err(AgentError::Inventory)?;
         inventory.computer = Some(self.computer.to_string());
         inventory

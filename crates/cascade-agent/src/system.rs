@@ -82,6 +82,30 @@ impl Env for SystemEnv {
     async fn os_updater(&self) -> Option<Result<Vec<PackageResult>, String>> {
         Some(crate::os_updater::run(&self.config.os_updater, self.config.install_timeout).await)
     }
+
+    /// Writes the renewed key and certificate beside the old ones, then
+    /// moves them into place (the key first: a crash in between leaves a
+    /// key that the next renewal replaces, never a certificate without it).
+    fn keep_credentials(&self, cert_pem: &str, key_pem: &str) -> Result<(), String> {
+        let write = |path: &std::path::Path, text: &str, secret: bool| -> Result<(), String> {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let tmp = path.with_extension("renewed");
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(if secret { 0o600 } else { 0o644 })
+                .open(&tmp)
+                .map_err(|e| format!("{}: {e}", tmp.display()))?;
+            f.write_all(text.as_bytes())
+                .and_then(|()| f.sync_all())
+                .map_err(|e| format!("{}: {e}", tmp.display()))?;
+            std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+        };
+        write(&self.config.key_path, key_pem, true)?;
+        write(&self.config.cert_path, cert_pem, false)
+    }
 }
 
 /// The agent of this computer, from its checked configuration.

@@ -36,6 +36,9 @@ impl Agents for Flaky {
     async fn report(&self, _: Request<ReportRequest>) -> Result<Response<ReportReply>, Status> {
         Err(Status::unimplemented("test server"))
     }
+    async fn renew(&self, _: Request<RenewRequest>) -> Result<Response<EnrollReply>, Status> {
+        Err(Status::unimplemented("test server"))
+    }
     type ContentStream = Chunks;
     async fn content(&self, request: Request<ContentRequest>) -> Result<Response<Chunks>, Status> {
         let offset = request.get_ref().offset;

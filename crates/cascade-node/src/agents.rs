@@ -457,6 +457,47 @@ impl v1::agents_server::Agents for AgentsService {
         Ok(Response::new(ReportReply { acked: mark }))
     }
 
+    async fn renew(&self, request: Request<RenewRequest>) -> Result<Response<EnrollReply>, Status> {
+        // The caller's current certificate (checked, not revoked) vouches.
+        let computer = agent_of(&self.node, &request)?;
+        let node = &self.node;
+        let Some((ca, days)) = node.config.enrollment.clone() else {
+            return Err(Status::failed_precondition(format!(
+                "node {} does not issue agent certificates: its configuration has no [enrollment]",
+                node.id
+            )));
+        };
+        let at = now();
+        let cert_pem = ca
+            .sign_request(
+                &request.into_inner().csr_pem,
+                &Identity::Agent(computer.clone()),
+                at,
+                days,
+            )
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        tracing::info!(%computer, "agent certificate renewed");
+        let entry = cascade_core::model::AuditEntry {
+            at,
+            actor: format!("agent/{computer}"),
+            node: node.id.clone(),
+            action: "agent renew".into(),
+            detail: computer.to_string(),
+        };
+        let store = node.store.clone();
+        let forward = node.config.parent.is_some();
+        if let Err(e) = blocking(move || store.audit(&entry, forward)).await {
+            tracing::error!(error = %e, "cannot write the audit log");
+        } else if forward {
+            node.upward_ready();
+        }
+        Ok(Response::new(EnrollReply {
+            cert_pem,
+            site: node.id.to_string(),
+            root: node.root().map(|r| r.to_string()).unwrap_or_default(),
+        }))
+    }
+
     type ContentStream = ContentStream;
 
     async fn content(&self, request: Request<ContentRequest>) -> Result<Response<ContentStream>, Status> {

@@ -154,8 +154,9 @@ pub struct Checked {
     pub content_dir: PathBuf,
     pub content_cache_bytes: Option<u64>,
     pub security: SecurityConfig,
-    /// Seals this node's changes with its certificate's key.
-    pub signer: std::sync::Arc<cascade_trust::sign::KeySigner>,
+    /// This node's certificate and key as they are now (renewed files are
+    /// picked up while it runs), and the key that seals its changes.
+    pub tls: std::sync::Arc<crate::tls::NodeTls>,
 }
 
 impl Checked {
@@ -170,6 +171,8 @@ impl Checked {
         key_pem: String,
     ) -> Result<Checked, cascade_trust::TrustError> {
         let signer = std::sync::Arc::new(cascade_trust::sign::KeySigner::from_pem(&cert_pem, &key_pem)?);
+        let tls = crate::tls::NodeTls::new(&cert_pem, &key_pem, signer, None)
+            .map_err(cascade_trust::TrustError::Certificate)?;
         Ok(Checked {
             id,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -186,7 +189,7 @@ impl Checked {
             enrollment: None,
             content_cache_bytes: None,
             security: SecurityConfig::default(),
-            signer,
+            tls: std::sync::Arc::new(tls),
         })
     }
 }
@@ -247,6 +250,13 @@ impl NodeConfig {
         }
         let signer = cascade_trust::sign::KeySigner::from_pem(&cert_pem, &key_pem)
             .map_err(|e| invalid("tls.key", format!("cannot sign with it: {e}")))?;
+        let tls = crate::tls::NodeTls::new(
+            &cert_pem,
+            &key_pem,
+            std::sync::Arc::new(signer),
+            Some((resolve(&self.tls.cert), resolve(&self.tls.key))),
+        )
+        .map_err(|e| invalid("tls.key", e))?;
         if !(1..=86_400).contains(&self.security.timestamp_seconds) {
             return Err(invalid(
                 "security.timestamp_seconds",
@@ -316,7 +326,7 @@ impl NodeConfig {
         }
         Ok(Checked {
             security: self.security,
-            signer: std::sync::Arc::new(signer),
+            tls: std::sync::Arc::new(tls),
             content_cache_bytes: self.content_cache_bytes,
             api_listen,
             enrollment,

@@ -205,8 +205,8 @@ impl Node {
         let Some(parent) = self.parent_address() else {
             return self.download_from_vendor(content, progress).await;
         };
-        let c = &self.config;
-        let channel = crate::channel(&parent, &c.ca_pem, &c.cert_pem, &c.key_pem)
+        let (cert_pem, key_pem) = self.config.tls.identity();
+        let channel = crate::channel(&parent, &self.config.ca_pem, &cert_pem, &key_pem)
             .await
             .map_err(|e| ContentError::Unavailable(format!("cannot reach the parent {parent}: {e}")))?;
         let mut client =

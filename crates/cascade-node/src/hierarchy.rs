@@ -24,6 +24,14 @@ pub struct HierarchyService {
 type Down = Pin<Box<dyn Stream<Item = Result<DownMessage, Status>> + Send>>;
 type Up = Pin<Box<dyn Stream<Item = Result<UpAck, Status>> + Send>>;
 
+/// The caller's own certificate (DER), for revocation checks later on.
+fn leaf_certificate<T>(request: &Request<T>) -> Vec<u8> {
+    request
+        .peer_certs()
+        .and_then(|c| c.first().map(|c| c.to_vec()))
+        .unwrap_or_default()
+}
+
 /// A child node registered here, from its certificate.
 fn child_of<T>(node: &Node, request: &Request<T>) -> Result<NodeId, Status> {
     match node.peer_identity(request)? {
@@ -47,6 +55,7 @@ impl v1::hierarchy_server::Hierarchy for HierarchyService {
 
     async fn subscribe(&self, request: Request<SubscribeRequest>) -> Result<Response<Down>, Status> {
         let child = child_of(&self.node, &request)?;
+        let leaf = leaf_certificate(&request);
         let mut cursor: BTreeMap<NodeId, u64> = BTreeMap::new();
         for (origin, seq) in request.into_inner().cursor {
             let origin = NodeId::new(&origin).map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -56,7 +65,7 @@ impl v1::hierarchy_server::Hierarchy for HierarchyService {
         let (tx, rx) = mpsc::channel(256);
         let node = self.node.clone();
         tokio::spawn(async move {
-            let result = stream_down(&node, &child, cursor, &tx).await;
+            let result = stream_down(&node, &child, &leaf, cursor, &tx).await;
             node.set_link(child.as_str(), "child-down", |l| l.connected = false);
             if let Err(e) = result {
                 warn!(%child, error = %e, "down stream ended");
@@ -67,6 +76,7 @@ impl v1::hierarchy_server::Hierarchy for HierarchyService {
 
     async fn report(&self, request: Request<Streaming<UpBatch>>) -> Result<Response<Up>, Status> {
         let child = child_of(&self.node, &request)?;
+        let leaf = leaf_certificate(&request);
         let mut incoming = request.into_inner();
         let (tx, rx) = mpsc::channel(64);
         let node = self.node.clone();
@@ -84,7 +94,12 @@ impl v1::hierarchy_server::Hierarchy for HierarchyService {
                         break;
                     }
                 };
-                match receive(&node, &child, batch).await {
+                // A certificate revoked while connected is refused at once.
+                let result = match node.revocation_of(&leaf) {
+                    Some(why) => Err(Status::permission_denied(why)),
+                    None => receive(&node, &child, batch).await,
+                };
+                match result {
                     Ok(ack) => {
                         node.set_link(child.as_str(), "child-up", |l| l.last_contact = now());
                         if tx.send(Ok(UpAck { seq: ack })).await.is_err() {
@@ -111,6 +126,7 @@ impl v1::hierarchy_server::Hierarchy for HierarchyService {
 async fn stream_down(
     node: &Arc<Node>,
     child: &NodeId,
+    leaf: &[u8],
     mut cursor: BTreeMap<NodeId, u64>,
     tx: &mpsc::Sender<Result<DownMessage, Status>>,
 ) -> Result<(), Status> {
@@ -133,6 +149,12 @@ async fn stream_down(
         .map_err(store_status)?;
     }
     loop {
+        // A certificate revoked while connected: the stream ends with the
+        // change that revoked it.
+        if let Some(why) = node.revocation_of(leaf) {
+            let _ = tx.send(Err(Status::permission_denied(why.clone()))).await;
+            return Err(Status::permission_denied(why));
+        }
         let sent = send_missing(node, &mut cursor, tx).await?;
         node.set_link(child.as_str(), "child-down", |l| l.last_contact = now());
         if sent {

@@ -22,6 +22,7 @@ pub mod hierarchy;
 pub mod link;
 pub mod rollout;
 pub mod security;
+pub mod tls;
 mod vendor;
 pub mod wire;
 
@@ -77,6 +78,8 @@ pub struct Node {
     pub(crate) attested: security::Attested,
     /// Agent certificates checked here already.
     pub(crate) agent_keys: security::AgentKeys,
+    /// Revoked certificates, from the replicated revocations.
+    pub(crate) revoked: security::Revoked,
 }
 
 const DIRECTIONS: [&str; 4] = ["down", "up", "child-down", "child-up"];
@@ -111,6 +114,7 @@ impl Node {
             refusals: security::Refusals::default(),
             attested: security::Attested::default(),
             agent_keys: security::AgentKeys::default(),
+            revoked: security::Revoked::default(),
             config,
         });
         // Before anything else is written: every own change is sealed with
@@ -219,9 +223,17 @@ impl Node {
         links.iter().map(|((p, d), s)| (p.clone(), *d, s.clone())).collect()
     }
 
-    /// The verified identity of a gRPC caller of this node.
+    /// The verified identity of a gRPC caller of this node, unless its
+    /// certificate is revoked.
     pub fn peer_identity<T>(&self, request: &tonic::Request<T>) -> Result<Identity, tonic::Status> {
-        peer_identity(request, &self.ca_ders)
+        let identity = peer_identity(request, &self.ca_ders)?;
+        if let Some(leaf) = request.peer_certs().and_then(|c| c.first().map(|c| c.to_vec()))
+            && let Some(why) = self.revocation_of(&leaf)
+        {
+            tracing::warn!(%identity, "refused a revoked certificate: {why}");
+            return Err(tonic::Status::permission_denied(why));
+        }
+        Ok(identity)
     }
 
     /// This node's children (sites it registered).
@@ -332,19 +344,70 @@ pub fn identity_of_chain(chain: &[&[u8]], organisation_ca: &[Vec<u8>]) -> Result
     Ok(identity)
 }
 
+/// The TLS server configuration of this node's listeners: its current
+/// certificate, client certificates asked for and checked against the
+/// organisation CA but not required.
+pub fn server_tls(
+    node: &Node,
+    alpn: Vec<Vec<u8>>,
+) -> Result<Arc<rustls::ServerConfig>, Box<dyn std::error::Error + Send + Sync>> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(node.config.ca_pem.as_bytes()) {
+        roots.add(cert?)?;
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .allow_unauthenticated()
+        .build()?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(node.config.tls.resolver());
+    config.alpn_protocols = alpn;
+    Ok(Arc::new(config))
+}
+
 /// Serves until `shutdown` resolves. Returns the address actually bound.
 pub async fn serve(
     node: Arc<Node>,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    use tonic::transport::{Certificate, Identity as TlsIdentity, Server, ServerTlsConfig};
-    let tls = ServerTlsConfig::new()
-        .identity(TlsIdentity::from_pem(&node.config.cert_pem, &node.config.key_pem))
-        .client_ca_root(Certificate::from_pem(&node.config.ca_pem))
-        // Agents enroll before they have a certificate; every other call
-        // checks the caller's verified certificate itself.
-        .client_auth_optional(true);
+    use tonic::transport::Server;
+    // Agents enroll before they have a certificate; every other call checks
+    // the caller's verified certificate itself. The certificate presented is
+    // always the current one (renewal needs no restart).
+    let tls = tokio_rustls::TlsAcceptor::from(server_tls(&node, vec![b"h2".to_vec()])?);
+    let (accepted, incoming) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            // The listener goes when the server stopped taking connections.
+            let (tcp, remote) = tokio::select! {
+                result = listener.accept() => match result {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+                () = accepted.closed() => return,
+            };
+            let (tls, sender) = (tls.clone(), accepted.clone());
+            // Each handshake in its own task: a slow client holds up no other.
+            tokio::spawn(async move {
+                match tokio::time::timeout(Duration::from_secs(10), tls.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = sender.send(Ok::<_, std::io::Error>(stream)).await;
+                    }
+                    Ok(Err(e)) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<cascade_proto::v1::hierarchy_server::HierarchyServer<hierarchy::HierarchyService>>()
@@ -361,7 +424,6 @@ pub async fn serve(
         .build_v1()?;
     let limit = 64 * 1024 * 1024;
     Server::builder()
-        .tls_config(tls)?
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         // Content streams: HTTP/2's default 64 KB window would cap a
@@ -385,7 +447,7 @@ pub async fn serve(
             cascade_proto::v1::agents_server::AgentsServer::new(agents::AgentsService { node: node.clone() })
                 .max_decoding_message_size(16 * 1024 * 1024),
         )
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::ReceiverStream::new(incoming), shutdown)
         .await?;
     Ok(())
 }

@@ -90,8 +90,8 @@ async fn forever(node: Arc<Node>, direction: &'static str) {
 }
 
 async fn connect(node: &Node, parent: &str) -> Result<tonic::transport::Channel, String> {
-    let c = &node.config;
-    crate::channel(parent, &c.ca_pem, &c.cert_pem, &c.key_pem)
+    let (cert_pem, key_pem) = node.config.tls.identity();
+    crate::channel(parent, &node.config.ca_pem, &cert_pem, &key_pem)
         .await
         .map_err(|e| format!("cannot connect to {parent}: {e}"))
 }

@@ -77,6 +77,18 @@ pub struct Attested(Mutex<std::collections::HashSet<[u8; 32]>>);
 #[derive(Debug, Default)]
 pub struct AgentKeys(Mutex<std::collections::HashMap<ComputerId, (String, Vec<u8>)>>);
 
+/// The revocations in force here, rebuilt when the objects change.
+#[derive(Debug, Default)]
+pub struct Revoked(Mutex<Option<RevokedSet>>);
+
+#[derive(Debug)]
+struct RevokedSet {
+    /// The change counter it was built at.
+    version: u64,
+    /// Serial or identity -> reason.
+    entries: std::collections::HashMap<String, String>,
+}
+
 /// Most report digests remembered before the set starts again.
 const ATTESTED_KEPT: usize = 200_000;
 
@@ -86,6 +98,38 @@ fn unb64(s: &str) -> Option<Vec<u8>> {
 }
 
 impl Node {
+    /// Why a DER certificate is revoked here (by its serial number or its
+    /// identity), or `None` when it is not.
+    pub fn revocation_of(&self, der: &[u8]) -> Option<String> {
+        let version = *self.changes.borrow();
+        let mut cache = self.revoked.0.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.as_ref().is_none_or(|c| c.version != version) {
+            let mut entries = std::collections::HashMap::new();
+            for stored in self.store.objects(ObjectKind::Revocation).unwrap_or_default() {
+                if let Object::Revocation(r) = stored.object {
+                    let why = format!("revoked by {} at {}: {}", stored.origin, r.at, r.reason);
+                    if let Some(serial) = r.serial {
+                        entries.insert(serial.to_ascii_lowercase(), why.clone());
+                    }
+                    if let Some(identity) = r.identity {
+                        entries.insert(identity, why);
+                    }
+                }
+            }
+            *cache = Some(RevokedSet { version, entries });
+        }
+        let entries = &cache.as_ref()?.entries;
+        if entries.is_empty() {
+            return None;
+        }
+        let serial = cascade_trust::sign::serial_of(der).ok()?;
+        if let Some(why) = entries.get(&serial) {
+            return Some(format!("certificate {serial} is {why}"));
+        }
+        let identity = cascade_trust::identity_of(der).ok()?.uri();
+        entries.get(&identity).map(|why| format!("{identity} is {why}"))
+    }
+
     /// Checks an agent's certificate chain: issued (through its site's
     /// enrollment CA) under the organisation CA, for that computer.
     pub fn check_agent_certificate(&self, cert: &AgentCertificate) -> Result<Vec<u8>, Refused> {
@@ -101,6 +145,12 @@ impl Node {
             return Ok(der.clone());
         }
         let der = self.check_agent_chain(cert)?;
+        if let Some(why) = self.revocation_of(&der) {
+            return Err(Refused::new(
+                Attack::BadSignature,
+                format!("certificate of agent {}: {why}", cert.computer),
+            ));
+        }
         let mut keys = self.agent_keys.0.lock().unwrap_or_else(|e| e.into_inner());
         if keys.len() >= ATTESTED_KEPT {
             keys.clear();
@@ -232,9 +282,28 @@ impl Node {
         Ok(())
     }
 
-    /// Checks a change (or a snapshot's object) against its origin's seal.
+    /// Checks a change (or a snapshot's object) against its origin's seal,
+    /// and that the key that signed it is not revoked.
     pub fn check_change(&self, change: &Change, keys: Option<&SigningKey>, any_key: bool) -> Result<(), Refused> {
-        cascade_trust::sign::check_change(&self.ca_ders, change, keys, any_key)
+        cascade_trust::sign::check_change(&self.ca_ders, change, keys, any_key)?;
+        let (Some(seal), Some(keys)) = (&change.seal, keys) else {
+            return Ok(());
+        };
+        let signing = keys
+            .certificates
+            .iter()
+            .filter_map(|c| unb64(c))
+            .find(|der| cascade_trust::sign::fingerprint(der) == seal.key);
+        if let Some(why) = signing.and_then(|der| self.revocation_of(&der)) {
+            return Err(Refused::new(
+                Attack::BadSignature,
+                format!(
+                    "change {}/{} is signed with a revoked key: {why}",
+                    change.origin, change.seq
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Records and logs a refusal; returns the text for the link status.
@@ -262,8 +331,9 @@ impl Node {
     /// the key (a rotation when the certificate changed) as a signed change.
     pub(crate) fn publish_signing_key(&self) -> Result<(), StoreError> {
         use base64::Engine;
-        self.store.set_signer(self.config.signer.clone());
-        let mine = base64::engine::general_purpose::STANDARD.encode(self.config.signer.certificate());
+        let signer = self.config.tls.signer();
+        self.store.set_signer(signer.clone());
+        let mine = base64::engine::general_purpose::STANDARD.encode(signer.certificate());
         let key = ObjectKey {
             kind: ObjectKind::SigningKey,
             id: ObjectId::new(self.id.as_str()).map_err(|e| StoreError::Invalid(e.to_string()))?,
@@ -371,6 +441,29 @@ impl Node {
         Ok(out)
     }
 
+    /// Picks up a renewed certificate written over the configured files:
+    /// it must be the organisation CA's for this node. The new key signs
+    /// from its published rotation on.
+    pub fn reload_certificate(&self) -> Result<bool, String> {
+        let roots = self.ca_ders.clone();
+        let id = self.id.clone();
+        let renewed = self
+            .config
+            .tls
+            .reload(|der| match cascade_trust::sign::verify_issued(der, &[], &roots) {
+                Ok(cascade_trust::Identity::Node(n)) if n == id => Ok(()),
+                Ok(other) => Err(format!("the certificate is for {other}, not node {id}")),
+                Err(e) => Err(e.to_string()),
+            })?;
+        if renewed.is_none() {
+            return Ok(false);
+        }
+        self.publish_signing_key().map_err(|e| e.to_string())?;
+        self.changed();
+        tracing::info!("picked up the renewed certificate");
+        Ok(true)
+    }
+
     /// The root's signed timestamp, made now.
     pub fn publish_timestamp(&self) -> Result<(), StoreError> {
         self.store.append_local(ChangeOp::Upsert(Object::Timestamp(Timestamp {
@@ -383,11 +476,22 @@ impl Node {
 }
 
 /// The root publishes a signed timestamp on its schedule; every node warns
-/// when its newest one from the root is too old.
+/// when its newest one from the root is too old, and picks up a renewed
+/// certificate.
 pub async fn timestamps(node: std::sync::Arc<Node>) {
     let every = std::time::Duration::from_secs(node.config.security.timestamp_seconds);
     let mut warned = false;
+    let mut reload_error = String::new();
     loop {
+        let n = node.clone();
+        match crate::blocking(move || n.reload_certificate()).await {
+            Ok(_) => reload_error.clear(),
+            Err(e) if e != reload_error => {
+                tracing::error!(error = %e, "the certificate files were changed but cannot be used; the current certificate stays");
+                reload_error = e;
+            }
+            Err(_) => {}
+        }
         if node.parent_address().is_none() {
             let n = node.clone();
             if let Err(e) = crate::blocking(move || n.publish_timestamp()).await {

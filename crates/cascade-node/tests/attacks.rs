@@ -346,7 +346,9 @@ async fn a_malicious_intermediate_node_is_refused_and_the_attack_named() {
     // 4. A change the root really signed, but of another revision of its
     // log (it follows a different change N-1 than the one the leaf has).
     let mut forked = genuine.clone();
-    forked.seal_with("f".repeat(64), root.config.signer.as_ref()).unwrap();
+    forked
+        .seal_with("f".repeat(64), root.config.tls.signer().as_ref())
+        .unwrap();
     let r = refused(&leaf, &evil, &forked).await;
     assert_eq!(r.attack, "mix-and-match", "{r:?}");
 

@@ -298,4 +298,135 @@ mod tests {
         assert!(!serial_of(&der_a).unwrap().is_empty());
         assert_ne!(serial_of(&der_a).unwrap(), serial_of(&der_b).unwrap());
     }
+
+    fn b64(der: &[u8]) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(der)
+    }
+
+    fn sealed(origin: &str, seq: u64, prev: &str, op: ChangeOp, signer: &KeySigner) -> Change {
+        let mut c = Change {
+            origin: NodeId::new(origin).unwrap(),
+            seq,
+            op,
+            seal: None,
+        };
+        c.seal_with(prev.to_owned(), signer).unwrap();
+        c
+    }
+
+    fn setting(n: i64) -> ChangeOp {
+        ChangeOp::Upsert(Object::Setting(cascade_core::model::Setting {
+            id: cascade_core::model::ObjectId::new("s").unwrap(),
+            value: n.into(),
+            overridable: false,
+        }))
+    }
+
+    #[test]
+    fn keys_are_published_and_rotated_as_signed_changes() {
+        let ca = Ca::generate("Example", NOW, 3650).unwrap();
+        let roots = [ca.cert_der()];
+        let root = Identity::Node(NodeId::new("root").unwrap());
+        let first = ca.issue(&root, &[], NOW, 30).unwrap();
+        let renewed = ca.issue(&root, &[], NOW + 86_400, 30).unwrap();
+        let old = KeySigner::from_pem(&first.cert_pem, &first.key_pem).unwrap();
+        let new = KeySigner::from_pem(&renewed.cert_pem, &renewed.key_pem).unwrap();
+        let key1 = SigningKey {
+            node: NodeId::new("root").unwrap(),
+            certificates: vec![b64(old.certificate())],
+        };
+        let publish = sealed("root", 1, "", ChangeOp::Upsert(Object::SigningKey(key1.clone())), &old);
+        check_change(&roots, &publish, None, false).unwrap();
+        let change = sealed("root", 2, &publish.digest(), setting(1), &old);
+        check_change(&roots, &change, Some(&key1), false).unwrap();
+        // Unsigned, or altered after signing.
+        let mut unsigned = change.clone();
+        unsigned.seal = None;
+        assert!(
+            check_change(&roots, &unsigned, Some(&key1), false)
+                .unwrap_err()
+                .detail
+                .contains("unsigned")
+        );
+        let mut altered = change.clone();
+        altered.op = setting(2);
+        assert_eq!(
+            check_change(&roots, &altered, Some(&key1), false).unwrap_err().attack,
+            Attack::BadSignature
+        );
+        // A rotation adds the renewed certificate and is signed by its key.
+        let key2 = SigningKey {
+            node: NodeId::new("root").unwrap(),
+            certificates: vec![b64(old.certificate()), b64(new.certificate())],
+        };
+        let rotation = sealed(
+            "root",
+            3,
+            &change.digest(),
+            ChangeOp::Upsert(Object::SigningKey(key2.clone())),
+            &new,
+        );
+        check_change(&roots, &rotation, Some(&key1), false).unwrap();
+        let after = sealed("root", 4, &rotation.digest(), setting(3), &new);
+        check_change(&roots, &after, Some(&key2), false).unwrap();
+        // The old key no longer signs new changes, though what it signed
+        // stays valid (a snapshot's objects, an agent's evidence).
+        let stale_key = sealed("root", 4, &rotation.digest(), setting(3), &old);
+        let e = check_change(&roots, &stale_key, Some(&key2), false).unwrap_err();
+        assert!(e.detail.contains("not root's current key"), "{e}");
+        check_change(&roots, &stale_key, Some(&key2), true).unwrap();
+        // A rotation that rewrites the history, names another node, or
+        // comes from another CA is refused.
+        let rewritten = SigningKey {
+            node: NodeId::new("root").unwrap(),
+            certificates: vec![b64(new.certificate())],
+        };
+        let c = sealed(
+            "root",
+            3,
+            &change.digest(),
+            ChangeOp::Upsert(Object::SigningKey(rewritten)),
+            &new,
+        );
+        assert!(check_change(&roots, &c, Some(&key1), false).is_err());
+        let other = ca
+            .issue(&Identity::Node(NodeId::new("mid").unwrap()), &[], NOW, 30)
+            .unwrap();
+        let mid = KeySigner::from_pem(&other.cert_pem, &other.key_pem).unwrap();
+        let stolen = SigningKey {
+            node: NodeId::new("root").unwrap(),
+            certificates: vec![b64(old.certificate()), b64(mid.certificate())],
+        };
+        let c = sealed(
+            "root",
+            3,
+            &change.digest(),
+            ChangeOp::Upsert(Object::SigningKey(stolen)),
+            &mid,
+        );
+        let e = check_change(&roots, &c, Some(&key1), false).unwrap_err();
+        assert!(e.detail.contains("node/mid"), "{e}");
+        let rogue_ca = Ca::generate("Rogue", NOW, 3650).unwrap();
+        let rogue = rogue_ca.issue(&root, &[], NOW, 30).unwrap();
+        let rogue = KeySigner::from_pem(&rogue.cert_pem, &rogue.key_pem).unwrap();
+        let forged = SigningKey {
+            node: NodeId::new("root").unwrap(),
+            certificates: vec![b64(old.certificate()), b64(rogue.certificate())],
+        };
+        let c = sealed(
+            "root",
+            3,
+            &change.digest(),
+            ChangeOp::Upsert(Object::SigningKey(forged)),
+            &rogue,
+        );
+        assert_eq!(
+            check_change(&roots, &c, Some(&key1), false).unwrap_err().attack,
+            Attack::BadSignature
+        );
+        // Another node cannot publish the root's keys.
+        let c = sealed("mid", 1, "", ChangeOp::Upsert(Object::SigningKey(key1)), &mid);
+        assert!(check_change(&roots, &c, None, false).is_err());
+    }
 }

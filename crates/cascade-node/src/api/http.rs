@@ -260,27 +260,10 @@ pub async fn serve(
     node: Arc<Node>,
     listener: tokio::net::TcpListener,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(node.config.ca_pem.as_bytes()) {
-        roots.add(cert?)?;
-    }
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .allow_unauthenticated()
-        .build()?;
-    let chain: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_slice_iter(node.config.cert_pem.as_bytes()).collect::<Result<_, _>>()?;
-    let key = PrivateKeyDer::from_pem_slice(node.config.key_pem.as_bytes())?;
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let config = crate::server_tls(&node, vec![b"h2".to_vec(), b"http/1.1".to_vec()])?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let ca_ders = Arc::new(cascade_trust::pem_certs(&node.config.ca_pem)?);
-    let app = router(node);
+    let app = router(node.clone());
     loop {
         let (tcp, remote) = match listener.accept().await {
             Ok(c) => c,
@@ -293,6 +276,7 @@ pub async fn serve(
         let acceptor = acceptor.clone();
         let app = app.clone();
         let ca_ders = ca_ders.clone();
+        let node = node.clone();
         // Each handshake in its own task: a slow client cannot hold up others.
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp)).await {
@@ -305,7 +289,12 @@ pub async fn serve(
             };
             let peer = tls.get_ref().1.peer_certificates().and_then(|certs| {
                 let ders: Vec<&[u8]> = certs.iter().map(|c| c.as_ref()).collect();
-                crate::identity_of_chain(&ders, &ca_ders).ok()
+                let identity = crate::identity_of_chain(&ders, &ca_ders).ok()?;
+                if let Some(why) = ders.first().and_then(|leaf| node.revocation_of(leaf)) {
+                    tracing::warn!(%remote, %identity, "API caller refused: {why}");
+                    return None;
+                }
+                Some(identity)
             });
             let service = app.layer(Extension(PeerIdentity(peer)));
             let service = hyper_util::service::TowerToHyperService::new(service);

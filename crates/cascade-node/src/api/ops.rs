@@ -1081,6 +1081,92 @@ async fn tokens_revoke(ctx: Ctx, p: ByName) -> Out {
     Ok(json!({"revoked": count}))
 }
 
+// ---- certificates and signed changes
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Revoke {
+    /// The certificate's serial number (hex), to revoke one certificate.
+    #[serde(default)]
+    pub serial: Option<String>,
+    /// `cascade://node/<id>`, `cascade://agent/<id>` or an admin's
+    /// identity, to revoke every certificate it has.
+    #[serde(default)]
+    pub identity: Option<String>,
+    pub reason: String,
+}
+
+async fn certificates_revoke(ctx: Ctx, p: Revoke) -> Out {
+    let (name, serial, identity) = match (&p.serial, &p.identity) {
+        (Some(serial), None) => {
+            let serial = serial
+                .trim()
+                .trim_start_matches("0x")
+                .replace(':', "")
+                .to_ascii_lowercase();
+            if serial.is_empty() || serial.len() > 64 || !serial.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(ApiError::Invalid(format!(
+                    "serial: {:?} is not a hex serial number",
+                    p.serial
+                )));
+            }
+            (format!("serial:{serial}"), Some(serial), None)
+        }
+        (None, Some(identity)) => {
+            let parsed = cascade_trust::Identity::from_uri(identity)
+                .ok_or_else(|| ApiError::Invalid(format!("identity: {identity:?} is not a cascade:// identity")))?;
+            if parsed == cascade_trust::Identity::Node(ctx.node.id.clone()) {
+                return Err(ApiError::Conflict("a node cannot revoke its own certificate".into()));
+            }
+            (format!("identity:{identity}"), None, Some(parsed.uri()))
+        }
+        _ => return Err(ApiError::Invalid("give either serial or identity".into())),
+    };
+    if p.reason.trim().is_empty() {
+        return Err(ApiError::Invalid("reason: say why".into()));
+    }
+    let revocation = cascade_core::model::Revocation {
+        id: id("revocation", &name)?,
+        serial,
+        identity,
+        reason: p.reason,
+        at: crate::now(),
+    };
+    change(&ctx, ChangeOp::Upsert(Object::Revocation(revocation))).await
+}
+
+async fn certificates_revocations(ctx: Ctx, _: Nothing) -> Out {
+    let list: Vec<Value> = objects(&ctx, ObjectKind::Revocation)
+        .await?
+        .into_iter()
+        .map(|s| json!({"origin": s.origin, "revocation": s.object}))
+        .collect();
+    Ok(Value::Array(list))
+}
+
+async fn certificates_reinstate(ctx: Ctx, p: ById) -> Out {
+    let key = cascade_core::model::ObjectKey {
+        kind: ObjectKind::Revocation,
+        id: id("revocation", &p.id)?,
+    };
+    let store = ctx.node.store.clone();
+    let lookup = key.clone();
+    match blocking(move || store.object(&lookup)).await? {
+        Some(s) if s.origin == ctx.node.id => change(&ctx, ChangeOp::Delete(key)).await,
+        Some(s) => Err(ApiError::Forbidden(format!("{} belongs to {}", p.id, s.origin))),
+        None => Err(ApiError::NotFound(format!("no revocation {}", p.id))),
+    }
+}
+
+async fn security_status(ctx: Ctx, _: Nothing) -> Out {
+    use cascade_core::seal::Signer;
+    Ok(json!({
+        "signing_key": ctx.node.config.tls.signer().key(),
+        "freshness": ctx.node.freshness(),
+        "refusals": ctx.node.refusals.list(),
+    }))
+}
+
 // ---- Altiris-compatible names
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -1305,6 +1391,42 @@ pub static OPERATIONS: &[Operation] = &[
         tokens_revoke,
         ByName,
         json!({"name": "alice"})
+    ),
+    op!(
+        "certificates.revoke",
+        "Access",
+        Access::Admin,
+        "Revokes a certificate (by serial) or every certificate of an identity; replicates down, and every node below refuses it from then on.",
+        certificates_revoke,
+        Revoke,
+        json!({"identity": "cascade://agent/pc-lost-1", "reason": "laptop stolen"})
+    ),
+    op!(
+        "certificates.revocations",
+        "Access",
+        Access::Read,
+        "The revocations in force here, with the node that made each.",
+        certificates_revocations,
+        Nothing,
+        json!({})
+    ),
+    op!(
+        "certificates.reinstate",
+        "Access",
+        Access::Admin,
+        "Withdraws a revocation this node made.",
+        certificates_reinstate,
+        ById,
+        json!({"id": "identity:cascade://agent/pc-lost-1"})
+    ),
+    op!(
+        "security.status",
+        "Access",
+        Access::Read,
+        "This node's signing key, how fresh its view of the root is (signed timestamps), and the changes, reports and timestamps it refused lately with the attack each was.",
+        security_status,
+        Nothing,
+        json!({})
     ),
     op!(
         "updates.search",
