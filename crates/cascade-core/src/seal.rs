@@ -20,6 +20,10 @@ use crate::model::{Change, ChangeOp, ComplianceRecord, ComputerId, NodeId, Objec
 pub struct Seal {
     /// Hex digest of the origin's previous change ("" before its first).
     pub prev: String,
+    /// Hex digest of everything the origin owns once this change is
+    /// applied (see [`StateHash`]): a snapshot or a history that lost,
+    /// added or swapped an object does not match it.
+    pub state: String,
     /// Hex SHA-256 of the certificate whose key signed.
     pub key: String,
     /// TLS signature scheme code of the signature.
@@ -109,19 +113,51 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The bytes an origin signs for one change.
-pub fn change_message(origin: &NodeId, seq: u64, prev: &str, op: &ChangeOp) -> Vec<u8> {
-    let mut out = b"cascade-change-v1\n".to_vec();
+/// Hex SHA-256 of an operation's canonical JSON.
+pub fn op_digest(op: &ChangeOp) -> String {
     // Serializing these types cannot fail (no maps with non-string keys).
-    out.extend(serde_json::to_vec(&(origin, seq, prev, op)).unwrap_or_default());
+    hex(&Sha256::digest(serde_json::to_vec(op).unwrap_or_default()))
+}
+
+/// The bytes an origin signs for one change: its place in the log, the
+/// change before it, the state after it and the operation's digest.
+pub fn change_message(origin: &NodeId, seq: u64, prev: &str, state: &str, op_digest: &str) -> Vec<u8> {
+    let mut out = b"cascade-change-v2\n".to_vec();
+    out.extend(serde_json::to_vec(&(origin, seq, prev, state, op_digest)).unwrap_or_default());
     out
+}
+
+/// The last change of an origin without its operation: enough to check
+/// its seal, and so the state a snapshot must match.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Tip {
+    pub seq: u64,
+    /// [`op_digest`] of its operation.
+    pub op: String,
+    pub seal: Seal,
+}
+
+impl Tip {
+    pub fn message(&self, origin: &NodeId) -> Vec<u8> {
+        change_message(origin, self.seq, &self.seal.prev, &self.seal.state, &self.op)
+    }
+
+    /// The digest the origin's next change names as `prev`.
+    pub fn digest(&self, origin: &NodeId) -> String {
+        hex(&Sha256::digest(self.message(origin)))
+    }
 }
 
 impl Change {
     /// The bytes its origin signed (or has to sign).
     pub fn message(&self) -> Vec<u8> {
-        let prev = self.seal.as_ref().map(|s| s.prev.as_str()).unwrap_or("");
-        change_message(&self.origin, self.seq, prev, &self.op)
+        let (prev, state) = self
+            .seal
+            .as_ref()
+            .map(|s| (s.prev.as_str(), s.state.as_str()))
+            .unwrap_or(("", ""));
+        change_message(&self.origin, self.seq, prev, state, &op_digest(&self.op))
     }
 
     /// The digest the origin's next change names as `prev`.
@@ -129,18 +165,105 @@ impl Change {
         hex(&Sha256::digest(self.message()))
     }
 
-    /// Seals a change of this node's own log, chained to `prev`.
-    pub fn seal_with(&mut self, prev: String, signer: &dyn Signer) -> Result<(), String> {
-        let message = change_message(&self.origin, self.seq, &prev, &self.op);
+    /// What a snapshot carries of it when it is its origin's last.
+    pub fn tip(&self) -> Option<Tip> {
+        Some(Tip {
+            seq: self.seq,
+            op: op_digest(&self.op),
+            seal: self.seal.clone()?,
+        })
+    }
+
+    /// Seals a change of this node's own log, chained to `prev`, with the
+    /// digest of the origin's state once it is applied.
+    pub fn seal_with(&mut self, prev: String, state: String, signer: &dyn Signer) -> Result<(), String> {
+        let message = change_message(&self.origin, self.seq, &prev, &state, &op_digest(&self.op));
         let (scheme, sig) = signer.sign(&message)?;
         use base64::Engine;
         self.seal = Some(Seal {
             prev,
+            state,
             key: signer.key().to_owned(),
             scheme,
             sig: base64::engine::general_purpose::STANDARD.encode(sig),
         });
         Ok(())
+    }
+}
+
+/// Lanes of a [`StateHash`].
+pub const STATE_LANES: usize = 1024;
+
+/// A homomorphic set hash (LtHash with 1024 16-bit lanes) of everything an
+/// origin owns: objects and overrides, each as the change that last wrote
+/// it. Adding or removing one element costs one 2 KB expansion, so the
+/// state after every change is kept up to date cheaply, and a snapshot is
+/// checked by hashing what it holds.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StateHash(Box<[u16; STATE_LANES]>);
+
+impl std::fmt::Debug for StateHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StateHash({})", self.digest())
+    }
+}
+
+impl Default for StateHash {
+    fn default() -> Self {
+        StateHash(Box::new([0; STATE_LANES]))
+    }
+}
+
+/// The element of one object or override: the change that wrote it.
+pub fn element(origin: &NodeId, seq: u64, op: &ChangeOp) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"cascade-element-v1\n");
+    h.update(serde_json::to_vec(&(origin, seq, op)).unwrap_or_default());
+    h.finalize().into()
+}
+
+impl StateHash {
+    fn expand(element: &[u8; 32]) -> [u16; STATE_LANES] {
+        use rand_chacha::rand_core::{RngCore, SeedableRng};
+        let mut bytes = [0u8; STATE_LANES * 2];
+        rand_chacha::ChaCha20Rng::from_seed(*element).fill_bytes(&mut bytes);
+        let mut lanes = [0u16; STATE_LANES];
+        for (lane, pair) in lanes.iter_mut().zip(bytes.chunks_exact(2)) {
+            *lane = u16::from_le_bytes([pair[0], pair[1]]);
+        }
+        lanes
+    }
+
+    pub fn add(&mut self, element: &[u8; 32]) {
+        for (lane, x) in self.0.iter_mut().zip(Self::expand(element)) {
+            *lane = lane.wrapping_add(x);
+        }
+    }
+
+    pub fn remove(&mut self, element: &[u8; 32]) {
+        for (lane, x) in self.0.iter_mut().zip(Self::expand(element)) {
+            *lane = lane.wrapping_sub(x);
+        }
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.0.iter().flat_map(|l| l.to_le_bytes()).collect()
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Option<StateHash> {
+        if bytes.len() != STATE_LANES * 2 {
+            return None;
+        }
+        let mut lanes = Box::new([0u16; STATE_LANES]);
+        for (lane, pair) in lanes.iter_mut().zip(bytes.chunks_exact(2)) {
+            *lane = u16::from_le_bytes([pair[0], pair[1]]);
+        }
+        Some(StateHash(lanes))
+    }
+
+    /// Hex SHA-256 of the lanes: what a seal names.
+    pub fn digest(&self) -> String {
+        hex(&Sha256::digest(self.to_bytes()))
     }
 }
 
@@ -328,6 +451,36 @@ mod tests {
             }
             assert_eq!(merkle_root_from(leaves[0], n as u32, n as u32, &proofs[0]), None);
         }
+    }
+
+    #[test]
+    fn the_state_hash_is_the_set_whatever_the_order() {
+        let node = NodeId::new("root").unwrap();
+        let op = |n: i64| {
+            ChangeOp::Upsert(crate::model::Object::Setting(crate::model::Setting {
+                id: crate::model::ObjectId::new(&format!("s{n}")).unwrap(),
+                value: n.into(),
+                overridable: false,
+            }))
+        };
+        let elements: Vec<[u8; 32]> = (1..=5).map(|n| element(&node, n as u64, &op(n))).collect();
+        let mut a = StateHash::default();
+        elements.iter().for_each(|e| a.add(e));
+        let mut b = StateHash::default();
+        elements.iter().rev().for_each(|e| b.add(e));
+        assert_eq!(a.digest(), b.digest());
+        // One element less, or another in its place, is another state.
+        let mut c = a.clone();
+        c.remove(&elements[2]);
+        assert_ne!(c.digest(), a.digest());
+        let mut d = c.clone();
+        d.add(&element(&node, 9, &op(3)));
+        assert_ne!(d.digest(), a.digest());
+        d.remove(&element(&node, 9, &op(3)));
+        d.add(&elements[2]);
+        assert_eq!(d.digest(), a.digest());
+        assert_eq!(StateHash::from_bytes(&a.to_bytes()), Some(a));
+        assert_ne!(StateHash::default().digest(), c.digest());
     }
 
     #[test]

@@ -165,8 +165,7 @@ impl v1::admin_server::Admin for AdminService {
         request: Request<ReplicateNowRequest>,
     ) -> Result<Response<ReplicateNowReply>, Status> {
         caller(&self.node, &request, false)?;
-        self.node.wake.notify_waiters();
-        self.node.outbox_ready.notify_one();
+        self.node.replicate_now();
         Ok(Response::new(ReplicateNowReply {}))
     }
 

@@ -215,7 +215,7 @@ async fn send_missing(
     .map_err(store_status)?;
     let mut sent = false;
     if let Some(snapshot) = snapshot {
-        let state = serde_json::to_vec(&(&snapshot.objects, &snapshot.overrides, &snapshot.heads))
+        let state = serde_json::to_vec(&(&snapshot.objects, &snapshot.overrides, &snapshot.tips))
             .map_err(|e| Status::internal(e.to_string()))?;
         let message = v1::Snapshot {
             cursor: snapshot.cursor.iter().map(|(o, s)| (o.to_string(), *s)).collect(),

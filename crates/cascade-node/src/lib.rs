@@ -167,6 +167,13 @@ impl Node {
         self.changes.send_modify(|n| *n += 1);
     }
 
+    /// "Replicate now": the parent links reconnect at once if they are
+    /// waiting to retry or have been quiet, and the outbox is sent.
+    pub fn replicate_now(&self) {
+        self.wake.notify_waiters();
+        self.outbox_ready.notify_one();
+    }
+
     /// Records a change made here and wakes the children's streams.
     pub async fn append_local(self: &Arc<Self>, op: ChangeOp) -> Result<Change, cascade_store::StoreError> {
         let store = self.store.clone();

@@ -180,7 +180,7 @@ async fn down(node: &Arc<Node>, parent: &str) -> Result<(), String> {
                 node.changed();
             }
             Some(down_message::Body::Snapshot(s)) => {
-                let (objects, overrides, heads): SnapshotState =
+                let (objects, overrides, tips): SnapshotState =
                     serde_json::from_slice(&s.state).map_err(|e| format!("snapshot: {e}"))?;
                 let mut cursor = std::collections::BTreeMap::new();
                 for (o, seq) in s.cursor {
@@ -190,12 +190,28 @@ async fn down(node: &Arc<Node>, parent: &str) -> Result<(), String> {
                     cursor,
                     objects,
                     overrides,
-                    heads,
+                    tips,
                 };
+                // The root's part never goes: a parent that says it has
+                // nothing of the root is hiding it.
+                if let Some(root) = node.root()
+                    && root != node.id
+                    && snapshot.cursor.get(&root) == Some(&0)
+                {
+                    let refusal = cascade_core::seal::Refused::new(
+                        cascade_core::seal::Attack::Rollback,
+                        format!("a snapshot that removes everything of the root {root}"),
+                    );
+                    return Err(node.note_refusal(parent, &refusal));
+                }
                 let store = node.store.clone();
                 let checker = node.clone();
                 blocking(move || {
-                    store.apply_snapshot_verified(&snapshot, &|c, k, any| checker.check_change(c, k, any))
+                    store.apply_snapshot_verified(
+                        &snapshot,
+                        &|c, k, any| checker.check_change(c, k, any),
+                        &|origin, tip, k| cascade_trust::sign::check_tip(origin, tip, k),
+                    )
                 })
                 .await
                 .map_err(|e| node.refused(parent, e))?;
@@ -242,11 +258,12 @@ fn up_batch(seq: u64, items: &[Upward], snapshot: bool) -> Result<UpBatch, Strin
     })
 }
 
-/// A snapshot's objects, overrides (each with its seal) and heads.
+/// A snapshot's objects, overrides (each with its seal) and each origin's
+/// last change.
 pub(crate) type SnapshotState = (
     Vec<StoredObject>,
     Vec<(NodeId, u64, Override, Option<cascade_core::seal::Seal>)>,
-    std::collections::BTreeMap<NodeId, String>,
+    std::collections::BTreeMap<NodeId, cascade_core::seal::Tip>,
 );
 
 fn decode_change(c: v1::Change) -> Result<Change, String> {

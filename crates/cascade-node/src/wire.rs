@@ -90,6 +90,7 @@ pub fn seal_to_wire(s: &Seal) -> v1::Seal {
     use base64::Engine;
     v1::Seal {
         prev: s.prev.clone(),
+        state: s.state.clone(),
         key: s.key.clone(),
         scheme: u32::from(s.scheme),
         signature: base64::engine::general_purpose::STANDARD
@@ -103,6 +104,7 @@ pub fn seal_from_wire(w: v1::Seal) -> Result<Seal, String> {
     use base64::Engine;
     Ok(Seal {
         prev: w.prev,
+        state: w.state,
         key: w.key,
         scheme: u16::try_from(w.scheme).map_err(|_| "seal scheme is not a TLS scheme code".to_owned())?,
         sig: base64::engine::general_purpose::STANDARD.encode(&w.signature),

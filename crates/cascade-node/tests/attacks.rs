@@ -3,8 +3,9 @@
 //! (the middle node's), so every hop's mTLS is satisfied, and it lies. It
 //! alters an update's hash, re-signs with its own key, replays an older
 //! change, mixes in a change of another revision of the root's log,
-//! freezes the root's timestamps, and forges and replays an agent's report
-//! on the way up. The leaf or the root refuses every one, names the attack,
+//! freezes the root's timestamps, sends snapshots with an object left out,
+//! swapped for an older revision, older than the leaf's or empty, and
+//! forges and replays an agent's report on the way up. The leaf or the root refuses every one, names the attack,
 //! and keeps the honest state.
 
 use std::path::PathBuf;
@@ -102,8 +103,21 @@ impl v1::hierarchy_server::Hierarchy for Evil {
 
     async fn subscribe(&self, _request: Request<SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
         let (tx, rx) = mpsc::channel(1024);
-        *self.leaf.lock().unwrap() = Some(tx);
+        *self.leaf.lock().unwrap() = Some(tx.clone());
         self.subscriptions.fetch_add(1, Ordering::SeqCst);
+        // Heartbeats keep the link from going quiet (it is the timestamps
+        // that stop in a freeze, not the link).
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let beat = DownMessage {
+                    body: Some(down_message::Body::Heartbeat(v1::Heartbeat { at: now() })),
+                };
+                if tx.send(Ok(beat)).await.is_err() {
+                    return;
+                }
+            }
+        });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
@@ -143,6 +157,17 @@ impl Evil {
         (evil, addr)
     }
 
+    async fn send_snapshot(&self, snapshot: &cascade_store::Snapshot) {
+        let message = DownMessage {
+            body: Some(down_message::Body::Snapshot(v1::Snapshot {
+                cursor: snapshot.cursor.iter().map(|(o, s)| (o.to_string(), *s)).collect(),
+                state: serde_json::to_vec(&(&snapshot.objects, &snapshot.overrides, &snapshot.tips)).unwrap(),
+            })),
+        };
+        let tx = self.leaf.lock().unwrap().clone().expect("the leaf subscribed");
+        tx.send(Ok(message)).await.unwrap();
+    }
+
     async fn send(&self, change: &Change) {
         let message = DownMessage {
             body: Some(down_message::Body::Change(v1::Change {
@@ -180,18 +205,55 @@ async fn catch_up(root: &Node, leaf: &Node, evil: &Evil, upto: u64) {
 /// Sends one lying change and waits for the leaf to refuse it; returns the
 /// refusal and waits for the leaf to subscribe again.
 async fn refused(leaf: &Node, evil: &Evil, change: &Change) -> cascade_node::security::Refusal {
-    let before = leaf.refusals.list().len();
+    refused_after(leaf, evil, evil.send(change)).await
+}
+
+async fn refused_snapshot(
+    leaf: &Node,
+    evil: &Evil,
+    snapshot: &cascade_store::Snapshot,
+) -> cascade_node::security::Refusal {
+    refused_after(leaf, evil, evil.send_snapshot(snapshot)).await
+}
+
+trait Approvals {
+    fn approvals_here(&self) -> usize;
+}
+
+impl Approvals for Node {
+    fn approvals_here(&self) -> usize {
+        self.store
+            .objects(cascade_core::model::ObjectKind::Approval)
+            .unwrap()
+            .len()
+    }
+}
+
+async fn refused_after(
+    leaf: &Node,
+    evil: &Evil,
+    send: impl std::future::Future<Output = ()>,
+) -> cascade_node::security::Refusal {
+    // Freeze warnings come on their own schedule; the lie's refusal is
+    // another one.
+    let lies = || -> Vec<cascade_node::security::Refusal> {
+        leaf.refusals
+            .list()
+            .into_iter()
+            .filter(|r| r.attack != "freeze")
+            .collect()
+    };
+    let before = lies().len();
     let subscriptions = evil.subscriptions.load(Ordering::SeqCst);
-    evil.send(change).await;
-    wait_for("the leaf to refuse", Duration::from_secs(20), || {
-        leaf.refusals.list().len() > before
-    })
-    .await;
+    send.await;
+    wait_for("the leaf to refuse", Duration::from_secs(20), || lies().len() > before).await;
+    // Without waiting out the link's backoff.
     wait_for("the leaf to subscribe again", Duration::from_secs(20), || {
+        leaf.replicate_now();
         evil.subscriptions.load(Ordering::SeqCst) > subscriptions
     })
     .await;
-    leaf.refusals.list().pop().unwrap()
+    lies().pop().unwrap()
 }
 
 fn update(id: &str, sha256: &str) -> Update {
@@ -327,8 +389,10 @@ async fn a_malicious_intermediate_node_is_refused_and_the_attack_named() {
 
     // 2. Altered and re-signed with the middle node's own key.
     let mut resigned = with_other_hash(&genuine);
-    let prev = genuine.seal.as_ref().unwrap().prev.clone();
-    resigned.seal_with(prev, &mid_signer).unwrap();
+    let seal = genuine.seal.clone().unwrap();
+    resigned
+        .seal_with(seal.prev.clone(), seal.state.clone(), &mid_signer)
+        .unwrap();
     let r = refused(&leaf, &evil, &resigned).await;
     assert_eq!(r.attack, "bad signature", "{r:?}");
     assert!(r.detail.contains("not root's current key"), "{r:?}");
@@ -347,7 +411,7 @@ async fn a_malicious_intermediate_node_is_refused_and_the_attack_named() {
     // log (it follows a different change N-1 than the one the leaf has).
     let mut forked = genuine.clone();
     forked
-        .seal_with("f".repeat(64), root.config.tls.signer().as_ref())
+        .seal_with("f".repeat(64), seal.state.clone(), root.config.tls.signer().as_ref())
         .unwrap();
     let r = refused(&leaf, &evil, &forked).await;
     assert_eq!(r.attack, "mix-and-match", "{r:?}");
@@ -371,6 +435,64 @@ async fn a_malicious_intermediate_node_is_refused_and_the_attack_named() {
         Object::Update(u) => assert_eq!(u.content[0].sha256, "b".repeat(64)),
         other => panic!("{other:?}"),
     }
+
+    // Snapshots (what a parent sends a child far behind, or a new one):
+    // each origin's part must be exactly what it signed at the cursor.
+    // EX-1 is revised first, so that an older signed version of it exists.
+    let old_ex1 = root
+        .store
+        .object(&cascade_core::model::ObjectKey {
+            kind: cascade_core::model::ObjectKind::Update,
+            id: ObjectId::new("EX-1").unwrap(),
+        })
+        .unwrap()
+        .unwrap();
+    root.append_local(ChangeOp::Upsert(Object::Update(Box::new(update(
+        "EX-1",
+        &"c".repeat(64),
+    )))))
+    .await
+    .unwrap();
+    let have = root.store.applied_seq(&root_id()).unwrap();
+    catch_up(&root, &leaf, &evil, have).await;
+    let stale_snapshot = root.store.snapshot(&[root_id()]).unwrap();
+    wait_for("another root timestamp", Duration::from_secs(10), || {
+        root.store.applied_seq(&root_id()).unwrap() > have
+    })
+    .await;
+    let snapshot = root.store.snapshot(&[root_id()]).unwrap();
+    let is_approval = |o: &cascade_store::StoredObject| matches!(o.object, Object::Approval(_));
+    // 7. An object left out (the approval).
+    let mut omitted = snapshot.clone();
+    omitted.objects.retain(|o| !is_approval(o));
+    let r = refused_snapshot(&leaf, &evil, &omitted).await;
+    assert_eq!(r.attack, "mix-and-match", "{r:?}");
+    // 8. An object swapped for an older revision the root really signed.
+    let mut swapped = snapshot.clone();
+    for o in &mut swapped.objects {
+        if o.object.key().unwrap() == old_ex1.object.key().unwrap() {
+            *o = old_ex1.clone();
+        }
+    }
+    let r = refused_snapshot(&leaf, &evil, &swapped).await;
+    assert_eq!(r.attack, "mix-and-match", "{r:?}");
+    // 9. A genuine snapshot, but older than what the leaf has.
+    let r = refused_snapshot(&leaf, &evil, &stale_snapshot).await;
+    assert_eq!(r.attack, "rollback", "{r:?}");
+    // 10. A genuine snapshot that says the root has nothing.
+    let mut erased = snapshot.clone();
+    erased.objects.clear();
+    erased.tips.clear();
+    erased.cursor.insert(root_id(), 0);
+    let r = refused_snapshot(&leaf, &evil, &erased).await;
+    assert_eq!(r.attack, "rollback", "{r:?}");
+    // The genuine one is taken.
+    evil.send_snapshot(&snapshot).await;
+    wait_for("the genuine snapshot at the leaf", Duration::from_secs(20), || {
+        leaf.store.applied_seq(&root_id()).unwrap() == snapshot.cursor[&root_id()]
+    })
+    .await;
+    assert_eq!(leaf.approvals_here(), 1);
 
     // 5. Freeze: the middle node stops passing anything on (the root goes
     // on signing timestamps every second). The leaf notices...

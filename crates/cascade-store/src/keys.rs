@@ -21,6 +21,8 @@ pub const OVERRIDE: &[u8] = b"v/";
 pub const APPLIED: &[u8] = b"a/";
 pub const FLOOR: &[u8] = b"f/";
 pub const HEAD: &[u8] = b"hd/";
+pub const STATE: &[u8] = b"st/";
+pub const TIP: &[u8] = b"tp/";
 pub const SUBSCRIBER: &[u8] = b"s/";
 pub const COMPLIANCE: &[u8] = b"c/";
 pub const BY_UPDATE: &[u8] = b"cu/";
@@ -93,6 +95,14 @@ pub fn floor(origin: &NodeId) -> Vec<u8> {
 
 pub fn head(origin: &NodeId) -> Vec<u8> {
     join(HEAD, &[origin.as_str().as_bytes()])
+}
+
+pub fn state(origin: &NodeId) -> Vec<u8> {
+    join(STATE, &[origin.as_str().as_bytes()])
+}
+
+pub fn tip(origin: &NodeId) -> Vec<u8> {
+    join(TIP, &[origin.as_str().as_bytes()])
 }
 
 pub fn subscriber(subscriber: &NodeId, origin: &NodeId) -> Vec<u8> {

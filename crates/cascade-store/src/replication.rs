@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use cascade_core::model::{Change, ChangeOp, NodeId, Object, ObjectKey, ObjectKind, Override, SigningKey};
-use cascade_core::seal::{Attack, Refused, Seal, Signer};
+use cascade_core::seal::{Attack, Refused, Seal, Signer, StateHash, Tip, element};
 use serde::{Deserialize, Serialize};
 
 use crate::{Pending, Result, Store, StoreError, codec, keys};
@@ -48,11 +48,15 @@ pub struct Snapshot {
     pub cursor: BTreeMap<NodeId, u64>,
     pub objects: Vec<StoredObject>,
     pub overrides: Vec<(NodeId, u64, Override, Option<Seal>)>,
-    /// The digest of each origin's change at the cursor, which its next
-    /// change names as `prev`.
+    /// Each origin's change at the cursor (its seal, without the
+    /// operation): the state the snapshot must match, and what the
+    /// origin's next change names as `prev`.
     #[serde(default)]
-    pub heads: BTreeMap<NodeId, String>,
+    pub tips: BTreeMap<NodeId, Tip>,
 }
+
+/// Checks the seal of an origin's last change in a snapshot.
+pub type TipCheck<'a> = &'a (dyn Fn(&NodeId, &Tip, Option<&SigningKey>) -> Result<(), Refused> + Sync);
 
 impl Store {
     /// Records a change made on this node: the next change of its own log.
@@ -82,11 +86,65 @@ impl Store {
         let signer = self.signer.0.read().unwrap_or_else(|e| e.into_inner()).clone();
         if let Some(signer) = signer {
             let prev = self.head_of(pending, &self.node)?;
+            let state = self.state_after(pending, &change)?.digest();
             change
-                .seal_with(prev, signer.as_ref())
+                .seal_with(prev, state, signer.as_ref())
                 .map_err(|e| StoreError::Invalid(format!("cannot sign change {}/{seq}: {e}", self.node)))?;
         }
         Ok(change)
+    }
+
+    /// What `origin` owns as staged so far, as a set hash.
+    fn state_of(&self, pending: &Pending, origin: &NodeId) -> Result<StateHash> {
+        match pending.get(self, &keys::state(origin))? {
+            Some(bytes) => StateHash::from_bytes(&bytes)
+                .ok_or_else(|| self.corrupt(format!("state of {origin}: {} bytes", bytes.len()))),
+            None => Ok(StateHash::default()),
+        }
+    }
+
+    fn stored_override(
+        &self,
+        pending: &Pending,
+        target: &ObjectKey,
+        origin: &NodeId,
+    ) -> Result<Option<StoredOverride>> {
+        pending
+            .get(self, &keys::override_of(target, origin))?
+            .map(|v| codec::from_json(&v).map_err(|d| self.corrupt(format!("override of {target}: {d}"))))
+            .transpose()
+    }
+
+    /// The origin's state once `change` is applied: the element of what it
+    /// replaces or removes out, the element of what it writes in.
+    fn state_after(&self, pending: &Pending, change: &Change) -> Result<StateHash> {
+        let origin = &change.origin;
+        let mut state = self.state_of(pending, origin)?;
+        let replaced = match &change.op {
+            ChangeOp::Upsert(object) => {
+                let key = object.key().map_err(|e| StoreError::Invalid(e.to_string()))?;
+                self.stored(&key, pending)?
+                    .filter(|s| s.origin == *origin)
+                    .map(|s| element(origin, s.seq, &ChangeOp::Upsert(s.object)))
+            }
+            ChangeOp::Delete(key) => self
+                .stored(key, pending)?
+                .filter(|s| s.origin == *origin)
+                .map(|s| element(origin, s.seq, &ChangeOp::Upsert(s.object))),
+            ChangeOp::Override(over) => self
+                .stored_override(pending, &over.target, origin)?
+                .map(|o| element(origin, o.seq, &ChangeOp::Override(o.over))),
+            ChangeOp::ClearOverride(target) => self
+                .stored_override(pending, target, origin)?
+                .map(|o| element(origin, o.seq, &ChangeOp::Override(o.over))),
+        };
+        if let Some(old) = replaced {
+            state.remove(&old);
+        }
+        if matches!(change.op, ChangeOp::Upsert(_) | ChangeOp::Override(_)) {
+            state.add(&element(origin, change.seq, &change.op));
+        }
+        Ok(state)
     }
 
     fn head_of(&self, pending: &Pending, origin: &NodeId) -> Result<String> {
@@ -167,7 +225,18 @@ impl Store {
             Some(Object::SigningKey(k)) => Some(k),
             _ => None,
         };
-        check(change, keys.as_ref(), false).map_err(StoreError::from)
+        check(change, keys.as_ref(), false)?;
+        if self.state_after(pending, change)?.digest() != seal.state {
+            return Err(Refused::new(
+                Attack::MixAndMatch,
+                format!(
+                    "after {name}, what {} owns here is not what it signed: this node's copy was put together from other revisions",
+                    change.origin
+                ),
+            )
+            .into());
+        }
+        Ok(())
     }
 
     /// Applies a change received from the parent, atomically with the
@@ -240,10 +309,16 @@ impl Store {
                 applied,
             });
         }
+        let state = self.state_after(pending, change)?;
         self.write_op(pending, change)?;
         pending.insert(keys::log(&change.origin, change.seq), codec::json(change));
         pending.insert(key, change.seq.to_be_bytes().to_vec());
         pending.insert(keys::head(&change.origin), change.digest().into_bytes());
+        pending.insert(keys::state(&change.origin), state.to_bytes());
+        match change.tip() {
+            Some(tip) => pending.insert(keys::tip(&change.origin), codec::json(&tip)),
+            None => pending.remove(keys::tip(&change.origin)),
+        }
         Ok(Applied::Applied)
     }
 
@@ -432,9 +507,10 @@ impl Store {
             snapshot
                 .cursor
                 .insert(origin.clone(), self.get_u64(&keys::applied(origin))?);
-            let head = self.head_of(&Pending::default(), origin)?;
-            if !head.is_empty() {
-                snapshot.heads.insert(origin.clone(), head);
+            if let Some(tip) = self.get(&keys::tip(origin))? {
+                let tip: Tip =
+                    codec::from_json(&tip).map_err(|d| self.corrupt(format!("last change of {origin}: {d}")))?;
+                snapshot.tips.insert(origin.clone(), tip);
             }
         }
         for item in self.scan(keys::OBJECT) {
@@ -464,7 +540,12 @@ impl Store {
 
     /// Checks every object and override of a snapshot against its seal,
     /// with the keys its origin published (in the snapshot), then applies it.
-    pub fn apply_snapshot_verified(&self, snapshot: &Snapshot, check: SealCheck<'_>) -> Result<()> {
+    pub fn apply_snapshot_verified(
+        &self,
+        snapshot: &Snapshot,
+        check: SealCheck<'_>,
+        check_tip: TipCheck<'_>,
+    ) -> Result<()> {
         let keys_of = |origin: &NodeId| {
             snapshot.objects.iter().find_map(|s| match &s.object {
                 Object::SigningKey(k) if s.origin == *origin && k.node == *origin => Some(k),
@@ -484,6 +565,48 @@ impl Store {
             };
             check(&change, keys_of(origin), true)
                 .map_err(|e| Refused::new(e.attack, format!("snapshot override of {origin}: {}", e.detail)))?;
+        }
+        // Each origin's part is exactly what it signed at the cursor: no
+        // object left out, added or swapped for another revision, and never
+        // older than what this node has.
+        for (origin, seq) in &snapshot.cursor {
+            if *seq == 0 {
+                continue;
+            }
+            let applied = self.applied_seq(origin)?;
+            if *seq <= applied {
+                return Err(Refused::new(
+                    Attack::Rollback,
+                    format!("a snapshot of {origin} at {seq}, and this node has applied {applied}"),
+                )
+                .into());
+            }
+            let tip = snapshot.tips.get(origin).ok_or_else(|| {
+                Refused::new(
+                    Attack::BadSignature,
+                    format!("the snapshot of {origin} comes without its last change"),
+                )
+            })?;
+            check_tip(origin, tip, keys_of(origin))?;
+            if tip.seq != *seq {
+                return Err(Refused::new(
+                    Attack::MixAndMatch,
+                    format!(
+                        "the snapshot of {origin} is at {seq} but its last change is {}",
+                        tip.seq
+                    ),
+                )
+                .into());
+            }
+            if snapshot_state(snapshot, origin).digest() != tip.seal.state {
+                return Err(Refused::new(
+                    Attack::MixAndMatch,
+                    format!(
+                        "the snapshot of {origin} is not what {origin} signed at {seq}: objects were left out, added or taken from other revisions"
+                    ),
+                )
+                .into());
+            }
         }
         self.apply_snapshot(snapshot)
     }
@@ -541,13 +664,22 @@ impl Store {
                 batch.remove(keys::applied(origin));
                 batch.remove(keys::floor(origin));
                 batch.remove(keys::head(origin));
+                batch.remove(keys::tip(origin));
+                batch.remove(keys::state(origin));
             } else {
                 batch.insert(keys::applied(origin), &seq.to_be_bytes());
                 batch.insert(keys::floor(origin), &seq.to_be_bytes());
-                match snapshot.heads.get(origin) {
-                    Some(head) => batch.insert(keys::head(origin), head.as_bytes()),
-                    None => batch.remove(keys::head(origin)),
+                match snapshot.tips.get(origin) {
+                    Some(tip) => {
+                        batch.insert(keys::head(origin), tip.digest(origin).into_bytes());
+                        batch.insert(keys::tip(origin), codec::json(tip));
+                    }
+                    None => {
+                        batch.remove(keys::head(origin));
+                        batch.remove(keys::tip(origin));
+                    }
                 }
+                batch.insert(keys::state(origin), snapshot_state(snapshot, origin).to_bytes());
             }
         }
         self.commit(batch)
@@ -615,6 +747,18 @@ impl Store {
             .map(Some)
             .map_err(|e| StoreError::Invalid(format!("overrides of {key} do not fit the object: {e}")))
     }
+}
+
+/// The set hash of what `origin` owns in a snapshot.
+fn snapshot_state(snapshot: &Snapshot, origin: &NodeId) -> StateHash {
+    let mut state = StateHash::default();
+    for stored in snapshot.objects.iter().filter(|s| s.origin == *origin) {
+        state.add(&element(origin, stored.seq, &ChangeOp::Upsert(stored.object.clone())));
+    }
+    for (o, seq, over, _) in snapshot.overrides.iter().filter(|(o, ..)| o == origin) {
+        state.add(&element(o, *seq, &ChangeOp::Override(over.clone())));
+    }
+    state
 }
 
 fn short(digest: &str) -> &str {

@@ -8,8 +8,8 @@ use rustls::SignatureScheme;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime, pem::PemObject};
 use sha2::{Digest, Sha256};
 
-use cascade_core::model::{Change, ChangeOp, Object, SigningKey};
-use cascade_core::seal::{Attack, Refused};
+use cascade_core::model::{Change, ChangeOp, NodeId, Object, SigningKey};
+use cascade_core::seal::{Attack, Refused, Seal, Tip};
 
 use crate::{Identity, TrustError, cert_error, identity_of, validity_of};
 
@@ -253,18 +253,40 @@ pub fn check_change(
     if fingerprint(&certificate) != seal.key {
         return Err(bad("the seal names another key than the one that must sign".into()));
     }
+    verify_seal(&certificate, seal, &change.message()).map_err(bad)
+}
+
+fn verify_seal(certificate: &[u8], seal: &Seal, message: &[u8]) -> Result<(), String> {
     use base64::Engine;
     let sig = base64::engine::general_purpose::STANDARD
         .decode(&seal.sig)
-        .map_err(|_| bad("the signature is not base64".into()))?;
-    verify_signature(&certificate, seal.scheme, &change.message(), &sig).map_err(bad)
+        .map_err(|_| "the signature is not base64".to_owned())?;
+    verify_signature(certificate, seal.scheme, message, &sig)
+}
+
+/// Checks the seal of an origin's last change as a snapshot carries it
+/// (without its operation), with any key the origin published.
+pub fn check_tip(origin: &NodeId, tip: &Tip, keys: Option<&SigningKey>) -> Result<(), Refused> {
+    let bad = |detail: String| {
+        Refused::new(
+            Attack::BadSignature,
+            format!("last change {origin}/{}: {detail}", tip.seq),
+        )
+    };
+    let keys = keys.ok_or_else(|| bad(format!("{origin} has published no signing key here")))?;
+    let certificate = keys
+        .certificates
+        .iter()
+        .filter_map(|b| der_of(b))
+        .find(|der| fingerprint(der) == tip.seal.key)
+        .ok_or_else(|| bad(format!("signed by a key {origin} never published")))?;
+    verify_seal(&certificate, &tip.seal, &tip.message(origin)).map_err(bad)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::{Ca, pem_certs};
-    use cascade_core::model::NodeId;
     use cascade_core::seal::Signer;
 
     const NOW: i64 = 1_780_000_000;
@@ -311,7 +333,7 @@ mod tests {
             op,
             seal: None,
         };
-        c.seal_with(prev.to_owned(), signer).unwrap();
+        c.seal_with(prev.to_owned(), String::new(), signer).unwrap();
         c
     }
 

@@ -733,8 +733,7 @@ async fn links_list(ctx: Ctx, _: Nothing) -> Out {
 }
 
 async fn links_replicate_now(ctx: Ctx, _: Nothing) -> Out {
-    ctx.node.wake.notify_waiters();
-    ctx.node.wake.notify_one();
+    ctx.node.replicate_now();
     Ok(json!({"woken": true}))
 }
 
