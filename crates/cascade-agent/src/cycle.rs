@@ -14,7 +14,7 @@ use cascade_core::compliance::ComplianceState;
 use cascade_core::inventory::Inventory;
 use cascade_core::model::{ComplianceRecord, ComputerId, EventKind, InstallEvent, NodeId, PatchMethod, RestartPolicy};
 use cascade_core::schedule::{Schedule, may_install};
-use cascade_core::seal::{self, SignedObject};
+use cascade_core::seal::{self, Evidence};
 use cascade_core::update::{ExitMeaning, RestartBehavior, Severity};
 use cascade_proto::v1::agents_client::AgentsClient;
 use cascade_proto::v1::{CheckInRequest, ReportRequest};
@@ -209,7 +209,7 @@ impl<E: Env> Agent<E> {
     async fn check_in(
         &self,
         inventory: &Inventory,
-    ) -> Result<(AgentsClient<Channel>, String, Assignment, Vec<SignedObject>), AgentError> {
+    ) -> Result<(AgentsClient<Channel>, String, Assignment, Evidence), AgentError> {
         let ranked = if self.probe && self.nodes.len() > 1 {
             connect::ranked(&self.nodes).await
         } else {
@@ -264,14 +264,14 @@ impl<E: Env> Agent<E> {
                 }
                 Ok(r) => {
                     // A node that sends what cannot be used is passed over.
-                    let evidence: Vec<SignedObject> = if r.evidence.is_empty() {
-                        Vec::new()
+                    let evidence: Evidence = if r.evidence.is_empty() {
+                        Evidence::default()
                     } else {
                         match serde_json::from_slice(&r.evidence) {
                             Ok(e) => e,
                             Err(e) => {
                                 tracing::warn!(node = %node.address, "the evidence sent cannot be read: {e}");
-                                Vec::new()
+                                Evidence::default()
                             }
                         }
                     };
@@ -479,7 +479,7 @@ impl<E: Env> Agent<E> {
             &roots,
             self.credentials.root.as_ref(),
             &evidence,
-            &assignment.steps,
+            &assignment,
             self.journal.state().newest_timestamp,
             now,
             self.credentials.max_timestamp_age,

@@ -245,7 +245,7 @@ impl Targeting {
 
     /// Whether a policy's update filter (besides its explicit approvals)
     /// takes in an update. An empty filter takes in nothing.
-    fn filter_takes(policy: &Policy, update: &Update, now: i64) -> bool {
+    pub fn filter_takes(policy: &Policy, update: &Update, now: i64) -> bool {
         let f = &policy.updates;
         let any = !f.severities.is_empty()
             || !f.custom_severities.is_empty()

@@ -56,6 +56,16 @@ impl SignedObject {
     }
 }
 
+/// What an agent is given with its assignment to check it: the signed
+/// objects it rests on and the signed overrides of its policies.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Evidence {
+    pub objects: Vec<SignedObject>,
+    #[serde(default)]
+    pub overrides: Vec<Change>,
+}
+
 /// What a failed check stopped, named as The Update Framework names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]

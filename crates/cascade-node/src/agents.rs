@@ -361,7 +361,7 @@ impl v1::agents_server::Agents for AgentsService {
                 .assignment(&computer, &hash, &inventory, at)
                 .map_err(store_status)?;
             node.seen(&computer, &hash, at, revision).map_err(store_status)?;
-            let evidence = node.evidence(&assignment.steps).map_err(store_status)?;
+            let evidence = node.evidence(&assignment).map_err(store_status)?;
             let evidence = serde_json::to_vec(&evidence).map_err(|e| Status::internal(e.to_string()))?;
             let assignment = serde_json::to_vec(&assignment).map_err(|e| Status::internal(e.to_string()))?;
             Ok(CheckInReply {

@@ -403,42 +403,54 @@ impl Node {
     }
 
     /// The signed objects an assignment rests on, for the agent to check:
-    /// the update of every step, the root's newest timestamp, and the
-    /// signing keys of their origins.
-    pub fn evidence(
-        &self,
-        steps: &[cascade_core::assignment::Step],
-    ) -> Result<Vec<cascade_store::StoredObject>, StoreError> {
-        let mut out = Vec::new();
-        let mut origins = std::collections::BTreeSet::new();
-        for step in steps {
-            let Ok(id) = ObjectId::new(step.update.as_str()) else {
-                continue;
+    /// the update of every step, the approvals and policies that approve
+    /// it (with their signed overrides), the root's newest timestamp, and
+    /// the signing keys of their origins.
+    pub fn evidence(&self, assignment: &cascade_core::assignment::Assignment) -> Result<seal::Evidence, StoreError> {
+        let mut evidence = seal::Evidence::default();
+        let add = |evidence: &mut seal::Evidence, kind: ObjectKind, id: &str| -> Result<(), StoreError> {
+            let Ok(id) = ObjectId::new(id) else {
+                return Ok(());
             };
-            if let Some(stored) = self.store.object(&ObjectKey {
-                kind: ObjectKind::Update,
-                id,
-            })? {
-                origins.insert(stored.origin.clone());
-                out.push(stored);
+            if let Some(stored) = self.store.object(&ObjectKey { kind, id })? {
+                evidence.objects.push(stored);
+            }
+            Ok(())
+        };
+        for step in &assignment.steps {
+            add(&mut evidence, ObjectKind::Update, step.update.as_str())?;
+        }
+        for policy in &assignment.policies {
+            add(&mut evidence, ObjectKind::Policy, policy.as_str())?;
+            let key = ObjectKey {
+                kind: ObjectKind::Policy,
+                id: policy.clone(),
+            };
+            evidence.overrides.extend(self.store.override_changes(&key)?);
+        }
+        let steps: std::collections::BTreeSet<&cascade_core::UpdateId> =
+            assignment.steps.iter().map(|s| &s.update).collect();
+        for stored in self.store.objects(ObjectKind::Approval)? {
+            if let Object::Approval(a) = &stored.object
+                && steps.contains(&a.update)
+                && assignment.policies.contains(&a.policy)
+            {
+                evidence.objects.push(stored);
             }
         }
         if let Some(t) = self.root_timestamp() {
-            origins.insert(t.origin.clone());
-            out.push(t);
+            evidence.objects.push(t);
         }
+        let origins: std::collections::BTreeSet<NodeId> = evidence
+            .objects
+            .iter()
+            .map(|o| o.origin.clone())
+            .chain(evidence.overrides.iter().map(|o| o.origin.clone()))
+            .collect();
         for origin in origins {
-            let Ok(id) = ObjectId::new(origin.as_str()) else {
-                continue;
-            };
-            if let Some(k) = self.store.object(&ObjectKey {
-                kind: ObjectKind::SigningKey,
-                id,
-            })? {
-                out.push(k);
-            }
+            add(&mut evidence, ObjectKind::SigningKey, origin.as_str())?;
         }
-        Ok(out)
+        Ok(evidence)
     }
 
     /// Picks up a renewed certificate written over the configured files:

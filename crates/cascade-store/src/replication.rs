@@ -719,6 +719,30 @@ impl Store {
         Ok(out)
     }
 
+    /// The overrides of an object as the changes that made them (sealed).
+    pub fn override_changes(&self, key: &ObjectKey) -> Result<Vec<Change>> {
+        let mut out = Vec::new();
+        for item in self.scan(&keys::overrides_of(key)) {
+            let (raw, value) = item?;
+            let origin = keys::parts(&raw, keys::OVERRIDE)
+                .last()
+                .map(|o| node_from(o))
+                .transpose()
+                .map_err(|d| self.corrupt(d))?;
+            let stored: StoredOverride =
+                codec::from_json(&value).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&raw))))?;
+            if let Some(origin) = origin {
+                out.push(Change {
+                    origin,
+                    seq: stored.seq,
+                    op: ChangeOp::Override(stored.over),
+                    seal: stored.seal,
+                });
+            }
+        }
+        Ok(out)
+    }
+
     /// The object as it applies here: the owner's version with the fields
     /// that other origins (ancestors first, this node last) override and
     /// that the owner still lets them override.
