@@ -263,9 +263,9 @@ impl Tree {
         // beside them, so that the nodes above accept them.
         let ca = cascade_trust::Ca::load(&self.path().join("pki")).unwrap();
         let mut agents = cascade_agent::attest::PaperAgents::new(ca, cascade_node::now() - 60);
-        for certificate in agents.sign(&mut records).unwrap() {
-            store.put_agent_certificate(&certificate, true).unwrap();
-        }
+        store
+            .put_agent_certificates(&agents.sign(&mut records).unwrap(), true)
+            .unwrap();
         for (n, chunk) in records.chunks(500).enumerate() {
             store.ingest("agents", n as u64 + 1, chunk, true).unwrap();
         }

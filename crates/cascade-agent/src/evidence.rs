@@ -36,10 +36,15 @@ pub fn check(
 ) -> Verdict {
     let steps = &assignment.steps;
     let mut verdict = Verdict::default();
+    // Objects of one import share one signature: checked once.
+    let verified = cascade_trust::sign::Verified::default();
+    let check_change = |change: &cascade_core::model::Change, keys: Option<&SigningKey>| {
+        cascade_trust::sign::check_change_with(roots, change, keys, true, Some(&verified))
+    };
     let mut keys: BTreeMap<&NodeId, &SigningKey> = BTreeMap::new();
     for item in &evidence.objects {
         if let Object::SigningKey(k) = &item.object {
-            match cascade_trust::sign::check_change(roots, &item.change(), None, true) {
+            match check_change(&item.change(), None) {
                 Ok(()) if k.node == item.origin => {
                     keys.insert(&item.origin, k);
                 }
@@ -84,7 +89,7 @@ pub fn check(
         let ChangeOp::Override(over) = &change.op else {
             continue;
         };
-        if let Err(e) = cascade_trust::sign::check_change(roots, change, keys.get(&change.origin).copied(), true) {
+        if let Err(e) = check_change(change, keys.get(&change.origin).copied()) {
             tracing::warn!(origin = %change.origin, "refused an override sent: {e}");
             continue;
         }

@@ -28,8 +28,72 @@ pub struct Seal {
     pub key: String,
     /// TLS signature scheme code of the signature.
     pub scheme: u16,
-    /// Base64 signature over [`change_message`].
+    /// Base64 signature over [`change_message`], or over [`batch_message`]
+    /// when the change was signed with others in one batch.
     pub sig: String,
+    /// The change's place among a batch signed at once (an import): one
+    /// signature over the Merkle root of their digests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<BatchProof>,
+}
+
+/// Where a change sits in a batch signed at once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchProof {
+    pub index: u32,
+    pub count: u32,
+    /// Hex sibling hashes from the change's digest up to the root.
+    pub proof: Vec<String>,
+}
+
+/// The bytes signed for a batch of changes: the Merkle root of their
+/// digests.
+pub fn batch_message(root: &[u8; 32]) -> Vec<u8> {
+    let mut out = b"cascade-batch-v1\n".to_vec();
+    out.extend(root);
+    out
+}
+
+impl Seal {
+    /// The bytes the signature is over, given the message of the change it
+    /// seals; `None` when a batch proof does not fit.
+    pub fn signed_message(&self, change_message: Vec<u8>) -> Option<Vec<u8>> {
+        let Some(batch) = &self.batch else {
+            return Some(change_message);
+        };
+        let proof: Vec<[u8; 32]> = batch.proof.iter().map(|h| hash_from_hex(h)).collect::<Option<_>>()?;
+        let leaf: [u8; 32] = Sha256::digest(&change_message).into();
+        merkle_root_from(leaf, batch.index, batch.count, &proof).map(|root| batch_message(&root))
+    }
+}
+
+/// Seals a batch of changes of this node's own log with one signature:
+/// each must already carry its seal without a signature (prev and state
+/// set), in log order.
+pub fn seal_batch(changes: &mut [Change], signer: &dyn Signer) -> Result<(), String> {
+    if let [one] = changes {
+        let seal = one.seal.clone().ok_or("a change to seal has no prev and state")?;
+        return one.seal_with(seal.prev, seal.state, signer);
+    }
+    let leaves: Vec<[u8; 32]> = changes.iter().map(|c| Sha256::digest(c.message()).into()).collect();
+    let (root, proofs) = merkle(&leaves);
+    let (scheme, sig) = signer.sign(&batch_message(&root))?;
+    use base64::Engine;
+    let sig = base64::engine::general_purpose::STANDARD.encode(sig);
+    let count = changes.len() as u32;
+    for (i, (change, proof)) in changes.iter_mut().zip(proofs).enumerate() {
+        let seal = change.seal.as_mut().ok_or("a change to seal has no prev and state")?;
+        seal.key = signer.key().to_owned();
+        seal.scheme = scheme;
+        seal.sig = sig.clone();
+        seal.batch = Some(BatchProof {
+            index: i as u32,
+            count,
+            proof: proof.iter().map(hash_hex).collect(),
+        });
+    }
+    Ok(())
 }
 
 /// An object with the origin that owns it and the sealed change that last
@@ -120,7 +184,44 @@ pub trait Signer: Send + Sync {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[(b >> 4) as usize] as char);
+        out.push(DIGITS[(b & 15) as usize] as char);
+    }
+    out
+}
+
+/// Hashes as hex strings and signatures as base64 in JSON, raw in memory.
+mod serde_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub mod hashes {
+        use super::*;
+        pub fn serialize<S: Serializer>(v: &[[u8; 32]], s: S) -> Result<S::Ok, S::Error> {
+            s.collect_seq(v.iter().map(|h| super::super::hex(h)))
+        }
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<[u8; 32]>, D::Error> {
+            Vec::<String>::deserialize(d)?
+                .iter()
+                .map(|h| super::super::hash_from_hex(h).ok_or_else(|| serde::de::Error::custom("not a hex hash")))
+                .collect()
+        }
+    }
+
+    pub mod base64 {
+        use super::*;
+        use ::base64::Engine;
+        pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_str(&::base64::engine::general_purpose::STANDARD.encode(v))
+        }
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+            ::base64::engine::general_purpose::STANDARD
+                .decode(String::deserialize(d)?)
+                .map_err(|_| serde::de::Error::custom("not base64"))
+        }
+    }
 }
 
 /// Hex SHA-256 of an operation's canonical JSON.
@@ -196,8 +297,21 @@ impl Change {
             key: signer.key().to_owned(),
             scheme,
             sig: base64::engine::general_purpose::STANDARD.encode(sig),
+            batch: None,
         });
         Ok(())
+    }
+
+    /// Sets the seal's chain and state, to be signed with its batch.
+    pub fn unsigned_seal(&mut self, prev: String, state: String) {
+        self.seal = Some(Seal {
+            prev,
+            state,
+            key: String::new(),
+            scheme: 0,
+            sig: String::new(),
+            batch: None,
+        });
     }
 }
 
@@ -226,9 +340,17 @@ impl Default for StateHash {
 
 /// The element of one object or override: the change that wrote it.
 pub fn element(origin: &NodeId, seq: u64, op: &ChangeOp) -> [u8; 32] {
+    element_of(origin, seq, &op_digest(op))
+}
+
+/// [`element`] from the operation's digest.
+pub fn element_of(origin: &NodeId, seq: u64, op_digest: &str) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(b"cascade-element-v1\n");
-    h.update(serde_json::to_vec(&(origin, seq, op)).unwrap_or_default());
+    h.update(origin.as_str().as_bytes());
+    h.update([0]);
+    h.update(seq.to_be_bytes());
+    h.update(op_digest.as_bytes());
     h.finalize().into()
 }
 
@@ -285,11 +407,15 @@ impl StateHash {
 pub struct Attestation {
     pub index: u32,
     pub count: u32,
-    /// Hex sibling hashes from the leaf up.
-    pub proof: Vec<String>,
+    /// Sibling hashes from the leaf up (hex in JSON).
+    #[serde(with = "serde_bytes::hashes")]
+    #[schemars(with = "Vec<String>")]
+    pub proof: Vec<[u8; 32]>,
     pub scheme: u16,
-    /// Base64 signature over [`report_message`].
-    pub sig: String,
+    /// Signature over [`report_message`] (base64 in JSON).
+    #[serde(with = "serde_bytes::base64")]
+    #[schemars(with = "String")]
+    pub sig: Vec<u8>,
 }
 
 /// The leaf hash of one record: everything the agent decided (the serving
@@ -384,18 +510,16 @@ pub fn report_message(computer: &ComputerId, counter: u64, root: &[u8; 32]) -> V
 /// Gives each record of one report (signed with `scheme`/`sig` over
 /// [`report_message`] of their Merkle root) its attestation.
 pub fn attest(records: &mut [ComplianceRecord], scheme: u16, sig: &[u8]) {
-    use base64::Engine;
     let leaves: Vec<[u8; 32]> = records.iter().map(record_leaf).collect();
     let (_, proofs) = merkle(&leaves);
     let count = records.len() as u32;
-    let sig = base64::engine::general_purpose::STANDARD.encode(sig);
     for (i, (record, proof)) in records.iter_mut().zip(proofs).enumerate() {
         record.attestation = Some(Attestation {
             index: i as u32,
             count,
-            proof: proof.iter().map(hash_hex).collect(),
+            proof,
             scheme,
-            sig: sig.clone(),
+            sig: sig.to_vec(),
         });
     }
 }
@@ -413,12 +537,19 @@ pub fn sign_report(
 
 /// Parses a hex hash of a proof.
 pub fn hash_from_hex(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 || !s.is_ascii() {
+    let bytes = s.as_bytes();
+    if bytes.len() != 64 {
         return None;
     }
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    };
     let mut out = [0u8; 32];
     for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+        *b = (digit(bytes[2 * i])? << 4) | digit(bytes[2 * i + 1])?;
     }
     Some(out)
 }

@@ -347,14 +347,13 @@ async fn receive(node: &Arc<Node>, child: &NodeId, batch: UpBatch) -> Result<u64
                 // on up); health goes on up. Written before the batch's mark: a
                 // crash in between repeats them rather than losing them.
                 let mut health = Vec::new();
+                let mut certificates = Vec::new();
                 for item in other {
                     match item {
                         Upward::Audit(entry) => {
                             store.audit(&entry, forward)?;
                         }
-                        Upward::Certificate(cert) => {
-                            store.put_agent_certificate(&cert, forward)?;
-                        }
+                        Upward::Certificate(cert) => certificates.push(cert),
                         Upward::Rollout(tally) => {
                             tallies.push(tally.clone());
                             health.push(Upward::Rollout(tally));
@@ -362,6 +361,8 @@ async fn receive(node: &Arc<Node>, child: &NodeId, batch: UpBatch) -> Result<u64
                         other => health.push(other),
                     }
                 }
+                // Before the records they check, in one commit.
+                store.put_agent_certificates(&certificates, forward)?;
                 if forward && !health.is_empty() {
                     store.push_upward(health)?;
                 }

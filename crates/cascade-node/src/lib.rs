@@ -80,6 +80,8 @@ pub struct Node {
     pub(crate) agent_keys: security::AgentKeys,
     /// Revoked certificates, from the replicated revocations.
     pub(crate) revoked: security::Revoked,
+    /// Batch signatures checked already.
+    pub(crate) verified: cascade_trust::sign::Verified,
 }
 
 const DIRECTIONS: [&str; 4] = ["down", "up", "child-down", "child-up"];
@@ -115,6 +117,7 @@ impl Node {
             attested: security::Attested::default(),
             agent_keys: security::AgentKeys::default(),
             revoked: security::Revoked::default(),
+            verified: cascade_trust::sign::Verified::default(),
             config,
         });
         // Before anything else is written: every own change is sealed with

@@ -253,28 +253,34 @@ impl Node {
     }
 
     fn check_record(&self, record: &ComplianceRecord, certificate: Option<&[u8]>) -> Result<(), Refused> {
-        let name = format!(
-            "record {} of {} (counter {})",
-            record.update, record.computer, record.counter
-        );
-        let bad = |d: &str| Refused::new(Attack::BadSignature, format!("{name}: {d}"));
+        // The record's name is made only for a refusal: this runs for every
+        // record that goes up.
+        let bad = |d: &str| {
+            Refused::new(
+                Attack::BadSignature,
+                format!(
+                    "record {} of {} (counter {}): {d}",
+                    record.update, record.computer, record.counter
+                ),
+            )
+        };
         let a = record.attestation.as_ref().ok_or_else(|| bad("it is unsigned"))?;
         let certificate = certificate.ok_or_else(|| bad("no certificate of the agent is known here"))?;
-        let proof: Vec<[u8; 32]> = a
-            .proof
-            .iter()
-            .map(|h| seal::hash_from_hex(h).ok_or_else(|| bad("its proof is not hex hashes")))
-            .collect::<Result<_, _>>()?;
-        let root = seal::merkle_root_from(seal::record_leaf(record), a.index, a.count, &proof)
+        let root = seal::merkle_root_from(seal::record_leaf(record), a.index, a.count, &a.proof)
             .ok_or_else(|| bad("its proof does not fit its report"))?;
         let message = seal::report_message(&record.computer, record.counter, &root);
         let digest: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(&message).into();
-        let mut seen = self.attested.0.lock().unwrap_or_else(|e| e.into_inner());
-        if seen.contains(&digest) {
+        if self
+            .attested
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&digest)
+        {
             return Ok(());
         }
-        let sig = unb64(&a.sig).ok_or_else(|| bad("its signature is not base64"))?;
-        cascade_trust::sign::verify_signature(certificate, a.scheme, &message, &sig).map_err(|e| bad(&e))?;
+        cascade_trust::sign::verify_signature(certificate, a.scheme, &message, &a.sig).map_err(|e| bad(&e))?;
+        let mut seen = self.attested.0.lock().unwrap_or_else(|e| e.into_inner());
         if seen.len() >= ATTESTED_KEPT {
             seen.clear();
         }
@@ -285,7 +291,7 @@ impl Node {
     /// Checks a change (or a snapshot's object) against its origin's seal,
     /// and that the key that signed it is not revoked.
     pub fn check_change(&self, change: &Change, keys: Option<&SigningKey>, any_key: bool) -> Result<(), Refused> {
-        cascade_trust::sign::check_change(&self.ca_ders, change, keys, any_key)?;
+        cascade_trust::sign::check_change_with(&self.ca_ders, change, keys, any_key, Some(&self.verified))?;
         let (Some(seal), Some(keys)) = (&change.seal, keys) else {
             return Ok(());
         };

@@ -46,49 +46,51 @@ pub fn record_to_wire(r: &ComplianceRecord) -> v1::ComplianceRecord {
 }
 
 fn attestation_to_wire(a: &Attestation) -> v1::Attestation {
-    use base64::Engine;
     v1::Attestation {
         index: a.index,
         count: a.count,
-        proof: a
-            .proof
-            .iter()
-            .map(|h| seal::hash_from_hex(h).map(|h| h.to_vec()).unwrap_or_default())
-            .collect(),
+        proof: a.proof.iter().map(|h| h.to_vec()).collect(),
         scheme: u32::from(a.scheme),
-        signature: base64::engine::general_purpose::STANDARD
-            .decode(&a.sig)
-            .unwrap_or_default(),
+        signature: a.sig.clone(),
     }
 }
 
 fn attestation_from_wire(w: v1::Attestation) -> Result<Attestation, String> {
-    use base64::Engine;
+    if w.proof.len() > 40 {
+        return Err("attestation proof is longer than any report".to_owned());
+    }
     let proof = w
         .proof
         .iter()
-        .map(|h| {
-            <[u8; 32]>::try_from(h.as_slice())
-                .map(|h| seal::hash_hex(&h))
-                .map_err(|_| "attestation proof hash is not 32 bytes".to_owned())
-        })
+        .map(|h| <[u8; 32]>::try_from(h.as_slice()).map_err(|_| "attestation proof hash is not 32 bytes".to_owned()))
         .collect::<Result<Vec<_>, _>>()?;
-    if proof.len() > 40 {
-        return Err("attestation proof is longer than any report".to_owned());
-    }
     Ok(Attestation {
         index: w.index,
         count: w.count,
         proof,
         scheme: u16::try_from(w.scheme).map_err(|_| "attestation scheme is not a TLS scheme code".to_owned())?,
-        sig: base64::engine::general_purpose::STANDARD.encode(&w.signature),
+        sig: w.signature,
     })
 }
 
 /// A seal on the wire.
 pub fn seal_to_wire(s: &Seal) -> v1::Seal {
     use base64::Engine;
+    let (batch_index, batch_count, batch_proof) = match &s.batch {
+        Some(b) => (
+            b.index,
+            b.count,
+            b.proof
+                .iter()
+                .map(|h| seal::hash_from_hex(h).map(|h| h.to_vec()).unwrap_or_default())
+                .collect(),
+        ),
+        None => (0, 0, Vec::new()),
+    };
     v1::Seal {
+        batch_index,
+        batch_count,
+        batch_proof,
         prev: s.prev.clone(),
         state: s.state.clone(),
         key: s.key.clone(),
@@ -102,7 +104,28 @@ pub fn seal_to_wire(s: &Seal) -> v1::Seal {
 /// A seal from the wire.
 pub fn seal_from_wire(w: v1::Seal) -> Result<Seal, String> {
     use base64::Engine;
+    let batch = if w.batch_count == 0 {
+        None
+    } else {
+        if w.batch_proof.len() > 40 {
+            return Err("seal batch proof is longer than any batch".to_owned());
+        }
+        Some(seal::BatchProof {
+            index: w.batch_index,
+            count: w.batch_count,
+            proof: w
+                .batch_proof
+                .iter()
+                .map(|h| {
+                    <[u8; 32]>::try_from(h.as_slice())
+                        .map(|h| seal::hash_hex(&h))
+                        .map_err(|_| "seal batch proof hash is not 32 bytes".to_owned())
+                })
+                .collect::<Result<_, _>>()?,
+        })
+    };
     Ok(Seal {
+        batch,
         prev: w.prev,
         state: w.state,
         key: w.key,

@@ -96,9 +96,10 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 }
 
 /// One computer's records (format 2): `[2][count u32]` then per record
-/// `[state][severity][counter u64][observed_at i64][code i64 if failed]
-/// [update][site][reason if unknown]`, strings as u16 length + UTF-8,
-/// sorted by update.
+/// `[state (+0x80 when attested)][severity][counter u64][observed_at i64]
+/// [code i64 if failed][update][site][reason if unknown or stale]
+/// [attestation if attested]`, strings as u16 length + UTF-8, sorted by
+/// update.
 pub fn encode_doc(records: &[ComplianceRecord]) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + records.len() * 48);
     out.push(RECORD_V2);
@@ -117,7 +118,17 @@ pub fn encode_doc(records: &[ComplianceRecord]) -> Vec<u8> {
             put_str(&mut out, reason);
         }
         if let Some(a) = &r.attestation {
-            put_str(&mut out, &String::from_utf8_lossy(&json(a)));
+            // [index u32][count u32][proof count u8][proof 32 each][scheme u16][sig u16 + bytes]
+            out.extend_from_slice(&a.index.to_be_bytes());
+            out.extend_from_slice(&a.count.to_be_bytes());
+            out.push(a.proof.len().min(255) as u8);
+            for h in a.proof.iter().take(255) {
+                out.extend_from_slice(h);
+            }
+            out.extend_from_slice(&a.scheme.to_be_bytes());
+            let sig = &a.sig[..a.sig.len().min(u16::MAX as usize)];
+            out.extend_from_slice(&(sig.len() as u16).to_be_bytes());
+            out.extend_from_slice(sig);
         }
     }
     out
@@ -182,7 +193,25 @@ pub fn decode_doc(computer: &ComputerId, bytes: &[u8]) -> Result<Vec<ComplianceR
             other => return Err(format!("unknown compliance state {other}")),
         };
         let attestation = if tagged & ATTESTED != 0 {
-            Some(from_json(r.string()?.as_bytes()).map_err(|e| format!("compliance record attestation: {e}"))?)
+            let index = u32_from(r.take(4)?)?;
+            let count = u32_from(r.take(4)?)?;
+            let n = r.u8()? as usize;
+            let mut proof = Vec::with_capacity(n);
+            for _ in 0..n {
+                let mut h = [0u8; 32];
+                h.copy_from_slice(r.take(32)?);
+                proof.push(h);
+            }
+            let scheme = u16::from_be_bytes([r.u8()?, r.u8()?]);
+            let len = u16::from_be_bytes([r.u8()?, r.u8()?]) as usize;
+            let sig = r.take(len)?.to_vec();
+            Some(cascade_core::seal::Attestation {
+                index,
+                count,
+                proof,
+                scheme,
+                sig,
+            })
         } else {
             None
         };
@@ -221,6 +250,9 @@ mod tests {
             ComplianceState::Unknown {
                 reason: "no inventory".into(),
             },
+            ComplianceState::Stale {
+                reason: "freeze: old".into(),
+            },
         ]
         .into_iter()
         .enumerate()
@@ -232,7 +264,13 @@ mod tests {
             severity: Severity::Critical,
             counter: 42,
             observed_at: 1_700_000_000,
-            attestation: None,
+            attestation: (n % 2 == 0).then(|| cascade_core::seal::Attestation {
+                index: n as u32,
+                count: 4,
+                proof: vec![[n as u8; 32], [7; 32]],
+                scheme: 0x0403,
+                sig: vec![1, 2, 3, n as u8],
+            }),
         })
         .collect();
         let bytes = encode_doc(&records);

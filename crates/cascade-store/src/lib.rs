@@ -511,6 +511,9 @@ impl Store {
 #[derive(Debug, Default)]
 struct Pending {
     values: std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Origins' state hashes as staged (2 KB each: kept decoded, written
+    /// once at the end).
+    states: std::collections::HashMap<NodeId, cascade_core::seal::StateHash>,
 }
 
 impl Pending {
@@ -529,7 +532,10 @@ impl Pending {
         }
     }
 
-    fn into_batch(self) -> sled::Batch {
+    fn into_batch(mut self) -> sled::Batch {
+        for (origin, state) in std::mem::take(&mut self.states) {
+            self.values.insert(keys::state(&origin), Some(state.to_bytes()));
+        }
         let mut batch = sled::Batch::default();
         for (key, value) in self.values {
             match value {

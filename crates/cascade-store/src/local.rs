@@ -176,13 +176,28 @@ impl Store {
     /// Keeps an agent's certificate chain (checked by the caller), which
     /// checks the signatures on its records; sent on up when `forward`.
     pub fn put_agent_certificate(&self, cert: &cascade_core::model::AgentCertificate, forward: bool) -> Result<()> {
-        if forward {
-            self.push_upward(vec![cascade_core::model::Upward::Certificate(cert.clone())])?;
+        self.put_agent_certificates(std::slice::from_ref(cert), forward)
+    }
+
+    /// [`Self::put_agent_certificate`] for many, in one commit.
+    pub fn put_agent_certificates(&self, certs: &[cascade_core::model::AgentCertificate], forward: bool) -> Result<()> {
+        if certs.is_empty() {
+            return Ok(());
         }
         let _guard = self.lock();
-        let mut batch = sled::Batch::default();
-        batch.insert(keys::agent_cert(&cert.computer), codec::json(cert));
-        self.commit(batch)
+        let mut pending = crate::Pending::default();
+        if forward {
+            let items = certs
+                .iter()
+                .cloned()
+                .map(cascade_core::model::Upward::Certificate)
+                .collect();
+            self.queue_upward(&mut pending, &crate::outbox::Queued::Items(items))?;
+        }
+        for cert in certs {
+            pending.insert(keys::agent_cert(&cert.computer), codec::json(cert));
+        }
+        self.commit(pending.into_batch())
     }
 
     /// Every agent certificate chain kept here.

@@ -21,6 +21,9 @@ struct StoredOverride {
     seal: Option<Seal>,
 }
 
+/// How many changes of one local batch share one signature.
+const SEAL_BATCH: usize = 64;
+
 /// Checks a change's signature given its origin's published keys as they
 /// stand before it; `any_key` accepts any key the origin ever published
 /// (objects of a snapshot were signed when they were written).
@@ -64,8 +67,8 @@ impl Store {
         let _guard = self.lock();
         let seq = self.get_u64(&keys::applied(&self.node))? + 1;
         let mut pending = Pending::default();
-        let change = self.sealed(&pending, seq, op)?;
-        self.stage(&mut pending, &change)?;
+        let (change, state) = self.sealed(&pending, seq, op)?;
+        self.stage_with(&mut pending, &change, state)?;
         self.commit(pending.into_batch())?;
         Ok(change)
     }
@@ -76,7 +79,7 @@ impl Store {
     }
 
     /// A change of this node's own log, sealed when a signer is set.
-    fn sealed(&self, pending: &Pending, seq: u64, op: ChangeOp) -> Result<Change> {
+    fn sealed(&self, pending: &Pending, seq: u64, op: ChangeOp) -> Result<(Change, Option<StateHash>)> {
         let mut change = Change {
             origin: self.node.clone(),
             seq,
@@ -84,18 +87,22 @@ impl Store {
             seal: None,
         };
         let signer = self.signer.0.read().unwrap_or_else(|e| e.into_inner()).clone();
-        if let Some(signer) = signer {
-            let prev = self.head_of(pending, &self.node)?;
-            let state = self.state_after(pending, &change)?.digest();
-            change
-                .seal_with(prev, state, signer.as_ref())
-                .map_err(|e| StoreError::Invalid(format!("cannot sign change {}/{seq}: {e}", self.node)))?;
-        }
-        Ok(change)
+        let Some(signer) = signer else {
+            return Ok((change, None));
+        };
+        let prev = self.head_of(pending, &self.node)?;
+        let state = self.state_after(pending, &change)?;
+        change
+            .seal_with(prev, state.digest(), signer.as_ref())
+            .map_err(|e| StoreError::Invalid(format!("cannot sign change {}/{seq}: {e}", self.node)))?;
+        Ok((change, Some(state)))
     }
 
     /// What `origin` owns as staged so far, as a set hash.
     fn state_of(&self, pending: &Pending, origin: &NodeId) -> Result<StateHash> {
+        if let Some(state) = pending.states.get(origin) {
+            return Ok(state.clone());
+        }
         match pending.get(self, &keys::state(origin))? {
             Some(bytes) => StateHash::from_bytes(&bytes)
                 .ok_or_else(|| self.corrupt(format!("state of {origin}: {} bytes", bytes.len()))),
@@ -166,11 +173,14 @@ impl Store {
         let mut applied = 0;
         let mut refusal = None;
         for change in changes {
-            if let Err(e) = self.verify_one(&pending, change, check) {
-                refusal = Some(e);
-                break;
-            }
-            match self.stage(&mut pending, change) {
+            let state = match self.verify_one(&pending, change, check) {
+                Ok(state) => state,
+                Err(e) => {
+                    refusal = Some(e);
+                    break;
+                }
+            };
+            match self.stage_with(&mut pending, change, Some(state)) {
                 Ok(_) => applied += 1,
                 Err(e) => {
                     refusal = Some(e);
@@ -187,7 +197,7 @@ impl Store {
         }
     }
 
-    fn verify_one(&self, pending: &Pending, change: &Change, check: SealCheck<'_>) -> Result<()> {
+    fn verify_one(&self, pending: &Pending, change: &Change, check: SealCheck<'_>) -> Result<StateHash> {
         let name = format!("change {}/{}", change.origin, change.seq);
         let applied = match pending.get(self, &keys::applied(&change.origin))? {
             Some(v) => codec::u64_from(&v).map_err(|d| self.corrupt(d))?,
@@ -226,7 +236,8 @@ impl Store {
             _ => None,
         };
         check(change, keys.as_ref(), false)?;
-        if self.state_after(pending, change)?.digest() != seal.state {
+        let state = self.state_after(pending, change)?;
+        if state.digest() != seal.state {
             return Err(Refused::new(
                 Attack::MixAndMatch,
                 format!(
@@ -236,7 +247,7 @@ impl Store {
             )
             .into());
         }
-        Ok(())
+        Ok(state)
     }
 
     /// Applies a change received from the parent, atomically with the
@@ -279,11 +290,34 @@ impl Store {
         let _guard = self.lock();
         let mut pending = Pending::default();
         let first = self.get_u64(&keys::applied(&self.node))? + 1;
+        let signer = self.signer.0.read().unwrap_or_else(|e| e.into_inner()).clone();
         let mut out = Vec::with_capacity(ops.len());
         for (seq, op) in (first..).zip(ops) {
-            let change = self.sealed(&pending, seq, op)?;
-            self.stage(&mut pending, &change)?;
+            let mut change = Change {
+                origin: self.node.clone(),
+                seq,
+                op,
+                seal: None,
+            };
+            let mut state = None;
+            if signer.is_some() {
+                let prev = self.head_of(&pending, &self.node)?;
+                let after = self.state_after(&pending, &change)?;
+                change.unsigned_seal(prev, after.digest());
+                state = Some(after);
+            }
+            self.stage_with(&mut pending, &change, state)?;
             out.push(change);
+        }
+        // One signature per batch of changes (an import is thousands).
+        if let Some(signer) = signer {
+            for chunk in out.chunks_mut(SEAL_BATCH) {
+                cascade_core::seal::seal_batch(chunk, signer.as_ref())
+                    .map_err(|e| StoreError::Invalid(format!("cannot sign changes of {}: {e}", self.node)))?;
+            }
+            for change in &out {
+                self.restamp(&mut pending, change)?;
+            }
         }
         if !out.is_empty() {
             self.commit(pending.into_batch())?;
@@ -291,9 +325,45 @@ impl Store {
         Ok(out)
     }
 
+    /// Writes a staged change again with its final seal.
+    fn restamp(&self, pending: &mut Pending, change: &Change) -> Result<()> {
+        let origin = &change.origin;
+        pending.insert(keys::log(origin, change.seq), codec::json(change));
+        match &change.op {
+            ChangeOp::Upsert(object) => {
+                let key = object.key().map_err(|e| StoreError::Invalid(e.to_string()))?;
+                if let Some(mut stored) = self.stored(&key, pending)?
+                    && stored.seq == change.seq
+                {
+                    stored.seal = change.seal.clone();
+                    pending.insert(keys::object(&key), codec::json(&stored));
+                }
+            }
+            ChangeOp::Override(over) => {
+                if let Some(mut stored) = self.stored_override(pending, &over.target, origin)?
+                    && stored.seq == change.seq
+                {
+                    stored.seal = change.seal.clone();
+                    pending.insert(keys::override_of(&over.target, origin), codec::json(&stored));
+                }
+            }
+            ChangeOp::Delete(_) | ChangeOp::ClearOverride(_) => {}
+        }
+        if let Some(tip) = change.tip() {
+            pending.insert(keys::tip(origin), codec::json(&tip));
+        }
+        Ok(())
+    }
+
     /// Checks one change against the cursor (as it stands with what is
     /// already staged) and stages it with its cursor advance.
     fn stage(&self, pending: &mut Pending, change: &Change) -> Result<Applied> {
+        self.stage_with(pending, change, None)
+    }
+
+    /// [`Self::stage`] with the origin's state after the change when it is
+    /// known already.
+    fn stage_with(&self, pending: &mut Pending, change: &Change, state: Option<StateHash>) -> Result<Applied> {
         let key = keys::applied(&change.origin);
         let applied = match pending.get(self, &key)? {
             Some(v) => codec::u64_from(&v).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key))))?,
@@ -309,12 +379,15 @@ impl Store {
                 applied,
             });
         }
-        let state = self.state_after(pending, change)?;
+        let state = match state {
+            Some(state) => state,
+            None => self.state_after(pending, change)?,
+        };
         self.write_op(pending, change)?;
         pending.insert(keys::log(&change.origin, change.seq), codec::json(change));
         pending.insert(key, change.seq.to_be_bytes().to_vec());
         pending.insert(keys::head(&change.origin), change.digest().into_bytes());
-        pending.insert(keys::state(&change.origin), state.to_bytes());
+        pending.states.insert(change.origin.clone(), state);
         match change.tip() {
             Some(tip) => pending.insert(keys::tip(&change.origin), codec::json(&tip)),
             None => pending.remove(keys::tip(&change.origin)),

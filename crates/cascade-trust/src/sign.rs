@@ -183,6 +183,18 @@ pub fn check_change(
     keys: Option<&SigningKey>,
     any_key: bool,
 ) -> Result<(), Refused> {
+    check_change_with(roots, change, keys, any_key, None)
+}
+
+/// [`check_change`], skipping signatures found in `verified` (a batch's
+/// signature is checked once) and remembering the ones it checks.
+pub fn check_change_with(
+    roots: &[Vec<u8>],
+    change: &Change,
+    keys: Option<&SigningKey>,
+    any_key: bool,
+    verified: Option<&Verified>,
+) -> Result<(), Refused> {
     let name = format!("change {}/{}", change.origin, change.seq);
     let bad = |detail: String| Refused::new(Attack::BadSignature, format!("{name}: {detail}"));
     let Some(seal) = &change.seal else {
@@ -253,15 +265,52 @@ pub fn check_change(
     if fingerprint(&certificate) != seal.key {
         return Err(bad("the seal names another key than the one that must sign".into()));
     }
-    verify_seal(&certificate, seal, &change.message()).map_err(bad)
+    verify_seal(&certificate, seal, change.message(), verified).map_err(bad)
 }
 
-fn verify_seal(certificate: &[u8], seal: &Seal, message: &[u8]) -> Result<(), String> {
+/// Signatures checked already (of a batch signed at once): the digest of
+/// key, signature and message.
+#[derive(Debug, Default)]
+pub struct Verified(std::sync::Mutex<std::collections::HashSet<[u8; 32]>>);
+
+/// Most signatures remembered before the set starts again.
+const VERIFIED_KEPT: usize = 10_000;
+
+fn verify_seal(
+    certificate: &[u8],
+    seal: &Seal,
+    change_message: Vec<u8>,
+    verified: Option<&Verified>,
+) -> Result<(), String> {
     use base64::Engine;
+    let message = seal
+        .signed_message(change_message)
+        .ok_or_else(|| "its batch proof does not fit its batch".to_owned())?;
+    let seen: Option<[u8; 32]> = verified.map(|_| {
+        let mut h = Sha256::new();
+        h.update(&seal.key);
+        h.update(seal.scheme.to_be_bytes());
+        h.update(&seal.sig);
+        h.update(&message);
+        h.finalize().into()
+    });
+    if let (Some(v), Some(d)) = (verified, &seen)
+        && v.0.lock().unwrap_or_else(|e| e.into_inner()).contains(d)
+    {
+        return Ok(());
+    }
     let sig = base64::engine::general_purpose::STANDARD
         .decode(&seal.sig)
         .map_err(|_| "the signature is not base64".to_owned())?;
-    verify_signature(certificate, seal.scheme, message, &sig)
+    verify_signature(certificate, seal.scheme, &message, &sig)?;
+    if let (Some(v), Some(d)) = (verified, seen) {
+        let mut set = v.0.lock().unwrap_or_else(|e| e.into_inner());
+        if set.len() >= VERIFIED_KEPT {
+            set.clear();
+        }
+        set.insert(d);
+    }
+    Ok(())
 }
 
 /// Checks the seal of an origin's last change as a snapshot carries it
@@ -280,7 +329,7 @@ pub fn check_tip(origin: &NodeId, tip: &Tip, keys: Option<&SigningKey>) -> Resul
         .filter_map(|b| der_of(b))
         .find(|der| fingerprint(der) == tip.seal.key)
         .ok_or_else(|| bad(format!("signed by a key {origin} never published")))?;
-    verify_seal(&certificate, &tip.seal, &tip.message(origin)).map_err(bad)
+    verify_seal(&certificate, &tip.seal, tip.message(origin), None).map_err(bad)
 }
 
 #[cfg(test)]
@@ -447,6 +496,34 @@ mod tests {
             check_change(&roots, &c, Some(&key1), false).unwrap_err().attack,
             Attack::BadSignature
         );
+        // Changes signed in one batch: each checks on its own, once the
+        // batch's signature was checked; a proof moved to another place
+        // does not.
+        let mut batch: Vec<Change> = (5..8)
+            .map(|seq| {
+                let mut c = Change {
+                    origin: NodeId::new("root").unwrap(),
+                    seq,
+                    op: setting(seq as i64),
+                    seal: None,
+                };
+                c.unsigned_seal(String::new(), String::new());
+                c
+            })
+            .collect();
+        cascade_core::seal::seal_batch(&mut batch, &new).unwrap();
+        let verified = Verified::default();
+        for c in &batch {
+            check_change_with(&roots, c, Some(&key2), false, Some(&verified)).unwrap();
+            check_change(&roots, c, Some(&key2), false).unwrap();
+        }
+        let mut moved = batch[0].clone();
+        moved.seal.as_mut().unwrap().batch.as_mut().unwrap().index = 1;
+        assert!(check_change_with(&roots, &moved, Some(&key2), false, Some(&verified)).is_err());
+        let mut other = batch[1].clone();
+        other.op = setting(42);
+        assert!(check_change_with(&roots, &other, Some(&key2), false, Some(&verified)).is_err());
+
         // Another node cannot publish the root's keys.
         let c = sealed("mid", 1, "", ChangeOp::Upsert(Object::SigningKey(key1)), &mid);
         assert!(check_change(&roots, &c, None, false).is_err());

@@ -327,9 +327,7 @@ async fn upward(
         let store = leaf.store.clone();
         let source = source.clone();
         cascade_node::blocking(move || -> Result<(), cascade_store::StoreError> {
-            for certificate in &certificates {
-                store.put_agent_certificate(certificate, true)?;
-            }
+            store.put_agent_certificates(&certificates, true)?;
             store.ingest(&source, batch + 1, &records, true)?;
             Ok(())
         })
