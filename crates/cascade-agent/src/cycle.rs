@@ -583,7 +583,7 @@ impl<E: Env> Agent<E> {
                     summary.deferred += 1;
                     continue;
                 }
-                let (state, events) = self.install_step(&mut client, step).await;
+                let (state, events) = self.install_step(&mut client, &summary.node, step).await;
                 match &state {
                     ComplianceState::Installed | ComplianceState::NotApplicable => summary.installed += 1,
                     ComplianceState::PendingRestart => {
@@ -751,10 +751,47 @@ impl<E: Env> Agent<E> {
         self.journal.save(state)
     }
 
+    /// Fetches content from the node in use; a transfer that was too slow
+    /// or broke goes on at the other configured nodes in turn, resuming
+    /// from what arrived. A verified hash mismatch or a file over a limit
+    /// is final.
+    pub async fn fetch_with_failover(
+        &self,
+        client: &mut AgentsClient<Channel>,
+        current: &str,
+        content: &cascade_core::update::Content,
+    ) -> Result<PathBuf, cascade_content::ContentError> {
+        use cascade_content::ContentError;
+        let first = cascade_content::fetch(client, content, &self.content_dir, self.content_limit).await;
+        let mut last = match first {
+            Err(e @ (ContentError::Slow { .. } | ContentError::Transfer { .. })) => e,
+            other => return other,
+        };
+        for node in self.nodes.iter().filter(|n| n.address != current) {
+            tracing::warn!(node = %node.address, error = %last, "content: trying another node");
+            let Ok(channel) = connect::channel(
+                &node.address,
+                &self.credentials.ca_pem,
+                Some((&self.credentials.cert_pem, &self.credentials.key_pem)),
+            )
+            .await
+            else {
+                continue;
+            };
+            let mut other = AgentsClient::new(channel);
+            match cascade_content::fetch(&mut other, content, &self.content_dir, self.content_limit).await {
+                Err(e @ (ContentError::Slow { .. } | ContentError::Transfer { .. })) => last = e,
+                other => return other,
+            }
+        }
+        Err(last)
+    }
+
     /// Fetches and installs one step; its new state and events.
     async fn install_step(
         &self,
         client: &mut AgentsClient<Channel>,
+        current: &str,
         step: &Step,
     ) -> (ComplianceState, Vec<InstallEvent>) {
         let method = PatchMethod::VendorCatalog;
@@ -762,7 +799,7 @@ impl<E: Env> Agent<E> {
         let mut files = Vec::new();
         if self.env.fetches_content() {
             for content in &step.content {
-                match cascade_content::fetch(client, content, &self.content_dir, self.content_limit).await {
+                match self.fetch_with_failover(client, current, content).await {
                     Ok(path) => files.push(path),
                     Err(e) => {
                         let now = self.env.now();
