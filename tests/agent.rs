@@ -55,19 +55,7 @@ fn counts(tree: &Tree, node: &str, update: &str) -> serde_json::Value {
 fn an_enrolled_agent_installs_and_the_root_two_levels_up_sees_it() {
     let mut tree = Tree::new(&[("root", None), ("region", Some("root")), ("site", Some("region"))]);
     let pki = tree.path().join("pki");
-    ok(run(&[
-        "pki",
-        "issue",
-        "enrollment-ca",
-        "--site",
-        "site",
-        "--dir",
-        pki.to_str().unwrap(),
-    ]));
-    tree.extra.insert(
-        "site".into(),
-        "[enrollment]\nca_cert = \"pki/enroll-site.crt\"\nca_key = \"pki/enroll-site.key\"\n".into(),
-    );
+    tree.enrollment("site");
     tree.start_all();
 
     // The region's content store holds the payload the first update

@@ -31,19 +31,7 @@ fn call(tree: &Tree, node: &str, op: &str, params: serde_json::Value) -> serde_j
 fn renewal_without_restart_and_revocation_below() {
     let mut tree = Tree::new(&[("root", None), ("region", Some("root")), ("site", Some("region"))]);
     let pki = tree.path().join("pki");
-    ok(run(&[
-        "pki",
-        "issue",
-        "enrollment-ca",
-        "--site",
-        "site",
-        "--dir",
-        pki.to_str().unwrap(),
-    ]));
-    tree.extra.insert(
-        "site".into(),
-        "[enrollment]\nca_cert = \"pki/enroll-site.crt\"\nca_key = \"pki/enroll-site.key\"\n".into(),
-    );
+    tree.enrollment("site");
     // The region looks at its certificate files every second.
     tree.extra.insert(
         "region".into(),

@@ -204,6 +204,23 @@ impl Tree {
         }
     }
 
+    /// Gives `site` an enrollment CA (`[enrollment]` in its configuration),
+    /// so that agents enroll and renew there.
+    pub fn enrollment(&mut self, site: &str) {
+        let pki = self.path().join("pki");
+        ok(run(&[
+            "pki",
+            "issue",
+            "enrollment-ca",
+            "--site",
+            site,
+            "--dir",
+            pki.to_str().unwrap(),
+        ]));
+        let table = format!("[enrollment]\nca_cert = \"pki/enroll-{site}.crt\"\nca_key = \"pki/enroll-{site}.key\"\n");
+        self.extra.entry(site.to_owned()).or_default().push_str(&table);
+    }
+
     /// Starts a stopped node again on the same address.
     pub fn restart(&mut self, id: &str) {
         self.write_config(id);

@@ -220,13 +220,7 @@ impl<E: Env> Agent<E> {
         let known = self.journal.state().inventory_hash.as_deref() == Some(hash.as_str());
         let mut errors = Vec::new();
         for node in ranked {
-            let channel = match connect::channel(
-                &node.address,
-                &self.credentials.ca_pem,
-                Some((&self.credentials.cert_pem, &self.credentials.key_pem)),
-            )
-            .await
-            {
+            let channel = match self.channel_to(&node.address).await {
                 Ok(c) => c,
                 Err(e) => {
                     errors.push(format!("{}: {e}", node.address));
@@ -412,13 +406,7 @@ impl<E: Env> Agent<E> {
         let (csr_pem, key_pem) = cascade_trust::certificate_request(&identity).map_err(|e| refused(e.to_string()))?;
         let mut errors = Vec::new();
         for node in &self.nodes {
-            let channel = match connect::channel(
-                &node.address,
-                &self.credentials.ca_pem,
-                Some((&self.credentials.cert_pem, &self.credentials.key_pem)),
-            )
-            .await
-            {
+            let channel = match self.channel_to(&node.address).await {
                 Ok(c) => c,
                 Err(e) => {
                     errors.push(format!("{}: {e}", node.address));
@@ -751,6 +739,17 @@ impl<E: Env> Agent<E> {
         self.journal.save(state)
     }
 
+    /// A channel to a node with this agent's certificate.
+    async fn channel_to(&self, address: &str) -> Result<Channel, String> {
+        connect::channel(
+            address,
+            &self.credentials.ca_pem,
+            Some((&self.credentials.cert_pem, &self.credentials.key_pem)),
+        )
+        .await
+        .map_err(|e| e.to_string())
+    }
+
     /// Fetches content from the node in use; a transfer that was too slow
     /// or broke goes on at the other configured nodes in turn, resuming
     /// from what arrived. A verified hash mismatch or a file over a limit
@@ -769,13 +768,7 @@ impl<E: Env> Agent<E> {
         };
         for node in self.nodes.iter().filter(|n| n.address != current) {
             tracing::warn!(node = %node.address, error = %last, "content: trying another node");
-            let Ok(channel) = connect::channel(
-                &node.address,
-                &self.credentials.ca_pem,
-                Some((&self.credentials.cert_pem, &self.credentials.key_pem)),
-            )
-            .await
-            else {
+            let Ok(channel) = self.channel_to(&node.address).await else {
                 continue;
             };
             let mut other = AgentsClient::new(channel);

@@ -49,6 +49,30 @@ fn store_status(e: cascade_store::StoreError) -> Status {
     Status::internal(e.to_string())
 }
 
+/// Audits an agent's new certificate (the log goes up) and makes the reply
+/// that hands it over.
+async fn certified(node: &Arc<Node>, computer: &ComputerId, at: i64, action: &str, cert_pem: String) -> EnrollReply {
+    let entry = cascade_core::model::AuditEntry {
+        at,
+        actor: format!("agent/{computer}"),
+        node: node.id.clone(),
+        action: action.into(),
+        detail: computer.to_string(),
+    };
+    let store = node.store.clone();
+    let forward = node.config.parent.is_some();
+    if let Err(e) = blocking(move || store.audit(&entry, forward)).await {
+        tracing::error!(error = %e, "cannot write the audit log");
+    } else if forward {
+        node.upward_ready();
+    }
+    EnrollReply {
+        cert_pem,
+        site: node.id.to_string(),
+        root: node.root().map(|r| r.to_string()).unwrap_or_default(),
+    }
+}
+
 fn agent_of<T>(node: &Node, request: &Request<T>) -> Result<ComputerId, Status> {
     match node.peer_identity(request)? {
         Identity::Agent(id) => Ok(id),
@@ -303,25 +327,9 @@ impl v1::agents_server::Agents for AgentsService {
                 Status::permission_denied(refusal.to_string())
             })?;
         tracing::info!(%computer, "agent enrolled");
-        let entry = cascade_core::model::AuditEntry {
-            at,
-            actor: format!("agent/{computer}"),
-            node: node.id.clone(),
-            action: "agent enroll".into(),
-            detail: computer.to_string(),
-        };
-        let store = node.store.clone();
-        let forward = node.config.parent.is_some();
-        if let Err(e) = blocking(move || store.audit(&entry, forward)).await {
-            tracing::error!(error = %e, "cannot write the audit log");
-        } else if forward {
-            node.upward_ready();
-        }
-        Ok(Response::new(EnrollReply {
-            cert_pem,
-            site: node.id.to_string(),
-            root: node.root().map(|r| r.to_string()).unwrap_or_default(),
-        }))
+        Ok(Response::new(
+            certified(node, &computer, at, "agent enroll", cert_pem).await,
+        ))
     }
 
     async fn check_in(&self, request: Request<CheckInRequest>) -> Result<Response<CheckInReply>, Status> {
@@ -477,25 +485,9 @@ impl v1::agents_server::Agents for AgentsService {
             )
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         tracing::info!(%computer, "agent certificate renewed");
-        let entry = cascade_core::model::AuditEntry {
-            at,
-            actor: format!("agent/{computer}"),
-            node: node.id.clone(),
-            action: "agent renew".into(),
-            detail: computer.to_string(),
-        };
-        let store = node.store.clone();
-        let forward = node.config.parent.is_some();
-        if let Err(e) = blocking(move || store.audit(&entry, forward)).await {
-            tracing::error!(error = %e, "cannot write the audit log");
-        } else if forward {
-            node.upward_ready();
-        }
-        Ok(Response::new(EnrollReply {
-            cert_pem,
-            site: node.id.to_string(),
-            root: node.root().map(|r| r.to_string()).unwrap_or_default(),
-        }))
+        Ok(Response::new(
+            certified(node, &computer, at, "agent renew", cert_pem).await,
+        ))
     }
 
     type ContentStream = ContentStream;

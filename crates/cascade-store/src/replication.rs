@@ -775,21 +775,14 @@ impl Store {
 
     /// The overrides of an object: origin -> fields.
     pub fn overrides(&self, key: &ObjectKey) -> Result<BTreeMap<NodeId, Override>> {
-        let mut out = BTreeMap::new();
-        for item in self.scan(&keys::overrides_of(key)) {
-            let (raw, value) = item?;
-            let origin = keys::parts(&raw, keys::OVERRIDE)
-                .last()
-                .map(|o| node_from(o))
-                .transpose()
-                .map_err(|d| self.corrupt(d))?;
-            let stored: StoredOverride =
-                codec::from_json(&value).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&raw))))?;
-            if let Some(origin) = origin {
-                out.insert(origin, stored.over);
-            }
-        }
-        Ok(out)
+        Ok(self
+            .override_changes(key)?
+            .into_iter()
+            .filter_map(|c| match c.op {
+                ChangeOp::Override(over) => Some((c.origin, over)),
+                _ => None,
+            })
+            .collect())
     }
 
     /// The overrides of an object as the changes that made them (sealed).
