@@ -47,17 +47,21 @@ pub async fn probe(address: &str) -> Option<Duration> {
     }
 }
 
+/// Latencies this close count as equally near: a busy computer's or
+/// network's jitter does not reorder nodes on one network.
+pub const EQUALLY_NEAR: Duration = Duration::from_millis(5);
+
 /// The order in which to try the nodes: reachable ones by measured latency
-/// (whole milliseconds, so that noise does not reorder equal nodes), then
-/// configured priority; unreachable ones last, by priority (they may be
-/// back by the time they are tried).
+/// (in steps of [`EQUALLY_NEAR`], so that noise does not reorder equal
+/// nodes), then configured priority; unreachable ones last, by priority
+/// (they may be back by the time they are tried).
 pub fn rank(nodes: &[NodeEntry], latencies: &[Option<Duration>]) -> Vec<NodeEntry> {
     let mut ranked: Vec<(bool, u128, u32, usize)> = nodes
         .iter()
         .zip(latencies)
         .enumerate()
         .map(|(i, (n, l))| match l {
-            Some(d) => (false, d.as_millis(), n.priority, i),
+            Some(d) => (false, d.as_micros() / EQUALLY_NEAR.as_micros(), n.priority, i),
             None => (true, 0, n.priority, i),
         })
         .collect();
@@ -210,7 +214,9 @@ mod tests {
         let order =
             |l: &[Option<Duration>]| -> Vec<String> { rank(&nodes, l).into_iter().map(|n| n.address).collect() };
         assert_eq!(order(&[ms(1), ms(1), None, ms(9)]), vec!["b:1", "a:1", "d:1", "c:1"]);
-        assert_eq!(order(&[ms(1), ms(30), ms(2), None]), vec!["a:1", "c:1", "b:1", "d:1"]);
+        assert_eq!(order(&[ms(1), ms(30), ms(12), None]), vec!["a:1", "c:1", "b:1", "d:1"]);
+        // A millisecond or two apart is equally near: the priority decides.
+        assert_eq!(order(&[ms(1), ms(30), ms(3), None]), vec!["c:1", "a:1", "b:1", "d:1"]);
         assert_eq!(order(&[None, None, None, None]), vec!["c:1", "b:1", "a:1", "d:1"]);
     }
 }
