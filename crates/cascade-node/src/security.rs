@@ -500,6 +500,7 @@ pub async fn timestamps(node: std::sync::Arc<Node>) {
     let every = std::time::Duration::from_secs(node.config.security.timestamp_seconds);
     let mut warned = false;
     let mut reload_error = String::new();
+    let mut last_stamp: Option<std::time::Instant> = None;
     loop {
         let n = node.clone();
         match crate::blocking(move || n.reload_certificate()).await {
@@ -511,9 +512,12 @@ pub async fn timestamps(node: std::sync::Arc<Node>) {
             Err(_) => {}
         }
         if node.parent_address().is_none() {
-            let n = node.clone();
-            if let Err(e) = crate::blocking(move || n.publish_timestamp()).await {
-                tracing::warn!(error = %e, "cannot publish the signed timestamp");
+            if last_stamp.is_none_or(|at| at.elapsed() >= every) {
+                let n = node.clone();
+                match crate::blocking(move || n.publish_timestamp()).await {
+                    Ok(()) => last_stamp = Some(std::time::Instant::now()),
+                    Err(e) => tracing::warn!(error = %e, "cannot publish the signed timestamp"),
+                }
             }
         } else {
             let fresh = node.freshness();
@@ -530,11 +534,7 @@ pub async fn timestamps(node: std::sync::Arc<Node>) {
             }
             warned = fresh.stale;
         }
-        let pause = if node.parent_address().is_none() {
-            every
-        } else {
-            every.min(std::time::Duration::from_secs(60))
-        };
-        tokio::time::sleep(pause).await;
+        // Every node looks at its certificate files at least once a minute.
+        tokio::time::sleep(every.min(std::time::Duration::from_secs(60))).await;
     }
 }
