@@ -99,6 +99,9 @@ impl std::fmt::Debug for SignerSlot {
     }
 }
 
+/// One commit at a time per process (see [`Store::commit`]).
+static COMMIT_TURN: Mutex<()> = Mutex::new(());
+
 /// sled's settings for a store on disk.
 fn durable_config(path: &Path) -> sled::Config {
     sled::Config::new()
@@ -445,8 +448,18 @@ impl Store {
     fn commit(&self, mut batch: sled::Batch) -> Result<()> {
         let next = self.commits.load(Ordering::Acquire) + 1;
         batch.insert(keys::COMMITS, &next.to_be_bytes());
-        self.tree.apply_batch(batch).map_err(|e| self.io_error(e))?;
-        self.db.flush().map_err(|e| self.io_error(e))?;
+        {
+            // sled 0.34 guards every database of a process with one global
+            // reader-writer lock: a batch takes it to write, a flush holds it
+            // to read while it waits for the log, and the log's flusher needs
+            // it to read. With several stores in one process (the demo, the
+            // benchmarks, in-process tests) one store's batch waiting behind
+            // another's flush could stop both. Commits of all stores in a
+            // process take turns here; a node process has one store anyway.
+            let _turn = COMMIT_TURN.lock().unwrap_or_else(|e| e.into_inner());
+            self.tree.apply_batch(batch).map_err(|e| self.io_error(e))?;
+            self.db.flush().map_err(|e| self.io_error(e))?;
+        }
         self.commits.store(next, Ordering::Release);
         if let Some(sentinel) = &self.sentinel {
             // Not synced: after a power cut it may lag the data, which is
