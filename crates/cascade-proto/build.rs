@@ -19,6 +19,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     std::fs::write(out_dir.join("descriptor.bin"), compiler.encode_file_descriptor_set())?;
-    tonic_prost_build::configure().compile_fds(compiler.file_descriptor_set())?;
+    tonic_prost_build::configure()
+        // Content arrives without a copy out of the receive buffer.
+        .bytes(".cascade.v1.ContentChunk.data")
+        .compile_fds(compiler.file_descriptor_set())?;
     Ok(())
 }

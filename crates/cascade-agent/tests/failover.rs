@@ -48,7 +48,13 @@ impl Agents for Node {
         let size = data.len() as u64;
         let chunks: Vec<Result<ContentChunk, Status>> = data[offset.min(data.len())..]
             .chunks(16 * 1024)
-            .map(|c| Ok(ContentChunk { data: c.to_vec(), size }))
+            .map(|c| {
+                Ok(ContentChunk {
+                    data: c.to_vec().into(),
+                    size,
+                    manifest: None,
+                })
+            })
             .collect();
         Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
     }

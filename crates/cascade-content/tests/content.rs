@@ -21,6 +21,8 @@ struct Flaky {
     offsets: Arc<Mutex<Vec<u64>>>,
     /// Pause between chunks: a source that trickles.
     pause: Option<std::time::Duration>,
+    /// Sent in the first message of every transfer.
+    manifest: Option<ContentManifest>,
 }
 
 type Chunks = Pin<Box<dyn Stream<Item = Result<ContentChunk, Status>> + Send>>;
@@ -50,12 +52,14 @@ impl Agents for Flaky {
         let size = self.data.len() as u64;
         let mut items: Vec<Result<ContentChunk, Status>> = Vec::new();
         let mut at = offset as usize;
+        let mut manifest = self.manifest.clone();
         let end = cut.map_or(self.data.len(), |c| (offset as usize + c).min(self.data.len()));
         while at < end {
             let next = (at + 1000).min(end);
             items.push(Ok(ContentChunk {
-                data: self.data[at..next].to_vec(),
+                data: self.data[at..next].to_vec().into(),
                 size,
+                manifest: manifest.take(),
             }));
             at = next;
         }
@@ -122,6 +126,7 @@ async fn a_cut_transfer_resumes_and_ends_with_the_right_hash() {
         cuts: Arc::new(Mutex::new(cuts.clone())),
         offsets: Arc::default(),
         pause: None,
+        manifest: None,
     };
     let mut client = serve(server.clone()).await;
     let dir = tempfile::tempdir().unwrap();
@@ -168,6 +173,7 @@ async fn wrong_hashes_are_discarded_and_limits_hold() {
         cuts: Arc::default(),
         offsets: Arc::default(),
         pause: None,
+        manifest: None,
     };
     let mut client = serve(server.clone()).await;
     let dir = tempfile::tempdir().unwrap();
@@ -223,6 +229,7 @@ async fn a_source_that_trickles_is_stopped_and_what_arrived_is_kept() {
         cuts: Arc::default(),
         offsets: Arc::default(),
         pause: Some(std::time::Duration::from_millis(50)),
+        manifest: None,
     };
     let mut client = serve(slow.clone()).await;
     let dir = tempfile::tempdir().unwrap();
@@ -251,6 +258,7 @@ async fn a_source_that_trickles_is_stopped_and_what_arrived_is_kept() {
         cuts: Arc::default(),
         offsets: Arc::default(),
         pause: None,
+        manifest: None,
     };
     let mut client = serve(healthy.clone()).await;
     let done = download_with_floor(&mut client, &content, dir.path(), 1 << 20, None, floor)
@@ -258,4 +266,146 @@ async fn a_source_that_trickles_is_stopped_and_what_arrived_is_kept() {
         .unwrap();
     assert_eq!(std::fs::read(done.path).unwrap(), data);
     assert_eq!(healthy.offsets.lock().unwrap().clone(), vec![kept]);
+}
+
+/// Takes manifests signed by "trusted" and notes what is verified.
+#[derive(Default)]
+struct Recorder {
+    verified: Mutex<Vec<u64>>,
+}
+
+impl cascade_content::Chunks for Recorder {
+    fn manifest(&self, manifest: &cascade_content::SignedManifest) -> Result<(), String> {
+        (manifest.key == "trusted")
+            .then_some(())
+            .ok_or_else(|| format!("key {} is not trusted", manifest.key))
+    }
+    fn verified(&self, bytes: u64) {
+        self.verified.lock().unwrap().push(bytes);
+    }
+}
+
+fn manifest_of(data: &[u8], chunk_size: usize, key: &str) -> cascade_content::SignedManifest {
+    cascade_content::SignedManifest {
+        manifest: cascade_content::Manifest {
+            sha256: hex(data),
+            size: data.len() as u64,
+            chunk_size: chunk_size as u64,
+            chunks: data.chunks(chunk_size).map(|c| *blake3::hash(c).as_bytes()).collect(),
+        },
+        key: key.into(),
+        scheme: 0,
+        signature: Vec::new(),
+    }
+}
+
+#[tokio::test]
+async fn chunks_are_verified_as_they_arrive_and_a_cut_resumes_with_them() {
+    use cascade_content::{Options, download_with};
+    let seed: u64 = std::env::var("CASCADE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    println!("seed {seed}");
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let data: Vec<u8> = (0..300_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    let cuts: Vec<usize> = (0..4).map(|_| rng.random_range(1..70_000)).collect();
+    let chunk = 64 * 1024;
+    let server = Flaky {
+        data: Arc::new(data.clone()),
+        cuts: Arc::new(Mutex::new(cuts.clone())),
+        offsets: Arc::default(),
+        pause: None,
+        manifest: Some(manifest_of(&data, chunk, "trusted").to_proto()),
+    };
+    let mut client = serve(server.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let content = Content {
+        file_name: "update.msu".into(),
+        sha256: hex(&data),
+        size: data.len() as u64,
+        url: None,
+    };
+    let recorder = Recorder::default();
+    let options = Options {
+        limit: 1 << 30,
+        floor: cascade_content::Floor::DEFAULT,
+        progress: None,
+        chunks: Some(&recorder),
+    };
+    let mut attempts = 0;
+    let done = loop {
+        attempts += 1;
+        assert!(attempts <= 10, "did not finish in 10 attempts");
+        match download_with(&mut client, &content, dir.path(), &options).await {
+            Ok(done) => break done.path,
+            Err(ContentError::Transfer { detail, .. }) => assert!(detail.contains("cut after"), "{detail}"),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(attempts, 5);
+    assert_eq!(std::fs::read(&done).unwrap(), data);
+    let verified = recorder.verified.lock().unwrap().clone();
+    assert!(verified.windows(2).all(|w| w[0] <= w[1]), "{verified:?}");
+    assert!(
+        verified
+            .iter()
+            .all(|v| *v % chunk as u64 == 0 || *v == data.len() as u64),
+        "only whole chunks: {verified:?}"
+    );
+    assert_eq!(verified.last(), Some(&(data.len() as u64)));
+    // The manifest stays beside the file to serve it on with.
+    let kept = cascade_content::SignedManifest::read(&cascade_content::manifest_path(dir.path(), &hex(&data))).unwrap();
+    assert_eq!(kept, manifest_of(&data, chunk, "trusted"));
+
+    // A manifest the caller does not trust, or of another file, stops
+    // the transfer before a byte is written.
+    for (manifest, why) in [
+        (manifest_of(&data, chunk, "stranger"), "not trusted"),
+        (manifest_of(&data[..100_000], chunk, "trusted"), "is for sha256"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Flaky {
+            data: Arc::new(data.clone()),
+            cuts: Arc::default(),
+            offsets: Arc::default(),
+            pause: None,
+            manifest: Some(manifest.to_proto()),
+        };
+        let mut client = serve(server).await;
+        let e = download_with(&mut client, &content, dir.path(), &options)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, ContentError::Manifest { detail, .. } if detail.contains(why)),
+            "{e}"
+        );
+        assert_eq!(
+            std::fs::metadata(dir.path().join(format!("{}.part", hex(&data))))
+                .map(|m| m.len())
+                .unwrap_or(0),
+            0
+        );
+    }
+
+    // An agent ignores manifests: the whole file's sha256 decides.
+    let dir = tempfile::tempdir().unwrap();
+    let server = Flaky {
+        data: Arc::new(data.clone()),
+        cuts: Arc::default(),
+        offsets: Arc::default(),
+        pause: None,
+        manifest: Some(manifest_of(&data, chunk, "stranger").to_proto()),
+    };
+    let mut client = serve(server).await;
+    let path = fetch(&mut client, &content, dir.path(), 1 << 30).await.unwrap();
+    assert_eq!(std::fs::read(path).unwrap(), data);
 }

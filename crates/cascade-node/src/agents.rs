@@ -17,6 +17,7 @@ use cascade_trust::{EnrollmentToken, Identity};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+use crate::content::{Flow, Source};
 use crate::{Node, blocking, now};
 
 /// Install events kept per computer: those of its latest this many reports.
@@ -286,6 +287,165 @@ impl Node {
 
 type ContentStream = Pin<Box<dyn Stream<Item = Result<ContentChunk, Status>> + Send>>;
 
+/// One content stream: a verified file, or the part of a transfer in
+/// progress that is verified, followed as it grows. A child node gets the
+/// root's manifest first when this node has it.
+struct Serving {
+    node: Arc<Node>,
+    sha256: String,
+    offset: u64,
+    for_child: bool,
+    runtime: tokio::runtime::Handle,
+    tx: tokio::sync::mpsc::Sender<Result<ContentChunk, Status>>,
+}
+
+impl Serving {
+    fn run(&self, source: Source) -> Result<(), Status> {
+        use std::io::{Read, Seek};
+        let sha256 = &self.sha256;
+        let internal = |e: &dyn std::fmt::Display| Status::internal(format!("content {sha256}: {e}"));
+        let growing_size = match &source {
+            Source::Growing { size, .. } => *size,
+            Source::Ready(_) => 0,
+        };
+        let (mut flow, mut ready) = match source {
+            Source::Ready(path) => (None, Some(path)),
+            Source::Growing { flow, .. } => (Some(flow), None),
+        };
+        // Waits for the transfer to move; its end names the file.
+        let wait = |flow: &mut Option<tokio::sync::watch::Receiver<Flow>>, ready: &mut Option<PathBuf>| {
+            let Some(f) = flow.as_mut() else {
+                return Ok(());
+            };
+            let now = f.borrow_and_update().clone();
+            match now.end {
+                Some(Ok(path)) => {
+                    *ready = Some(path);
+                    *flow = None;
+                    Ok(())
+                }
+                Some(Err(e)) => Err(e.status()),
+                None => Ok(()),
+            }
+        };
+        wait(&mut flow, &mut ready)?;
+        // The manifest first, for a child.
+        let mut manifest = None;
+        if self.for_child {
+            loop {
+                if let Some(f) = &flow {
+                    if let Some(m) = f.borrow().manifest.clone() {
+                        manifest = Some(m.to_proto());
+                        break;
+                    }
+                } else {
+                    manifest = self
+                        .node
+                        .manifest_for(sha256)
+                        .map_err(|e| e.status())?
+                        .map(|m| m.to_proto());
+                    break;
+                }
+                self.changed(&mut flow)?;
+                wait(&mut flow, &mut ready)?;
+            }
+        }
+        let size = match &ready {
+            Some(path) => std::fs::metadata(path).map_err(|e| internal(&e))?.len(),
+            None => growing_size,
+        };
+        if self.offset > size {
+            return Err(Status::out_of_range(format!(
+                "content {sha256} has {size} bytes; offset {} is past its end",
+                self.offset
+            )));
+        }
+        if manifest.is_some() || size == 0 {
+            self.send(ContentChunk {
+                data: Default::default(),
+                size,
+                manifest,
+            })?;
+        }
+        let mut file: Option<std::fs::File> = None;
+        let mut sent = self.offset;
+        while sent < size {
+            let available = match &flow {
+                Some(f) => f.borrow().verified,
+                None => size,
+            };
+            if sent >= available {
+                self.changed(&mut flow)?;
+                wait(&mut flow, &mut ready)?;
+                continue;
+            }
+            if file.is_none() {
+                // The partial file while it grows (renamed, it stays the
+                // same file), the verified one once it has its name.
+                let part = self.node.config.content_dir.join(format!("{sha256}.part"));
+                let opened = match (&ready, std::fs::File::open(&part)) {
+                    (None, Ok(f)) => f,
+                    _ => {
+                        let path = self.node.config.content_dir.join(sha256);
+                        std::fs::File::open(&path).map_err(|e| match e.kind() {
+                            std::io::ErrorKind::NotFound => {
+                                Status::not_found(format!("content {sha256} is not on node {}", self.node.id))
+                            }
+                            _ => internal(&e),
+                        })?
+                    }
+                };
+                let mut opened = opened;
+                opened.seek(std::io::SeekFrom::Start(sent)).map_err(|e| internal(&e))?;
+                file = Some(opened);
+            }
+            let Some(f) = file.as_mut() else { continue };
+            // Read into a fresh buffer without zeroing it first.
+            let want = CHUNK.min((available - sent) as usize);
+            let mut buf = Vec::with_capacity(want);
+            f.by_ref()
+                .take(want as u64)
+                .read_to_end(&mut buf)
+                .map_err(|e| internal(&e))?;
+            if buf.len() < want {
+                return Err(internal(&format!(
+                    "the file ended at {} of {size} bytes",
+                    sent + buf.len() as u64
+                )));
+            }
+            sent += buf.len() as u64;
+            metrics::counter!("cascade_content_served_bytes_total").increment(buf.len() as u64);
+            self.node
+                .content
+                .served_bytes
+                .fetch_add(buf.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            self.send(ContentChunk {
+                data: buf.into(),
+                size,
+                manifest: None,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the transfer to move.
+    fn changed(&self, flow: &mut Option<tokio::sync::watch::Receiver<Flow>>) -> Result<(), Status> {
+        if let Some(f) = flow.as_mut()
+            && self.runtime.block_on(f.changed()).is_err()
+        {
+            return Err(Status::unavailable(format!("the transfer of {} stopped", self.sha256)));
+        }
+        Ok(())
+    }
+
+    fn send(&self, chunk: ContentChunk) -> Result<(), Status> {
+        // A receiver that went away ends the stream.
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| Status::cancelled("the receiver went away"))
+    }
+}
+
 #[tonic::async_trait]
 impl v1::agents_server::Agents for AgentsService {
     async fn enroll(&self, request: Request<EnrollRequest>) -> Result<Response<EnrollReply>, Status> {
@@ -507,64 +667,27 @@ impl v1::agents_server::Agents for AgentsService {
             )));
         }
         // Pulled through from the parent when this node lacks it (once,
-        // however many ask at the same time).
-        let path = self
+        // however many ask at the same time), and served as it is verified.
+        let source = self
             .node
-            .ensure_content(&sha256, for_child)
+            .open_content(&sha256, for_child)
             .await
             .map_err(|e| e.status())?;
-        let file = match tokio::fs::File::open(&path).await {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Status::not_found(format!(
-                    "content {sha256} is not on node {}",
-                    self.node.id
-                )));
-            }
-            Err(e) => return Err(Status::internal(format!("content {sha256}: {e}"))),
-        };
-        let size = file
-            .metadata()
-            .await
-            .map_err(|e| Status::internal(format!("content {sha256}: {e}")))?
-            .len();
-        if offset > size {
-            return Err(Status::out_of_range(format!(
-                "content {sha256} has {size} bytes; offset {offset} is past its end"
-            )));
-        }
-        // Read in one blocking task (not a thread-pool hop per chunk).
-        let mut file = file.into_std().await;
         let (tx, rx) = tokio::sync::mpsc::channel(8);
         let node = self.node.clone();
+        let runtime = tokio::runtime::Handle::current();
+        // Read in one blocking task (not a thread-pool hop per chunk).
         tokio::task::spawn_blocking(move || {
-            use std::io::{Read, Seek};
-            if let Err(e) = file.seek(std::io::SeekFrom::Start(offset)) {
-                let _ = tx.blocking_send(Err(Status::internal(format!("content {sha256}: {e}"))));
-                return;
-            }
-            let mut sent = offset;
-            while sent < size {
-                let mut buf = vec![0u8; CHUNK.min((size - sent) as usize)];
-                match file.read_exact(&mut buf) {
-                    Ok(()) => {
-                        sent += buf.len() as u64;
-                        metrics::counter!("cascade_content_served_bytes_total").increment(buf.len() as u64);
-                        node.content
-                            .served_bytes
-                            .fetch_add(buf.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                        if tx.blocking_send(Ok(ContentChunk { data: buf, size })).is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        let _ = tx.blocking_send(Err(Status::internal(format!("content {sha256}: {e}"))));
-                        return;
-                    }
-                }
-            }
-            if size == 0 {
-                let _ = tx.blocking_send(Ok(ContentChunk { data: Vec::new(), size }));
+            let serving = Serving {
+                node,
+                sha256,
+                offset,
+                for_child,
+                runtime,
+                tx,
+            };
+            if let Err(status) = serving.run(source) {
+                let _ = serving.tx.blocking_send(Err(status));
             }
         });
         Ok(Response::new(

@@ -7,7 +7,7 @@
 //! evicts unapproved, then superseded content, never what a computer here
 //! still has to install.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,9 +57,8 @@ pub struct InFlight {
 /// Counters and transfers of a node's content.
 #[derive(Debug, Default)]
 pub(crate) struct ContentState {
-    /// One lock per file: concurrent requests wait for the one transfer.
-    locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    in_flight: std::sync::Mutex<BTreeMap<String, (u64, Arc<AtomicU64>)>>,
+    /// Transfers in progress, one per file however many ask for it.
+    transfers: std::sync::Mutex<HashMap<String, Arc<Transfer>>>,
     /// Bytes fetched from the parent or the vendor.
     pub(crate) fetched_bytes: AtomicU64,
     pub(crate) fetches: AtomicU64,
@@ -68,6 +67,59 @@ pub(crate) struct ContentState {
     pub(crate) evicted: AtomicU64,
     /// The content index and the change count it was built at.
     index: std::sync::Mutex<Option<(u64, ContentIndex)>>,
+}
+
+/// One file on its way here. It goes on when those who asked for it
+/// leave; whoever asks meanwhile is served from it as it is verified.
+#[derive(Debug)]
+pub(crate) struct Transfer {
+    size: u64,
+    received: AtomicU64,
+    flow: tokio::sync::watch::Sender<Flow>,
+}
+
+/// How far a transfer is.
+#[derive(Debug, Clone, Default)]
+pub struct Flow {
+    /// The root's manifest, once the parent sent it (chunks are then
+    /// verified, and served on, as they arrive).
+    pub manifest: Option<Arc<cascade_content::SignedManifest>>,
+    /// The leading bytes of `<sha256>.part` that are verified.
+    pub verified: u64,
+    /// The verified file, or why the transfer failed.
+    pub end: Option<Result<PathBuf, ContentError>>,
+}
+
+/// What a request for content is served from.
+#[derive(Debug)]
+pub enum Source {
+    /// The verified file.
+    Ready(PathBuf),
+    /// A transfer in progress, of a file of `size` bytes.
+    Growing {
+        flow: tokio::sync::watch::Receiver<Flow>,
+        size: u64,
+    },
+}
+
+/// A transfer's link to the download: manifests checked here, verified
+/// bytes announced to whoever waits.
+struct Watch<'a> {
+    node: &'a Node,
+    transfer: &'a Transfer,
+}
+
+impl cascade_content::Chunks for Watch<'_> {
+    fn manifest(&self, manifest: &cascade_content::SignedManifest) -> Result<(), String> {
+        self.node.check_manifest(manifest)?;
+        let manifest = Arc::new(manifest.clone());
+        self.transfer.flow.send_modify(|f| f.manifest = Some(manifest));
+        Ok(())
+    }
+
+    fn verified(&self, bytes: u64) {
+        self.transfer.flow.send_modify(|f| f.verified = bytes);
+    }
 }
 
 /// Every content file the catalog names, by sha256.
@@ -143,22 +195,37 @@ impl Node {
     /// node lacks it. `staging` (an admin's pre-staging) allows content of
     /// updates that are not approved.
     pub async fn ensure_content(self: &Arc<Self>, sha256: &str, staging: bool) -> Result<PathBuf, ContentError> {
+        match self.open_content(sha256, staging).await? {
+            Source::Ready(path) => Ok(path),
+            Source::Growing { mut flow, .. } => loop {
+                if let Some(end) = flow.borrow_and_update().end.clone() {
+                    return end;
+                }
+                if flow.changed().await.is_err() {
+                    return Err(ContentError::Failed(format!("the transfer of {sha256} stopped")));
+                }
+            },
+        }
+    }
+
+    /// The file of `sha256` here, or the transfer that brings it (started
+    /// now unless one is under way). `staging` (an admin's pre-staging, or
+    /// a child, which decided it needs the file) allows content of
+    /// updates that are not approved.
+    pub async fn open_content(self: &Arc<Self>, sha256: &str, staging: bool) -> Result<Source, ContentError> {
         let path = self
             .content_path(sha256)
             .ok_or_else(|| ContentError::Refused(format!("{sha256:?} is not a lower-case hex sha256")))?;
         // Children and admins decided they need it; an agent gets only
         // content of approved updates, cached or not.
         if path.exists() && staging {
-            return Ok(path);
+            return Ok(Source::Ready(path));
         }
         let index = self.cached_index().await?;
         let known = index
             .get(sha256)
             .cloned()
             .ok_or_else(|| ContentError::NotFound(format!("content {sha256} is not in node {}'s catalog", self.id)))?;
-        if path.exists() && known.approved {
-            return Ok(path);
-        }
         if !known.approved && !staging {
             return Err(ContentError::Refused(format!(
                 "content {sha256} belongs to updates no policy approves ({})",
@@ -170,40 +237,96 @@ impl Node {
                     .join(", ")
             )));
         }
-        let lock = {
-            let mut locks = self.content.locks.lock().unwrap_or_else(|e| e.into_inner());
-            locks.entry(sha256.to_owned()).or_default().clone()
-        };
-        let _one_transfer = lock.lock().await;
-        if path.exists() {
-            // Another request fetched it meanwhile.
-            return Ok(path);
+        let mut transfers = self.content.transfers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = transfers.get(sha256) {
+            return Ok(Source::Growing {
+                flow: t.flow.subscribe(),
+                size: t.size,
+            });
         }
-        self.make_room(known.content.size, &index).await?;
-        let progress = Arc::new(AtomicU64::new(0));
-        self.content
-            .in_flight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(sha256.to_owned(), (known.content.size, progress.clone()));
-        let result = self.transfer(&known.content, &progress).await;
-        self.content
-            .in_flight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(sha256);
-        self.content
-            .fetched_bytes
-            .fetch_add(progress.load(Ordering::Relaxed), Ordering::Relaxed);
-        result
+        // A transfer leaves the map only after its file has its name.
+        if path.exists() {
+            return Ok(Source::Ready(path));
+        }
+        let size = known.content.size;
+        let (flow, watching) = tokio::sync::watch::channel(Flow::default());
+        let transfer = Arc::new(Transfer {
+            size: known.content.size,
+            received: AtomicU64::new(0),
+            flow,
+        });
+        transfers.insert(sha256.to_owned(), transfer.clone());
+        drop(transfers);
+        let node = self.clone();
+        let sha = sha256.to_owned();
+        tokio::spawn(async move {
+            let result = match node.make_room(known.content.size, &index).await {
+                Ok(()) => node.transfer(&known.content, &transfer).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = &result {
+                tracing::warn!(sha256 = %sha, error = %e, "content transfer failed");
+            }
+            node.content
+                .fetched_bytes
+                .fetch_add(transfer.received.load(Ordering::Relaxed), Ordering::Relaxed);
+            node.content
+                .transfers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&sha);
+            transfer.flow.send_modify(|f| f.end = Some(result));
+        });
+        Ok(Source::Growing { flow: watching, size })
     }
 
-    /// One file from the parent, or at the root from the vendor's URL; a
-    /// hash mismatch is discarded and fetched once more.
-    async fn transfer(self: &Arc<Self>, content: &Content, progress: &Arc<AtomicU64>) -> Result<PathBuf, ContentError> {
+    /// The manifest to send a child with `<sha256>`: the one kept beside
+    /// it; at the root, made (and signed) when there is none, from the
+    /// file read once more, which must still have its sha256. `None` where
+    /// the file came without one.
+    pub fn manifest_for(&self, sha256: &str) -> Result<Option<cascade_content::SignedManifest>, ContentError> {
+        let dir = &self.config.content_dir;
+        let kept = cascade_content::manifest_path(dir, sha256);
+        let is_root = self.parent_address().is_none();
+        let signer = self.config.tls.signer();
+        if let Ok(m) = cascade_content::SignedManifest::read(&kept)
+            && m.manifest.sha256 == sha256
+        {
+            // The root signs again with its current key (an older one
+            // may since have been revoked); its file was verified when
+            // the manifest was made.
+            if !is_root || m.key == cascade_core::seal::Signer::key(&*signer) {
+                return Ok(Some(m));
+            }
+            let signed = m.manifest.sign(&*signer).map_err(ContentError::Failed)?;
+            signed.write(&kept).map_err(|e| ContentError::Failed(e.to_string()))?;
+            return Ok(Some(signed));
+        }
+        if !is_root {
+            return Ok(None);
+        }
+        let path = dir.join(sha256);
+        let (actual, manifest) =
+            cascade_content::describe(&path).map_err(|e| ContentError::Failed(format!("content {sha256}: {e}")))?;
+        if actual != sha256 {
+            let _ = std::fs::remove_file(&path);
+            return Err(ContentError::Failed(format!(
+                "content {sha256} here is damaged: hash mismatch, its sha256 is now {actual}; removed"
+            )));
+        }
+        let signed = manifest.sign(&*signer).map_err(ContentError::Failed)?;
+        signed.write(&kept).map_err(|e| ContentError::Failed(e.to_string()))?;
+        Ok(Some(signed))
+    }
+
+    /// One file from the parent (chunk by chunk against the root's
+    /// manifest when the parent sends one), or at the root from the
+    /// vendor's URL; what fails verification is discarded and fetched
+    /// once more.
+    async fn transfer(self: &Arc<Self>, content: &Content, transfer: &Arc<Transfer>) -> Result<PathBuf, ContentError> {
         let dir = self.config.content_dir.clone();
         let Some(parent) = self.parent_address() else {
-            return self.download_from_vendor(content, progress).await;
+            return self.download_from_vendor(content, transfer).await;
         };
         let (cert_pem, key_pem) = self.config.tls.identity();
         let channel = crate::channel(&parent, &self.config.ca_pem, &cert_pem, &key_pem)
@@ -211,12 +334,22 @@ impl Node {
             .map_err(|e| ContentError::Unavailable(format!("cannot reach the parent {parent}: {e}")))?;
         let mut client =
             cascade_proto::v1::agents_client::AgentsClient::new(channel).max_decoding_message_size(8 << 20);
+        let watch = Watch { node: self, transfer };
+        let options = cascade_content::Options {
+            limit: CONTENT_LIMIT,
+            floor: cascade_content::Floor::DEFAULT,
+            progress: Some(&transfer.received),
+            chunks: Some(&watch),
+        };
         let mut last = String::new();
         for _ in 0..2 {
             self.content.fetches.fetch_add(1, Ordering::Relaxed);
-            match cascade_content::download(&mut client, content, &dir, CONTENT_LIMIT, Some(progress)).await {
+            match cascade_content::download_with(&mut client, content, &dir, &options).await {
                 Ok(done) => return Ok(done.path),
-                Err(e @ cascade_content::ContentError::Mismatch { .. }) => {
+                Err(
+                    e @ (cascade_content::ContentError::Mismatch { .. }
+                    | cascade_content::ContentError::ChunkMismatch { .. }),
+                ) => {
                     tracing::warn!(error = %e, "content from the parent failed verification; fetching again");
                     last = e.to_string();
                 }
@@ -227,11 +360,7 @@ impl Node {
     }
 
     /// The root's only source besides its disk: the vendor's URL.
-    async fn download_from_vendor(
-        &self,
-        content: &Content,
-        progress: &Arc<AtomicU64>,
-    ) -> Result<PathBuf, ContentError> {
+    async fn download_from_vendor(&self, content: &Content, transfer: &Transfer) -> Result<PathBuf, ContentError> {
         let Some(url) = content.url.clone() else {
             return Err(ContentError::NotFound(format!(
                 "content {} ({}) is not on node {}, which has no parent, and the catalog gives no URL: add it with content.add",
@@ -239,9 +368,15 @@ impl Node {
             )));
         };
         self.content.fetches.fetch_add(1, Ordering::Relaxed);
-        crate::vendor::download(&url, content, &self.config.content_dir, CONTENT_LIMIT, progress)
-            .await
-            .map_err(|e| ContentError::Unavailable(e.to_string()))
+        crate::vendor::download(
+            &url,
+            content,
+            &self.config.content_dir,
+            CONTENT_LIMIT,
+            &transfer.received,
+        )
+        .await
+        .map_err(|e| ContentError::Unavailable(e.to_string()))
     }
 
     /// Frees room for `need` bytes under the cache limit: unapproved
@@ -281,6 +416,7 @@ impl Node {
                 if let Some(path) = node.content_path(&sha)
                     && std::fs::remove_file(&path).is_ok()
                 {
+                    let _ = std::fs::remove_file(cascade_content::manifest_path(&node.config.content_dir, &sha));
                     total = total.saturating_sub(size);
                     node.content.evicted.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(%sha, size, "evicted from the content cache");
@@ -341,7 +477,7 @@ impl Node {
         };
         let in_flight: BTreeSet<String> = self
             .content
-            .in_flight
+            .transfers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .keys()
@@ -350,7 +486,19 @@ impl Node {
         let mut removed = 0;
         for entry in entries.filter_map(|e| e.ok()) {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(sha) = name.strip_suffix(".part") else {
+            // A partial file, or a manifest whose file never arrived.
+            let sha = if let Some(sha) = name
+                .strip_suffix(".part")
+                .or_else(|| name.strip_suffix(".manifest-tmp"))
+            {
+                sha
+            } else if let Some(sha) = name.strip_suffix(".manifest") {
+                let dir = &self.config.content_dir;
+                if dir.join(sha).exists() || dir.join(format!("{sha}.part")).exists() {
+                    continue;
+                }
+                sha
+            } else {
                 continue;
             };
             if in_flight.contains(sha) {
@@ -372,14 +520,14 @@ impl Node {
     /// Transfers in progress.
     pub fn in_flight(&self) -> Vec<InFlight> {
         self.content
-            .in_flight
+            .transfers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .map(|(sha, (size, progress))| InFlight {
+            .map(|(sha, t)| InFlight {
                 sha256: sha.clone(),
-                size: *size,
-                received: progress.load(Ordering::Relaxed),
+                size: t.size,
+                received: t.received.load(Ordering::Relaxed),
             })
             .collect()
     }
@@ -428,11 +576,19 @@ impl Node {
                 if !target.exists() {
                     let tmp = self.config.content_dir.join(format!("{sha}.adding"));
                     std::fs::copy(&file, &tmp).map_err(|e| e.to_string())?;
-                    // Copied bytes are checked again before they get the name.
-                    let copied = cascade_content::sha256_of(&tmp).map_err(|e| e.to_string())?;
+                    // Copied bytes are checked again before they get the
+                    // name; at the root the same pass makes the manifest
+                    // children verify each chunk with.
+                    let (copied, manifest) = cascade_content::describe(&tmp).map_err(|e| e.to_string())?;
                     if copied != sha {
                         let _ = std::fs::remove_file(&tmp);
                         return Err("the copy does not match its source".into());
+                    }
+                    if self.parent_address().is_none() {
+                        let signed = manifest.sign(&*self.config.tls.signer())?;
+                        signed
+                            .write(&cascade_content::manifest_path(&self.config.content_dir, &sha))
+                            .map_err(|e| e.to_string())?;
                     }
                     std::fs::rename(&tmp, &target).map_err(|e| e.to_string())?;
                 }

@@ -130,6 +130,41 @@ impl Node {
         entries.get(&identity).map(|why| format!("{identity} is {why}"))
     }
 
+    /// Checks a content manifest from the parent: signed by a key the root
+    /// published (its current or an earlier certificate's) that is not
+    /// revoked. The root signs only manifests of files whose sha256 it
+    /// verified, so chunks that match it are the catalog's bytes.
+    pub fn check_manifest(&self, signed: &cascade_content::SignedManifest) -> Result<(), String> {
+        let root = self.root().ok_or("this node does not know the root yet")?;
+        let key = ObjectKey {
+            kind: ObjectKind::SigningKey,
+            id: ObjectId::new(root.as_str()).map_err(|e| e.to_string())?,
+        };
+        let certificates = match self.store.object(&key).map_err(|e| e.to_string())?.map(|s| s.object) {
+            Some(Object::SigningKey(k)) => k.certificates,
+            _ => return Err(format!("the root {root} has published no signing key here")),
+        };
+        for der in certificates.iter().filter_map(|c| unb64(c)) {
+            if cascade_trust::sign::fingerprint(&der) != signed.key {
+                continue;
+            }
+            if let Some(why) = self.revocation_of(&der) {
+                return Err(format!("the root's key {} is revoked: {why}", signed.key));
+            }
+            return cascade_trust::sign::verify_signature(
+                &der,
+                signed.scheme,
+                &signed.manifest.message(),
+                &signed.signature,
+            )
+            .map_err(|e| format!("bad signature: {e}"));
+        }
+        Err(format!(
+            "bad signature: key {} is not one the root {root} published",
+            signed.key
+        ))
+    }
+
     /// Checks an agent's certificate chain: issued (through its site's
     /// enrollment CA) under the organisation CA, for that computer.
     pub fn check_agent_certificate(&self, cert: &AgentCertificate) -> Result<Vec<u8>, Refused> {

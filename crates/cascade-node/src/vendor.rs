@@ -5,7 +5,6 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use cascade_core::update::Content;
@@ -22,7 +21,7 @@ pub async fn download(
     content: &Content,
     dir: &Path,
     limit: u64,
-    progress: &Arc<AtomicU64>,
+    progress: &AtomicU64,
 ) -> Result<PathBuf, String> {
     let expected = content.sha256.to_ascii_lowercase();
     if content.size > limit {

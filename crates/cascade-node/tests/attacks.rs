@@ -5,8 +5,10 @@
 //! change, mixes in a change of another revision of the root's log,
 //! freezes the root's timestamps, sends snapshots with an object left out,
 //! swapped for an older revision, older than the leaf's or empty, and
-//! forges and replays an agent's report on the way up. The leaf or the root refuses every one, names the attack,
-//! and keeps the honest state.
+//! forges and replays an agent's report on the way up, and serves content
+//! altered under the root's manifest or with a manifest of its own. The
+//! leaf or the root refuses every one, names the attack, and keeps the
+//! honest state.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -94,6 +96,68 @@ type ToLeaf = mpsc::Sender<Result<DownMessage, Status>>;
 struct Evil {
     leaf: Arc<Mutex<Option<ToLeaf>>>,
     subscriptions: Arc<AtomicUsize>,
+    content: Arc<Mutex<Option<Bytes>>>,
+    /// The offsets the leaf asked for content from.
+    offsets: Arc<Mutex<Vec<u64>>>,
+    /// Holds back the last 1 MB of content until notified.
+    gate: Arc<Mutex<Option<Arc<tokio::sync::Notify>>>>,
+}
+
+/// What the middle node serves as content: these bytes with this manifest.
+struct Bytes {
+    data: Vec<u8>,
+    manifest: Option<v1::ContentManifest>,
+}
+
+type Chunks = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<v1::ContentChunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl v1::agents_server::Agents for Evil {
+    async fn enroll(&self, _: Request<v1::EnrollRequest>) -> Result<Response<v1::EnrollReply>, Status> {
+        Err(Status::unimplemented("not here"))
+    }
+    async fn check_in(&self, _: Request<v1::CheckInRequest>) -> Result<Response<v1::CheckInReply>, Status> {
+        Err(Status::unimplemented("not here"))
+    }
+    async fn report(&self, _: Request<v1::ReportRequest>) -> Result<Response<v1::ReportReply>, Status> {
+        Err(Status::unimplemented("not here"))
+    }
+    async fn renew(&self, _: Request<v1::RenewRequest>) -> Result<Response<v1::EnrollReply>, Status> {
+        Err(Status::unimplemented("not here"))
+    }
+    type ContentStream = Chunks;
+    async fn content(&self, request: Request<v1::ContentRequest>) -> Result<Response<Chunks>, Status> {
+        let offset = request.get_ref().offset as usize;
+        self.offsets.lock().unwrap().push(offset as u64);
+        let (data, manifest) = {
+            let content = self.content.lock().unwrap();
+            let content = content.as_ref().ok_or_else(|| Status::not_found("no content"))?;
+            (content.data.clone(), content.manifest.clone())
+        };
+        let mut gate = self.gate.lock().unwrap().clone();
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            let size = data.len() as u64;
+            let mut first = manifest;
+            let held = data.len().saturating_sub(1 << 20);
+            for (n, piece) in data[offset..].chunks(256 * 1024).enumerate() {
+                if offset + n * 256 * 1024 >= held
+                    && let Some(gate) = gate.take()
+                {
+                    gate.notified().await;
+                }
+                let chunk = v1::ContentChunk {
+                    data: piece.to_vec().into(),
+                    size,
+                    manifest: first.take(),
+                };
+                if tx.send(Ok(chunk)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
 }
 
 #[tonic::async_trait]
@@ -146,11 +210,13 @@ impl Evil {
             .identity(TlsIdentity::from_pem(&issued.cert_pem, &issued.key_pem))
             .client_ca_root(Certificate::from_pem(&h.ca.cert_pem));
         let service = v1::hierarchy_server::HierarchyServer::new(evil.clone());
+        let agents = v1::agents_server::AgentsServer::new(evil.clone());
         tokio::spawn(async move {
             Server::builder()
                 .tls_config(tls)
                 .unwrap()
                 .add_service(service)
+                .add_service(agents)
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
                 .await
         });
@@ -616,4 +682,150 @@ async fn a_malicious_intermediate_node_is_refused_and_the_attack_named() {
         Some((2, ComplianceState::Installed)),
         "the honest state is kept"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_from_a_lying_parent_is_refused_chunk_by_chunk_and_honest_content_served_on_at_once() {
+    let h = Harness {
+        dir: tempfile::tempdir().unwrap(),
+        ca: Ca::generate("Example", now() - 3600, 2).unwrap(),
+    };
+    let (root, _) = h.node("root", None, SecurityConfig::default()).await;
+    root.append_local(ChangeOp::Upsert(Object::Site(Site {
+        id: ObjectId::new("mid").unwrap(),
+        name: "Middle".into(),
+        parent: Some(root_id()),
+    })))
+    .await
+    .unwrap();
+    // Three chunks and a bit: 4 MB, 4 MB, 4 MB, 1 MB.
+    let mut x: u32 = 7;
+    let data: Vec<u8> = (0..(13usize << 20))
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect();
+    let sha = cascade_content::sha256_of_bytes(&data);
+    let mut u = update("EX-C", &sha);
+    u.content[0].size = data.len() as u64;
+    root.append_local(ChangeOp::Upsert(Object::Update(Box::new(u))))
+        .await
+        .unwrap();
+    let file = h.dir.path().join("EX-C.bin");
+    std::fs::write(&file, &data).unwrap();
+    let added = root.add_content(&file).unwrap();
+    assert!(added[0].1.is_ok(), "{added:?}");
+    // The root signed its manifest when the file came in.
+    let genuine =
+        cascade_content::SignedManifest::read(&cascade_content::manifest_path(&root.config.content_dir, &sha)).unwrap();
+    assert_eq!(genuine.manifest.chunks.len(), 4);
+
+    let mid = h.issue("mid");
+    let mid_signer = KeySigner::from_pem(&mid.cert_pem, &mid.key_pem).unwrap();
+    let (evil, evil_addr) = Evil::start(&h, &mid).await;
+    let (leaf, leaf_addr) = h.node("leaf", Some(evil_addr), SecurityConfig::default()).await;
+    wait_for("the leaf to subscribe", Duration::from_secs(20), || {
+        evil.subscriptions.load(Ordering::SeqCst) > 0
+    })
+    .await;
+    let upto = root.store.applied_seq(&root_id()).unwrap();
+    catch_up(&root, &leaf, &evil, upto).await;
+    let serve = |data: Vec<u8>, manifest: Option<cascade_content::SignedManifest>| {
+        *evil.content.lock().unwrap() = Some(Bytes {
+            data,
+            manifest: manifest.map(|m| m.to_proto()),
+        });
+    };
+    let part = leaf.config.content_dir.join(format!("{sha}.part"));
+    let done = leaf.config.content_dir.join(&sha);
+
+    // 1. A byte of chunk 1 altered under the root's genuine manifest: the
+    // chunk is refused; chunk 0, verified, stays.
+    let mut altered = data.clone();
+    altered[(4 << 20) + 12345] ^= 0x40;
+    serve(altered.clone(), Some(genuine.clone()));
+    let e = leaf.ensure_content(&sha, true).await.unwrap_err();
+    assert!(e.to_string().contains("hash mismatch in chunk 1"), "{e}");
+    assert!(!done.exists());
+    assert_eq!(
+        std::fs::metadata(&part).unwrap().len(),
+        4 << 20,
+        "only the verified chunk 0 is kept"
+    );
+
+    // 2. The same bytes with a manifest of the altered file, signed by the
+    // middle node's own (genuine) key: not the root's.
+    let (_, forged) = {
+        let path = h.dir.path().join("altered.bin");
+        std::fs::write(&path, &altered).unwrap();
+        cascade_content::describe(&path).unwrap()
+    };
+    let mut forged = forged;
+    forged.sha256 = sha.clone();
+    serve(altered.clone(), Some(forged.clone().sign(&mid_signer).unwrap()));
+    let e = leaf.ensure_content(&sha, true).await.unwrap_err();
+    assert!(e.to_string().contains("manifest is refused: bad signature"), "{e}");
+
+    // 3. The root's signature over the genuine manifest, moved onto the
+    // forged chunk list.
+    let mut moved = genuine.clone();
+    moved.manifest.chunks = forged.chunks.clone();
+    serve(altered, Some(moved));
+    let e = leaf.ensure_content(&sha, true).await.unwrap_err();
+    assert!(e.to_string().contains("bad signature"), "{e}");
+    assert!(!done.exists(), "nothing of it got the content's name");
+
+    // 4. Honest, slowly: the transfer resumes after the verified chunk 0,
+    // and a child of the leaf gets the verified chunks while the leaf's
+    // own transfer is still under way.
+    let gate = Arc::new(tokio::sync::Notify::new());
+    *evil.gate.lock().unwrap() = Some(gate.clone());
+    serve(data.clone(), Some(genuine.clone()));
+    evil.offsets.lock().unwrap().clear();
+    let staging = {
+        let leaf = leaf.clone();
+        let sha = sha.clone();
+        tokio::spawn(async move { leaf.ensure_content(&sha, true).await })
+    };
+    let child = h.issue("child");
+    let channel = cascade_node::channel(&leaf_addr, &h.ca.cert_pem, &child.cert_pem, &child.key_pem)
+        .await
+        .unwrap();
+    let mut client = v1::agents_client::AgentsClient::new(channel);
+    let mut stream = client
+        .content(v1::ContentRequest {
+            sha256: sha.clone(),
+            offset: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert_eq!(
+        first.manifest.as_ref().map(|m| m.signature.clone()),
+        Some(genuine.signature.clone()),
+        "the root's manifest, passed on"
+    );
+    let mut received = first.data.to_vec();
+    while received.len() < 12 << 20 {
+        received.extend_from_slice(&stream.message().await.unwrap().unwrap().data);
+    }
+    assert!(!done.exists(), "the leaf's own transfer is not done");
+    assert_eq!(leaf.in_flight().len(), 1);
+    gate.notify_one();
+    while let Some(chunk) = stream.message().await.unwrap() {
+        received.extend_from_slice(&chunk.data);
+    }
+    assert_eq!(cascade_content::sha256_of_bytes(&received), sha);
+    assert_eq!(staging.await.unwrap().unwrap(), done);
+    assert_eq!(
+        evil.offsets.lock().unwrap().first(),
+        Some(&(4 << 20)),
+        "resumed after the verified chunk"
+    );
+    assert_eq!(std::fs::read(&done).unwrap(), data);
+    assert!(cascade_content::manifest_path(&leaf.config.content_dir, &sha).exists());
 }

@@ -365,6 +365,19 @@ fn peak_rss(pid: u32) -> Option<u64> {
 /// Kills the node process when the benchmark ends, however it ends.
 struct NodeProcess(std::process::Child);
 
+impl NodeProcess {
+    /// CPU seconds (user and system, all threads) the process used so far,
+    /// where /proc tells (Linux; its clock ticks are 1/100 s).
+    fn cpu_seconds(&self) -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.0.id())).ok()?;
+        // The fields after the command name, which is in parentheses.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let user: f64 = fields.get(11)?.parse().ok()?;
+        let system: f64 = fields.get(12)?.parse().ok()?;
+        Some((user + system) / 100.0)
+    }
+}
+
 impl Drop for NodeProcess {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -528,7 +541,7 @@ async fn content(size_mb: u64) -> anyhow::Result<serde_json::Value> {
             anyhow::Ok(AdminClient::new(channel))
         }
     };
-    let (_root, root) = node_process(dir.path(), &ca, "root", None).await?;
+    let (root_process, root) = node_process(dir.path(), &ca, "root", None).await?;
     let mut root_admin = admin_client(root.clone()).await?;
     root_admin
         .site_add(cascade_proto::v1::SiteAddRequest {
@@ -536,7 +549,7 @@ async fn content(size_mb: u64) -> anyhow::Result<serde_json::Value> {
             name: String::new(),
         })
         .await?;
-    let (_region, region) = node_process(dir.path(), &ca, "region", Some(&root)).await?;
+    let (region_process, region) = node_process(dir.path(), &ca, "region", Some(&root)).await?;
     let mut region_admin = admin_client(region.clone()).await?;
     region_admin
         .site_add(cascade_proto::v1::SiteAddRequest {
@@ -544,7 +557,7 @@ async fn content(size_mb: u64) -> anyhow::Result<serde_json::Value> {
             name: String::new(),
         })
         .await?;
-    let (_site, site) = node_process(dir.path(), &ca, "site", Some(&region)).await?;
+    let (site_process, site) = node_process(dir.path(), &ca, "site", Some(&region)).await?;
     let mut site_admin = admin_client(site.clone()).await?;
 
     // The update's file: bytes that do not compress.
@@ -612,12 +625,29 @@ async fn content(size_mb: u64) -> anyhow::Result<serde_json::Value> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Pre-staging at the site pulls it root → region → site.
+    let processes = [
+        ("root", &root_process),
+        ("region", &region_process),
+        ("site", &site_process),
+    ];
+    let cpu_before: Vec<Option<f64>> = processes.iter().map(|(_, p)| p.cpu_seconds()).collect();
     let started = Instant::now();
     let reply = site_admin
         .invoke(invoke("content.ensure", serde_json::json!({"updates": ["BENCH-1"]})))
         .await?
         .into_inner();
     let transfer_seconds = started.elapsed().as_secs_f64();
+    // What the three nodes spent: with every core busy, the transfer can
+    // take no less than that over the cores.
+    let mut cpu = serde_json::Map::new();
+    let mut cpu_total = 0.0;
+    for ((name, p), before) in processes.iter().zip(&cpu_before) {
+        if let (Some(before), Some(after)) = (before, p.cpu_seconds()) {
+            cpu.insert((*name).into(), serde_json::json!(after - before));
+            cpu_total += after - before;
+        }
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let result: serde_json::Value = serde_json::from_slice(&reply.result)?;
     anyhow::ensure!(
         result["updates"][0]["staged"] == true,
@@ -633,6 +663,9 @@ async fn content(size_mb: u64) -> anyhow::Result<serde_json::Value> {
         "file_copy_seconds": copy_seconds,
         "file_copy_mb_per_second": mb / copy_seconds,
         "ratio_to_file_copy": copy_seconds / transfer_seconds,
+        "node_cpu_seconds": cpu,
+        "cores": cores,
+        "ratio_if_cpu_bound": copy_seconds / (cpu_total / cores as f64),
         "goal": {"ratio_to_file_copy": 0.5},
     }))
 }
