@@ -59,6 +59,8 @@ pub struct InFlight {
 pub(crate) struct ContentState {
     /// Transfers in progress, one per file however many ask for it.
     transfers: std::sync::Mutex<HashMap<String, Arc<Transfer>>>,
+    /// Decisions on room in the cache, one at a time.
+    room: std::sync::Mutex<()>,
     /// Bytes fetched from the parent or the vendor.
     pub(crate) fetched_bytes: AtomicU64,
     pub(crate) fetches: AtomicU64,
@@ -75,6 +77,8 @@ pub(crate) struct ContentState {
 pub(crate) struct Transfer {
     size: u64,
     received: AtomicU64,
+    /// Room in the cache was found for it.
+    admitted: std::sync::atomic::AtomicBool,
     flow: tokio::sync::watch::Sender<Flow>,
 }
 
@@ -253,6 +257,7 @@ impl Node {
         let transfer = Arc::new(Transfer {
             size: known.content.size,
             received: AtomicU64::new(0),
+            admitted: Default::default(),
             flow,
         });
         transfers.insert(sha256.to_owned(), transfer.clone());
@@ -260,7 +265,7 @@ impl Node {
         let node = self.clone();
         let sha = sha256.to_owned();
         tokio::spawn(async move {
-            let result = match node.make_room(known.content.size, &index).await {
+            let result = match node.make_room(&transfer, &index).await {
                 Ok(()) => node.transfer(&known.content, &transfer).await,
                 Err(e) => Err(e),
             };
@@ -382,16 +387,35 @@ impl Node {
     /// Frees room for `need` bytes under the cache limit: unapproved
     /// content first, then superseded; never what a computer here still
     /// has to install. Refuses when that is not enough.
-    async fn make_room(self: &Arc<Self>, need: u64, index: &HashMap<String, Known>) -> Result<(), ContentError> {
+    /// Transfers admitted before count as held: two downloads at once
+    /// cannot both take the same room.
+    async fn make_room(
+        self: &Arc<Self>,
+        transfer: &Arc<Transfer>,
+        index: &HashMap<String, Known>,
+    ) -> Result<(), ContentError> {
         let Some(limit) = self.config.content_cache_bytes else {
             return Ok(());
         };
         let node = self.clone();
         let index = index.clone();
+        let transfer = transfer.clone();
+        let need = transfer.size;
         blocking(move || -> Result<(), ContentError> {
+            let _one_at_a_time = node.content.room.lock().unwrap_or_else(|e| e.into_inner());
             let files = node.cached_files();
-            let mut total: u64 = files.iter().map(|(_, size)| size).sum();
+            let admitted: u64 = node
+                .content
+                .transfers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .filter(|t| !Arc::ptr_eq(t, &transfer) && t.admitted.load(Ordering::Relaxed))
+                .map(|t| t.size)
+                .sum();
+            let mut total: u64 = files.iter().map(|(_, size)| size).sum::<u64>() + admitted;
             if total + need <= limit {
+                transfer.admitted.store(true, Ordering::Relaxed);
                 return Ok(());
             }
             let pinned = node.pinned().map_err(|e| ContentError::Failed(e.to_string()))?;
@@ -424,9 +448,10 @@ impl Node {
             }
             if total + need > limit {
                 return Err(ContentError::Unavailable(format!(
-                    "the content cache is full: {total} of {limit} bytes are held by content that is approved and current or still to be installed here; {need} more do not fit"
+                    "the content cache is full: {total} of {limit} bytes are held by content that is approved and current or still to be installed here, or on its way; {need} more do not fit"
                 )));
             }
+            transfer.admitted.store(true, Ordering::Relaxed);
             Ok(())
         })
         .await
