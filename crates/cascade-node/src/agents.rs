@@ -400,19 +400,8 @@ impl Serving {
                 file = Some(opened);
             }
             let Some(f) = file.as_mut() else { continue };
-            // Read into a fresh buffer without zeroing it first.
-            let want = CHUNK.min((available - sent) as usize);
-            let mut buf = Vec::with_capacity(want);
-            f.by_ref()
-                .take(want as u64)
-                .read_to_end(&mut buf)
-                .map_err(|e| internal(&e))?;
-            if buf.len() < want {
-                return Err(internal(&format!(
-                    "the file ended at {} of {size} bytes",
-                    sent + buf.len() as u64
-                )));
-            }
+            let mut buf = vec![0u8; CHUNK.min((available - sent) as usize)];
+            f.read_exact(&mut buf).map_err(|e| internal(&e))?;
             sent += buf.len() as u64;
             metrics::counter!("cascade_content_served_bytes_total").increment(buf.len() as u64);
             self.node
