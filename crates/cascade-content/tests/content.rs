@@ -98,14 +98,11 @@ async fn serve(server: Flaky) -> AgentsClient<tonic::transport::Channel> {
     AgentsClient::new(channel)
 }
 
-fn hex(bytes: &[u8]) -> String {
-    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
-}
-
-#[tokio::test]
-async fn a_cut_transfer_resumes_and_ends_with_the_right_hash() {
-    // Seeded cut points, printed so that a failure can be repeated.
-    let seed: u64 = std::env::var("CASCADE_SEED")
+/// Four seeded cut points below `max`, the seed printed so that a failure
+/// can be repeated (`CASCADE_SEED`).
+fn cut_points(max: usize) -> Vec<usize> {
+    use rand::{Rng, SeedableRng};
+    let seed = std::env::var("CASCADE_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| {
@@ -115,12 +112,25 @@ async fn a_cut_transfer_resumes_and_ends_with_the_right_hash() {
                 .as_nanos() as u64
         });
     println!("seed {seed}");
-    use rand::{Rng, SeedableRng};
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let data: Vec<u8> = (0..300_000u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
-    let cuts: Vec<usize> = (0..4).map(|_| rng.random_range(1..60_000)).collect();
+    (0..4).map(|_| rng.random_range(1..max)).collect()
+}
+
+/// 300,000 bytes that do not repeat in any short period.
+fn payload(shift: u32) -> Vec<u8> {
+    (0..300_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> shift) as u8)
+        .collect()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test]
+async fn a_cut_transfer_resumes_and_ends_with_the_right_hash() {
+    let data = payload(13);
+    let cuts = cut_points(60_000);
     let server = Flaky {
         data: Arc::new(data.clone()),
         cuts: Arc::new(Mutex::new(cuts.clone())),
@@ -302,22 +312,8 @@ fn manifest_of(data: &[u8], chunk_size: usize, key: &str) -> cascade_content::Si
 #[tokio::test]
 async fn chunks_are_verified_as_they_arrive_and_a_cut_resumes_with_them() {
     use cascade_content::{Options, download_with};
-    let seed: u64 = std::env::var("CASCADE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    println!("seed {seed}");
-    use rand::{Rng, SeedableRng};
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let data: Vec<u8> = (0..300_000u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
-        .collect();
-    let cuts: Vec<usize> = (0..4).map(|_| rng.random_range(1..70_000)).collect();
+    let data = payload(11);
+    let cuts = cut_points(70_000);
     let chunk = 64 * 1024;
     let server = Flaky {
         data: Arc::new(data.clone()),

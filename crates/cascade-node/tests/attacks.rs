@@ -86,6 +86,19 @@ impl Harness {
         tokio::spawn(cascade_node::maintenance(node.clone(), Duration::from_secs(3600)));
         (node, addr.to_string())
     }
+
+    /// The root, with the site of the middle node under it.
+    async fn root_with_mid(&self, security: SecurityConfig) -> (Arc<Node>, String) {
+        let (root, addr) = self.node("root", None, security).await;
+        root.append_local(ChangeOp::Upsert(Object::Site(Site {
+            id: ObjectId::new("mid").unwrap(),
+            name: "Middle".into(),
+            parent: Some(root_id()),
+        })))
+        .await
+        .unwrap();
+        (root, addr)
+    }
 }
 
 /// The lying middle node's downward side: whatever the test feeds it goes
@@ -395,15 +408,8 @@ async fn a_malicious_intermediate_node_is_refused_and_the_attack_named() {
         timestamp_seconds: 1,
         max_timestamp_age_seconds: 3,
     };
-    let (root, root_addr) = h.node("root", None, fast.clone()).await;
+    let (root, root_addr) = h.root_with_mid(fast.clone()).await;
     let mid_id = NodeId::new("mid").unwrap();
-    root.append_local(ChangeOp::Upsert(Object::Site(Site {
-        id: ObjectId::new("mid").unwrap(),
-        name: "Middle".into(),
-        parent: Some(root_id()),
-    })))
-    .await
-    .unwrap();
     let policy = Policy::new(ObjectId::new("all").unwrap(), "All");
     root.append_local(ChangeOp::Upsert(Object::Policy(Box::new(policy))))
         .await
@@ -690,14 +696,7 @@ async fn content_from_a_lying_parent_is_refused_chunk_by_chunk_and_honest_conten
         dir: tempfile::tempdir().unwrap(),
         ca: Ca::generate("Example", now() - 3600, 2).unwrap(),
     };
-    let (root, _) = h.node("root", None, SecurityConfig::default()).await;
-    root.append_local(ChangeOp::Upsert(Object::Site(Site {
-        id: ObjectId::new("mid").unwrap(),
-        name: "Middle".into(),
-        parent: Some(root_id()),
-    })))
-    .await
-    .unwrap();
+    let (root, _) = h.root_with_mid(SecurityConfig::default()).await;
     // Three chunks and a bit: 4 MB, 4 MB, 4 MB, 1 MB.
     let mut x: u32 = 7;
     let data: Vec<u8> = (0..(13usize << 20))

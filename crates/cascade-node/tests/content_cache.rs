@@ -8,15 +8,14 @@ use cascade_core::model::NodeId;
 use cascade_node::{Checked, Node};
 use cascade_store::Store;
 
-#[test]
-fn abandoned_partial_files_are_removed_and_verified_files_kept() {
-    let dir = tempfile::tempdir().unwrap();
-    let id = NodeId::new("site").unwrap();
+/// A node without a parent in `dir`, with a cache limit.
+fn node(dir: &tempfile::TempDir, id: &str, cache: Option<u64>) -> Arc<Node> {
+    let id = NodeId::new(id).unwrap();
     let ca = cascade_trust::Ca::generate("Test", cascade_node::now(), 1).unwrap();
     let issued = ca
         .issue(&cascade_trust::Identity::Node(id.clone()), &[], cascade_node::now(), 1)
         .unwrap();
-    let config = Checked::local(
+    let mut config = Checked::local(
         id.clone(),
         dir.path().to_path_buf(),
         None,
@@ -25,7 +24,14 @@ fn abandoned_partial_files_are_removed_and_verified_files_kept() {
         issued.key_pem,
     )
     .unwrap();
-    let node = Node::new(config, Arc::new(Store::temporary(id).unwrap()));
+    config.content_cache_bytes = cache;
+    Node::new(config, Arc::new(Store::temporary(id).unwrap()))
+}
+
+#[test]
+fn abandoned_partial_files_are_removed_and_verified_files_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(&dir, "site", None);
     let content = dir.path().join("content");
     std::fs::create_dir_all(&content).unwrap();
     let sha = "ab".repeat(32);
@@ -76,22 +82,7 @@ async fn two_downloads_at_once_cannot_take_the_same_room_in_the_cache() {
     use cascade_core::model::{ChangeOp, Object};
     use cascade_core::update::{Classification, Content, Update};
     let dir = tempfile::tempdir().unwrap();
-    let id = NodeId::new("root").unwrap();
-    let ca = cascade_trust::Ca::generate("Test", cascade_node::now(), 1).unwrap();
-    let issued = ca
-        .issue(&cascade_trust::Identity::Node(id.clone()), &[], cascade_node::now(), 1)
-        .unwrap();
-    let mut config = Checked::local(
-        id.clone(),
-        dir.path().to_path_buf(),
-        None,
-        ca.cert_pem.clone(),
-        issued.cert_pem,
-        issued.key_pem,
-    )
-    .unwrap();
-    config.content_cache_bytes = Some(7_000_000);
-    let node = Node::new(config, Arc::new(Store::temporary(id).unwrap()));
+    let node = node(&dir, "root", Some(7_000_000));
     // Two 5 MB files (different bytes, so different hashes) from a slow vendor.
     let mut shas = Vec::new();
     for (n, fill) in [(1, 0x11u8), (2, 0x22u8)] {
