@@ -286,14 +286,20 @@ pub async fn download(
 pub struct Floor {
     pub bytes: u64,
     pub window: std::time::Duration,
+    /// How long a node may keep saying it is still fetching the file
+    /// itself (empty messages) before the first byte.
+    pub first_byte: std::time::Duration,
 }
 
 impl Floor {
     /// 64 KB in every minute: far below any working link (a satellite
-    /// link moves that in seconds), far above a source that only pretends.
+    /// link moves that in seconds), far above a source that only pretends;
+    /// an hour for a node's own source (the vendor) to deliver a file the
+    /// node cannot verify before it has all of it.
     pub const DEFAULT: Floor = Floor {
         bytes: 64 * 1024,
         window: std::time::Duration::from_secs(60),
+        first_byte: std::time::Duration::from_secs(3600),
     };
 }
 
@@ -367,6 +373,9 @@ struct Incoming {
     floor: Floor,
     window_start: std::time::Instant,
     in_window: u64,
+    started: std::time::Instant,
+    /// Whether anything but "still fetching" came.
+    begun: bool,
 }
 
 enum Next {
@@ -391,6 +400,15 @@ impl Incoming {
             }
             match message {
                 Ok(Ok(Some(chunk))) => {
+                    if chunk.data.is_empty() && chunk.manifest.is_none() && chunk.size > 0 {
+                        // The node is still fetching it; before the first
+                        // byte that holds the floor off, for a while.
+                        if !self.begun && self.started.elapsed() < self.floor.first_byte {
+                            self.window_start = std::time::Instant::now();
+                        }
+                        continue;
+                    }
+                    self.begun = true;
                     self.in_window += chunk.data.len() as u64;
                     return Next::Chunk(chunk);
                 }
@@ -476,6 +494,8 @@ pub async fn download_with(
             floor: options.floor,
             window_start: std::time::Instant::now(),
             in_window: 0,
+            started: std::time::Instant::now(),
+            begun: false,
         };
         let mut check: Option<Check> = None;
         loop {

@@ -23,6 +23,8 @@ struct Flaky {
     pause: Option<std::time::Duration>,
     /// Sent in the first message of every transfer.
     manifest: Option<ContentManifest>,
+    /// Empty messages ("still fetching it") before the data.
+    keepalives: usize,
 }
 
 type Chunks = Pin<Box<dyn Stream<Item = Result<ContentChunk, Status>> + Send>>;
@@ -50,7 +52,15 @@ impl Agents for Flaky {
             if cuts.is_empty() { None } else { Some(cuts.remove(0)) }
         };
         let size = self.data.len() as u64;
-        let mut items: Vec<Result<ContentChunk, Status>> = Vec::new();
+        let mut items: Vec<Result<ContentChunk, Status>> = (0..self.keepalives)
+            .map(|_| {
+                Ok(ContentChunk {
+                    data: Default::default(),
+                    size,
+                    manifest: None,
+                })
+            })
+            .collect();
         let mut at = offset as usize;
         let mut manifest = self.manifest.clone();
         let end = cut.map_or(self.data.len(), |c| (offset as usize + c).min(self.data.len()));
@@ -137,6 +147,7 @@ async fn a_cut_transfer_resumes_and_ends_with_the_right_hash() {
         offsets: Arc::default(),
         pause: None,
         manifest: None,
+        keepalives: 0,
     };
     let mut client = serve(server.clone()).await;
     let dir = tempfile::tempdir().unwrap();
@@ -184,6 +195,7 @@ async fn wrong_hashes_are_discarded_and_limits_hold() {
         offsets: Arc::default(),
         pause: None,
         manifest: None,
+        keepalives: 0,
     };
     let mut client = serve(server.clone()).await;
     let dir = tempfile::tempdir().unwrap();
@@ -240,6 +252,7 @@ async fn a_source_that_trickles_is_stopped_and_what_arrived_is_kept() {
         offsets: Arc::default(),
         pause: Some(std::time::Duration::from_millis(50)),
         manifest: None,
+        keepalives: 0,
     };
     let mut client = serve(slow.clone()).await;
     let dir = tempfile::tempdir().unwrap();
@@ -252,6 +265,7 @@ async fn a_source_that_trickles_is_stopped_and_what_arrived_is_kept() {
     let floor = Floor {
         bytes: 8_000,
         window: std::time::Duration::from_millis(200),
+        first_byte: std::time::Duration::from_millis(200),
     };
     let e = download_with_floor(&mut client, &content, dir.path(), 1 << 20, None, floor)
         .await
@@ -269,6 +283,7 @@ async fn a_source_that_trickles_is_stopped_and_what_arrived_is_kept() {
         offsets: Arc::default(),
         pause: None,
         manifest: None,
+        keepalives: 0,
     };
     let mut client = serve(healthy.clone()).await;
     let done = download_with_floor(&mut client, &content, dir.path(), 1 << 20, None, floor)
@@ -321,6 +336,7 @@ async fn chunks_are_verified_as_they_arrive_and_a_cut_resumes_with_them() {
         offsets: Arc::default(),
         pause: None,
         manifest: Some(manifest_of(&data, chunk, "trusted").to_proto()),
+        keepalives: 0,
     };
     let mut client = serve(server.clone()).await;
     let dir = tempfile::tempdir().unwrap();
@@ -375,6 +391,7 @@ async fn chunks_are_verified_as_they_arrive_and_a_cut_resumes_with_them() {
             offsets: Arc::default(),
             pause: None,
             manifest: Some(manifest.to_proto()),
+            keepalives: 0,
         };
         let mut client = serve(server).await;
         let e = download_with(&mut client, &content, dir.path(), &options)
@@ -400,8 +417,46 @@ async fn chunks_are_verified_as_they_arrive_and_a_cut_resumes_with_them() {
         offsets: Arc::default(),
         pause: None,
         manifest: Some(manifest_of(&data, chunk, "stranger").to_proto()),
+        keepalives: 0,
     };
     let mut client = serve(server).await;
     let path = fetch(&mut client, &content, dir.path(), 1 << 30).await.unwrap();
     assert_eq!(std::fs::read(path).unwrap(), data);
+}
+
+#[tokio::test]
+async fn a_node_still_fetching_holds_the_floor_off_for_a_while_only() {
+    use cascade_content::{Floor, download_with_floor};
+    let data = payload(9)[..5000].to_vec();
+    let content = Content {
+        file_name: "late.bin".into(),
+        sha256: hex(&data),
+        size: data.len() as u64,
+        url: None,
+    };
+    let floor = Floor {
+        bytes: 1000,
+        window: std::time::Duration::from_millis(200),
+        first_byte: std::time::Duration::from_millis(1500),
+    };
+    for (keepalives, arrives) in [(6, true), (30, false)] {
+        let server = Flaky {
+            data: Arc::new(data.clone()),
+            cuts: Arc::default(),
+            offsets: Arc::default(),
+            pause: Some(std::time::Duration::from_millis(100)),
+            manifest: None,
+            keepalives,
+        };
+        let mut client = serve(server).await;
+        let dir = tempfile::tempdir().unwrap();
+        let result = download_with_floor(&mut client, &content, dir.path(), 1 << 20, None, floor).await;
+        if arrives {
+            // 600 ms of "still fetching", three windows without a byte.
+            assert_eq!(std::fs::read(result.unwrap().path).unwrap(), data);
+        } else {
+            let e = result.unwrap_err();
+            assert!(matches!(e, ContentError::Slow { .. }), "{e}");
+        }
+    }
 }

@@ -24,6 +24,8 @@ use crate::{Node, blocking, now};
 pub const EVENTS_KEPT: u64 = 50;
 /// Bytes per content message.
 const CHUNK: usize = 256 * 1024;
+/// How often a content stream waiting for this node's own transfer says so.
+const STILL_FETCHING: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Debug)]
 pub struct AgentsService {
@@ -346,7 +348,7 @@ impl Serving {
                         .map(|m| m.to_proto());
                     break;
                 }
-                self.changed(&mut flow)?;
+                self.changed(&mut flow, growing_size)?;
                 wait(&mut flow, &mut ready)?;
             }
         }
@@ -375,7 +377,7 @@ impl Serving {
                 None => size,
             };
             if sent >= available {
-                self.changed(&mut flow)?;
+                self.changed(&mut flow, size)?;
                 wait(&mut flow, &mut ready)?;
                 continue;
             }
@@ -418,13 +420,24 @@ impl Serving {
     }
 
     /// Waits for the transfer to move.
-    fn changed(&self, flow: &mut Option<tokio::sync::watch::Receiver<Flow>>) -> Result<(), Status> {
-        if let Some(f) = flow.as_mut()
-            && self.runtime.block_on(f.changed()).is_err()
-        {
-            return Err(Status::unavailable(format!("the transfer of {} stopped", self.sha256)));
+    /// Waits for the transfer to move, saying every few seconds that it
+    /// is still under way (an empty message), so that the receiver's speed
+    /// floor waits for this node's own source.
+    fn changed(&self, flow: &mut Option<tokio::sync::watch::Receiver<Flow>>, size: u64) -> Result<(), Status> {
+        let Some(f) = flow.as_mut() else {
+            return Ok(());
+        };
+        loop {
+            match self.runtime.block_on(tokio::time::timeout(STILL_FETCHING, f.changed())) {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(_)) => return Err(Status::unavailable(format!("the transfer of {} stopped", self.sha256))),
+                Err(_) => self.send(ContentChunk {
+                    data: Default::default(),
+                    size,
+                    manifest: None,
+                })?,
+            }
         }
-        Ok(())
     }
 
     fn send(&self, chunk: ContentChunk) -> Result<(), Status> {
