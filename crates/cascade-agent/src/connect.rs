@@ -33,7 +33,7 @@ pub async fn channel(
         .initial_connection_window_size(Some(16 << 20))
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(10))
-        .connect()
+        .connect_with_connector(cascade_content::transport::connector())
         .await
 }
 

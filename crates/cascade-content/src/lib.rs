@@ -2,6 +2,8 @@
 //! sha256, resumed after an interruption from what arrived, bounded in
 //! size, and verified before it is used.
 
+pub mod transport;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 

@@ -409,7 +409,12 @@ pub async fn serve(
             // Each handshake in its own task: a slow client holds up no other.
             tokio::spawn(async move {
                 let _ = tcp.set_nodelay(true);
-                match tokio::time::timeout(Duration::from_secs(10), tls.accept(Buffered::new(tcp))).await {
+                match tokio::time::timeout(
+                    Duration::from_secs(10),
+                    tls.accept(cascade_content::transport::Buffered::new(tcp)),
+                )
+                .await
+                {
                     Ok(Ok(stream)) => {
                         let _ = sender.send(Ok::<_, std::io::Error>(stream)).await;
                     }
@@ -495,84 +500,8 @@ pub async fn channel(
         .http2_keep_alive_interval(Duration::from_secs(5))
         .keep_alive_timeout(Duration::from_secs(5))
         .keep_alive_while_idle(true)
-        .connect_with_connector(tower::service_fn(|uri: tonic::transport::Uri| async move {
-            let host = uri
-                .host()
-                .unwrap_or_default()
-                .trim_start_matches('[')
-                .trim_end_matches(']');
-            let port = uri.port_u16().unwrap_or(443);
-            let tcp = tokio::net::TcpStream::connect((host, port)).await?;
-            tcp.set_nodelay(true)?;
-            std::io::Result::Ok(hyper_util::rt::TokioIo::new(Buffered::new(tcp)))
-        }))
+        .connect_with_connector(cascade_content::transport::connector())
         .await
-}
-
-/// A TCP stream read through a 256 KB buffer. rustls asks its transport
-/// for at most 4 KB at a time; without a buffer beneath it a content
-/// transfer costs one `recv` system call per 4 KB.
-#[derive(Debug)]
-pub struct Buffered(tokio::io::BufReader<tokio::net::TcpStream>);
-
-impl Buffered {
-    pub fn new(tcp: tokio::net::TcpStream) -> Buffered {
-        Buffered(tokio::io::BufReader::with_capacity(256 * 1024, tcp))
-    }
-}
-
-impl tokio::io::AsyncRead for Buffered {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl tokio::io::AsyncWrite for Buffered {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
-    }
-}
-
-impl tonic::transport::server::Connected for Buffered {
-    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.0.get_ref().connect_info()
-    }
 }
 
 /// HTTP/2 flow-control windows of node connections (per stream, per
