@@ -27,6 +27,20 @@ struct Flaky {
     keepalives: usize,
 }
 
+impl Flaky {
+    /// Serves `data` whole, at once.
+    fn serving(data: &[u8]) -> Flaky {
+        Flaky {
+            data: Arc::new(data.to_vec()),
+            cuts: Arc::default(),
+            offsets: Arc::default(),
+            pause: None,
+            manifest: None,
+            keepalives: 0,
+        }
+    }
+}
+
 type Chunks = Pin<Box<dyn Stream<Item = Result<ContentChunk, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -133,6 +147,16 @@ fn payload(shift: u32) -> Vec<u8> {
         .collect()
 }
 
+/// The catalog's entry for `data` under `file_name`.
+fn content_of(file_name: &str, data: &[u8]) -> Content {
+    Content {
+        file_name: file_name.into(),
+        sha256: hex(data),
+        size: data.len() as u64,
+        url: None,
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
     sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -142,21 +166,12 @@ async fn a_cut_transfer_resumes_and_ends_with_the_right_hash() {
     let data = payload(13);
     let cuts = cut_points(60_000);
     let server = Flaky {
-        data: Arc::new(data.clone()),
         cuts: Arc::new(Mutex::new(cuts.clone())),
-        offsets: Arc::default(),
-        pause: None,
-        manifest: None,
-        keepalives: 0,
+        ..Flaky::serving(&data)
     };
     let mut client = serve(server.clone()).await;
     let dir = tempfile::tempdir().unwrap();
-    let content = Content {
-        file_name: "update.msu".into(),
-        sha256: hex(&data),
-        size: data.len() as u64,
-        url: None,
-    };
+    let content = content_of("update.msu", &data);
     let mut attempts = 0;
     let path = loop {
         attempts += 1;
@@ -190,12 +205,7 @@ async fn a_cut_transfer_resumes_and_ends_with_the_right_hash() {
 async fn wrong_hashes_are_discarded_and_limits_hold() {
     let data = b"real content".to_vec();
     let server = Flaky {
-        data: Arc::new(data.clone()),
-        cuts: Arc::default(),
-        offsets: Arc::default(),
-        pause: None,
-        manifest: None,
-        keepalives: 0,
+        ..Flaky::serving(&data)
     };
     let mut client = serve(server.clone()).await;
     let dir = tempfile::tempdir().unwrap();
@@ -247,21 +257,12 @@ async fn a_source_that_trickles_is_stopped_and_what_arrived_is_kept() {
     let data: Vec<u8> = (0..20_000u32).map(|i| (i * 7) as u8).collect();
     // 1,000 bytes every 50 ms: 4 KB in 200 ms, under a floor of 8 KB.
     let slow = Flaky {
-        data: Arc::new(data.clone()),
-        cuts: Arc::default(),
-        offsets: Arc::default(),
         pause: Some(std::time::Duration::from_millis(50)),
-        manifest: None,
-        keepalives: 0,
+        ..Flaky::serving(&data)
     };
     let mut client = serve(slow.clone()).await;
     let dir = tempfile::tempdir().unwrap();
-    let content = Content {
-        file_name: "slow.bin".into(),
-        sha256: hex(&data),
-        size: data.len() as u64,
-        url: None,
-    };
+    let content = content_of("slow.bin", &data);
     let floor = Floor {
         bytes: 8_000,
         window: std::time::Duration::from_millis(200),
@@ -278,12 +279,7 @@ async fn a_source_that_trickles_is_stopped_and_what_arrived_is_kept() {
     assert!(kept > 0 && kept < data.len() as u64, "{kept} bytes kept to resume from");
     // A healthy source finishes it from there.
     let healthy = Flaky {
-        data: Arc::new(data.clone()),
-        cuts: Arc::default(),
-        offsets: Arc::default(),
-        pause: None,
-        manifest: None,
-        keepalives: 0,
+        ..Flaky::serving(&data)
     };
     let mut client = serve(healthy.clone()).await;
     let done = download_with_floor(&mut client, &content, dir.path(), 1 << 20, None, floor)
@@ -331,21 +327,13 @@ async fn chunks_are_verified_as_they_arrive_and_a_cut_resumes_with_them() {
     let cuts = cut_points(70_000);
     let chunk = 64 * 1024;
     let server = Flaky {
-        data: Arc::new(data.clone()),
         cuts: Arc::new(Mutex::new(cuts.clone())),
-        offsets: Arc::default(),
-        pause: None,
         manifest: Some(manifest_of(&data, chunk, "trusted").to_proto()),
-        keepalives: 0,
+        ..Flaky::serving(&data)
     };
     let mut client = serve(server.clone()).await;
     let dir = tempfile::tempdir().unwrap();
-    let content = Content {
-        file_name: "update.msu".into(),
-        sha256: hex(&data),
-        size: data.len() as u64,
-        url: None,
-    };
+    let content = content_of("update.msu", &data);
     let recorder = Recorder::default();
     let options = Options {
         limit: 1 << 30,
@@ -386,12 +374,8 @@ async fn chunks_are_verified_as_they_arrive_and_a_cut_resumes_with_them() {
     ] {
         let dir = tempfile::tempdir().unwrap();
         let server = Flaky {
-            data: Arc::new(data.clone()),
-            cuts: Arc::default(),
-            offsets: Arc::default(),
-            pause: None,
             manifest: Some(manifest.to_proto()),
-            keepalives: 0,
+            ..Flaky::serving(&data)
         };
         let mut client = serve(server).await;
         let e = download_with(&mut client, &content, dir.path(), &options)
@@ -412,12 +396,8 @@ async fn chunks_are_verified_as_they_arrive_and_a_cut_resumes_with_them() {
     // An agent ignores manifests: the whole file's sha256 decides.
     let dir = tempfile::tempdir().unwrap();
     let server = Flaky {
-        data: Arc::new(data.clone()),
-        cuts: Arc::default(),
-        offsets: Arc::default(),
-        pause: None,
         manifest: Some(manifest_of(&data, chunk, "stranger").to_proto()),
-        keepalives: 0,
+        ..Flaky::serving(&data)
     };
     let mut client = serve(server).await;
     let path = fetch(&mut client, &content, dir.path(), 1 << 30).await.unwrap();
@@ -428,12 +408,7 @@ async fn chunks_are_verified_as_they_arrive_and_a_cut_resumes_with_them() {
 async fn a_node_still_fetching_holds_the_floor_off_for_a_while_only() {
     use cascade_content::{Floor, download_with_floor};
     let data = payload(9)[..5000].to_vec();
-    let content = Content {
-        file_name: "late.bin".into(),
-        sha256: hex(&data),
-        size: data.len() as u64,
-        url: None,
-    };
+    let content = content_of("late.bin", &data);
     let floor = Floor {
         bytes: 1000,
         window: std::time::Duration::from_millis(200),
@@ -441,12 +416,9 @@ async fn a_node_still_fetching_holds_the_floor_off_for_a_while_only() {
     };
     for (keepalives, arrives) in [(6, true), (30, false)] {
         let server = Flaky {
-            data: Arc::new(data.clone()),
-            cuts: Arc::default(),
-            offsets: Arc::default(),
             pause: Some(std::time::Duration::from_millis(100)),
-            manifest: None,
             keepalives,
+            ..Flaky::serving(&data)
         };
         let mut client = serve(server).await;
         let dir = tempfile::tempdir().unwrap();
