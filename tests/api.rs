@@ -123,6 +123,7 @@ fn every_operation_over_https_with_roles_inheritance_and_bad_input() {
     for id in ["root", "child", "other"] {
         tree.top.insert(id.into(), "api_listen = \"127.0.0.1:0\"\n".into());
     }
+    tree.enrollment("child");
     tree.start_all();
     let token = |node: &str, name: &str, role: &str| -> String {
         ok(tree.ctl(node, &["api-token", "create", "--name", name, "--role", role]))
@@ -515,13 +516,28 @@ fn every_operation_over_https_with_roles_inheritance_and_bad_input() {
             .all(|u| u["staged"] == true && u["files"] == 0)
     );
     assert_eq!(status["cache"]["files"], 0);
-    let (code, body) = root.call("content.add", &admin, json!({"path": "/nonexistent/dir"}));
-    assert_eq!(code, 400, "{body}");
-    let added = root.ok(
-        "content.add",
-        &admin,
-        json!({"path": fixture("linux/os-release").to_str().unwrap()}),
-    );
+    // Content comes from the import directory only: a path outside it is
+    // refused in the same words whether it exists or not, with nothing of
+    // the file (its hash, size or existence) in the answer.
+    let (code, missing) = root.call("content.add", &admin, json!({"path": "/nonexistent/dir"}));
+    assert_eq!(code, 400, "{missing}");
+    for outside in [
+        fixture("linux/os-release"),
+        "/etc".into(),
+        tree.import_dir().join("../pki"),
+    ] {
+        let (code, body) = root.call("content.add", &admin, json!({"path": outside}));
+        assert_eq!(code, 400, "{body}");
+        let message = body["message"].as_str().unwrap();
+        assert!(message.contains("not a file or directory inside"), "{message}");
+        assert_eq!(
+            message.replace(outside.to_str().unwrap(), "P"),
+            missing["message"].as_str().unwrap().replace("/nonexistent/dir", "P"),
+        );
+        assert!(!message.contains("sha256"), "{message}");
+    }
+    std::fs::copy(fixture("linux/os-release"), tree.import_dir().join("os-release")).unwrap();
+    let added = root.ok("content.add", &admin, json!({"path": "os-release"}));
     assert!(
         added[0]["error"]
             .as_str()
@@ -733,16 +749,33 @@ fn every_operation_over_https_with_roles_inheritance_and_bad_input() {
     // Moving the child under the other region: unregistered at the root
     // (which owns its site record), registered there, then moved.
     assert_eq!(
-        root.call("sites.move", &admin, json!({"parent": "127.0.0.1:1"})).0,
+        root.call(
+            "sites.move",
+            &admin,
+            json!({"parent": "127.0.0.1:1", "parent_id": "other"})
+        )
+        .0,
         409,
         "the root has no parent"
     );
     assert_eq!(
-        child.call("sites.move", &child_admin, json!({"parent": "nowhere"})).0,
+        child
+            .call(
+                "sites.move",
+                &child_admin,
+                json!({"parent": "nowhere", "parent_id": "other"})
+            )
+            .0,
         400
     );
     assert_eq!(
-        child.call("sites.move", &operator, json!({"parent": "127.0.0.1:1"})).0,
+        child
+            .call(
+                "sites.move",
+                &operator,
+                json!({"parent": "127.0.0.1:1", "parent_id": "other"})
+            )
+            .0,
         403
     );
     root.ok("sites.remove", &admin, json!({"id": "child"}));
@@ -758,7 +791,11 @@ fn every_operation_over_https_with_roles_inheritance_and_bad_input() {
     );
     ok(tree.ctl("other", &["site", "add", "--id", "child"]));
     let other_addr = tree.nodes["other"].addr();
-    let moved = child.ok("sites.move", &child_admin, json!({"parent": other_addr}));
+    let moved = child.ok(
+        "sites.move",
+        &child_admin,
+        json!({"parent": other_addr, "parent_id": "other"}),
+    );
     assert_eq!(moved["was"], tree.nodes["root"].addr());
     wait_for("the child under the other region", Duration::from_secs(30), || {
         child.ok("sites.tree", &child_admin, json!({}))["above"] == json!(["other", "root"])
@@ -767,21 +804,109 @@ fn every_operation_over_https_with_roles_inheritance_and_bad_input() {
         ok(tree.ctl("other", &["--json", "links"])).contains("\"peer\":\"child\"")
     });
 
+    // What `cascade ctl` drives is in the registry too: raw changes (admins
+    // only), objects, agents, enrollment tokens (at the site's own node).
+    let recorded = root.ok(
+        "changes.record",
+        &admin,
+        json!({"op": {"upsert": {"kind": "approval", "object": {"id": "raw/KB5021233", "policy": "raw", "update": "KB5021233"}}}}),
+    );
+    assert_eq!(recorded["origin"], "root");
+    assert_eq!(
+        root.call(
+            "changes.record",
+            &auditor,
+            json!({"op": {"delete": {"kind": "approval", "id": "raw/KB5021233"}}})
+        )
+        .0,
+        403
+    );
+    let approvals = root.ok("objects.list", &auditor, json!({"kind": "approval"}));
+    assert!(approvals.to_string().contains("raw/KB5021233"), "{approvals}");
+    assert_eq!(root.call("objects.list", &auditor, json!({"kind": "nonsense"})).0, 400);
+    assert_eq!(root.ok("agents.list", &auditor, json!({})), json!([]));
+    let enrollment = child.ok(
+        "agent_tokens.create",
+        &operator,
+        json!({"site": "child", "ttl_seconds": 600}),
+    );
+    assert!(enrollment["token"].as_str().unwrap().len() > 20, "{enrollment}");
+    assert_eq!(
+        child.call("agent_tokens.create", &operator, json!({"site": "root"})).0,
+        400
+    );
+    assert_eq!(
+        root.call("agent_tokens.create", &admin, json!({"site": "root"})).0,
+        409,
+        "the root enrolls no agents"
+    );
+
     // Admin client certificates work too, and gRPC has the same operations.
+    // A browser holding the certificate cannot be made to write by a
+    // foreign page: a form's content type and a foreign Origin are refused
+    // before anything runs.
     let pki = tree.path().join("pki");
-    let (code, body) = root.curl(&[
-        "--cert",
-        pki.join("admin-ops.crt").to_str().unwrap(),
-        "--key",
-        pki.join("admin-ops.key").to_str().unwrap(),
-        "-X",
-        "POST",
-        "--data",
-        "{}",
-        &format!("{}/api/v1/me", root.base()),
-    ]);
+    let with_certificate = |extra: &[&str], op: &str, body: &str| {
+        let mut args = vec![
+            "--cert".to_owned(),
+            pki.join("admin-ops.crt").display().to_string(),
+            "--key".to_owned(),
+            pki.join("admin-ops.key").display().to_string(),
+            "-X".to_owned(),
+            "POST".to_owned(),
+            "--data".to_owned(),
+            body.to_owned(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.push(format!("{}/api/v1/{op}", root.base()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        root.curl(&args)
+    };
+    let form_write = r#"{"name": "csrf", "bulletins": ["KB5021233"], "enabled": true}"#;
+    let (code, body) = with_certificate(&["-H", "Content-Type: text/plain"], "CreateUpdatePolicy", form_write);
+    assert_eq!(code, 415, "{body}");
+    let (code, body) = with_certificate(
+        &[
+            "-H",
+            "Content-Type: application/json",
+            "-H",
+            "Origin: https://attacker.example",
+        ],
+        "CreateUpdatePolicy",
+        form_write,
+    );
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("cross-origin"), "{body}");
+    let (code, body) = with_certificate(
+        &[
+            "-H",
+            "Content-Type: application/json",
+            "-H",
+            "Sec-Fetch-Site: cross-site",
+        ],
+        "CreateUpdatePolicy",
+        form_write,
+    );
+    assert_eq!(code, 403, "{body}");
+    let policies = root.ok("policies.list", &auditor, json!({}));
+    assert!(!policies.to_string().contains("csrf"), "nothing written: {policies}");
+    let (code, body) = with_certificate(&["-H", "Content-Type: application/json"], "me", "{}");
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("\"via\":\"certificate\""), "{body}");
+    // Every reply carries the security headers; API replies are not cached.
+    for path in ["/", "/help", "/api/v1", "/openapi.json"] {
+        let (_, head) = root.curl(&["-s", "-D", "-", "-o", "/dev/null", &format!("{}{path}", root.base())]);
+        let head = head.to_ascii_lowercase();
+        for header in [
+            "content-security-policy: default-src 'none'; script-src 'self'",
+            "frame-ancestors 'none'",
+            "x-content-type-options: nosniff",
+            "strict-transport-security: max-age=",
+            "cache-control: no-store",
+        ] {
+            assert!(head.contains(header), "{path}: {header} in {head}");
+        }
+    }
     let grpc = ok(tree.ctl(
         "root",
         &[

@@ -107,6 +107,11 @@ fn content_flows_only_where_it_is_needed_once_per_node() {
     // site-a keeps at most 7 MB: EX-NEW (3 MB) pushes out the 5 MB EX-OLD it supersedes.
     tree.top
         .insert("site-a".into(), "content_cache_bytes = 7000000\n".into());
+    // The vendor's server of this test is on loopback, over plain HTTP.
+    tree.extra.insert(
+        "root".into(),
+        "[vendor]\nallow_hosts = [\"127.0.0.1\"]\nallow_http = true\nallow_private_addresses = true\n".into(),
+    );
     tree.start_all();
 
     let old = payload(5_000_000, 1);
@@ -128,7 +133,7 @@ fn content_flows_only_where_it_is_needed_once_per_node() {
     }
     // The root holds the files the vendor published (EX-URL comes from
     // its URL); EX-BAD's file is damaged.
-    let downloads = tree.path().join("downloads");
+    let downloads = tree.import_dir().join("downloads");
     std::fs::create_dir_all(&downloads).unwrap();
     for (name, bytes) in [
         ("old.bin", &old),
@@ -315,7 +320,7 @@ fn a_node_that_cannot_write_refuses_new_downloads_and_keeps_serving_its_cache() 
         let op = ChangeOp::Upsert(Object::Update(Box::new(u)));
         ok(tree.ctl("root", &["change", "--op", &serde_json::to_string(&op).unwrap()]));
     }
-    let files = tree.path().join("files");
+    let files = tree.import_dir().join("files");
     std::fs::create_dir_all(&files).unwrap();
     std::fs::write(files.join("small.bin"), &small).unwrap();
     std::fs::write(files.join("large.bin"), &large).unwrap();

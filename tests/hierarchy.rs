@@ -158,7 +158,7 @@ fn strangers_are_refused_and_nothing_is_written() {
         "ctl", "--node", &root, "--pki", pki_s, "--as", "auditor", "approve", "--policy", "p", "--update", "KB2",
     ]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("auditor: read only"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("(auditor) may not call changes.record"));
 
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -171,7 +171,7 @@ fn strangers_are_refused_and_nothing_is_written() {
         let key = std::fs::read_to_string(dir.join(format!("{stem}.key"))).unwrap();
         let root = root.clone();
         runtime.block_on(async move {
-            let channel = match cascade_node::channel(&root, &ca, &cert, &key).await {
+            let channel = match cascade_node::channel(&root, None, &ca, &cert, &key).await {
                 Ok(c) => c,
                 Err(e) => return format!("connect: {e}"),
             };
@@ -206,7 +206,7 @@ fn strangers_are_refused_and_nothing_is_written() {
     let cert = std::fs::read_to_string(pki.join("site-a.crt")).unwrap();
     let key = std::fs::read_to_string(pki.join("site-a.key")).unwrap();
     let refused = runtime.block_on(async {
-        let channel = cascade_node::channel(&root, &ca, &cert, &key).await.unwrap();
+        let channel = cascade_node::channel(&root, None, &ca, &cert, &key).await.unwrap();
         let mut client = cascade_proto::v1::hierarchy_client::HierarchyClient::new(channel);
         let batch = cascade_proto::v1::UpBatch {
             seq: 1_000_000,
@@ -226,7 +226,7 @@ fn strangers_are_refused_and_nothing_is_written() {
     assert!(status.message().contains("outside its subtree"), "{}", status.message());
     // Nor for a site it never declared below itself.
     let refused = runtime.block_on(async {
-        let channel = cascade_node::channel(&root, &ca, &cert, &key).await.unwrap();
+        let channel = cascade_node::channel(&root, None, &ca, &cert, &key).await.unwrap();
         let mut client = cascade_proto::v1::hierarchy_client::HierarchyClient::new(channel);
         let mut record = forged_record();
         record.site = "site-nowhere".into();
@@ -480,7 +480,7 @@ fn converges_after_delay_refusal_reset_and_stall() {
     ok(tree.ctl(&mid, &["site", "add", "--id", "leaf"]));
     let proxy = fault::Proxy::start(tree.nodes["mid"].addr().parse().unwrap());
     let config = format!(
-        "id = \"leaf\"\nlisten = \"127.0.0.1:0\"\ndata = \"leaf-data\"\nheartbeat_seconds = 1\n[parent]\naddress = \"{}\"\n[tls]\nca = \"pki/ca.crt\"\ncert = \"pki/leaf.crt\"\nkey = \"pki/leaf.key\"\n",
+        "id = \"leaf\"\nlisten = \"127.0.0.1:0\"\ndata = \"leaf-data\"\nheartbeat_seconds = 1\n[parent]\naddress = \"{}\"\nid = \"mid\"\n[tls]\nca = \"pki/ca.crt\"\ncert = \"pki/leaf.crt\"\nkey = \"pki/leaf.key\"\n",
         proxy.addr
     );
     std::fs::write(tree.path().join("leaf.toml"), config).unwrap();
@@ -523,7 +523,7 @@ fn health_answers_and_sigterm_stops_cleanly() {
         .build()
         .unwrap();
     let status = runtime.block_on(async {
-        let channel = cascade_node::channel(&addr, &ca, &cert, &key).await.unwrap();
+        let channel = cascade_node::channel(&addr, None, &ca, &cert, &key).await.unwrap();
         let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
         health
             .check(tonic_health::pb::HealthCheckRequest {

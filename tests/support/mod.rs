@@ -166,9 +166,14 @@ impl Tree {
         self.dir.path()
     }
 
+    /// The nodes' content import directory (`content_import`).
+    pub fn import_dir(&self) -> std::path::PathBuf {
+        self.path().join("import")
+    }
+
     pub fn write_config(&self, id: &str) {
         let parent = match &self.parents[id] {
-            Some(p) => format!("[parent]\naddress = \"{}\"\n", self.nodes[p].addr()),
+            Some(p) => format!("[parent]\naddress = \"{}\"\nid = \"{p}\"\n", self.nodes[p].addr()),
             None => String::new(),
         };
         // A restarted node keeps the port the system gave it the first time.
@@ -178,8 +183,10 @@ impl Tree {
         };
         let extra = self.extra.get(id).cloned().unwrap_or_default();
         let top = self.top.get(id).cloned().unwrap_or_default();
+        // Files for content.add come from the tree's import directory.
+        std::fs::create_dir_all(self.import_dir()).unwrap();
         let text = format!(
-            "id = \"{id}\"\nlisten = \"{listen}\"\ndata = \"{id}-data\"\nheartbeat_seconds = 1\n{top}{parent}[tls]\nca = \"pki/ca.crt\"\ncert = \"pki/{id}.crt\"\nkey = \"pki/{id}.key\"\n{extra}"
+            "id = \"{id}\"\nlisten = \"{listen}\"\ndata = \"{id}-data\"\nheartbeat_seconds = 1\ncontent_import = [\"import\"]\n{top}{parent}[tls]\nca = \"pki/ca.crt\"\ncert = \"pki/{id}.crt\"\nkey = \"pki/{id}.key\"\n{extra}"
         );
         std::fs::write(self.path().join(format!("{id}.toml")), text).unwrap();
     }
@@ -230,7 +237,17 @@ impl Tree {
     pub fn ctl(&self, id: &str, args: &[&str]) -> Output {
         let addr = self.nodes[id].addr();
         let pki = self.path().join("pki");
-        let mut full = vec!["ctl", "--node", &addr, "--pki", pki.to_str().unwrap(), "--as", "ops"];
+        let mut full = vec![
+            "ctl",
+            "--node",
+            &addr,
+            "--node-id",
+            id,
+            "--pki",
+            pki.to_str().unwrap(),
+            "--as",
+            "ops",
+        ];
         full.extend_from_slice(args);
         run(&full)
     }

@@ -35,17 +35,39 @@ impl ComplianceState {
         )
     }
 
-    pub fn name(&self) -> &'static str {
+    /// Every state's name, in the one order the store's tags, the counts'
+    /// slots and the summaries use.
+    pub const NAMES: [&'static str; 9] = [
+        "installed",
+        "required",
+        "not_applicable",
+        "superseded",
+        "downloaded",
+        "pending_restart",
+        "failed",
+        "unknown",
+        "stale",
+    ];
+
+    /// How many states there are.
+    pub const COUNT: usize = Self::NAMES.len();
+
+    /// This state's place in `NAMES`.
+    pub fn index(&self) -> usize {
         match self {
-            ComplianceState::Installed => "installed",
-            ComplianceState::Required => "required",
-            ComplianceState::NotApplicable => "not_applicable",
-            ComplianceState::Superseded => "superseded",
-            ComplianceState::Downloaded => "downloaded",
-            ComplianceState::PendingRestart => "pending_restart",
-            ComplianceState::Failed { .. } => "failed",
-            ComplianceState::Unknown { .. } => "unknown",
-            ComplianceState::Stale { .. } => "stale",
+            ComplianceState::Installed => 0,
+            ComplianceState::Required => 1,
+            ComplianceState::NotApplicable => 2,
+            ComplianceState::Superseded => 3,
+            ComplianceState::Downloaded => 4,
+            ComplianceState::PendingRestart => 5,
+            ComplianceState::Failed { .. } => 6,
+            ComplianceState::Unknown { .. } => 7,
+            ComplianceState::Stale { .. } => 8,
         }
+    }
+
+    pub fn name(&self) -> &'static str {
+        Self::NAMES[self.index()]
     }
 }

@@ -48,6 +48,99 @@ pub struct NodeConfig {
     /// Signed timestamps and how old a view may get.
     #[serde(default)]
     pub security: SecurityConfig,
+    /// Directories whose files `content.add` may add (nothing else on the
+    /// node's disk is reachable through the API).
+    #[serde(default)]
+    pub content_import: Vec<PathBuf>,
+    /// Agents from other sites this node serves (failover).
+    #[serde(default)]
+    pub agents: AgentsConfig,
+    /// Where the root may download vendor content from.
+    #[serde(default)]
+    pub vendor: VendorConfig,
+    /// Connection limits of the gRPC and API listeners.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// Agents this node serves besides those its own `[enrollment]` CA issued.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentsConfig {
+    /// Certificates of other sites' enrollment CAs whose agents may fail
+    /// over to this node.
+    #[serde(default)]
+    pub trusted_enrollment_cas: Vec<PathBuf>,
+}
+
+/// The root's vendor downloads: HTTPS to the listed hosts only, unless
+/// told otherwise.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct VendorConfig {
+    /// Host names content may come from; `*.example.com` allows the
+    /// subdomains of example.com.
+    #[serde(default = "default_vendor_hosts")]
+    pub allow_hosts: Vec<String>,
+    /// Plain `http://` URLs too (the content is checked against the
+    /// catalog's sha256 either way).
+    #[serde(default)]
+    pub allow_http: bool,
+    /// Loopback, private, link-local and other non-public addresses too.
+    #[serde(default)]
+    pub allow_private_addresses: bool,
+}
+
+impl Default for VendorConfig {
+    fn default() -> Self {
+        VendorConfig {
+            allow_hosts: default_vendor_hosts(),
+            allow_http: false,
+            allow_private_addresses: false,
+        }
+    }
+}
+
+/// Microsoft's download hosts, as the Update Catalog and WSUS name them.
+fn default_vendor_hosts() -> Vec<String> {
+    [
+        "download.windowsupdate.com",
+        "*.download.windowsupdate.com",
+        "download.microsoft.com",
+        "*.download.microsoft.com",
+        "catalog.update.microsoft.com",
+        "*.delivery.mp.microsoft.com",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// How many connections each listener keeps and how long a silent one may
+/// stay.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Connections at once per listener (gRPC, API); by default a third of
+    /// the process's open-file limit each, so that both together stay below it.
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+    /// Seconds a connection may stay silent before the node closes it
+    /// (HTTP/2 pings count; a client without a certificate gets a tenth).
+    #[serde(default = "default_idle_seconds")]
+    pub idle_seconds: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_connections: None,
+            idle_seconds: default_idle_seconds(),
+        }
+    }
+}
+
+fn default_idle_seconds() -> u64 {
+    300
 }
 
 /// The root's signed timestamps and the freshness every node asks of them.
@@ -100,6 +193,9 @@ fn default_certificate_days() -> i64 {
 pub struct ParentConfig {
     /// `host:port` of the parent.
     pub address: String,
+    /// The parent's node id: the link refuses a server whose certificate
+    /// is not `cascade://node/<id>`.
+    pub id: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -142,6 +238,8 @@ pub struct Checked {
     pub listen: SocketAddr,
     pub data: PathBuf,
     pub parent: Option<String>,
+    /// The parent's id, which its certificate must name.
+    pub parent_id: Option<NodeId>,
     pub ca_pem: String,
     pub cert_pem: String,
     pub key_pem: String,
@@ -154,6 +252,13 @@ pub struct Checked {
     pub content_dir: PathBuf,
     pub content_cache_bytes: Option<u64>,
     pub security: SecurityConfig,
+    /// The enrollment CAs (DER) whose agents this node serves: its own and
+    /// the trusted ones.
+    pub agent_cas: Vec<Vec<u8>>,
+    /// Directories `content.add` may read, canonical.
+    pub content_import: Vec<PathBuf>,
+    pub vendor: VendorConfig,
+    pub limits: LimitsConfig,
     /// This node's certificate and key as they are now (renewed files are
     /// picked up while it runs), and the key that seals its changes.
     pub tls: std::sync::Arc<crate::tls::NodeTls>,
@@ -165,7 +270,7 @@ impl Checked {
     pub fn local(
         id: NodeId,
         data: PathBuf,
-        parent: Option<String>,
+        parent: Option<(NodeId, String)>,
         ca_pem: String,
         cert_pem: String,
         key_pem: String,
@@ -178,7 +283,8 @@ impl Checked {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             content_dir: data.join("content"),
             data,
-            parent,
+            parent_id: parent.as_ref().map(|(id, _)| id.clone()),
+            parent: parent.map(|(_, address)| address),
             ca_pem,
             cert_pem,
             key_pem,
@@ -189,6 +295,10 @@ impl Checked {
             enrollment: None,
             content_cache_bytes: None,
             security: SecurityConfig::default(),
+            agent_cas: Vec::new(),
+            content_import: Vec::new(),
+            vendor: VendorConfig::default(),
+            limits: LimitsConfig::default(),
             tls: std::sync::Arc::new(tls),
         })
     }
@@ -200,11 +310,15 @@ impl NodeConfig {
             path: path.to_path_buf(),
             detail: e.to_string(),
         })?;
-        let config: NodeConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        Self::parse(path, &text)?.check(path)
+    }
+
+    /// The configuration's text as types, before anything it names is read.
+    pub fn parse(path: &Path, text: &str) -> Result<NodeConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             detail: e.to_string().trim().to_owned(),
-        })?;
-        config.check(path)
+        })
     }
 
     pub fn check(self, path: &Path) -> Result<Checked, ConfigError> {
@@ -228,6 +342,16 @@ impl NodeConfig {
                 format!("{:?} is not host:port", parent.address),
             ));
         }
+        let parent_id = match &self.parent {
+            Some(parent) => {
+                let parent_id = NodeId::new(&parent.id).map_err(|e| invalid("parent.id", e.to_string()))?;
+                if parent_id == id {
+                    return Err(invalid("parent.id", format!("{parent_id} is this node itself")));
+                }
+                Some(parent_id)
+            }
+            None => None,
+        };
         let read = |key: &'static str, p: &Path| {
             std::fs::read_to_string(resolve(p)).map_err(|e| invalid(key, format!("{}: {e}", resolve(p).display())))
         };
@@ -318,6 +442,63 @@ impl NodeConfig {
             ),
             None => None,
         };
+        let mut agent_cas = Vec::new();
+        if let Some((ca, _)) = &enrollment {
+            agent_cas.push(ca.cert_der());
+        }
+        for path in &self.agents.trusted_enrollment_cas {
+            let pem = read("agents.trusted_enrollment_cas", path)?;
+            let certs = cascade_trust::pem_certs(&pem).map_err(|e| {
+                invalid(
+                    "agents.trusted_enrollment_cas",
+                    format!("{}: {e}", resolve(path).display()),
+                )
+            })?;
+            if certs.is_empty() {
+                return Err(invalid(
+                    "agents.trusted_enrollment_cas",
+                    format!("{}: no certificate in the file", resolve(path).display()),
+                ));
+            }
+            agent_cas.extend(certs);
+        }
+        let mut content_import = Vec::new();
+        for dir in &self.content_import {
+            let canonical = std::fs::canonicalize(resolve(dir))
+                .map_err(|e| invalid("content_import", format!("{}: {e}", resolve(dir).display())))?;
+            if !canonical.is_dir() {
+                return Err(invalid(
+                    "content_import",
+                    format!("{} is not a directory", canonical.display()),
+                ));
+            }
+            content_import.push(canonical);
+        }
+        for host in &self.vendor.allow_hosts {
+            let bare = host.strip_prefix("*.").unwrap_or(host);
+            if bare.is_empty() || bare.contains(['/', ':', '*', ' ']) {
+                return Err(invalid(
+                    "vendor.allow_hosts",
+                    format!("{host:?} is not a host name or *.domain"),
+                ));
+            }
+        }
+        if self
+            .limits
+            .max_connections
+            .is_some_and(|n| !(8..=1_000_000).contains(&n))
+        {
+            return Err(invalid(
+                "limits.max_connections",
+                format!("{:?} is not between 8 and 1000000", self.limits.max_connections),
+            ));
+        }
+        if !(10..=86_400).contains(&self.limits.idle_seconds) {
+            return Err(invalid(
+                "limits.idle_seconds",
+                format!("{} is not between 10 and 86400", self.limits.idle_seconds),
+            ));
+        }
         if self.content_cache_bytes == Some(0) {
             return Err(invalid(
                 "content_cache_bytes",
@@ -336,6 +517,11 @@ impl NodeConfig {
             listen,
             data,
             parent: self.parent.map(|p| p.address),
+            parent_id,
+            agent_cas,
+            content_import,
+            vendor: self.vendor,
+            limits: self.limits,
             ca_pem,
             cert_pem,
             key_pem,

@@ -334,7 +334,10 @@ impl Node {
             return self.download_from_vendor(content, transfer).await;
         };
         let (cert_pem, key_pem) = self.config.tls.identity();
-        let channel = crate::channel(&parent, &self.config.ca_pem, &cert_pem, &key_pem)
+        let expect = self.parent_id().ok_or_else(|| {
+            ContentError::Unavailable(format!("will not connect to {parent}: the parent's id is not known"))
+        })?;
+        let channel = crate::channel(&parent, Some(&expect), &self.config.ca_pem, &cert_pem, &key_pem)
             .await
             .map_err(|e| ContentError::Unavailable(format!("cannot reach the parent {parent}: {e}")))?;
         let mut client =
@@ -379,6 +382,7 @@ impl Node {
             &self.config.content_dir,
             CONTENT_LIMIT,
             &transfer.received,
+            &self.config.vendor,
         )
         .await
         .map_err(|e| ContentError::Unavailable(e.to_string()))
@@ -568,20 +572,56 @@ impl Node {
         )
     }
 
-    /// Adds files from this node's disk (a file or a directory): each one
-    /// the catalog names (by its sha256 and size) is copied into the
-    /// content directory; others are reported and left.
+    /// Where a path a caller named lies, if it is inside one of the
+    /// configured import directories (relative paths are taken within
+    /// them). Anything else is refused with the same words whether or not
+    /// it exists, so the API reveals nothing of the rest of the disk.
+    fn import_path(&self, path: &std::path::Path) -> Result<PathBuf, String> {
+        let dirs = &self.config.content_import;
+        if dirs.is_empty() {
+            return Err(format!(
+                "node {} has no content import directories (content_import in its configuration)",
+                self.id
+            ));
+        }
+        let candidates: Vec<PathBuf> = if path.is_absolute() {
+            vec![path.to_path_buf()]
+        } else {
+            dirs.iter().map(|d| d.join(path)).collect()
+        };
+        candidates
+            .iter()
+            .filter_map(|c| std::fs::canonicalize(c).ok())
+            .find(|c| dirs.iter().any(|d| c.starts_with(d)))
+            .ok_or_else(|| {
+                let listed: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+                format!(
+                    "{} is not a file or directory inside this node's content import directories ({})",
+                    path.display(),
+                    listed.join(", ")
+                )
+            })
+    }
+
+    /// Adds files from the node's content import directories (a file or a
+    /// directory in one): each one the catalog names (by its sha256 and
+    /// size) is copied into the content directory; others are reported
+    /// and left.
     pub fn add_content(&self, path: &std::path::Path) -> Result<Vec<Added>, String> {
+        let path = self.import_path(path)?;
         let index = self.content_index().map_err(|e| e.to_string())?;
-        let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let meta = std::fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let mut files: Vec<PathBuf> = if meta.is_dir() {
-            std::fs::read_dir(path)
+            std::fs::read_dir(&path)
                 .map_err(|e| format!("{}: {e}", path.display()))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_file())
+                // A link inside that leads out is passed over like the rest
+                // of the disk.
+                .filter_map(|p| std::fs::canonicalize(p).ok())
+                .filter(|p| p.is_file() && self.config.content_import.iter().any(|d| p.starts_with(d)))
                 .collect()
         } else {
-            vec![path.to_path_buf()]
+            vec![path.clone()]
         };
         files.sort();
         std::fs::create_dir_all(&self.config.content_dir).map_err(|e| e.to_string())?;

@@ -18,8 +18,10 @@ pub mod agents;
 pub mod api;
 pub mod config;
 pub mod content;
+pub mod gate;
 pub mod hierarchy;
 pub mod link;
+pub mod listener;
 pub mod rollout;
 pub mod security;
 pub mod tls;
@@ -70,6 +72,9 @@ pub struct Node {
     /// The parent's address: the configured one, or where a move sent this
     /// node (kept in the store); the link follows it.
     pub(crate) parent: watch::Sender<Option<String>>,
+    /// The id the parent's certificate must name: the configured one, or
+    /// the one a move named.
+    parent_id: Mutex<Option<NodeId>>,
     /// Content transfers and counters.
     pub(crate) content: content::ContentState,
     /// Changes, reports and timestamps refused lately, with the attack.
@@ -82,6 +87,10 @@ pub struct Node {
     pub(crate) revoked: security::Revoked,
     /// Batch signatures checked already.
     pub(crate) verified: cascade_trust::sign::Verified,
+    /// Agent certificates found issued by an enrollment CA this node serves.
+    pub(crate) agent_sites: gate::AgentSites,
+    /// The connections of the gRPC and API listeners, bounded.
+    pub listeners: listener::Listeners,
 }
 
 const DIRECTIONS: [&str; 4] = ["down", "up", "child-down", "child-up"];
@@ -111,13 +120,16 @@ impl Node {
             ca_ders: cascade_trust::pem_certs(&config.ca_pem).unwrap_or_default(),
             tasks: Mutex::new(BTreeMap::new()),
             tallies: rollout::Tallies::default(),
-            parent: watch::channel(Self::initial_parent(&config, &node_store_for_links)).0,
+            parent: watch::channel(Self::initial_parent(&config, &node_store_for_links).map(|(a, _)| a)).0,
+            parent_id: Mutex::new(Self::initial_parent(&config, &node_store_for_links).and_then(|(_, id)| id)),
             content: content::ContentState::default(),
             refusals: security::Refusals::default(),
             attested: security::Attested::default(),
             agent_keys: security::AgentKeys::default(),
             revoked: security::Revoked::default(),
             verified: cascade_trust::sign::Verified::default(),
+            agent_sites: gate::AgentSites::default(),
+            listeners: listener::Listeners::new(&config.limits),
             config,
         });
         // Before anything else is written: every own change is sealed with
@@ -129,15 +141,21 @@ impl Node {
     }
 
     /// Where the parent is: a move's address wins over the configuration.
-    fn initial_parent(config: &Checked, store: &Store) -> Option<String> {
+    fn initial_parent(config: &Checked, store: &Store) -> Option<(String, Option<NodeId>)> {
         let configured = config.parent.clone()?;
         match store.moved_to() {
-            Ok(Some(moved)) if moved != configured => {
-                tracing::warn!(configured = %configured, moved = %moved, "this node was moved: using the parent it was moved to (set [parent] address to it)");
-                Some(moved)
+            Ok(Some((moved, id))) if moved != configured => {
+                tracing::warn!(configured = %configured, moved = %moved, "this node was moved: using the parent it was moved to (set [parent] address and id to it)");
+                Some((moved, id))
             }
-            _ => Some(configured),
+            _ => Some((configured, config.parent_id.clone())),
         }
+    }
+
+    /// The id the parent's certificate must name (none known: the link
+    /// refuses to connect).
+    pub fn parent_id(&self) -> Option<NodeId> {
+        self.parent_id.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The parent's address now.
@@ -147,11 +165,12 @@ impl Node {
 
     /// Moves this node under another parent (which must have registered it
     /// as a child): kept in the store, and the link reconnects there.
-    pub async fn move_to(&self, address: String) -> Result<Option<String>, cascade_store::StoreError> {
+    pub async fn move_to(&self, address: String, id: NodeId) -> Result<Option<String>, cascade_store::StoreError> {
         let store = self.store.clone();
-        let keep = address.clone();
-        blocking(move || store.put_moved_to(&keep)).await?;
+        let (keep, keep_id) = (address.clone(), id.clone());
+        blocking(move || store.put_moved_to(&keep, &keep_id)).await?;
         let previous = self.parent_address();
+        *self.parent_id.lock().unwrap_or_else(|e| e.into_inner()) = Some(id);
         self.parent.send_replace(Some(address));
         Ok(previous)
     }
@@ -391,6 +410,7 @@ pub async fn serve(
     // always the current one (renewal needs no restart).
     let tls = tokio_rustls::TlsAcceptor::from(server_tls(&node, vec![b"h2".to_vec()])?);
     let (accepted, incoming) = tokio::sync::mpsc::channel(64);
+    let connections = node.listeners.grpc.clone();
     tokio::spawn(async move {
         loop {
             // The listener goes when the server stopped taking connections.
@@ -406,16 +426,16 @@ pub async fn serve(
                 () = accepted.closed() => return,
             };
             let (tls, sender) = (tls.clone(), accepted.clone());
+            let slot = connections.admit();
             // Each handshake in its own task: a slow client holds up no other.
             tokio::spawn(async move {
                 let _ = tcp.set_nodelay(true);
-                match tokio::time::timeout(
-                    Duration::from_secs(10),
-                    tls.accept(cascade_content::transport::Buffered::new(tcp)),
-                )
-                .await
-                {
+                let stream = listener::Bounded::new(cascade_content::transport::Buffered::new(tcp), slot);
+                match tokio::time::timeout(Duration::from_secs(10), tls.accept(stream)).await {
                     Ok(Ok(stream)) => {
+                        if stream.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty()) {
+                            stream.get_ref().0.slot().certified();
+                        }
                         let _ = sender.send(Ok::<_, std::io::Error>(stream)).await;
                     }
                     Ok(Err(e)) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
@@ -438,10 +458,13 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(cascade_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    let limit = 64 * 1024 * 1024;
+    let limit = gate::NODE_BODY;
     Server::builder()
+        // Who may call what, and how large a body, before any body is read.
+        .layer(gate::GateLayer { node: node.clone() })
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .max_concurrent_streams(Some(256))
         // Content streams: HTTP/2's default 64 KB window would cap a
         // transfer at one window per round trip.
         .initial_stream_window_size(Some(STREAM_WINDOW))
@@ -457,11 +480,11 @@ pub async fn serve(
         )
         .add_service(
             cascade_proto::v1::admin_server::AdminServer::new(admin::AdminService { node: node.clone() })
-                .max_decoding_message_size(limit),
+                .max_decoding_message_size(api::UPLOAD_LIMIT),
         )
         .add_service(
             cascade_proto::v1::agents_server::AgentsServer::new(agents::AgentsService { node: node.clone() })
-                .max_decoding_message_size(16 * 1024 * 1024),
+                .max_decoding_message_size(gate::AGENT_BODY),
         )
         .serve_with_incoming_shutdown(tokio_stream::wrappers::ReceiverStream::new(incoming), shutdown)
         .await?;
@@ -480,28 +503,110 @@ pub async fn bind(config: &Checked) -> std::io::Result<(tokio::net::TcpListener,
     Ok((listener, addr))
 }
 
-/// A gRPC channel to `address` authenticated with this node's certificate.
+/// A gRPC channel to the node at `address`, authenticated with a
+/// certificate of the organisation. The server must present a node
+/// certificate of the organisation CA, and the node `expect` names when
+/// given: a genuine node certificate elsewhere in the tree cannot pose as
+/// the parent (or as the node `cascade ctl` addressed).
 pub async fn channel(
     address: &str,
+    expect: Option<&NodeId>,
     ca_pem: &str,
     cert_pem: &str,
     key_pem: &str,
-) -> Result<tonic::transport::Channel, tonic::transport::Error> {
-    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity as TlsIdentity};
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(ca_pem))
-        .identity(TlsIdentity::from_pem(cert_pem, key_pem))
-        .domain_name("localhost");
-    Endpoint::from_shared(format!("https://{address}"))?
-        .tls_config(tls)?
+) -> Result<tonic::transport::Channel, ChannelError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use tonic::transport::Endpoint;
+    let tls = |e: &dyn std::fmt::Display| ChannelError::Tls(e.to_string());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.map_err(|e| tls(&e))?).map_err(|e| tls(&e))?;
+    }
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| tls(&e))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| tls(&e))?;
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls(&e))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| tls(&e))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let expect = expect.cloned();
+    let target = address.to_owned();
+    let connect = tower::service_fn(move |uri: tonic::codegen::http::Uri| {
+        let (connector, expect, target) = (connector.clone(), expect.clone(), target.clone());
+        async move {
+            let host = uri
+                .host()
+                .unwrap_or_default()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned();
+            let port = uri.port_u16().unwrap_or(443);
+            let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+            tcp.set_nodelay(true)?;
+            // Node certificates name "localhost" for TLS; who the server is
+            // comes from its identity below.
+            let name = ServerName::try_from("localhost").map_err(std::io::Error::other)?;
+            let stream = connector
+                .connect(name, cascade_content::transport::Buffered::new(tcp))
+                .await?;
+            let leaf = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .ok_or_else(|| std::io::Error::other("the server presented no certificate"))?;
+            let identity = cascade_trust::identity_of(leaf).map_err(std::io::Error::other)?;
+            let refused = |why: String| std::io::Error::new(std::io::ErrorKind::PermissionDenied, why);
+            match (&identity, &expect) {
+                (Identity::Node(id), Some(want)) if id == want => {}
+                (Identity::Node(_), None) => {}
+                (_, Some(want)) => {
+                    return Err(refused(format!("{target} presented {identity}, not node {want}")));
+                }
+                (_, None) => return Err(refused(format!("{target} presented {identity}, which is not a node"))),
+            }
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+        }
+    });
+    Endpoint::from_shared(format!("http://{address}"))
+        .map_err(ChannelError::Transport)?
         .connect_timeout(Duration::from_secs(5))
         .initial_stream_window_size(Some(STREAM_WINDOW))
         .initial_connection_window_size(Some(CONNECTION_WINDOW))
         .http2_keep_alive_interval(Duration::from_secs(5))
         .keep_alive_timeout(Duration::from_secs(5))
         .keep_alive_while_idle(true)
-        .connect_with_connector(cascade_content::transport::connector())
+        .connect_with_connector(connect)
         .await
+        .map_err(ChannelError::Transport)
+}
+
+/// Why a channel to a node could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The connection, its handshake or the server's identity; the
+    /// message carries the cause (tonic's own says only "transport error").
+    #[error("{}", chain_text(.0))]
+    Transport(tonic::transport::Error),
+}
+
+fn chain_text(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 /// HTTP/2 flow-control windows of node connections (per stream, per
@@ -612,6 +717,15 @@ fn describe_metrics() {
         "computers with compliance records in this node's subtree"
     );
     metrics::describe_gauge!("cascade_agents", "agents this node serves");
+    metrics::describe_gauge!("cascade_connections", "connections open on a listener (grpc, api)");
+    metrics::describe_gauge!(
+        "cascade_connections_max",
+        "connections a listener keeps at once (limits.max_connections)"
+    );
+    metrics::describe_counter!(
+        "cascade_connections_evicted_total",
+        "connections closed to make room on a full listener"
+    );
     metrics::describe_counter!("cascade_agent_reports_total", "reports received from agents");
     metrics::describe_gauge!("cascade_content_cache_bytes", "bytes of verified content held here");
     metrics::describe_gauge!("cascade_content_cache_files", "verified content files held here");
@@ -650,6 +764,12 @@ async fn refresh_metrics(node: &Arc<Node>) {
         return;
     };
     metrics::gauge!("cascade_outbox_pending").set(outbox.pending as f64);
+    for connections in [&node.listeners.grpc, &node.listeners.api] {
+        let label = [("listener", connections.name)];
+        metrics::gauge!("cascade_connections", &label).set(connections.open() as f64);
+        metrics::gauge!("cascade_connections_max", &label).set(connections.max as f64);
+        metrics::counter!("cascade_connections_evicted_total", &label).absolute(connections.evicted());
+    }
     metrics::gauge!("cascade_computers").set(node.store.computer_count() as f64);
     metrics::gauge!("cascade_agents").set(node.agents().map(|a| a.len()).unwrap_or(0) as f64);
     let files = node.cached_files();
@@ -662,7 +782,7 @@ async fn refresh_metrics(node: &Arc<Node>) {
     for (origin, seq) in cursor {
         metrics::gauge!("cascade_origin_applied_seq", "origin" => origin.to_string()).set(seq as f64);
     }
-    let mut by_state = [0u64; 8];
+    let mut by_state = [0u64; cascade_core::compliance::ComplianceState::COUNT];
     for counts in summary.values() {
         for (slot, n) in by_state.iter_mut().zip(counts.0) {
             *slot += n;

@@ -91,7 +91,12 @@ async fn forever(node: Arc<Node>, direction: &'static str) {
 
 async fn connect(node: &Node, parent: &str) -> Result<tonic::transport::Channel, String> {
     let (cert_pem, key_pem) = node.config.tls.identity();
-    crate::channel(parent, &node.config.ca_pem, &cert_pem, &key_pem)
+    let Some(expect) = node.parent_id() else {
+        return Err(format!(
+            "will not connect to {parent}: the parent's id is not known ([parent] id, or sites.move's parent_id)"
+        ));
+    };
+    crate::channel(parent, Some(&expect), &node.config.ca_pem, &cert_pem, &key_pem)
         .await
         .map_err(|e| format!("cannot connect to {parent}: {e}"))
 }

@@ -105,7 +105,18 @@ impl Node {
         let mut cache = self.revoked.0.lock().unwrap_or_else(|e| e.into_inner());
         if cache.as_ref().is_none_or(|c| c.version != version) {
             let mut entries = std::collections::HashMap::new();
-            for stored in self.store.objects(ObjectKind::Revocation).unwrap_or_default() {
+            // A revocation list that cannot be read refuses everyone: a
+            // security decision that cannot be made is not an allow.
+            let revocations = match self.store.objects(ObjectKind::Revocation) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the revocations: refusing certificates until they can be read");
+                    return Some(format!(
+                        "the revocations cannot be read here ({e}): refused until they can"
+                    ));
+                }
+            };
+            for stored in revocations {
                 if let Object::Revocation(r) = stored.object {
                     let why = format!("revoked by {} at {}: {}", stored.origin, r.at, r.reason);
                     if let Some(serial) = r.serial {

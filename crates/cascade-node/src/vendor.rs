@@ -1,7 +1,10 @@
-//! Content from the vendor's URL (HTTP or HTTPS with the Mozilla roots),
-//! for the root, which has no parent: resumed with a Range request from
-//! what an earlier attempt left, size-capped, and verified before the file
-//! gets its sha256 name.
+//! Content from the vendor's URL, for the root, which has no parent:
+//! HTTPS with the Mozilla roots (plain HTTP only where `[vendor]
+//! allow_http` says so), to the hosts `[vendor] allow_hosts` lists and
+//! public addresses only (the addresses checked are the ones connected
+//! to); resumed with a Range request from what an earlier attempt left,
+//! size-capped, and verified before the file gets its sha256 name. Errors
+//! say what was refused or went wrong, never what the far side sent.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -15,13 +18,106 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Downloads `content` from `url` into `dir/<sha256>`.
+/// Whether `host` is one of the allowed names (`*.example.com` allows
+/// every name below example.com).
+fn host_allowed(host: &str, allowed: &[String]) -> bool {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    allowed.iter().any(|pattern| {
+        let pattern = pattern.to_ascii_lowercase();
+        match pattern.strip_prefix("*.") {
+            Some(domain) => host
+                .strip_suffix(domain)
+                .is_some_and(|rest| rest.ends_with('.') && rest.len() > 1),
+            None => host == pattern,
+        }
+    })
+}
+
+/// Addresses on the public internet: not loopback, private, link-local,
+/// shared (CGNAT), documentation, multicast, broadcast or unspecified.
+pub fn is_public(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 192 && b == 0)
+                || (a == 198 && (b == 18 || b == 19))
+                || a >= 240)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || first == 0x2001 && v6.segments()[1] == 0x0db8
+                || first == 0x0064)
+        }
+    }
+}
+
+/// The addresses `url` may be fetched from under the policy, or what was
+/// refused.
+pub async fn permitted(
+    url: &hyper::Uri,
+    policy: &crate::config::VendorConfig,
+) -> Result<Vec<std::net::SocketAddr>, String> {
+    let scheme = url.scheme_str().unwrap_or("");
+    match scheme {
+        "https" => {}
+        "http" if policy.allow_http => {}
+        "http" => {
+            return Err(format!(
+                "{url}: refused: plain http:// is not fetched ([vendor] allow_http is off)"
+            ));
+        }
+        other => return Err(format!("{url}: refused: {other:?} is not https")),
+    }
+    let host = url.host().unwrap_or("").trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || !host_allowed(host, &policy.allow_hosts) {
+        return Err(format!("{url}: refused: host {host:?} is not in [vendor] allow_hosts"));
+    }
+    let port = url.port_u16().unwrap_or(if scheme == "https" { 443 } else { 80 });
+    let addresses: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| format!("{url}: host {host} cannot be resolved: {e}"))?
+        .collect();
+    if addresses.is_empty() {
+        return Err(format!("{url}: host {host} has no address"));
+    }
+    if !policy.allow_private_addresses
+        && let Some(private) = addresses.iter().find(|a| !is_public(a.ip()))
+    {
+        return Err(format!(
+            "{url}: refused: host {host} resolves to {}, which is not a public address ([vendor] allow_private_addresses is off)",
+            private.ip()
+        ));
+    }
+    Ok(addresses)
+}
+
+/// Downloads `content` from `url` into `dir/<sha256>`, if the policy lets
+/// it come from there.
 pub async fn download(
     url: &str,
     content: &Content,
     dir: &Path,
     limit: u64,
     progress: &AtomicU64,
+    policy: &crate::config::VendorConfig,
 ) -> Result<PathBuf, String> {
     let expected = content.sha256.to_ascii_lowercase();
     if content.size > limit {
@@ -31,6 +127,7 @@ pub async fn download(
         ));
     }
     let uri: hyper::Uri = url.parse().map_err(|e| format!("{url}: not a URL ({e})"))?;
+    let addresses = permitted(&uri, policy).await?;
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let done = dir.join(&expected);
     let partial = dir.join(format!("{expected}.part"));
@@ -39,12 +136,20 @@ pub async fn download(
         let _ = std::fs::remove_file(&partial);
         have = 0;
     }
+    // Connect to the addresses just checked, not to a second lookup's.
+    let resolver = tower::service_fn(move |_: hyper_util::client::legacy::connect::dns::Name| {
+        let addresses = addresses.clone();
+        async move { Ok::<_, std::io::Error>(addresses.into_iter()) }
+    });
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new_with_resolver(resolver);
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(std::time::Duration::from_secs(30)));
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
         .map_err(|e| e.to_string())?
         .https_or_http()
         .enable_http1()
-        .build();
+        .wrap_connector(http);
     let client: hyper_util::client::legacy::Client<_, http_body_util::Empty<hyper::body::Bytes>> =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
     let mut request = hyper::Request::get(uri);
@@ -69,16 +174,19 @@ pub async fn download(
             have = 0;
             std::fs::File::create(&partial).map_err(|e| format!("{}: {e}", partial.display()))?
         }
-        _ => return Err(format!("{url}: the vendor answered {status}")),
+        _ => return Err(format!("{url}: the download failed: the server did not send the file")),
     };
     let mut body = response.into_body();
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| format!("{url}: cut after {have} of {} bytes: {e}", content.size))?;
+        let frame = frame.map_err(|e| format!("{url}: the transfer was cut ({e})"))?;
         let Ok(data) = frame.into_data() else { continue };
         if have + data.len() as u64 > content.size {
             drop(out);
             let _ = std::fs::remove_file(&partial);
-            return Err(format!("{url}: more than the catalog's {} bytes", content.size));
+            return Err(format!(
+                "{url}: refused: larger than the catalog's {} bytes; discarded",
+                content.size
+            ));
         }
         out.write_all(&data)
             .map_err(|e| format!("{}: {e}", partial.display()))?;
@@ -88,13 +196,16 @@ pub async fn download(
     }
     out.sync_all().map_err(|e| e.to_string())?;
     if have < content.size {
-        return Err(format!("{url}: the transfer ended at {have} of {} bytes", content.size));
+        return Err(format!(
+            "{url}: the transfer ended before the catalog's {} bytes",
+            content.size
+        ));
     }
     let actual = hex(&hasher.finalize());
     if actual != expected {
         let _ = std::fs::remove_file(&partial);
         return Err(format!(
-            "{url}: hash mismatch: sha256 {actual}, the catalog says {expected}; discarded"
+            "{url}: hash mismatch: the file is not the catalog's sha256 {expected}; discarded"
         ));
     }
     std::fs::rename(&partial, &done).map_err(|e| e.to_string())?;

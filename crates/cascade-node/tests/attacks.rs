@@ -62,7 +62,7 @@ impl Harness {
             .unwrap()
     }
 
-    async fn node(&self, id: &str, parent: Option<String>, security: SecurityConfig) -> (Arc<Node>, String) {
+    async fn node(&self, id: &str, parent: Option<(NodeId, String)>, security: SecurityConfig) -> (Arc<Node>, String) {
         let issued = self.issue(id);
         let data = self.dir.path().join(id);
         let mut config = Checked::local(
@@ -76,6 +76,9 @@ impl Harness {
         .unwrap();
         config.security = security;
         config.heartbeat_seconds = 1;
+        let import = self.dir.path().join(format!("{id}-import"));
+        std::fs::create_dir_all(&import).unwrap();
+        config.content_import = vec![import.canonicalize().unwrap()];
         let store = Arc::new(Store::open(&data.join("store"), config.id.clone()).unwrap());
         let (listener, addr) = cascade_node::bind(&config).await.unwrap();
         let node = Node::new(config, store);
@@ -433,7 +436,9 @@ async fn a_malicious_intermediate_node_is_refused_and_the_attack_named() {
     let mid = h.issue("mid");
     let mid_signer = KeySigner::from_pem(&mid.cert_pem, &mid.key_pem).unwrap();
     let (evil, evil_addr) = Evil::start(&h, &mid).await;
-    let (leaf, leaf_addr) = h.node("leaf", Some(evil_addr), fast.clone()).await;
+    let (leaf, leaf_addr) = h
+        .node("leaf", Some((NodeId::new("mid").unwrap(), evil_addr)), fast.clone())
+        .await;
     wait_for("the leaf to subscribe", Duration::from_secs(20), || {
         evil.subscriptions.load(Ordering::SeqCst) > 0
     })
@@ -613,9 +618,15 @@ async fn a_malicious_intermediate_node_is_refused_and_the_attack_named() {
     );
 
     // 6. Up the tree: the middle node forges and replays an agent's records.
-    let channel = cascade_node::channel(&root_addr, &h.ca.cert_pem, &mid.cert_pem, &mid.key_pem)
-        .await
-        .unwrap();
+    let channel = cascade_node::channel(
+        &root_addr,
+        Some(&root_id()),
+        &h.ca.cert_pem,
+        &mid.cert_pem,
+        &mid.key_pem,
+    )
+    .await
+    .unwrap();
     let mut client = v1::hierarchy_client::HierarchyClient::new(channel);
     let (tx, rx) = mpsc::channel::<UpBatch>(8);
     let mut acks = client.report(ReceiverStream::new(rx)).await.unwrap().into_inner();
@@ -713,7 +724,7 @@ async fn content_from_a_lying_parent_is_refused_chunk_by_chunk_and_honest_conten
     root.append_local(ChangeOp::Upsert(Object::Update(Box::new(u))))
         .await
         .unwrap();
-    let file = h.dir.path().join("EX-C.bin");
+    let file = root.config.content_import[0].join("EX-C.bin");
     std::fs::write(&file, &data).unwrap();
     let added = root.add_content(&file).unwrap();
     assert!(added[0].1.is_ok(), "{added:?}");
@@ -725,7 +736,13 @@ async fn content_from_a_lying_parent_is_refused_chunk_by_chunk_and_honest_conten
     let mid = h.issue("mid");
     let mid_signer = KeySigner::from_pem(&mid.cert_pem, &mid.key_pem).unwrap();
     let (evil, evil_addr) = Evil::start(&h, &mid).await;
-    let (leaf, leaf_addr) = h.node("leaf", Some(evil_addr), SecurityConfig::default()).await;
+    let (leaf, leaf_addr) = h
+        .node(
+            "leaf",
+            Some((NodeId::new("mid").unwrap(), evil_addr)),
+            SecurityConfig::default(),
+        )
+        .await;
     wait_for("the leaf to subscribe", Duration::from_secs(20), || {
         evil.subscriptions.load(Ordering::SeqCst) > 0
     })
@@ -790,7 +807,7 @@ async fn content_from_a_lying_parent_is_refused_chunk_by_chunk_and_honest_conten
         tokio::spawn(async move { leaf.ensure_content(&sha, true).await })
     };
     let child = h.issue("child");
-    let channel = cascade_node::channel(&leaf_addr, &h.ca.cert_pem, &child.cert_pem, &child.key_pem)
+    let channel = cascade_node::channel(&leaf_addr, None, &h.ca.cert_pem, &child.cert_pem, &child.key_pem)
         .await
         .unwrap();
     let mut client = v1::agents_client::AgentsClient::new(channel);

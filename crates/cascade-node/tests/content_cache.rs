@@ -25,6 +25,12 @@ fn node(dir: &tempfile::TempDir, id: &str, cache: Option<u64>) -> Arc<Node> {
     )
     .unwrap();
     config.content_cache_bytes = cache;
+    // The test's vendor is on loopback, over plain HTTP.
+    config.vendor = cascade_node::config::VendorConfig {
+        allow_hosts: vec!["127.0.0.1".into()],
+        allow_http: true,
+        allow_private_addresses: true,
+    };
     Node::new(config, Arc::new(Store::temporary(id).unwrap()))
 }
 

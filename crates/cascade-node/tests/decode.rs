@@ -24,17 +24,13 @@ fn decode_all(bytes: &[u8]) {
         }
     }
     let _ = v1::UpAck::decode(bytes);
-    // Admin.
-    if let Ok(change) = v1::ChangeRequest::decode(bytes) {
-        let _ = serde_json::from_slice::<ChangeOp>(&change.op);
-    }
-    let _ = v1::SiteAddRequest::decode(bytes);
-    let _ = v1::SiteRemoveRequest::decode(bytes);
-    let _ = v1::ObjectsRequest::decode(bytes);
-    let _ = v1::AgentTokenRequest::decode(bytes);
-    let _ = v1::ImportRequest::decode(bytes);
-    if let Ok(invoke) = v1::InvokeRequest::decode(bytes) {
-        let _ = serde_json::from_slice::<serde_json::Value>(&invoke.params);
+    // Admin: every operation comes through Invoke, its parameters checked
+    // by the operation's own types.
+    if let Ok(invoke) = v1::InvokeRequest::decode(bytes)
+        && let Ok(params) = serde_json::from_slice::<serde_json::Value>(&invoke.params)
+        && let Some(op) = cascade_node::api::find(&invoke.operation)
+    {
+        let _ = (op.check)(params);
     }
     // Agents.
     let _ = v1::EnrollRequest::decode(bytes);

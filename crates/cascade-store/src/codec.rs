@@ -44,34 +44,14 @@ pub fn u32_from(bytes: &[u8]) -> Result<u32, String> {
 }
 
 pub fn state_tag(state: &ComplianceState) -> u8 {
-    match state {
-        ComplianceState::Installed => 0,
-        ComplianceState::Required => 1,
-        ComplianceState::NotApplicable => 2,
-        ComplianceState::Superseded => 3,
-        ComplianceState::Downloaded => 4,
-        ComplianceState::PendingRestart => 5,
-        ComplianceState::Failed { .. } => 6,
-        ComplianceState::Unknown { .. } => 7,
-        ComplianceState::Stale { .. } => 8,
-    }
+    state.index() as u8
 }
 
 /// Set on the state byte when the agent's attestation follows the record.
 const ATTESTED: u8 = 0x80;
 
 /// State names by tag, for summaries.
-pub const STATE_NAMES: [&str; 9] = [
-    "installed",
-    "required",
-    "not_applicable",
-    "superseded",
-    "downloaded",
-    "pending_restart",
-    "failed",
-    "unknown",
-    "stale",
-];
+pub const STATE_NAMES: [&str; ComplianceState::COUNT] = ComplianceState::NAMES;
 
 pub fn severity_tag(severity: Severity) -> u8 {
     severity as u8

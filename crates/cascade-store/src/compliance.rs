@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use cascade_core::UpdateId;
+use cascade_core::compliance::ComplianceState;
 use cascade_core::model::{ComplianceRecord, ComputerId, NodeId};
 use cascade_core::update::Severity;
 use serde::Serialize;
@@ -13,7 +14,7 @@ use crate::{Pending, Result, Store, StoreError, codec, keys};
 
 /// Counts per compliance state.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct StateCounts(pub [u64; 8]);
+pub struct StateCounts(pub [u64; ComplianceState::COUNT]);
 
 impl StateCounts {
     pub fn get(&self, state: &str) -> u64 {
@@ -29,7 +30,14 @@ impl StateCounts {
 
     /// Installed, not applicable or superseded.
     pub fn compliant(&self) -> u64 {
-        self.0[0] + self.0[2] + self.0[3]
+        [
+            ComplianceState::Installed,
+            ComplianceState::NotApplicable,
+            ComplianceState::Superseded,
+        ]
+        .iter()
+        .map(|s| self.0[s.index()])
+        .sum()
     }
 }
 

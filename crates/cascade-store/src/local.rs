@@ -16,17 +16,30 @@ impl Store {
     }
 
     /// The parent address a move chose, which wins over the configured one.
-    pub fn put_moved_to(&self, address: &str) -> Result<()> {
+    /// Where a move sent this node: the new parent's address and id.
+    pub fn put_moved_to(&self, address: &str, parent: &NodeId) -> Result<()> {
         let _guard = self.lock();
         let mut batch = sled::Batch::default();
-        batch.insert(keys::MOVED_TO, address.as_bytes());
+        let value = serde_json::json!({"address": address, "id": parent});
+        batch.insert(keys::MOVED_TO, value.to_string().as_bytes());
         self.commit(batch)
     }
 
-    pub fn moved_to(&self) -> Result<Option<String>> {
-        Ok(self
-            .get(keys::MOVED_TO)?
-            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    /// The parent a move named: its address, and its id (absent when an
+    /// older release recorded the move).
+    pub fn moved_to(&self) -> Result<Option<(String, Option<NodeId>)>> {
+        let Some(value) = self.get(keys::MOVED_TO)? else {
+            return Ok(None);
+        };
+        let text = String::from_utf8_lossy(&value).into_owned();
+        match serde_json::from_str::<serde_json::Value>(&text) {
+            Ok(v) if v.is_object() => {
+                let address = v["address"].as_str().unwrap_or_default().to_owned();
+                let id = v["id"].as_str().and_then(|id| NodeId::new(id).ok());
+                Ok(Some((address, id)))
+            }
+            _ => Ok(Some((text, None))),
+        }
     }
 
     pub fn link_status(&self) -> Result<Option<serde_json::Value>> {

@@ -137,11 +137,11 @@ async fn replication(updates: u64, samples: usize, records: u64) -> anyhow::Resu
     // root -> region -> site -> leaf: three hops.
     let (root, root_addr) = h.node("root", None).await?;
     add_child(&root, "region").await?;
-    let (region, region_addr) = h.node("region", Some(root_addr.clone())).await?;
+    let (region, region_addr) = h.node("region", Some((root.id.clone(), root_addr.clone()))).await?;
     add_child(&region, "site").await?;
-    let (site, site_addr) = h.node("site", Some(region_addr)).await?;
+    let (site, site_addr) = h.node("site", Some((region.id.clone(), region_addr))).await?;
     add_child(&site, "leaf").await?;
-    let (leaf, _) = h.node("leaf", Some(site_addr)).await?;
+    let (leaf, _) = h.node("leaf", Some((site.id.clone(), site_addr))).await?;
     let root_id = root.id.clone();
     applied(
         &leaf,
@@ -217,7 +217,7 @@ async fn replication(updates: u64, samples: usize, records: u64) -> anyhow::Resu
     let target = root.store.applied_seq(&root_id)?;
     let (relay, bytes) = counting_relay(root_addr.clone()).await?;
     let started = Instant::now();
-    let (fresh, _) = h.node("fresh", Some(relay)).await?;
+    let (fresh, _) = h.node("fresh", Some((root_id.clone(), relay))).await?;
     applied(&fresh, &root_id, target, Duration::from_secs(600)).await?;
     let sync_seconds = started.elapsed().as_secs_f64();
     let sync_bytes = bytes.load(Ordering::Relaxed);
@@ -399,17 +399,16 @@ async fn agents(
     let admin = bench_admin(&ca, now)?;
     std::fs::write(dir.path().join("ca.crt"), &ca.cert_pem)?;
     let (node, address) = node_process(dir.path(), &ca, "site", None).await?;
-    let channel = cascade_node::channel(&address, &ca.cert_pem, &admin.cert_pem, &admin.key_pem).await?;
+    let channel = cascade_node::channel(&address, None, &ca.cert_pem, &admin.cert_pem, &admin.key_pem).await?;
     let mut client = AdminClient::new(channel);
     let data = std::fs::read(catalog).with_context(|| catalog.display().to_string())?;
-    let imported = client
-        .import(cascade_proto::v1::ImportRequest {
-            name: catalog.display().to_string(),
-            data,
-        })
-        .await
-        .map_err(|s| anyhow::anyhow!("import: {}", s.message()))?
-        .into_inner();
+    let imported = call(
+        &mut client,
+        "catalog.import",
+        serde_json::json!({"name": catalog.display().to_string(), "content": String::from_utf8(data)?}),
+    )
+    .await
+    .context("import")?;
     let policy = Policy {
         updates: UpdateFilter {
             severities: vec![Severity::Critical],
@@ -421,12 +420,9 @@ async fn agents(
         )
     };
     let op = ChangeOp::Upsert(Object::Policy(Box::new(policy)));
-    client
-        .change(cascade_proto::v1::ChangeRequest {
-            op: serde_json::to_vec(&op)?,
-        })
+    call(&mut client, "changes.record", serde_json::json!({"op": op}))
         .await
-        .map_err(|s| anyhow::anyhow!("policy: {}", s.message()))?;
+        .context("policy")?;
     let inventories = crate::agent::load_inventories(inventories)?;
     let distinct = inventories.len();
     // The baseline: the node with its catalog, before any agent.
@@ -456,7 +452,7 @@ async fn agents(
         "benchmark": "agents",
         "agents": count,
         "distinct_inventories": distinct,
-        "catalog_updates": imported.updates,
+        "catalog_updates": imported["updates"],
         "concurrency": concurrency,
         "runs_ok": report.runs_ok,
         "runs_failed": report.runs_failed,
@@ -492,19 +488,21 @@ async fn node_process(
     dir: &std::path::Path,
     ca: &Ca,
     id: &str,
-    parent: Option<&str>,
+    parent: Option<(&str, &str)>,
 ) -> anyhow::Result<(NodeProcess, String)> {
     let node_id = NodeId::new(id).map_err(|e| anyhow::anyhow!("{e}"))?;
     ca.issue(&Identity::Node(node_id), &[], cascade_node::now(), 1)?
         .write(dir, id)?;
     let parent = parent
-        .map(|p| format!("[parent]\naddress = \"{p}\"\n"))
+        .map(|(parent_id, address)| format!("[parent]\naddress = \"{address}\"\nid = \"{parent_id}\"\n"))
         .unwrap_or_default();
     let config = dir.join(format!("{id}.toml"));
+    // Files the benchmark adds as content come from here.
+    std::fs::create_dir_all(dir.join("import"))?;
     std::fs::write(
         &config,
         format!(
-            "id = \"{id}\"\nlisten = \"127.0.0.1:0\"\ndata = \"{id}-data\"\n{parent}[tls]\nca = \"ca.crt\"\ncert = \"{id}.crt\"\nkey = \"{id}.key\"\n"
+            "id = \"{id}\"\nlisten = \"127.0.0.1:0\"\ndata = \"{id}-data\"\ncontent_import = [\"import\"]\n{parent}[tls]\nca = \"ca.crt\"\ncert = \"{id}.crt\"\nkey = \"{id}.key\"\n"
         ),
     )?;
     let log = std::fs::File::create(dir.join(format!("{id}.log")))?;
@@ -537,31 +535,21 @@ async fn content(size_mb: u64) -> anyhow::Result<serde_json::Value> {
     let admin_client = |address: String| {
         let (ca, cert, key) = (ca.cert_pem.clone(), admin.cert_pem.clone(), admin.key_pem.clone());
         async move {
-            let channel = cascade_node::channel(&address, &ca, &cert, &key).await?;
+            let channel = cascade_node::channel(&address, None, &ca, &cert, &key).await?;
             anyhow::Ok(AdminClient::new(channel))
         }
     };
     let (root_process, root) = node_process(dir.path(), &ca, "root", None).await?;
     let mut root_admin = admin_client(root.clone()).await?;
-    root_admin
-        .site_add(cascade_proto::v1::SiteAddRequest {
-            id: "region".into(),
-            name: String::new(),
-        })
-        .await?;
-    let (region_process, region) = node_process(dir.path(), &ca, "region", Some(&root)).await?;
+    call(&mut root_admin, "sites.add", serde_json::json!({"id": "region"})).await?;
+    let (region_process, region) = node_process(dir.path(), &ca, "region", Some(("root", &root))).await?;
     let mut region_admin = admin_client(region.clone()).await?;
-    region_admin
-        .site_add(cascade_proto::v1::SiteAddRequest {
-            id: "site".into(),
-            name: String::new(),
-        })
-        .await?;
-    let (site_process, site) = node_process(dir.path(), &ca, "site", Some(&region)).await?;
+    call(&mut region_admin, "sites.add", serde_json::json!({"id": "site"})).await?;
+    let (site_process, site) = node_process(dir.path(), &ca, "site", Some(("region", &region))).await?;
     let mut site_admin = admin_client(site.clone()).await?;
 
     // The update's file: bytes that do not compress.
-    let file = dir.path().join("update.bin");
+    let file = dir.path().join("import/update.bin");
     let size = size_mb << 20;
     {
         use sha2::Digest;
@@ -589,11 +577,7 @@ async fn content(size_mb: u64) -> anyhow::Result<serde_json::Value> {
             url: None,
         }];
         let op = ChangeOp::Upsert(Object::Update(Box::new(update)));
-        root_admin
-            .change(cascade_proto::v1::ChangeRequest {
-                op: serde_json::to_vec(&op)?,
-            })
-            .await?;
+        call(&mut root_admin, "changes.record", serde_json::json!({"op": op})).await?;
     }
     // A plain copy of the file on this machine: the baseline.
     let copy = dir.path().join("copy.bin");
@@ -603,22 +587,12 @@ async fn content(size_mb: u64) -> anyhow::Result<serde_json::Value> {
     let copy_seconds = started.elapsed().as_secs_f64();
     std::fs::remove_file(&copy)?;
 
-    let invoke = |op: &str, params: serde_json::Value| cascade_proto::v1::InvokeRequest {
-        operation: op.to_owned(),
-        params: serde_json::to_vec(&params).unwrap_or_default(),
-    };
-    root_admin
-        .invoke(invoke("content.add", serde_json::json!({"path": file})))
-        .await?;
+    call(&mut root_admin, "content.add", serde_json::json!({"path": file})).await?;
     // The catalog has reached the site once BENCH-1 is in its objects.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let objects = site_admin
-            .objects(cascade_proto::v1::ObjectsRequest { kind: "update".into() })
-            .await?
-            .into_inner()
-            .objects;
-        if String::from_utf8_lossy(&objects).contains("BENCH-1") {
+        let objects = call(&mut site_admin, "objects.list", serde_json::json!({"kind": "update"})).await?;
+        if objects.to_string().contains("BENCH-1") {
             break;
         }
         anyhow::ensure!(Instant::now() < deadline, "the update did not reach the site");
@@ -632,10 +606,12 @@ async fn content(size_mb: u64) -> anyhow::Result<serde_json::Value> {
     ];
     let cpu_before: Vec<Option<f64>> = processes.iter().map(|(_, p)| p.cpu_seconds()).collect();
     let started = Instant::now();
-    let reply = site_admin
-        .invoke(invoke("content.ensure", serde_json::json!({"updates": ["BENCH-1"]})))
-        .await?
-        .into_inner();
+    let result = call(
+        &mut site_admin,
+        "content.ensure",
+        serde_json::json!({"updates": ["BENCH-1"]}),
+    )
+    .await?;
     let transfer_seconds = started.elapsed().as_secs_f64();
     // What the three nodes spent: with every core busy, the transfer can
     // take no less than that over the cores.
@@ -648,7 +624,6 @@ async fn content(size_mb: u64) -> anyhow::Result<serde_json::Value> {
         }
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let result: serde_json::Value = serde_json::from_slice(&reply.result)?;
     anyhow::ensure!(
         result["updates"][0]["staged"] == true,
         "the content did not arrive: {result}"
@@ -668,4 +643,18 @@ async fn content(size_mb: u64) -> anyhow::Result<serde_json::Value> {
         "ratio_if_cpu_bound": copy_seconds / (cpu_total / cores as f64),
         "goal": {"ratio_to_file_copy": 0.5},
     }))
+}
+
+/// One workflow operation over gRPC, as `cascade ctl` calls it.
+async fn call(
+    client: &mut cascade_proto::v1::admin_client::AdminClient<tonic::transport::Channel>,
+    operation: &str,
+    params: serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
+    let reply = client
+        .invoke(cascade_node::admin::invoke_request(operation, &params))
+        .await
+        .map_err(|s| anyhow::anyhow!("{operation}: {}", s.message()))?
+        .into_inner();
+    Ok(serde_json::from_slice(&reply.result)?)
 }

@@ -6,13 +6,16 @@ use std::process::ExitCode;
 use cascade_core::UpdateId;
 use cascade_core::model::{Approval, ChangeOp, Object, ObjectId};
 use cascade_proto::v1::admin_client::AdminClient;
-use cascade_proto::v1::*;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The node's address (host:port).
     #[arg(long, env = "CASCADE_NODE")]
     node: String,
+    /// The node's id: the server's certificate must name it (without it,
+    /// any node certificate of the organisation is taken).
+    #[arg(long, env = "CASCADE_NODE_ID")]
+    node_id: Option<String>,
     /// Directory with ca.crt and the admin's certificate and key.
     #[arg(long, env = "CASCADE_PKI")]
     pki: PathBuf,
@@ -177,7 +180,13 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
     let ca = read("ca.crt")?;
     let cert = read(&format!("admin-{}.crt", args.admin))?;
     let key = read(&format!("admin-{}.key", args.admin))?;
-    let channel = match cascade_node::channel(&args.node, &ca, &cert, &key).await {
+    let expect = args
+        .node_id
+        .as_deref()
+        .map(cascade_core::model::NodeId::new)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--node-id: {e}"))?;
+    let channel = match cascade_node::channel(&args.node, expect.as_ref(), &ca, &cert, &key).await {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: cannot reach {}: {e}", args.node);
@@ -186,54 +195,66 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
     };
     let mut client = AdminClient::new(channel);
     let result = match args.command {
-        CtlCommand::Site(SiteCommand::Add { id, name }) => client.site_add(SiteAddRequest { id: id.clone(), name }).await.map(|_| println!("registered child site {id}")),
-        CtlCommand::Site(SiteCommand::Remove { id }) => {
-            client.site_remove(SiteRemoveRequest { id: id.clone() }).await.map(|_| println!("unregistered child site {id}"))
+        CtlCommand::Site(SiteCommand::Add { id, name }) => {
+            let mut params = serde_json::json!({"id": id});
+            if !name.is_empty() {
+                params["name"] = name.into();
+            }
+            invoke(&mut client, "sites.add", &params).await.map(|_| println!("registered child site {id}"))
         }
-        CtlCommand::Links => client.links(LinksRequest {}).await.map(|r| {
-            let links = r.into_inner().links;
+        CtlCommand::Site(SiteCommand::Remove { id }) => invoke(&mut client, "sites.remove", &serde_json::json!({"id": id}))
+            .await
+            .map(|_| println!("unregistered child site {id}")),
+        CtlCommand::Links => invoke(&mut client, "links.list", &serde_json::json!({})).await.map(|v| {
+            let rows: Vec<serde_json::Value> = v
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|l| {
+                    let s = &l["status"];
+                    serde_json::json!({"peer": l["peer"], "direction": l["direction"], "connected": s["connected"], "last_contact": s["last_contact"], "seq_lag": s["seq_lag"], "last_error": s["last_error"]})
+                })
+                .collect();
             if args.json {
-                let rows: Vec<serde_json::Value> = links
-                    .iter()
-                    .map(|l| serde_json::json!({"peer": l.peer, "direction": l.direction, "connected": l.connected, "last_contact": l.last_contact, "seq_lag": l.seq_lag, "last_error": l.last_error}))
-                    .collect();
                 println!("{}", serde_json::Value::Array(rows));
             } else {
                 println!("{:<20} {:<11} {:<10} {:>8} {:>12}  last error", "peer", "direction", "connected", "lag", "last contact");
-                for l in links {
-                    println!("{:<20} {:<11} {:<10} {:>8} {:>12}  {}", l.peer, l.direction, l.connected, l.seq_lag, l.last_contact, l.last_error);
+                for l in rows {
+                    println!("{:<20} {:<11} {:<10} {:>8} {:>12}  {}", l["peer"].as_str().unwrap_or(""), l["direction"].as_str().unwrap_or(""), l["connected"], l["seq_lag"], l["last_contact"], l["last_error"].as_str().unwrap_or(""));
                 }
             }
         }),
-        CtlCommand::ReplicateNow => client.replicate_now(ReplicateNowRequest {}).await.map(|_| println!("woke the parent link")),
+        CtlCommand::ReplicateNow => invoke(&mut client, "links.replicate_now", &serde_json::json!({})).await.map(|_| println!("woke the parent link")),
         CtlCommand::Approve { policy, update, deadline } => {
             let policy = ObjectId::new(&policy).map_err(|e| anyhow::anyhow!("--policy: {e}"))?;
             let update = UpdateId::new(&update);
             let id = ObjectId::new(&format!("{policy}/{update}")).map_err(|e| anyhow::anyhow!("{e}"))?;
             let op = ChangeOp::Upsert(Object::Approval(Approval { id, policy, update, deadline }));
-            client.change(ChangeRequest { op: serde_json::to_vec(&op)? }).await.map(|r| {
-                let r = r.into_inner();
-                println!("approved as change {}/{}", r.origin, r.seq);
+            invoke(&mut client, "changes.record", &serde_json::json!({"op": op})).await.map(|r| {
+                println!("approved as change {}/{}", r["origin"].as_str().unwrap_or(""), r["seq"]);
             })
         }
         CtlCommand::Change { op } => {
             let parsed: ChangeOp = serde_json::from_str(&op).map_err(|e| anyhow::anyhow!("--op: {e}"))?;
-            client.change(ChangeRequest { op: serde_json::to_vec(&parsed)? }).await.map(|r| {
-                let r = r.into_inner();
-                println!("recorded change {}/{}", r.origin, r.seq);
+            invoke(&mut client, "changes.record", &serde_json::json!({"op": parsed})).await.map(|r| {
+                println!("recorded change {}/{}", r["origin"].as_str().unwrap_or(""), r["seq"]);
             })
         }
-        CtlCommand::Objects { kind } => client.objects(ObjectsRequest { kind }).await.map(|r| {
-            let value: serde_json::Value = serde_json::from_slice(&r.into_inner().objects).unwrap_or_default();
-            println!("{value}");
-        }),
-        CtlCommand::Compliance => client.compliance(ComplianceRequest {}).await.map(|r| {
-            let r = r.into_inner();
-            let value: serde_json::Value = serde_json::from_slice(&r.by_update).unwrap_or_default();
+        CtlCommand::Objects { kind } => invoke(&mut client, "objects.list", &serde_json::json!({"kind": kind}))
+            .await
+            .map(|v| println!("{v}")),
+        CtlCommand::Compliance => invoke(&mut client, "compliance.by_update", &serde_json::json!({})).await.map(|value| {
+            let records: u64 = value
+                .as_object()
+                .into_iter()
+                .flat_map(|m| m.values())
+                .flat_map(|counts| counts.as_object().into_iter().flat_map(|c| c.values()))
+                .filter_map(|n| n.as_u64())
+                .sum();
             if args.json {
-                println!("{}", serde_json::json!({"records": r.records, "by_update": value}));
+                println!("{}", serde_json::json!({"records": records, "by_update": value}));
             } else {
-                println!("{} records", r.records);
+                println!("{records} records");
                 if let Some(map) = value.as_object() {
                     for (update, counts) in map {
                         println!("  {update:<14} {counts}");
@@ -241,17 +262,17 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
                 }
             }
         }),
-        CtlCommand::AgentToken(AgentTokenCommand::Create { site, ttl }) => client
-            .agent_token_create(AgentTokenRequest { site, ttl_seconds: ttl })
-            .await
-            .map(|r| {
-                let r = r.into_inner();
-                if args.json {
-                    println!("{}", serde_json::json!({"token": r.token, "expires_at": r.expires_at}));
-                } else {
-                    println!("{}", r.token);
-                }
-            }),
+        CtlCommand::AgentToken(AgentTokenCommand::Create { site, ttl }) => {
+            invoke(&mut client, "agent_tokens.create", &serde_json::json!({"site": site, "ttl_seconds": ttl}))
+                .await
+                .map(|r| {
+                    if args.json {
+                        println!("{}", serde_json::json!({"token": r["token"], "expires_at": r["expires_at"]}));
+                    } else {
+                        println!("{}", r["token"].as_str().unwrap_or_default());
+                    }
+                })
+        }
         CtlCommand::Content(command) => {
             let (op, params) = match command {
                 ContentCommand::Status => ("content.status", serde_json::json!({})),
@@ -323,8 +344,7 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
                 .map(|v| println!("revoked {} token(s)", v["revoked"]))
         }
         CtlCommand::Import { files } => return import(&mut client, &files, args.json).await,
-        CtlCommand::Agents => client.agents(AgentsRequest {}).await.map(|r| {
-            let value: serde_json::Value = serde_json::from_slice(&r.into_inner().agents).unwrap_or_default();
+        CtlCommand::Agents => invoke(&mut client, "agents.list", &serde_json::json!({})).await.map(|value| {
             if args.json {
                 println!("{value}");
             } else {
@@ -356,10 +376,7 @@ async fn invoke(
     params: &serde_json::Value,
 ) -> Result<serde_json::Value, tonic::Status> {
     let reply = client
-        .invoke(InvokeRequest {
-            operation: operation.to_owned(),
-            params: serde_json::to_vec(params).unwrap_or_default(),
-        })
+        .invoke(cascade_node::admin::invoke_request(operation, params))
         .await?
         .into_inner();
     serde_json::from_slice(&reply.result).map_err(|e| tonic::Status::internal(format!("the reply is not JSON: {e}")))
@@ -450,6 +467,18 @@ fn catalog_files(paths: &[PathBuf]) -> anyhow::Result<Vec<(PathBuf, u64)>> {
     Ok(out)
 }
 
+/// `catalog.import`'s parameters for a file: text as it is, anything
+/// else (a cabinet, UTF-16 XML) as base64.
+fn import_params(name: &str, data: Vec<u8>) -> serde_json::Value {
+    use base64::Engine;
+    match String::from_utf8(data) {
+        Ok(text) => serde_json::json!({"name": name, "content": text}),
+        Err(e) => {
+            serde_json::json!({"name": name, "content_base64": base64::engine::general_purpose::STANDARD.encode(e.into_bytes())})
+        }
+    }
+}
+
 /// Imports files one by one with a progress bar over their bytes.
 async fn import(
     client: &mut AdminClient<tonic::transport::Channel>,
@@ -470,14 +499,8 @@ async fn import(
         bar.set_message(name.clone());
         let result = match std::fs::read(path) {
             Err(e) => Err(format!("{name}: {e}")),
-            Ok(data) => match client
-                .import(ImportRequest {
-                    name: name.clone(),
-                    data,
-                })
-                .await
-            {
-                Ok(r) => Ok(r.into_inner()),
+            Ok(data) => match invoke(client, "catalog.import", &import_params(&name, data)).await {
+                Ok(r) => Ok(r),
                 Err(status) => {
                     unreachable |= status.code() == tonic::Code::Unavailable;
                     Err(status.message().to_owned())
@@ -487,18 +510,19 @@ async fn import(
         bar.inc(*size);
         match result {
             Ok(r) => {
-                updates += r.updates;
+                updates += r["updates"].as_u64().unwrap_or(0);
+                let skipped = r["skipped"].as_array().map_or(0, Vec::len);
                 if !json {
                     bar.suspend(|| {
                         println!(
                             "{name}: {} updates ({}); {} entries passed over",
-                            r.updates,
-                            r.format,
-                            r.skipped.len()
+                            r["updates"],
+                            r["format"].as_str().unwrap_or(""),
+                            skipped
                         )
                     });
                 }
-                rows.push(serde_json::json!({"file": name, "format": r.format, "updates": r.updates, "skipped": r.skipped.len()}));
+                rows.push(serde_json::json!({"file": name, "format": r["format"], "updates": r["updates"], "skipped": skipped}));
             }
             Err(e) => {
                 failed += 1;

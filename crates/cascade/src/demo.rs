@@ -114,7 +114,7 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
         if let Some((_, parent_node, _)) = &parent_node {
             add_child(parent_node, id).await?;
         }
-        let (node, addr) = harness.node(id, parent_node.map(|(_, _, a)| a)).await?;
+        let (node, addr) = harness.node(id, parent_node.map(|(_, p, a)| (p.id.clone(), a))).await?;
         nodes.push((id.to_string(), node, addr));
     }
     let node = |id: &str| nodes.iter().find(|(n, _, _)| n == id).map(|(_, n, _)| n.clone());

@@ -15,7 +15,8 @@ pub struct Harness {
 impl Harness {
     /// A node serving gRPC on 127.0.0.1 (port picked by the system), with
     /// its parent link when it has a parent.
-    pub async fn node(&self, id: &str, parent: Option<String>) -> anyhow::Result<(Arc<Node>, String)> {
+    /// `parent`: the parent's id and address.
+    pub async fn node(&self, id: &str, parent: Option<(NodeId, String)>) -> anyhow::Result<(Arc<Node>, String)> {
         let node_id = NodeId::new(id).map_err(|e| anyhow::anyhow!("{e}"))?;
         let issued = self
             .ca

@@ -7,8 +7,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::body::Body;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -62,11 +62,31 @@ async fn invoke(
     Extension(peer): Extension<PeerIdentity>,
     Path(operation): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
-    let caller = match caller(&node, &peer, &headers).await {
-        Ok(c) => c,
-        Err(e) => return error_response(&e),
+    // Who calls and whether they may call this, before the body is read.
+    let decided = match caller(&node, &peer, &headers).await {
+        Ok(caller) => node.authorize(caller, &operation),
+        Err(e) => Err(e),
+    };
+    let authorized = match decided {
+        Ok(a) => a,
+        Err(e) => {
+            drain(body).await;
+            return error_response(&e);
+        }
+    };
+    let limit = authorized.body_limit();
+    let body = match http_body_util::BodyExt::collect(http_body_util::Limited::new(body, limit)).await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            let mut response = error_response(&ApiError::Invalid(format!(
+                "the body is larger than the {limit} bytes {operation} takes"
+            )));
+            *response.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+            return response;
+        }
+        Err(e) => return error_response(&ApiError::Invalid(format!("the body could not be read: {e}"))),
     };
     let params: Value = if body.iter().all(u8::is_ascii_whitespace) {
         Value::Null
@@ -81,10 +101,96 @@ async fn invoke(
             Err(e) => return error_response(&ApiError::Invalid(format!("invalid JSON: {e}"))),
         }
     };
-    match node.invoke(caller, &operation, params).await {
+    match node.invoke(authorized, params).await {
         Ok(v) => ([(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response(),
         Err(e) => error_response(&e),
     }
+}
+
+/// The most of a refused request's body that is read (and dropped).
+const UNAUTHENTICATED_BODY: usize = 64 * 1024;
+
+/// The content security policy of every reply: scripts, styles and
+/// requests from this node only, no inline script, never in a frame.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+
+/// Browser safety for every request and reply: a write comes as JSON and
+/// from this node's own pages (a form or a foreign page cannot make one
+/// with an admin's client certificate), and every reply carries the
+/// security headers; API replies, which may carry tokens, are not cached.
+/// Why a POST is refused as unsafe from a browser, if it is.
+fn unsafe_from_a_browser(request: &axum::extract::Request) -> Option<Response> {
+    let headers = request.headers();
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or(request.uri().authority().map(|a| a.as_str()));
+        let expected = host.map(|h| format!("https://{h}"));
+        if origin.to_str().ok() != expected.as_deref() {
+            return Some(error_response(&ApiError::Forbidden(format!(
+                "cross-origin request refused: Origin {:?} is not this node ({})",
+                origin.to_str().unwrap_or("?"),
+                expected.as_deref().unwrap_or("no Host")
+            ))));
+        }
+    }
+    if headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|site| site == "cross-site" || site == "same-site")
+    {
+        return Some(error_response(&ApiError::Forbidden(
+            "cross-site request refused (Sec-Fetch-Site)".into(),
+        )));
+    }
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        let mut response = error_response(&ApiError::Invalid(
+            "Content-Type: the API takes application/json".into(),
+        ));
+        *response.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
+        return Some(response);
+    }
+    None
+}
+
+/// Reads and drops up to `UNAUTHENTICATED_BODY` of a refused request's
+/// body, so that the refusal reaches the client (closing on unread bytes
+/// resets the connection); a larger body is not read at all.
+async fn drain(body: Body) {
+    let _ = http_body_util::BodyExt::collect(http_body_util::Limited::new(body, UNAUTHENTICATED_BODY)).await;
+}
+
+async fn browser_safety(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let refusal = if request.method() == axum::http::Method::POST {
+        unsafe_from_a_browser(&request)
+    } else {
+        None
+    };
+    let mut response = match refusal {
+        Some(refusal) => {
+            drain(request.into_body()).await;
+            refusal
+        }
+        None => next.run(request).await,
+    };
+    let headers = response.headers_mut();
+    for (name, value) in [
+        ("content-security-policy", CONTENT_SECURITY_POLICY),
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "DENY"),
+        ("referrer-policy", "no-referrer"),
+        ("strict-transport-security", "max-age=31536000"),
+        ("cache-control", "no-store"),
+    ] {
+        headers.insert(name, header::HeaderValue::from_static(value));
+    }
+    response
 }
 
 async fn list(State(_node): State<Arc<Node>>) -> Response {
@@ -180,48 +286,13 @@ fn help_page(node: &Node) -> String {
     format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Cascade API — {node}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 0; display: flex; }}
-nav {{ width: 15rem; padding: 1rem; background: #f3f4f6; height: 100vh; position: sticky; top: 0; overflow: auto; }}
-main {{ flex: 1; padding: 1rem 2rem; max-width: 60rem; }}
-pre {{ background: #f8f8f8; padding: .5rem; overflow: auto; }}
-textarea {{ width: 100%; font-family: monospace; }}
-.access, .alias, .note {{ color: #555; font-size: .9em; }}
-.op {{ border-top: 1px solid #ddd; padding-top: .5rem; }}
-.error {{ color: #a00; }}
-</style></head>
+<link rel="stylesheet" href="/help.css"></head>
 <body><nav><h1>Cascade API</h1><p>Node <b>{node}</b></p>
-<p><label>Bearer token<br><input id="token" type="password" autocomplete="off" style="width:100%"></label></p>
+<p><label>Bearer token<br><input id="token" type="password" autocomplete="off" class="wide"></label></p>
 <p><a href="/openapi.json">OpenAPI document</a> · <a href="/">Console</a></p><ul>{toc}</ul></nav>
 <main><p>Every operation is <code>POST /api/v1/&lt;name&gt;</code> with a JSON object of parameters, authenticated by an admin client certificate or <code>Authorization: Bearer &lt;token&gt;</code> (<code>tokens.create</code>, or <code>cascade ctl api-token create</code>). Unknown fields and wrong types are refused with 400 naming the field; missing or wrong credentials get 401, a role that does not allow the operation 403. The same operations are on the gRPC Admin service (<code>Invoke</code>).</p>
 {body}</main>
-<script>
-const tokenInput = document.getElementById('token');
-tokenInput.value = sessionStorage.getItem('cascade-token') || '';
-tokenInput.addEventListener('change', () => sessionStorage.setItem('cascade-token', tokenInput.value));
-for (const form of document.querySelectorAll('form.invoke')) {{
-  form.addEventListener('submit', async (event) => {{
-    event.preventDefault();
-    const op = form.dataset.op;
-    const out = document.getElementById('result-' + op);
-    out.className = 'result';
-    out.textContent = '…';
-    const headers = {{'Content-Type': 'application/json'}};
-    if (tokenInput.value) headers['Authorization'] = 'Bearer ' + tokenInput.value.trim();
-    try {{
-      const response = await fetch('/api/v1/' + op, {{method: 'POST', headers, body: form.params.value}});
-      const text = await response.text();
-      let shown = text;
-      try {{ shown = JSON.stringify(JSON.parse(text), null, 2); }} catch (_) {{}}
-      out.textContent = response.status + ' ' + response.statusText + '\n' + shown;
-      if (!response.ok) out.className = 'result error';
-    }} catch (e) {{
-      out.textContent = String(e);
-      out.className = 'result error';
-    }}
-  }});
-}}
-</script></body></html>"#,
+<script src="/help.js"></script></body></html>"#,
         node = escape(node.id.as_str()),
         toc = toc,
         body = body,
@@ -232,24 +303,40 @@ async fn help(State(node): State<Arc<Node>>) -> Html<String> {
     Html(help_page(&node))
 }
 
+/// A page or asset built into the binary.
+fn asset(content_type: &'static str, text: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, content_type)], text).into_response()
+}
+
 async fn console() -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        include_str!("console.html"),
-    )
-        .into_response()
+    asset("text/html; charset=utf-8", include_str!("console.html"))
 }
 
 /// The router (without TLS), for serving and for tests.
 pub fn router(node: Arc<Node>) -> Router {
     Router::new()
         .route("/", get(console))
+        .route(
+            "/console.js",
+            get(|| async { asset("text/javascript; charset=utf-8", include_str!("console.js")) }),
+        )
+        .route(
+            "/console.css",
+            get(|| async { asset("text/css; charset=utf-8", include_str!("console.css")) }),
+        )
         .route("/help", get(help))
+        .route(
+            "/help.js",
+            get(|| async { asset("text/javascript; charset=utf-8", include_str!("help.js")) }),
+        )
+        .route(
+            "/help.css",
+            get(|| async { asset("text/css; charset=utf-8", include_str!("help.css")) }),
+        )
         .route("/openapi.json", get(openapi))
         .route("/api/v1", get(list))
         .route("/api/v1/{operation}", post(invoke))
-        // Catalogs are uploaded in one request.
-        .layer(DefaultBodyLimit::max(64 * 1024 * 1024))
+        .layer(axum::middleware::from_fn(browser_safety))
         .with_state(node)
 }
 
@@ -264,6 +351,7 @@ pub async fn serve(
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let ca_ders = Arc::new(cascade_trust::pem_certs(&node.config.ca_pem)?);
     let app = router(node.clone());
+    let connections = node.listeners.api.clone();
     loop {
         let (tcp, remote) = match listener.accept().await {
             Ok(c) => c,
@@ -277,9 +365,11 @@ pub async fn serve(
         let app = app.clone();
         let ca_ders = ca_ders.clone();
         let node = node.clone();
+        let slot = connections.admit();
         // Each handshake in its own task: a slow client cannot hold up others.
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp)).await {
+            let stream = crate::listener::Bounded::new(tcp, slot);
+            let tls = match tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
                     tracing::debug!(%remote, error = %e, "API TLS handshake failed");
@@ -296,9 +386,18 @@ pub async fn serve(
                 }
                 Some(identity)
             });
+            if peer.is_some() {
+                tls.get_ref().0.slot().certified();
+            }
             let service = app.layer(Extension(PeerIdentity(peer)));
             let service = hyper_util::service::TowerToHyperService::new(service);
-            let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            // A request's head must arrive within seconds; HTTP/2 streams are bounded.
+            builder
+                .http1()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(10));
+            builder.http2().max_concurrent_streams(64);
             if let Err(e) = builder
                 .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
                 .await

@@ -154,6 +154,9 @@ pub struct Operation {
     pub example: fn() -> Value,
     pub params_schema: fn(&mut SchemaGenerator) -> Schema,
     pub result_schema: fn(&mut SchemaGenerator) -> Schema,
+    /// Decodes the parameters only: what `call` refuses as invalid, this
+    /// refuses too, without touching the node (fuzzing, property tests).
+    pub check: fn(Value) -> Result<(), ApiError>,
     pub call: Call,
 }
 
@@ -238,9 +241,11 @@ impl Node {
         })
     }
 
-    /// Runs an operation for a caller: the access check, the handler, and
-    /// for changes an audit entry (which replicates up).
-    pub async fn invoke(self: &Arc<Self>, caller: Caller, name: &str, params: Value) -> Result<Value, ApiError> {
+    /// The one access decision of the admin surface (HTTPS, gRPC, `ctl`):
+    /// whether this caller (already bound to this node by `admin_caller` or
+    /// `token_caller`) may call the operation. Made before the request's
+    /// body is read; `invoke` takes nothing else.
+    pub fn authorize(&self, caller: Caller, name: &str) -> Result<Authorized, ApiError> {
         let op = find(name).ok_or_else(|| ApiError::NotFound(format!("there is no operation {name:?}; see /help")))?;
         if !op.access.allows(caller.role()) {
             return Err(ApiError::Forbidden(format!(
@@ -253,6 +258,13 @@ impl Node {
                 }
             )));
         }
+        Ok(Authorized { caller, op })
+    }
+
+    /// Runs an authorized operation: the handler, and for changes an audit
+    /// entry (which replicates up).
+    pub async fn invoke(self: &Arc<Self>, authorized: Authorized, params: Value) -> Result<Value, ApiError> {
+        let Authorized { caller, op } = authorized;
         let detail = if op.access == Access::Read {
             None
         } else {
@@ -288,6 +300,46 @@ impl Node {
             }
         }
         Ok(result)
+    }
+}
+
+/// A caller allowed one operation at this node. Only `Node::authorize`
+/// makes one, so no path reaches an operation around the access decision.
+#[derive(Clone, Debug)]
+pub struct Authorized {
+    caller: Caller,
+    op: &'static Operation,
+}
+
+impl Authorized {
+    pub fn caller(&self) -> &Caller {
+        &self.caller
+    }
+
+    pub fn operation(&self) -> &'static Operation {
+        self.op
+    }
+
+    /// The largest request body this caller may send for the operation.
+    pub fn body_limit(&self) -> usize {
+        self.op.body_limit()
+    }
+}
+
+/// Request bodies of most operations (parameters only).
+pub const PARAMS_LIMIT: usize = 1024 * 1024;
+/// Request bodies of the operations that carry a file (catalog imports),
+/// for authenticated callers who may call them.
+pub const UPLOAD_LIMIT: usize = 128 * 1024 * 1024;
+
+impl Operation {
+    /// Catalog imports carry a file; everything else carries parameters
+    /// only.
+    pub fn body_limit(&self) -> usize {
+        match self.alias_of.unwrap_or(self.name) {
+            "catalog.import" => UPLOAD_LIMIT,
+            _ => PARAMS_LIMIT,
+        }
     }
 }
 

@@ -32,6 +32,7 @@ macro_rules! op {
             example: || $example,
             params_schema: |g| g.subschema_for::<$params>(),
             result_schema: |g| g.subschema_for::<Value>(),
+            check: |value| parse_params::<$params>(value).map(drop),
             call: |ctx, value| {
                 Box::pin(async move {
                     let params: $params = parse_params(value)?;
@@ -660,6 +661,9 @@ pub struct SiteMove {
     /// The new parent's gRPC address (host:port); it must have registered
     /// this node first (`sites.add` there).
     pub parent: String,
+    /// The new parent's node id: the link accepts only a server whose
+    /// certificate names it.
+    pub parent_id: String,
 }
 
 /// Moves this node under another parent: the link reconnects there, the
@@ -684,7 +688,11 @@ async fn sites_move(ctx: Ctx, p: SiteMove) -> Out {
             "parent: this node's parent is {current} already"
         )));
     }
-    ctx.node.move_to(address.clone()).await?;
+    let parent_id = NodeId::new(&p.parent_id).map_err(|e| ApiError::Invalid(format!("parent_id: {e}")))?;
+    if parent_id == ctx.node.id {
+        return Err(ApiError::Invalid("parent_id: a node cannot be its own parent".into()));
+    }
+    ctx.node.move_to(address.clone(), parent_id).await?;
     Ok(json!({"parent": address, "was": current}))
 }
 
@@ -717,6 +725,7 @@ async fn node_status(ctx: Ctx, _: Nothing) -> Out {
             "records": records,
             "content": {"files": files.len(), "bytes": files.iter().map(|(_, s)| *s).sum::<u64>(), "fetched_bytes": fetched, "transfers": transfers, "served_bytes": served, "evicted": evicted, "in_flight": node.in_flight().len()},
             "store_bytes": node.store.size_on_disk(),
+            "connections": node.listeners.status(),
         }))
     })
     .await
@@ -932,7 +941,7 @@ async fn compliance_by_site(ctx: Ctx, _: Nothing) -> Out {
 async fn compliance_by_severity(ctx: Ctx, _: Nothing) -> Out {
     let store = ctx.node.store.clone();
     let summary = blocking(move || store.summary_by_site()).await?;
-    let mut by_severity: BTreeMap<String, [u64; 8]> = BTreeMap::new();
+    let mut by_severity: BTreeMap<String, [u64; ComplianceState::COUNT]> = BTreeMap::new();
     for ((_, severity), counts) in summary {
         let slot = by_severity.entry(severity.to_string()).or_default();
         for (total, n) in slot.iter_mut().zip(counts.0) {
@@ -944,6 +953,99 @@ async fn compliance_by_severity(ctx: Ctx, _: Nothing) -> Out {
         .map(|(k, v)| (k, to_value(&cascade_store::StateCounts(v)).unwrap_or_default()))
         .collect();
     to_value(&out)
+}
+
+// ---- what `cascade ctl` drives: raw changes, objects, agents, enrollment
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeRecord {
+    /// The operation: `{"upsert": {"kind": ..., "object": {...}}}`,
+    /// `{"delete": {"kind": ..., "id": ...}}`, an override or its withdrawal.
+    pub op: ChangeOp,
+}
+
+async fn changes_record(ctx: Ctx, p: ChangeRecord) -> Out {
+    change(&ctx, p.op).await
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectsOfKind {
+    /// update, approval, policy, window, severity, setting, site, revocation, ...
+    pub kind: String,
+}
+
+async fn objects_list(ctx: Ctx, p: ObjectsOfKind) -> Out {
+    let kind =
+        ObjectKind::parse(&p.kind).ok_or_else(|| ApiError::Invalid(format!("kind: unknown kind {:?}", p.kind)))?;
+    to_value(&objects(&ctx, kind).await?)
+}
+
+async fn agents_list(ctx: Ctx, _: Nothing) -> Out {
+    let node = ctx.node.clone();
+    let rows = blocking(move || -> Result<Vec<Value>, ApiError> {
+        let mut rows = Vec::new();
+        for agent in node.agents()? {
+            let events = node.store.events(&agent.id)?;
+            let latest = &events[events.len().saturating_sub(10)..];
+            rows.push(json!({ "agent": agent, "events": latest }));
+        }
+        Ok(rows)
+    })
+    .await?;
+    Ok(Value::Array(rows))
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentTokenCreate {
+    /// The site the agent joins: this node's id (checked, so that a token
+    /// is not made at the wrong node by mistake).
+    pub site: String,
+    /// How long the token is valid: 60 seconds to 30 days.
+    #[serde(default = "default_agent_token_seconds")]
+    pub ttl_seconds: u64,
+}
+
+fn default_agent_token_seconds() -> u64 {
+    3600
+}
+
+async fn agent_tokens_create(ctx: Ctx, p: AgentTokenCreate) -> Out {
+    let node = &ctx.node;
+    if p.site != node.id.as_str() {
+        return Err(ApiError::Invalid(format!(
+            "site: agents of {} enroll at its own node; this is node {}",
+            p.site, node.id
+        )));
+    }
+    if node.config.enrollment.is_none() {
+        return Err(ApiError::Conflict(format!(
+            "node {} does not enroll agents: its configuration has no [enrollment]",
+            node.id
+        )));
+    }
+    if !(60..=30 * 86_400).contains(&p.ttl_seconds) {
+        return Err(ApiError::Invalid(format!(
+            "ttl_seconds: {} is not between 60 (1 minute) and 2592000 (30 days)",
+            p.ttl_seconds
+        )));
+    }
+    let token = cascade_trust::EnrollmentToken::generate(node.id.clone(), &node.config.ca_pem);
+    let text = token.encode().map_err(|e| ApiError::Internal(e.to_string()))?;
+    let at = crate::now();
+    let record = cascade_store::TokenRecord {
+        site: node.id.clone(),
+        created_by: ctx.caller.name.clone(),
+        created_at: at,
+        expires_at: at + p.ttl_seconds as i64,
+    };
+    let expires_at = record.expires_at;
+    let store = node.store.clone();
+    let hash = token.secret_hash();
+    blocking(move || store.put_token(&hash, &record)).await?;
+    Ok(json!({"token": text, "site": node.id, "expires_at": expires_at}))
 }
 
 // ---- catalog, audit, tokens
@@ -1659,7 +1761,7 @@ pub static OPERATIONS: &[Operation] = &[
         "Moves this node under another parent (first sites.remove at the old parent, then sites.add at the new one); its whole state goes there.",
         sites_move,
         SiteMove,
-        json!({"parent": "region-b.example:7443"})
+        json!({"parent": "region-b.example:7443", "parent_id": "region-b"})
     ),
     op!(
         "node.status",
@@ -1687,6 +1789,42 @@ pub static OPERATIONS: &[Operation] = &[
         links_replicate_now,
         Nothing,
         json!({})
+    ),
+    op!(
+        "changes.record",
+        "Hierarchy",
+        Access::Admin,
+        "Records any change at this node, given as its JSON operation (an upsert or delete of an object this node owns); it replicates down.",
+        changes_record,
+        ChangeRecord,
+        json!({"op": {"upsert": {"kind": "approval", "object": {"id": "critical/KB5021233", "policy": "critical", "update": "KB5021233"}}}})
+    ),
+    op!(
+        "objects.list",
+        "Hierarchy",
+        Access::Read,
+        "The stored objects of a kind at this node, with their origin and seal.",
+        objects_list,
+        ObjectsOfKind,
+        json!({"kind": "policy"})
+    ),
+    op!(
+        "agents.list",
+        "Computers",
+        Access::Read,
+        "The agents this node serves, each with its latest ten install events.",
+        agents_list,
+        Nothing,
+        json!({})
+    ),
+    op!(
+        "agent_tokens.create",
+        "Computers",
+        Access::Write,
+        "A one-time, expiring token with which one agent enrolls at this node (shown once).",
+        agent_tokens_create,
+        AgentTokenCreate,
+        json!({"site": "site-a", "ttl_seconds": 3600})
     ),
     op!(
         "computers.list",

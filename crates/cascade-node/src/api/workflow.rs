@@ -462,8 +462,9 @@ pub(super) async fn content_ensure(ctx: Ctx, p: ContentEnsure) -> Out {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContentAdd {
-    /// A file or directory on this node's own disk (as the vendor
-    /// published the files).
+    /// A file or directory inside one of the node's content import
+    /// directories (`content_import` in its configuration): absolute, or
+    /// relative to them.
     pub path: String,
 }
 
