@@ -48,6 +48,8 @@ pub struct NodeProc {
     /// Largest file the node may write (prlimit --fsize): writes past it
     /// fail as on a full disk.
     pub file_size_limit: Option<u64>,
+    /// Most open files (prlimit --nofile).
+    pub open_files: Option<u64>,
 }
 
 impl NodeProc {
@@ -63,24 +65,28 @@ impl NodeProc {
         let _ = std::fs::remove_file(self.data().join("node.addr"));
         let log = std::fs::File::create(self.dir.join(format!("{}.log", self.id))).unwrap();
         let config = self.dir.join(format!("{}.toml", self.id));
-        let mut command = match self.file_size_limit {
-            None => {
-                let mut c = Command::new(BIN);
-                c.args(["node", "run", "--config"]).arg(&config);
-                c
-            }
+        let mut limits = String::new();
+        if let Some(limit) = self.file_size_limit {
+            limits.push_str(&format!(" --fsize={limit}"));
+        }
+        if let Some(limit) = self.open_files {
+            limits.push_str(&format!(" --nofile={limit}"));
+        }
+        let mut command = if limits.is_empty() {
+            let mut c = Command::new(BIN);
+            c.args(["node", "run", "--config"]).arg(&config);
+            c
+        } else {
             // Ignoring SIGXFSZ is inherited across exec: a write past the
             // limit then fails with EFBIG instead of killing the node.
-            Some(limit) => {
-                let mut c = Command::new("sh");
-                c.arg("-c")
-                    .arg(format!(
-                        "trap '' XFSZ; exec prlimit --fsize={limit} -- \"$0\" node run --config \"$1\""
-                    ))
-                    .arg(BIN)
-                    .arg(&config);
-                c
-            }
+            let mut c = Command::new("sh");
+            c.arg("-c")
+                .arg(format!(
+                    "trap '' XFSZ; exec prlimit{limits} -- \"$0\" node run --config \"$1\""
+                ))
+                .arg(BIN)
+                .arg(&config);
+            c
         };
         let child = command.stdout(Stdio::null()).stderr(log).spawn().expect("start a node");
         self.child = Some(child);
@@ -156,6 +162,7 @@ impl Tree {
                     dir: tree.dir.path().to_path_buf(),
                     child: None,
                     file_size_limit: None,
+                    open_files: None,
                 },
             );
         }
