@@ -371,3 +371,48 @@ fn a_node_that_cannot_write_refuses_new_downloads_and_keeps_serving_its_cache() 
         "the node is up"
     );
 }
+
+/// The root fetches vendor content over HTTPS from the hosts its
+/// configuration allows, on public addresses: a catalog that names a
+/// loopback or internal URL gets a refusal that says what was refused,
+/// and the far side is never contacted.
+#[test]
+fn vendor_urls_outside_the_allow_list_are_refused_without_a_request() {
+    let mut tree = Tree::new(&[("root", None)]);
+    tree.start_all();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let bytes = payload(1000, 21);
+    let urls = [
+        format!("http://127.0.0.1:{port}/secret"),
+        format!("https://127.0.0.1:{port}/secret"),
+        format!("https://localhost:{port}/secret"),
+        "https://metadata.internal/latest".to_owned(),
+        "ftp://download.windowsupdate.com/x.cab".to_owned(),
+    ];
+    for (n, url) in urls.iter().enumerate() {
+        let mut u = update_with(&format!("EX-SSRF-{n}"), &bytes, Some(url.clone()), &[]);
+        u.content[0].sha256 = sha256_hex(format!("{n}").as_bytes());
+        let op = ChangeOp::Upsert(Object::Update(Box::new(u)));
+        ok(tree.ctl("root", &["change", "--op", &serde_json::to_string(&op).unwrap()]));
+        let out = tree.ctl(
+            "root",
+            &[
+                "--json",
+                "call",
+                "content.ensure",
+                "--params",
+                &json!({"updates": [format!("EX-SSRF-{n}")]}).to_string(),
+            ],
+        );
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("refused"), "{url}: {text}");
+        assert!(!text.contains("answered") && !text.contains("sha256 "), "{url}: {text}");
+    }
+    assert!(listener.accept().is_err(), "the loopback server was contacted");
+}

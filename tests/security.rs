@@ -158,3 +158,103 @@ fn renewal_without_restart_and_revocation_below() {
     });
     assert_eq!(tree.approvals("site"), approvals, "nothing reaches a revoked node");
 }
+
+/// An agent's certificate from site A's enrollment CA makes no computer at
+/// site B (only where A's CA is trusted for failover), and a genuine node
+/// certificate cannot pose as a node's parent or as the node `cascade ctl`
+/// addressed.
+#[test]
+fn identities_are_bound_to_their_site_and_their_node() {
+    let mut tree = Tree::new(&[
+        ("root", None),
+        ("site-a", Some("root")),
+        ("site-b", Some("root")),
+        ("site-c", Some("root")),
+    ]);
+    tree.enrollment("site-a");
+    tree.enrollment("site-b");
+    // site-c serves site-a's agents when site-a is down.
+    tree.extra.insert(
+        "site-c".into(),
+        "[agents]\ntrusted_enrollment_cas = [\"pki/enroll-site-a.crt\"]\n".into(),
+    );
+    tree.start_all();
+
+    let token = ok(tree.ctl("site-a", &["agent-token", "create", "--site", "site-a", "--ttl", "10m"]))
+        .trim()
+        .to_owned();
+    let dir = tree.path().join("pc-a");
+    ok(run(&[
+        "agent",
+        "enroll",
+        "--token",
+        &token,
+        "--node",
+        &tree.nodes["site-a"].addr(),
+        "--data",
+        dir.to_str().unwrap(),
+        "--name",
+        "pc-a",
+    ]));
+    let config = dir.join("agent.toml");
+    let run_at = |node: &str| {
+        std::fs::write(&config, agent_config(&dir, &[(&tree.nodes[node].addr(), 0)])).unwrap();
+        Command::new(BIN)
+            .args(["agent", "run", "--once", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap()
+    };
+    let at_b = run_at("site-b");
+    assert!(!at_b.status.success(), "site-b took site-a's agent");
+    let refusal = String::from_utf8_lossy(&at_b.stderr);
+    assert!(
+        refusal.contains("was not enrolled at site-b") && refusal.contains("another site's enrollment CA"),
+        "{refusal}"
+    );
+    assert_eq!(
+        tree.json("site-b", &["--json", "agents"]),
+        serde_json::json!([]),
+        "no computer made at site-b"
+    );
+    assert!(
+        run_at("site-c").status.success(),
+        "site-c trusts site-a's enrollment CA"
+    );
+    assert!(run_at("site-a").status.success());
+
+    // A node configured under the root, pointed at site-b's address: site-b's
+    // genuine node certificate does not make it the root.
+    let config = std::fs::read_to_string(tree.path().join("site-c.toml"))
+        .unwrap()
+        .replace(
+            &format!("address = \"{}\"", tree.nodes["root"].addr()),
+            &format!("address = \"{}\"", tree.nodes["site-b"].addr()),
+        );
+    tree.nodes.get_mut("site-c").unwrap().kill();
+    std::fs::write(tree.path().join("site-c.toml"), config).unwrap();
+    tree.nodes.get_mut("site-c").unwrap().start();
+    wait_for("site-c to name the impostor", Duration::from_secs(20), || {
+        ok(tree.ctl("site-c", &["--json", "links"])).contains("presented cascade://node/site-b, not node root")
+    });
+    // ctl, told which node it addresses, refuses another.
+    let pki = tree.path().join("pki");
+    let out = run(&[
+        "ctl",
+        "--node",
+        &tree.nodes["site-b"].addr(),
+        "--node-id",
+        "root",
+        "--pki",
+        pki.to_str().unwrap(),
+        "--as",
+        "ops",
+        "status",
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("presented cascade://node/site-b, not node root"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -211,3 +211,62 @@ pub async fn download(
     std::fs::rename(&partial, &done).map_err(|e| e.to_string())?;
     Ok(done)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::VendorConfig;
+
+    #[test]
+    fn public_addresses_are_told_from_the_rest() {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(!is_public(private.parse().unwrap()), "{private}");
+        }
+        for public in ["13.107.4.50", "2620:1ec:bdf::40", "::ffff:13.107.4.50"] {
+            assert!(is_public(public.parse().unwrap()), "{public}");
+        }
+    }
+
+    #[test]
+    fn allowed_hosts_match_exactly_or_below_a_domain() {
+        let allowed = vec!["download.microsoft.com".to_owned(), "*.windowsupdate.com".to_owned()];
+        assert!(host_allowed("download.microsoft.com", &allowed));
+        assert!(host_allowed("Download.Microsoft.com.", &allowed));
+        assert!(host_allowed("au.download.windowsupdate.com", &allowed));
+        assert!(!host_allowed("windowsupdate.com", &allowed));
+        assert!(!host_allowed("evilwindowsupdate.com", &allowed));
+        assert!(!host_allowed("download.microsoft.com.evil.example", &allowed));
+        assert!(!host_allowed("127.0.0.1", &allowed));
+    }
+
+    #[tokio::test]
+    async fn a_listed_host_on_a_private_address_is_refused_unless_allowed() {
+        let mut policy = VendorConfig {
+            allow_hosts: vec!["localhost".into()],
+            allow_http: true,
+            allow_private_addresses: false,
+        };
+        let url: hyper::Uri = "http://localhost:9/x.cab".parse().unwrap();
+        let refused = permitted(&url, &policy).await.unwrap_err();
+        assert!(refused.contains("not a public address"), "{refused}");
+        policy.allow_private_addresses = true;
+        assert!(!permitted(&url, &policy).await.unwrap().is_empty());
+        policy.allow_http = false;
+        let refused = permitted(&url, &policy).await.unwrap_err();
+        assert!(refused.contains("plain http://"), "{refused}");
+    }
+}

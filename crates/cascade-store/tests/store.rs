@@ -565,3 +565,41 @@ fn a_run_of_changes_applies_whole_or_not_at_all() {
         .unwrap();
     assert_eq!(made.iter().map(|c| c.seq).collect::<Vec<_>>(), [1, 2]);
 }
+
+/// Every compliance state has its slot in the counts, `stale` included
+/// (an agent whose view may be frozen): its records are counted and a
+/// recount agrees with the maintained counts.
+#[test]
+fn every_state_is_counted_and_recounted_stale_included() {
+    let store = Store::temporary(node("region")).unwrap();
+    let states = [
+        ComplianceState::Installed,
+        ComplianceState::Required,
+        ComplianceState::NotApplicable,
+        ComplianceState::Superseded,
+        ComplianceState::Downloaded,
+        ComplianceState::PendingRestart,
+        ComplianceState::Failed { code: 1603 },
+        ComplianceState::Unknown {
+            reason: "no inventory".into(),
+        },
+        ComplianceState::Stale {
+            reason: "the root's newest timestamp is 3 days old".into(),
+        },
+    ];
+    assert_eq!(states.len(), ComplianceState::COUNT);
+    let batch: Vec<_> = states
+        .iter()
+        .enumerate()
+        .map(|(n, state)| record(&format!("pc-{n}"), "KB1", "site-a", state.clone(), 1))
+        .collect();
+    store.ingest("site-a", 1, &batch, true).unwrap();
+    let summary = store.summary_by_update().unwrap();
+    for state in &states {
+        assert_eq!(summary[&UpdateId::new("KB1")].get(state.name()), 1, "{}", state.name());
+    }
+    assert_eq!(summary[&UpdateId::new("KB1")].total(), states.len() as u64);
+    assert_eq!(store.recount().unwrap(), (summary, store.summary_by_site().unwrap()));
+    let rendered = serde_json::to_value(store.summary_for_update(&UpdateId::new("KB1")).unwrap()).unwrap();
+    assert_eq!(rendered["stale"], 1, "{rendered}");
+}
