@@ -19,6 +19,7 @@ def main():
     results, crit = sys.argv[1], sys.argv[2]
     load = lambda name: json.load(open(os.path.join(results, name + ".json")))
     replication, agents, content = load("replication"), load("agents"), load("content")
+    unauthenticated = load("unauthenticated")
 
     rows = []
 
@@ -66,12 +67,17 @@ def main():
         "the same node idle with its catalog", agents.get("node_idle_rss_mb"), "lower")
     row("content transfer", f"{content['bytes'] >> 20} MB over 2 hops", content["transfer_mb_per_second"], "MB/s",
         "plain file copy", content["file_copy_mb_per_second"], "higher")
+    row("unauthenticated load",
+        f"peak RSS under {unauthenticated['requests']} requests of {unauthenticated['bytes_each'] >> 20} MB without credentials",
+        unauthenticated["peak_rss_bytes"] / 2**20, "MB",
+        "the same node idle", unauthenticated["idle_rss_bytes"] / 2**20, "lower")
 
     # Figures measured without a baseline of their own stay in "raw".
     raw = {
         "replication": replication,
         "agents": agents,
         "content": content,
+        "unauthenticated": unauthenticated,
         "planner_one_inventory_ms": criterion(crit, "planner", "plan_one_inventory") * 1000,
     }
     document = {"results": rows, "raw": raw}

@@ -50,6 +50,15 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 1024)]
         size_mb: u64,
     },
+    /// Many large requests at once from callers without credentials (half
+    /// HTTPS, half gRPC catalog imports) at one node process: its peak RSS
+    /// beside its idle RSS.
+    Unauthenticated {
+        #[arg(long, default_value_t = 200)]
+        requests: usize,
+        #[arg(long, default_value_t = 60)]
+        size_mb: usize,
+    },
 }
 
 pub fn run(command: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
@@ -68,6 +77,9 @@ pub fn run(command: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
             catalog,
         } => runtime.block_on(agents(count, concurrency, &inventories, &catalog))?,
         BenchCommand::Content { size_mb } => runtime.block_on(content(size_mb))?,
+        BenchCommand::Unauthenticated { requests, size_mb } => {
+            runtime.block_on(crate::bench_unauthenticated::run(requests, size_mb))?
+        }
     };
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(std::process::ExitCode::SUCCESS)
@@ -363,9 +375,13 @@ fn peak_rss(pid: u32) -> Option<u64> {
 }
 
 /// Kills the node process when the benchmark ends, however it ends.
-struct NodeProcess(std::process::Child);
+pub(crate) struct NodeProcess(std::process::Child);
 
 impl NodeProcess {
+    pub(crate) fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
     /// CPU seconds (user and system, all threads) the process used so far,
     /// where /proc tells (Linux; its clock ticks are 1/100 s).
     fn cpu_seconds(&self) -> Option<f64> {
@@ -398,7 +414,7 @@ async fn agents(
     let ca = Arc::new(Ca::generate("Bench", now, 2)?);
     let admin = bench_admin(&ca, now)?;
     std::fs::write(dir.path().join("ca.crt"), &ca.cert_pem)?;
-    let (node, address) = node_process(dir.path(), &ca, "site", None).await?;
+    let (node, address) = node_process(dir.path(), &ca, "site", None, "").await?;
     let channel = cascade_node::channel(&address, None, &ca.cert_pem, &admin.cert_pem, &admin.key_pem).await?;
     let mut client = AdminClient::new(channel);
     let data = std::fs::read(catalog).with_context(|| catalog.display().to_string())?;
@@ -484,11 +500,12 @@ fn bench_admin(ca: &Ca, now: i64) -> anyhow::Result<cascade_trust::Issued> {
 
 /// Starts `cascade node run` for `id` (under `parent`) in `dir`; returns
 /// the process and its address.
-async fn node_process(
+pub(crate) async fn node_process(
     dir: &std::path::Path,
     ca: &Ca,
     id: &str,
     parent: Option<(&str, &str)>,
+    top: &str,
 ) -> anyhow::Result<(NodeProcess, String)> {
     let node_id = NodeId::new(id).map_err(|e| anyhow::anyhow!("{e}"))?;
     ca.issue(&Identity::Node(node_id), &[], cascade_node::now(), 1)?
@@ -502,7 +519,7 @@ async fn node_process(
     std::fs::write(
         &config,
         format!(
-            "id = \"{id}\"\nlisten = \"127.0.0.1:0\"\ndata = \"{id}-data\"\ncontent_import = [\"import\"]\n{parent}[tls]\nca = \"ca.crt\"\ncert = \"{id}.crt\"\nkey = \"{id}.key\"\n"
+            "id = \"{id}\"\nlisten = \"127.0.0.1:0\"\ndata = \"{id}-data\"\ncontent_import = [\"import\"]\n{top}{parent}[tls]\nca = \"ca.crt\"\ncert = \"{id}.crt\"\nkey = \"{id}.key\"\n"
         ),
     )?;
     let log = std::fs::File::create(dir.join(format!("{id}.log")))?;
@@ -539,13 +556,13 @@ async fn content(size_mb: u64) -> anyhow::Result<serde_json::Value> {
             anyhow::Ok(AdminClient::new(channel))
         }
     };
-    let (root_process, root) = node_process(dir.path(), &ca, "root", None).await?;
+    let (root_process, root) = node_process(dir.path(), &ca, "root", None, "").await?;
     let mut root_admin = admin_client(root.clone()).await?;
     call(&mut root_admin, "sites.add", serde_json::json!({"id": "region"})).await?;
-    let (region_process, region) = node_process(dir.path(), &ca, "region", Some(("root", &root))).await?;
+    let (region_process, region) = node_process(dir.path(), &ca, "region", Some(("root", &root)), "").await?;
     let mut region_admin = admin_client(region.clone()).await?;
     call(&mut region_admin, "sites.add", serde_json::json!({"id": "site"})).await?;
-    let (site_process, site) = node_process(dir.path(), &ca, "site", Some(("region", &region))).await?;
+    let (site_process, site) = node_process(dir.path(), &ca, "site", Some(("region", &region)), "").await?;
     let mut site_admin = admin_client(site.clone()).await?;
 
     // The update's file: bytes that do not compress.
