@@ -252,3 +252,36 @@ fn bodies_are_refused_before_they_are_read_unless_the_caller_may_send_them() {
         "nothing imported"
     );
 }
+
+/// A WSUS document nested 300,000 deep (5.7 MB) and one nested 200 deep,
+/// imported at a running root: each refused with the limit named, and the
+/// node goes on (the first aborted the process, the second was stored and
+/// then read as "node store is corrupt").
+#[test]
+fn hostile_nesting_in_an_import_is_refused_and_the_node_goes_on() {
+    let mut tree = Tree::new(&[("root", None)]);
+    tree.start_all();
+    let document = |depth: usize| {
+        let leaf = r#"<bar:RegDword Key="HKEY_LOCAL_MACHINE" Subkey="SOFTWARE\Cascade" Value="V" Comparison="EqualTo" Data="1"/>"#;
+        format!(
+            r#"<upd:Update xmlns:upd="http://schemas.microsoft.com/msus/2002/12/Update" xmlns:lar="http://schemas.microsoft.com/msus/2002/12/LogicalApplicabilityRules" xmlns:bar="http://schemas.microsoft.com/msus/2002/12/BaseApplicabilityRules">
+<upd:UpdateIdentity UpdateID="0a51549b-4e86-4a26-97d4-9e3567f24ea1" RevisionNumber="1" />
+<upd:LocalizedPropertiesCollection><upd:LocalizedProperties><upd:Language>en</upd:Language><upd:Title>Deep</upd:Title></upd:LocalizedProperties></upd:LocalizedPropertiesCollection>
+<upd:ApplicabilityRules><upd:IsInstallable>{}{leaf}{}</upd:IsInstallable></upd:ApplicabilityRules>
+</upd:Update>"#,
+            "<lar:Not>".repeat(depth),
+            "</lar:Not>".repeat(depth)
+        )
+    };
+    for depth in [300_000, 200] {
+        let file = tree.path().join(format!("deep-{depth}.xml"));
+        std::fs::write(&file, document(depth)).unwrap();
+        let out = tree.ctl("root", &["import", file.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1), "depth {depth}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("deeper than"), "depth {depth}: {stderr}");
+        assert!(!stderr.contains("corrupt"), "depth {depth}: {stderr}");
+        // The node answers, with nothing imported.
+        assert_eq!(ok(tree.ctl("root", &["objects", "--kind", "update"])).trim(), "[]");
+    }
+}
