@@ -76,41 +76,19 @@ fn grpc_outcome(status: &tonic::Status) -> Outcome {
     }
 }
 
-/// A TLS client configuration with the organisation CA and, when given, a
-/// client certificate (PEM files).
-fn client_tls(ca: &std::path::Path, identity: Option<(&std::path::Path, &std::path::Path)>) -> rustls::ClientConfig {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
-    match identity {
-        Some((cert, key)) => builder
-            .with_client_auth_cert(
-                CertificateDer::pem_file_iter(cert)
-                    .unwrap()
-                    .map(Result::unwrap)
-                    .collect(),
-                PrivateKeyDer::from_pem_file(key).unwrap(),
-            )
-            .unwrap(),
-        None => builder.with_no_client_auth(),
-    }
-}
-
 type Https = hyper_util::client::legacy::Client<
     hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
     http_body_util::Full<bytes::Bytes>,
 >;
 
-fn https(config: rustls::ClientConfig) -> Https {
+fn https(config: Arc<rustls::ClientConfig>) -> Https {
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(config)
+        .with_tls_config({
+            // hyper-rustls sets the ALPN itself.
+            let mut config = (*config).clone();
+            config.alpn_protocols.clear();
+            config
+        })
         .https_only()
         .with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(
             rustls::pki_types::ServerName::try_from("localhost").unwrap(),
@@ -133,31 +111,6 @@ async fn post(client: &Https, base: &str, op: &str, token: Option<&str>, body: &
     let status = response.status().as_u16();
     let body = response.into_body().collect().await.unwrap().to_bytes();
     (status, String::from_utf8_lossy(&body).into_owned())
-}
-
-async fn grpc(
-    address: &str,
-    config: rustls::ClientConfig,
-) -> cascade_proto::v1::admin_client::AdminClient<tonic::transport::Channel> {
-    let mut config = config;
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let connect = tower::service_fn(move |uri: tonic::codegen::http::Uri| {
-        let connector = connector.clone();
-        async move {
-            let tcp =
-                tokio::net::TcpStream::connect((uri.host().unwrap_or_default(), uri.port_u16().unwrap_or(443))).await?;
-            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-            let tls = connector.connect(name, tcp).await?;
-            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
-        }
-    });
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-        .unwrap()
-        .connect_with_connector(connect)
-        .await
-        .unwrap();
-    cascade_proto::v1::admin_client::AdminClient::new(channel)
 }
 
 /// What a node has written: its change logs' length and its audit log's.
@@ -265,7 +218,7 @@ fn every_operation_for_every_role_site_and_surface() {
         let mut failures = Vec::new();
         runtime.block_on(async {
             // HTTPS with a bearer token.
-            let plain = https(client_tls(&ca, None));
+            let plain = https(client_tls(&ca, None, b"http/1.1"));
             for (who, token) in &tokens {
                 for op in operations {
                     let (status, body) = post(&plain, &api, op.name, Some(token), &probe).await;
@@ -282,9 +235,10 @@ fn every_operation_for_every_role_site_and_surface() {
             // HTTPS and gRPC with each certificate (or none).
             for (who, files) in &certificates {
                 let identity = files.map(|(c, k)| (pki.join(c), pki.join(k)));
-                let config = || client_tls(&ca, identity.as_ref().map(|(c, k)| (c.as_path(), k.as_path())));
-                let client = https(config());
-                let mut admin = grpc(&grpc_address, config()).await;
+                let config =
+                    |alpn: &[u8]| client_tls(&ca, identity.as_ref().map(|(c, k)| (c.as_path(), k.as_path())), alpn);
+                let client = https(config(b"http/1.1"));
+                let mut admin = admin_client(&grpc_address, config(b"h2")).await;
                 for op in operations {
                     let want = expected(who, op.access, node);
                     let (status, body) = post(&client, &api, op.name, None, &probe).await;

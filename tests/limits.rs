@@ -5,63 +5,10 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::*;
-
-fn tls_config(
-    ca: &std::path::Path,
-    identity: Option<(&std::path::Path, &std::path::Path)>,
-) -> Arc<rustls::ClientConfig> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
-    let mut config = match identity {
-        Some((cert, key)) => builder
-            .with_client_auth_cert(
-                CertificateDer::pem_file_iter(cert)
-                    .unwrap()
-                    .map(Result::unwrap)
-                    .collect(),
-                PrivateKeyDer::from_pem_file(key).unwrap(),
-            )
-            .unwrap(),
-        None => builder.with_no_client_auth(),
-    };
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    Arc::new(config)
-}
-
-async fn admin_client(
-    address: &str,
-    config: Arc<rustls::ClientConfig>,
-) -> cascade_proto::v1::admin_client::AdminClient<tonic::transport::Channel> {
-    let connector = tokio_rustls::TlsConnector::from(config);
-    let connect = tower::service_fn(move |uri: tonic::codegen::http::Uri| {
-        let connector = connector.clone();
-        async move {
-            let tcp =
-                tokio::net::TcpStream::connect((uri.host().unwrap_or_default(), uri.port_u16().unwrap_or(443))).await?;
-            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(connector.connect(name, tcp).await?))
-        }
-    });
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-        .unwrap()
-        .connect_with_connector(connect)
-        .await
-        .unwrap();
-    cascade_proto::v1::admin_client::AdminClient::new(channel).max_encoding_message_size(256 << 20)
-}
 
 fn api_address(tree: &Tree, node: &str) -> String {
     std::fs::read_to_string(tree.nodes[node].data().join("api.addr")).unwrap()
@@ -87,7 +34,7 @@ fn silent_connections_do_not_keep_an_admin_out_of_a_node_with_few_descriptors() 
         .unwrap();
     // 1,100 TLS connections to each port, handshaken and then silent.
     let held = runtime.block_on(async {
-        let config = tls_config(&ca, None);
+        let config = client_tls(&ca, None, b"h2");
         let mut held = Vec::new();
         for address in [&grpc, &api] {
             let mut opened = 0;
@@ -176,7 +123,7 @@ fn bodies_are_refused_before_they_are_read_unless_the_caller_may_send_them() {
     runtime.block_on(async {
         let import = json!({"name": "big.xml", "content": big});
         // No certificate: refused as unauthenticated, whatever the size.
-        let mut nobody = admin_client(&grpc, tls_config(&ca, None)).await;
+        let mut nobody = admin_client(&grpc, client_tls(&ca, None, b"h2")).await;
         let refused = nobody
             .invoke(cascade_node::admin::invoke_request("catalog.import", &import))
             .await
@@ -184,7 +131,7 @@ fn bodies_are_refused_before_they_are_read_unless_the_caller_may_send_them() {
         assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
         // An auditor may not import: refused before the 60 MB are read.
         let auditor = (pki.join("admin-audrey.crt"), pki.join("admin-audrey.key"));
-        let mut audrey = admin_client(&grpc, tls_config(&ca, Some((&auditor.0, &auditor.1)))).await;
+        let mut audrey = admin_client(&grpc, client_tls(&ca, Some((&auditor.0, &auditor.1)), b"h2")).await;
         let refused = audrey
             .invoke(cascade_node::admin::invoke_request("catalog.import", &import))
             .await
@@ -192,7 +139,7 @@ fn bodies_are_refused_before_they_are_read_unless_the_caller_may_send_them() {
         assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
         // An operation that takes parameters takes no more than 1 MB of them.
         let admin = (pki.join("admin-ops.crt"), pki.join("admin-ops.key"));
-        let mut ops = admin_client(&grpc, tls_config(&ca, Some((&admin.0, &admin.1)))).await;
+        let mut ops = admin_client(&grpc, client_tls(&ca, Some((&admin.0, &admin.1)), b"h2")).await;
         let refused = ops
             .invoke(cascade_node::admin::invoke_request(
                 "updates.search",

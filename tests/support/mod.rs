@@ -370,3 +370,59 @@ pub fn run_agent(config: &Path) -> serde_json::Value {
         .unwrap();
     serde_json::from_str(&ok(out)).unwrap()
 }
+
+/// A TLS client configuration trusting the organisation CA `ca`, with a
+/// client certificate when `identity` names its PEM files, speaking `alpn`.
+pub fn client_tls(ca: &Path, identity: Option<(&Path, &Path)>, alpn: &[u8]) -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let builder =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
+    let mut config = match identity {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                CertificateDer::pem_file_iter(cert)
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect(),
+                PrivateKeyDer::from_pem_file(key).unwrap(),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![alpn.to_vec()];
+    std::sync::Arc::new(config)
+}
+
+/// An Admin client of the node at `address` over `config` (made by
+/// `client_tls` with ALPN h2), checking nothing of the server beyond the
+/// organisation CA: for tests that need a caller `cascade ctl` cannot be
+/// (none, an agent's or a node's certificate).
+pub async fn admin_client(
+    address: &str,
+    config: std::sync::Arc<rustls::ClientConfig>,
+) -> cascade_proto::v1::admin_client::AdminClient<tonic::transport::Channel> {
+    let connector = tokio_rustls::TlsConnector::from(config);
+    let connect = tower::service_fn(move |uri: tonic::codegen::http::Uri| {
+        let connector = connector.clone();
+        async move {
+            let tcp =
+                tokio::net::TcpStream::connect((uri.host().unwrap_or_default(), uri.port_u16().unwrap_or(443))).await?;
+            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(connector.connect(name, tcp).await?))
+        }
+    });
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect_with_connector(connect)
+        .await
+        .unwrap();
+    cascade_proto::v1::admin_client::AdminClient::new(channel).max_encoding_message_size(256 << 20)
+}
