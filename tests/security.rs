@@ -258,3 +258,39 @@ fn identities_are_bound_to_their_site_and_their_node() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A computer name is one computer in a site's chain: a node does not
+/// enroll a name that a site below it already reports for.
+#[test]
+fn a_node_does_not_enroll_a_computer_name_its_subtree_reports_for() {
+    let mut tree = Tree::new(&[("root", None), ("site-b", Some("root"))]);
+    tree.enrollment("root");
+    std::fs::create_dir_all(tree.nodes["site-b"].data()).unwrap();
+    tree.seed_records("site-b", 3);
+    tree.start_all();
+    wait_for("site-b's records at the root", Duration::from_secs(30), || {
+        tree.json("root", &["--json", "compliance"])["records"].as_u64() == Some(3)
+    });
+    let enroll = |name: &str| {
+        let token = ok(tree.ctl("root", &["agent-token", "create", "--site", "root", "--ttl", "10m"]))
+            .trim()
+            .to_owned();
+        run(&[
+            "agent",
+            "enroll",
+            "--token",
+            &token,
+            "--node",
+            &tree.nodes["root"].addr(),
+            "--data",
+            tree.path().join(name).to_str().unwrap(),
+            "--name",
+            name,
+        ])
+    };
+    let taken = enroll("site-b-pc-0");
+    assert!(!taken.status.success());
+    let refusal = String::from_utf8_lossy(&taken.stderr);
+    assert!(refusal.contains("is a computer of site site-b"), "{refusal}");
+    ok(enroll("root-pc-0"));
+}

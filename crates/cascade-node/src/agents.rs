@@ -467,6 +467,19 @@ impl v1::agents_server::Agents for AgentsService {
             )));
         }
         let computer = ComputerId::new(&request.computer).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        // A computer name is one computer in this node's subtree: a name a
+        // site below already reports for is not made a second time here.
+        let store = node.store.clone();
+        let name = computer.clone();
+        let known = blocking(move || store.computer_records(&name))
+            .await
+            .map_err(store_status)?;
+        if let Some(other) = known.iter().find(|r| r.site != node.id) {
+            return Err(Status::already_exists(format!(
+                "{computer} is a computer of site {} below {}: computer names are unique in a site's chain; enroll it under another name",
+                other.site, node.id
+            )));
+        }
         let at = now();
         let cert_pem = ca
             .sign_request(&request.csr_pem, &Identity::Agent(computer.clone()), at, days)
