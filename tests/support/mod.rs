@@ -350,7 +350,10 @@ pub fn agent_dir(tree: &Tree, pc: &str) -> PathBuf {
 /// restart command writes a new boot id (and the first boot id).
 pub fn agent_config(dir: &Path, nodes: &[(&str, u32)]) -> String {
     let mut text = format!(
-        "data = \".\"\ncheck_in_seconds = 60\nrestart_command = [\"/bin/sh\", \"-c\", \"echo rebooted-$$ > boot_id\"]\ninstall_timeout_seconds = 60\nboot_id_file = \"boot_id\"\n\n[collect]\nos_release = \"{}\"\ndpkg_status = \"{}\"\nrpm_db = \"no-rpm\"\nkernel_release = \"no-kernel\"\n",
+        "data = \".\"\ncheck_in_seconds = 60\nrestart_command = [\"/bin/sh\", \"-c\", \"echo rebooted-$$ > {}\"]\ninstall_timeout_seconds = 60\nboot_id_file = \"boot_id\"\n\n[collect]\nos_release = \"{}\"\ndpkg_status = \"{}\"\nrpm_db = \"no-rpm\"\nkernel_release = \"no-kernel\"\n",
+        // The restart command runs in the test's directory: it writes the
+        // agent's own boot id file, named in full.
+        dir.join("boot_id").display(),
         fixture("linux/os-release").display(),
         fixture("linux/dpkg-status").display()
     );

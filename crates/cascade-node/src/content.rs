@@ -627,7 +627,15 @@ impl Node {
         std::fs::create_dir_all(&self.config.content_dir).map_err(|e| e.to_string())?;
         let mut out = Vec::new();
         for file in files {
-            let name = file.display().to_string();
+            // Named as within its import directory.
+            let name = self
+                .config
+                .content_import
+                .iter()
+                .find_map(|d| file.strip_prefix(d).ok())
+                .unwrap_or(&file)
+                .display()
+                .to_string();
             let result = (|| -> Result<String, String> {
                 let sha = cascade_content::sha256_of(&file).map_err(|e| e.to_string())?;
                 let known = index
