@@ -80,3 +80,60 @@ proptest! {
         decode_all(&batch.encode_to_vec());
     }
 }
+
+/// What the fuzz targets of the node found once (fuzz/regressions/<target>/),
+/// replayed through the same calls on every CI run.
+#[test]
+fn fuzz_regressions_replay() {
+    let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/regressions"));
+    let inputs = |target: &str| -> Vec<Vec<u8>> {
+        let Ok(entries) = std::fs::read_dir(root.join(target)) else {
+            return Vec::new();
+        };
+        let mut files: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        files.sort();
+        files.iter().map(|f| std::fs::read(f).unwrap()).collect()
+    };
+    for bytes in inputs("decode") {
+        decode_all(&bytes);
+    }
+    for bytes in inputs("api_params") {
+        if let Ok(value) = serde_json::from_slice::<serde_json::Value>(&bytes) {
+            for operation in cascade_node::api::operations() {
+                let _ = (operation.check)(value.clone());
+            }
+        }
+    }
+    for bytes in inputs("config") {
+        if let Ok(text) = std::str::from_utf8(&bytes) {
+            let _ = cascade_node::config::NodeConfig::parse(std::path::Path::new("fuzz.toml"), text);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+    /// Any JSON object as any operation's parameters: accepted or refused
+    /// as invalid, never a panic (the API's parameters, bounded for CI;
+    /// fuzz/ has the unbounded target).
+    #[test]
+    fn any_parameters_are_accepted_or_refused(params in proptest::collection::btree_map("[a-z_]{1,12}", prop_oneof![
+        Just(serde_json::Value::Null),
+        any::<bool>().prop_map(serde_json::Value::from),
+        any::<i64>().prop_map(serde_json::Value::from),
+        ".{0,40}".prop_map(serde_json::Value::from),
+        proptest::collection::vec(".{0,10}", 0..4).prop_map(serde_json::Value::from),
+    ], 0..6)) {
+        let value = serde_json::Value::Object(params.into_iter().collect());
+        for operation in cascade_node::api::operations() {
+            let _ = (operation.check)(value.clone());
+        }
+    }
+
+    /// Any text as the node's configuration: a configuration or an error.
+    #[test]
+    fn any_configuration_text_parses_or_fails_cleanly(text in ".{0,400}") {
+        let _ = cascade_node::config::NodeConfig::parse(std::path::Path::new("fuzz.toml"), &text);
+    }
+}
