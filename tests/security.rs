@@ -223,6 +223,36 @@ fn identities_are_bound_to_their_site_and_their_node() {
     );
     assert!(run_at("site-a").status.success());
 
+    // A node that is not a site's child gets no content from it.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let pki = tree.path().join("pki");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let read = |name: &str| std::fs::read_to_string(pki.join(name)).unwrap();
+    let refused = runtime.block_on(async {
+        let channel = cascade_node::channel(
+            &tree.nodes["site-a"].addr(),
+            None,
+            &read("ca.crt"),
+            &read("site-b.crt"),
+            &read("site-b.key"),
+        )
+        .await
+        .unwrap();
+        cascade_proto::v1::agents_client::AgentsClient::new(channel)
+            .content(cascade_proto::v1::ContentRequest {
+                sha256: "0".repeat(64),
+                offset: 0,
+            })
+            .await
+            .err()
+    });
+    let refused = refused.expect("site-a served content to a sibling");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    assert!(refused.message().contains("is not a child of site-a"), "{refused:?}");
+
     // A node configured under the root, pointed at site-b's address: site-b's
     // genuine node certificate does not make it the root.
     let config = std::fs::read_to_string(tree.path().join("site-c.toml"))
@@ -238,7 +268,6 @@ fn identities_are_bound_to_their_site_and_their_node() {
         ok(tree.ctl("site-c", &["--json", "links"])).contains("presented cascade://node/site-b, not node root")
     });
     // ctl, told which node it addresses, refuses another.
-    let pki = tree.path().join("pki");
     let out = run(&[
         "ctl",
         "--node",

@@ -126,7 +126,14 @@ impl Node {
             },
             "cascade.v1.Agents" => match (method, identity) {
                 ("Enroll", identity) => Ok(admission(identity, SMALL_BODY)),
-                ("Content", Some(identity @ Identity::Node(_))) => Ok(admission(Some(identity), SMALL_BODY)),
+                // Content for a child node: only children registered here.
+                ("Content", Some(Identity::Node(child))) if self.is_child(&child) => {
+                    Ok(admission(Some(Identity::Node(child)), SMALL_BODY))
+                }
+                ("Content", Some(Identity::Node(other))) => Err(tonic::Status::permission_denied(format!(
+                    "node {other} is not a child of {}: content goes to children registered here",
+                    self.id
+                ))),
                 (_, Some(identity @ Identity::Agent(_))) => {
                     let leaf = certs.and_then(|c| c.first()).map(|c| c.as_ref()).unwrap_or_default();
                     self.agent_of_this_site(leaf, &identity)?;

@@ -807,6 +807,14 @@ async fn content_from_a_lying_parent_is_refused_chunk_by_chunk_and_honest_conten
         tokio::spawn(async move { leaf.ensure_content(&sha, true).await })
     };
     let child = h.issue("child");
+    // A child registered at the leaf (a node gets content only from its parent).
+    leaf.append_local(ChangeOp::Upsert(Object::Site(Site {
+        id: ObjectId::new("child").unwrap(),
+        name: "Child".into(),
+        parent: Some(leaf.id.clone()),
+    })))
+    .await
+    .unwrap();
     let channel = cascade_node::channel(&leaf_addr, None, &h.ca.cert_pem, &child.cert_pem, &child.key_pem)
         .await
         .unwrap();
