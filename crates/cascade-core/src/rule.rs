@@ -91,9 +91,21 @@ fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
     haystack.to_ascii_lowercase().contains(&needle.to_ascii_lowercase())
 }
 
+/// The deepest rule Cascade accepts, counting every rule on the longest path
+/// from the top (`{"not": "always"}` is two deep). Importers refuse deeper
+/// rules and decoding refuses them too, so every rule that exists can be
+/// evaluated, dropped and printed without exhausting the stack, and its JSON
+/// form stays far inside serde_json's 128-level recursion limit when it is
+/// stored inside an update inside a change: each level takes at most two JSON
+/// levels (`{"all": [...]}`), so a rule of this depth takes at most 65.
+/// Real WSUS rules nest fewer than ten deep.
+pub const MAX_RULE_DEPTH: usize = 32;
+
 /// An applicability rule. Its canonical JSON form is this type's serde form:
 /// `"always"`, `{"all": [...]}`, `{"fact": {"name": "os.release", "cmp": "eq", "value": "21H2"}}`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+// Decoding (by hand, below) refuses a rule deeper than MAX_RULE_DEPTH. Not
+// in the doc comment: that is the JSON Schema's description too.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Rule {
     Always,
@@ -129,6 +141,167 @@ pub enum Rule {
         #[serde(default)]
         attrs: BTreeMap<String, String>,
     },
+}
+
+/// Decoding, by hand so that it can count how deep it is: the derived
+/// decoder would recurse as deep as the input nests (in formats without
+/// serde_json's recursion limit, until the stack overflows) and accept
+/// rules that cannot be stored and read back.
+mod decode {
+    use std::collections::BTreeMap;
+    use std::fmt;
+
+    use serde::de::{self, DeserializeSeed, EnumAccess, SeqAccess, VariantAccess, Visitor};
+    use serde::{Deserialize, Deserializer};
+
+    use super::{Cmp, MAX_RULE_DEPTH, Rule};
+    use crate::ids::UpdateId;
+    use crate::version::Version;
+
+    const VARIANTS: &[&str] = &[
+        "always",
+        "never",
+        "all",
+        "any",
+        "not",
+        "fact",
+        "product",
+        "installed",
+        "check",
+    ];
+
+    #[derive(Deserialize)]
+    #[serde(variant_identifier, rename_all = "snake_case")]
+    enum Tag {
+        Always,
+        Never,
+        All,
+        Any,
+        Not,
+        Fact,
+        Product,
+        Installed,
+        Check,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Fact {
+        name: String,
+        cmp: Cmp,
+        #[serde(default)]
+        value: String,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Product {
+        name: String,
+        #[serde(default)]
+        cmp: Option<Cmp>,
+        #[serde(default)]
+        version: Option<Version>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Check {
+        kind: String,
+        #[serde(default)]
+        attrs: BTreeMap<String, String>,
+    }
+
+    impl<'de> Deserialize<'de> for Rule {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Rule, D::Error> {
+            RuleAt { depth: 1 }.deserialize(deserializer)
+        }
+    }
+
+    /// A rule at `depth` (the top one is at 1).
+    #[derive(Clone, Copy)]
+    struct RuleAt {
+        depth: usize,
+    }
+
+    impl<'de> DeserializeSeed<'de> for RuleAt {
+        type Value = Rule;
+
+        fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Rule, D::Error> {
+            if self.depth > MAX_RULE_DEPTH {
+                return Err(de::Error::custom(format!(
+                    "rule nesting deeper than {MAX_RULE_DEPTH} levels"
+                )));
+            }
+            deserializer.deserialize_enum("Rule", VARIANTS, self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for RuleAt {
+        type Value = Rule;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a rule")
+        }
+
+        fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<Rule, A::Error> {
+            let inner = RuleAt { depth: self.depth + 1 };
+            let (tag, variant) = data.variant::<Tag>()?;
+            Ok(match tag {
+                Tag::Always => {
+                    variant.unit_variant()?;
+                    Rule::Always
+                }
+                Tag::Never => {
+                    variant.unit_variant()?;
+                    Rule::Never
+                }
+                Tag::All => Rule::All(variant.newtype_variant_seed(RulesAt(inner))?),
+                Tag::Any => Rule::Any(variant.newtype_variant_seed(RulesAt(inner))?),
+                Tag::Not => Rule::Not(Box::new(variant.newtype_variant_seed(inner)?)),
+                Tag::Fact => {
+                    let Fact { name, cmp, value } = variant.newtype_variant()?;
+                    Rule::Fact { name, cmp, value }
+                }
+                Tag::Product => {
+                    let Product { name, cmp, version } = variant.newtype_variant()?;
+                    Rule::Product { name, cmp, version }
+                }
+                Tag::Installed => Rule::Installed(variant.newtype_variant::<UpdateId>()?),
+                Tag::Check => {
+                    let Check { kind, attrs } = variant.newtype_variant()?;
+                    Rule::Check { kind, attrs }
+                }
+            })
+        }
+    }
+
+    /// The rules of an `all` or `any`, each at the given depth.
+    struct RulesAt(RuleAt);
+
+    impl<'de> DeserializeSeed<'de> for RulesAt {
+        type Value = Vec<Rule>;
+
+        fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Vec<Rule>, D::Error> {
+            deserializer.deserialize_seq(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for RulesAt {
+        type Value = Vec<Rule>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list of rules")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Rule>, A::Error> {
+            // Not the length the input claims: it may lie.
+            let mut rules = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+            while let Some(rule) = seq.next_element_seed(self.0)? {
+                rules.push(rule);
+            }
+            Ok(rules)
+        }
+    }
 }
 
 /// Three-valued truth. `Unknown` carries why it could not be decided.
@@ -189,6 +362,53 @@ impl Rule {
             cmp: None,
             version: None,
         }
+    }
+
+    /// Disjunction, flattening nested disjunctions and dropping `never` and
+    /// rules repeated after the first one, so that OR-ing rules again and
+    /// again (merging many records of one update) does not make them deeper.
+    pub fn or(rules: Vec<Rule>) -> Rule {
+        let mut flat: Vec<Rule> = Vec::new();
+        for r in rules {
+            let parts = match r {
+                Rule::Any(inner) => inner,
+                Rule::Never => Vec::new(),
+                other => vec![other],
+            };
+            if flat.is_empty() {
+                // The first rule's parts are taken as they are: checking
+                // them against each other would make repeated merging cubic.
+                flat = parts;
+                continue;
+            }
+            for part in parts {
+                if !flat.contains(&part) {
+                    flat.push(part);
+                }
+            }
+        }
+        match flat.len() {
+            0 => Rule::Never,
+            1 => flat.pop().unwrap_or(Rule::Never),
+            _ => Rule::Any(flat),
+        }
+    }
+
+    /// The number of rules on the longest path from this one down, this one
+    /// included: `always` is 1, `{"not": "always"}` is 2. Counted without
+    /// recursion, so it can measure any rule.
+    pub fn depth(&self) -> usize {
+        let mut deepest = 0;
+        let mut pending = vec![(self, 1)];
+        while let Some((rule, depth)) = pending.pop() {
+            deepest = deepest.max(depth);
+            match rule {
+                Rule::All(rules) | Rule::Any(rules) => pending.extend(rules.iter().map(|r| (r, depth + 1))),
+                Rule::Not(inner) => pending.push((inner, depth + 1)),
+                _ => {}
+            }
+        }
+        deepest
     }
 
     /// Conjunction, flattening nested conjunctions and dropping `always`.

@@ -412,10 +412,11 @@ impl Update {
     }
 }
 
+/// Either rule: merging many records of one update flattens into one `any`
+/// rather than nesting one level deeper for each record.
 fn merge_rule(a: Option<Rule>, b: Option<Rule>) -> Option<Rule> {
     match (a, b) {
-        (Some(a), Some(b)) if a == b => Some(a),
-        (Some(a), Some(b)) => Some(Rule::Any(vec![a, b])),
+        (Some(a), Some(b)) => Some(Rule::or(vec![a, b])),
         (a, b) => a.or(b),
     }
 }

@@ -164,8 +164,9 @@ pub fn parse_product_name(name: &str) -> ProductName {
     }
     let rest = rest.trim().trim_end_matches(',').trim();
     let Some(product) = OS_PRODUCTS.iter().find(|p| {
-        rest.len() >= p.len()
-            && rest[..p.len()].eq_ignore_ascii_case(p)
+        // `get`: a name with other text where the product would end (a BOM
+        // inside "Windows 10") has no char boundary there.
+        rest.get(..p.len()).is_some_and(|head| head.eq_ignore_ascii_case(p))
             && rest[p.len()..].chars().next().is_none_or(|c| c == ' ' || c == ',')
     }) else {
         return ProductName::Other(trimmed.to_owned());
@@ -310,6 +311,14 @@ mod tests {
         match parse_product_name(name) {
             ProductName::Os(t) => t,
             other => panic!("{name}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn names_with_other_text_where_a_product_would_end() {
+        // Found by hostile_input.rs: slicing at the product's length panicked.
+        for name in ["product \u{feff}10379", "Windows \u{feff}10", "Windows 1\u{e9}"] {
+            assert!(matches!(parse_product_name(name), ProductName::Other(_)), "{name}");
         }
     }
 

@@ -28,6 +28,7 @@ struct Fix {
 /// Parses a CVRF document into updates, and notes what was passed over.
 pub fn parse(source: &str, text_in: &str) -> Result<(Vec<Update>, Vec<String>), ImportError> {
     let doc = xml::parse(source, text_in)?;
+    let lines = xml::Lines::new(text_in);
     let root = doc.root_element();
     if local(root) != "cvrfdoc" {
         return Err(element_error(source, root, "expected a CVRF document (cvrfdoc)"));
@@ -80,7 +81,7 @@ pub fn parse(source: &str, text_in: &str) -> Result<(Vec<Update>, Vec<String>), 
             let Some(kb) = kb_number(description).filter(|_| description.chars().any(|c| c.is_ascii_digit())) else {
                 skipped.push(format!(
                     "line {}: {cve}: vendor fix {description:?} is not a knowledge-base article",
-                    xml::line(rem)
+                    lines.of(rem)
                 ));
                 continue;
             };
@@ -113,7 +114,7 @@ pub fn parse(source: &str, text_in: &str) -> Result<(Vec<Update>, Vec<String>), 
                     Some(_) => {}
                     None => skipped.push(format!(
                         "line {}: KB{kb}: supersedence {superseded:?} is not a KB number",
-                        xml::line(rem)
+                        lines.of(rem)
                     )),
                 }
             }

@@ -14,6 +14,27 @@ pub mod wsus;
 pub mod wsusscn2;
 mod xml;
 
+/// The longest single value an importer takes from a file, in bytes: an XML
+/// text or attribute value, a JSON string, a line of a text inventory. Real
+/// titles, ids, product names and detection attributes are a few hundred
+/// bytes at most and the longest text in the real CVRF documents at hand
+/// (a note) is 16 KiB; anything longer is refused rather than carried into
+/// the catalog, the store and every message that names it.
+pub const MAX_FIELD_BYTES: usize = 64 * 1024;
+
+/// The deepest element nesting an XML importer accepts. Real catalogs nest
+/// fewer than 20 deep; rules are bounded tighter by [`MAX_RULE_DEPTH`].
+pub const MAX_XML_DEPTH: usize = 256;
+
+/// The deepest nesting a JSON importer accepts: well inside serde_json's
+/// own limit of 128, and above the 70 levels a native catalog takes for a
+/// rule of [`MAX_RULE_DEPTH`] (in a target of an update in the list).
+pub const MAX_JSON_DEPTH: usize = 100;
+
+/// The deepest applicability rule an importer makes (see
+/// [`crate::rule::MAX_RULE_DEPTH`]): a WSUS rule nested deeper is refused.
+pub use crate::rule::MAX_RULE_DEPTH;
+
 /// Why a file could not be imported. Every variant names the file; the
 /// ones about a place in it name the line and the element.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -177,6 +198,89 @@ fn decode_utf8(source: &str, bytes: &[u8]) -> Result<String, ImportError> {
     }
 }
 
+fn json_error(source: &str, e: serde_json::Error) -> ImportError {
+    ImportError::Json {
+        source_name: source.to_owned(),
+        line: e.line(),
+        column: e.column(),
+        message: e.to_string(),
+    }
+}
+
+/// Refuses a JSON text nested deeper than [`MAX_JSON_DEPTH`] or with a
+/// string longer than [`MAX_FIELD_BYTES`], naming where. Runs before
+/// decoding, so nothing that large is built and the error names the limit
+/// (serde_json's own "recursion limit exceeded" does not); a string left
+/// open is the decoder's to report.
+fn check_json(source: &str, text: &str) -> Result<(), ImportError> {
+    let bytes = text.as_bytes();
+    let (mut line, mut line_start) = (1, 0);
+    let mut depth = 0;
+    let error = |line: usize, line_start: usize, at: usize, message: String| ImportError::Json {
+        source_name: source.to_owned(),
+        line,
+        column: text[line_start..at].chars().count() + 1,
+        message,
+    };
+    let mut at = 0;
+    while at < bytes.len() {
+        match bytes[at] {
+            b'\n' => {
+                line += 1;
+                line_start = at + 1;
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_JSON_DEPTH {
+                    return Err(error(
+                        line,
+                        line_start,
+                        at,
+                        format!("JSON nested deeper than {MAX_JSON_DEPTH} levels"),
+                    ));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b'"' => {
+                let start = at;
+                at += 1;
+                while at < bytes.len() && bytes[at] != b'"' {
+                    // An escape is two bytes; the second may be a quote.
+                    at += if bytes[at] == b'\\' { 2 } else { 1 };
+                }
+                let length = at.min(bytes.len()) - start - 1;
+                if at < bytes.len() && length > MAX_FIELD_BYTES {
+                    return Err(error(
+                        line,
+                        line_start,
+                        start,
+                        format!("a string of {length} bytes, longer than the limit of {MAX_FIELD_BYTES} bytes"),
+                    ));
+                }
+            }
+            _ => {}
+        }
+        at += 1;
+    }
+    Ok(())
+}
+
+/// Refuses a text inventory with a line longer than [`MAX_FIELD_BYTES`]:
+/// every value in one is a line or part of one.
+fn check_lines(source: &str, text: &str) -> Result<(), ImportError> {
+    match text.split('\n').enumerate().find(|(_, l)| l.len() > MAX_FIELD_BYTES) {
+        Some((n, l)) => Err(ImportError::Format {
+            source_name: source.to_owned(),
+            message: format!(
+                "line {}: {} bytes, longer than the limit of {MAX_FIELD_BYTES} bytes",
+                n + 1,
+                l.len()
+            ),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// The inventory formats Cascade reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InventoryFormat {
@@ -195,6 +299,7 @@ pub fn import_inventory(source: &str, bytes: &[u8]) -> Result<(InventoryFormat, 
     if trimmed.starts_with('{') {
         return Ok((InventoryFormat::Native, native::parse_inventory(source, trimmed)?));
     }
+    check_lines(source, trimmed)?;
     if systeminfo::looks_like_hotfix_list(trimmed) {
         return Ok((
             InventoryFormat::HotfixList,

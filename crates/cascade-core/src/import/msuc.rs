@@ -48,6 +48,7 @@ enum OneOrMany {
 }
 
 pub fn parse(source: &str, text: &str) -> Result<Vec<Update>, ImportError> {
+    super::check_json(source, text)?;
     let entries = match serde_json::from_str::<OneOrMany>(text) {
         Ok(OneOrMany::Many(v)) => v,
         Ok(OneOrMany::One(e)) => vec![*e],
@@ -63,12 +64,7 @@ pub fn parse(source: &str, text: &str) -> Result<Vec<Update>, ImportError> {
                     });
                 }
             };
-            return Err(ImportError::Json {
-                source_name: source.to_owned(),
-                line: e.line(),
-                column: e.column(),
-                message: e.to_string(),
-            });
+            return Err(super::json_error(source, e));
         }
     };
     entries

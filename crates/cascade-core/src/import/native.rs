@@ -31,17 +31,9 @@ impl NativeCatalog {
     }
 }
 
-fn json_error(source: &str, e: serde_json::Error) -> ImportError {
-    ImportError::Json {
-        source_name: source.to_owned(),
-        line: e.line(),
-        column: e.column(),
-        message: e.to_string(),
-    }
-}
-
 pub fn parse_catalog(source: &str, text: &str) -> Result<Vec<Update>, ImportError> {
-    let catalog: NativeCatalog = serde_json::from_str(text).map_err(|e| json_error(source, e))?;
+    super::check_json(source, text)?;
+    let catalog: NativeCatalog = serde_json::from_str(text).map_err(|e| super::json_error(source, e))?;
     let fail = |message: String| ImportError::Format {
         source_name: source.to_owned(),
         message,
@@ -72,7 +64,8 @@ pub fn parse_catalog(source: &str, text: &str) -> Result<Vec<Update>, ImportErro
 }
 
 pub fn parse_inventory(source: &str, text: &str) -> Result<Inventory, ImportError> {
-    let mut inv: Inventory = serde_json::from_str(text).map_err(|e| json_error(source, e))?;
+    super::check_json(source, text)?;
+    let mut inv: Inventory = serde_json::from_str(text).map_err(|e| super::json_error(source, e))?;
     inv.normalize();
     Ok(inv)
 }

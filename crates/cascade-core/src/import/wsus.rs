@@ -10,7 +10,7 @@ use roxmltree::Node;
 use super::ImportError;
 use super::xml::{self, child, children, element_error, local, text};
 use crate::ids::{UpdateId, is_guid};
-use crate::rule::{Cmp, Rule};
+use crate::rule::{Cmp, MAX_RULE_DEPTH, Rule};
 use crate::update::{
     Classification, Content, ExitCode, ExitMeaning, InstallCommand, Prerequisite, RestartBehavior, Severity, Update,
 };
@@ -75,11 +75,12 @@ pub fn parse_into(source: &str, text_in: &str, records: &mut Vec<Record>, split:
     // Fragments have no single root; wrap them without adding a line.
     let wrapped = format!("<cascade-fragments>{body}</cascade-fragments>");
     let doc = xml::parse(source, &wrapped)?;
+    let lines = xml::Lines::new(&wrapped);
     for node in doc.root_element().children().filter(|n| n.is_element()) {
         match local(node) {
             "Update" => {
                 records.push(Record {
-                    line: xml::line(node),
+                    line: lines.of(node),
                     ..Record::default()
                 });
                 for part in node.children().filter(|n| n.is_element()) {
@@ -95,7 +96,7 @@ pub fn parse_into(source: &str, text_in: &str, records: &mut Vec<Record>, split:
             }
             "UpdateIdentity" if split || records.is_empty() => {
                 records.push(Record {
-                    line: xml::line(node),
+                    line: lines.of(node),
                     ..Record::default()
                 });
                 apply(source, records, node)?;
@@ -103,7 +104,7 @@ pub fn parse_into(source: &str, text_in: &str, records: &mut Vec<Record>, split:
             _ => {
                 if records.is_empty() {
                     records.push(Record {
-                        line: xml::line(node),
+                        line: lines.of(node),
                         ..Record::default()
                     });
                 }
@@ -326,14 +327,20 @@ fn apply(source: &str, records: &mut [Record], node: Node<'_, '_>) -> Result<(),
     Ok(())
 }
 
+/// The rule an `IsInstalled` or `IsInstallable` element holds: the
+/// conjunction of its children.
 fn single_rule(source: &str, parent: Node<'_, '_>) -> Result<Option<Rule>, ImportError> {
     let mut elements = parent.children().filter(|n| n.is_element());
     let Some(first) = elements.next() else {
         return Ok(None);
     };
-    let mut rules = vec![rule(source, first)?];
+    // The element itself is the first level: it becomes a conjunction when
+    // it has more than one child, and for IsInstallable the conjunction with
+    // `os.family = windows` that `into_update` adds. Counting it keeps every
+    // rule an import makes within MAX_RULE_DEPTH.
+    let mut rules = vec![rule_at(source, first, 2)?];
     for more in elements {
-        rules.push(rule(source, more)?);
+        rules.push(rule_at(source, more, 2)?);
     }
     Ok(Some(Rule::and(rules)))
 }
@@ -341,11 +348,26 @@ fn single_rule(source: &str, parent: Node<'_, '_>) -> Result<Option<Rule>, Impor
 /// Converts a WSUS rule element: `lar:And/Or/Not/True/False`, anything else
 /// is a detection expression kept with its attributes.
 pub fn rule(source: &str, node: Node<'_, '_>) -> Result<Rule, ImportError> {
+    rule_at(source, node, 1)
+}
+
+/// [`rule`] for an element at nesting level `depth`, refusing to go deeper
+/// than [`MAX_RULE_DEPTH`]: the conversion recurses once per level.
+fn rule_at(source: &str, node: Node<'_, '_>, depth: usize) -> Result<Rule, ImportError> {
+    if depth > MAX_RULE_DEPTH {
+        return Err(ImportError::Element {
+            source_name: source.to_owned(),
+            line: xml::line(node),
+            element: xml::qualified_name(node),
+            message: format!("rule nesting deeper than {MAX_RULE_DEPTH} levels"),
+        });
+    }
     let elements = || node.children().filter(|n| n.is_element());
+    let inner = |n| rule_at(source, n, depth + 1);
     Ok(match local(node) {
-        "And" => Rule::and(elements().map(|n| rule(source, n)).collect::<Result<_, _>>()?),
+        "And" => Rule::and(elements().map(inner).collect::<Result<_, _>>()?),
         "Or" => {
-            let rules: Vec<Rule> = elements().map(|n| rule(source, n)).collect::<Result<_, _>>()?;
+            let rules: Vec<Rule> = elements().map(inner).collect::<Result<_, _>>()?;
             if rules.is_empty() {
                 Rule::Never
             } else {
@@ -353,10 +375,10 @@ pub fn rule(source: &str, node: Node<'_, '_>) -> Result<Rule, ImportError> {
             }
         }
         "Not" => {
-            let inner = elements()
+            let negated = elements()
                 .next()
                 .ok_or_else(|| element_error(source, node, "Not with nothing to negate"))?;
-            Rule::Not(Box::new(rule(source, inner)?))
+            Rule::Not(Box::new(inner(negated)?))
         }
         "True" => Rule::Always,
         "False" => Rule::Never,

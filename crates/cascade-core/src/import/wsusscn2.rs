@@ -8,7 +8,7 @@ use quick_xml::Reader;
 use quick_xml::events::{BytesStart, Event};
 
 use super::wsus::{self, Record};
-use super::{Fragments, ImportError};
+use super::{Fragments, ImportError, MAX_FIELD_BYTES, MAX_XML_DEPTH};
 use crate::ids::{UpdateId, is_guid};
 use crate::update::{Prerequisite, Update};
 
@@ -39,6 +39,27 @@ fn line_at(bytes: &[u8], offset: u64) -> u32 {
     bytes[..end].iter().filter(|b| **b == b'\n').count() as u32 + 1
 }
 
+/// Line numbers for offsets met in order: counting from the start for each
+/// `<Update>` made reading a real package (hundreds of megabytes, hundreds
+/// of thousands of updates) quadratic.
+struct Lines<'a> {
+    bytes: &'a [u8],
+    offset: usize,
+    line: u32,
+}
+
+impl Lines<'_> {
+    fn at(&mut self, offset: u64) -> u32 {
+        let end = (offset as usize).min(self.bytes.len());
+        if end < self.offset {
+            return line_at(self.bytes, offset);
+        }
+        self.line += self.bytes[self.offset..end].iter().filter(|b| **b == b'\n').count() as u32;
+        self.offset = end;
+        self.line
+    }
+}
+
 pub fn parse(source: &str, bytes: &[u8], fragments: &dyn Fragments) -> Result<Vec<Update>, ImportError> {
     let mut reader = Reader::from_reader(bytes);
     reader.config_mut().trim_text(true);
@@ -46,6 +67,14 @@ pub fn parse(source: &str, bytes: &[u8], fragments: &dyn Fragments) -> Result<Ve
     let mut raws: Vec<Raw> = Vec::new();
     let mut section = Section::None;
     let mut in_update = false;
+    let mut lines = Lines {
+        bytes,
+        offset: 0,
+        line: 1,
+    };
+    // The reader does not recurse, but bound the nesting like every other
+    // XML importer: nothing real nests this deep.
+    let mut depth = 0;
     let element_error = |offset: u64, element: &str, message: String| ImportError::Element {
         source_name: source.to_owned(),
         line: line_at(bytes, offset),
@@ -64,9 +93,20 @@ pub fn parse(source: &str, bytes: &[u8], fragments: &dyn Fragments) -> Result<Ve
             }
         })?;
         let (e, is_empty) = match &event {
-            Event::Start(e) => (Some(e.clone()), false),
+            Event::Start(e) => {
+                depth += 1;
+                if depth > MAX_XML_DEPTH {
+                    return Err(element_error(
+                        offset,
+                        &String::from_utf8_lossy(e.name().as_ref()),
+                        format!("elements nested deeper than {MAX_XML_DEPTH} levels"),
+                    ));
+                }
+                (Some(e.clone()), false)
+            }
             Event::Empty(e) => (Some(e.clone()), true),
             Event::End(e) => {
+                depth = depth.saturating_sub(1);
                 match e.local_name().as_ref() {
                     b"Update" => in_update = false,
                     b"SupersededBy" | b"BundledBy" | b"Prerequisites" | b"Categories" => section = Section::None,
@@ -104,7 +144,7 @@ pub fn parse(source: &str, bytes: &[u8], fragments: &dyn Fragments) -> Result<Ve
                     })?,
                     revision_number: attr("RevisionNumber")?.and_then(|r| r.parse().ok()),
                     creation: attr("CreationDate")?.and_then(|d| d.get(..10).and_then(|d| d.parse().ok())),
-                    line: line_at(bytes, offset),
+                    line: lines.at(offset),
                     ..Raw::default()
                 });
                 in_update = !is_empty;
@@ -237,6 +277,12 @@ fn attribute(e: &BytesStart<'_>, key: &str) -> Result<Option<String>, String> {
     for a in e.attributes() {
         let a = a.map_err(|err| format!("malformed attribute: {err}"))?;
         if a.key.local_name().as_ref() == key.as_bytes() {
+            if a.value.len() > MAX_FIELD_BYTES {
+                return Err(format!(
+                    "attribute {key} is {} bytes, longer than the limit of {MAX_FIELD_BYTES} bytes",
+                    a.value.len()
+                ));
+            }
             return a
                 .unescape_value()
                 .map(|v| Some(v.into_owned()))

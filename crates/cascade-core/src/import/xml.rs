@@ -2,9 +2,74 @@
 
 use roxmltree::{Document, Node, ParsingOptions};
 
-use super::ImportError;
+use super::{ImportError, MAX_FIELD_BYTES, MAX_XML_DEPTH};
 
+/// Parses `text`, refusing elements nested deeper than [`MAX_XML_DEPTH`]
+/// and a text or attribute value longer than [`MAX_FIELD_BYTES`].
 pub fn parse<'a>(source: &str, text: &'a str) -> Result<Document<'a>, ImportError> {
+    let doc = parse_unchecked(source, text)?;
+    check_bounds(source, &doc)?;
+    Ok(doc)
+}
+
+/// Every text and attribute value is a field some importer may keep, and
+/// every importer walks elements: one pass over the document bounds them
+/// all, naming the line and element. The pass itself does not recurse.
+fn check_bounds(source: &str, doc: &Document<'_>) -> Result<(), ImportError> {
+    let refuse = |node: Node<'_, '_>, element: Node<'_, '_>, message: String| ImportError::Element {
+        source_name: source.to_owned(),
+        line: line(node),
+        element: qualified_name(element),
+        message,
+    };
+    // Element depth by node id; nodes come parents first.
+    let mut depths: Vec<usize> = Vec::new();
+    for node in doc.descendants() {
+        let parent_depth = node
+            .parent()
+            .and_then(|p| depths.get(p.id().get_usize()).copied())
+            .unwrap_or(0);
+        let depth = parent_depth + usize::from(node.is_element());
+        let id = node.id().get_usize();
+        if depths.len() <= id {
+            depths.resize(id + 1, 0);
+        }
+        depths[id] = depth;
+        if depth > MAX_XML_DEPTH {
+            return Err(refuse(
+                node,
+                node,
+                format!("elements nested deeper than {MAX_XML_DEPTH} levels"),
+            ));
+        }
+        if let Some(text) = node.text().filter(|_| node.is_text())
+            && text.len() > MAX_FIELD_BYTES
+        {
+            return Err(refuse(
+                node,
+                node.parent_element().unwrap_or(node),
+                format!(
+                    "a text of {} bytes, longer than the limit of {MAX_FIELD_BYTES} bytes",
+                    text.len()
+                ),
+            ));
+        }
+        if let Some(attribute) = node.attributes().find(|a| a.value().len() > MAX_FIELD_BYTES) {
+            return Err(refuse(
+                node,
+                node,
+                format!(
+                    "attribute {} is {} bytes, longer than the limit of {MAX_FIELD_BYTES} bytes",
+                    attribute.name(),
+                    attribute.value().len()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn parse_unchecked<'a>(source: &str, text: &'a str) -> Result<Document<'a>, ImportError> {
     let options = ParsingOptions {
         allow_dtd: false,
         ..ParsingOptions::default()
@@ -40,8 +105,37 @@ pub fn parse<'a>(source: &str, text: &'a str) -> Result<Document<'a>, ImportErro
     })
 }
 
+/// Line numbers for many nodes of one document. `line` counts from the
+/// start of the text each time, which is quadratic when every record of a
+/// large document asks.
+pub struct Lines {
+    starts: Vec<usize>,
+}
+
+impl Lines {
+    pub fn new(text: &str) -> Lines {
+        let starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(at, _)| at + 1))
+            .collect();
+        Lines { starts }
+    }
+
+    pub fn of(&self, node: Node<'_, '_>) -> u32 {
+        self.starts.partition_point(|start| *start <= node.range().start) as u32
+    }
+}
+
 pub fn line(node: Node<'_, '_>) -> u32 {
     node.document().text_pos_at(node.range().start).row
+}
+
+/// The element's name as the file writes it, with its prefix (`lar:Not`).
+pub fn qualified_name(node: Node<'_, '_>) -> String {
+    let name = node.tag_name().name();
+    match node.tag_name().namespace().and_then(|uri| node.lookup_prefix(uri)) {
+        Some(prefix) if !prefix.is_empty() => format!("{prefix}:{name}"),
+        _ => name.to_owned(),
+    }
 }
 
 pub fn element_error(source: &str, node: Node<'_, '_>, message: impl Into<String>) -> ImportError {
@@ -127,6 +221,16 @@ fn innermost_open(text: &str) -> Option<(String, usize)> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn lines_agree_with_line() {
+        let text = "<a>\n<b x=\"1\"/>\n\n  <c>t\nu</c><d/>\n</a>\n";
+        let doc = super::parse("t.xml", text).unwrap();
+        let lines = super::Lines::new(text);
+        for node in doc.descendants() {
+            assert_eq!(lines.of(node), super::line(node), "{node:?}");
+        }
+    }
+
     #[test]
     fn innermost_open_element() {
         let text = "<?xml version=\"1.0\"?>\n<a x=\"1\">\n  <b/>\n  <c>\n    <d>text</d>\n    <e attr";
