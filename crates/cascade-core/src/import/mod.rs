@@ -2,6 +2,7 @@
 //! name to use in errors; the format is detected from the content.
 
 use crate::inventory::Inventory;
+use crate::rule::Rule;
 use crate::update::Update;
 
 pub mod cvrf;
@@ -178,6 +179,25 @@ pub fn import_catalog(source: &str, bytes: &[u8], fragments: &dyn Fragments) -> 
         CatalogFormat::UpdateCatalog => (msuc::parse(source, &decode_utf8(source, bytes)?)?, Vec::new()),
         CatalogFormat::Native => (native::parse_catalog(source, &decode_utf8(source, bytes)?)?, Vec::new()),
     };
+    // Whatever an importer made of a file, no rule deeper than a node can
+    // read back is handed on: refused here, naming the update, rather than
+    // stored and then refused when read.
+    for update in &updates {
+        let rules = update
+            .applicable_when
+            .iter()
+            .chain(&update.installed_when)
+            .chain(update.targets.iter().map(|t| &t.rule));
+        if let Some(deep) = rules.map(Rule::depth).find(|d| *d > MAX_RULE_DEPTH) {
+            return Err(ImportError::Format {
+                source_name: source.to_owned(),
+                message: format!(
+                    "update {}: a rule nested {deep} levels, deeper than {MAX_RULE_DEPTH}",
+                    update.id
+                ),
+            });
+        }
+    }
     Ok(CatalogImport {
         format,
         updates,
