@@ -145,11 +145,7 @@ fn every_operation_for_every_role_site_and_surface() {
         ("op-east-1", "site-operator", Some("east-1")),
         ("op-west", "site-operator", Some("west")),
     ] {
-        let mut args = vec!["pki", "issue", "admin", "--name", name, "--role", role, "--dir", pki_s];
-        if let Some(site) = site {
-            args.extend(["--site", site]);
-        }
-        ok(run(&args));
+        tree.issue_admin(name, role, site);
     }
     ok(run(&["pki", "issue", "agent", "--id", "pc-1", "--dir", pki_s]));
     // The site records reach east (its operators' scope is decided from them).
@@ -292,19 +288,7 @@ fn a_site_operator_cannot_act_as_enterprise_admin_through_ctl() {
     let mut tree = Tree::new(&[("root", None), ("east", Some("root"))]);
     tree.start_all();
     let pki = tree.path().join("pki");
-    ok(run(&[
-        "pki",
-        "issue",
-        "admin",
-        "--name",
-        "eve",
-        "--role",
-        "site-operator",
-        "--site",
-        "east",
-        "--dir",
-        pki.to_str().unwrap(),
-    ]));
+    tree.issue_admin("eve", "site-operator", Some("east"));
     let before = written(&tree, "root");
     let as_eve = |args: &[&str]| {
         let addr = tree.nodes["root"].addr();

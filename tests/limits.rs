@@ -101,17 +101,7 @@ fn bodies_are_refused_before_they_are_read_unless_the_caller_may_send_them() {
     tree.top.insert("root".into(), "api_listen = \"127.0.0.1:0\"\n".into());
     tree.start_all();
     let pki = tree.path().join("pki");
-    ok(run(&[
-        "pki",
-        "issue",
-        "admin",
-        "--name",
-        "audrey",
-        "--role",
-        "auditor",
-        "--dir",
-        pki.to_str().unwrap(),
-    ]));
+    tree.issue_admin("audrey", "auditor", None);
     let grpc = tree.nodes["root"].addr();
     let ca = pki.join("ca.crt");
     let _ = rustls::crypto::ring::default_provider().install_default();

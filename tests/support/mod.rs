@@ -173,6 +173,27 @@ impl Tree {
         self.dir.path()
     }
 
+    /// An admin certificate of the tree's CA, `pki/admin-<name>.crt`, with
+    /// a role (admin, site-operator, auditor) and a site operator's site.
+    pub fn issue_admin(&self, name: &str, role: &str, site: Option<&str>) {
+        let pki = self.path().join("pki");
+        let mut args = vec![
+            "pki",
+            "issue",
+            "admin",
+            "--name",
+            name,
+            "--role",
+            role,
+            "--dir",
+            pki.to_str().unwrap(),
+        ];
+        if let Some(site) = site {
+            args.extend(["--site", site]);
+        }
+        ok(run(&args));
+    }
+
     /// The nodes' content import directory (`content_import`).
     pub fn import_dir(&self) -> std::path::PathBuf {
         self.path().join("import")

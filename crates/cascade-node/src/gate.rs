@@ -5,7 +5,8 @@
 //! service; agents of this site, or of a site this node is told to trust,
 //! the Agents service; admins the Admin service, by the same registry rule
 //! as the HTTP API), and bounds the request body to what that caller may
-//! send. Handlers find what the gate decided in the request's extensions.
+//! send. The Admin handler finds the authorization in the request's
+//! extensions.
 //! The HTTP API makes the same decision through `Node::authorize` before
 //! it reads a body (api/http.rs).
 
@@ -55,13 +56,9 @@ pub struct Gate<S> {
     node: Arc<Node>,
 }
 
-/// The verified and unrevoked identity of a gRPC caller, as the gate found it.
-#[derive(Clone, Debug)]
-pub struct Caller(pub Identity);
-
-/// What the gate lets through: who calls, and the largest body it reads.
+/// What the gate lets through: an admin call's authorization, and the
+/// largest body it reads.
 struct Admission {
-    identity: Option<Identity>,
     authorized: Option<Authorized>,
     body_limit: usize,
 }
@@ -94,8 +91,7 @@ impl Node {
         let identity = self.chain_identity(certs)?;
         let (service, method) = path.trim_start_matches('/').split_once('/').unwrap_or((path, ""));
         let unauthenticated = || tonic::Status::unauthenticated(format!("{path} needs a client certificate"));
-        let admission = |identity, body_limit| Admission {
-            identity,
+        let admission = |body_limit| Admission {
             authorized: None,
             body_limit,
         };
@@ -114,22 +110,19 @@ impl Node {
                 let authorized = self.authorize(caller, operation).map_err(|e| e.grpc())?;
                 let body_limit = authorized.body_limit();
                 Ok(Admission {
-                    identity: Some(identity),
                     authorized: Some(authorized),
                     body_limit,
                 })
             }
             "cascade.v1.Hierarchy" => match identity {
-                Some(identity @ Identity::Node(_)) => Ok(admission(Some(identity), NODE_BODY)),
+                Some(Identity::Node(_)) => Ok(admission(NODE_BODY)),
                 Some(other) => Err(tonic::Status::permission_denied(format!("{other} is not a node"))),
                 None => Err(unauthenticated()),
             },
             "cascade.v1.Agents" => match (method, identity) {
-                ("Enroll", identity) => Ok(admission(identity, SMALL_BODY)),
+                ("Enroll", _) => Ok(admission(SMALL_BODY)),
                 // Content for a child node: only children registered here.
-                ("Content", Some(Identity::Node(child))) if self.is_child(&child) => {
-                    Ok(admission(Some(Identity::Node(child)), SMALL_BODY))
-                }
+                ("Content", Some(Identity::Node(child))) if self.is_child(&child) => Ok(admission(SMALL_BODY)),
                 ("Content", Some(Identity::Node(other))) => Err(tonic::Status::permission_denied(format!(
                     "node {other} is not a child of {}: content goes to children registered here",
                     self.id
@@ -138,14 +131,14 @@ impl Node {
                     let leaf = certs.and_then(|c| c.first()).map(|c| c.as_ref()).unwrap_or_default();
                     self.agent_of_this_site(leaf, &identity)?;
                     let limit = if method == "Content" { SMALL_BODY } else { AGENT_BODY };
-                    Ok(admission(Some(identity), limit))
+                    Ok(admission(limit))
                 }
                 (_, Some(other)) => Err(tonic::Status::permission_denied(format!("{other} is not an agent"))),
                 (_, None) => Err(unauthenticated()),
             },
-            "grpc.health.v1.Health" => Ok(admission(identity, SMALL_BODY)),
+            "grpc.health.v1.Health" => Ok(admission(SMALL_BODY)),
             _ => match identity {
-                Some(identity) => Ok(admission(Some(identity), SMALL_BODY)),
+                Some(_) => Ok(admission(SMALL_BODY)),
                 None => Err(unauthenticated()),
             },
         }
@@ -231,9 +224,6 @@ where
             }
         };
         let (mut parts, body) = request.into_parts();
-        if let Some(identity) = admission.identity {
-            parts.extensions.insert(Caller(identity));
-        }
         if let Some(authorized) = admission.authorized {
             parts.extensions.insert(authorized);
         }
