@@ -13,7 +13,7 @@ use crate::ids::UpdateId;
 use crate::inventory::Inventory;
 use crate::model::{Approval, ComputerId, MaintenanceWindow, NodeId, ObjectId, Policy, RestartPolicy, Rollout};
 use crate::planner::Plan;
-use crate::update::{Classification, Content, InstallCommand, RestartBehavior, Severity, Update};
+use crate::update::{Classification, Content, InstallCommand, RestartBehavior, Severity, Track, Update};
 
 /// The fact an agent sets (from its facts file) to put its computer in
 /// groups that policies target: a comma-separated list.
@@ -119,6 +119,8 @@ pub struct Placement<'a> {
 pub struct Selection {
     pub policies: Vec<ObjectId>,
     pub updates: BTreeMap<UpdateId, Option<i64>>,
+    /// Security-only when any of the policies asks for it.
+    pub track: Track,
 }
 
 impl Selection {
@@ -286,6 +288,7 @@ impl Targeting {
         let mut selection = Selection::default();
         for policy in self.policies.iter().filter(|p| Self::targets(p, at)) {
             selection.policies.push(policy.id.clone());
+            selection.track = selection.track.max(policy.track);
             let ring = Self::ring_of(policy, at);
             for (update, deadline) in self.approved_by(policy, at.now) {
                 // A staged rollout reaches this computer's ring in its time.

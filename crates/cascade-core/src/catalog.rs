@@ -14,6 +14,20 @@ pub enum CatalogDiagnostic {
     /// Updates that supersede each other in a circle. Supersedence among
     /// them is ignored; each is judged on its own.
     SupersedenceCycle(Vec<UpdateId>),
+    /// A relation the vendor did not state, derived from the data: `newer`
+    /// contains `older`, which is then treated as superseded by it.
+    Contains {
+        newer: UpdateId,
+        older: UpdateId,
+        why: String,
+    },
+    /// A relation the data implies that contradicts what the vendor says
+    /// (the vendor has `older` superseding `newer`); the vendor's word stands.
+    ContainmentConflict {
+        newer: UpdateId,
+        older: UpdateId,
+        why: String,
+    },
 }
 
 impl std::fmt::Display for CatalogDiagnostic {
@@ -27,6 +41,11 @@ impl std::fmt::Display for CatalogDiagnostic {
                     names.join(", ")
                 )
             }
+            CatalogDiagnostic::Contains { newer, older, why } => write!(f, "{newer} contains {older}: {why}"),
+            CatalogDiagnostic::ContainmentConflict { newer, older, why } => write!(
+                f,
+                "{newer} would contain {older} ({why}), but the vendor says {older} supersedes {newer}; the vendor's word stands"
+            ),
         }
     }
 }
@@ -47,8 +66,13 @@ pub struct Catalog {
     /// Updates indexed by an installed product: looked at for computers
     /// whose products are unknown.
     product_indexed: Vec<u32>,
+    /// Of those, the ones for a product a software list cannot show: looked
+    /// at for every computer (they are unknown where not listed).
+    undetectable: Vec<u32>,
     diagnostics: Vec<CatalogDiagnostic>,
     detectoids: usize,
+    /// The baseline cumulative update of each hotpatch that has one here.
+    baselines: HashMap<u32, u32>,
 }
 
 impl Catalog {
@@ -96,9 +120,10 @@ impl Catalog {
                 }
             }
         }
-        let mut diagnostics = Vec::new();
+        let derived = crate::containment::derive(&merged, &mut superseded_by);
+        let mut diagnostics = derived.diagnostics;
         if !superseded_by.iter().all(Vec::is_empty) {
-            diagnostics = break_cycles(&mut superseded_by, &merged);
+            diagnostics.extend(break_cycles(&mut superseded_by, &merged));
         }
         // By id, so that which superseder a plan names does not depend on
         // the order the catalog was given in.
@@ -110,6 +135,7 @@ impl Catalog {
         let mut index: HashMap<IndexKey, Vec<u32>> = HashMap::new();
         let mut unindexed = Vec::new();
         let mut product_indexed = Vec::new();
+        let mut undetectable = Vec::new();
         for (i, u) in merged.iter().enumerate() {
             let i = i as u32;
             let keys: Option<Vec<IndexKey>> = if u.targets.is_empty() {
@@ -119,11 +145,29 @@ impl Catalog {
             };
             match keys {
                 None => unindexed.push(i),
-                Some(mut keys) => {
+                Some(keys) => {
+                    // A vendor's product name is indexed under the installed
+                    // products it stands for.
+                    let mut keys: Vec<IndexKey> = keys
+                        .into_iter()
+                        .flat_map(|k| match k {
+                            IndexKey::Product(name) => crate::products::covered_by(&name)
+                                .iter()
+                                .map(|c| IndexKey::Product(c.to_ascii_lowercase()))
+                                .collect::<Vec<_>>(),
+                            other => vec![other],
+                        })
+                        .collect();
                     keys.sort();
                     keys.dedup();
                     if keys.iter().any(|k| matches!(k, IndexKey::Product(_))) {
                         product_indexed.push(i);
+                        if keys
+                            .iter()
+                            .any(|k| matches!(k, IndexKey::Product(name) if !crate::products::detectable(name)))
+                        {
+                            undetectable.push(i);
+                        }
                     }
                     for k in keys {
                         index.entry(k).or_default().push(i);
@@ -143,9 +187,16 @@ impl Catalog {
             index,
             unindexed,
             product_indexed,
+            undetectable,
             diagnostics,
             detectoids,
+            baselines: derived.baselines,
         }
+    }
+
+    /// The baseline cumulative update of hotpatch `i`, where known.
+    pub(crate) fn baseline(&self, i: u32) -> Option<u32> {
+        self.baselines.get(&i).copied()
     }
 
     pub fn len(&self) -> usize {
@@ -194,20 +245,26 @@ impl Catalog {
     /// its products are unknown), and the unindexed ones. Sorted, no repeats.
     pub(crate) fn candidates(&self, inv: &Inventory) -> Vec<u32> {
         let mut out: Vec<u32> = self.unindexed.clone();
-        if let Some(product) = &inv.os.product
-            && let Some(list) = self.index.get(&IndexKey::Os(product.to_ascii_lowercase()))
-        {
-            out.extend_from_slice(list);
+        // An undecided product (a build that is both a client and a server
+        // release) looks at every product it may be: their updates are
+        // then unknown, with the reason, rather than silently absent.
+        for product in inv.possible_os_products() {
+            if let Some(list) = self.index.get(&IndexKey::Os(product.to_ascii_lowercase())) {
+                out.extend_from_slice(list);
+            }
         }
-        match &inv.products {
-            Some(products) => {
-                for p in products {
+        match inv.products_known() {
+            crate::inventory::ProductsKnown::Completely => {
+                for p in inv.installed_products() {
                     if let Some(list) = self.index.get(&IndexKey::Product(p.name.to_ascii_lowercase())) {
                         out.extend_from_slice(list);
                     }
                 }
+                if inv.software.is_some() {
+                    out.extend_from_slice(&self.undetectable);
+                }
             }
-            None => out.extend_from_slice(&self.product_indexed),
+            _ => out.extend_from_slice(&self.product_indexed),
         }
         out.sort_unstable();
         out.dedup();

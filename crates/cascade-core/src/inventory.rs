@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::ids::UpdateId;
+use crate::software::SoftwareList;
 use crate::version::Version;
 use crate::windows;
 
@@ -104,6 +105,11 @@ pub struct Inventory {
     /// (rules over products are then unknown).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub products: Option<Vec<InstalledProduct>>,
+    /// Installed software as the computer lists it (Uninstall keys, MSI,
+    /// Click-to-Run, .NET, SQL Server ...); the products that vendors'
+    /// catalogs name are derived from it (see [`crate::products`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub software: Option<SoftwareList>,
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub installed_updates: BTreeSet<UpdateId>,
     /// Further facts, by name; they override the built-in ones of the same name.
@@ -119,6 +125,53 @@ pub struct Inventory {
     pub files: Option<BTreeMap<String, String>>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub hotpatch_enrolled: bool,
+    /// The products derived from `software`, made when first asked for.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub derived: DerivedProducts,
+}
+
+/// A cache that takes no part in equality, hashing or serialisation.
+#[derive(Clone, Debug, Default)]
+pub struct DerivedProducts(std::sync::OnceLock<Vec<InstalledProduct>>);
+
+impl PartialEq for DerivedProducts {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for DerivedProducts {}
+
+/// Whether an inventory's list of installed products is all there is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProductsKnown {
+    /// Nothing about installed software was collected.
+    No,
+    /// Some was; a product not in it may still be installed. Why.
+    Partly(&'static str),
+    /// Everything was: a product that the list can show and that is not in
+    /// it is not installed.
+    Completely,
+}
+
+/// A fact two merged inventories disagree on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MergeConflict {
+    pub fact: String,
+    /// The value kept: the first inventory's.
+    pub kept: String,
+    pub other: String,
+}
+
+impl std::fmt::Display for MergeConflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: the inventories disagree ({:?} and {:?}); kept {:?}, the first",
+            self.fact, self.kept, self.other, self.kept
+        )
+    }
 }
 
 /// The identity of an inventory's content, without the computer's name:
@@ -186,6 +239,11 @@ impl Inventory {
             products.sort();
             products.dedup();
         }
+        if let Some(list) = &mut self.software {
+            list.entries.sort();
+            list.entries.dedup();
+        }
+        self.derived = DerivedProducts::default();
         for map in [&mut self.registry, &mut self.files].into_iter().flatten() {
             *map = std::mem::take(map)
                 .into_iter()
@@ -227,27 +285,97 @@ impl Inventory {
         }
     }
 
+    /// Why the inventory has no value for fact `name`.
+    pub fn why_no_fact(&self, name: &str) -> String {
+        if self.os.family == OsFamily::Windows
+            && matches!(name, "os.product" | "os.release")
+            && let Some(version) = &self.os.version
+            && let Err(why) = windows::decide_product(
+                version,
+                self.os.installation.map(Installation::is_server),
+                &self.os.name,
+            )
+        {
+            return why;
+        }
+        format!("the inventory has no fact {name}")
+    }
+
+    /// The OS products this computer may be: its product, or when that could
+    /// not be decided, every product its version may be.
+    pub fn possible_os_products(&self) -> Vec<String> {
+        match (&self.os.product, &self.os.version) {
+            (Some(p), _) => vec![p.clone()],
+            (None, Some(v)) if self.os.family == OsFamily::Windows => {
+                windows::possible_products(v).into_iter().map(str::to_owned).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Installed products: those listed and those derived from the software
+    /// list by the product map.
+    pub fn installed_products(&self) -> impl Iterator<Item = &InstalledProduct> {
+        let derived = self.derived.0.get_or_init(|| match &self.software {
+            Some(list) => crate::products::derive(&list.entries, self.os.arch.as_deref()),
+            None => Vec::new(),
+        });
+        self.products.iter().flatten().chain(derived.iter())
+    }
+
+    /// How much of the installed software the inventory lists.
+    pub fn products_known(&self) -> ProductsKnown {
+        match (&self.software, &self.products) {
+            (Some(list), _) if list.complete => ProductsKnown::Completely,
+            (Some(_), _) => ProductsKnown::Partly("the computer's software list is not complete"),
+            // A list of products given without a software list is the whole list.
+            (None, Some(_)) => ProductsKnown::Completely,
+            (None, None) => ProductsKnown::No,
+        }
+    }
+
     pub fn has_update(&self, id: &UpdateId) -> bool {
         self.installed_updates.contains(id)
     }
 
-    /// Adds what `other` knows and this inventory does not (a `wmic qfe`
-    /// list merged into a `systeminfo`).
-    pub fn merge(&mut self, other: Inventory) {
+    /// Adds what `other` knows to this inventory, fact by fact (a `wmic
+    /// qfe` list merged into a `systeminfo`, two collectors' files): the more
+    /// specific value wins (a build with its revision over one without, a
+    /// stated architecture over none, Server Core over "server"), lists are
+    /// united, and where both give different values this inventory's value
+    /// is kept and the conflict returned.
+    pub fn merge(&mut self, other: Inventory) -> Vec<MergeConflict> {
+        let mut conflicts = Vec::new();
         if self.computer.is_none() {
             self.computer = other.computer;
         }
-        if self.os == OsInfo::default() {
-            self.os = other.os;
-        }
+        self.merge_os(other.os, &mut conflicts);
         match (&mut self.products, other.products) {
             (Some(mine), Some(theirs)) => mine.extend(theirs),
             (mine @ None, theirs) => *mine = theirs,
             _ => {}
         }
+        match (&mut self.software, other.software) {
+            (Some(mine), Some(theirs)) => {
+                mine.complete |= theirs.complete;
+                mine.entries.extend(theirs.entries);
+            }
+            (mine @ None, theirs) => *mine = theirs,
+            _ => {}
+        }
         self.installed_updates.extend(other.installed_updates);
         for (k, v) in other.facts {
-            self.facts.entry(k).or_insert(v);
+            match self.facts.get(&k) {
+                Some(mine) if *mine != v => conflicts.push(MergeConflict {
+                    fact: k.clone(),
+                    kept: mine.clone(),
+                    other: v,
+                }),
+                Some(_) => {}
+                None => {
+                    self.facts.insert(k, v);
+                }
+            }
         }
         for (mine, theirs) in [(&mut self.registry, other.registry), (&mut self.files, other.files)] {
             match (mine, theirs) {
@@ -262,6 +390,77 @@ impl Inventory {
         }
         self.hotpatch_enrolled |= other.hotpatch_enrolled;
         self.normalize();
+        conflicts
+    }
+
+    fn merge_os(&mut self, other: OsInfo, conflicts: &mut Vec<MergeConflict>) {
+        let os = &mut self.os;
+        let mut conflict = |fact: &str, kept: String, other: String| {
+            conflicts.push(MergeConflict {
+                fact: fact.to_owned(),
+                kept,
+                other,
+            })
+        };
+        match (os.family, other.family) {
+            (OsFamily::Other, theirs) => os.family = theirs,
+            (_, OsFamily::Other) => {}
+            (mine, theirs) if mine != theirs => conflict("os.family", mine.as_str().into(), theirs.as_str().into()),
+            _ => {}
+        }
+        if os.name.is_empty() {
+            os.name = other.name;
+        } else if !other.name.is_empty()
+            && !windows::clean_os_name(&os.name).eq_ignore_ascii_case(&windows::clean_os_name(&other.name))
+        {
+            conflict("os.name", os.name.clone(), other.name);
+        }
+        match (&os.version, other.version) {
+            (None, theirs) => os.version = theirs,
+            (Some(_), None) => {}
+            (Some(mine), Some(theirs)) => {
+                let shorter = mine.len().min(theirs.len());
+                if mine.same_prefix(&theirs, shorter) {
+                    if theirs.len() > mine.len() {
+                        os.version = Some(theirs);
+                    }
+                } else {
+                    conflict("os.version", mine.to_string(), theirs.to_string());
+                }
+            }
+        }
+        for (fact, mine, theirs) in [
+            ("os.product", &mut os.product, other.product),
+            ("os.release", &mut os.release, other.release),
+            ("os.edition", &mut os.edition, other.edition),
+        ] {
+            match (mine.as_ref(), theirs) {
+                (None, theirs) => *mine = theirs,
+                (Some(m), Some(t)) if !m.eq_ignore_ascii_case(&t) => conflict(fact, m.clone(), t),
+                _ => {}
+            }
+        }
+        match (&os.arch, other.arch) {
+            (None, theirs) => os.arch = theirs,
+            (Some(m), Some(t)) if windows::normalize_arch(m) != windows::normalize_arch(&t) => {
+                conflict("os.arch", m.clone(), t)
+            }
+            _ => {}
+        }
+        match (os.installation, other.installation) {
+            (None, theirs) => os.installation = theirs,
+            (Some(Installation::Server), Some(Installation::ServerCore)) => {
+                os.installation = Some(Installation::ServerCore)
+            }
+            (Some(Installation::ServerCore), Some(Installation::Server)) => {}
+            (Some(m), Some(t)) if m != t => conflict("os.installation", m.as_str().into(), t.as_str().into()),
+            _ => {}
+        }
+        match (os.service_pack, other.service_pack) {
+            (None, theirs) => os.service_pack = theirs,
+            (Some(m), Some(t)) if m != t => conflict("os.service_pack", m.to_string(), t.to_string()),
+            _ => {}
+        }
     }
 
     /// The content hash (see [`InventoryHash`]).

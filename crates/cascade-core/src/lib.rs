@@ -7,14 +7,17 @@
 pub mod assignment;
 pub mod catalog;
 pub mod compliance;
+mod containment;
 pub mod ids;
 pub mod import;
 pub mod inventory;
 pub mod model;
 pub mod planner;
+pub mod products;
 pub mod rule;
 pub mod schedule;
 pub mod seal;
+pub mod software;
 pub mod update;
 pub mod version;
 pub mod windows;

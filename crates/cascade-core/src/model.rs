@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::compliance::ComplianceState;
 use crate::ids::UpdateId;
 use crate::rule::Rule;
-use crate::update::{Classification, Severity, Update};
+use crate::update::{Classification, Severity, Track, Update};
 
 /// Text usable as an id: not empty, at most 256 bytes, no control characters
 /// (the store uses NUL as a separator).
@@ -218,6 +218,11 @@ pub struct Policy {
     /// After the catalog, run the operating system's own updater.
     #[serde(default)]
     pub os_updater: bool,
+    /// Windows 7 to 8.1 and their servers: monthly rollups (the default) or
+    /// security-only updates. A computer that any of its policies puts on
+    /// security-only updates is offered no rollup.
+    #[serde(default, skip_serializing_if = "Track::is_default")]
+    pub track: Track,
     #[serde(default)]
     pub enabled: bool,
     /// Fields a child site may override locally.
@@ -244,6 +249,7 @@ impl Policy {
             restart: RestartPolicy::AsVendorSays,
             vendor_catalog: true,
             os_updater: false,
+            track: Track::Rollup,
             enabled: true,
             overridable: BTreeSet::new(),
             rings: Vec::new(),

@@ -14,7 +14,7 @@ use crate::catalog::Catalog;
 use crate::ids::UpdateId;
 use crate::inventory::{Inventory, InventoryHash};
 use crate::rule::Truth;
-use crate::update::{Classification, RestartBehavior, Severity, Update};
+use crate::update::{Classification, RestartBehavior, Servicing, Severity, Track, Update};
 
 /// One update the computer needs, in install order.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -50,10 +50,20 @@ pub struct PlanItem {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reason {
     Listed,
-    FixedBuild { build: Version, fixed: Version },
+    /// The computer's build (raised by `via`, an installed cumulative
+    /// update, where the inventory's own build is older) is at or past the
+    /// update's fixed build.
+    FixedBuild {
+        build: Version,
+        fixed: Version,
+        via: Option<UpdateId>,
+    },
     Detection,
     BundleInstalled,
-    SupersededBy { by: UpdateId, installed: bool },
+    SupersededBy {
+        by: UpdateId,
+        installed: bool,
+    },
     Unknown(String),
 }
 
@@ -61,9 +71,21 @@ impl std::fmt::Display for Reason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Reason::Listed => f.write_str("listed as installed on the computer"),
-            Reason::FixedBuild { build, fixed } => {
+            Reason::FixedBuild {
+                build,
+                fixed,
+                via: None,
+            } => {
                 write!(f, "OS build {build} is at or past the fixed build {fixed}")
             }
+            Reason::FixedBuild {
+                build,
+                fixed,
+                via: Some(via),
+            } => write!(
+                f,
+                "OS build {build} (with {via} installed) is at or past the fixed build {fixed}"
+            ),
             Reason::Detection => f.write_str("its detection rule finds it installed"),
             Reason::BundleInstalled => f.write_str("its bundled updates are installed"),
             Reason::SupersededBy { by, installed: true } => write!(f, "superseded by {by}, which is installed"),
@@ -112,13 +134,21 @@ impl Plan {
 #[derive(Debug)]
 pub struct Planner {
     catalog: Arc<Catalog>,
+    track: Track,
     cache: Mutex<HashMap<InventoryHash, Arc<Plan>>>,
 }
 
 impl Planner {
     pub fn new(catalog: Arc<Catalog>) -> Planner {
+        Planner::with_track(catalog, Track::Rollup)
+    }
+
+    /// A planner for computers on `track` (Windows 7 to 8.1: rollups or
+    /// security-only updates).
+    pub fn with_track(catalog: Arc<Catalog>, track: Track) -> Planner {
         Planner {
             catalog,
+            track,
             cache: Mutex::new(HashMap::new()),
         }
     }
@@ -133,7 +163,7 @@ impl Planner {
         if let Some(plan) = self.lock().get(&hash) {
             return plan.clone();
         }
-        let plan = Arc::new(plan(&self.catalog, inv));
+        let plan = Arc::new(plan_on(&self.catalog, inv, self.track));
         self.lock().entry(hash).or_insert(plan).clone()
     }
 
@@ -201,6 +231,10 @@ type IndexMap<V> = HashMap<u32, V, std::hash::BuildHasherDefault<IndexHasher>>;
 struct Evaluation<'a> {
     catalog: &'a Catalog,
     inv: &'a Inventory,
+    track: Track,
+    /// The computer's full build, raised to the fixed build of the newest
+    /// cumulative update it lists as installed, and that update.
+    build: Option<(Version, Option<UpdateId>)>,
     states: IndexMap<State>,
     installed_above: IndexMap<Option<u32>>,
     offered_above: IndexMap<Option<u32>>,
@@ -211,23 +245,59 @@ struct Evaluation<'a> {
     listed: std::collections::HashSet<u32, std::hash::BuildHasherDefault<IndexHasher>>,
 }
 
-/// Plans one inventory against a catalog without caching.
+/// Plans one inventory against a catalog without caching, on the default
+/// (rollup) track.
 pub fn plan(catalog: &Catalog, inv: &Inventory) -> Plan {
+    plan_on(catalog, inv, Track::Rollup)
+}
+
+/// The computer's build with what its installed cumulative updates say: an
+/// installed cumulative update brings the OS to its fixed build.
+fn effective_build(catalog: &Catalog, inv: &Inventory, listed: &[u32]) -> Option<(Version, Option<UpdateId>)> {
+    let own = inv.os.version.clone()?;
+    if own.len() < 3 {
+        return None;
+    }
+    let mut best: (Version, Option<UpdateId>) = (own, None);
+    for &i in listed {
+        let u = catalog.update(i);
+        if u.servicing != Some(Servicing::Cumulative) {
+            continue;
+        }
+        for t in &u.targets {
+            if let Some(fixed) = &t.fixed_build
+                && fixed.len() >= 4
+                && fixed.same_prefix(&best.0, 3)
+                && *fixed > best.0
+                && t.rule.eval(inv).is_true()
+            {
+                best = (fixed.clone(), Some(u.id.clone()));
+            }
+        }
+    }
+    (best.0.len() >= 4).then_some(best)
+}
+
+/// Plans one inventory against a catalog without caching.
+pub fn plan_on(catalog: &Catalog, inv: &Inventory, track: Track) -> Plan {
     let candidates = catalog.candidates(inv);
     let capacity = candidates.len() + candidates.len() / 2;
+    let listed: Vec<u32> = inv
+        .installed_updates
+        .iter()
+        .filter_map(|id| catalog.index_of(id))
+        .collect();
     let mut ev = Evaluation {
         catalog,
         inv,
+        track,
+        build: effective_build(catalog, inv, &listed),
         states: IndexMap::with_capacity_and_hasher(capacity, Default::default()),
         installed_above: IndexMap::with_capacity_and_hasher(capacity, Default::default()),
         offered_above: IndexMap::with_capacity_and_hasher(capacity, Default::default()),
         in_progress: Vec::new(),
         evaluated: Vec::with_capacity(capacity),
-        listed: inv
-            .installed_updates
-            .iter()
-            .filter_map(|id| catalog.index_of(id))
-            .collect(),
+        listed: listed.into_iter().collect(),
     };
     for &i in &candidates {
         ev.state(i);
@@ -276,6 +346,18 @@ impl<'a> Evaluation<'a> {
         if u.hotpatch && !inv.hotpatch_enrolled {
             return State::NotApplicable;
         }
+        // One track: a computer on security-only updates is offered no rollup.
+        if self.track == Track::SecurityOnly && u.servicing == Some(Servicing::MonthlyRollup) {
+            return State::NotApplicable;
+        }
+        // A hotpatch goes on top of its baseline; below it, the cumulative
+        // update is what the computer needs.
+        if u.hotpatch
+            && let Some(b) = catalog.baseline(i)
+            && !matches!(self.state(b), State::Installed(_))
+        {
+            return State::NotApplicable;
+        }
         let mut applies = Truth::False;
         let mut matched: u32 = 0;
         let mut severity = Severity::Unspecified;
@@ -283,7 +365,7 @@ impl<'a> Evaluation<'a> {
         if u.targets.is_empty() {
             applies = Truth::True;
         }
-        let full_build = inv.os.version.as_ref().filter(|v| v.len() >= 4);
+        let full_build = self.build.as_ref().map(|(v, _)| v);
         for (n, t) in u.targets.iter().enumerate() {
             match t.rule.eval(inv) {
                 Truth::True => {
@@ -536,8 +618,9 @@ impl<'a> Evaluation<'a> {
             InstalledBy::Detection => Reason::Detection,
             InstalledBy::Bundle => Reason::BundleInstalled,
             InstalledBy::FixedBuild(t) => Reason::FixedBuild {
-                build: self.inv.os.version.clone().unwrap_or_default(),
+                build: self.build.as_ref().map(|(v, _)| v.clone()).unwrap_or_default(),
                 fixed: u.targets[t as usize].fixed_build.clone().unwrap_or_default(),
+                via: self.build.as_ref().and_then(|(_, via)| via.clone()),
             },
         }
     }

@@ -479,37 +479,57 @@ impl Rule {
                 // The package list was collected and this package is not in it.
                 None if name.starts_with("deb:") && inv.facts.keys().any(|k| k.starts_with("deb:")) => Truth::False,
                 None if name.starts_with("rpm:") && inv.facts.keys().any(|k| k.starts_with("rpm:")) => Truth::False,
-                None => Truth::Unknown(format!("the inventory has no fact {name}")),
+                None => Truth::Unknown(inv.why_no_fact(name)),
             },
-            Rule::Product { name, cmp, version } => match &inv.products {
-                None => Truth::Unknown(format!(
-                    "the inventory does not list installed products (needed for {name})"
-                )),
-                Some(products) => {
-                    let mut found = products.iter().filter(|p| p.name.eq_ignore_ascii_case(name)).peekable();
-                    if found.peek().is_none() {
-                        return Truth::False;
-                    }
-                    match (cmp, version) {
-                        (Some(cmp), Some(wanted)) => {
-                            let mut unknown = false;
-                            for p in found {
-                                match &p.version {
-                                    Some(v) if cmp.accepts(v.cmp(wanted)) => return Truth::True,
-                                    Some(_) => {}
-                                    None => unknown = true,
-                                }
-                            }
-                            if unknown {
-                                Truth::Unknown(format!("the inventory has no version for product {name}"))
-                            } else {
-                                Truth::False
+            Rule::Product { name, cmp, version } => {
+                use crate::inventory::ProductsKnown;
+                if inv.os.family == crate::inventory::OsFamily::Windows && crate::products::other_platform(name) {
+                    return Truth::False;
+                }
+                let known = inv.products_known();
+                if known == ProductsKnown::No {
+                    return Truth::Unknown(format!(
+                        "the inventory does not list installed software (needed for {name})"
+                    ));
+                }
+                let covered = crate::products::covered_by(name);
+                let mut found = inv
+                    .installed_products()
+                    .filter(|p| covered.iter().any(|c| p.name.eq_ignore_ascii_case(c)))
+                    .peekable();
+                if found.peek().is_none() {
+                    return match known {
+                        ProductsKnown::Completely
+                            if inv.software.is_none() || covered.iter().any(|c| crate::products::detectable(c)) =>
+                        {
+                            Truth::False
+                        }
+                        ProductsKnown::Completely => Truth::Unknown(format!(
+                            "the software list cannot show whether {name} is installed (no entry of the product map gives it)"
+                        )),
+                        ProductsKnown::Partly(why) => Truth::Unknown(format!("{name} is not listed, and {why}")),
+                        ProductsKnown::No => Truth::Unknown(String::new()),
+                    };
+                }
+                match (cmp, version) {
+                    (Some(cmp), Some(wanted)) => {
+                        let mut unknown = false;
+                        for p in found {
+                            match &p.version {
+                                Some(v) if cmp.accepts(v.cmp(wanted)) => return Truth::True,
+                                Some(_) => {}
+                                None => unknown = true,
                             }
                         }
-                        _ => Truth::True,
+                        if unknown {
+                            Truth::Unknown(format!("the inventory has no version for product {name}"))
+                        } else {
+                            Truth::False
+                        }
                     }
+                    _ => Truth::True,
                 }
-            },
+            }
             Rule::Installed(id) => Truth::from_bool(inv.has_update(id)),
             Rule::Check { kind, attrs } => detect::eval(kind, attrs, inv),
         }

@@ -76,6 +76,71 @@ impl Classification {
     }
 }
 
+/// How an update relates to the other updates of its product, where the
+/// vendor says (a document's subtype, a catalog's title).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Servicing {
+    /// Contains every earlier cumulative update of its product (Windows 10
+    /// and later, Internet Explorer, .NET on Windows 10 and later,
+    /// SharePoint cumulative updates). A hotpatch is one since its baseline.
+    Cumulative,
+    /// Windows 7 to 8.1 and their servers: a month's rollup contains that
+    /// month's security-only update, every earlier rollup and security-only
+    /// update, and the month's Internet Explorer cumulative update.
+    MonthlyRollup,
+    /// That month's security fixes only.
+    SecurityOnly,
+}
+
+impl Servicing {
+    /// What a Microsoft catalog title says: "2023-04 Cumulative Update for
+    /// Windows 11 ...", "... Security Monthly Quality Rollup for Windows 7
+    /// ...", "... Security Only Quality Update for ...".
+    pub fn from_title(title: &str) -> Option<Servicing> {
+        let lower = title.to_ascii_lowercase();
+        if lower.contains("security only") {
+            Some(Servicing::SecurityOnly)
+        } else if lower.contains("monthly quality rollup") || lower.contains("monthly rollup") {
+            Some(Servicing::MonthlyRollup)
+        } else if lower.contains("cumulative update") || lower.contains("cumulative security update") {
+            Some(Servicing::Cumulative)
+        } else {
+            None
+        }
+    }
+
+    /// What a CVRF remediation's SubType says ("Monthly Rollup", "Security
+    /// Only", "Cumulative Update"); "Security Update" says nothing by itself.
+    pub fn from_sub_type(sub_type: &str) -> Option<Servicing> {
+        match sub_type.trim().to_ascii_lowercase().as_str() {
+            "monthly rollup" => Some(Servicing::MonthlyRollup),
+            "security only" => Some(Servicing::SecurityOnly),
+            "cumulative update" | "security hotpatch update" => Some(Servicing::Cumulative),
+            _ => None,
+        }
+    }
+}
+
+/// Which of the two Windows 7 to 8.1 servicing tracks a computer follows.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Track {
+    /// Monthly rollups (and whatever they contain).
+    #[default]
+    Rollup,
+    /// Security-only updates, never rollups.
+    SecurityOnly,
+}
+
+impl Track {
+    pub fn is_default(&self) -> bool {
+        *self == Track::Rollup
+    }
+}
+
 /// Vendor severity, ordered from least to most severe.
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema,
@@ -304,9 +369,13 @@ pub struct Update {
     pub content: Vec<Content>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cves: Vec<String>,
-    /// A hotpatch: only for computers enrolled in hotpatching.
+    /// A hotpatch: only for computers enrolled in hotpatching, on top of
+    /// its baseline cumulative update.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub hotpatch: bool,
+    /// Cumulative, monthly rollup or security-only, where the vendor says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub servicing: Option<Servicing>,
     /// Other ids the vendor uses for this update (WSUS GUIDs of a KB).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub aliases: Vec<UpdateId>,
@@ -340,6 +409,7 @@ impl Update {
             content: Vec::new(),
             cves: Vec::new(),
             hotpatch: false,
+            servicing: None,
             aliases: Vec::new(),
         }
     }
@@ -406,6 +476,9 @@ impl Update {
         }
         union(&mut self.cves, other.cves);
         self.hotpatch |= other.hotpatch;
+        if self.servicing.is_none() {
+            self.servicing = other.servicing;
+        }
         union(&mut self.aliases, other.aliases);
         self.supersedes.retain(|s| *s != self.id);
         self.superseded_by.retain(|s| *s != self.id);

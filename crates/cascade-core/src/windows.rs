@@ -31,80 +31,163 @@ pub fn normalize_arch(raw: &str) -> &str {
     }
 }
 
-/// The product a Windows version is. `server` may be unknown; the reported
-/// name then decides (it says "Server" on every server release).
-pub fn product_for(version: &Version, server: Option<bool>, name: &str) -> Option<&'static str> {
-    let server = server.unwrap_or_else(|| name.to_ascii_lowercase().contains("server"));
-    let build = version.part(2);
-    Some(match (version.part(0), version.part(1), server) {
-        (5, 0, false) => "Windows 2000",
-        (5, 0, true) => "Windows 2000 Server",
-        (5, 1, _) => "Windows XP",
-        (5, 2, false) => "Windows XP",
-        (5, 2, true) => "Windows Server 2003",
-        (6, 0, false) => "Windows Vista",
-        (6, 0, true) => "Windows Server 2008",
-        (6, 1, false) => "Windows 7",
-        (6, 1, true) => "Windows Server 2008 R2",
-        (6, 2, false) => "Windows 8",
-        (6, 2, true) => "Windows Server 2012",
-        (6, 3, false) => "Windows 8.1",
-        (6, 3, true) => "Windows Server 2012 R2",
-        (10, 0, false) if build >= 22000 => "Windows 11",
-        (10, 0, false) => "Windows 10",
-        (10, 0, true) => match build {
-            14393 => "Windows Server 2016",
-            17763 => "Windows Server 2019",
-            20348 => "Windows Server 2022",
-            26100 => "Windows Server 2025",
-            // Semi-annual channel releases: "Windows Server, version 20H2".
-            _ => "Windows Server",
-        },
-        _ => return None,
-    })
+/// Whether a Windows release is a client or a server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Client,
+    Server,
 }
 
-/// Windows 10 and 11 feature releases by build, as Microsoft names them in
-/// catalogs ("Windows 10 Version 21H2"); the servers of the same builds.
-const RELEASES: &[(&str, u64, &str)] = &[
-    ("Windows 10", 10240, "1507"),
-    ("Windows 10", 10586, "1511"),
-    ("Windows 10", 14393, "1607"),
-    ("Windows 10", 15063, "1703"),
-    ("Windows 10", 16299, "1709"),
-    ("Windows 10", 17134, "1803"),
-    ("Windows 10", 17763, "1809"),
-    ("Windows 10", 18362, "1903"),
-    ("Windows 10", 18363, "1909"),
-    ("Windows 10", 19041, "2004"),
-    ("Windows 10", 19042, "20H2"),
-    ("Windows 10", 19043, "21H1"),
-    ("Windows 10", 19044, "21H2"),
-    ("Windows 10", 19045, "22H2"),
-    ("Windows 11", 22000, "21H2"),
-    ("Windows 11", 22621, "22H2"),
-    ("Windows 11", 22631, "23H2"),
-    ("Windows 11", 26100, "24H2"),
-    ("Windows 11", 26200, "25H2"),
-    ("Windows Server", 16299, "1709"),
-    ("Windows Server", 17134, "1803"),
-    ("Windows Server", 18362, "1903"),
-    ("Windows Server", 18363, "1909"),
-    ("Windows Server", 19041, "2004"),
-    ("Windows Server", 19042, "20H2"),
-    ("Windows Server", 25398, "23H2"),
-    ("Windows Server 2016", 14393, "1607"),
-    ("Windows Server 2019", 17763, "1809"),
-    ("Windows Server 2022", 20348, "21H2"),
-    ("Windows Server 2025", 26100, "24H2"),
-];
+/// One Windows release of the table in `data/windows-releases.json`.
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct Release {
+    /// As catalogs name the product ("Windows 10", "Windows Server 2022").
+    pub product: String,
+    pub kind: Kind,
+    /// `major.minor`.
+    pub version: String,
+    pub build: u64,
+    /// The feature release ("21H2"), where the product has them.
+    #[serde(default)]
+    pub release: Option<String>,
+    #[serde(default)]
+    pub available: Option<String>,
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct ReleaseTable {
+    releases: Vec<Release>,
+}
+
+static RELEASES: std::sync::LazyLock<Vec<Release>> = std::sync::LazyLock::new(|| {
+    // Embedded at build time and checked by the tests below.
+    serde_json::from_str::<ReleaseTable>(include_str!("../data/windows-releases.json"))
+        .map(|t| t.releases)
+        .expect("data/windows-releases.json is well formed")
+});
+
+/// The table of Windows releases, with its sources in the data file.
+pub fn releases() -> &'static [Release] {
+    &RELEASES
+}
+
+/// The releases a version may be: those of its exact build, else (before
+/// Windows 10, whose builds moved with service packs) those of its
+/// `major.minor`.
+fn releases_of(version: &Version) -> Vec<&'static Release> {
+    let major_minor = format!("{}.{}", version.part(0), version.part(1));
+    let build = version.part(2);
+    let same: Vec<&Release> = releases().iter().filter(|r| r.version == major_minor).collect();
+    let exact: Vec<&Release> = same.iter().copied().filter(|r| r.build == build).collect();
+    if !exact.is_empty() || version.part(0) >= 10 {
+        return exact;
+    }
+    let mut out: Vec<&Release> = Vec::new();
+    for r in same {
+        if !out.iter().any(|o| o.product == r.product) {
+            out.push(r);
+        }
+    }
+    out
+}
+
+/// Whether the OS name says client or server: every server release says
+/// "Server" in its name, in every language; a name that names Windows
+/// without it is a client.
+fn server_from_name(name: &str) -> Option<bool> {
+    let lower = name.to_lowercase();
+    if lower.contains("server") {
+        Some(true)
+    } else if lower.contains("windows") {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// The product a Windows version is. `server` is what the inventory says
+/// (its installation type); when it says nothing, the reported name
+/// decides, and when there is no name either, the build alone: a build
+/// that is only a client or only a server release is that, and a build
+/// that is both is not guessed. The error says why.
+pub fn decide_product(version: &Version, server: Option<bool>, name: &str) -> Result<&'static str, String> {
+    let server = server.or_else(|| server_from_name(name));
+    let candidates = releases_of(version);
+    let shown = || {
+        let mut names: Vec<String> = Vec::new();
+        for r in &candidates {
+            let n = match &r.release {
+                Some(rel) => format!("{} {rel}", r.product),
+                None => r.product.clone(),
+            };
+            if !names.contains(&n) {
+                names.push(n);
+            }
+        }
+        names.join(" and ")
+    };
+    let wanted = server.map(|s| if s { Kind::Server } else { Kind::Client });
+    let fitting: Vec<&Release> = candidates
+        .iter()
+        .copied()
+        .filter(|r| wanted.is_none_or(|k| r.kind == k))
+        .collect();
+    let mut products: Vec<&'static str> = fitting.iter().map(|r| r.product.as_str()).collect();
+    products.dedup();
+    match (products.as_slice(), wanted) {
+        ([one], _) => Ok(one),
+        ([], _) if candidates.is_empty() => {
+            // A build the table does not know yet (a newer release or an
+            // Insider build): the family is still clear from the version.
+            match (version.part(0), version.part(1), wanted) {
+                (10, 0, Some(Kind::Client)) if version.part(2) >= 22000 => Ok("Windows 11"),
+                (10, 0, Some(Kind::Client)) => Ok("Windows 10"),
+                (10, 0, Some(Kind::Server)) => Ok("Windows Server"),
+                (10, 0, None) => Err(format!(
+                    "Windows build {version} is not in the table of releases, and the inventory does not say whether it is a client or a server"
+                )),
+                _ => Err(format!("Windows version {version} is not a release Cascade knows")),
+            }
+        }
+        ([], Some(kind)) => Err(format!(
+            "Windows build {version} is {}, but the inventory says it is a {}",
+            shown(),
+            if kind == Kind::Server { "server" } else { "client" }
+        )),
+        _ => Err(format!(
+            "Windows build {version} is both {}, and the inventory does not say which (no OS name, no installation type)",
+            shown()
+        )),
+    }
+}
+
+/// The product a Windows version is, where it can be decided
+/// (see [`decide_product`]).
+pub fn product_for(version: &Version, server: Option<bool>, name: &str) -> Option<&'static str> {
+    decide_product(version, server, name).ok()
+}
+
+/// Every product a Windows version may be: the candidates a planner looks
+/// at when the product could not be decided.
+pub fn possible_products(version: &Version) -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = releases_of(version).iter().map(|r| r.product.as_str()).collect();
+    if out.is_empty() && version.part(0) == 10 && version.part(1) == 0 {
+        out = vec!["Windows 10", "Windows 11", "Windows Server"];
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
 
 /// The feature release of `product` at `build` ("21H2" for Windows 10 build 19044).
 pub fn release_for(product: &str, build: u64) -> Option<&'static str> {
-    RELEASES
+    releases()
         .iter()
-        .find(|(p, b, _)| p.eq_ignore_ascii_case(product) && *b == build)
-        .map(|(_, _, r)| *r)
+        .find(|r| r.product.eq_ignore_ascii_case(product) && r.build == build)
+        .and_then(|r| r.release.as_deref())
 }
 
 /// What a Microsoft product name in a catalog means.
@@ -372,6 +455,93 @@ mod tests {
         assert_eq!(release_for("Windows 10", 19044), Some("21H2"));
         assert_eq!(release_for("Windows 11", 26100), Some("24H2"));
         assert_eq!(release_for("Windows 7", 7601), None);
+        assert_eq!(release_for("Windows 11", 28000), Some("26H1"));
+        assert_eq!(release_for("Windows Server", 25398), Some("23H2"));
+    }
+
+    #[test]
+    fn builds_alone_are_never_guessed() {
+        let v = |s: &str| s.parse::<Version>().unwrap();
+        // Only ever a server release.
+        assert_eq!(
+            decide_product(&v("10.0.20348.2113"), None, ""),
+            Ok("Windows Server 2022")
+        );
+        assert_eq!(decide_product(&v("10.0.25398"), None, ""), Ok("Windows Server"));
+        // Only ever a client release.
+        assert_eq!(decide_product(&v("10.0.19045.3693"), None, ""), Ok("Windows 10"));
+        assert_eq!(decide_product(&v("10.0.28000.1"), None, ""), Ok("Windows 11"));
+        assert_eq!(decide_product(&v("5.1.2600"), None, ""), Ok("Windows XP"));
+        // Both: unknown, with the reason.
+        for (build, both) in [
+            ("10.0.14393.5582", "Windows 10 1607 and Windows Server 2016 1607"),
+            ("10.0.17763.1", "Windows 10 1809 and Windows Server 2019 1809"),
+            ("10.0.26100.2314", "Windows 11 24H2 and Windows Server 2025 24H2"),
+            ("6.1.7601", "Windows 7 and Windows Server 2008 R2"),
+            ("6.3.9600", "Windows 8.1 and Windows Server 2012 R2"),
+        ] {
+            let e = decide_product(&v(build), None, "").unwrap_err();
+            assert!(e.contains(both) && e.contains("does not say which"), "{build}: {e}");
+            assert_eq!(product_for(&v(build), None, ""), None);
+        }
+        // The name or the installation decides.
+        assert_eq!(
+            decide_product(&v("10.0.26100"), None, "Microsoft Windows 11 Pro"),
+            Ok("Windows 11")
+        );
+        assert_eq!(
+            decide_product(&v("10.0.26100"), None, "Microsoft Windows Server 2025 Datacenter"),
+            Ok("Windows Server 2025")
+        );
+        assert_eq!(
+            decide_product(&v("10.0.14393"), Some(true), ""),
+            Ok("Windows Server 2016")
+        );
+        // A contradiction is reported, not resolved.
+        let e = decide_product(&v("10.0.20348"), Some(false), "").unwrap_err();
+        assert!(e.contains("says it is a client"), "{e}");
+        // A build newer than the table: the family when the kind is known.
+        assert_eq!(decide_product(&v("10.0.29500"), Some(false), ""), Ok("Windows 11"));
+        assert!(decide_product(&v("10.0.29500"), None, "").is_err());
+        assert_eq!(
+            possible_products(&v("10.0.14393")),
+            ["Windows 10", "Windows Server 2016"]
+        );
+    }
+
+    #[test]
+    fn the_release_table_is_complete_and_consistent() {
+        let table = releases();
+        assert!(table.len() >= 50);
+        for r in table {
+            assert!(r.version.split('.').count() == 2, "{r:?}");
+            if r.version == "10.0" {
+                assert!(
+                    r.release.is_some(),
+                    "every Windows 10 and later release is named: {r:?}"
+                );
+            }
+            assert!(
+                parse_product_name(&r.product) != ProductName::Other(r.product.clone())
+                    || r.product == "Windows Server"
+                    || r.product.starts_with("Windows 2000"),
+                "{r:?}"
+            );
+        }
+        for (product, release) in [
+            ("Windows 10", "22H2"),
+            ("Windows 11", "25H2"),
+            ("Windows 11", "26H1"),
+            ("Windows Server 2025", "24H2"),
+            ("Windows Server", "23H2"),
+        ] {
+            assert!(
+                table
+                    .iter()
+                    .any(|r| r.product == product && r.release.as_deref() == Some(release)),
+                "{product} {release}"
+            );
+        }
     }
 
     #[test]

@@ -585,3 +585,50 @@ fn a_debian_machine_from_os_release_and_dpkg_status() {
         Truth::Unknown(_)
     ));
 }
+
+/// `systeminfo` in each display language's legacy code page (see
+/// tests/fixtures/systeminfo-codepages/make.py): the code page is found from
+/// the text, names come out as written, and the facts are the same as in English.
+#[test]
+fn systeminfo_in_every_console_code_page() {
+    type Row<'a> = (
+        &'a str,
+        &'a str,
+        &'a str,
+        &'a str,
+        &'a str,
+        &'a str,
+        &'a str,
+        &'a [&'a str],
+    );
+    #[rustfmt::skip]
+    let table: &[Row] = &[
+        // file, computer, OS name, version, product, release, edition, hotfixes
+        ("zh-cn_cp936_10_22H2_pro.txt", "DESKTOP-7K2M1QF", "Microsoft Windows 10 专业版", "10.0.19045", "Windows 10", "22H2", "专业版", &["KB5011048", "KB5032005", "KB5033372"]),
+        ("zh-tw_cp950_11_23H2_pro.txt", "LAPTOP-TW0314", "Microsoft Windows 11 專業版", "10.0.22631", "Windows 11", "23H2", "專業版", &["KB5033375", "KB5034467"]),
+        ("ja_cp932_11_23H2_pro.txt", "PC-TOKYO-07", "Microsoft Windows 11 Pro", "10.0.22631", "Windows 11", "23H2", "Pro", &["KB5033375", "KB5034467"]),
+        ("ko_cp949_10_22H2_pro.txt", "DESKTOP-SEOUL1", "Microsoft Windows 10 Pro", "10.0.19045", "Windows 10", "22H2", "Pro", &["KB5032005", "KB5033372"]),
+        ("ru_cp866_10_22H2_enterprise.txt", "WS-MOSCOW-12", "Майкрософт Windows 10 Корпоративная", "10.0.19045", "Windows 10", "22H2", "Корпоративная", &["KB5032005", "KB5033372"]),
+        ("ru_cp1251_server_2019.txt", "SRV-FS-01", "Microsoft Windows Server 2019 Standard", "10.0.17763", "Windows Server 2019", "1809", "Standard", &["KB5032336", "KB5033371"]),
+        ("cs_cp852_10_22H2_pro.txt", "PC-PRAHA-3", "Microsoft Windows 10 Pro", "10.0.19045", "Windows 10", "22H2", "Pro", &["KB5032005", "KB5033372"]),
+        ("pl_cp1250_11_23H2_pro.txt", "LAPTOP-WAW-5", "Microsoft Windows 11 Pro", "10.0.22631", "Windows 11", "23H2", "Pro", &["KB5033375", "KB5034467"]),
+        ("de_cp850_10_22H2_pro.txt", "PC-MÜNCHEN-2", "Microsoft Windows 10 Pro", "10.0.19045", "Windows 10", "22H2", "Pro", &["KB5032005", "KB5033372"]),
+        ("en-us_cp437_server_2022.txt", "SRV-CAFÉ-01", "Microsoft Windows Server 2022 Datacenter", "10.0.20348", "Windows Server 2022", "21H2", "Datacenter", &["KB5032198", "KB5034129"]),
+    ];
+    for (file, computer, name, version, product, release, edition, hotfixes) in table {
+        let (format, inv) = import::import_inventory(file, &fixture(&format!("systeminfo-codepages/{file}"))).unwrap();
+        assert_eq!(format, InventoryFormat::Systeminfo, "{file}");
+        assert_eq!(inv.computer.as_deref(), Some(*computer), "{file}");
+        assert_eq!(inv.os.name, *name, "{file}");
+        assert_eq!(
+            inv.os.version.as_ref().map(ToString::to_string).as_deref(),
+            Some(*version),
+            "{file}"
+        );
+        assert_eq!(inv.os.product.as_deref(), Some(*product), "{file}");
+        assert_eq!(inv.os.release.as_deref(), Some(*release), "{file}");
+        assert_eq!(inv.os.edition.as_deref(), Some(*edition), "{file}");
+        assert_eq!(inv.os.arch.as_deref(), Some("x64"), "{file}");
+        assert_eq!(ids(&inv), *hotfixes, "{file}");
+    }
+}

@@ -91,7 +91,19 @@ fn installed_superseder_satisfies_the_old_update() {
     let catalog = Catalog::new(all);
     let plan = planner::plan(&catalog, &win10_21h2(&["KB5021233"], "10.0.19044"));
     assert_eq!(required(&plan), Vec::<&str>::new());
-    assert_eq!(ids(&plan.installed, |i| &i.id), ["KB5021233"]);
+    // The installed cumulative update brings the computer to its fixed
+    // build, at which November's is installed too.
+    assert_eq!(ids(&plan.installed, |i| &i.id), ["KB5019959", "KB5021233"]);
+    assert_eq!(
+        plan.installed[0].reason.to_string(),
+        "OS build 10.0.19044.2364 (with KB5021233 installed) is at or past the fixed build 10.0.19044.2251"
+    );
+    // Without a fixed build to go by, the superseder being installed decides.
+    let mut no_build = november_cu();
+    no_build.targets[0].fixed_build = None;
+    let mut all = updates("cvrf/cvrfDocument-2022-Dec.trimmed.xml");
+    all.push(no_build);
+    let plan = planner::plan(&Catalog::new(all), &win10_21h2(&["KB5021233"], "10.0.19044"));
     assert_eq!(
         plan.superseded[0].reason.to_string(),
         "superseded by KB5021233, which is installed"
@@ -138,13 +150,27 @@ fn systeminfo_of_a_real_windows_7_machine() {
     let inv = common::inventory("windows-inventory/7_sp1_x64_enterprise_fr_systeminfo_cmd.txt");
     let plan = planner::plan(&catalog, &inv);
     // Both the security-only update and the monthly rollup apply; CVRF does
-    // not say that one supersedes the other.
-    assert_eq!(required(&plan), ["KB5021288", "KB5021291"]);
-    // The computer's products are unknown: application updates are unknown, with why.
+    // not say that one contains the other, the month does: on the default
+    // track the rollup is offered and the security-only update is not.
+    assert_eq!(required(&plan), ["KB5021291"]);
+    let superseded: Vec<String> = plan
+        .superseded
+        .iter()
+        .map(|i| format!("{} {}", i.id, i.reason))
+        .collect();
+    assert_eq!(
+        superseded,
+        ["KB5021288 superseded by KB5021291, which is offered instead"]
+    );
+    // On the security-only track, the security-only update and no rollup.
+    let plan_so = planner::plan_on(&catalog, &inv, cascade_core::update::Track::SecurityOnly);
+    assert_eq!(required(&plan_so), ["KB5021288"]);
+    assert!(plan_so.superseded.is_empty(), "{:?}", plan_so.superseded);
+    // The computer's software is unknown: application updates are unknown, with why.
     assert!(
         plan.unknown
             .iter()
-            .all(|u| u.reason.to_string().contains("does not list installed products")),
+            .all(|u| u.reason.to_string().contains("does not list installed software")),
         "{:?}",
         plan.unknown
     );

@@ -39,7 +39,7 @@ pub(crate) struct TargetingCache {
     targeting: Arc<Targeting>,
     /// One planner per approved set, so equal inventories under equal
     /// approvals are evaluated once.
-    planners: HashMap<Vec<UpdateId>, Arc<Planner>>,
+    planners: HashMap<(cascade_core::update::Track, Vec<UpdateId>), Arc<Planner>>,
 }
 
 /// Agents' check-ins not yet written to the store (written in batches).
@@ -192,17 +192,25 @@ impl Node {
             inventory,
             now: at,
         });
-        let key = selection.catalog_key();
+        let key = (selection.track, selection.catalog_key());
         let planner = {
             let mut cache = self.targeting.lock().unwrap_or_else(|e| e.into_inner());
             match cache.as_mut().filter(|c| c.version == version) {
                 Some(c) => c
                     .planners
                     .entry(key)
-                    .or_insert_with(|| Arc::new(Planner::new(Arc::new(targeting.catalog(&selection)))))
+                    .or_insert_with(|| {
+                        Arc::new(Planner::with_track(
+                            Arc::new(targeting.catalog(&selection)),
+                            selection.track,
+                        ))
+                    })
                     .clone(),
                 // The objects changed meanwhile: plan without caching.
-                None => Arc::new(Planner::new(Arc::new(targeting.catalog(&selection)))),
+                None => Arc::new(Planner::with_track(
+                    Arc::new(targeting.catalog(&selection)),
+                    selection.track,
+                )),
             }
         };
         let plan = planner.plan(inventory);

@@ -19,13 +19,25 @@ pub struct Args {
     /// in them counts as approved.
     #[arg(long = "catalog", required = true, value_name = "FILE")]
     catalogs: Vec<PathBuf>,
-    /// The computer's inventory: Cascade inventory JSON, systeminfo output, or a
-    /// wmic qfe / Get-HotFix list. Repeat to merge (systeminfo plus its qfe list).
+    /// The computer's inventory: Cascade inventory JSON (with its software
+    /// list), systeminfo output, a wmic qfe / Get-HotFix list, or a regedit
+    /// export of the keys installed software is registered under. Repeat to
+    /// merge, fact by fact (systeminfo plus its qfe list and its software).
     #[arg(long = "inventory", required = true, value_name = "FILE")]
     inventories: Vec<PathBuf>,
+    /// Windows 7 to 8.1 and their servers: plan monthly rollups or
+    /// security-only updates.
+    #[arg(long, value_enum, default_value = "rollup")]
+    track: TrackArg,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum TrackArg {
+    Rollup,
+    SecurityOnly,
 }
 
 /// Fragment folders of an extracted wsusscn2 catalogue: every `c/`, `x/`
@@ -121,15 +133,17 @@ fn import_catalog_file(path: &Path) -> anyhow::Result<CatalogImport> {
     Ok(import::import_catalog(&path.display().to_string(), &bytes, &fragments)?)
 }
 
-/// Reads and merges the inventory files.
-pub fn load_inventory(paths: &[PathBuf]) -> anyhow::Result<Inventory> {
+/// Reads and merges the inventory files; the second value lists the facts
+/// they disagree on.
+pub fn load_inventory(paths: &[PathBuf]) -> anyhow::Result<(Inventory, Vec<String>)> {
     let mut merged: Option<Inventory> = None;
+    let mut conflicts = Vec::new();
     for path in paths {
         let bytes = read(path)?;
         let (_, inv) = import::import_inventory(&path.display().to_string(), &bytes)?;
         match &mut merged {
             None => merged = Some(inv),
-            Some(m) => m.merge(inv),
+            Some(m) => conflicts.extend(m.merge(inv).into_iter().map(|c| format!("{}: {c}", path.display()))),
         }
     }
     let inv = merged.context("no inventory given")?;
@@ -138,7 +152,7 @@ pub fn load_inventory(paths: &[PathBuf]) -> anyhow::Result<Inventory> {
             "the inventory says nothing about the operating system (a hotfix list alone is not enough; give systeminfo output or inventory JSON with it)"
         );
     }
-    Ok(inv)
+    Ok((inv, conflicts))
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -156,12 +170,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             updates.extend(imported.updates);
         }
     }
-    let inventory = load_inventory(&args.inventories)?;
+    let (inventory, conflicts) = load_inventory(&args.inventories)?;
+    notes.extend(conflicts.into_iter().map(|c| format!("inventory: {c}")));
     let catalog = Arc::new(Catalog::new(updates));
     for d in catalog.diagnostics() {
         notes.push(format!("catalog: {d}"));
     }
-    let planner = Planner::new(catalog.clone());
+    let track = match args.track {
+        TrackArg::Rollup => cascade_core::update::Track::Rollup,
+        TrackArg::SecurityOnly => cascade_core::update::Track::SecurityOnly,
+    };
+    let planner = Planner::with_track(catalog.clone(), track);
     let plan = planner.plan(&inventory);
     let mut out = std::io::stdout().lock();
     if args.json {

@@ -9,7 +9,7 @@ use super::ImportError;
 use super::xml::{self, child, children, element_error, local, text};
 use crate::ids::{UpdateId, kb_number};
 use crate::rule::Rule;
-use crate::update::{Classification, RestartBehavior, Severity, Target, Update};
+use crate::update::{Classification, RestartBehavior, Servicing, Severity, Target, Update};
 use crate::version::Version;
 use crate::windows::{self, OsTarget, ProductName};
 
@@ -275,5 +275,31 @@ fn build_update(
     update.restart = fix.restart.unwrap_or(RestartBehavior::May);
     update.cves = fix.cves.into_iter().collect();
     update.hotpatch = sub_type.to_ascii_lowercase().contains("hotpatch");
+    update.servicing = Servicing::from_sub_type(&sub_type).or_else(|| {
+        // A Windows 10 or later "Security Update" with a fixed build for the
+        // OS is that month's cumulative update, as is .NET's on those releases.
+        let modern = |os: &str| {
+            os.starts_with("Windows 10")
+                || os.starts_with("Windows 11")
+                || os.starts_with("Windows Server 2016")
+                || os.starts_with("Windows Server 2019")
+                || os.starts_with("Windows Server 2022")
+                || os.starts_with("Windows Server 2025")
+                || os.starts_with("Windows Server,")
+        };
+        let os_cumulative = update.targets.iter().any(|t| {
+            t.fixed_build.is_some()
+                && matches!(windows::parse_product_name(&t.product), ProductName::Os(os) if modern(&os.product))
+        });
+        let dotnet_cumulative = !update.targets.is_empty()
+            && update.targets.iter().all(|t| {
+                t.product.contains(".NET Framework")
+                    && t.product.rsplit_once(" on ").is_some_and(
+                        |(_, os)| matches!(windows::parse_product_name(os), ProductName::Os(o) if modern(&o.product)),
+                    )
+            });
+        (sub_type.eq_ignore_ascii_case("Security Update") && (os_cumulative || dotnet_cumulative))
+            .then_some(Servicing::Cumulative)
+    });
     update
 }

@@ -9,6 +9,7 @@ pub mod cvrf;
 pub mod linux;
 pub mod msuc;
 pub mod native;
+pub mod regedit;
 pub mod systeminfo;
 pub mod text;
 pub mod wsus;
@@ -309,15 +310,30 @@ pub enum InventoryFormat {
     HotfixList,
     OsRelease,
     DpkgStatus,
+    /// A `regedit` / `reg export` file of the keys installed software is
+    /// registered under.
+    RegistryExport,
 }
 
-/// Imports an inventory file: Cascade's JSON, `systeminfo` output, or a
-/// `wmic qfe` / `Get-HotFix` list, in any of the encodings Windows writes.
+/// Imports an inventory file: Cascade's JSON, `systeminfo` output, a
+/// `wmic qfe` / `Get-HotFix` list, or a `reg export` of the keys installed
+/// software is registered under, in any of the encodings Windows writes.
 pub fn import_inventory(source: &str, bytes: &[u8]) -> Result<(InventoryFormat, Inventory), ImportError> {
     let text = text::decode(bytes);
     let trimmed = strip_bom(&text).trim_start();
     if trimmed.starts_with('{') {
         return Ok((InventoryFormat::Native, native::parse_inventory(source, trimmed)?));
+    }
+    if regedit::looks_like(trimmed) {
+        let export = regedit::parse(source, trimmed)?;
+        let collected = regedit::software(&export);
+        let mut inv = Inventory {
+            software: Some(regedit::software_list(&collected)),
+            installed_updates: collected.installed_updates,
+            ..Inventory::default()
+        };
+        inv.normalize();
+        return Ok((InventoryFormat::RegistryExport, inv));
     }
     check_lines(source, trimmed)?;
     if systeminfo::looks_like_hotfix_list(trimmed) {
@@ -338,7 +354,7 @@ pub fn import_inventory(source: &str, bytes: &[u8]) -> Result<(InventoryFormat, 
     Err(ImportError::Format {
         source_name: source.to_owned(),
         message:
-            "not an inventory Cascade reads (Cascade inventory JSON, systeminfo output, wmic qfe or Get-HotFix list)"
+            "not an inventory Cascade reads (Cascade inventory JSON, systeminfo output, wmic qfe or Get-HotFix list, reg export of installed software)"
                 .to_owned(),
     })
 }

@@ -92,6 +92,8 @@ fn entry_to_update(source: &str, n: usize, e: Entry) -> Result<Update, ImportErr
     update.restart = RestartBehavior::parse(&e.reboot_behavior).unwrap_or(RestartBehavior::May);
     update.release_date = parse_date(&e.last_modified);
     update.aliases = vec![UpdateId::new(&e.update_id)];
+    update.servicing = crate::update::Servicing::from_title(&e.title);
+    update.hotpatch = e.title.to_ascii_lowercase().contains("hotpatch");
     update.supersedes = e
         .supersedes
         .iter()

@@ -24,6 +24,13 @@ struct Field {
 /// Labels of the OS name field in the languages seen in the wild.
 const OS_NAME_LABELS: &[&str] = &[
     "os name",
+    "os 名称",
+    "作業系統名稱",
+    "os 名",
+    "os 이름",
+    "название ос",
+    "název operačního systému",
+    "operációs rendszer neve",
     "betriebssystemname",
     "nom du système d'exploitation",
     "nombre del sistema operativo",
@@ -34,6 +41,13 @@ const OS_NAME_LABELS: &[&str] = &[
 ];
 const OS_VERSION_LABELS: &[&str] = &[
     "os version",
+    "os 版本",
+    "作業系統版本",
+    "os バージョン",
+    "os 버전",
+    "версия ос",
+    "verze operačního systému",
+    "operációs rendszer verziója",
     "betriebssystemversion",
     "version du système",
     "versión del sistema operativo",
@@ -152,6 +166,31 @@ fn os_version_field(fields: &[Field]) -> Option<usize> {
         })
 }
 
+/// The display width of a character in a console: East Asian wide
+/// characters take two columns, as they take two bytes in the code pages
+/// consoles pad `systeminfo`'s labels in.
+fn width(c: char) -> usize {
+    unicode_width::UnicodeWidthChar::width(c)
+        .unwrap_or(0)
+        .max(usize::from(!c.is_control()))
+}
+
+/// The index of the character at display column `column`, if a character
+/// starts there.
+fn at_column(line: &[char], column: usize) -> Option<usize> {
+    let mut col = 0;
+    for (i, c) in line.iter().enumerate() {
+        if col == column {
+            return Some(i);
+        }
+        if col > column {
+            return None;
+        }
+        col += width(*c);
+    }
+    (col == column).then_some(line.len())
+}
+
 /// Splits the text into fields at the column where values start.
 fn fields(text: &str) -> Vec<Field> {
     let lines: Vec<Vec<char>> = text
@@ -179,7 +218,7 @@ fn fields(text: &str) -> Vec<Field> {
             }
             continue;
         }
-        let Some(column) = column.filter(|c| *c <= line.len()) else {
+        let Some(split) = column.and_then(|c| at_column(line, c)) else {
             // A line shorter than the value column: a label with no value.
             let text: String = line.iter().collect();
             if let Some(colon) = text.rfind(':') {
@@ -191,10 +230,10 @@ fn fields(text: &str) -> Vec<Field> {
             }
             continue;
         };
-        let label: String = line[..column].iter().collect();
-        let value: String = line[column..].iter().collect();
+        let label: String = line[..split].iter().collect();
+        let value: String = line[split..].iter().collect();
         let label = label.trim_end();
-        let Some(label) = label.strip_suffix(':') else {
+        let Some(label) = label.strip_suffix(':').or_else(|| label.strip_suffix('：')) else {
             continue;
         };
         fields.push(Field {
@@ -206,20 +245,27 @@ fn fields(text: &str) -> Vec<Field> {
     fields
 }
 
-/// The most common column at which text resumes after "label:   ".
+/// The most common display column at which text resumes after "label:   ".
 fn value_column(lines: &[Vec<char>]) -> Option<usize> {
     let mut counts: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
     for line in lines.iter().filter(|l| !l[0].is_whitespace()) {
-        for (i, c) in line.iter().enumerate() {
-            if *c == ':' && line.get(i + 1) == Some(&' ') {
+        let mut col = 0;
+        let mut i = 0;
+        while i < line.len() {
+            let c = line[i];
+            col += width(c);
+            if matches!(c, ':' | '：') && line.get(i + 1) == Some(&' ') {
                 let mut j = i + 1;
+                let mut value_col = col;
                 while j < line.len() && line[j] == ' ' {
                     j += 1;
+                    value_col += 1;
                 }
                 if j < line.len() {
-                    *counts.entry(j).or_default() += 1;
+                    *counts.entry(value_col).or_default() += 1;
                 }
             }
+            i += 1;
         }
     }
     counts

@@ -442,7 +442,9 @@ impl Record {
         } else {
             self.title
         };
+        let servicing = crate::update::Servicing::from_title(&title);
         let mut update = Update::new(id, title, classification);
+        update.servicing = servicing;
         update.product = "Windows".to_owned();
         update.severity = self.severity.unwrap_or_default();
         update.release_date = self.release_date;
