@@ -19,4 +19,14 @@ fn the_demo_converges_and_says_so_in_one_json_line() {
     assert_eq!(report["computers_reported_at_root"], 40);
     assert_eq!(report["approvals_converged"], true);
     assert!(report["seconds"].as_f64().unwrap() < 90.0);
+    // Plans decided from the computers' software: few records unknown.
+    let unknown = report["unknown_percent"].as_f64().unwrap();
+    assert!(
+        unknown < 5.0,
+        "{unknown} % of the records at the root are unknown: {last}"
+    );
+    let records = &report["records_at_root"];
+    assert!(records["not_applicable"].as_u64().unwrap() > 0, "{last}");
+    // The monthly rollups contain the security-only updates: never both.
+    assert!(records["superseded"].as_u64().unwrap() > 0, "{last}");
 }

@@ -123,6 +123,92 @@ fn system(_paths: &CollectPaths) -> Result<Inventory, CollectError> {
     if !registry.is_empty() {
         inventory.registry = Some(registry);
     }
+    // Installed software: `reg export` of every key it is registered
+    // under (a key that does not exist fails and is left out), per-user
+    // Uninstall keys of the loaded profiles included.
+    let dir = std::env::temp_dir().join(format!("cascade-software-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| CollectError::Read {
+        path: dir.display().to_string(),
+        detail: e.to_string(),
+    })?;
+    let users = run("reg", &["query", "HKU"])
+        .map(|out| user_hives(&String::from_utf8_lossy(&out)))
+        .unwrap_or_default();
+    let mut exports = Vec::new();
+    for (n, key) in software_keys(&users).iter().enumerate() {
+        let file = dir.join(format!("{n}.reg"));
+        let file_arg = file.display().to_string();
+        if run("reg", &["export", key, &file_arg, "/y"]).is_ok()
+            && let Ok(bytes) = std::fs::read(&file)
+        {
+            exports.push((key.clone(), bytes));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let software = software_inventory(&exports)?;
+    inventory.merge(software);
+    Ok(inventory)
+}
+
+/// The keys installed software is registered under, for `reg export`: the
+/// machine-wide Uninstall keys of both registry views and of each loaded
+/// user profile, Windows Installer products, Office Click-to-Run, the .NET
+/// Framework and runtimes, SQL Server, Exchange and SharePoint.
+pub fn software_keys(users: &[String]) -> Vec<String> {
+    let mut keys: Vec<String> = [
+        r"HKLM\SOFTWARE\Microsoft\Windows\CurrentVersion\Uninstall",
+        r"HKLM\SOFTWARE\WOW6432Node\Microsoft\Windows\CurrentVersion\Uninstall",
+        r"HKLM\SOFTWARE\Classes\Installer\Products",
+        r"HKLM\SOFTWARE\Classes\Installer\UpgradeCodes",
+        r"HKLM\SOFTWARE\Microsoft\Office\ClickToRun\Configuration",
+        r"HKLM\SOFTWARE\Microsoft\NET Framework Setup\NDP",
+        r"HKLM\SOFTWARE\dotnet\Setup\InstalledVersions",
+        r"HKLM\SOFTWARE\WOW6432Node\dotnet\Setup\InstalledVersions",
+        r"HKLM\SOFTWARE\Microsoft\Microsoft SQL Server",
+        r"HKLM\SOFTWARE\Microsoft\ExchangeServer",
+        r"HKLM\SOFTWARE\Microsoft\Shared Tools\Web Server Extensions",
+    ]
+    .iter()
+    .map(|k| k.replace("\\\\", "\\"))
+    .collect();
+    for sid in users {
+        keys.push(format!(r"HKU\{sid}\Software\Microsoft\Windows\CurrentVersion\Uninstall").replace("\\\\", "\\"));
+    }
+    keys
+}
+
+/// The user profiles loaded under HKEY_USERS, from `reg query HKU`: real
+/// accounts' SIDs, without their `_Classes` hives and the built-in ones.
+pub fn user_hives(reg_query: &str) -> Vec<String> {
+    reg_query
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("HKEY_USERS\\"))
+        .filter(|sid| sid.starts_with("S-1-5-21-") && !sid.ends_with("_Classes") && !sid.contains('\\'))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// One inventory of the exports of [`software_keys`] (key, the file's bytes).
+pub fn software_inventory(exports: &[(String, Vec<u8>)]) -> Result<Inventory, CollectError> {
+    use cascade_core::import::{regedit, text};
+    let mut all: Option<regedit::RegistryExport> = None;
+    for (key, bytes) in exports {
+        let export = regedit::parse(key, &text::decode(bytes)).map_err(|e| CollectError::Parse(e.to_string()))?;
+        match &mut all {
+            Some(a) => a.merge(export),
+            None => all = Some(export),
+        }
+    }
+    let Some(all) = all else {
+        return Ok(Inventory::default());
+    };
+    let collected = regedit::software(&all);
+    let mut inventory = Inventory {
+        software: Some(regedit::software_list(&collected)),
+        installed_updates: collected.installed_updates,
+        ..Inventory::default()
+    };
+    inventory.normalize();
     Ok(inventory)
 }
 
@@ -250,6 +336,40 @@ mod tests {
         std::fs::write(&facts, "nested = { a = 1 }\n").unwrap();
         let e = collect(&paths, Some(&facts)).unwrap_err().to_string();
         assert!(e.contains("nested"), "{e}");
+    }
+
+    #[test]
+    fn software_from_the_exports_of_its_keys() {
+        let listing = "\r\nHKEY_USERS\\.DEFAULT\r\nHKEY_USERS\\S-1-5-19\r\nHKEY_USERS\\S-1-5-21-3623811015-3361044348-30300820-1013\r\nHKEY_USERS\\S-1-5-21-3623811015-3361044348-30300820-1013_Classes\r\n";
+        let users = user_hives(listing);
+        assert_eq!(users, ["S-1-5-21-3623811015-3361044348-30300820-1013"]);
+        let keys = software_keys(&users);
+        assert!(keys.iter().all(|k| !k.contains("\\\\")), "{keys:?}");
+        assert!(keys.last().unwrap().starts_with("HKU\\S-1-5-21-"));
+        // The real export of a Windows XP machine's Uninstall key (GPL test
+        // data, read in place), with a Windows Installer key beside it.
+        let real = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/data/windows-software-inventory/glpi-agent_xp-Uninstall.reg");
+        let Ok(xp) = std::fs::read(&real) else {
+            eprintln!("skipped: {} is not here", real.display());
+            return;
+        };
+        let msi = "Windows Registry Editor Version 5.00\r\n\r\n[HKEY_LOCAL_MACHINE\\SOFTWARE\\Classes\\Installer\\Products]\r\n\r\n[HKEY_LOCAL_MACHINE\\SOFTWARE\\Classes\\Installer\\Products\\00004109110000000000000000F01FEC]\r\n\"ProductName\"=\"Microsoft Office Professional Plus 2010\"\r\n";
+        let inv = software_inventory(&[(keys[0].clone(), xp), (keys[2].clone(), msi.as_bytes().to_vec())]).unwrap();
+        let list = inv.software.as_ref().unwrap();
+        assert!(
+            list.complete,
+            "both the Uninstall and the Windows Installer keys were read"
+        );
+        assert!(
+            list.entries
+                .iter()
+                .any(|s| s.name.starts_with("Mozilla Firefox 10.0.2"))
+        );
+        assert!(inv.installed_updates.len() > 250);
+        // A file that is not an export is an error naming it.
+        let e = software_inventory(&[(keys[0].clone(), b"HKEY_LOCAL_MACHINE\\X\r\n".to_vec())]).unwrap_err();
+        assert!(e.to_string().contains("Uninstall"), "{e}");
     }
 
     #[test]

@@ -41,6 +41,8 @@ fn month(date: Option<Date>) -> Option<(i16, i8)> {
 /// Adds the relations to `superseded_by` (direct superseders by index).
 pub(crate) fn derive(updates: &[Update], superseded_by: &mut [Vec<u32>]) -> Derived {
     let mut groups: BTreeMap<String, Vec<Member>> = BTreeMap::new();
+    // The product as the vendor writes it, for the reasons given.
+    let mut shown: BTreeMap<String, String> = BTreeMap::new();
     for (i, u) in updates.iter().enumerate() {
         if u.servicing.is_none() {
             continue;
@@ -58,6 +60,7 @@ pub(crate) fn derive(updates: &[Update], superseded_by: &mut [Vec<u32>]) -> Deri
                 continue;
             }
             keys.push(key.clone());
+            shown.entry(key.clone()).or_insert_with(|| product.trim().to_owned());
             groups.entry(key).or_default().push(Member {
                 index: i as u32,
                 fixed: t.fixed_build.clone().filter(|v| v.len() >= 4),
@@ -87,7 +90,8 @@ pub(crate) fn derive(updates: &[Update], superseded_by: &mut [Vec<u32>]) -> Deri
             why,
         });
     };
-    for (product, members) in &groups {
+    for (key, members) in &groups {
+        let product = shown.get(key).map_or(key.as_str(), String::as_str);
         let kind = |m: &Member| updates[m.index as usize].servicing;
         let hotpatch = |m: &Member| updates[m.index as usize].hotpatch;
         let cumulative: Vec<Member> = members

@@ -131,6 +131,12 @@ pub struct Inventory {
     pub derived: DerivedProducts,
 }
 
+fn cmp_ignore_case(a: &str, b: &str) -> std::cmp::Ordering {
+    a.bytes()
+        .map(|c| c.to_ascii_lowercase())
+        .cmp(b.bytes().map(|c| c.to_ascii_lowercase()))
+}
+
 /// A cache that takes no part in equality, hashing or serialisation.
 #[derive(Clone, Debug, Default)]
 pub struct DerivedProducts(std::sync::OnceLock<Vec<InstalledProduct>>);
@@ -314,13 +320,17 @@ impl Inventory {
     }
 
     /// Installed products: those listed and those derived from the software
-    /// list by the product map.
-    pub fn installed_products(&self) -> impl Iterator<Item = &InstalledProduct> {
-        let derived = self.derived.0.get_or_init(|| match &self.software {
-            Some(list) => crate::products::derive(&list.entries, self.os.arch.as_deref()),
-            None => Vec::new(),
-        });
-        self.products.iter().flatten().chain(derived.iter())
+    /// list by the product map, sorted by name ignoring case.
+    pub fn installed_products(&self) -> &[InstalledProduct] {
+        self.derived.0.get_or_init(|| {
+            let mut all: Vec<InstalledProduct> = self.products.iter().flatten().cloned().collect();
+            if let Some(list) = &self.software {
+                all.extend(crate::products::derive(&list.entries, self.os.arch.as_deref()));
+            }
+            all.sort_by(|a, b| cmp_ignore_case(&a.name, &b.name).then_with(|| a.version.cmp(&b.version)));
+            all.dedup();
+            all
+        })
     }
 
     /// How much of the installed software the inventory lists.
@@ -465,15 +475,56 @@ impl Inventory {
 
     /// The content hash (see [`InventoryHash`]).
     pub fn content_hash(&self) -> InventoryHash {
-        let mut hasher = Sha256::new();
-        let anonymous = Inventory {
-            computer: None,
-            ..self.clone()
-        };
-        // Serialising our own plain data to a Vec cannot fail.
-        let bytes = serde_json::to_vec(&anonymous).unwrap_or_default();
-        hasher.update(&bytes);
-        InventoryHash(hasher.finalize().into())
+        /// The inventory as serialised without its computer's name (the
+        /// fields in the order and with the rules of [`Inventory`]), written
+        /// straight into the hasher.
+        #[derive(Serialize)]
+        struct Anonymous<'a> {
+            os: &'a OsInfo,
+            #[serde(skip_serializing_if = "none")]
+            products: &'a Option<Vec<InstalledProduct>>,
+            #[serde(skip_serializing_if = "none")]
+            software: &'a Option<SoftwareList>,
+            #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+            installed_updates: &'a BTreeSet<UpdateId>,
+            #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+            facts: &'a BTreeMap<String, String>,
+            #[serde(skip_serializing_if = "none")]
+            registry: &'a Option<BTreeMap<String, String>>,
+            #[serde(skip_serializing_if = "none")]
+            files: &'a Option<BTreeMap<String, String>>,
+            #[serde(skip_serializing_if = "std::ops::Not::not")]
+            hotpatch_enrolled: bool,
+        }
+        fn none<T>(value: &&Option<T>) -> bool {
+            value.is_none()
+        }
+        struct Hashing(Sha256);
+        impl std::io::Write for Hashing {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.update(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut hashing = Hashing(Sha256::new());
+        // Serialising our own plain data into a hasher cannot fail.
+        let _ = serde_json::to_writer(
+            &mut hashing,
+            &Anonymous {
+                os: &self.os,
+                products: &self.products,
+                software: &self.software,
+                installed_updates: &self.installed_updates,
+                facts: &self.facts,
+                registry: &self.registry,
+                files: &self.files,
+                hotpatch_enrolled: self.hotpatch_enrolled,
+            },
+        );
+        InventoryHash(hashing.0.finalize().into())
     }
 
     /// A registry value by its full path.
@@ -554,6 +605,28 @@ mod tests {
         let server = Inventory::windows("10.0.20348.1".parse().unwrap(), true, None);
         assert_eq!(server.fact("os.product").as_deref(), Some("Windows Server 2022"));
         assert_eq!(server.fact("os.revision").as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn the_hash_is_of_the_inventory_without_its_name() {
+        let mut inv = Inventory::windows("10.0.19044.2364".parse().unwrap(), false, Some("x64"));
+        inv.computer = Some("PC-1".into());
+        inv.installed_updates.insert(UpdateId::new("KB5021233"));
+        inv.facts.insert("rack".into(), "12".into());
+        inv.software = Some(SoftwareList {
+            complete: true,
+            entries: vec![crate::software::Software {
+                name: "7-Zip 22.01 (x64)".into(),
+                ..Default::default()
+            }],
+        });
+        let anonymous = Inventory {
+            computer: None,
+            ..inv.clone()
+        };
+        let bytes = serde_json::to_vec(&anonymous).unwrap();
+        let expected: [u8; 32] = Sha256::digest(&bytes).into();
+        assert_eq!(inv.content_hash(), InventoryHash(expected));
     }
 
     #[test]

@@ -241,6 +241,8 @@ struct Evaluation<'a> {
     in_progress: Vec<u32>,
     /// Every index with a state, in the order first evaluated.
     evaluated: Vec<u32>,
+    /// Whether any update looked at has prerequisites.
+    any_prerequisites: bool,
     /// Catalog updates the computer lists as installed (by id or alias).
     listed: std::collections::HashSet<u32, std::hash::BuildHasherDefault<IndexHasher>>,
 }
@@ -298,6 +300,7 @@ pub fn plan_on(catalog: &Catalog, inv: &Inventory, track: Track) -> Plan {
         in_progress: Vec::new(),
         evaluated: Vec::with_capacity(capacity),
         listed: listed.into_iter().collect(),
+        any_prerequisites: false,
     };
     for &i in &candidates {
         ev.state(i);
@@ -340,6 +343,7 @@ impl<'a> Evaluation<'a> {
         let catalog = self.catalog;
         let inv = self.inv;
         let u = catalog.update(i);
+        self.any_prerequisites |= !u.prerequisites.is_empty();
         if self.listed_installed(i) {
             return State::Installed(InstalledBy::Listed);
         }
@@ -519,9 +523,16 @@ impl<'a> Evaluation<'a> {
     /// applicable (or unknown, when a prerequisite is); repeated until stable
     /// because that can cascade.
     fn apply_prerequisites(&mut self) {
+        if !self.any_prerequisites {
+            return;
+        }
         loop {
             let mut changes = Vec::new();
-            let required: Vec<u32> = self.required_indices();
+            let required: Vec<u32> = self
+                .required_indices()
+                .into_iter()
+                .filter(|&i| !self.catalog.update(i).prerequisites.is_empty())
+                .collect();
             for i in required {
                 let u = self.catalog.update(i);
                 for group in &u.prerequisites {
@@ -600,7 +611,16 @@ impl<'a> Evaluation<'a> {
 
     /// Children of a required bundle are installed with it, not on their own.
     fn apply_bundles(&mut self) {
-        for i in self.required_indices() {
+        let in_bundles: Vec<u32> = self
+            .evaluated
+            .iter()
+            .copied()
+            .filter(|&i| !self.catalog.bundled_in(i).is_empty())
+            .collect();
+        for i in in_bundles {
+            if !matches!(self.states[&i], State::Required { .. }) {
+                continue;
+            }
             let in_required_bundle = self
                 .catalog
                 .bundled_in(i)
@@ -659,14 +679,14 @@ impl<'a> Evaluation<'a> {
                 title: u.title.clone(),
                 reason,
             };
-            match self.states[&i].clone() {
-                State::Installed(by) => plan.installed.push(item(self.installed_reason(u, by))),
+            match &self.states[&i] {
+                State::Installed(by) => plan.installed.push(item(self.installed_reason(u, *by))),
                 State::Superseded { by, installed } => plan.superseded.push(item(Reason::SupersededBy {
-                    by: catalog.update(by).id.clone(),
-                    installed,
+                    by: catalog.update(*by).id.clone(),
+                    installed: *installed,
                 })),
-                State::Unknown(reason) => plan.unknown.push(item(Reason::Unknown(reason))),
-                State::Required { severity } => required.push((i, self.required_reason(u), severity)),
+                State::Unknown(reason) => plan.unknown.push(item(Reason::Unknown(reason.clone()))),
+                State::Required { severity } => required.push((i, self.required_reason(u), *severity)),
                 State::Bundled => {}
                 State::NotApplicable => continue,
             }

@@ -44,6 +44,30 @@ static MAP: LazyLock<MapFile> = LazyLock::new(|| {
     serde_json::from_str(include_str!("../data/product-map.json")).expect("data/product-map.json is well formed")
 });
 
+/// The map's entries by the first word of their names, lower case: a
+/// software name is compared only with the entries its first word names.
+static BY_FIRST_WORD: LazyLock<std::collections::HashMap<String, Vec<usize>>> = LazyLock::new(|| {
+    let mut index: std::collections::HashMap<String, Vec<usize>> = std::collections::HashMap::new();
+    for (i, entry) in MAP.products.iter().enumerate() {
+        for name in &entry.names {
+            let list = index.entry(first_word(name)).or_default();
+            if !list.contains(&i) {
+                list.push(i);
+            }
+        }
+    }
+    index
+});
+
+/// The first word of a name, where [`name_matches`] allows a name to end.
+fn first_word(name: &str) -> String {
+    name.trim()
+        .split([' ', '-', '(', ','])
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase()
+}
+
 /// Whether `name` is the software's name, whole or followed by a space, a
 /// dash or a parenthesis ("Microsoft Office LTSC Professional Plus 2021 -
 /// en-us"), ignoring case.
@@ -62,19 +86,33 @@ fn name_matches(software: &str, name: &str) -> bool {
 /// architecture of entries found in the OS's own view.
 pub fn derive(software: &[Software], os_arch: Option<&str>) -> Vec<InstalledProduct> {
     let mut out = Vec::new();
+    let mut word = String::new();
     for s in software {
-        let version = s.version.as_deref().and_then(Version::leading);
         // The .NET Framework and .NET runtimes are named as catalogs name them
         // by their collectors ("Microsoft .NET Framework 4.8", ".NET 6.0").
         if matches!(s.source, SoftwareSource::DotnetFramework | SoftwareSource::Dotnet) {
             out.push(InstalledProduct {
                 name: s.name.clone(),
-                version: version.clone(),
+                version: s.version.as_deref().and_then(Version::leading),
             });
             continue;
         }
+        word.clear();
+        word.extend(
+            s.name
+                .trim()
+                .split([' ', '-', '(', ','])
+                .next()
+                .unwrap_or("")
+                .chars()
+                .map(|c| c.to_ascii_lowercase()),
+        );
+        let Some(entries) = BY_FIRST_WORD.get(&word) else {
+            continue;
+        };
+        let version = s.version.as_deref().and_then(Version::leading);
         let arch = s.arch.as_deref().or(os_arch).map(normalize_arch);
-        for entry in &MAP.products {
+        for entry in entries.iter().map(|&i| &MAP.products[i]) {
             if entry.source.is_some_and(|src| src != s.source) {
                 continue;
             }
@@ -231,13 +269,20 @@ fn dotnet_framework(versions: &str) -> Vec<String> {
     out
 }
 
+/// Whether a vendor's product name stands for more installed products
+/// than the one of its own name (see [`covered_by`]).
+pub fn expands(vendor_name: &str) -> bool {
+    vendor_name.starts_with("Microsoft .NET Framework ") || vendor_name.starts_with("Microsoft SQL Server ")
+}
+
 /// Whether a product of this name can only be for another platform than
 /// Windows ("Microsoft Office 2019 for Mac").
 pub fn other_platform(vendor_name: &str) -> bool {
-    let lower = vendor_name.to_ascii_lowercase();
-    MAP.other_platforms
-        .iter()
-        .any(|p| lower.contains(&p.to_ascii_lowercase()))
+    let name = vendor_name.as_bytes();
+    MAP.other_platforms.iter().any(|p| {
+        let p = p.as_bytes();
+        p.len() <= name.len() && name.windows(p.len()).any(|w| w.eq_ignore_ascii_case(p))
+    })
 }
 
 /// Whether a complete software list shows whether `installed_name` (one of

@@ -63,10 +63,23 @@ impl Cmp {
             }
             Cmp::Eq | Cmp::Ne if actual.eq_ignore_ascii_case(expected) => self == Cmp::Eq,
             _ => {
-                let ordering = match (actual.parse::<Version>(), expected.parse::<Version>()) {
-                    (Ok(a), Ok(e)) => a.cmp(&e),
-                    _ => actual.to_ascii_lowercase().cmp(&expected.to_ascii_lowercase()),
-                };
+                // Versions where both are ("10.0" equals "10.0.0"), else text
+                // ignoring case; only what starts with a digit is tried as a
+                // version, so that the common "x64" against "x86" costs no
+                // allocation.
+                let numeric = |s: &str| s.trim_start().as_bytes().first().is_some_and(u8::is_ascii_digit);
+                let as_versions = (numeric(actual) && numeric(expected))
+                    .then(|| match (actual.parse::<Version>(), expected.parse::<Version>()) {
+                        (Ok(a), Ok(e)) => Some(a.cmp(&e)),
+                        _ => None,
+                    })
+                    .flatten();
+                let ordering = as_versions.unwrap_or_else(|| {
+                    actual
+                        .bytes()
+                        .map(|b| b.to_ascii_lowercase())
+                        .cmp(expected.bytes().map(|b| b.to_ascii_lowercase()))
+                });
                 self.accepts(ordering)
             }
         }
@@ -483,24 +496,32 @@ impl Rule {
             },
             Rule::Product { name, cmp, version } => {
                 use crate::inventory::ProductsKnown;
-                if inv.os.family == crate::inventory::OsFamily::Windows && crate::products::other_platform(name) {
-                    return Truth::False;
-                }
                 let known = inv.products_known();
                 if known == ProductsKnown::No {
                     return Truth::Unknown(format!(
                         "the inventory does not list installed software (needed for {name})"
                     ));
                 }
-                let covered = crate::products::covered_by(name);
+                // Most names stand for themselves; the others are expanded once.
+                let expanded = crate::products::expands(name).then(|| crate::products::covered_by(name));
                 let mut found = inv
                     .installed_products()
-                    .filter(|p| covered.iter().any(|c| p.name.eq_ignore_ascii_case(c)))
+                    .iter()
+                    .filter(|p| match &expanded {
+                        None => p.name.eq_ignore_ascii_case(name),
+                        Some(names) => names.iter().any(|c| p.name.eq_ignore_ascii_case(c)),
+                    })
                     .peekable();
                 if found.peek().is_none() {
+                    if inv.os.family == crate::inventory::OsFamily::Windows && crate::products::other_platform(name) {
+                        return Truth::False;
+                    }
                     return match known {
                         ProductsKnown::Completely
-                            if inv.software.is_none() || covered.iter().any(|c| crate::products::detectable(c)) =>
+                            if inv.software.is_none()
+                                || crate::products::covered_by(name)
+                                    .iter()
+                                    .any(|c| crate::products::detectable(c)) =>
                         {
                             Truth::False
                         }

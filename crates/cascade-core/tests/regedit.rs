@@ -307,7 +307,12 @@ fn an_export_is_an_inventory_that_merges_with_systeminfo() {
             .any(|s| s.name == "Mozilla Firefox 10.0.2 (x86 en-US)")
     );
     // Without the OS, the edition's bitness is not known yet.
-    assert!(software.installed_products().all(|p| !p.name.contains("bit edition")));
+    assert!(
+        software
+            .installed_products()
+            .iter()
+            .all(|p| !p.name.contains("bit edition"))
+    );
     let systeminfo = std::fs::read(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../tests/fixtures/windows-inventory/xp_sp3_x86_professional_en-us_systeminfo.txt"),
@@ -320,7 +325,7 @@ fn an_export_is_an_inventory_that_merges_with_systeminfo() {
     assert_eq!(inv.os.product.as_deref(), Some("Windows XP"));
     assert!(inv.installed_updates.len() > hotfixes);
     // Office Professional Plus 2010 at Service Pack 1 (14.0.6029), on 32-bit Windows.
-    let products: Vec<&str> = inv.installed_products().map(|p| p.name.as_str()).collect();
+    let products: Vec<&str> = inv.installed_products().iter().map(|p| p.name.as_str()).collect();
     assert!(
         products.contains(&"Microsoft Office 2010 Service Pack 1 (32-bit editions)"),
         "{products:?}"

@@ -58,6 +58,94 @@ const INVENTORIES: &[(&str, &[u8])] = &[
     ),
 ];
 
+/// Software lists made from real ones (tests/fixtures/software/SOURCE.txt).
+const SOFTWARE: &[(&str, &[u8])] = &[
+    ("plain", include_bytes!("../../../tests/fixtures/software/plain.json")),
+    ("office", include_bytes!("../../../tests/fixtures/software/office.json")),
+    (
+        "developer",
+        include_bytes!("../../../tests/fixtures/software/developer.json"),
+    ),
+    ("visio", include_bytes!("../../../tests/fixtures/software/visio.json")),
+    (
+        "sql-server",
+        include_bytes!("../../../tests/fixtures/software/sql-server.json"),
+    ),
+    (
+        "sharepoint",
+        include_bytes!("../../../tests/fixtures/software/sharepoint.json"),
+    ),
+    ("server", include_bytes!("../../../tests/fixtures/software/server.json")),
+    ("legacy", include_bytes!("../../../tests/fixtures/software/legacy.json")),
+    (
+        "legacy-office",
+        include_bytes!("../../../tests/fixtures/software/legacy-office.json"),
+    ),
+];
+
+/// Which software lists the computers of each inventory take in turn:
+/// most without Office, SQL Server or SharePoint, some with.
+const SOFTWARE_OF: &[(&str, &[&str])] = &[
+    (
+        "10_1809_x64_education_en-us_systeminfo.txt",
+        &["plain", "office", "plain", "developer"],
+    ),
+    ("10_21H1_x64_enterprise_systeminfo.txt", &["plain", "visio", "plain"]),
+    ("11_21H2_x64_enterprise_systeminfo.txt", &["office", "plain", "plain"]),
+    (
+        "11_24H2_x64_enterprise_systeminfo.txt",
+        &["plain", "developer", "plain"],
+    ),
+    (
+        "srv_2016_1607_datacenter_en-us_systeminfo.txt",
+        &["server", "sql-server", "sharepoint"],
+    ),
+    ("srv_2012r2_u1_systeminfo.txt", &["server"]),
+    (
+        "7_sp1_x64_enterprise_en-us_A_systeminfo.txt",
+        &["legacy", "legacy-office"],
+    ),
+    ("8.1_u1_x64_enterprise_en-us_systeminfo.txt", &["legacy"]),
+];
+
+/// The simulated computers' inventories: each real systeminfo with each of
+/// its software lists, in rounds (every systeminfo's first list, then the
+/// second ...), so that a few computers per site already cover every OS.
+fn demo_inventories() -> anyhow::Result<Vec<cascade_core::Inventory>> {
+    let mut rounds: Vec<Vec<cascade_core::Inventory>> = Vec::new();
+    for (name, bytes) in INVENTORIES {
+        let (_, base) = cascade_core::import::import_inventory(name, bytes)?;
+        let lists = SOFTWARE_OF
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, l)| *l)
+            .unwrap_or(&[]);
+        let mut variants = Vec::new();
+        for list in lists {
+            let (_, json) = SOFTWARE
+                .iter()
+                .find(|(n, _)| n == list)
+                .with_context(|| format!("software list {list}"))?;
+            let software: cascade_core::software::SoftwareList =
+                serde_json::from_slice(json).with_context(|| format!("software list {list}"))?;
+            let mut inv = base.clone();
+            inv.software = Some(software);
+            inv.normalize();
+            variants.push(inv);
+        }
+        if variants.is_empty() {
+            variants.push(base);
+        }
+        for (round, inv) in variants.into_iter().enumerate() {
+            if rounds.len() <= round {
+                rounds.push(Vec::new());
+            }
+            rounds[round].push(inv);
+        }
+    }
+    Ok(rounds.into_iter().flatten().collect())
+}
+
 const TREE: &[(&str, Option<&str>)] = &[
     ("root", None),
     ("east", Some("root")),
@@ -203,10 +291,7 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
     }
 
     // Simulated computers at every site, from the real inventories.
-    let inventories = INVENTORIES
-        .iter()
-        .map(|(name, bytes)| cascade_core::import::import_inventory(name, bytes).map(|(_, inv)| inv))
-        .collect::<Result<Vec<_>, _>>()?;
+    let inventories = demo_inventories()?;
     let (ca_cert, ca_key) = write_ca(&harness)?;
     let ca = Arc::new(Ca::load_files(&ca_cert, &ca_key)?);
     let computers = args.computers_per_site * SITES.len();
@@ -276,6 +361,23 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
         }
     };
     let seconds = started.elapsed().as_secs_f64();
+    // The root's records by state: how many plans could not decide.
+    let mut records = serde_json::Map::new();
+    let (mut total, mut unknown) = (0u64, 0u64);
+    for counts in root.store.summary_by_update()?.values() {
+        for state in cascade_core::ComplianceState::NAMES {
+            let n = counts.get(state);
+            let slot = records.entry(state).or_insert(serde_json::json!(0));
+            *slot = serde_json::json!(slot.as_u64().unwrap_or(0) + n);
+        }
+        total += counts.total();
+        unknown += counts.get("unknown");
+    }
+    let unknown_percent = if total == 0 {
+        0.0
+    } else {
+        (unknown as f64 * 1000.0 / total as f64).round() / 10.0
+    };
     if args.smoke {
         println!(
             "{}",
@@ -284,6 +386,8 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
                 "computers": computers,
                 "computers_reported_at_root": reported,
                 "approvals_converged": approvals_everywhere,
+                "records_at_root": records,
+                "unknown_percent": unknown_percent,
                 "seconds": (seconds * 10.0).round() / 10.0,
             })
         );
@@ -293,6 +397,7 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
             ExitCode::from(1)
         });
     }
+    println!("records at the root: {total}, of which unknown {unknown} ({unknown_percent} %)");
     if converged {
         println!("converged in {seconds:.1} s: every computer's compliance is at the root.");
     } else {
