@@ -226,3 +226,58 @@ fn wsusscn2_cab_as_published_equals_its_extracted_files() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("bogus.cab"));
 }
+
+/// A Windows 7 computer's systeminfo merged with its software list (native
+/// inventory JSON holding only software), planned on each track.
+#[test]
+fn systeminfo_with_its_software_on_each_track() {
+    let dir = tempfile::tempdir().unwrap();
+    let list: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("software/legacy-office.json")).unwrap()).unwrap();
+    let software = dir.path().join("software.json");
+    std::fs::write(&software, serde_json::json!({ "software": list }).to_string()).unwrap();
+    let systeminfo = fixture("windows-inventory/7_sp1_x64_enterprise_en-us_A_systeminfo.txt");
+    let software = software.display().to_string();
+    for (track, want) in [
+        ("rollup", ["KB5021291", "KB5021091"]),
+        ("security-only", ["KB5021288", "KB5021079"]),
+    ] {
+        let out = cascade(&[
+            "evaluate",
+            "--catalog",
+            &fixture(DEC_2022),
+            "--inventory",
+            &systeminfo,
+            "--inventory",
+            &software,
+            "--track",
+            track,
+            "--json",
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let ids: Vec<&str> = plan["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, want, "{track}");
+        assert_eq!(plan["unknown"].as_array().unwrap().len(), 0, "{track}: {plan}");
+    }
+    // The derived containment is reported with why.
+    let out = cascade(&[
+        "evaluate",
+        "--catalog",
+        &fixture(DEC_2022),
+        "--inventory",
+        &systeminfo,
+        "--inventory",
+        &software,
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("note: catalog: KB5021291 contains KB5021288: the monthly rollup for Windows 7"),
+        "{stderr}"
+    );
+}

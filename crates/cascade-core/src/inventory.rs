@@ -100,6 +100,9 @@ pub struct Inventory {
     /// The computer's name; not part of the content hash.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub computer: Option<String>,
+    /// Absent in a file that lists only software or updates (merged with
+    /// the computer's other inventories).
+    #[serde(default)]
     pub os: OsInfo,
     /// Installed products; absent when the collector does not list them
     /// (rules over products are then unknown).
