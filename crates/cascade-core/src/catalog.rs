@@ -266,8 +266,21 @@ impl Catalog {
             }
             _ => out.extend_from_slice(&self.product_indexed),
         }
-        out.sort_unstable();
-        out.dedup();
+        // Sorted and without repeats: through a bit per update of the
+        // catalog, cheaper than sorting thousands of indices.
+        let mut marks = vec![0u64; self.updates.len().div_ceil(64)];
+        for &i in &out {
+            marks[i as usize / 64] |= 1 << (i % 64);
+        }
+        out.clear();
+        for (word_at, &word) in marks.iter().enumerate() {
+            let mut word = word;
+            while word != 0 {
+                let bit = word.trailing_zeros();
+                out.push(word_at as u32 * 64 + bit);
+                word &= word - 1;
+            }
+        }
         out
     }
 

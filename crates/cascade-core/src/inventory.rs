@@ -197,6 +197,23 @@ impl std::fmt::Display for InventoryHash {
     }
 }
 
+impl std::str::FromStr for InventoryHash {
+    type Err = String;
+
+    /// The 64 hexadecimal digits [`Display`](std::fmt::Display) writes.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad = || format!("{text:?} is not an inventory hash (64 hexadecimal digits)");
+        if text.len() != 64 || !text.is_ascii() {
+            return Err(bad());
+        }
+        let mut out = [0u8; 32];
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+        }
+        Ok(InventoryHash(out))
+    }
+}
+
 impl Inventory {
     /// A Windows computer of the given version, with what follows from it.
     pub fn windows(version: Version, server: bool, arch: Option<&str>) -> Inventory {
@@ -630,6 +647,14 @@ mod tests {
         let bytes = serde_json::to_vec(&anonymous).unwrap();
         let expected: [u8; 32] = Sha256::digest(&bytes).into();
         assert_eq!(inv.content_hash(), InventoryHash(expected));
+    }
+
+    #[test]
+    fn hashes_read_back_from_their_text() {
+        let hash = Inventory::windows("10.0.19044".parse().unwrap(), false, None).content_hash();
+        assert_eq!(hash.to_string().parse::<InventoryHash>(), Ok(hash));
+        assert!("abc".parse::<InventoryHash>().is_err());
+        assert!("zz".repeat(32).parse::<InventoryHash>().is_err());
     }
 
     #[test]

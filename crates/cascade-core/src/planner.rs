@@ -159,7 +159,12 @@ impl Planner {
 
     /// The plan for `inv`, from the cache when an equal inventory was planned.
     pub fn plan(&self, inv: &Inventory) -> Arc<Plan> {
-        let hash = inv.content_hash();
+        self.plan_hashed(inv, inv.content_hash())
+    }
+
+    /// The plan for `inv` whose content hash the caller already has (a node
+    /// checked it when the inventory arrived): not hashed again.
+    pub fn plan_hashed(&self, inv: &Inventory, hash: InventoryHash) -> Arc<Plan> {
         if let Some(plan) = self.lock().get(&hash) {
             return plan.clone();
         }
@@ -226,8 +231,6 @@ impl std::hash::Hasher for IndexHasher {
     }
 }
 
-type IndexMap<V> = HashMap<u32, V, std::hash::BuildHasherDefault<IndexHasher>>;
-
 struct Evaluation<'a> {
     catalog: &'a Catalog,
     inv: &'a Inventory,
@@ -235,9 +238,15 @@ struct Evaluation<'a> {
     /// The computer's full build, raised to the fixed build of the newest
     /// cumulative update it lists as installed, and that update.
     build: Option<(Version, Option<UpdateId>)>,
-    states: IndexMap<State>,
-    installed_above: IndexMap<Option<u32>>,
-    offered_above: IndexMap<Option<u32>>,
+    /// The place of each catalog index in the vectors below (u32::MAX for
+    /// none yet): array lookups instead of hashing, which planning does
+    /// thousands of times per computer.
+    slot: Vec<u32>,
+    /// By place: the state, and the memoised first installed and first
+    /// offered superseder.
+    states: Vec<Option<State>>,
+    installed_memo: Vec<Option<Option<u32>>>,
+    offered_memo: Vec<Option<Option<u32>>>,
     in_progress: Vec<u32>,
     /// Every index with a state, in the order first evaluated.
     evaluated: Vec<u32>,
@@ -294,9 +303,10 @@ pub fn plan_on(catalog: &Catalog, inv: &Inventory, track: Track) -> Plan {
         inv,
         track,
         build: effective_build(catalog, inv, &listed),
-        states: IndexMap::with_capacity_and_hasher(capacity, Default::default()),
-        installed_above: IndexMap::with_capacity_and_hasher(capacity, Default::default()),
-        offered_above: IndexMap::with_capacity_and_hasher(capacity, Default::default()),
+        slot: vec![u32::MAX; catalog.len()],
+        states: Vec::with_capacity(capacity),
+        installed_memo: Vec::with_capacity(capacity),
+        offered_memo: Vec::with_capacity(capacity),
         in_progress: Vec::new(),
         evaluated: Vec::with_capacity(capacity),
         listed: listed.into_iter().collect(),
@@ -312,8 +322,36 @@ pub fn plan_on(catalog: &Catalog, inv: &Inventory, track: Track) -> Plan {
 }
 
 impl<'a> Evaluation<'a> {
+    /// The place of catalog index `i`, made when it has none.
+    fn place(&mut self, i: u32) -> usize {
+        let at = self.slot[i as usize];
+        if at != u32::MAX {
+            return at as usize;
+        }
+        let at = self.states.len();
+        self.slot[i as usize] = at as u32;
+        self.states.push(None);
+        self.installed_memo.push(None);
+        self.offered_memo.push(None);
+        at
+    }
+
+    fn found(&self, i: u32) -> Option<usize> {
+        let at = self.slot[i as usize];
+        (at != u32::MAX).then_some(at as usize)
+    }
+
+    fn get(&self, i: u32) -> Option<&State> {
+        self.found(i).and_then(|at| self.states[at].as_ref())
+    }
+
+    fn set(&mut self, i: u32, state: State) {
+        let at = self.place(i);
+        self.states[at] = Some(state);
+    }
+
     fn state(&mut self, i: u32) -> State {
-        if let Some(s) = self.states.get(&i) {
+        if let Some(s) = self.get(i) {
             return s.clone();
         }
         if self.in_progress.contains(&i) {
@@ -322,7 +360,7 @@ impl<'a> Evaluation<'a> {
         self.in_progress.push(i);
         let s = self.own_state(i);
         self.in_progress.pop();
-        self.states.insert(i, s.clone());
+        self.set(i, s.clone());
         self.evaluated.push(i);
         s
     }
@@ -458,10 +496,11 @@ impl<'a> Evaluation<'a> {
 
     /// The first superseder (transitively) that is installed.
     fn installed_above(&mut self, i: u32) -> Option<u32> {
-        if let Some(found) = self.installed_above.get(&i) {
-            return *found;
+        let at = self.place(i);
+        if let Some(found) = self.installed_memo[at] {
+            return found;
         }
-        self.installed_above.insert(i, None);
+        self.installed_memo[at] = Some(None);
         let mut found = None;
         for &s in self.catalog.superseded_by(i) {
             if self.listed_installed(s) || matches!(self.state(s), State::Installed(_)) {
@@ -473,16 +512,17 @@ impl<'a> Evaluation<'a> {
                 break;
             }
         }
-        self.installed_above.insert(i, found);
+        self.installed_memo[at] = Some(found);
         found
     }
 
     /// The first superseder (transitively) that is offered to this computer.
     fn offered_above(&mut self, i: u32) -> Option<u32> {
-        if let Some(found) = self.offered_above.get(&i) {
-            return *found;
+        let at = self.place(i);
+        if let Some(found) = self.offered_memo[at] {
+            return found;
         }
-        self.offered_above.insert(i, None);
+        self.offered_memo[at] = Some(None);
         let mut found = None;
         for &s in self.catalog.superseded_by(i) {
             if let Some(above) = self.offered_above(s) {
@@ -494,7 +534,7 @@ impl<'a> Evaluation<'a> {
                 break;
             }
         }
-        self.offered_above.insert(i, found);
+        self.offered_memo[at] = Some(found);
         found
     }
 
@@ -571,10 +611,10 @@ impl<'a> Evaluation<'a> {
                     Truth::Unknown(why) => State::Unknown(why),
                     _ => State::NotApplicable,
                 };
-                self.states.insert(i, state);
+                self.set(i, state);
             }
             // Memoised superseder answers may rest on the old states.
-            self.installed_above.clear();
+            self.installed_memo.iter_mut().for_each(|m| *m = None);
         }
     }
 
@@ -582,14 +622,14 @@ impl<'a> Evaluation<'a> {
         self.evaluated
             .iter()
             .copied()
-            .filter(|i| matches!(self.states[i], State::Required { .. }))
+            .filter(|&i| matches!(self.get(i), Some(State::Required { .. })))
             .collect()
     }
 
     fn apply_supersedence(&mut self) {
         let mut changes = Vec::new();
         for i in self.evaluated.clone() {
-            if !matches!(self.states[&i], State::Required { .. } | State::Unknown(_)) {
+            if !matches!(self.get(i), Some(State::Required { .. } | State::Unknown(_))) {
                 continue;
             }
             if let Some(s) = self.installed_above(i) {
@@ -605,7 +645,7 @@ impl<'a> Evaluation<'a> {
             }
         }
         for (i, s) in changes {
-            self.states.insert(i, s);
+            self.set(i, s);
         }
     }
 
@@ -618,16 +658,16 @@ impl<'a> Evaluation<'a> {
             .filter(|&i| !self.catalog.bundled_in(i).is_empty())
             .collect();
         for i in in_bundles {
-            if !matches!(self.states[&i], State::Required { .. }) {
+            if !matches!(self.get(i), Some(State::Required { .. })) {
                 continue;
             }
             let in_required_bundle = self
                 .catalog
                 .bundled_in(i)
                 .iter()
-                .any(|b| matches!(self.states.get(b), Some(State::Required { .. })));
+                .any(|&b| matches!(self.get(b), Some(State::Required { .. })));
             if in_required_bundle {
-                self.states.insert(i, State::Bundled);
+                self.set(i, State::Bundled);
             }
         }
     }
@@ -679,7 +719,10 @@ impl<'a> Evaluation<'a> {
                 title: u.title.clone(),
                 reason,
             };
-            match &self.states[&i] {
+            let Some(state) = self.get(i) else {
+                continue;
+            };
+            match state {
                 State::Installed(by) => plan.installed.push(item(self.installed_reason(u, *by))),
                 State::Superseded { by, installed } => plan.superseded.push(item(Reason::SupersededBy {
                     by: catalog.update(*by).id.clone(),
@@ -715,7 +758,8 @@ impl<'a> Evaluation<'a> {
                 // Of "at least one", the first this plan installs.
                 if let Some(first) = group.any_of.iter().find(|id| {
                     catalog.index_of(id).is_some_and(|p| {
-                        position.contains_key(&p) || self.offered_above.get(&p).copied().flatten().is_some()
+                        position.contains_key(&p)
+                            || self.found(p).and_then(|at| self.offered_memo[at]).flatten().is_some()
                     })
                 }) {
                     wanted.push(first);
@@ -821,7 +865,7 @@ impl<'a> Evaluation<'a> {
                         .filter(|c| {
                             catalog
                                 .index_of(c)
-                                .is_some_and(|c| matches!(self.states.get(&c), Some(State::Bundled)))
+                                .is_some_and(|c| matches!(self.get(c), Some(State::Bundled)))
                         })
                         .cloned()
                         .collect(),

@@ -213,7 +213,12 @@ impl Node {
                 )),
             }
         };
-        let plan = planner.plan(inventory);
+        // The hash was checked when the inventory arrived (or is the key it
+        // is stored under): the planner need not compute it again.
+        let plan = match inventory_hash.parse() {
+            Ok(hash) => planner.plan_hashed(inventory, hash),
+            Err(_) => planner.plan(inventory),
+        };
         Ok(targeting.assignment(computer, &self.id, inventory_hash, &selection, &plan, at))
     }
 
