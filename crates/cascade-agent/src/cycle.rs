@@ -853,6 +853,20 @@ impl<E: Env> Agent<E> {
                 events.push(self.event(&step.update, method, EventKind::RestartStarted, outcome.detail, now));
                 ComplianceState::PendingRestart
             }
+            ExitMeaning::InUse => {
+                let reason = format!(
+                    "the installer says the program is in use or another installation is running (exit code {}); tried again at the next run",
+                    outcome.code
+                );
+                events.push(self.event(
+                    &step.update,
+                    method,
+                    EventKind::Deferred { reason },
+                    outcome.detail,
+                    now,
+                ));
+                ComplianceState::Required
+            }
             ExitMeaning::Failure => {
                 events.push(self.event(
                     &step.update,

@@ -227,6 +227,55 @@ pub(crate) fn derive(updates: &[Update], superseded_by: &mut [Vec<u32>]) -> Deri
             }
         }
     }
+    // Package versions (winget): a newer version of the same package line
+    // (architecture, scope, installer type, locale) replaces the older ones.
+    let mut lines: BTreeMap<(String, String, Option<String>), Vec<u32>> = BTreeMap::new();
+    for (i, u) in updates.iter().enumerate() {
+        if let Some(p) = &u.package {
+            let (id, arch, scope) = p.line();
+            lines
+                .entry((id, arch.to_owned(), scope.map(str::to_owned)))
+                .or_default()
+                .push(i as u32);
+        }
+    }
+    for members in lines.values_mut() {
+        let version = |i: &u32| {
+            updates[*i as usize]
+                .package
+                .as_ref()
+                .map(|p| p.version.as_str())
+                .unwrap_or("")
+        };
+        members.sort_by(|a, b| {
+            crate::import::winget::version_cmp(version(a), version(b))
+                .then_with(|| updates[*a as usize].id.cmp(&updates[*b as usize].id))
+        });
+        // Each version is replaced by every installer of the next version.
+        for (at, &older) in members.iter().enumerate() {
+            let Some(next) = members[at + 1..]
+                .iter()
+                .map(&version)
+                .find(|v| crate::import::winget::version_cmp(v, version(&older)).is_gt())
+            else {
+                continue;
+            };
+            for &newer in members[at + 1..].iter().filter(|n| version(n) == next) {
+                let p = updates[newer as usize].package.as_ref();
+                add(
+                    older,
+                    newer,
+                    format!(
+                        "{} {} replaces {} of the same package, architecture and scope",
+                        p.map_or("", |p| p.id.as_str()),
+                        version(&newer),
+                        version(&older)
+                    ),
+                    &mut derived.diagnostics,
+                );
+            }
+        }
+    }
     derived
 }
 

@@ -30,7 +30,7 @@ pub enum Cmp {
 }
 
 impl Cmp {
-    fn symbol(self) -> &'static str {
+    pub fn symbol(self) -> &'static str {
         match self {
             Cmp::Eq => "=",
             Cmp::Ne => "!=",
@@ -136,6 +136,9 @@ pub enum Rule {
         #[serde(default)]
         value: String,
     },
+    /// Installed software matched by name or Windows Installer code, with
+    /// a version condition in winget's order (third-party packages).
+    Software(Box<crate::software::SoftwareMatch>),
     /// An installed product, optionally with a version condition.
     Product {
         name: String,
@@ -181,6 +184,7 @@ mod decode {
         "product",
         "installed",
         "check",
+        "software",
     ];
 
     #[derive(Deserialize)]
@@ -195,6 +199,7 @@ mod decode {
         Product,
         Installed,
         Check,
+        Software,
     }
 
     #[derive(Deserialize)]
@@ -284,6 +289,7 @@ mod decode {
                     let Check { kind, attrs } = variant.newtype_variant()?;
                     Rule::Check { kind, attrs }
                 }
+                Tag::Software => Rule::Software(Box::new(variant.newtype_variant()?)),
             })
         }
     }
@@ -552,6 +558,7 @@ impl Rule {
                 }
             }
             Rule::Installed(id) => Truth::from_bool(inv.has_update(id)),
+            Rule::Software(m) => m.eval(inv),
             Rule::Check { kind, attrs } => detect::eval(kind, attrs, inv),
         }
     }
@@ -610,6 +617,7 @@ impl fmt::Display for Rule {
             }
             Rule::Product { name, .. } => write!(f, "product {name:?} installed"),
             Rule::Installed(id) => write!(f, "installed {id}"),
+            Rule::Software(m) => write!(f, "software {:?}", m.describe()),
             Rule::Check { kind, attrs } => {
                 write!(f, "{kind}(")?;
                 for (i, (k, v)) in attrs.iter().enumerate() {

@@ -240,6 +240,9 @@ pub enum ExitMeaning {
     RestartStarted,
     /// The update was already installed or is not needed.
     NotApplicable,
+    /// The program is in use or another installation is running: not a
+    /// failure of the update, tried again at the next run.
+    InUse,
     Failure,
 }
 
@@ -321,6 +324,33 @@ pub struct Target {
     pub fixed_build: Option<Version>,
 }
 
+/// A package version of a package manager's catalog (winget), one
+/// installer of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Package {
+    /// The package's identifier ("Mozilla.Firefox").
+    pub id: String,
+    pub version: String,
+    /// `x86`, `x64`, `arm64`, `arm` or `neutral`.
+    pub arch: String,
+    /// `machine` or `user`, where the manifest says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// `msi`, `wix`, `exe`, `nullsoft`, `inno`, `burn`, `msix`, `zip`, `portable`.
+    pub installer_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locale: Option<String>,
+}
+
+impl Package {
+    /// Versions of one package that replace each other: same package,
+    /// architecture and scope (whatever the installer type or locale).
+    pub fn line(&self) -> (String, &str, Option<&str>) {
+        (self.id.to_ascii_lowercase(), &self.arch, self.scope.as_deref())
+    }
+}
+
 /// An update in the catalog.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -379,6 +409,13 @@ pub struct Update {
     /// Other ids the vendor uses for this update (WSUS GUIDs of a KB).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub aliases: Vec<UpdateId>,
+    /// The vendor's release notes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_notes_url: Option<String>,
+    /// The package version and installer, for updates from a package
+    /// manager's catalog: newer versions of the same line supersede it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<Package>,
 }
 
 fn default_vendor() -> String {
@@ -411,6 +448,8 @@ impl Update {
             hotpatch: false,
             servicing: None,
             aliases: Vec::new(),
+            release_notes_url: None,
+            package: None,
         }
     }
 
@@ -478,6 +517,12 @@ impl Update {
         self.hotpatch |= other.hotpatch;
         if self.servicing.is_none() {
             self.servicing = other.servicing;
+        }
+        if self.release_notes_url.is_none() {
+            self.release_notes_url = other.release_notes_url;
+        }
+        if self.package.is_none() {
+            self.package = other.package;
         }
         union(&mut self.aliases, other.aliases);
         self.supersedes.retain(|s| *s != self.id);

@@ -82,11 +82,17 @@ enum CtlCommand {
     #[command(subcommand)]
     ApiToken(ApiTokenCommand),
     /// Import vendor catalog files (CVRF, WSUS XML, Update Catalog JSON,
-    /// Cascade JSON); a directory is read whole. A progress bar shows on a
+    /// Cascade JSON, winget manifests); a directory is read whole, with its
+    /// subdirectories (a winget repository in its layout; the manifests of
+    /// each version folder go together). A progress bar shows on a
     /// terminal; a file that fails is named and the others go on.
     Import {
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// winget manifests: only these package identifiers (comma-separated,
+        /// for example Mozilla.Firefox,7zip.7zip).
+        #[arg(long, value_delimiter = ',')]
+        include: Vec<String>,
     },
 }
 
@@ -343,7 +349,7 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
                 .await
                 .map(|v| println!("revoked {} token(s)", v["revoked"]))
         }
-        CtlCommand::Import { files } => return import(&mut client, &files, args.json).await,
+        CtlCommand::Import { files, include } => return import(&mut client, &files, &include, args.json).await,
         CtlCommand::Agents => invoke(&mut client, "agents.list", &serde_json::json!({})).await.map(|value| {
             if args.json {
                 println!("{value}");
@@ -437,15 +443,20 @@ fn print_value(value: &serde_json::Value, json: bool) {
 }
 
 /// The files to import: each file given, and every file of a directory
-/// given (sorted; licence and source notes passed over).
+/// given and of its subdirectories (sorted; licence and source notes passed
+/// over).
 fn catalog_files(paths: &[PathBuf]) -> anyhow::Result<Vec<(PathBuf, u64)>> {
     let mut out = Vec::new();
     for path in paths {
         let meta = std::fs::metadata(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         if meta.is_dir() {
-            let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+            let all: Vec<PathBuf> = std::fs::read_dir(path)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
+                .collect();
+            let dirs: Vec<PathBuf> = all.iter().filter(|p| p.is_dir()).cloned().collect();
+            let mut entries: Vec<PathBuf> = all
+                .into_iter()
                 .filter(|p| p.is_file())
                 .filter(|p| {
                     let name = p
@@ -460,6 +471,9 @@ fn catalog_files(paths: &[PathBuf]) -> anyhow::Result<Vec<(PathBuf, u64)>> {
                 let size = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
                 out.push((p, size));
             }
+            let mut dirs = dirs;
+            dirs.sort();
+            out.extend(catalog_files(&dirs)?);
         } else {
             out.push((path.clone(), meta.len()));
         }
@@ -483,10 +497,24 @@ fn import_params(name: &str, data: Vec<u8>) -> serde_json::Value {
 async fn import(
     client: &mut AdminClient<tonic::transport::Channel>,
     paths: &[PathBuf],
+    include: &[String],
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let files = catalog_files(paths)?;
     let total: u64 = files.iter().map(|(_, size)| size).sum();
+    // winget manifests go by version folder, the folder's files together.
+    let is_yaml = |p: &PathBuf| {
+        p.extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"))
+    };
+    let mut folders: std::collections::BTreeMap<PathBuf, Vec<PathBuf>> = std::collections::BTreeMap::new();
+    for (path, _) in files.iter().filter(|(p, _)| is_yaml(p)) {
+        folders
+            .entry(path.parent().map(PathBuf::from).unwrap_or_default())
+            .or_default()
+            .push(path.clone());
+    }
+    let files: Vec<(PathBuf, u64)> = files.into_iter().filter(|(p, _)| !is_yaml(p)).collect();
     let bar = indicatif::ProgressBar::new(total);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {bytes}/{total_bytes} {msg}")
@@ -494,12 +522,36 @@ async fn import(
     );
     let mut rows = Vec::new();
     let (mut updates, mut failed, mut unreachable) = (0u64, 0usize, false);
+    let mut requests: Vec<(String, u64, Result<serde_json::Value, String>)> = Vec::new();
+    for (folder, members) in &folders {
+        let mut list = Vec::new();
+        let mut size = 0;
+        let mut error = None;
+        for m in members {
+            match std::fs::read_to_string(m) {
+                Ok(text) => {
+                    size += text.len() as u64;
+                    list.push(serde_json::json!({"name": m.display().to_string(), "content": text}));
+                }
+                Err(e) => error = Some(format!("{}: {e}", m.display())),
+            }
+        }
+        let params = serde_json::json!({"name": folder.display().to_string(), "files": list, "include": include});
+        requests.push((folder.display().to_string(), size, error.map_or(Ok(params), Err)));
+    }
     for (path, size) in &files {
         let name = path.display().to_string();
+        let params = std::fs::read(path)
+            .map(|data| import_params(&name, data))
+            .map_err(|e| format!("{name}: {e}"));
+        requests.push((name, *size, params));
+    }
+    let count = requests.len();
+    for (name, size, params) in requests {
         bar.set_message(name.clone());
-        let result = match std::fs::read(path) {
-            Err(e) => Err(format!("{name}: {e}")),
-            Ok(data) => match invoke(client, "catalog.import", &import_params(&name, data)).await {
+        let result = match params {
+            Err(e) => Err(e),
+            Ok(params) => match invoke(client, "catalog.import", &params).await {
                 Ok(r) => Ok(r),
                 Err(status) => {
                     unreachable |= status.code() == tonic::Code::Unavailable;
@@ -507,7 +559,7 @@ async fn import(
                 }
             },
         };
-        bar.inc(*size);
+        bar.inc(size);
         match result {
             Ok(r) => {
                 updates += r["updates"].as_u64().unwrap_or(0);
@@ -535,11 +587,7 @@ async fn import(
     if json {
         println!("{}", serde_json::Value::Array(rows));
     } else {
-        println!(
-            "imported {updates} updates from {} of {} files",
-            files.len() - failed,
-            files.len()
-        );
+        println!("imported {updates} updates from {} of {count} files", count - failed);
     }
     Ok(if failed == 0 {
         ExitCode::SUCCESS

@@ -91,11 +91,21 @@ pub fn import_catalog_path(path: &Path) -> anyhow::Result<Vec<CatalogImport>> {
             return Ok(vec![import_catalog_file(&package)?]);
         }
         let mut out = Vec::new();
+        // winget manifests: the files of a package version are read together.
+        let mut winget: Vec<(String, String)> = Vec::new();
         for f in files {
             let bytes = read(&f)?;
-            if import::detect_catalog(&bytes).is_some() {
-                out.push(import_catalog_file(&f)?);
+            match import::detect_catalog(&bytes) {
+                Some(import::CatalogFormat::Winget) => {
+                    let text = String::from_utf8(bytes).with_context(|| format!("{}: not UTF-8", f.display()))?;
+                    winget.push((f.display().to_string(), text));
+                }
+                Some(_) => out.push(import_catalog_file(&f)?),
+                None => {}
             }
+        }
+        if !winget.is_empty() {
+            out.push(import::import_winget(&winget, &[])?);
         }
         if out.is_empty() {
             bail!("{}: no catalog files in this directory", path.display());

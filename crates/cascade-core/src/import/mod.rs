@@ -12,6 +12,7 @@ pub mod native;
 pub mod regedit;
 pub mod systeminfo;
 pub mod text;
+pub mod winget;
 pub mod wsus;
 pub mod wsusscn2;
 mod xml;
@@ -79,6 +80,8 @@ pub enum CatalogFormat {
     UpdateCatalog,
     /// Cascade's own JSON catalog (docs/catalog.schema.json).
     Native,
+    /// Windows Package Manager (winget) manifests.
+    Winget,
 }
 
 impl CatalogFormat {
@@ -89,6 +92,7 @@ impl CatalogFormat {
             CatalogFormat::WsusScn2Package => "wsusscn2 package.xml",
             CatalogFormat::UpdateCatalog => "Microsoft Update Catalog JSON",
             CatalogFormat::Native => "Cascade catalog JSON",
+            CatalogFormat::Winget => "winget manifest",
         }
     }
 }
@@ -157,6 +161,9 @@ pub fn detect_catalog(bytes: &[u8]) -> Option<CatalogFormat> {
         }
         return None;
     }
+    if winget::looks_like(head) {
+        return Some(CatalogFormat::Winget);
+    }
     match first_element(head)? {
         "cvrfdoc" => Some(CatalogFormat::Cvrf),
         "OfflineSyncPackage" => Some(CatalogFormat::WsusScn2Package),
@@ -171,14 +178,19 @@ pub fn detect_catalog(bytes: &[u8]) -> Option<CatalogFormat> {
 pub fn import_catalog(source: &str, bytes: &[u8], fragments: &dyn Fragments) -> Result<CatalogImport, ImportError> {
     let format = detect_catalog(bytes).ok_or_else(|| ImportError::Format {
         source_name: source.to_owned(),
-        message: "not a catalog Cascade reads (MSRC CVRF XML, WSUS update XML, wsusscn2 package.xml, Microsoft Update Catalog JSON, Cascade catalog JSON)".to_owned(),
+        message: "not a catalog Cascade reads (MSRC CVRF XML, WSUS update XML, wsusscn2 package.xml, Microsoft Update Catalog JSON, Cascade catalog JSON, winget manifest)".to_owned(),
     })?;
+    if format == CatalogFormat::Winget {
+        let text = decode_utf8(source, bytes)?;
+        return import_winget(&[(source.to_owned(), text)], &[]);
+    }
     let (updates, skipped) = match format {
         CatalogFormat::Cvrf => cvrf::parse(source, &decode_utf8(source, bytes)?)?,
         CatalogFormat::WsusUpdateXml => (wsus::parse(source, &decode_utf8(source, bytes)?)?, Vec::new()),
         CatalogFormat::WsusScn2Package => (wsusscn2::parse(source, bytes, fragments)?, Vec::new()),
         CatalogFormat::UpdateCatalog => (msuc::parse(source, &decode_utf8(source, bytes)?)?, Vec::new()),
         CatalogFormat::Native => (native::parse_catalog(source, &decode_utf8(source, bytes)?)?, Vec::new()),
+        CatalogFormat::Winget => (Vec::new(), Vec::new()),
     };
     // Whatever an importer made of a file, no rule deeper than a node can
     // read back is handed on: refused here, naming the update, rather than
@@ -203,6 +215,21 @@ pub fn import_catalog(source: &str, bytes: &[u8], fragments: &dyn Fragments) -> 
         format,
         updates,
         skipped,
+    })
+}
+
+/// Imports winget manifest files together (`(name, text)`: the version,
+/// installer and locale files of a version folder, or a repository read in
+/// its layout), keeping only the packages `include` names when it names any.
+pub fn import_winget(files: &[(String, String)], include: &[String]) -> Result<CatalogImport, ImportError> {
+    for (name, text) in files {
+        check_lines(name, text)?;
+    }
+    let imported = winget::import(files, include)?;
+    Ok(CatalogImport {
+        format: CatalogFormat::Winget,
+        updates: imported.updates,
+        skipped: imported.skipped,
     })
 }
 

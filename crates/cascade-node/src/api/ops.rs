@@ -1055,32 +1055,77 @@ async fn agent_tokens_create(ctx: Ctx, p: AgentTokenCreate) -> Out {
 pub struct CatalogImport {
     /// The file's name, for messages.
     pub name: String,
-    /// The file as text (XML or JSON).
+    /// The file as text (XML, JSON or YAML).
     #[serde(default)]
     pub content: Option<String>,
     /// The file as base64, for anything that is not UTF-8 text.
     #[serde(default)]
     pub content_base64: Option<String>,
+    /// Several files read together: the version, installer and locale
+    /// manifests of a winget package version (or more versions at once).
+    #[serde(default)]
+    pub files: Option<Vec<ImportFile>>,
+    /// winget manifests: only these package identifiers
+    /// (`["Mozilla.Firefox", "7zip.7zip"]`); empty takes every package.
+    #[serde(default)]
+    pub include: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportFile {
+    pub name: String,
+    pub content: String,
 }
 
 async fn catalog_import(ctx: Ctx, p: CatalogImport) -> Out {
     use base64::Engine;
-    let data = match (p.content, p.content_base64) {
-        (Some(text), None) => text.into_bytes(),
-        (None, Some(b64)) => base64::engine::general_purpose::STANDARD
-            .decode(b64.trim())
-            .map_err(|e| ApiError::Invalid(format!("content_base64: {e}")))?,
-        _ => {
-            return Err(ApiError::Invalid(
-                "give exactly one of content and content_base64".into(),
-            ));
-        }
-    };
+    let include = p.include;
     let source = p.name.clone();
-    let imported =
-        blocking(move || cascade_core::import::import_catalog(&source, &data, &cascade_core::import::NoFragments))
-            .await
-            .map_err(|e| ApiError::Invalid(e.to_string()))?;
+    let data = match (p.content, p.content_base64, p.files) {
+        (Some(text), None, None) => Some(text.into_bytes()),
+        (None, Some(b64), None) => Some(
+            base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .map_err(|e| ApiError::Invalid(format!("content_base64: {e}")))?,
+        ),
+        (None, None, Some(files)) => {
+            let files: Vec<(String, String)> = files.into_iter().map(|f| (f.name, f.content)).collect();
+            let imported = blocking(move || cascade_core::import::import_winget(&files, &include))
+                .await
+                .map_err(|e| ApiError::Invalid(e.to_string()))?;
+            return store_imported(&ctx, imported).await;
+        }
+        _ => None,
+    };
+    let Some(data) = data else {
+        return Err(ApiError::Invalid(
+            "give exactly one of content, content_base64 and files".into(),
+        ));
+    };
+    let imported = blocking(move || {
+        use cascade_core::import::{self, CatalogFormat, ImportError};
+        if import::detect_catalog(&data) == Some(CatalogFormat::Winget) {
+            let text = String::from_utf8(data).map_err(|e| ImportError::Format {
+                source_name: source.clone(),
+                message: format!("not valid UTF-8 (byte offset {})", e.utf8_error().valid_up_to()),
+            })?;
+            return import::import_winget(&[(source, text)], &include);
+        }
+        if !include.is_empty() {
+            return Err(ImportError::Format {
+                source_name: source,
+                message: "include chooses winget packages; this file is not a winget manifest".into(),
+            });
+        }
+        import::import_catalog(&source, &data, &import::NoFragments)
+    })
+    .await
+    .map_err(|e| ApiError::Invalid(e.to_string()))?;
+    store_imported(&ctx, imported).await
+}
+
+async fn store_imported(ctx: &Ctx, imported: cascade_core::import::CatalogImport) -> Out {
     let count = imported.updates.len();
     let ops = imported
         .updates
