@@ -29,4 +29,6 @@ fn the_demo_converges_and_says_so_in_one_json_line() {
     assert!(records["not_applicable"].as_u64().unwrap() > 0, "{last}");
     // The monthly rollups contain the security-only updates: never both.
     assert!(records["superseded"].as_u64().unwrap() > 0, "{last}");
+    // Older Firefox, Chrome and 7-Zip patched from the winget manifests.
+    assert!(report["third_party_patched"].as_u64().unwrap() > 0, "{last}");
 }

@@ -26,28 +26,43 @@ pub const CODE_TIMED_OUT: i64 = -2;
 /// How much of an installer's output is kept.
 const TAIL: usize = 2048;
 
-/// The command's arguments with `{content}` (the first content file),
-/// `{content_dir}` and `{content:N}` filled in.
-pub fn arguments(command: &InstallCommand, files: &[PathBuf]) -> Vec<String> {
+/// `{content}` (the first content file), `{content_dir}` and
+/// `{content:N}` filled in.
+fn fill(text: &str, files: &[PathBuf]) -> String {
     let dir = files
         .first()
         .and_then(|f| f.parent())
         .map(|d| d.display().to_string())
         .unwrap_or_default();
-    command
-        .arguments
-        .iter()
-        .map(|a| {
-            let mut out = a.replace("{content_dir}", &dir);
-            for (i, f) in files.iter().enumerate() {
-                out = out.replace(&format!("{{content:{i}}}"), &f.display().to_string());
-            }
-            if let Some(first) = files.first() {
-                out = out.replace("{content}", &first.display().to_string());
-            }
-            out
-        })
-        .collect()
+    let mut out = text.replace("{content_dir}", &dir);
+    for (i, f) in files.iter().enumerate() {
+        out = out.replace(&format!("{{content:{i}}}"), &f.display().to_string());
+    }
+    if let Some(first) = files.first() {
+        out = out.replace("{content}", &first.display().to_string());
+    }
+    out
+}
+
+/// The command's arguments with the content's places filled in.
+pub fn arguments(command: &InstallCommand, files: &[PathBuf]) -> Vec<String> {
+    command.arguments.iter().map(|a| fill(a, files)).collect()
+}
+
+/// The program to run: a named one, or the content itself (`{content}`,
+/// an installer that is an executable: made executable where the file
+/// system has the notion).
+pub fn program(command: &InstallCommand, files: &[PathBuf]) -> std::io::Result<String> {
+    let program = fill(&command.program, files);
+    #[cfg(unix)]
+    if command.program.contains("{content") {
+        use std::os::unix::fs::PermissionsExt;
+        let path = Path::new(&program);
+        let mut mode = std::fs::metadata(path)?.permissions();
+        mode.set_mode(mode.mode() | 0o500);
+        std::fs::set_permissions(path, mode)?;
+    }
+    Ok(program)
 }
 
 /// The installer to use when the catalog gives none: Windows' own for
@@ -121,7 +136,11 @@ pub async fn run_keeping(
         meaning: ExitMeaning::Failure,
         detail,
     };
-    let mut process = tokio::process::Command::new(&command.program);
+    let program = match program(command, files) {
+        Ok(program) => program,
+        Err(e) => return fail(CODE_NOT_STARTED, format!("cannot start {}: {e}", command.program)),
+    };
+    let mut process = tokio::process::Command::new(&program);
     process
         .args(arguments(command, files))
         .current_dir(workdir)
@@ -204,6 +223,31 @@ mod tests {
             arguments: vec!["-c".into(), script.into(), "installer".into(), "{content}".into()],
             exit_codes,
         }
+    }
+
+    /// A third-party installer is the content itself (winget's exe,
+    /// nullsoft, inno, burn types): it is run with the package's switches.
+    #[tokio::test]
+    async fn the_content_itself_as_the_installer() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("Firefox Setup 156.0.1.exe");
+        // As downloaded: not executable yet.
+        std::fs::write(
+            &file,
+            "#!/bin/sh\n[ \"$1 $2\" = \"/S /PreventRebootRequired=true\" ] || exit 3\nexit 5\n",
+        )
+        .unwrap();
+        let command = InstallCommand {
+            program: "{content}".into(),
+            arguments: vec!["/S".into(), "/PreventRebootRequired=true".into()],
+            exit_codes: vec![ExitCode {
+                code: 5,
+                meaning: ExitMeaning::InUse,
+            }],
+        };
+        let out = super::run(&command, &[file], dir.path(), Duration::from_secs(30)).await;
+        // The switches arrived (else 3); 5 is "in use" by the package's map.
+        assert_eq!((out.code, out.meaning), (5, ExitMeaning::InUse), "{}", out.detail);
     }
 
     #[tokio::test]

@@ -253,6 +253,8 @@ impl Targeting {
             || !f.custom_severities.is_empty()
             || !f.products.is_empty()
             || !f.classifications.is_empty()
+            || !f.publishers.is_empty()
+            || !f.packages.is_empty()
             || f.min_age_days.is_some();
         if f.updates.contains(&update.id) {
             return true;
@@ -271,6 +273,12 @@ impl Targeting {
                     .iter()
                     .any(|p| update.product.eq_ignore_ascii_case(p) || update.targets.iter().any(|t| t.product == *p)))
             && (f.classifications.is_empty() || f.classifications.contains(&update.classification))
+            && (f.publishers.is_empty() || f.publishers.iter().any(|p| update.vendor.eq_ignore_ascii_case(p)))
+            && (f.packages.is_empty()
+                || update
+                    .package
+                    .as_ref()
+                    .is_some_and(|pk| f.packages.iter().any(|p| pk.id.eq_ignore_ascii_case(p))))
             && f.min_age_days.is_none_or(|days| {
                 update.release_date.is_some_and(|released| {
                     let age = jiff::Timestamp::from_second(now)
@@ -556,6 +564,45 @@ mod tests {
             assignment.maintenance_windows.is_empty(),
             "the named window did not replicate"
         );
+    }
+
+    #[test]
+    fn publisher_and_package_filters() {
+        let mut firefox = update(
+            "winget:Mozilla.Firefox@156.0.1/x64/machine/nullsoft",
+            Severity::Unspecified,
+            &[],
+        );
+        firefox.vendor = "Mozilla".into();
+        firefox.package = Some(crate::update::Package {
+            id: "Mozilla.Firefox".into(),
+            version: "156.0.1".into(),
+            arch: "x64".into(),
+            scope: Some("machine".into()),
+            installer_type: "nullsoft".into(),
+            locale: None,
+        });
+        let kb = update("KB5021233", Severity::Critical, &[]);
+        let by_package = policy(
+            "browsers",
+            TargetFilter::default(),
+            UpdateFilter {
+                packages: vec!["mozilla.firefox".into()],
+                ..UpdateFilter::default()
+            },
+        );
+        assert!(Targeting::filter_takes(&by_package, &firefox, 0));
+        assert!(!Targeting::filter_takes(&by_package, &kb, 0));
+        let by_publisher = policy(
+            "microsoft",
+            TargetFilter::default(),
+            UpdateFilter {
+                publishers: vec!["microsoft".into()],
+                ..UpdateFilter::default()
+            },
+        );
+        assert!(Targeting::filter_takes(&by_publisher, &kb, 0));
+        assert!(!Targeting::filter_takes(&by_publisher, &firefox, 0));
     }
 
     #[test]

@@ -167,6 +167,12 @@ pub struct UpdateFilter {
     pub products: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub classifications: Vec<Classification>,
+    /// Publishers ("Mozilla", "Microsoft"), any case.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publishers: Vec<String>,
+    /// A package manager's package ids ("Mozilla.Firefox"), any case.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub packages: Vec<String>,
     /// Only updates released at least this many days ago.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_age_days: Option<u32>,

@@ -58,6 +58,55 @@ const INVENTORIES: &[(&str, &[u8])] = &[
     ),
 ];
 
+/// Real winget manifests (tests/fixtures/winget/SOURCE.txt): third-party
+/// updates the simulated computers' older Firefox, Chrome and 7-Zip get.
+const WINGET: &[(&str, &str)] = &[
+    (
+        "Mozilla.Firefox.yaml",
+        include_str!("../../../tests/fixtures/winget/manifests/m/Mozilla/Firefox/156.0.1/Mozilla.Firefox.yaml"),
+    ),
+    (
+        "Mozilla.Firefox.installer.yaml",
+        include_str!(
+            "../../../tests/fixtures/winget/manifests/m/Mozilla/Firefox/156.0.1/Mozilla.Firefox.installer.yaml"
+        ),
+    ),
+    (
+        "Mozilla.Firefox.locale.en-US.yaml",
+        include_str!(
+            "../../../tests/fixtures/winget/manifests/m/Mozilla/Firefox/156.0.1/Mozilla.Firefox.locale.en-US.yaml"
+        ),
+    ),
+    (
+        "Google.Chrome.yaml",
+        include_str!("../../../tests/fixtures/winget/manifests/g/Google/Chrome/153.0.8010.53/Google.Chrome.yaml"),
+    ),
+    (
+        "Google.Chrome.installer.yaml",
+        include_str!(
+            "../../../tests/fixtures/winget/manifests/g/Google/Chrome/153.0.8010.53/Google.Chrome.installer.yaml"
+        ),
+    ),
+    (
+        "Google.Chrome.locale.en-US.yaml",
+        include_str!(
+            "../../../tests/fixtures/winget/manifests/g/Google/Chrome/153.0.8010.53/Google.Chrome.locale.en-US.yaml"
+        ),
+    ),
+    (
+        "7zip.7zip.yaml",
+        include_str!("../../../tests/fixtures/winget/manifests/7/7zip/7zip/26.03/7zip.7zip.yaml"),
+    ),
+    (
+        "7zip.7zip.installer.yaml",
+        include_str!("../../../tests/fixtures/winget/manifests/7/7zip/7zip/26.03/7zip.7zip.installer.yaml"),
+    ),
+    (
+        "7zip.7zip.locale.en-US.yaml",
+        include_str!("../../../tests/fixtures/winget/manifests/7/7zip/7zip/26.03/7zip.7zip.locale.en-US.yaml"),
+    ),
+];
+
 /// Software lists made from real ones (tests/fixtures/software/SOURCE.txt).
 const SOFTWARE: &[(&str, &[u8])] = &[
     ("plain", include_bytes!("../../../tests/fixtures/software/plain.json")),
@@ -212,13 +261,19 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
     // The bundled real catalog, a window open now, a policy approving its critical updates.
     let imported =
         cascade_core::import::import_catalog("cvrfDocument-2022-Dec", CVRF, &cascade_core::import::NoFragments)?;
-    let critical: Vec<_> = imported
+    let mut critical: Vec<_> = imported
         .updates
         .iter()
         .filter(|u| u.severity == Severity::Critical)
         .map(|u| u.id.clone())
         .collect();
-    let count = imported.updates.len();
+    let mut count = imported.updates.len();
+    let files: Vec<(String, String)> = WINGET.iter().map(|(n, t)| ((*n).to_owned(), (*t).to_owned())).collect();
+    let third_party = cascade_core::import::import_winget(&files, &[])?;
+    count += third_party.updates.len();
+    critical.extend(third_party.updates.iter().map(|u| u.id.clone()));
+    let mut imported = imported;
+    imported.updates.extend(third_party.updates);
     root.append_local_many(
         imported
             .updates
@@ -256,7 +311,7 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
     root.append_local_many(ops).await?;
     let approvals = critical.len();
     say(format!(
-        "imported {count} updates from the December 2022 MSRC CVRF document; approved its {approvals} critical ones"
+        "imported {count} updates from the December 2022 MSRC CVRF document and winget manifests of Firefox, Chrome and 7-Zip; approved {approvals} (the critical ones and the third-party ones)"
     ));
 
     // The console, with a token for it.
@@ -363,8 +418,11 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
     let seconds = started.elapsed().as_secs_f64();
     // The root's records by state: how many plans could not decide.
     let mut records = serde_json::Map::new();
-    let (mut total, mut unknown) = (0u64, 0u64);
-    for counts in root.store.summary_by_update()?.values() {
+    let (mut total, mut unknown, mut third_party_patched) = (0u64, 0u64, 0u64);
+    for (update, counts) in &root.store.summary_by_update()? {
+        if update.as_str().starts_with("winget:") {
+            third_party_patched += counts.get("installed") + counts.get("pending_restart");
+        }
         for state in cascade_core::ComplianceState::NAMES {
             let n = counts.get(state);
             let slot = records.entry(state).or_insert(serde_json::json!(0));
@@ -388,6 +446,7 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
                 "approvals_converged": approvals_everywhere,
                 "records_at_root": records,
                 "unknown_percent": unknown_percent,
+                "third_party_patched": third_party_patched,
                 "seconds": (seconds * 10.0).round() / 10.0,
             })
         );

@@ -103,6 +103,12 @@ pub struct UpdateSearch {
     pub product: Option<String>,
     #[serde(default)]
     pub classifications: Vec<Classification>,
+    /// The publisher ("Mozilla", "Microsoft"; exact, any case).
+    #[serde(default)]
+    pub publisher: Option<String>,
+    /// A package manager's package id ("Mozilla.Firefox"; exact, any case).
+    #[serde(default)]
+    pub package: Option<String>,
     /// Only superseded (true) or only current (false) updates.
     #[serde(default)]
     pub superseded: Option<bool>,
@@ -180,6 +186,12 @@ async fn updates_search(ctx: Ctx, p: UpdateSearch) -> Out {
                 u.product.eq_ignore_ascii_case(want) || u.targets.iter().any(|t| t.product.eq_ignore_ascii_case(want))
             })
             && (p.classifications.is_empty() || p.classifications.contains(&u.classification))
+            && p.publisher
+                .as_ref()
+                .is_none_or(|want| u.vendor.eq_ignore_ascii_case(want))
+            && p.package
+                .as_ref()
+                .is_none_or(|want| u.package.as_ref().is_some_and(|pk| pk.id.eq_ignore_ascii_case(want)))
             && p.superseded.is_none_or(|want| want == superseded)
             && after.is_none_or(|a| u.release_date.is_some_and(|r| r >= a))
             && before.is_none_or(|b| u.release_date.is_some_and(|r| r <= b))
@@ -196,6 +208,8 @@ async fn updates_search(ctx: Ctx, p: UpdateSearch) -> Out {
                 "custom_severity": u.custom_severity,
                 "classification": u.classification,
                 "product": u.product,
+                "publisher": u.vendor,
+                "package": u.package,
                 "release_date": u.release_date.map(|d| d.to_string()),
                 "superseded": superseded,
                 "superseded_by": catalog.superseders_of(&u.id).iter().map(|s| s.id.clone()).collect::<Vec<_>>(),
