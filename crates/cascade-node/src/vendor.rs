@@ -120,6 +120,12 @@ pub async fn download(
     policy: &crate::config::VendorConfig,
 ) -> Result<PathBuf, String> {
     let expected = content.sha256.to_ascii_lowercase();
+    if content.size == 0 {
+        return Err(format!(
+            "content {}: the catalog gives no size for it (winget manifests do not), and a download is checked against its size: not fetched",
+            content.file_name
+        ));
+    }
     if content.size > limit {
         return Err(format!(
             "content {}: too large: {} bytes is more than the limit of {limit}",
@@ -268,5 +274,39 @@ mod tests {
         policy.allow_http = false;
         let refused = permitted(&url, &policy).await.unwrap_err();
         assert!(refused.contains("plain http://"), "{refused}");
+    }
+
+    /// A winget installer comes without its size: refused before any
+    /// request, saying so, rather than cut at "larger than 0 bytes".
+    #[tokio::test]
+    async fn content_without_a_size_is_not_fetched() {
+        let policy = VendorConfig {
+            allow_hosts: vec!["127.0.0.1".into()],
+            allow_http: true,
+            allow_private_addresses: true,
+        };
+        let content = Content {
+            file_name: "Firefox Setup 156.0.1.exe".into(),
+            sha256: "e69ff3fb4c585f88c947a673dedcfa6c346a5092881a6e6b618005821030bc67".into(),
+            size: 0,
+            url: Some("http://127.0.0.1:9/setup.exe".into()),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let progress = AtomicU64::new(0);
+        let e = download(
+            "http://127.0.0.1:9/setup.exe",
+            &content,
+            dir.path(),
+            1 << 30,
+            &progress,
+            &policy,
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            e.contains("Firefox Setup 156.0.1.exe: the catalog gives no size"),
+            "{e}"
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

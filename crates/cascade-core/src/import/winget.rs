@@ -295,6 +295,10 @@ fn build(read: &Read, locale: Option<&Manifest>, out: &mut Imported) -> Result<(
         update.release_date = fields.release_date.as_deref().and_then(|d| d.get(..10)?.parse().ok());
         update.restart = RestartBehavior::May;
         update.install = Some(install);
+        // Manifests do not give the installer's size: 0 says "not known".
+        // Content of unknown size cannot go through the tree yet (the
+        // transfer needs the size); the root is to learn it from its first
+        // download and republish the update.
         update.content = vec![Content {
             file_name: file_name(url, &installer_type),
             sha256,
