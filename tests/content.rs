@@ -416,3 +416,79 @@ fn vendor_urls_outside_the_allow_list_are_refused_without_a_request() {
     }
     assert!(listener.accept().is_err(), "the loopback server was contacted");
 }
+
+/// winget manifests give no installer size. A site asks for such a file:
+/// the root downloads it from the vendor (held to the content limit,
+/// verified by its sha256), publishes the update again with the size, and
+/// the file then flows down like any other.
+#[test]
+fn a_winget_installer_without_a_size_is_learned_at_the_root_and_flows_down() {
+    let mut tree = Tree::new(&[("root", None), ("site", Some("root"))]);
+    tree.extra.insert(
+        "root".into(),
+        "[vendor]\nallow_hosts = [\"127.0.0.1\"]\nallow_http = true\nallow_private_addresses = true\n".into(),
+    );
+    tree.start_all();
+    let installer = payload(300_000, 9);
+    let sha = sha256_hex(&installer);
+    let (url, vendor_thread) = vendor(installer.clone());
+    // A singleton manifest, as winget-pkgs writes them, for a package
+    // served by the test's vendor.
+    let manifest = format!(
+        "PackageIdentifier: Example.Tool\nPackageVersion: 2.0\nPackageLocale: en-US\nPublisher: Example\n\
+         PackageName: Example Tool\nLicense: MIT\nShortDescription: A tool.\nInstallers:\n- Architecture: x64\n  \
+         InstallerType: nullsoft\n  Scope: machine\n  InstallerUrl: {url}\n  InstallerSha256: {}\n\
+         ManifestType: singleton\nManifestVersion: 1.5.0\n",
+        sha.to_ascii_uppercase()
+    );
+    let dir = tree.import_dir().join("winget");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("Example.Tool.yaml"), manifest).unwrap();
+    let imported = ok(tree.ctl("root", &["import", &dir.display().to_string()]));
+    assert!(imported.contains("imported 1 updates"), "{imported}");
+    let id = "winget:Example.Tool@2.0/x64/machine/nullsoft";
+    call(
+        &tree,
+        "root",
+        "policies.upsert",
+        json!({"policy": {"id": "tools", "name": "Tools", "enabled": true}}),
+    );
+    ok(tree.ctl("root", &["approve", "--policy", "tools", "--update", id]));
+    wait_for("the approval at the site", Duration::from_secs(20), || {
+        tree.approvals("site") == 1
+    });
+    let ensure = || {
+        tree.ctl(
+            "site",
+            &[
+                "--json",
+                "call",
+                "content.ensure",
+                "--params",
+                &json!({"updates": [id]}).to_string(),
+            ],
+        )
+    };
+    // The first request starts the root's download and is told to come back.
+    let first = ensure();
+    let said = String::from_utf8_lossy(&first.stderr);
+    assert!(!first.status.success(), "{}", String::from_utf8_lossy(&first.stdout));
+    assert!(said.contains("does not give its size yet"), "{said}");
+    wait_for("the file at the site", Duration::from_secs(60), || {
+        ensure().status.success()
+    });
+    assert_eq!(
+        std::fs::read(tree.nodes["site"].data().join("content").join(&sha)).unwrap(),
+        installer
+    );
+    // The update, at the root and below, now says the size.
+    for node in ["root", "site"] {
+        let update = call(&tree, node, "updates.get", json!({"id": id}));
+        assert_eq!(
+            update["update"]["object"]["content"][0]["size"],
+            installer.len() as u64,
+            "{node}: {update}"
+        );
+    }
+    vendor_thread.join().unwrap();
+}

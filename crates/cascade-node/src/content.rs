@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use cascade_core::UpdateId;
 use cascade_core::compliance::ComplianceState;
-use cascade_core::model::{Object, ObjectKind};
+use cascade_core::model::{ChangeOp, Object, ObjectKind};
 use cascade_core::update::Content;
 use serde::Serialize;
 
@@ -69,6 +69,9 @@ pub(crate) struct ContentState {
     pub(crate) evicted: AtomicU64,
     /// The content index and the change count it was built at.
     index: std::sync::Mutex<Option<(u64, ContentIndex)>>,
+    /// At the root: files whose size the catalog does not give, being
+    /// downloaded from the vendor to learn it.
+    learning: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// One file on its way here. It goes on when those who asked for it
@@ -241,6 +244,15 @@ impl Node {
                     .join(", ")
             )));
         }
+        // The catalog does not give the size (0, and the file is not a
+        // known empty one): the root learns it first. Other nodes ask their
+        // parent as usual, which starts that at the root and says so.
+        if known.content.size == 0
+            && self.parent_address().is_none()
+            && !std::fs::metadata(&path).is_ok_and(|m| m.len() == 0)
+        {
+            return Err(self.learn_size(sha256, &known.content));
+        }
         let mut transfers = self.content.transfers.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(t) = transfers.get(sha256) {
             return Ok(Source::Growing {
@@ -283,6 +295,116 @@ impl Node {
             transfer.flow.send_modify(|f| f.end = Some(result));
         });
         Ok(Source::Growing { flow: watching, size })
+    }
+
+    /// Content whose size the catalog does not give (winget manifests give
+    /// none) cannot go through the tree, which checks every transfer
+    /// against its size. The root downloads it from the vendor (held to
+    /// the content limit, verified by sha256) and publishes the update
+    /// again with the size; meanwhile requests are told to come back.
+    fn learn_size(self: &Arc<Self>, sha256: &str, content: &Content) -> ContentError {
+        let later = |why: &str| {
+            ContentError::Unavailable(format!(
+                "content {sha256} ({}): the catalog does not give its size yet; {why}; try again shortly",
+                content.file_name
+            ))
+        };
+        if !self
+            .content
+            .learning
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(sha256.to_owned())
+        {
+            return later("the root is downloading it to learn it");
+        }
+        let node = self.clone();
+        let sha = sha256.to_owned();
+        let content = content.clone();
+        tokio::spawn(async move {
+            let path = node.config.content_dir.join(&sha);
+            let fetched = if path.exists() {
+                Ok(path)
+            } else {
+                let progress = AtomicU64::new(0);
+                match content.url.clone() {
+                    Some(url) => {
+                        node.content.fetches.fetch_add(1, Ordering::Relaxed);
+                        crate::vendor::download(
+                            &url,
+                            &content,
+                            &node.config.content_dir,
+                            CONTENT_LIMIT,
+                            &progress,
+                            &node.config.vendor,
+                        )
+                        .await
+                    }
+                    None => Err(format!("content {sha}: the catalog gives neither its size nor a URL")),
+                }
+            };
+            let result = match fetched {
+                Ok(path) => node.publish_size(&sha, &path).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
+                tracing::warn!(sha256 = %sha, error = %e, "could not learn the size of content");
+            }
+            node.content
+                .learning
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&sha);
+        });
+        later("the root is downloading it to learn it")
+    }
+
+    /// The root's updates that name `sha256` without a size, published
+    /// again with the size of the verified file at `path`.
+    async fn publish_size(self: &Arc<Self>, sha256: &str, path: &std::path::Path) -> Result<(), String> {
+        let size = std::fs::metadata(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .len();
+        if size == 0 {
+            // An empty file: size 0 was right, nothing to publish.
+            return Ok(());
+        }
+        let node = self.clone();
+        let sha = sha256.to_owned();
+        let ops = blocking(move || -> Result<Vec<ChangeOp>, cascade_store::StoreError> {
+            let mut ops = Vec::new();
+            for stored in node.store.objects(ObjectKind::Update)? {
+                if stored.origin != node.id {
+                    continue;
+                }
+                let Object::Update(mut update) = stored.object else {
+                    continue;
+                };
+                let mut changed = false;
+                for c in &mut update.content {
+                    if c.size == 0 && c.sha256.eq_ignore_ascii_case(&sha) {
+                        c.size = size;
+                        changed = true;
+                    }
+                }
+                if changed {
+                    ops.push(ChangeOp::Upsert(Object::Update(update)));
+                }
+            }
+            Ok(ops)
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        if !ops.is_empty() {
+            tracing::info!(
+                sha256,
+                size,
+                updates = ops.len(),
+                "learned the size of content from the vendor"
+            );
+            self.append_local_many(ops).await.map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 
     /// The manifest to send a child with `<sha256>`: the one kept beside

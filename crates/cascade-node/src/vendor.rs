@@ -120,12 +120,11 @@ pub async fn download(
     policy: &crate::config::VendorConfig,
 ) -> Result<PathBuf, String> {
     let expected = content.sha256.to_ascii_lowercase();
-    if content.size == 0 {
-        return Err(format!(
-            "content {}: the catalog gives no size for it (winget manifests do not), and a download is checked against its size: not fetched",
-            content.file_name
-        ));
-    }
+    // A size of 0: the catalog does not know it (winget manifests give
+    // none). The download is then held to the limit instead, and not
+    // resumed; the sha256 decides as always.
+    let known_size = content.size > 0;
+    let cap = if known_size { content.size } else { limit };
     if content.size > limit {
         return Err(format!(
             "content {}: too large: {} bytes is more than the limit of {limit}",
@@ -138,7 +137,7 @@ pub async fn download(
     let done = dir.join(&expected);
     let partial = dir.join(format!("{expected}.part"));
     let mut have = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
-    if have >= content.size {
+    if !known_size || have >= content.size {
         let _ = std::fs::remove_file(&partial);
         have = 0;
     }
@@ -186,13 +185,17 @@ pub async fn download(
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| format!("{url}: the transfer was cut ({e})"))?;
         let Ok(data) = frame.into_data() else { continue };
-        if have + data.len() as u64 > content.size {
+        if have + data.len() as u64 > cap {
             drop(out);
             let _ = std::fs::remove_file(&partial);
-            return Err(format!(
-                "{url}: refused: larger than the catalog's {} bytes; discarded",
-                content.size
-            ));
+            return Err(if known_size {
+                format!(
+                    "{url}: refused: larger than the catalog's {} bytes; discarded",
+                    content.size
+                )
+            } else {
+                format!("{url}: refused: larger than the limit of {limit} bytes; discarded")
+            });
         }
         out.write_all(&data)
             .map_err(|e| format!("{}: {e}", partial.display()))?;
@@ -201,7 +204,7 @@ pub async fn download(
         progress.fetch_add(data.len() as u64, Ordering::Relaxed);
     }
     out.sync_all().map_err(|e| e.to_string())?;
-    if have < content.size {
+    if known_size && have < content.size {
         return Err(format!(
             "{url}: the transfer ended before the catalog's {} bytes",
             content.size
@@ -276,37 +279,56 @@ mod tests {
         assert!(refused.contains("plain http://"), "{refused}");
     }
 
-    /// A winget installer comes without its size: refused before any
-    /// request, saying so, rather than cut at "larger than 0 bytes".
+    /// A winget installer comes without its size: downloaded, held to the
+    /// limit, and verified by its sha256.
     #[tokio::test]
-    async fn content_without_a_size_is_not_fetched() {
+    async fn content_without_a_size_is_held_to_the_limit() {
+        use sha2::Digest as _;
+        use std::io::{Read as _, Write as _};
+        let body = vec![7u8; 5000];
+        let sha = hex(&sha2::Sha256::digest(&body));
+        let serve = |body: Vec<u8>| {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let url = format!("http://{}/setup.exe", listener.local_addr().unwrap());
+            std::thread::spawn(move || {
+                if let Ok((mut stream, _)) = listener.accept() {
+                    let mut request = [0u8; 4096];
+                    let _ = stream.read(&mut request);
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = stream.write_all(head.as_bytes());
+                    let _ = stream.write_all(&body);
+                }
+            });
+            url
+        };
         let policy = VendorConfig {
             allow_hosts: vec!["127.0.0.1".into()],
             allow_http: true,
             allow_private_addresses: true,
         };
         let content = Content {
-            file_name: "Firefox Setup 156.0.1.exe".into(),
-            sha256: "e69ff3fb4c585f88c947a673dedcfa6c346a5092881a6e6b618005821030bc67".into(),
+            file_name: "setup.exe".into(),
+            sha256: sha.clone(),
             size: 0,
-            url: Some("http://127.0.0.1:9/setup.exe".into()),
+            url: None,
         };
         let dir = tempfile::tempdir().unwrap();
         let progress = AtomicU64::new(0);
-        let e = download(
-            "http://127.0.0.1:9/setup.exe",
-            &content,
-            dir.path(),
-            1 << 30,
-            &progress,
-            &policy,
-        )
-        .await
-        .unwrap_err();
-        assert!(
-            e.contains("Firefox Setup 156.0.1.exe: the catalog gives no size"),
-            "{e}"
-        );
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        let url = serve(body.clone());
+        let path = download(&url, &content, dir.path(), 1 << 20, &progress, &policy)
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), body);
+        // Past the limit: cut and discarded.
+        let url = serve(body.clone());
+        let other = tempfile::tempdir().unwrap();
+        let e = download(&url, &content, other.path(), 1000, &progress, &policy)
+            .await
+            .unwrap_err();
+        assert!(e.contains("larger than the limit of 1000 bytes"), "{e}");
+        assert_eq!(std::fs::read_dir(other.path()).unwrap().count(), 0);
     }
 }

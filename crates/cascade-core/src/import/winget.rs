@@ -296,9 +296,8 @@ fn build(read: &Read, locale: Option<&Manifest>, out: &mut Imported) -> Result<(
         update.restart = RestartBehavior::May;
         update.install = Some(install);
         // Manifests do not give the installer's size: 0 says "not known".
-        // Content of unknown size cannot go through the tree yet (the
-        // transfer needs the size); the root is to learn it from its first
-        // download and republish the update.
+        // The root learns it from its first download (verified by the
+        // sha256) and publishes the update again with it.
         update.content = vec![Content {
             file_name: file_name(url, &installer_type),
             sha256,
