@@ -417,19 +417,34 @@ fn vendor_urls_outside_the_allow_list_are_refused_without_a_request() {
     assert!(listener.accept().is_err(), "the loopback server was contacted");
 }
 
-/// winget manifests give no installer size. A site asks for such a file:
-/// the root downloads it from the vendor (held to the content limit,
-/// verified by its sha256), publishes the update again with the size, and
-/// the file then flows down like any other.
+/// A third-party update end to end: a winget manifest imported at the root,
+/// approved; its installer (a script checking its switches) served by the
+/// test's vendor on 127.0.0.1. winget gives no installer size: the site's
+/// first request has the root download it (held to the content limit,
+/// verified by its sha256) and publish the update again with the size;
+/// the file then flows down, and an agent at the site whose software list
+/// has the older version runs it with the silent switch.
 #[test]
-fn a_winget_installer_without_a_size_is_learned_at_the_root_and_flows_down() {
+fn a_winget_update_from_import_to_an_installer_run_with_its_switches() {
     let mut tree = Tree::new(&[("root", None), ("site", Some("root"))]);
     tree.extra.insert(
         "root".into(),
         "[vendor]\nallow_hosts = [\"127.0.0.1\"]\nallow_http = true\nallow_private_addresses = true\n".into(),
     );
     tree.start_all();
-    let installer = payload(300_000, 9);
+    // The installer: a script that checks the switches it is given (the
+    // nullsoft default, /S) and says it ran.
+    let pc = agent_dir(&tree, "pc-w");
+    let ran = pc.join("installer-ran");
+    let mut installer = format!(
+        "#!/bin/sh\n[ \"$*\" = \"/S\" ] || exit 3\necho \"$*\" > '{}'\nexit 0\n",
+        ran.display()
+    )
+    .into_bytes();
+    // Padded as real installers are large (a comment the shell skips).
+    installer.extend(b"#");
+    installer.extend(vec![b'x'; 300_000]);
+    installer.extend(b"\n");
     let sha = sha256_hex(&installer);
     let (url, vendor_thread) = vendor(installer.clone());
     // A singleton manifest, as winget-pkgs writes them, for a package
@@ -491,4 +506,31 @@ fn a_winget_installer_without_a_size_is_learned_at_the_root_and_flows_down() {
         );
     }
     vendor_thread.join().unwrap();
+
+    // A computer whose software list has Example Tool 1.0 (the facts file
+    // makes this Linux test agent a Windows computer for the rules): its
+    // agent downloads the installer from the site and runs it with /S.
+    std::fs::write(pc.join("facts.toml"), "\"os.family\" = \"windows\"\n").unwrap();
+    std::fs::write(
+        pc.join("software.json"),
+        json!({"complete": true, "entries": [
+            {"name": "Example Tool", "version": "1.0", "publisher": "Example", "key": "Example Tool", "arch": "x64"}
+        ]})
+        .to_string(),
+    )
+    .unwrap();
+    let config = pc.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "facts_file = \"facts.toml\"\nsoftware_file = \"software.json\"\n{}",
+            agent_config(&pc, &[(&tree.nodes["site"].addr(), 0)])
+        ),
+    )
+    .unwrap();
+    let run = run_agent(&config);
+    if cfg!(target_arch = "x86_64") {
+        assert_eq!(run["installed"], 1, "{run}");
+        assert_eq!(std::fs::read_to_string(&ran).unwrap().trim(), "/S");
+    }
 }

@@ -32,10 +32,30 @@ pub fn architecture(machine: &str) -> String {
 }
 
 /// Collects this computer's inventory.
-pub fn collect(paths: &CollectPaths, facts_file: Option<&Path>) -> Result<Inventory, CollectError> {
+pub fn collect(
+    paths: &CollectPaths,
+    facts_file: Option<&Path>,
+    software_file: Option<&Path>,
+) -> Result<Inventory, CollectError> {
     let mut inventory = system(paths)?;
     if let Some(path) = facts_file {
         apply_facts_file(&mut inventory, path)?;
+    }
+    if let Some(path) = software_file {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| CollectError::Read {
+            path: shown.clone(),
+            detail: e.to_string(),
+        })?;
+        let list: cascade_core::software::SoftwareList =
+            serde_json::from_str(&text).map_err(|e| CollectError::Read {
+                path: shown,
+                detail: format!("not a software list ({e})"),
+            })?;
+        let _ = inventory.merge(Inventory {
+            software: Some(list),
+            ..Inventory::default()
+        });
     }
     inventory.normalize();
     Ok(inventory)
@@ -319,7 +339,7 @@ mod tests {
             "groups = [\"web\", \"eu\"]\nrack = 12\n\"deb:openssl\" = \"9.9\"\n",
         )
         .unwrap();
-        let inv = collect(&paths, Some(&facts)).unwrap();
+        let inv = collect(&paths, Some(&facts), None).unwrap();
         assert_eq!(inv.os.family, cascade_core::inventory::OsFamily::Linux);
         assert_eq!(
             inv.os.arch.as_deref(),
@@ -331,10 +351,10 @@ mod tests {
         assert!(inv.facts.keys().filter(|k| k.starts_with("deb:")).count() >= 15);
 
         std::fs::write(&facts, "groups = [\"a,b\"]\n").unwrap();
-        let e = collect(&paths, Some(&facts)).unwrap_err().to_string();
+        let e = collect(&paths, Some(&facts), None).unwrap_err().to_string();
         assert!(e.contains("groups") && e.contains("facts.toml"), "{e}");
         std::fs::write(&facts, "nested = { a = 1 }\n").unwrap();
-        let e = collect(&paths, Some(&facts)).unwrap_err().to_string();
+        let e = collect(&paths, Some(&facts), None).unwrap_err().to_string();
         assert!(e.contains("nested"), "{e}");
     }
 

@@ -24,6 +24,10 @@ pub struct AgentConfig {
     /// "value"`, and `groups = [..]` for the groups policies target).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub facts_file: Option<PathBuf>,
+    /// A software list another tool made (Cascade's JSON: `{"complete":
+    /// true, "entries": [...]}`), added to the collected one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub software_file: Option<PathBuf>,
     /// Run to restart the computer, batched at the end of a run.
     #[serde(default = "default_restart")]
     pub restart_command: Vec<String>,
@@ -208,6 +212,7 @@ pub struct Checked {
     pub key_pem: String,
     pub check_in: Duration,
     pub facts_file: Option<PathBuf>,
+    pub software_file: Option<PathBuf>,
     pub restart_command: Vec<String>,
     pub install_timeout: Duration,
     pub content_max_bytes: u64,
@@ -335,6 +340,7 @@ impl AgentConfig {
             key_pem,
             check_in: Duration::from_secs(self.check_in_seconds),
             facts_file: self.facts_file.as_deref().map(resolve),
+            software_file: self.software_file.as_deref().map(resolve),
             restart_command: self.restart_command,
             install_timeout: Duration::from_secs(self.install_timeout_seconds),
             content_max_bytes: self.content_max_bytes,
@@ -360,6 +366,7 @@ impl AgentConfig {
             tls: None,
             check_in_seconds: default_check_in(),
             facts_file: None,
+            software_file: None,
             restart_command: default_restart(),
             install_timeout_seconds: default_install_timeout(),
             content_max_bytes: default_content_max(),

@@ -32,7 +32,12 @@ impl Env for SystemEnv {
     }
 
     fn inventory(&self) -> Result<Inventory, String> {
-        crate::collect::collect(&self.config.collect, self.config.facts_file.as_deref()).map_err(|e| e.to_string())
+        crate::collect::collect(
+            &self.config.collect,
+            self.config.facts_file.as_deref(),
+            self.config.software_file.as_deref(),
+        )
+        .map_err(|e| e.to_string())
     }
 
     fn boot_id(&self) -> Option<String> {
