@@ -382,3 +382,37 @@ fn bad_manifests_name_the_file_the_line_and_the_field() {
         "{e}"
     );
 }
+
+/// The 112 Add/Remove Programs entries winget-cli recorded (MIT): none of
+/// them is one of the packages here, and none is taken for one.
+#[test]
+fn real_add_remove_programs_entries_are_not_mistaken_for_these_packages() {
+    let Some(catalog) = catalog() else { return };
+    let text = std::fs::read_to_string(shared("windows-software-inventory/winget-cli_InputARPData.txt")).unwrap();
+    let entries: Vec<Software> = text
+        .trim_start_matches('\u{feff}')
+        .lines()
+        .filter_map(|line| {
+            // store id | package name | package publisher | DisplayName | DisplayVersion | Publisher | key or ProductCode
+            let f: Vec<&str> = line.split('|').collect();
+            (f.len() >= 7).then(|| Software {
+                name: f[3].to_owned(),
+                version: (!f[4].is_empty()).then(|| f[4].to_owned()),
+                publisher: (!f[5].is_empty()).then(|| f[5].to_owned()),
+                key: Some(f[6].to_owned()),
+                product_code: f[6]
+                    .starts_with('{')
+                    .then(|| f[6].to_owned())
+                    .filter(|c| c.ends_with('}')),
+                source: SoftwareSource::Uninstall,
+                ..Software::default()
+            })
+        })
+        .collect();
+    assert_eq!(entries.len(), 112);
+    let inv = windows("10.0.19045", "x64", entries);
+    let plan = planner::plan(&catalog, &inv);
+    assert!(plan.required.is_empty(), "{:?}", plan.required);
+    assert!(plan.installed.is_empty(), "{:?}", plan.installed);
+    assert!(plan.unknown.is_empty(), "{:?}", plan.unknown);
+}
