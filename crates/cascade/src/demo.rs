@@ -226,7 +226,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(demo(args))
+    let code = runtime.block_on(demo(args))?;
+    // The demo's nodes live in a temporary directory that goes with them:
+    // leave without waiting for their stores' last flush, which can wait
+    // on I/O at shutdown and keep the process (and whoever reads its
+    // output) waiting long after the result was printed.
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    std::process::exit(if code == ExitCode::SUCCESS { 0 } else { 1 });
 }
 
 async fn demo(args: Args) -> anyhow::Result<ExitCode> {
