@@ -9,7 +9,6 @@
 //! with the .NET Framework 4.8, "... (CU 27)" of SQL Server any instance on
 //! the cumulative-update train.
 
-use std::borrow::Cow;
 use std::sync::LazyLock;
 
 use serde::Deserialize;
@@ -61,11 +60,22 @@ static BY_FIRST_WORD: LazyLock<std::collections::HashMap<String, Vec<usize>>> = 
 
 /// The first word of a name, where [`name_matches`] allows a name to end.
 fn first_word(name: &str) -> String {
-    name.trim()
-        .split([' ', '-', '(', ','])
-        .next()
-        .unwrap_or("")
-        .to_ascii_lowercase()
+    let mut word = String::new();
+    first_word_into(name, &mut word);
+    word
+}
+
+/// [`first_word`] into a buffer the caller reuses.
+fn first_word_into(name: &str, word: &mut String) {
+    word.clear();
+    word.extend(
+        name.trim()
+            .split([' ', '-', '(', ','])
+            .next()
+            .unwrap_or("")
+            .chars()
+            .map(|c| c.to_ascii_lowercase()),
+    );
 }
 
 /// Whether `name` is the software's name, whole or followed by a space, a
@@ -97,16 +107,7 @@ pub fn derive(software: &[Software], os_arch: Option<&str>) -> Vec<InstalledProd
             });
             continue;
         }
-        word.clear();
-        word.extend(
-            s.name
-                .trim()
-                .split([' ', '-', '(', ','])
-                .next()
-                .unwrap_or("")
-                .chars()
-                .map(|c| c.to_ascii_lowercase()),
-        );
+        first_word_into(&s.name, &mut word);
         let Some(entries) = BY_FIRST_WORD.get(&word) else {
             continue;
         };
@@ -203,7 +204,7 @@ fn template_matches(template: &str, name: &str) -> bool {
 
 /// The installed product names a vendor's product name stands for: the
 /// name itself (an inventory may list it as written) and what it covers.
-pub fn covered_by(vendor_name: &str) -> Cow<'_, [String]> {
+pub fn covered_by(vendor_name: &str) -> Vec<String> {
     let mut out = vec![vendor_name.to_owned()];
     if let Some(versions) = vendor_name.strip_prefix("Microsoft .NET Framework ") {
         out.extend(dotnet_framework(versions));
@@ -217,7 +218,7 @@ pub fn covered_by(vendor_name: &str) -> Cow<'_, [String]> {
         out.push(format!("{}(CU)", &vendor_name[..open]));
     }
     out.dedup();
-    Cow::Owned(out)
+    out
 }
 
 /// "3.5 AND 4.8", "4.6.2/4.7/4.7.1/4.7.2", "4.6/4.6.2", "2.0 Service Pack 2":
@@ -432,7 +433,7 @@ mod tests {
         // Each list starts with the name itself.
         let c = |n: &str| covered_by(n)[1..].to_vec();
         assert_eq!(
-            covered_by("Microsoft Visio 2016 (32-bit edition)").into_owned(),
+            covered_by("Microsoft Visio 2016 (32-bit edition)"),
             ["Microsoft Visio 2016 (32-bit edition)"]
         );
         assert_eq!(

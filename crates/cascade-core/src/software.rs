@@ -149,15 +149,18 @@ pub fn plain_name(name: &str) -> String {
                     | "win64"
                     | "win32"
             );
-            // A locale: "en-us", "de", "zh-cn".
-            let locale =
-                w.len() == 5 && w.as_bytes()[2] == b'-' && w.chars().filter(|c| c.is_ascii_alphabetic()).count() == 4;
+            let locale = is_locale(w);
             // "(x64 edition)" says the platform, like "(x64)".
             let noise = matches!(w, "-" | "edition" | "bit");
             !w.is_empty() && !is_version && !arch && !locale && !noise
         })
         .collect();
     words.join(" ")
+}
+
+/// A language tag as installers write it in names: "en-US", "zh-cn".
+fn is_locale(word: &str) -> bool {
+    word.len() == 5 && word.as_bytes()[2] == b'-' && word.chars().filter(char::is_ascii_alphabetic).count() == 4
 }
 
 fn plain_code(code: &str) -> String {
@@ -202,9 +205,7 @@ impl SoftwareMatch {
             let named: Vec<&str> = s
                 .name
                 .split(|c: char| c.is_whitespace() || matches!(c, '(' | ')' | ','))
-                .filter(|w| {
-                    w.len() == 5 && w.as_bytes()[2] == b'-' && w.chars().filter(char::is_ascii_alphabetic).count() == 4
-                })
+                .filter(|w| is_locale(w))
                 .collect();
             let fits = if named.is_empty() {
                 want.eq_ignore_ascii_case("en-US")

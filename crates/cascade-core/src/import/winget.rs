@@ -28,7 +28,6 @@ struct Manifest {
     publisher: String,
     package_name: String,
     release_notes_url: String,
-    short_description: String,
     // Installer fields at the root: defaults for every installer.
     #[serde(flatten)]
     defaults: InstallerFields,
@@ -49,7 +48,6 @@ struct InstallerFields {
     product_code: Option<String>,
     apps_and_features_entries: Option<Vec<ArpEntry>>,
     release_date: Option<String>,
-    upgrade_behavior: Option<String>,
     #[serde(rename = "MinimumOSVersion")]
     minimum_os_version: Option<String>,
 }
@@ -405,10 +403,6 @@ fn merge(defaults: &InstallerFields, own: &InstallerFields) -> InstallerFields {
             .clone()
             .or_else(|| defaults.apps_and_features_entries.clone()),
         release_date: own.release_date.clone().or_else(|| defaults.release_date.clone()),
-        upgrade_behavior: own
-            .upgrade_behavior
-            .clone()
-            .or_else(|| defaults.upgrade_behavior.clone()),
         minimum_os_version: own
             .minimum_os_version
             .clone()
