@@ -182,6 +182,7 @@ fn strangers_are_refused_and_nothing_is_written() {
                 items,
                 snapshot: false,
                 records: vec![forged_record()],
+                reports: Vec::new(),
             }]);
             let subscribe = client.subscribe(cascade_proto::v1::SubscribeRequest::default()).await;
             let report = client.report(report).await;
@@ -213,6 +214,7 @@ fn strangers_are_refused_and_nothing_is_written() {
             items: Vec::new(),
             snapshot: false,
             records: vec![forged_record()],
+            reports: Vec::new(),
         };
         let mut acks = client
             .report(tokio_stream::iter(vec![batch]))
@@ -235,6 +237,7 @@ fn strangers_are_refused_and_nothing_is_written() {
             items: Vec::new(),
             snapshot: false,
             records: vec![record],
+            reports: Vec::new(),
         };
         let mut acks = client
             .report(tokio_stream::iter(vec![batch]))

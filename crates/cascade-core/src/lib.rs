@@ -14,6 +14,7 @@ pub mod inventory;
 pub mod model;
 pub mod planner;
 pub mod products;
+pub mod report;
 pub mod rule;
 pub mod schedule;
 pub mod seal;

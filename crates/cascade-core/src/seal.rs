@@ -436,7 +436,7 @@ pub fn record_leaf(record: &ComplianceRecord) -> [u8; 32] {
     h.finalize().into()
 }
 
-fn node_hash(left: &[u8; 32], right: &[u8; 32]) -> [u8; 32] {
+pub(crate) fn node_hash(left: &[u8; 32], right: &[u8; 32]) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update([1u8]);
     h.update(left);

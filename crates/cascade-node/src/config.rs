@@ -27,6 +27,11 @@ pub struct NodeConfig {
     /// Largest number of upserts sent up in one batch.
     #[serde(default = "default_batch")]
     pub report_batch: usize,
+    /// Seconds a parent link may go without progress (nothing applied, no
+    /// acknowledgement, while there is work) before it is reported stalled
+    /// and connected afresh.
+    #[serde(default = "default_stall")]
+    pub stall_seconds: u64,
     /// Address for Prometheus metrics over plain HTTP (`/metrics`); off when absent.
     #[serde(default)]
     pub metrics_listen: Option<String>,
@@ -213,6 +218,10 @@ fn default_heartbeat() -> u64 {
     5
 }
 
+fn default_stall() -> u64 {
+    120
+}
+
 fn default_batch() -> usize {
     1000
 }
@@ -245,6 +254,7 @@ pub struct Checked {
     pub key_pem: String,
     pub heartbeat_seconds: u64,
     pub report_batch: usize,
+    pub stall_seconds: u64,
     pub metrics_listen: Option<SocketAddr>,
     pub api_listen: Option<SocketAddr>,
     /// The site's enrollment CA and the validity of what it signs.
@@ -290,6 +300,7 @@ impl Checked {
             key_pem,
             heartbeat_seconds: default_heartbeat(),
             report_batch: default_batch(),
+            stall_seconds: default_stall(),
             metrics_listen: None,
             api_listen: None,
             enrollment: None,
@@ -400,6 +411,12 @@ impl NodeConfig {
             return Err(invalid(
                 "heartbeat_seconds",
                 format!("{} is not between 1 and 3600", self.heartbeat_seconds),
+            ));
+        }
+        if self.stall_seconds < 5 || self.stall_seconds > 86_400 {
+            return Err(invalid(
+                "stall_seconds",
+                format!("{} is not between 5 and 86400", self.stall_seconds),
             ));
         }
         if self.report_batch == 0 || self.report_batch > 100_000 {
@@ -527,6 +544,7 @@ impl NodeConfig {
             key_pem,
             heartbeat_seconds: self.heartbeat_seconds,
             report_batch: self.report_batch,
+            stall_seconds: self.stall_seconds,
         })
     }
 }

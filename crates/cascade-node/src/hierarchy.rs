@@ -137,13 +137,18 @@ async fn stream_down(
         l.last_contact = now();
         l.last_error.clear();
     });
-    // The child has applied what it says it has: compaction may drop that.
+    // The child has applied what it says it has: compaction may drop that,
+    // and nothing after it. A new child (an empty cursor) holds every log
+    // from its start, so that its initial sync is never cut short by a
+    // compaction that would turn it into a snapshot.
     {
         let (store, child, cursor) = (node.store.clone(), child.clone(), cursor.clone());
         blocking(move || {
-            cursor
-                .iter()
-                .try_for_each(|(o, s)| store.set_subscriber_cursor(&child, o, *s))
+            let mut all = cursor;
+            for origin in store.cursor()?.into_keys() {
+                all.entry(origin).or_insert(0);
+            }
+            store.set_subscriber_cursors(&child, &all)
         })
         .await
         .map_err(store_status)?;
@@ -214,13 +219,38 @@ async fn send_missing(
     .await
     .map_err(store_status)?;
     let mut sent = false;
+    let send = async |body: down_message::Body| {
+        tx.send(Ok(DownMessage { body: Some(body) }))
+            .await
+            .map_err(|_| Status::cancelled("child went away"))
+    };
     if let Some(snapshot) = snapshot {
-        let state = serde_json::to_vec(&(&snapshot.objects, &snapshot.overrides, &snapshot.tips))
-            .map_err(|e| Status::internal(e.to_string()))?;
-        let message = v1::Snapshot {
-            cursor: snapshot.cursor.iter().map(|(o, s)| (o.to_string(), *s)).collect(),
-            state,
-        };
+        // In parts, so that no message is large whatever the catalog.
+        let tips = json(&snapshot.tips)?;
+        let objects: Vec<&[cascade_store::StoredObject]> = snapshot.objects.chunks(SNAPSHOT_PART).collect();
+        let overrides: Vec<_> = snapshot.overrides.chunks(SNAPSHOT_PART).collect();
+        let parts = objects.len().max(overrides.len()).max(1);
+        for i in 0..parts {
+            let part = v1::SnapshotPart {
+                cursor: if i == 0 {
+                    snapshot.cursor.iter().map(|(o, s)| (o.to_string(), *s)).collect()
+                } else {
+                    Default::default()
+                },
+                tips: if i == 0 { tips.clone() } else { Vec::new() },
+                objects: match objects.get(i) {
+                    Some(o) => json(o)?,
+                    None => Vec::new(),
+                },
+                overrides: match overrides.get(i) {
+                    Some(o) => json(o)?,
+                    None => Vec::new(),
+                },
+                first: i == 0,
+                last: i + 1 == parts,
+            };
+            send(down_message::Body::SnapshotPart(part)).await?;
+        }
         for (o, s) in &snapshot.cursor {
             if *s == 0 {
                 cursor.remove(o);
@@ -228,42 +258,49 @@ async fn send_missing(
                 cursor.insert(o.clone(), *s);
             }
         }
-        if tx
-            .send(Ok(DownMessage {
-                body: Some(down_message::Body::Snapshot(message)),
-            }))
-            .await
-            .is_err()
-        {
-            return Err(Status::cancelled("child went away"));
-        }
         sent = true;
     }
+    // Consecutive changes go together, a bounded number to a message.
+    let mut batch = Vec::new();
+    let mut bytes = 0usize;
     for change in changes {
         let have = cursor.get(&change.origin).copied().unwrap_or(0);
         if change.seq <= have {
             continue;
         }
         let op = serde_json::to_vec(&change.op).map_err(|e| Status::internal(e.to_string()))?;
-        let message = v1::Change {
+        bytes += op.len();
+        batch.push(v1::Change {
             origin: change.origin.to_string(),
             seq: change.seq,
             op,
             seal: change.seal.as_ref().map(crate::wire::seal_to_wire),
-        };
-        if tx
-            .send(Ok(DownMessage {
-                body: Some(down_message::Body::Change(message)),
-            }))
-            .await
-            .is_err()
-        {
-            return Err(Status::cancelled("child went away"));
-        }
+        });
         cursor.insert(change.origin.clone(), change.seq);
+        if batch.len() >= CHANGES_PER_MESSAGE || bytes >= 1 << 20 {
+            send(down_message::Body::Changes(v1::Changes {
+                changes: std::mem::take(&mut batch),
+            }))
+            .await?;
+            bytes = 0;
+        }
         sent = true;
     }
+    if !batch.is_empty() {
+        send(down_message::Body::Changes(v1::Changes { changes: batch })).await?;
+    }
     Ok(sent)
+}
+
+/// Objects (and overrides) in one part of a snapshot.
+const SNAPSHOT_PART: usize = 2_000;
+
+/// Changes in one message down.
+const CHANGES_PER_MESSAGE: usize = 500;
+
+/// Canonical JSON of one of a snapshot's parts.
+fn json<T: serde::Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Status> {
+    serde_json::to_vec(value).map_err(|e| Status::internal(e.to_string()))
 }
 
 /// Stores one batch from a child durably and returns the sequence to ack.
@@ -315,16 +352,32 @@ async fn receive(node: &Arc<Node>, child: &NodeId, batch: UpBatch) -> Result<u64
             .map_err(|e| Status::invalid_argument(format!("batch {}: {e}", batch.seq)))?;
         records.push(r);
     }
+    let mut reports = Vec::with_capacity(batch.reports.len());
+    for wire in batch.reports {
+        let crate::wire::WireReport(report) = crate::wire::WireReport::try_from(wire)
+            .map_err(|e| Status::invalid_argument(format!("batch {}: {e}", batch.seq)))?;
+        for (_, r) in &report.records {
+            check_site(node, child, &r.site)?;
+        }
+        reports.push(report);
+    }
     for r in &records {
         check_site(node, child, &r.site)?;
     }
     // Only what the agents signed goes in: a node on the way cannot forge
-    // or alter a record.
+    // or alter a record. A report's signature is checked once for all its
+    // records.
     let records = {
         let (checker, from) = (node.clone(), format!("child {child}"));
-        blocking(move || Ok::<_, cascade_store::StoreError>(checker.check_records(&from, records, &certificates)))
-            .await
-            .map_err(store_status)?
+        blocking(move || {
+            let mut kept = checker.check_records(&from, records, &certificates);
+            for report in reports {
+                kept.extend(checker.check_report(&from, report, &certificates));
+            }
+            Ok::<_, cascade_store::StoreError>(kept)
+        })
+        .await
+        .map_err(store_status)?
     };
     let forward = node.config.parent.is_some();
     metrics::counter!("cascade_compliance_ingested_total").increment(records.len() as u64);

@@ -40,6 +40,13 @@ pub struct LinkStatus {
     /// applied by the child; up: outbox entries not yet acknowledged).
     pub seq_lag: u64,
     pub last_error: String,
+    /// The link went `stall_seconds` without progress and has not moved
+    /// since (it was connected afresh).
+    #[serde(default)]
+    pub stalled: bool,
+    /// How many times the link was found without progress.
+    #[serde(default)]
+    pub stalls: u64,
 }
 
 /// The running node's shared state.
@@ -476,7 +483,10 @@ pub async fn serve(
                 node: node.clone(),
             })
             .max_decoding_message_size(limit)
-            .max_encoding_message_size(limit),
+            .max_encoding_message_size(limit)
+            // Changes and snapshots go compressed to children that take it.
+            .send_compressed(tonic::codec::CompressionEncoding::Gzip)
+            .accept_compressed(tonic::codec::CompressionEncoding::Gzip),
         )
         .add_service(
             cascade_proto::v1::admin_server::AdminServer::new(admin::AdminService { node: node.clone() })
@@ -695,6 +705,14 @@ fn describe_metrics() {
     metrics::describe_gauge!("cascade_link_connected", "1 when the link (peer, direction) is up");
     metrics::describe_gauge!("cascade_link_seq_lag", "entries the other side of the link is behind");
     metrics::describe_gauge!(
+        "cascade_link_stalled",
+        "1 when the link went stall_seconds without progress and has not moved since"
+    );
+    metrics::describe_gauge!(
+        "cascade_link_stalls",
+        "times the link was found without progress and connected afresh"
+    );
+    metrics::describe_gauge!(
         "cascade_link_last_contact_seconds",
         "Unix time of the last message on the link"
     );
@@ -752,6 +770,8 @@ async fn refresh_metrics(node: &Arc<Node>) {
         let labels = [("peer", peer.clone()), ("direction", direction.to_owned())];
         metrics::gauge!("cascade_link_connected", &labels).set(if status.connected { 1.0 } else { 0.0 });
         metrics::gauge!("cascade_link_seq_lag", &labels).set(status.seq_lag as f64);
+        metrics::gauge!("cascade_link_stalled", &labels).set(if status.stalled { 1.0 } else { 0.0 });
+        metrics::gauge!("cascade_link_stalls", &labels).set(status.stalls as f64);
         metrics::gauge!("cascade_link_last_contact_seconds", &labels).set(status.last_contact as f64);
     }
     let store = node.store.clone();

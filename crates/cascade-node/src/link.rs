@@ -4,7 +4,8 @@
 //! its outbox grows.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use cascade_core::model::{Change, ChangeOp, NodeId, Override, Upward};
@@ -43,25 +44,88 @@ fn backoff() -> impl Iterator<Item = Duration> {
         .build()
 }
 
+/// When a link last moved forward: something applied or acknowledged, or
+/// the other side said there is nothing more.
+pub(crate) struct Progress {
+    base: Instant,
+    at_ms: AtomicU64,
+    stalled: AtomicBool,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        Progress {
+            base: Instant::now(),
+            at_ms: AtomicU64::new(0),
+            stalled: AtomicBool::new(false),
+        }
+    }
+
+    fn mark(&self, node: &Node, parent: &str, direction: &'static str) {
+        self.at_ms
+            .store(self.base.elapsed().as_millis() as u64, Ordering::Relaxed);
+        if self.stalled.swap(false, Ordering::Relaxed) {
+            info!(parent, direction, "the parent link moves again");
+            node.set_link(parent, direction, |l| l.stalled = false);
+        }
+    }
+
+    fn idle(&self) -> Duration {
+        self.base
+            .elapsed()
+            .saturating_sub(Duration::from_millis(self.at_ms.load(Ordering::Relaxed)))
+    }
+}
+
+/// Returns when the link has gone `limit` without progress.
+async fn watchdog(progress: &Progress, limit: Duration) -> Duration {
+    let tick = (limit / 10).clamp(Duration::from_millis(100), Duration::from_secs(5));
+    loop {
+        tokio::time::sleep(tick).await;
+        let idle = progress.idle();
+        if idle >= limit {
+            return idle;
+        }
+    }
+}
+
 async fn forever(node: Arc<Node>, direction: &'static str) {
     let mut delays = backoff();
     let mut moves = node.parent.subscribe();
+    let progress = Progress::new();
+    let limit = Duration::from_secs(node.config.stall_seconds);
     loop {
         let Some(parent) = moves.borrow_and_update().clone() else {
             return;
         };
         note_parent(&node, &parent).await;
         let started = std::time::Instant::now();
+        // A new connection has its own allowance.
+        progress
+            .at_ms
+            .store(progress.base.elapsed().as_millis() as u64, Ordering::Relaxed);
         let attempt = async {
             match direction {
-                "down" => down(&node, &parent).await,
-                _ => up(&node, &parent).await,
+                "down" => down(&node, &parent, &progress).await,
+                _ => up(&node, &parent, &progress).await,
             }
         };
-        // A move ends the link to the old parent at once.
+        // A move ends the link to the old parent at once; so does a link
+        // that makes no progress (whatever holds it up: a peer, the network
+        // or this node), which is said in the link status, the metrics and
+        // the log, and connected afresh.
         let result = tokio::select! {
             r = attempt => r,
             _ = moves.changed() => Err("reconnecting now, as asked: this node moved to another parent".to_owned()),
+            idle = watchdog(&progress, limit) => {
+                progress.stalled.store(true, Ordering::Relaxed);
+                node.set_link(&parent, direction, |l| {
+                    l.stalled = true;
+                    l.stalls += 1;
+                });
+                warn!(parent = %parent, direction, idle_seconds = idle.as_secs(), "the parent link made no progress: connecting afresh");
+                Err(format!("no progress for {} s (stall_seconds {}): connected afresh", idle.as_secs(), limit.as_secs()))
+            }
         };
         node.set_link(&parent, direction, |l| {
             l.connected = false;
@@ -106,9 +170,11 @@ fn status_text(s: tonic::Status) -> String {
 }
 
 /// Applies what the parent sends, each change with its cursor advance.
-async fn down(node: &Arc<Node>, parent: &str) -> Result<(), String> {
+async fn down(node: &Arc<Node>, parent: &str, progress: &Progress) -> Result<(), String> {
     let channel = connect(node, parent).await?;
-    let mut client = v1::hierarchy_client::HierarchyClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
+    let mut client = v1::hierarchy_client::HierarchyClient::new(channel)
+        .max_decoding_message_size(64 * 1024 * 1024)
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
     let store = node.store.clone();
     let cursor = blocking(move || store.cursor()).await.map_err(|e| e.to_string())?;
     let own = node.id.clone();
@@ -128,6 +194,9 @@ async fn down(node: &Arc<Node>, parent: &str) -> Result<(), String> {
     info!(parent, "subscribed to the parent");
     let heartbeat = Duration::from_secs(node.config.heartbeat_seconds * 3 + 5);
     let mut next: Option<v1::DownMessage> = None;
+    // A snapshot that comes in parts, and the bytes of it so far.
+    let mut partial: Option<Snapshot> = None;
+    let mut snapshot_bytes = 0usize;
     let quiet = Duration::from_secs(node.config.heartbeat_seconds + 1);
     let mut last_message = std::time::Instant::now();
     loop {
@@ -152,79 +221,158 @@ async fn down(node: &Arc<Node>, parent: &str) -> Result<(), String> {
         };
         last_message = std::time::Instant::now();
         node.set_link(parent, "down", |l| l.last_contact = now());
+        let mut run = Vec::new();
         match message.body {
-            Some(down_message::Body::Change(c)) => {
-                // Apply what has already arrived together: one durable batch
-                // for a run of changes (an initial sync is many thousands).
-                let mut run = vec![decode_change(c)?];
-                while run.len() < 2000 {
-                    match tokio::time::timeout(Duration::ZERO, stream.message()).await {
-                        Ok(Ok(Some(v1::DownMessage {
-                            body: Some(down_message::Body::Change(c)),
-                        }))) => run.push(decode_change(c)?),
-                        Ok(Ok(Some(other))) => {
-                            next = Some(other);
-                            break;
-                        }
-                        Ok(Ok(None)) | Ok(Err(_)) | Err(_) => break,
-                    }
+            Some(down_message::Body::Change(c)) => run.push(decode_change(c)?),
+            Some(down_message::Body::Changes(list)) => {
+                for c in list.changes {
+                    run.push(decode_change(c)?);
                 }
-                let store = node.store.clone();
-                let checker = node.clone();
-                let result =
-                    blocking(move || store.apply_verified(&run, &|c, k, any| checker.check_change(c, k, any))).await;
-                let applied = match result {
-                    Ok(applied) => applied,
-                    Err(e) => {
-                        // What checked out before the refused change is kept.
-                        node.changed();
-                        return Err(node.refused(parent, e));
-                    }
-                };
-                metrics::counter!("cascade_changes_applied_total").increment(applied as u64);
-                node.changed();
             }
             Some(down_message::Body::Snapshot(s)) => {
+                if partial.is_some() {
+                    return Err("the parent sent a snapshot in the middle of another".to_owned());
+                }
                 let (objects, overrides, tips): SnapshotState =
                     serde_json::from_slice(&s.state).map_err(|e| format!("snapshot: {e}"))?;
-                let mut cursor = std::collections::BTreeMap::new();
-                for (o, seq) in s.cursor {
-                    cursor.insert(NodeId::new(&o).map_err(|e| format!("snapshot: {e}"))?, seq);
-                }
                 let snapshot = Snapshot {
-                    cursor,
+                    cursor: snapshot_cursor(s.cursor)?,
                     objects,
                     overrides,
                     tips,
                 };
-                // The root's part never goes: a parent that says it has
-                // nothing of the root is hiding it.
-                if let Some(root) = node.root()
-                    && root != node.id
-                    && snapshot.cursor.get(&root) == Some(&0)
-                {
-                    let refusal = cascade_core::seal::Refused::new(
-                        cascade_core::seal::Attack::Rollback,
-                        format!("a snapshot that removes everything of the root {root}"),
-                    );
-                    return Err(node.note_refusal(parent, &refusal));
-                }
-                let store = node.store.clone();
-                let checker = node.clone();
-                blocking(move || {
-                    store.apply_snapshot_verified(
-                        &snapshot,
-                        &|c, k, any| checker.check_change(c, k, any),
-                        &|origin, tip, k| cascade_trust::sign::check_tip(origin, tip, k),
-                    )
-                })
-                .await
-                .map_err(|e| node.refused(parent, e))?;
-                node.changed();
+                apply_snapshot(node, parent, snapshot).await?;
+                progress.mark(node, parent, "down");
             }
-            Some(down_message::Body::Heartbeat(_)) | None => {}
+            Some(down_message::Body::SnapshotPart(part)) => {
+                let last = part.last;
+                snapshot_bytes =
+                    snapshot_bytes.saturating_add(part.objects.len() + part.overrides.len() + part.tips.len());
+                if snapshot_bytes > SNAPSHOT_MAX_BYTES {
+                    return Err(format!(
+                        "the parent's snapshot passed {} MiB: refused",
+                        SNAPSHOT_MAX_BYTES >> 20
+                    ));
+                }
+                let snapshot = match (part.first, partial.take()) {
+                    (true, None) => Snapshot {
+                        cursor: snapshot_cursor(part.cursor)?,
+                        tips: serde_json::from_slice(&part.tips).map_err(|e| format!("snapshot: {e}"))?,
+                        ..Snapshot::default()
+                    },
+                    (false, Some(s)) => s,
+                    (true, Some(_)) => return Err("the parent began a snapshot in the middle of another".to_owned()),
+                    (false, None) => return Err("the parent sent part of a snapshot it had not begun".to_owned()),
+                };
+                let mut snapshot = snapshot;
+                if !part.objects.is_empty() {
+                    let objects: Vec<StoredObject> =
+                        serde_json::from_slice(&part.objects).map_err(|e| format!("snapshot: {e}"))?;
+                    snapshot.objects.extend(objects);
+                }
+                if !part.overrides.is_empty() {
+                    let overrides: Vec<(NodeId, u64, Override, Option<cascade_core::seal::Seal>)> =
+                        serde_json::from_slice(&part.overrides).map_err(|e| format!("snapshot: {e}"))?;
+                    snapshot.overrides.extend(overrides);
+                }
+                progress.mark(node, parent, "down");
+                if last {
+                    snapshot_bytes = 0;
+                    apply_snapshot(node, parent, snapshot).await?;
+                    progress.mark(node, parent, "down");
+                } else {
+                    partial = Some(snapshot);
+                }
+            }
+            // The parent sends heartbeats when it has nothing more.
+            Some(down_message::Body::Heartbeat(_)) => progress.mark(node, parent, "down"),
+            None => {}
         }
+        if run.is_empty() {
+            continue;
+        }
+        if partial.is_some() {
+            return Err("the parent sent changes in the middle of a snapshot".to_owned());
+        }
+        // Apply what has already arrived together: one durable batch for a
+        // run of changes (an initial sync is many thousands).
+        while run.len() < 4000 {
+            match tokio::time::timeout(Duration::ZERO, stream.message()).await {
+                Ok(Ok(Some(v1::DownMessage {
+                    body: Some(down_message::Body::Change(c)),
+                }))) => run.push(decode_change(c)?),
+                Ok(Ok(Some(v1::DownMessage {
+                    body: Some(down_message::Body::Changes(list)),
+                }))) => {
+                    for c in list.changes {
+                        run.push(decode_change(c)?);
+                    }
+                }
+                Ok(Ok(Some(other))) => {
+                    next = Some(other);
+                    break;
+                }
+                Ok(Ok(None)) | Ok(Err(_)) | Err(_) => break,
+            }
+        }
+        let store = node.store.clone();
+        let checker = node.clone();
+        let result = blocking(move || store.apply_verified(&run, &|c, k, any| checker.check_change(c, k, any))).await;
+        let applied = match result {
+            Ok(applied) => applied,
+            Err(e) => {
+                // What checked out before the refused change is kept.
+                node.changed();
+                return Err(node.refused(parent, e));
+            }
+        };
+        metrics::counter!("cascade_changes_applied_total").increment(applied as u64);
+        progress.mark(node, parent, "down");
+        node.changed();
     }
+}
+
+/// The most a snapshot from the parent may take on the wire, in all its
+/// parts (a catalog of a million updates fits).
+const SNAPSHOT_MAX_BYTES: usize = 4 << 30;
+
+fn snapshot_cursor(
+    cursor: std::collections::HashMap<String, u64>,
+) -> Result<std::collections::BTreeMap<NodeId, u64>, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for (o, seq) in cursor {
+        out.insert(NodeId::new(&o).map_err(|e| format!("snapshot: {e}"))?, seq);
+    }
+    Ok(out)
+}
+
+/// Checks a snapshot from the parent and applies it.
+async fn apply_snapshot(node: &Arc<Node>, parent: &str, snapshot: Snapshot) -> Result<(), String> {
+    // The root's part never goes: a parent that says it has nothing of the
+    // root is hiding it.
+    if let Some(root) = node.root()
+        && root != node.id
+        && snapshot.cursor.get(&root) == Some(&0)
+    {
+        let refusal = cascade_core::seal::Refused::new(
+            cascade_core::seal::Attack::Rollback,
+            format!("a snapshot that removes everything of the root {root}"),
+        );
+        return Err(node.note_refusal(parent, &refusal));
+    }
+    let store = node.store.clone();
+    let checker = node.clone();
+    blocking(move || {
+        store.apply_snapshot_verified(
+            &snapshot,
+            &|c, k, any| checker.check_change(c, k, any),
+            &|origin, tip, k| cascade_trust::sign::check_tip(origin, tip, k),
+        )
+    })
+    .await
+    .map_err(|e| node.refused(parent, e))?;
+    node.changed();
+    Ok(())
 }
 
 /// The batch (sequence 0) that declares this node's subtree to its parent.
@@ -239,17 +387,18 @@ fn declaration(node: &Node, subtree: &std::collections::BTreeSet<NodeId>) -> Res
     up_batch(0, &[Upward::Health(health)], false)
 }
 
-/// One batch for the parent: compliance as protobuf records, anything else
-/// as JSON items.
+/// One batch for the parent: compliance by agent report (each report's
+/// signature once), anything else as JSON items.
 fn up_batch(seq: u64, items: &[Upward], snapshot: bool) -> Result<UpBatch, String> {
-    let mut records = Vec::new();
+    let mut compliance = Vec::new();
     let mut other = Vec::new();
     for item in items {
         match item {
-            Upward::Compliance(r) => records.push(crate::wire::record_to_wire(r)),
+            Upward::Compliance(r) => compliance.push(r.clone()),
             other_item => other.push(other_item),
         }
     }
+    let (reports, loose) = cascade_core::report::group(compliance);
     let items = if other.is_empty() {
         Vec::new()
     } else {
@@ -259,7 +408,8 @@ fn up_batch(seq: u64, items: &[Upward], snapshot: bool) -> Result<UpBatch, Strin
         seq,
         items,
         snapshot,
-        records,
+        records: loose.iter().map(crate::wire::record_to_wire).collect(),
+        reports: reports.iter().map(crate::wire::report_to_wire).collect(),
     })
 }
 
@@ -289,7 +439,7 @@ fn decode_change(c: v1::Change) -> Result<Change, String> {
 
 /// Sends the outbox (or a snapshot of the whole state when the outbox lost
 /// entries) and trims it by the parent's acknowledgements.
-async fn up(node: &Arc<Node>, parent: &str) -> Result<(), String> {
+async fn up(node: &Arc<Node>, parent: &str, progress: &Progress) -> Result<(), String> {
     let channel = connect(node, parent).await?;
     let mut client = v1::hierarchy_client::HierarchyClient::new(channel).max_encoding_message_size(64 * 1024 * 1024);
     let (tx, rx) = mpsc::channel::<UpBatch>(16);
@@ -316,8 +466,9 @@ async fn up(node: &Arc<Node>, parent: &str) -> Result<(), String> {
         .await
         .map_err(status_text)?
         .ok_or("the parent closed the report stream")?;
+    progress.mark(node, parent, "up");
     if state.snapshot_required {
-        send_snapshot(node, &tx, &mut acks, state.last).await?;
+        send_snapshot(node, parent, progress, &tx, &mut acks, state.last).await?;
     }
     let mut sent = {
         let store = node.store.clone();
@@ -365,6 +516,10 @@ async fn up(node: &Arc<Node>, parent: &str) -> Result<(), String> {
                 in_flight += 1;
                 continue;
             }
+            if in_flight == 0 {
+                // Nothing to send and nothing waiting: all is up.
+                progress.mark(node, parent, "up");
+            }
         }
         tokio::select! {
             ack = acks.message() => {
@@ -376,6 +531,7 @@ async fn up(node: &Arc<Node>, parent: &str) -> Result<(), String> {
                     Ok(s.last.saturating_sub(s.acked))
                 }).await.map_err(|e| e.to_string())?;
                 in_flight = in_flight.saturating_sub(1);
+                progress.mark(node, parent, "up");
                 node.set_link(parent, "up", |l| {
                     l.last_contact = now();
                     l.seq_lag = lag;
@@ -389,42 +545,69 @@ async fn up(node: &Arc<Node>, parent: &str) -> Result<(), String> {
 
 async fn send_snapshot(
     node: &Arc<Node>,
+    parent: &str,
+    progress: &Progress,
     tx: &mpsc::Sender<UpBatch>,
     acks: &mut tonic::Streaming<v1::UpAck>,
     upto: u64,
 ) -> Result<(), String> {
-    let store = node.store.clone();
-    let records: Vec<Upward> = blocking(move || -> Result<Vec<Upward>, cascade_store::StoreError> {
-        // The agents' certificates first: they check the records' signatures.
-        let mut all: Vec<Upward> = store
-            .agent_certificates()?
-            .into_iter()
-            .map(Upward::Certificate)
-            .collect();
-        for doc in store.all_records() {
-            all.extend(doc?.into_iter().map(Upward::Compliance));
+    // Read and sent in pages, with the parent's acknowledgements taken as
+    // they come: a subtree of millions of records is never in memory at
+    // once, and neither side waits on a full stream.
+    let limit = node.config.report_batch.max(1);
+    let mut waiting = 0usize;
+    let mut sent = 0usize;
+    let mut send = async |items: Vec<Upward>, waiting: &mut usize| -> Result<(), String> {
+        for chunk in items.chunks(limit) {
+            while *waiting >= 8 {
+                acks.message()
+                    .await
+                    .map_err(status_text)?
+                    .ok_or("the parent closed the report stream")?;
+                *waiting -= 1;
+                progress.mark(node, parent, "up");
+            }
+            tx.send(up_batch(upto, chunk, true)?)
+                .await
+                .map_err(|_| "the report stream closed".to_owned())?;
+            *waiting += 1;
         }
-        Ok(all)
-    })
-    .await
-    .map_err(|e| e.to_string())?;
-    let mut batches = 0;
-    for chunk in records.chunks(node.config.report_batch.max(1)) {
-        tx.send(up_batch(upto, chunk, true)?)
+        Ok(())
+    };
+    // The agents' certificates first: they check the records' signatures.
+    let store = node.store.clone();
+    let certificates = blocking(move || store.agent_certificates())
+        .await
+        .map_err(|e| e.to_string())?;
+    send(
+        certificates.into_iter().map(Upward::Certificate).collect(),
+        &mut waiting,
+    )
+    .await?;
+    let mut after: Option<cascade_core::model::ComputerId> = None;
+    loop {
+        let store = node.store.clone();
+        let from = after.clone();
+        let computers = (limit / 16).max(1);
+        let (records, last) = blocking(move || store.records_after(from.as_ref(), computers))
             .await
-            .map_err(|_| "the report stream closed".to_owned())?;
-        batches += 1;
+            .map_err(|e| e.to_string())?;
+        let Some(last) = last else { break };
+        sent += records.len();
+        send(records.into_iter().map(Upward::Compliance).collect(), &mut waiting).await?;
+        after = Some(last);
     }
-    for _ in 0..batches {
+    for _ in 0..waiting {
         acks.message()
             .await
             .map_err(status_text)?
             .ok_or("the parent closed the report stream")?;
+        progress.mark(node, parent, "up");
     }
     let store = node.store.clone();
     blocking(move || store.outbox_snapshot_sent(upto))
         .await
         .map_err(|e| e.to_string())?;
-    info!(records = records.len(), "sent a snapshot to the parent");
+    info!(records = sent, "sent a snapshot to the parent");
     Ok(())
 }

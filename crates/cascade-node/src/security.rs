@@ -273,19 +273,7 @@ impl Node {
                 Some(c) => Some(c.clone()),
                 None => known
                     .entry(record.computer.clone())
-                    .or_insert_with(|| {
-                        if let Some((_, der)) = self
-                            .agent_keys
-                            .0
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .get(&record.computer)
-                        {
-                            return Some(der.clone());
-                        }
-                        let stored = self.store.agent_certificate(&record.computer).ok().flatten()?;
-                        self.check_agent_certificate(&stored).ok()
-                    })
+                    .or_insert_with(|| self.known_certificate(&record.computer))
                     .clone(),
             };
             match self.check_record(&record, certificate.as_deref()) {
@@ -311,10 +299,25 @@ impl Node {
             )
         };
         let a = record.attestation.as_ref().ok_or_else(|| bad("it is unsigned"))?;
-        let certificate = certificate.ok_or_else(|| bad("no certificate of the agent is known here"))?;
         let root = seal::merkle_root_from(seal::record_leaf(record), a.index, a.count, &a.proof)
             .ok_or_else(|| bad("its proof does not fit its report"))?;
-        let message = seal::report_message(&record.computer, record.counter, &root);
+        self.check_root(&record.computer, record.counter, &root, a.scheme, &a.sig, certificate)
+            .map_err(|d| bad(&d))
+    }
+
+    /// Checks an agent's signature over a report's root (once per report:
+    /// what was checked is remembered).
+    fn check_root(
+        &self,
+        computer: &ComputerId,
+        counter: u64,
+        root: &[u8; 32],
+        scheme: u16,
+        sig: &[u8],
+        certificate: Option<&[u8]>,
+    ) -> Result<(), String> {
+        let certificate = certificate.ok_or("no certificate of the agent is known here")?;
+        let message = seal::report_message(computer, counter, root);
         let digest: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(&message).into();
         if self
             .attested
@@ -325,13 +328,60 @@ impl Node {
         {
             return Ok(());
         }
-        cascade_trust::sign::verify_signature(certificate, a.scheme, &message, &a.sig).map_err(|e| bad(&e))?;
+        cascade_trust::sign::verify_signature(certificate, scheme, &message, sig)?;
         let mut seen = self.attested.0.lock().unwrap_or_else(|e| e.into_inner());
         if seen.len() >= ATTESTED_KEPT {
             seen.clear();
         }
         seen.insert(digest);
         Ok(())
+    }
+
+    /// Checks a report from a child: its records and tree nodes must make
+    /// one tree, whose root its agent signed (checked once for all its
+    /// records). Returns its records, each with its attestation, or none
+    /// (the refusal is recorded).
+    pub fn check_report(
+        &self,
+        from: &str,
+        report: cascade_core::report::Report,
+        certificates: &std::collections::HashMap<ComputerId, Vec<u8>>,
+    ) -> Vec<ComplianceRecord> {
+        let (computer, counter, scheme) = (report.computer.clone(), report.counter, report.scheme);
+        let sig = report.sig.clone();
+        let refuse = |d: String| {
+            self.note_refusal(
+                from,
+                &Refused::new(Attack::BadSignature, format!("report {counter} of {computer}: {d}")),
+            );
+            Vec::new()
+        };
+        let Some((root, records)) = report.attested() else {
+            return refuse("its records and tree nodes do not make one report".to_owned());
+        };
+        let certificate = match certificates.get(&computer) {
+            Some(c) => Some(c.clone()),
+            None => self.known_certificate(&computer),
+        };
+        match self.check_root(&computer, counter, &root, scheme, &sig, certificate.as_deref()) {
+            Ok(()) => records,
+            Err(d) => refuse(d),
+        }
+    }
+
+    /// An agent's certificate as this node knows it (checked), if it does.
+    fn known_certificate(&self, computer: &ComputerId) -> Option<Vec<u8>> {
+        if let Some((_, der)) = self
+            .agent_keys
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(computer)
+        {
+            return Some(der.clone());
+        }
+        let stored = self.store.agent_certificate(computer).ok().flatten()?;
+        self.check_agent_certificate(&stored).ok()
     }
 
     /// Checks a change (or a snapshot's object) against its origin's seal,

@@ -3,6 +3,7 @@
 use cascade_core::UpdateId;
 use cascade_core::compliance::ComplianceState;
 use cascade_core::model::{ComplianceRecord, ComputerId, NodeId};
+use cascade_core::report::Report;
 use cascade_core::seal::{self, Attestation, Seal};
 use cascade_core::update::Severity;
 use cascade_proto::v1;
@@ -186,6 +187,90 @@ impl TryFrom<v1::ComplianceRecord> for crate::wire::Record {
 /// A checked compliance record from the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record(pub ComplianceRecord);
+
+/// One agent report on the wire: the signature once, the records without
+/// their computer, counter and attestation.
+pub fn report_to_wire(report: &Report) -> v1::Report {
+    let (places, records) = report
+        .records
+        .iter()
+        .map(|(place, r)| {
+            let mut w = record_to_wire(r);
+            w.computer.clear();
+            w.counter = 0;
+            w.attestation = None;
+            (*place, w)
+        })
+        .unzip();
+    v1::Report {
+        computer: report.computer.to_string(),
+        counter: report.counter,
+        count: report.count,
+        scheme: u32::from(report.scheme),
+        signature: report.sig.clone(),
+        nodes: report
+            .nodes
+            .iter()
+            .map(|n| v1::TreeNode {
+                level: u32::from(n.level),
+                position: n.position,
+                hash: n.hash.to_vec(),
+            })
+            .collect(),
+        records,
+        places,
+    }
+}
+
+/// A report from the wire, its records whole again (their attestations are
+/// rebuilt by [`Report::attested`], which also checks that the records and
+/// nodes make one tree).
+impl TryFrom<v1::Report> for crate::wire::WireReport {
+    type Error = InvalidRecord;
+
+    fn try_from(w: v1::Report) -> Result<Self, InvalidRecord> {
+        let bad = |what: &str| InvalidRecord(format!("report {} of {}: {what}", w.counter, w.computer));
+        let computer = ComputerId::new(&w.computer).map_err(|e| bad(&e.to_string()))?;
+        if w.count == 0 || w.count > cascade_core::report::MAX_RECORDS {
+            return Err(bad(&format!("{} records", w.count)));
+        }
+        if w.records.len() != w.places.len() || w.records.len() > w.count as usize || w.nodes.len() > 64 * 40 {
+            return Err(bad("its records, places and nodes do not fit its count"));
+        }
+        let nodes = w
+            .nodes
+            .iter()
+            .map(|n| {
+                Ok(cascade_core::report::TreeNode {
+                    level: u8::try_from(n.level).map_err(|_| bad("a tree node above any tree"))?,
+                    position: n.position,
+                    hash: <[u8; 32]>::try_from(n.hash.as_slice())
+                        .map_err(|_| bad("a tree node hash is not 32 bytes"))?,
+                })
+            })
+            .collect::<Result<Vec<_>, InvalidRecord>>()?;
+        let mut records = Vec::with_capacity(w.records.len());
+        for (mut r, place) in w.records.into_iter().zip(w.places) {
+            r.computer = w.computer.clone();
+            r.counter = w.counter;
+            let Record(record) = Record::try_from(r)?;
+            records.push((place, record));
+        }
+        Ok(WireReport(Report {
+            computer,
+            counter: w.counter,
+            count: w.count,
+            scheme: u16::try_from(w.scheme).map_err(|_| bad("its scheme is not a TLS scheme code"))?,
+            sig: w.signature,
+            nodes,
+            records,
+        }))
+    }
+}
+
+/// A report from the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireReport(pub Report);
 
 #[cfg(test)]
 mod tests {

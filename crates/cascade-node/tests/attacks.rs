@@ -643,6 +643,7 @@ async fn a_malicious_intermediate_node_is_refused_and_the_attack_named() {
             items: serde_json::to_vec(&items).unwrap(),
             snapshot: false,
             records: records.iter().map(cascade_node::wire::record_to_wire).collect(),
+            reports: Vec::new(),
         })
         .await
         .unwrap();

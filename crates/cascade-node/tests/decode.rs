@@ -76,7 +76,7 @@ proptest! {
             observed_at: 0,
             attestation: None,
         };
-        let batch = v1::UpBatch { seq: 1, items: Vec::new(), snapshot: false, records: vec![record] };
+        let batch = v1::UpBatch { seq: 1, items: Vec::new(), snapshot: false, records: vec![record], reports: Vec::new() };
         decode_all(&batch.encode_to_vec());
     }
 }

@@ -48,7 +48,7 @@ impl Store {
         w.put(MAGIC)?;
         w.put(format!("{}\n", self.node).as_bytes())?;
         let mut entries = 0;
-        for item in self.tree.iter() {
+        for item in self.tree().iter() {
             let (key, value) = item.map_err(|e| self.io_error(e))?;
             w.put(&(key.len() as u32).to_be_bytes())?;
             w.put(&key)?;

@@ -13,6 +13,8 @@ use serde::de::DeserializeOwned;
 pub const JSON: u8 = 1;
 /// The compact binary compliance record of format 2.
 pub const RECORD_V2: u8 = 2;
+/// Format 3: each agent report's attestation once per computer.
+pub const RECORD_V3: u8 = 3;
 
 pub fn json<T: Serialize>(value: &T) -> Vec<u8> {
     let mut out = vec![JSON];
@@ -49,6 +51,11 @@ pub fn state_tag(state: &ComplianceState) -> u8 {
 
 /// Set on the state byte when the agent's attestation follows the record.
 const ATTESTED: u8 = 0x80;
+/// Format 3: set on the state byte when the record belongs to a report of
+/// the computer's entry.
+const IN_REPORT: u8 = 0x40;
+/// Format 3: with `IN_REPORT`, the record's time is not its report's.
+const OWN_TIME: u8 = 0x20;
 
 /// State names by tag, for summaries.
 pub const STATE_NAMES: [&str; ComplianceState::COUNT] = ComplianceState::NAMES;
@@ -69,49 +76,145 @@ pub fn severity_from(tag: u8) -> Option<Severity> {
     .copied()
 }
 
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    let bytes = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
-    out.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
-    out.extend_from_slice(bytes);
-}
-
-/// One computer's records (format 2): `[2][count u32]` then per record
-/// `[state (+0x80 when attested)][severity][counter u64][observed_at i64]
-/// [code i64 if failed][update][site][reason if unknown or stale]
-/// [attestation if attested]`, strings as u16 length + UTF-8, sorted by
-/// update.
+/// One computer's records (format 3), each agent report's attestation once:
+/// `[3]`, the sites `[n][site]…`, the reports `[n]` then per report
+/// `[counter u64][observed_at i64][count u32][scheme u16][sig]
+/// [nodes: n, then level u8, position u32, hash 32 each]`, then the records
+/// `[n]` and per record `[state | flags][severity][report no. + place if in
+/// a report][counter u64 if not][observed_at i64 if not the report's]
+/// [code i64 if failed][update][site no.][reason if unknown or stale]
+/// [attestation as in format 2 if its own]`. Counts and numbers are LEB128,
+/// strings a LEB128 length and UTF-8; records sorted by update. A record's
+/// path to its report's root is rebuilt when it is read.
 pub fn encode_doc(records: &[ComplianceRecord]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(8 + records.len() * 48);
-    out.push(RECORD_V2);
-    out.extend_from_slice(&(records.len() as u32).to_be_bytes());
-    for r in records {
-        out.push(state_tag(&r.state) | if r.attestation.is_some() { ATTESTED } else { 0 });
+    let mut out = Vec::with_capacity(16 + records.len() * 24);
+    out.push(RECORD_V3);
+    let mut sites: Vec<&str> = records.iter().map(|r| r.site.as_str()).collect();
+    sites.sort_unstable();
+    sites.dedup();
+    put_varint(&mut out, sites.len() as u64);
+    for site in &sites {
+        put_vstr(&mut out, site);
+    }
+    // Reports: the records of one (counter, signature) share one entry,
+    // with the multiproof their own paths make.
+    let mut reports: Vec<(&ComplianceRecord, Vec<usize>)> = Vec::new();
+    let mut report_of: Vec<Option<usize>> = vec![None; records.len()];
+    for (i, r) in records.iter().enumerate() {
+        let Some(a) = &r.attestation else { continue };
+        let found = reports.iter().position(|(first, _)| {
+            let b = first.attestation.as_ref();
+            first.counter == r.counter
+                && b.is_some_and(|b| b.sig == a.sig && b.scheme == a.scheme && b.count == a.count)
+        });
+        match found {
+            Some(n) => reports[n].1.push(i),
+            None => reports.push((r, vec![i])),
+        }
+    }
+    let mut kept = Vec::with_capacity(reports.len());
+    for (first, members) in reports {
+        let Some(a) = &first.attestation else { continue };
+        let paths: Vec<(u32, &[[u8; 32]])> = members
+            .iter()
+            .filter_map(|&i| records[i].attestation.as_ref().map(|a| (a.index, a.proof.as_slice())))
+            .collect();
+        let mut places: Vec<u32> = paths.iter().map(|(p, _)| *p).collect();
+        places.sort_unstable();
+        places.dedup();
+        // Paths that do not make one tree keep their own attestations.
+        let Some(nodes) = cascade_core::report::multiproof(a.count, &paths).filter(|_| places.len() == paths.len())
+        else {
+            continue;
+        };
+        for &i in &members {
+            report_of[i] = Some(kept.len());
+        }
+        kept.push((first, nodes));
+    }
+    put_varint(&mut out, kept.len() as u64);
+    for (first, nodes) in &kept {
+        let Some(a) = &first.attestation else { continue };
+        out.extend_from_slice(&first.counter.to_be_bytes());
+        out.extend_from_slice(&first.observed_at.to_be_bytes());
+        out.extend_from_slice(&a.count.to_be_bytes());
+        out.extend_from_slice(&a.scheme.to_be_bytes());
+        put_vbytes(&mut out, &a.sig);
+        put_varint(&mut out, nodes.len() as u64);
+        for n in nodes {
+            out.push(n.level);
+            out.extend_from_slice(&n.position.to_be_bytes());
+            out.extend_from_slice(&n.hash);
+        }
+    }
+    put_varint(&mut out, records.len() as u64);
+    for (r, report) in records.iter().zip(&report_of) {
+        let own_time = report.is_some_and(|n| kept[n].0.observed_at != r.observed_at);
+        let flags = match (report, &r.attestation) {
+            (Some(_), _) => IN_REPORT | if own_time { OWN_TIME } else { 0 },
+            (None, Some(_)) => ATTESTED,
+            (None, None) => 0,
+        };
+        out.push(state_tag(&r.state) | flags);
         out.push(severity_tag(r.severity));
-        out.extend_from_slice(&r.counter.to_be_bytes());
-        out.extend_from_slice(&r.observed_at.to_be_bytes());
+        match report {
+            Some(n) => {
+                put_varint(&mut out, *n as u64);
+                put_varint(&mut out, u64::from(r.attestation.as_ref().map_or(0, |a| a.index)));
+                if own_time {
+                    out.extend_from_slice(&r.observed_at.to_be_bytes());
+                }
+            }
+            None => {
+                out.extend_from_slice(&r.counter.to_be_bytes());
+                out.extend_from_slice(&r.observed_at.to_be_bytes());
+            }
+        }
         if let ComplianceState::Failed { code } = r.state {
             out.extend_from_slice(&code.to_be_bytes());
         }
-        put_str(&mut out, r.update.as_str());
-        put_str(&mut out, r.site.as_str());
+        put_vstr(&mut out, r.update.as_str());
+        put_varint(&mut out, sites.binary_search(&r.site.as_str()).unwrap_or(0) as u64);
         if let ComplianceState::Unknown { reason } | ComplianceState::Stale { reason } = &r.state {
-            put_str(&mut out, reason);
+            put_vstr(&mut out, reason);
         }
-        if let Some(a) = &r.attestation {
-            // [index u32][count u32][proof count u8][proof 32 each][scheme u16][sig u16 + bytes]
-            out.extend_from_slice(&a.index.to_be_bytes());
-            out.extend_from_slice(&a.count.to_be_bytes());
-            out.push(a.proof.len().min(255) as u8);
-            for h in a.proof.iter().take(255) {
-                out.extend_from_slice(h);
-            }
-            out.extend_from_slice(&a.scheme.to_be_bytes());
-            let sig = &a.sig[..a.sig.len().min(u16::MAX as usize)];
-            out.extend_from_slice(&(sig.len() as u16).to_be_bytes());
-            out.extend_from_slice(sig);
+        if let (None, Some(a)) = (report, &r.attestation) {
+            put_attestation(&mut out, a);
         }
     }
     out
+}
+
+/// An attestation of its own: `[index u32][count u32][proof count u8]
+/// [proof 32 each][scheme u16][sig u16 + bytes]`.
+fn put_attestation(out: &mut Vec<u8>, a: &cascade_core::seal::Attestation) {
+    out.extend_from_slice(&a.index.to_be_bytes());
+    out.extend_from_slice(&a.count.to_be_bytes());
+    out.push(a.proof.len().min(255) as u8);
+    for h in a.proof.iter().take(255) {
+        out.extend_from_slice(h);
+    }
+    out.extend_from_slice(&a.scheme.to_be_bytes());
+    let sig = &a.sig[..a.sig.len().min(u16::MAX as usize)];
+    out.extend_from_slice(&(sig.len() as u16).to_be_bytes());
+    out.extend_from_slice(sig);
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn put_vbytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    put_varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+fn put_vstr(out: &mut Vec<u8>, s: &str) {
+    put_vbytes(out, s.as_bytes());
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -135,12 +238,194 @@ impl<'a> Reader<'a> {
         let len = u16::from_be_bytes([self.u8()?, self.u8()?]) as usize;
         std::str::from_utf8(self.take(len)?).map_err(|_| "compliance record text is not UTF-8".to_owned())
     }
+    fn varint(&mut self) -> Result<u64, String> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.u8()?;
+            value |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err("a number in a compliance record is too long".to_owned())
+    }
+    /// A count of things that each take at least one byte.
+    fn count(&mut self) -> Result<usize, String> {
+        let n = self.varint()?;
+        if n > self.0.len() as u64 {
+            return Err("truncated compliance record".to_owned());
+        }
+        Ok(n as usize)
+    }
+    fn vbytes(&mut self) -> Result<&'a [u8], String> {
+        let len = self.count()?;
+        self.take(len)
+    }
+    fn vstr(&mut self) -> Result<&'a str, String> {
+        std::str::from_utf8(self.vbytes()?).map_err(|_| "compliance record text is not UTF-8".to_owned())
+    }
+    fn attestation(&mut self) -> Result<cascade_core::seal::Attestation, String> {
+        let index = u32_from(self.take(4)?)?;
+        let count = u32_from(self.take(4)?)?;
+        let n = self.u8()? as usize;
+        let mut proof = Vec::with_capacity(n);
+        for _ in 0..n {
+            let mut h = [0u8; 32];
+            h.copy_from_slice(self.take(32)?);
+            proof.push(h);
+        }
+        let scheme = u16::from_be_bytes([self.u8()?, self.u8()?]);
+        let len = u16::from_be_bytes([self.u8()?, self.u8()?]) as usize;
+        let sig = self.take(len)?.to_vec();
+        Ok(cascade_core::seal::Attestation {
+            index,
+            count,
+            proof,
+            scheme,
+            sig,
+        })
+    }
+}
+
+fn state_from(tag: u8, code: Option<i64>, reason: Option<&str>) -> Result<ComplianceState, String> {
+    let reason = || reason.unwrap_or_default().to_owned();
+    Ok(match tag {
+        0 => ComplianceState::Installed,
+        1 => ComplianceState::Required,
+        2 => ComplianceState::NotApplicable,
+        3 => ComplianceState::Superseded,
+        4 => ComplianceState::Downloaded,
+        5 => ComplianceState::PendingRestart,
+        6 => ComplianceState::Failed {
+            code: code.unwrap_or_default(),
+        },
+        7 => ComplianceState::Unknown { reason: reason() },
+        8 => ComplianceState::Stale { reason: reason() },
+        other => return Err(format!("unknown compliance state {other}")),
+    })
+}
+
+/// Decodes one computer's records of format 3, rebuilding each attested
+/// record's path from its report's entry.
+fn decode_v3(computer: &ComputerId, body: &[u8]) -> Result<Vec<ComplianceRecord>, String> {
+    struct Entry {
+        counter: u64,
+        observed_at: i64,
+        count: u32,
+        scheme: u16,
+        sig: Vec<u8>,
+        nodes: Vec<cascade_core::report::TreeNode>,
+        members: Vec<(usize, u32)>,
+    }
+    let mut r = Reader(body);
+    let n_sites = r.count()?;
+    let mut sites = Vec::with_capacity(n_sites);
+    for _ in 0..n_sites {
+        sites.push(NodeId::new(r.vstr()?).map_err(|e| e.to_string())?);
+    }
+    let n_reports = r.count()?;
+    let mut reports = Vec::with_capacity(n_reports);
+    for _ in 0..n_reports {
+        let counter = r.u64()?;
+        let observed_at = r.u64()? as i64;
+        let count = u32_from(r.take(4)?)?;
+        let scheme = u16::from_be_bytes([r.u8()?, r.u8()?]);
+        let sig = r.vbytes()?.to_vec();
+        let n_nodes = r.count()?;
+        let mut nodes = Vec::with_capacity(n_nodes);
+        for _ in 0..n_nodes {
+            let level = r.u8()?;
+            let position = u32_from(r.take(4)?)?;
+            let mut hash = [0u8; 32];
+            hash.copy_from_slice(r.take(32)?);
+            nodes.push(cascade_core::report::TreeNode { level, position, hash });
+        }
+        reports.push(Entry {
+            counter,
+            observed_at,
+            count,
+            scheme,
+            sig,
+            nodes,
+            members: Vec::new(),
+        });
+    }
+    let n_records = r.count()?;
+    let mut out = Vec::with_capacity(n_records);
+    for i in 0..n_records {
+        let tagged = r.u8()?;
+        let tag = tagged & !(ATTESTED | IN_REPORT | OWN_TIME);
+        let severity = severity_from(r.u8()?).ok_or("unknown severity in compliance record")?;
+        let (counter, observed_at) = if tagged & IN_REPORT != 0 {
+            let n = r.varint()? as usize;
+            let place = u32::try_from(r.varint()?).map_err(|_| "a record's place is out of range".to_owned())?;
+            let entry = reports
+                .get_mut(n)
+                .ok_or("a record names a report its computer does not have")?;
+            entry.members.push((i, place));
+            let time = if tagged & OWN_TIME != 0 {
+                r.u64()? as i64
+            } else {
+                entry.observed_at
+            };
+            (entry.counter, time)
+        } else {
+            (r.u64()?, r.u64()? as i64)
+        };
+        let code = if tag == 6 { Some(r.u64()? as i64) } else { None };
+        let update = UpdateId::new(r.vstr()?);
+        let site = sites
+            .get(r.varint()? as usize)
+            .ok_or("a record names a site its computer does not have")?
+            .clone();
+        let reason = if tag == 7 || tag == 8 { Some(r.vstr()?) } else { None };
+        let state = state_from(tag, code, reason)?;
+        let attestation = if tagged & ATTESTED != 0 && tagged & IN_REPORT == 0 {
+            Some(r.attestation()?)
+        } else {
+            None
+        };
+        out.push(ComplianceRecord {
+            computer: computer.clone(),
+            update,
+            site,
+            state,
+            severity,
+            counter,
+            observed_at,
+            attestation,
+        });
+    }
+    if !r.0.is_empty() {
+        return Err("trailing bytes after the compliance records".to_owned());
+    }
+    for entry in reports {
+        let leaves: Vec<(u32, [u8; 32])> = entry
+            .members
+            .iter()
+            .map(|&(i, place)| (place, cascade_core::seal::record_leaf(&out[i])))
+            .collect();
+        let (_, proofs) = cascade_core::report::rebuild(entry.count, &leaves, &entry.nodes)
+            .ok_or("a report's records and tree nodes do not make one tree")?;
+        for (&(i, place), proof) in entry.members.iter().zip(proofs) {
+            out[i].attestation = Some(cascade_core::seal::Attestation {
+                index: place,
+                count: entry.count,
+                proof,
+                scheme: entry.scheme,
+                sig: entry.sig.clone(),
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// Decodes one computer's records.
 pub fn decode_doc(computer: &ComputerId, bytes: &[u8]) -> Result<Vec<ComplianceRecord>, String> {
-    let Some((&RECORD_V2, body)) = bytes.split_first() else {
-        return Err(format!("unknown compliance encoding {:?}", bytes.first()));
+    let body = match bytes.split_first() {
+        Some((&RECORD_V3, body)) => return decode_v3(computer, body),
+        Some((&RECORD_V2, body)) => body,
+        _ => return Err(format!("unknown compliance encoding {:?}", bytes.first())),
     };
     let mut r = Reader(body);
     let count = u32_from(r.take(4)?)? as usize;
@@ -154,44 +439,10 @@ pub fn decode_doc(computer: &ComputerId, bytes: &[u8]) -> Result<Vec<ComplianceR
         let code = if tag == 6 { Some(r.u64()? as i64) } else { None };
         let update = UpdateId::new(r.string()?);
         let site = NodeId::new(r.string()?).map_err(|e| e.to_string())?;
-        let state = match tag {
-            0 => ComplianceState::Installed,
-            1 => ComplianceState::Required,
-            2 => ComplianceState::NotApplicable,
-            3 => ComplianceState::Superseded,
-            4 => ComplianceState::Downloaded,
-            5 => ComplianceState::PendingRestart,
-            6 => ComplianceState::Failed {
-                code: code.unwrap_or_default(),
-            },
-            7 => ComplianceState::Unknown {
-                reason: r.string()?.to_owned(),
-            },
-            8 => ComplianceState::Stale {
-                reason: r.string()?.to_owned(),
-            },
-            other => return Err(format!("unknown compliance state {other}")),
-        };
+        let reason = if tag == 7 || tag == 8 { Some(r.string()?) } else { None };
+        let state = state_from(tag, code, reason)?;
         let attestation = if tagged & ATTESTED != 0 {
-            let index = u32_from(r.take(4)?)?;
-            let count = u32_from(r.take(4)?)?;
-            let n = r.u8()? as usize;
-            let mut proof = Vec::with_capacity(n);
-            for _ in 0..n {
-                let mut h = [0u8; 32];
-                h.copy_from_slice(r.take(32)?);
-                proof.push(h);
-            }
-            let scheme = u16::from_be_bytes([r.u8()?, r.u8()?]);
-            let len = u16::from_be_bytes([r.u8()?, r.u8()?]) as usize;
-            let sig = r.take(len)?.to_vec();
-            Some(cascade_core::seal::Attestation {
-                index,
-                count,
-                proof,
-                scheme,
-                sig,
-            })
+            Some(r.attestation()?)
         } else {
             None
         };
@@ -221,10 +472,8 @@ pub fn decode_v1_record(bytes: &[u8]) -> Result<ComplianceRecord, String> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn doc_round_trip() {
-        let computer = ComputerId::new("ws-1").unwrap();
-        let records: Vec<ComplianceRecord> = [
+    fn records(computer: &ComputerId, counter: u64) -> Vec<ComplianceRecord> {
+        [
             ComplianceState::Installed,
             ComplianceState::Failed { code: -2147024784 },
             ComplianceState::Unknown {
@@ -233,33 +482,109 @@ mod tests {
             ComplianceState::Stale {
                 reason: "freeze: old".into(),
             },
+            ComplianceState::Required,
         ]
         .into_iter()
         .enumerate()
         .map(|(n, state)| ComplianceRecord {
             computer: computer.clone(),
             update: UpdateId::kb(5021233 + n as u64),
-            site: NodeId::new("site-a").unwrap(),
+            site: NodeId::new(if n == 4 { "site-b" } else { "site-a" }).unwrap(),
             state,
             severity: Severity::Critical,
-            counter: 42,
-            observed_at: 1_700_000_000,
-            attestation: (n % 2 == 0).then(|| cascade_core::seal::Attestation {
-                index: n as u32,
-                count: 4,
-                proof: vec![[n as u8; 32], [7; 32]],
-                scheme: 0x0403,
-                sig: vec![1, 2, 3, n as u8],
-            }),
+            counter,
+            observed_at: 1_700_000_000 + (n == 3) as i64,
+            attestation: None,
         })
-        .collect();
-        let bytes = encode_doc(&records);
-        assert_eq!(decode_doc(&computer, &bytes).unwrap(), records);
+        .collect()
+    }
+
+    /// Format 2 as it was written, to check that it is still read.
+    fn encode_v2(records: &[ComplianceRecord]) -> Vec<u8> {
+        let mut out = vec![RECORD_V2];
+        out.extend_from_slice(&(records.len() as u32).to_be_bytes());
+        for r in records {
+            out.push(state_tag(&r.state) | if r.attestation.is_some() { ATTESTED } else { 0 });
+            out.push(severity_tag(r.severity));
+            out.extend_from_slice(&r.counter.to_be_bytes());
+            out.extend_from_slice(&r.observed_at.to_be_bytes());
+            if let ComplianceState::Failed { code } = r.state {
+                out.extend_from_slice(&code.to_be_bytes());
+            }
+            let put = |out: &mut Vec<u8>, s: &str| {
+                out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+                out.extend_from_slice(s.as_bytes());
+            };
+            put(&mut out, r.update.as_str());
+            put(&mut out, r.site.as_str());
+            if let ComplianceState::Unknown { reason } | ComplianceState::Stale { reason } = &r.state {
+                put(&mut out, reason);
+            }
+            if let Some(a) = &r.attestation {
+                put_attestation(&mut out, a);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn doc_round_trip() {
+        let computer = ComputerId::new("ws-1").unwrap();
+        // Unsigned records.
+        let plain = records(&computer, 42);
+        let bytes = encode_doc(&plain);
+        assert_eq!(decode_doc(&computer, &bytes).unwrap(), plain);
         assert!(decode_doc(&computer, &bytes[..bytes.len() - 1]).is_err());
+        // One whole report, then two records of it replaced by a newer
+        // report (the older one keeps the nodes that stand for them).
+        let mut signed = records(&computer, 42);
+        cascade_core::seal::attest(&mut signed, 0x0403, &[7; 70]);
+        let bytes = encode_doc(&signed);
+        assert_eq!(decode_doc(&computer, &bytes).unwrap(), signed);
+        let mut newer = records(&computer, 43)[1..3].to_vec();
+        newer[0].state = ComplianceState::Installed;
+        cascade_core::seal::attest(&mut newer, 0x0403, &[8; 70]);
+        let mut mixed = signed.clone();
+        mixed[1] = newer[0].clone();
+        mixed[2] = newer[1].clone();
+        let bytes = encode_doc(&mixed);
+        assert_eq!(decode_doc(&computer, &bytes).unwrap(), mixed);
+        // Each report's signature is there once, not once a record.
+        let v2 = encode_v2(&mixed);
+        assert!(
+            bytes.len() * 2 < v2.len(),
+            "{} bytes against {} in format 2",
+            bytes.len(),
+            v2.len()
+        );
+        // Formats 2 and 1 are still read.
+        assert_eq!(decode_doc(&computer, &v2).unwrap(), mixed);
         assert_eq!(
-            decode_v1_record(&json(&records[1])).unwrap(),
-            records[1],
+            decode_v1_record(&json(&plain[1])).unwrap(),
+            plain[1],
             "format 1 records still read"
         );
+        // A record whose path does not fit its report keeps its own.
+        let mut odd = signed.clone();
+        if let Some(a) = odd[0].attestation.as_mut() {
+            a.proof.pop();
+        }
+        assert_eq!(decode_doc(&computer, &encode_doc(&odd)).unwrap(), odd);
+    }
+
+    #[test]
+    fn damaged_format_3_is_an_error_not_a_panic() {
+        let computer = ComputerId::new("ws-1").unwrap();
+        let mut signed = records(&computer, 42);
+        cascade_core::seal::attest(&mut signed, 0x0403, &[7; 70]);
+        let bytes = encode_doc(&signed[..3]);
+        for cut in 0..bytes.len() {
+            assert!(decode_doc(&computer, &bytes[..cut]).is_err());
+        }
+        for i in 1..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0xff;
+            let _ = decode_doc(&computer, &b);
+        }
     }
 }

@@ -255,7 +255,7 @@ impl Store {
     /// A computer's records, by update.
     /// How many computers this store has compliance of.
     pub fn computer_count(&self) -> usize {
-        self.tree.scan_prefix(keys::COMPLIANCE).count()
+        self.tree().scan_prefix(keys::COMPLIANCE).count()
     }
 
     pub fn computer_records(&self, computer: &ComputerId) -> Result<Vec<ComplianceRecord>> {
@@ -291,7 +291,7 @@ impl Store {
             None => prefix.to_vec(),
         };
         let mut items = Vec::new();
-        for item in self.tree.range(start..) {
+        for item in self.tree().range(start..) {
             let (key, _) = item.map_err(|e| self.io_error(e))?;
             if !key.starts_with(prefix) {
                 break;
@@ -415,6 +415,37 @@ impl Store {
             let computer = self.computer_in(&key[keys::COMPLIANCE.len()..])?;
             codec::decode_doc(&computer, &value).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key))))
         })
+    }
+
+    /// The records of up to `limit` computers after `after` (in key order),
+    /// and the last computer read: a whole store read in bounded pages.
+    pub fn records_after(
+        &self,
+        after: Option<&ComputerId>,
+        limit: usize,
+    ) -> Result<(Vec<ComplianceRecord>, Option<ComputerId>)> {
+        let start = match after {
+            Some(c) => {
+                let mut key = keys::compliance(c);
+                key.push(0);
+                key
+            }
+            None => keys::COMPLIANCE.to_vec(),
+        };
+        let mut records = Vec::new();
+        let mut last = None;
+        for item in self.tree().range(start..).take(limit) {
+            let (key, value) = item.map_err(|e| self.io_error(e))?;
+            if !key.starts_with(keys::COMPLIANCE) {
+                break;
+            }
+            let computer = self.computer_in(&key[keys::COMPLIANCE.len()..])?;
+            records.extend(
+                codec::decode_doc(&computer, &value).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key))))?,
+            );
+            last = Some(computer);
+        }
+        Ok((records, last))
     }
 
     /// The aggregates recounted from the raw records, to check the

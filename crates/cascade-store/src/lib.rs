@@ -72,8 +72,9 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// The node's store.
 #[derive(Debug)]
 pub struct Store {
-    db: sled::Db,
-    tree: sled::Tree,
+    /// The database and its tree; taken only in `Drop`, in the commits'
+    /// turn (dropping a sled database flushes it).
+    sled: Option<(sled::Db, sled::Tree)>,
     path: PathBuf,
     node: NodeId,
     /// Serialises writers (and backups against writers).
@@ -148,6 +149,17 @@ fn open_error(path: &Path, detail: String) -> StoreError {
 
 /// The sentinel file's name inside the store directory.
 pub const SENTINEL: &str = "cascade-commits";
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // Dropping the last handle of a sled database flushes it; two such
+        // flushes of different databases at once (nodes of one process
+        // stopping together) were seen to wait on each other for ever. They
+        // take the commits' turn like every other flush.
+        let _turn = COMMIT_TURN.lock().unwrap_or_else(|e| e.into_inner());
+        drop(self.sled.take());
+    }
+}
 
 impl Store {
     /// Opens (or creates) the store of node `node` at `path`.
@@ -290,8 +302,7 @@ impl Store {
             },
         };
         let store = Store {
-            db,
-            tree,
+            sled: Some((db, tree)),
             path: path_buf,
             node,
             writer: Mutex::new(()),
@@ -310,6 +321,20 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    fn db(&self) -> &sled::Db {
+        match &self.sled {
+            Some((db, _)) => db,
+            None => unreachable!("the database is taken only when the store is dropped"),
+        }
+    }
+
+    fn tree(&self) -> &sled::Tree {
+        match &self.sled {
+            Some((_, tree)) => tree,
+            None => unreachable!("the database is taken only when the store is dropped"),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, ()> {
@@ -342,7 +367,7 @@ impl Store {
             .transpose()
             .map_err(|d| self.corrupt(d))?;
         match stored {
-            None if self.tree.is_empty() => {
+            None if self.tree().is_empty() => {
                 let mut batch = sled::Batch::default();
                 batch.insert(keys::FORMAT, &FORMAT_VERSION.to_be_bytes());
                 self.commit(batch)
@@ -388,7 +413,7 @@ impl Store {
                 cascade_core::model::ComputerId,
                 Vec<cascade_core::model::ComplianceRecord>,
             > = Default::default();
-            for item in self.tree.scan_prefix(keys::COMPLIANCE) {
+            for item in self.tree().scan_prefix(keys::COMPLIANCE) {
                 let (key, value) = item.map_err(|e| self.corrupt(e.to_string()))?;
                 let record =
                     codec::decode_v1_record(&value).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key))))?;
@@ -414,7 +439,7 @@ impl Store {
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>> {
-        self.tree.get(key).map_err(|e| self.io_error(e))
+        self.tree().get(key).map_err(|e| self.io_error(e))
     }
 
     fn io_error(&self, e: sled::Error) -> StoreError {
@@ -457,8 +482,8 @@ impl Store {
             // another's flush could stop both. Commits of all stores in a
             // process take turns here; a node process has one store anyway.
             let _turn = COMMIT_TURN.lock().unwrap_or_else(|e| e.into_inner());
-            self.tree.apply_batch(batch).map_err(|e| self.io_error(e))?;
-            self.db.flush().map_err(|e| self.io_error(e))?;
+            self.tree().apply_batch(batch).map_err(|e| self.io_error(e))?;
+            self.db().flush().map_err(|e| self.io_error(e))?;
         }
         self.commits.store(next, Ordering::Release);
         if let Some(sentinel) = &self.sentinel {
@@ -475,7 +500,7 @@ impl Store {
     }
 
     fn scan(&self, prefix: &[u8]) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec)>> + '_ {
-        self.tree
+        self.tree()
             .scan_prefix(prefix)
             .map(move |r| r.map_err(|e| self.io_error(e)))
     }
@@ -498,7 +523,7 @@ impl Store {
         let mut start = prefix.to_vec();
         start.extend_from_slice(&after.saturating_add(1).to_be_bytes());
         let mut out = Vec::new();
-        for item in self.tree.range(start..).take(limit) {
+        for item in self.tree().range(start..).take(limit) {
             let (key, value) = item.map_err(|e| self.io_error(e))?;
             if !key.starts_with(prefix) {
                 break;
@@ -515,7 +540,7 @@ impl Store {
 
     /// Bytes on disk.
     pub fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
+        self.db().size_on_disk().unwrap_or(0)
     }
 }
 

@@ -270,7 +270,7 @@ impl Store {
     }
 
     pub fn inventory_count(&self) -> usize {
-        self.tree.scan_prefix(keys::INVENTORY).count()
+        self.tree().scan_prefix(keys::INVENTORY).count()
     }
 
     /// Appends to the audit log; with `forward`, also queues it for the

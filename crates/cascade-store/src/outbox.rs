@@ -108,7 +108,7 @@ impl Store {
             )));
         }
         let mut batch = sled::Batch::default();
-        for item in self.tree.range(keys::outbox(0)..=keys::outbox(seq)) {
+        for item in self.tree().range(keys::outbox(0)..=keys::outbox(seq)) {
             batch.remove(item.map_err(|e| self.io_error(e))?.0);
         }
         batch.insert(keys::OUTBOX_ACKED, &seq.to_be_bytes());
@@ -155,7 +155,7 @@ impl Store {
         Ok(OutboxState {
             last: self.get_u64(keys::OUTBOX_NEXT)?,
             acked: self.get_u64(keys::OUTBOX_ACKED)?,
-            pending: self.tree.scan_prefix(keys::OUTBOX).count() as u64,
+            pending: self.tree().scan_prefix(keys::OUTBOX).count() as u64,
             snapshot_required: self.get(keys::OUTBOX_SNAPSHOT)?.is_some(),
         })
     }

@@ -499,7 +499,7 @@ impl Store {
         let start = keys::log(origin, after + 1);
         let end = keys::log(origin, u64::MAX);
         let mut out = Vec::new();
-        for item in self.tree.range(start..=end).take(limit) {
+        for item in self.tree().range(start..=end).take(limit) {
             let (key, value) = item.map_err(|e| self.io_error(e))?;
             out.push(codec::from_json(&value).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key))))?);
         }
@@ -511,6 +511,17 @@ impl Store {
         let _guard = self.lock();
         let mut batch = sled::Batch::default();
         batch.insert(keys::subscriber(subscriber, origin), &seq.to_be_bytes());
+        self.commit(batch)
+    }
+
+    /// Records how far `subscriber` has applied each origin's log, in one
+    /// batch; origins not named keep what was recorded.
+    pub fn set_subscriber_cursors(&self, subscriber: &NodeId, cursor: &BTreeMap<NodeId, u64>) -> Result<()> {
+        let _guard = self.lock();
+        let mut batch = sled::Batch::default();
+        for (origin, seq) in cursor {
+            batch.insert(keys::subscriber(subscriber, origin), &seq.to_be_bytes());
+        }
         self.commit(batch)
     }
 
@@ -560,7 +571,7 @@ impl Store {
                 continue;
             }
             for item in self
-                .tree
+                .tree()
                 .range(keys::log(&origin, floor + 1)..=keys::log(&origin, new_floor))
             {
                 batch.remove(item.map_err(|e| self.io_error(e))?.0);

@@ -3,7 +3,7 @@
 //! object with the figures and the goals next to them.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -85,7 +85,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
     Ok(std::process::ExitCode::SUCCESS)
 }
 
-use crate::inprocess::{Harness, add_child};
+use cascade::inprocess::{Harness, add_child};
 
 /// Waits until `node` has applied `seq` of `origin`.
 async fn applied(node: &Arc<Node>, origin: &NodeId, seq: u64, limit: Duration) -> anyhow::Result<()> {
@@ -99,38 +99,6 @@ async fn applied(node: &Arc<Node>, origin: &NodeId, seq: u64, limit: Duration) -
         anyhow::ensure!(!left.is_zero(), "{} did not reach {origin}/{seq} in {limit:?}", node.id);
         let _ = tokio::time::timeout(left.min(Duration::from_millis(200)), changes.changed()).await;
     }
-}
-
-/// A TCP relay that counts the bytes a parent sends its child.
-async fn counting_relay(upstream: String) -> anyhow::Result<(String, Arc<AtomicU64>)> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?.to_string();
-    let down = Arc::new(AtomicU64::new(0));
-    let counter = down.clone();
-    tokio::spawn(async move {
-        while let Ok((inbound, _)) = listener.accept().await {
-            let Ok(outbound) = tokio::net::TcpStream::connect(&upstream).await else {
-                continue;
-            };
-            let (mut ri, mut wi) = inbound.into_split();
-            let (mut ro, mut wo) = outbound.into_split();
-            tokio::spawn(async move {
-                let _ = tokio::io::copy(&mut ri, &mut wo).await;
-            });
-            let counter = counter.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 64 * 1024];
-                use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                while let Ok(n) = ro.read(&mut buf).await {
-                    if n == 0 || wi.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                    counter.fetch_add(n as u64, Ordering::Relaxed);
-                }
-            });
-        }
-    });
-    Ok((addr, down))
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -227,9 +195,10 @@ async fn replication(updates: u64, samples: usize, records: u64) -> anyhow::Resu
     }
     add_child(&root, "fresh").await?;
     let target = root.store.applied_seq(&root_id)?;
-    let (relay, bytes) = counting_relay(root_addr.clone()).await?;
+    let relay = cascade::relay::start(root_addr.clone(), None).await?;
+    let bytes = relay.down_bytes.clone();
     let started = Instant::now();
-    let (fresh, _) = h.node("fresh", Some((root_id.clone(), relay))).await?;
+    let (fresh, _) = h.node("fresh", Some((root_id.clone(), relay.addr.clone()))).await?;
     applied(&fresh, &root_id, target, Duration::from_secs(600)).await?;
     let sync_seconds = started.elapsed().as_secs_f64();
     let sync_bytes = bytes.load(Ordering::Relaxed);

@@ -17,7 +17,7 @@ use cascade_core::update::Severity;
 use cascade_node::Node;
 use cascade_trust::Ca;
 
-use crate::inprocess::{Harness, add_child, serve_api};
+use cascade::inprocess::{Harness, add_child, serve_api};
 
 /// The real sample catalog: December 2022's MSRC security update document.
 const CVRF: &[u8] = include_bytes!("../../../tests/fixtures/cvrf/cvrfDocument-2022-Dec.trimmed.xml");

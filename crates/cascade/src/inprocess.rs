@@ -12,17 +12,36 @@ pub struct Harness {
     pub ca: Ca,
 }
 
+impl std::fmt::Debug for Harness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Harness")
+            .field("dir", &self.dir.path())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Harness {
     /// A node serving gRPC on 127.0.0.1 (port picked by the system), with
-    /// its parent link when it has a parent.
+    /// its parent link when it has a parent; it runs as long as the process.
     /// `parent`: the parent's id and address.
     pub async fn node(&self, id: &str, parent: Option<(NodeId, String)>) -> anyhow::Result<(Arc<Node>, String)> {
+        Ok(self.start(id, parent, |_| {}).await?.detach())
+    }
+
+    /// [`Self::node`] with its configuration adjusted by `adjust`, stopped
+    /// when the returned handle is dropped.
+    pub async fn start(
+        &self,
+        id: &str,
+        parent: Option<(NodeId, String)>,
+        adjust: impl FnOnce(&mut Checked),
+    ) -> anyhow::Result<Running> {
         let node_id = NodeId::new(id).map_err(|e| anyhow::anyhow!("{e}"))?;
         let issued = self
             .ca
             .issue(&Identity::Node(node_id.clone()), &[], cascade_node::now(), 1)?;
         let data = self.dir.path().join(id);
-        let config = Checked::local(
+        let mut config = Checked::local(
             node_id.clone(),
             data.clone(),
             parent.clone(),
@@ -30,18 +49,51 @@ impl Harness {
             issued.cert_pem,
             issued.key_pem,
         )?;
+        adjust(&mut config);
         let store = Arc::new(Store::open(&data.join("store"), node_id)?);
         let (listener, addr) = cascade_node::bind(&config).await?;
         let node = Node::new(config, store);
-        tokio::spawn(cascade_node::serve(node.clone(), listener, std::future::pending()));
+        let mut tasks =
+            vec![tokio::spawn(cascade_node::serve(node.clone(), listener, std::future::pending())).abort_handle()];
         if parent.is_some() {
-            tokio::spawn(cascade_node::link::run(node.clone()));
+            tasks.push(tokio::spawn(cascade_node::link::run(node.clone())).abort_handle());
         }
-        tokio::spawn(cascade_node::maintenance(
-            node.clone(),
-            std::time::Duration::from_secs(60),
-        ));
-        Ok((node, addr.to_string()))
+        tasks.push(
+            tokio::spawn(cascade_node::maintenance(
+                node.clone(),
+                std::time::Duration::from_secs(60),
+            ))
+            .abort_handle(),
+        );
+        Ok(Running {
+            node,
+            addr: addr.to_string(),
+            tasks,
+        })
+    }
+}
+
+/// A node started by [`Harness::start`]; dropping it stops the node's tasks.
+#[derive(Debug)]
+pub struct Running {
+    pub node: Arc<Node>,
+    pub addr: String,
+    tasks: Vec<tokio::task::AbortHandle>,
+}
+
+impl Running {
+    /// Leaves the node running for the rest of the process.
+    pub fn detach(mut self) -> (Arc<Node>, String) {
+        self.tasks.clear();
+        (self.node.clone(), std::mem::take(&mut self.addr))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 

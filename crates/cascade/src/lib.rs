@@ -2,3 +2,5 @@
 //! command line, and that tests drive directly.
 
 pub mod control;
+pub mod inprocess;
+pub mod relay;

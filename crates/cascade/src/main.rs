@@ -11,7 +11,6 @@ mod cabinet;
 mod ctl;
 mod demo;
 mod evaluate;
-mod inprocess;
 mod node;
 mod pki;
 
