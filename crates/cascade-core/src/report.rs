@@ -74,6 +74,54 @@ pub fn multiproof(count: u32, present: &[(u32, &[[u8; 32]])]) -> Option<Vec<Tree
     )
 }
 
+/// The same nodes with every pair of siblings replaced by their parent, up
+/// to the fewest that stand for the same leaves.
+pub fn minimize(count: u32, nodes: Vec<TreeNode>) -> Vec<TreeNode> {
+    let widths = widths(count);
+    let mut levels: Vec<BTreeMap<u32, [u8; 32]>> = vec![BTreeMap::new(); widths.len()];
+    for n in &nodes {
+        match levels.get_mut(n.level as usize) {
+            Some(level) => {
+                level.insert(n.position, n.hash);
+            }
+            // Out of any tree of this size: left for `rebuild` to refuse.
+            None => return nodes,
+        }
+    }
+    for level in 0..widths.len() - 1 {
+        let width = widths[level];
+        let parents: BTreeSet<u32> = levels[level].keys().map(|p| p / 2).collect();
+        for parent in parents {
+            let left = parent * 2;
+            let hash = if left + 1 < width {
+                match (levels[level].get(&left), levels[level].get(&(left + 1))) {
+                    (Some(l), Some(r)) => node_hash(l, r),
+                    _ => continue,
+                }
+            } else {
+                match levels[level].get(&left) {
+                    Some(h) => *h,
+                    None => continue,
+                }
+            };
+            levels[level].remove(&left);
+            levels[level].remove(&(left + 1));
+            levels[level + 1].insert(parent, hash);
+        }
+    }
+    levels
+        .into_iter()
+        .enumerate()
+        .flat_map(|(level, nodes)| {
+            nodes.into_iter().map(move |(position, hash)| TreeNode {
+                level: level as u8,
+                position,
+                hash,
+            })
+        })
+        .collect()
+}
+
 /// A Merkle path: sibling hashes from the leaf up.
 pub type Path = Vec<[u8; 32]>;
 
@@ -265,6 +313,25 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn leaves_not_sent_fold_into_the_fewest_nodes() {
+        let all = leaves(11);
+        let (root, _) = merkle(&all);
+        // Leaf 6 sent; every other leaf given as a node.
+        let nodes: Vec<TreeNode> = (0..11u32)
+            .filter(|&i| i != 6)
+            .map(|i| TreeNode {
+                level: 0,
+                position: i,
+                hash: all[i as usize],
+            })
+            .collect();
+        let folded = minimize(11, nodes.clone());
+        assert!(folded.len() <= 4, "{folded:?}");
+        assert_eq!(rebuild(11, &[(6, all[6])], &folded).unwrap().0, root);
+        assert_eq!(rebuild(11, &[(6, all[6])], &nodes).unwrap().0, root);
     }
 
     #[test]

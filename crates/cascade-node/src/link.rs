@@ -384,12 +384,17 @@ fn declaration(node: &Node, subtree: &std::collections::BTreeSet<NodeId>) -> Res
         agents: 0,
         detail: std::collections::BTreeMap::from([("subtree".to_owned(), list.join(","))]),
     };
-    up_batch(0, &[Upward::Health(health)], false)
+    up_batch(0, &[Upward::Health(health)], Vec::new(), false)
 }
 
 /// One batch for the parent: compliance by agent report (each report's
 /// signature once), anything else as JSON items.
-fn up_batch(seq: u64, items: &[Upward], snapshot: bool) -> Result<UpBatch, String> {
+fn up_batch(
+    seq: u64,
+    items: &[Upward],
+    mut reports: Vec<cascade_core::report::Report>,
+    snapshot: bool,
+) -> Result<UpBatch, String> {
     let mut compliance = Vec::new();
     let mut other = Vec::new();
     for item in items {
@@ -398,7 +403,8 @@ fn up_batch(seq: u64, items: &[Upward], snapshot: bool) -> Result<UpBatch, Strin
             other_item => other.push(other_item),
         }
     }
-    let (reports, loose) = cascade_core::report::group(compliance);
+    let (grouped, loose) = cascade_core::report::group(compliance);
+    reports.extend(grouped);
     let items = if other.is_empty() {
         Vec::new()
     } else {
@@ -492,24 +498,29 @@ async fn up(node: &Arc<Node>, parent: &str, progress: &Progress) -> Result<(), S
         if in_flight < 8 {
             let store = node.store.clone();
             let after = sent;
-            let entries = blocking(move || store.outbox(after, 64))
+            let limit = node.config.report_batch.max(1);
+            let entries = blocking(move || store.outbox_items(after, 64, limit))
                 .await
                 .map_err(|e| e.to_string())?;
             // Consecutive outbox entries go as one batch (up to the batch
             // size) under the sequence of the last: the parent stores the
             // batch at once and deduplicates by that sequence.
-            let limit = node.config.report_batch.max(1);
             let mut items = Vec::new();
+            let mut reports = Vec::new();
+            let mut size = 0;
             let mut last = None;
             for entry in entries {
-                if last.is_some() && items.len() + entry.items.len() > limit {
+                let more = entry.items.len() + entry.reports.iter().map(|r| r.records.len()).sum::<usize>();
+                if last.is_some() && size + more > limit {
                     break;
                 }
+                size += more;
                 items.extend(entry.items);
+                reports.extend(entry.reports);
                 last = Some(entry.seq);
             }
             if let Some(seq) = last {
-                tx.send(up_batch(seq, &items, false)?)
+                tx.send(up_batch(seq, &items, reports, false)?)
                     .await
                     .map_err(|_| "the report stream closed".to_owned())?;
                 sent = seq;
@@ -567,7 +578,7 @@ async fn send_snapshot(
                 *waiting -= 1;
                 progress.mark(node, parent, "up");
             }
-            tx.send(up_batch(upto, chunk, true)?)
+            tx.send(up_batch(upto, chunk, Vec::new(), true)?)
                 .await
                 .map_err(|_| "the report stream closed".to_owned())?;
             *waiting += 1;

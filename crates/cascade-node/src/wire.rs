@@ -234,7 +234,8 @@ impl TryFrom<v1::Report> for crate::wire::WireReport {
         if w.count == 0 || w.count > cascade_core::report::MAX_RECORDS {
             return Err(bad(&format!("{} records", w.count)));
         }
-        if w.records.len() != w.places.len() || w.records.len() > w.count as usize || w.nodes.len() > 64 * 40 {
+        // No tree needs more nodes than it has leaves.
+        if w.records.len() != w.places.len() || w.records.len() > w.count as usize || w.nodes.len() > w.count as usize {
             return Err(bad("its records, places and nodes do not fit its count"));
         }
         let nodes = w

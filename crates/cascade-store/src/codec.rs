@@ -305,18 +305,21 @@ fn state_from(tag: u8, code: Option<i64>, reason: Option<&str>) -> Result<Compli
     })
 }
 
-/// Decodes one computer's records of format 3, rebuilding each attested
-/// record's path from its report's entry.
-fn decode_v3(computer: &ComputerId, body: &[u8]) -> Result<Vec<ComplianceRecord>, String> {
-    struct Entry {
-        counter: u64,
-        observed_at: i64,
-        count: u32,
-        scheme: u16,
-        sig: Vec<u8>,
-        nodes: Vec<cascade_core::report::TreeNode>,
-        members: Vec<(usize, u32)>,
-    }
+/// A report's entry in a computer's format 3 value.
+struct Entry {
+    counter: u64,
+    observed_at: i64,
+    count: u32,
+    scheme: u16,
+    sig: Vec<u8>,
+    nodes: Vec<cascade_core::report::TreeNode>,
+    /// The records of it: their number in the value and place in the report.
+    members: Vec<(usize, u32)>,
+}
+
+/// Reads a format 3 value: the records (those of a report without their
+/// attestation yet) and the reports' entries.
+fn parse_v3(computer: &ComputerId, body: &[u8]) -> Result<(Vec<ComplianceRecord>, Vec<Entry>), String> {
     let mut r = Reader(body);
     let n_sites = r.count()?;
     let mut sites = Vec::with_capacity(n_sites);
@@ -399,6 +402,13 @@ fn decode_v3(computer: &ComputerId, body: &[u8]) -> Result<Vec<ComplianceRecord>
     if !r.0.is_empty() {
         return Err("trailing bytes after the compliance records".to_owned());
     }
+    Ok((out, reports))
+}
+
+/// Decodes one computer's records of format 3, rebuilding each attested
+/// record's path from its report's entry.
+fn decode_v3(computer: &ComputerId, body: &[u8]) -> Result<Vec<ComplianceRecord>, String> {
+    let (mut out, reports) = parse_v3(computer, body)?;
     for entry in reports {
         let leaves: Vec<(u32, [u8; 32])> = entry
             .members
@@ -418,6 +428,66 @@ fn decode_v3(computer: &ComputerId, body: &[u8]) -> Result<Vec<ComplianceRecord>
         }
     }
     Ok(out)
+}
+
+/// Some of a computer's records as the agent reports they came in, to send
+/// on: for each report with a wanted record, those records, with the
+/// report's nodes and the leaves of its records not sent standing for the
+/// rest (nothing is rebuilt); wanted records of no report apart.
+pub fn decode_reports(
+    computer: &ComputerId,
+    bytes: &[u8],
+    wanted: &dyn Fn(&UpdateId) -> bool,
+) -> Result<(Vec<cascade_core::report::Report>, Vec<ComplianceRecord>), String> {
+    let Some((&RECORD_V3, body)) = bytes.split_first() else {
+        let records: Vec<ComplianceRecord> = decode_doc(computer, bytes)?
+            .into_iter()
+            .filter(|r| wanted(&r.update))
+            .collect();
+        return Ok(cascade_core::report::group(records));
+    };
+    let (records, entries) = parse_v3(computer, body)?;
+    let mut in_report = vec![false; records.len()];
+    let mut reports = Vec::new();
+    for entry in entries {
+        let mut nodes = entry.nodes;
+        let mut members = Vec::new();
+        for &(i, place) in &entry.members {
+            in_report[i] = true;
+            if wanted(&records[i].update) {
+                members.push((place, i));
+            } else {
+                nodes.push(cascade_core::report::TreeNode {
+                    level: 0,
+                    position: place,
+                    hash: cascade_core::seal::record_leaf(&records[i]),
+                });
+            }
+        }
+        if members.is_empty() {
+            continue;
+        }
+        let nodes = cascade_core::report::minimize(entry.count, nodes);
+        reports.push(cascade_core::report::Report {
+            computer: computer.clone(),
+            counter: entry.counter,
+            count: entry.count,
+            scheme: entry.scheme,
+            sig: entry.sig,
+            nodes,
+            records: members
+                .into_iter()
+                .map(|(place, i)| (place, records[i].clone()))
+                .collect(),
+        });
+    }
+    let loose = records
+        .into_iter()
+        .zip(in_report)
+        .filter(|(r, in_report)| !in_report && wanted(&r.update))
+        .map(|(r, _)| r)
+        .collect();
+    Ok((reports, loose))
 }
 
 /// Decodes one computer's records.
@@ -564,6 +634,17 @@ mod tests {
             plain[1],
             "format 1 records still read"
         );
+        // Some records read as the reports they came in: each report's
+        // records and nodes rebuild exactly what was stored.
+        for wanted in [vec![0usize], vec![1], vec![0, 2, 4], vec![0, 1, 2, 3, 4]] {
+            let updates: Vec<UpdateId> = wanted.iter().map(|&i| mixed[i].update.clone()).collect();
+            let (reports, loose) = decode_reports(&computer, &bytes, &|u| updates.contains(u)).unwrap();
+            assert!(loose.is_empty());
+            let mut got: Vec<ComplianceRecord> = reports.into_iter().flat_map(|r| r.attested().unwrap().1).collect();
+            got.sort_by(|a, b| a.update.cmp(&b.update));
+            let expected: Vec<ComplianceRecord> = wanted.iter().map(|&i| mixed[i].clone()).collect();
+            assert_eq!(got, expected, "{wanted:?}");
+        }
         // A record whose path does not fit its report keeps its own.
         let mut odd = signed.clone();
         if let Some(a) = odd[0].attestation.as_mut() {

@@ -26,6 +26,8 @@ pub(crate) enum Queued {
 pub struct OutboxEntry {
     pub seq: u64,
     pub items: Vec<Upward>,
+    /// Compliance, by the agent reports it came in.
+    pub reports: Vec<cascade_core::report::Report>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -68,28 +70,53 @@ impl Store {
     /// Entries after `after`, oldest first, with compliance records in their
     /// current state.
     pub fn outbox(&self, after: u64, limit: usize) -> Result<Vec<OutboxEntry>> {
+        self.outbox_items(after, limit, usize::MAX)
+    }
+
+    /// [`Self::outbox`], stopping after the entry that brings the items to
+    /// `items` (at least one entry): what one batch to the parent takes,
+    /// without reading what the next will.
+    pub fn outbox_items(&self, after: u64, limit: usize, items: usize) -> Result<Vec<OutboxEntry>> {
         let mut out = Vec::new();
-        for (seq, queued) in self.queued(after, limit)? {
-            let items = match queued {
-                Queued::Items(items) => items,
+        let mut taken = 0usize;
+        for item in self.tree().range(keys::outbox(after.saturating_add(1))..).take(limit) {
+            if taken >= items {
+                break;
+            }
+            let (key, value) = item.map_err(|e| self.io_error(e))?;
+            if !key.starts_with(keys::OUTBOX) {
+                break;
+            }
+            let seq = keys::seq_of(&key[keys::OUTBOX.len()..])
+                .ok_or_else(|| self.corrupt(format!("bad key {}", keys::show(&key))))?;
+            let queued: Queued =
+                codec::from_json(&value).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key))))?;
+            let (items, reports) = match queued {
+                Queued::Items(items) => (items, Vec::new()),
                 Queued::Compliance(keys) => {
-                    // Each computer's records are read once for the entry.
-                    let mut docs: std::collections::HashMap<ComputerId, Vec<cascade_core::model::ComplianceRecord>> =
-                        std::collections::HashMap::new();
-                    let mut items = Vec::with_capacity(keys.len());
+                    // Each computer's records are read once for the entry,
+                    // as the reports they came in.
+                    let mut wanted: std::collections::BTreeMap<ComputerId, HashSet<UpdateId>> =
+                        std::collections::BTreeMap::new();
                     for (computer, update) in keys {
-                        if !docs.contains_key(&computer) {
-                            let records = self.computer_records(&computer)?;
-                            docs.insert(computer.clone(), records);
-                        }
-                        if let Some(record) = docs[&computer].iter().find(|r| r.update == update) {
-                            items.push(Upward::Compliance(record.clone()));
-                        }
+                        wanted.entry(computer).or_default().insert(update);
                     }
-                    items
+                    let mut items = Vec::new();
+                    let mut reports = Vec::new();
+                    for (computer, updates) in wanted {
+                        let key = keys::compliance(&computer);
+                        let Some(bytes) = self.get(&key)? else { continue };
+                        let (mut of_computer, loose) =
+                            codec::decode_reports(&computer, &bytes, &|u| updates.contains(u))
+                                .map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key))))?;
+                        reports.append(&mut of_computer);
+                        items.extend(loose.into_iter().map(Upward::Compliance));
+                    }
+                    (items, reports)
                 }
             };
-            out.push(OutboxEntry { seq, items });
+            taken += items.len() + reports.iter().map(|r| r.records.len()).sum::<usize>();
+            out.push(OutboxEntry { seq, items, reports });
         }
         Ok(out)
     }
