@@ -20,6 +20,7 @@ def main():
     load = lambda name: json.load(open(os.path.join(results, name + ".json")))
     replication, agents, content = load("replication"), load("agents"), load("content")
     unauthenticated = load("unauthenticated")
+    rollup = load("rollup")
 
     rows = []
 
@@ -61,6 +62,28 @@ def main():
         "the first reports ingested into one store, no hops", local, "higher")
     row("upward throughput", "first reports of new computers over 3 hops", up["first_reports"]["records_per_second"],
         "records/s", "the same into one store, no hops", local, "higher")
+    row("initial sync", f"{sync['updates']} updates to a new child", sync["seconds"], "s",
+        "the goal", sync["goal_seconds"], "lower")
+    rc = rollup["computers"]
+    ingest = rollup["ingest"]
+    row("rollup", f"{rc} computers x {rollup['updates']} updates through a site into the root",
+        ingest["records_per_second"], "records/s", ingest["baseline"], ingest["baseline_records_per_second"], "higher")
+    disk = rollup["root_disk"]
+    row("rollup", "bytes on disk per record at the root", disk["bytes_per_record"], "bytes",
+        disk["baseline"], disk["baseline_bytes_per_record"], "lower")
+    row("rollup", "peak RSS (root, site, region and agents in one process)", rollup["memory"]["peak_rss_bytes"] / 2**20,
+        "MB", "the same process idle", rollup["memory"]["idle_rss_bytes"] / 2**20, "lower")
+    q = rollup["root_queries"]
+    for name, label in [("compliance_by_update", "compliance by update"),
+                        ("by_site_and_severity", "by site and severity"),
+                        ("computers_needing_update_at_site", "the computers that need update X at site Y")]:
+        row("rollup", f"root query p99: {label}", q[name]["p99_ms"], "ms",
+            "one computer's records read, p99", q["baseline_one_computer_read"]["p99_ms"], "lower")
+    rec = rollup["recovery"]
+    row("rollup", "root exact again after the site's outbox was lost", rec["lost_outbox"]["seconds"], "s",
+        "the first ingest", ingest["seconds"], "lower")
+    row("rollup", "the site moved: its state through the new region", rec["moved_site"]["seconds"], "s",
+        "the first ingest", ingest["seconds"], "lower")
     row("agent check-ins", f"{agents['agents']} agents checked in, installed, reported", agents["seconds"], "s",
         "as many agents, each with an inventory of its own", agents["baseline_unique_inventories"]["seconds"], "lower")
     row("node memory", "peak RSS serving the agents", agents["node_peak_rss_mb"], "MB",
@@ -78,6 +101,7 @@ def main():
         "agents": agents,
         "content": content,
         "unauthenticated": unauthenticated,
+        "rollup": rollup,
         "planner_one_inventory_ms": criterion(crit, "planner", "plan_one_inventory") * 1000,
     }
     document = {"results": rows, "raw": raw}

@@ -34,6 +34,12 @@ impl PaperAgents {
         }
     }
 
+    /// Forgets the agents made so far (their keys and certificates): a
+    /// benchmark of many computers keeps only those it still signs for.
+    pub fn forget(&mut self) {
+        self.agents.clear();
+    }
+
     /// Signs `records` as one report per (computer, counter) and returns the
     /// certificates of the computers that had none yet (to keep beside them).
     pub fn sign(&mut self, records: &mut [ComplianceRecord]) -> Result<Vec<AgentCertificate>, String> {

@@ -91,6 +91,8 @@ impl v1::hierarchy_server::Hierarchy for HierarchyService {
                     Ok(None) => break,
                     Err(e) => {
                         node.set_link(child.as_str(), "child-up", |l| l.last_error = e.to_string());
+                        // The child learns why (a batch over the limit, say).
+                        let _ = tx.send(Err(e)).await;
                         break;
                     }
                 };

@@ -854,3 +854,166 @@ async fn content_from_a_lying_parent_is_refused_chunk_by_chunk_and_honest_conten
     assert_eq!(std::fs::read(&done).unwrap(), data);
     assert!(cascade_content::manifest_path(&leaf.config.content_dir, &sha).exists());
 }
+
+/// Reports up the tree with one signature for all their records: a middle
+/// node that alters a record, its place, or a tree node, or sends part of a
+/// report as if it were whole, is refused; an honest part of a report (the
+/// rest stood for by tree nodes) is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_report_is_refused_whatever_part_is_altered() {
+    let h = Harness {
+        dir: tempfile::tempdir().unwrap(),
+        ca: Ca::generate("Example", now() - 3600, 2).unwrap(),
+    };
+    let (root, root_addr) = h.root_with_mid(SecurityConfig::default()).await;
+    let mid_id = NodeId::new("mid").unwrap();
+    let mid = h.issue("mid");
+    let channel = cascade_node::channel(
+        &root_addr,
+        Some(&root_id()),
+        &h.ca.cert_pem,
+        &mid.cert_pem,
+        &mid.key_pem,
+    )
+    .await
+    .unwrap();
+    let mut client = v1::hierarchy_client::HierarchyClient::new(channel);
+    let (tx, rx) = mpsc::channel::<UpBatch>(8);
+    let mut acks = client.report(ReceiverStream::new(rx)).await.unwrap().into_inner();
+    let mut seq = 0;
+    let mut send = async |items: Vec<Upward>, reports: Vec<v1::Report>| {
+        tx.send(UpBatch {
+            seq,
+            items: serde_json::to_vec(&items).unwrap(),
+            snapshot: false,
+            records: Vec::new(),
+            reports,
+        })
+        .await
+        .unwrap();
+        seq += 1;
+        acks.message().await.unwrap().unwrap().seq
+    };
+    let declaration = NodeHealth {
+        node: mid_id.clone(),
+        at: now(),
+        agents: 0,
+        detail: [("subtree".to_owned(), "mid".to_owned())].into(),
+    };
+    send(vec![Upward::Health(declaration)], vec![]).await;
+    let pki = h.dir.path().join("pki");
+    h.ca.write(&pki).unwrap();
+    let mut agents = cascade_agent::attest::PaperAgents::new(Ca::load(&pki).unwrap(), now() - 60);
+    let mut records: Vec<ComplianceRecord> = (0..7)
+        .map(|n| ComplianceRecord {
+            computer: ComputerId::new("pc-7").unwrap(),
+            update: UpdateId::new(&format!("EX-{n}")),
+            site: mid_id.clone(),
+            state: ComplianceState::Required,
+            severity: Severity::Critical,
+            counter: 1,
+            observed_at: now(),
+            attestation: None,
+        })
+        .collect();
+    let certificates = agents.sign(&mut records).unwrap();
+    let (reports, loose) = cascade_core::report::group(records.clone());
+    assert!(loose.is_empty() && reports.len() == 1);
+    let whole = cascade_node::wire::report_to_wire(&reports[0]);
+    assert!(whole.nodes.is_empty(), "a whole report needs no tree node");
+    let count = |attack: &str| root.refusals.list().iter().filter(|r| r.attack == attack).count();
+    let held = || {
+        root.store
+            .computer_records(&ComputerId::new("pc-7").unwrap())
+            .unwrap()
+            .len()
+    };
+
+    // Altered: a record's state; a record's place; part of the report sent
+    // as if it were all of it; a tree node.
+    let mut altered = whole.clone();
+    altered.records[3].state = v1::ComplianceState::Installed as i32;
+    let items: Vec<Upward> = certificates.iter().cloned().map(Upward::Certificate).collect();
+    send(items, vec![altered]).await;
+    assert_eq!(count("bad signature"), 1, "{:?}", root.refusals.list());
+    let mut moved = whole.clone();
+    moved.places.swap(0, 1);
+    send(vec![], vec![moved]).await;
+    assert_eq!(count("bad signature"), 2, "{:?}", root.refusals.list());
+    let mut part = whole.clone();
+    part.records.truncate(4);
+    part.places.truncate(4);
+    send(vec![], vec![part]).await;
+    assert_eq!(count("bad signature"), 3, "{:?}", root.refusals.list());
+    assert_eq!(held(), 0, "nothing of a refused report is kept");
+
+    // Honest part of the report: the records not sent are stood for by
+    // the tree nodes their own paths give.
+    let mut some = records.clone();
+    some.retain(|r| ["EX-1", "EX-4", "EX-5"].contains(&r.update.as_str()));
+    let (partial, _) = cascade_core::report::group(some);
+    let partial = cascade_node::wire::report_to_wire(&partial[0]);
+    assert!(!partial.nodes.is_empty());
+    let mut bad_node = partial.clone();
+    bad_node.nodes[0].hash[0] ^= 1;
+    send(vec![], vec![bad_node]).await;
+    assert_eq!(count("bad signature"), 4, "{:?}", root.refusals.list());
+    send(vec![], vec![partial]).await;
+    assert_eq!(held(), 3, "{:?}", root.refusals.list());
+    // And the whole report.
+    send(vec![], vec![whole]).await;
+    assert_eq!(held(), 7);
+    assert_eq!(count("bad signature"), 4, "{:?}", root.refusals.list());
+}
+
+/// A child's report stream lives as long as its connection: more than the
+/// per-message limit in all (here 80 batches of 1 MB) goes through on one
+/// stream, while one batch over the limit is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_stream_longer_than_the_body_limit_is_not_cut() {
+    let h = Harness {
+        dir: tempfile::tempdir().unwrap(),
+        ca: Ca::generate("Example", now() - 3600, 2).unwrap(),
+    };
+    let (_root, root_addr) = h.root_with_mid(SecurityConfig::default()).await;
+    let mid = h.issue("mid");
+    let channel = cascade_node::channel(
+        &root_addr,
+        Some(&root_id()),
+        &h.ca.cert_pem,
+        &mid.cert_pem,
+        &mid.key_pem,
+    )
+    .await
+    .unwrap();
+    let mut client = v1::hierarchy_client::HierarchyClient::new(channel).max_encoding_message_size(128 << 20);
+    let (tx, rx) = mpsc::channel::<UpBatch>(4);
+    let mut acks = client.report(ReceiverStream::new(rx)).await.unwrap().into_inner();
+    let health = |n: usize, size: usize| NodeHealth {
+        node: NodeId::new("mid").unwrap(),
+        at: now(),
+        agents: 0,
+        detail: [
+            ("subtree".to_owned(), "mid".to_owned()),
+            ("padding".to_owned(), "x".repeat(size + n % 2)),
+        ]
+        .into(),
+    };
+    let batch = |seq: u64, size: usize| UpBatch {
+        seq,
+        items: serde_json::to_vec(&vec![Upward::Health(health(seq as usize, size))]).unwrap(),
+        snapshot: false,
+        records: Vec::new(),
+        reports: Vec::new(),
+    };
+    for seq in 1..=80u64 {
+        tx.send(batch(seq, 1 << 20)).await.unwrap();
+        assert_eq!(acks.message().await.unwrap().unwrap().seq, seq);
+    }
+    tx.send(batch(81, 65 << 20)).await.unwrap();
+    let refused = acks.message().await.expect_err("a batch over the limit");
+    assert!(
+        refused.message().contains("message length too large") || refused.code() == tonic::Code::OutOfRange,
+        "{refused:?}"
+    );
+}

@@ -50,6 +50,16 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 1024)]
         size_mb: u64,
     },
+    /// Many computers' compliance (every report signed by its own agent)
+    /// through a site into the root: ingest, bytes on disk, memory, the
+    /// root's answers, and the recoveries from a lost outbox and a move.
+    Rollup {
+        #[arg(long, default_value_t = 1_000_000)]
+        computers: u64,
+        /// Approved updates each computer reports on.
+        #[arg(long, default_value_t = 30)]
+        updates: u64,
+    },
     /// Many large requests at once from callers without credentials (half
     /// HTTPS, half gRPC catalog imports) at one node process: its peak RSS
     /// beside its idle RSS.
@@ -77,6 +87,9 @@ pub fn run(command: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
             catalog,
         } => runtime.block_on(agents(count, concurrency, &inventories, &catalog))?,
         BenchCommand::Content { size_mb } => runtime.block_on(content(size_mb))?,
+        BenchCommand::Rollup { computers, updates } => {
+            runtime.block_on(crate::bench_rollup::run(computers, updates))?
+        }
         BenchCommand::Unauthenticated { requests, size_mb } => {
             runtime.block_on(crate::bench_unauthenticated::run(requests, size_mb))?
         }
@@ -101,7 +114,7 @@ async fn applied(node: &Arc<Node>, origin: &NodeId, seq: u64, limit: Duration) -
     }
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -350,7 +363,7 @@ async fn upward(
 }
 
 /// Peak resident memory of a process (VmHWM), in bytes.
-fn peak_rss(pid: u32) -> Option<u64> {
+pub(crate) fn peak_rss(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;

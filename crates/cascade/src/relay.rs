@@ -37,7 +37,18 @@ pub struct Relay {
     pub connections: Arc<AtomicU64>,
     /// Connections the relay cut.
     pub cuts: Arc<AtomicU64>,
+    /// While true, the link is down: connections are closed and new ones
+    /// refused.
+    down: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    /// Takes the link down (closing every connection and refusing new
+    /// ones) or brings it back.
+    pub fn set_down(&self, down: bool) {
+        self.down.send_replace(down);
+    }
 }
 
 impl Drop for Relay {
@@ -55,16 +66,20 @@ pub async fn start(upstream: String, faults: Option<Faults>) -> std::io::Result<
     let connections = Arc::new(AtomicU64::new(0));
     let cuts = Arc::new(AtomicU64::new(0));
     let (bytes, accepted, cut) = (down_bytes.clone(), connections.clone(), cuts.clone());
+    let (down, is_down) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(async move {
         let mut tasks = tokio::task::JoinSet::new();
         while let Ok((inbound, _)) = listener.accept().await {
+            if *is_down.borrow() {
+                continue;
+            }
             let n = accepted.fetch_add(1, Ordering::Relaxed);
             let Ok(outbound) = tokio::net::TcpStream::connect(&upstream).await else {
                 continue;
             };
             let plan = faults.as_ref().map(|f| Plan::draw(f, n));
             let (bytes, cut) = (bytes.clone(), cut.clone());
-            tasks.spawn(relay_one(inbound, outbound, plan, bytes, cut));
+            tasks.spawn(relay_one(inbound, outbound, plan, bytes, cut, is_down.clone()));
             // Finished connections are reaped as new ones come.
             while tasks.try_join_next().is_some() {}
         }
@@ -74,6 +89,7 @@ pub async fn start(upstream: String, faults: Option<Faults>) -> std::io::Result<
         down_bytes,
         connections,
         cuts,
+        down,
         task,
     })
 }
@@ -106,6 +122,7 @@ async fn relay_one(
     mut plan: Option<Plan>,
     bytes: Arc<AtomicU64>,
     cuts: Arc<AtomicU64>,
+    mut down: tokio::sync::watch::Receiver<bool>,
 ) {
     let (mut ri, mut wi) = inbound.into_split();
     let (mut ro, mut wo) = outbound.into_split();
@@ -115,7 +132,11 @@ async fn relay_one(
     let mut buf = vec![0u8; 64 * 1024];
     let mut sent = 0u64;
     loop {
-        let n = match ro.read(&mut buf).await {
+        let read = tokio::select! {
+            read = ro.read(&mut buf) => read,
+            _ = down.wait_for(|down| *down) => break,
+        };
+        let n = match read {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
