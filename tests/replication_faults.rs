@@ -140,3 +140,97 @@ async fn initial_syncs_through_a_faulty_link_all_reach_the_head() {
     assert!(cuts > 0 || syncs < 4, "no connection was cut in {syncs} syncs");
     assert!(snapshots > 0 || syncs < 2);
 }
+
+/// A site's whole state sent up again (its outbox lost) through a relay
+/// that keeps cutting the connection: the snapshot goes on where it was
+/// broken off, and the root ends exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upward_snapshot_through_a_faulty_link_ends_exact_at_the_root() {
+    use cascade_core::compliance::ComplianceState;
+    use cascade_core::model::{ComplianceRecord, ComputerId};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let seed = env("CASCADE_STRESS_SEED", 17);
+    let h = Harness {
+        dir: tempfile::tempdir().unwrap(),
+        ca: Ca::generate("Stress", cascade_node::now() - 60, 1).unwrap(),
+    };
+    let root = h.start("root", None, |_| {}).await.unwrap();
+    let root_id = root.node.id.clone();
+    add_child(&root.node, "site").await.unwrap();
+    let faults = Faults {
+        seed,
+        delay_chance: 0.05,
+        max_delay: Duration::from_millis(50),
+        cut_chance: 0.7,
+        cut_after: 1024..6 * 1024,
+    };
+    let link = relay::start(root.addr.clone(), Some(faults)).await.unwrap();
+    link.set_down(true);
+    let site = h
+        .start("site", Some((root_id.clone(), link.addr.clone())), |c| {
+            c.heartbeat_seconds = 1;
+            c.report_batch = 50;
+        })
+        .await
+        .unwrap();
+    let pki = h.dir.path().join("agents");
+    h.ca.write(&pki).unwrap();
+    let mut agents = cascade_agent::attest::PaperAgents::new(Ca::load(&pki).unwrap(), cascade_node::now() - 60);
+    let site_id = site.node.id.clone();
+    for batch in 0..10u64 {
+        let mut records: Vec<ComplianceRecord> = (batch * 30..(batch + 1) * 30)
+            .flat_map(|c| (0..20).map(move |u| (c, u)))
+            .map(|(c, u)| ComplianceRecord {
+                computer: ComputerId::new(&format!("pc-{c:04}")).unwrap(),
+                update: UpdateId::kb(5_000_000 + u),
+                site: site_id.clone(),
+                state: if (c + u) % 3 == 0 {
+                    ComplianceState::Installed
+                } else {
+                    ComplianceState::Required
+                },
+                severity: Severity::Important,
+                counter: 1,
+                observed_at: 1,
+                attestation: None,
+            })
+            .collect();
+        let certificates = agents.sign(&mut records).unwrap();
+        site.node.store.put_agent_certificates(&certificates, true).unwrap();
+        site.node.store.ingest("agents", batch + 1, &records, true).unwrap();
+    }
+    // Lost before the parent had any of it.
+    site.node.store.outbox_compact(0).unwrap();
+    assert!(site.node.store.outbox_state().unwrap().snapshot_required);
+    link.set_down(false);
+    site.node.replicate_now();
+    let totals = |store: &cascade_store::Store| -> Vec<u64> {
+        let mut out = vec![0; 9];
+        for counts in store.summary_by_update().unwrap().values() {
+            for (slot, n) in out.iter_mut().zip(counts.0) {
+                *slot += n;
+            }
+        }
+        out
+    };
+    let expected = totals(&site.node.store);
+    assert_eq!(expected.iter().sum::<u64>(), 6_000);
+    let started = Instant::now();
+    loop {
+        let outbox = site.node.store.outbox_state().unwrap();
+        if !outbox.snapshot_required && totals(&root.node.store) == expected {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(240),
+            "the root has {:?} of {expected:?}; site links: {:?}",
+            totals(&root.node.store),
+            site.node.links()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        link.cuts.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "no connection was cut"
+    );
+}

@@ -560,65 +560,115 @@ async fn send_snapshot(
     progress: &Progress,
     tx: &mpsc::Sender<UpBatch>,
     acks: &mut tonic::Streaming<v1::UpAck>,
-    upto: u64,
+    last: u64,
 ) -> Result<(), String> {
+    use cascade_store::SnapshotProgress;
     // Read and sent in pages, with the parent's acknowledgements taken as
     // they come: a subtree of millions of records is never in memory at
-    // once, and neither side waits on a full stream.
-    let limit = node.config.report_batch.max(1);
-    let mut waiting = 0usize;
-    let mut sent = 0usize;
-    let mut send = async |items: Vec<Upward>, waiting: &mut usize| -> Result<(), String> {
-        for chunk in items.chunks(limit) {
-            while *waiting >= 8 {
-                acks.message()
-                    .await
-                    .map_err(status_text)?
-                    .ok_or("the parent closed the report stream")?;
-                *waiting -= 1;
-                progress.mark(node, parent, "up");
-            }
-            tx.send(up_batch(upto, chunk, Vec::new(), true)?)
-                .await
-                .map_err(|_| "the report stream closed".to_owned())?;
-            *waiting += 1;
-        }
-        Ok(())
-    };
-    // The agents' certificates first: they check the records' signatures.
+    // once, and neither side waits on a full stream. How far the parent has
+    // acknowledged is kept, so that a snapshot broken off goes on from there.
     let store = node.store.clone();
-    let certificates = blocking(move || store.agent_certificates())
+    let Some(mut at) = blocking(move || store.outbox_snapshot_progress())
         .await
-        .map_err(|e| e.to_string())?;
-    send(
-        certificates.into_iter().map(Upward::Certificate).collect(),
-        &mut waiting,
-    )
-    .await?;
-    let mut after: Option<cascade_core::model::ComputerId> = None;
-    loop {
-        let store = node.store.clone();
-        let from = after.clone();
-        let computers = (limit / 16).max(1);
-        let (records, last) = blocking(move || store.records_after(from.as_ref(), computers))
-            .await
-            .map_err(|e| e.to_string())?;
-        let Some(last) = last else { break };
-        sent += records.len();
-        send(records.into_iter().map(Upward::Compliance).collect(), &mut waiting).await?;
-        after = Some(last);
-    }
-    for _ in 0..waiting {
+        .map_err(|e| e.to_string())?
+    else {
+        return Ok(());
+    };
+    let upto = match &at {
+        SnapshotProgress::Start => last,
+        SnapshotProgress::Certificates { upto } | SnapshotProgress::After { upto, .. } => *upto,
+    };
+    let limit = node.config.report_batch.max(1);
+    // Batches sent and acknowledged, and the progress each sent batch ends.
+    let (mut sent_batches, mut acked_batches) = (0u64, 0u64);
+    let mut marks: std::collections::VecDeque<(u64, SnapshotProgress)> = std::collections::VecDeque::new();
+    let mut records_sent = 0usize;
+    let mut take_ack = async |acked_batches: &mut u64,
+                              marks: &mut std::collections::VecDeque<(u64, SnapshotProgress)>,
+                              at: &mut SnapshotProgress|
+           -> Result<(), String> {
         acks.message()
             .await
             .map_err(status_text)?
             .ok_or("the parent closed the report stream")?;
+        *acked_batches += 1;
         progress.mark(node, parent, "up");
+        let mut reached = None;
+        while marks.front().is_some_and(|(n, _)| *n <= *acked_batches) {
+            reached = marks.pop_front().map(|(_, p)| p);
+        }
+        if let Some(to) = reached {
+            let (store, from, next) = (node.store.clone(), at.clone(), to.clone());
+            let recorded = blocking(move || store.outbox_snapshot_progressed(&from, &next))
+                .await
+                .map_err(|e| e.to_string())?;
+            if !recorded {
+                return Err("a new snapshot was asked for meanwhile: starting it afresh".to_owned());
+            }
+            *at = to;
+        }
+        Ok(())
+    };
+    let mut pages: Vec<(Vec<Upward>, SnapshotProgress)> = Vec::new();
+    if matches!(at, SnapshotProgress::Start) {
+        // The agents' certificates first: they check the records' signatures.
+        let store = node.store.clone();
+        let certificates = blocking(move || store.agent_certificates())
+            .await
+            .map_err(|e| e.to_string())?;
+        pages.push((
+            certificates.into_iter().map(Upward::Certificate).collect(),
+            SnapshotProgress::Certificates { upto },
+        ));
+    }
+    let mut after: Option<cascade_core::model::ComputerId> = match &at {
+        SnapshotProgress::After { computer, .. } => Some(computer.clone()),
+        _ => None,
+    };
+    loop {
+        if pages.is_empty() {
+            let store = node.store.clone();
+            let from = after.clone();
+            let computers = (limit / 16).max(1);
+            let (records, last) = blocking(move || store.records_after(from.as_ref(), computers))
+                .await
+                .map_err(|e| e.to_string())?;
+            let Some(last) = last else { break };
+            records_sent += records.len();
+            after = Some(last.clone());
+            pages.push((
+                records.into_iter().map(Upward::Compliance).collect(),
+                SnapshotProgress::After { upto, computer: last },
+            ));
+        }
+        for (items, mark) in std::mem::take(&mut pages) {
+            let chunks: Vec<&[Upward]> = if items.is_empty() {
+                vec![&[]]
+            } else {
+                items.chunks(limit).collect()
+            };
+            for chunk in chunks {
+                while sent_batches - acked_batches >= 8 {
+                    take_ack(&mut acked_batches, &mut marks, &mut at).await?;
+                }
+                tx.send(up_batch(upto, chunk, Vec::new(), true)?)
+                    .await
+                    .map_err(|_| "the report stream closed".to_owned())?;
+                sent_batches += 1;
+            }
+            marks.push_back((sent_batches, mark));
+        }
+    }
+    while acked_batches < sent_batches {
+        take_ack(&mut acked_batches, &mut marks, &mut at).await?;
     }
     let store = node.store.clone();
-    blocking(move || store.outbox_snapshot_sent(upto))
+    let finished = blocking(move || store.outbox_snapshot_finished(&at, upto))
         .await
         .map_err(|e| e.to_string())?;
-    info!(records = sent, "sent a snapshot to the parent");
+    if !finished {
+        return Err("a new snapshot was asked for meanwhile: starting it afresh".to_owned());
+    }
+    info!(records = records_sent, "sent a snapshot to the parent");
     Ok(())
 }

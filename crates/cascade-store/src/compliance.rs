@@ -343,7 +343,7 @@ impl Store {
         })
     }
 
-    fn computer_in(&self, bytes: &[u8]) -> Result<ComputerId> {
+    pub(crate) fn computer_in(&self, bytes: &[u8]) -> Result<ComputerId> {
         std::str::from_utf8(bytes)
             .ok()
             .and_then(|c| ComputerId::new(c).ok())

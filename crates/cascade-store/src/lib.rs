@@ -28,7 +28,7 @@ pub use backup::BackupStats;
 pub use codec::STATE_NAMES;
 pub use compliance::{IngestOutcome, Page, SeverityCounts, StateCounts};
 pub use local::{ApiTokenRecord, TokenRecord, TokenRefusal};
-pub use outbox::{OutboxEntry, OutboxState};
+pub use outbox::{OutboxEntry, OutboxState, SnapshotProgress};
 pub use replication::{Applied, NeedSnapshot, Snapshot, StoredObject};
 
 /// The on-disk format this build writes.

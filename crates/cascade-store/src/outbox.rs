@@ -30,6 +30,18 @@ pub struct OutboxEntry {
     pub reports: Vec<cascade_core::report::Report>,
 }
 
+/// How far an upward snapshot got.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SnapshotProgress {
+    /// Required; nothing sent yet.
+    Start,
+    /// The agents' certificates are acknowledged; the snapshot covers the
+    /// outbox through `upto`.
+    Certificates { upto: u64 },
+    /// The records of every computer through `computer` too.
+    After { upto: u64, computer: ComputerId },
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct OutboxState {
     /// The last sequence number given out.
@@ -150,6 +162,78 @@ impl Store {
         let mut batch = sled::Batch::default();
         batch.remove(keys::OUTBOX_SNAPSHOT);
         self.commit(batch)
+    }
+
+    /// [`Self::outbox_snapshot_sent`] for the snapshot that got to `at`,
+    /// unless a new one was required meanwhile; returns whether it was done.
+    pub fn outbox_snapshot_finished(&self, at: &SnapshotProgress, seq: u64) -> Result<bool> {
+        let _guard = self.lock();
+        if self.outbox_snapshot_progress()?.as_ref() != Some(at) {
+            return Ok(false);
+        }
+        let mut batch = sled::Batch::default();
+        if seq > self.get_u64(keys::OUTBOX_ACKED)? {
+            for item in self.tree().range(keys::outbox(0)..=keys::outbox(seq)) {
+                batch.remove(item.map_err(|e| self.io_error(e))?.0);
+            }
+            batch.insert(
+                keys::OUTBOX_ACKED,
+                &seq.min(self.get_u64(keys::OUTBOX_NEXT)?).to_be_bytes(),
+            );
+        }
+        batch.remove(keys::OUTBOX_SNAPSHOT);
+        self.commit(batch)?;
+        Ok(true)
+    }
+
+    /// How far an upward snapshot got, when one is required: a snapshot
+    /// broken off (a lost connection) goes on from there, not from the start.
+    pub fn outbox_snapshot_progress(&self) -> Result<Option<SnapshotProgress>> {
+        let Some(value) = self.get(keys::OUTBOX_SNAPSHOT)? else {
+            return Ok(None);
+        };
+        let bad = || self.corrupt(format!("{}: {} bytes", keys::show(keys::OUTBOX_SNAPSHOT), value.len()));
+        let upto = |v: &[u8]| {
+            v.get(1..9)
+                .ok_or_else(bad)
+                .and_then(|b| codec::u64_from(b).map_err(|_| bad()))
+        };
+        Ok(Some(match value.first() {
+            Some(1) => SnapshotProgress::Start,
+            Some(2) => SnapshotProgress::Certificates { upto: upto(&value)? },
+            Some(3) => SnapshotProgress::After {
+                upto: upto(&value)?,
+                computer: self.computer_in(&value[9..]).map_err(|_| bad())?,
+            },
+            _ => return Err(bad()),
+        }))
+    }
+
+    /// Records that a snapshot got from `from` to `to` (acknowledged by the
+    /// parent), unless a new one was required meanwhile. Returns whether
+    /// it was recorded.
+    pub fn outbox_snapshot_progressed(&self, from: &SnapshotProgress, to: &SnapshotProgress) -> Result<bool> {
+        let _guard = self.lock();
+        if self.outbox_snapshot_progress()?.as_ref() != Some(from) {
+            return Ok(false);
+        }
+        let mut value = Vec::new();
+        match to {
+            SnapshotProgress::Start => value.push(1),
+            SnapshotProgress::Certificates { upto } => {
+                value.push(2);
+                value.extend_from_slice(&upto.to_be_bytes());
+            }
+            SnapshotProgress::After { upto, computer } => {
+                value.push(3);
+                value.extend_from_slice(&upto.to_be_bytes());
+                value.extend_from_slice(computer.as_str().as_bytes());
+            }
+        }
+        let mut batch = sled::Batch::default();
+        batch.insert(keys::OUTBOX_SNAPSHOT, value);
+        self.commit(batch)?;
+        Ok(true)
     }
 
     /// Records which parent this node reports to. When it is a different one

@@ -283,6 +283,46 @@ fn outbox_compaction_keeps_the_latest_and_asks_for_a_snapshot() {
 }
 
 #[test]
+fn an_upward_snapshot_goes_on_where_it_was_broken_off_unless_a_new_one_is_asked_for() {
+    use cascade_store::SnapshotProgress;
+    let store = Store::temporary(node("site-a")).unwrap();
+    assert_eq!(store.outbox_snapshot_progress().unwrap(), None);
+    store.require_upward_snapshot().unwrap();
+    assert_eq!(store.outbox_snapshot_progress().unwrap(), Some(SnapshotProgress::Start));
+    let certificates = SnapshotProgress::Certificates { upto: 4 };
+    let after = |c: &str| SnapshotProgress::After {
+        upto: 4,
+        computer: ComputerId::new(c).unwrap(),
+    };
+    assert!(
+        store
+            .outbox_snapshot_progressed(&SnapshotProgress::Start, &certificates)
+            .unwrap()
+    );
+    assert!(
+        store
+            .outbox_snapshot_progressed(&certificates, &after("pc-0042"))
+            .unwrap()
+    );
+    // Kept across a reopen of the same state (it is in the store).
+    assert_eq!(store.outbox_snapshot_progress().unwrap(), Some(after("pc-0042")));
+    // A progress from a stale point is not recorded.
+    assert!(
+        !store
+            .outbox_snapshot_progressed(&certificates, &after("pc-0099"))
+            .unwrap()
+    );
+    // A new snapshot asked for meanwhile (a move, a lost outbox) starts
+    // from the beginning, and the old one cannot finish over it.
+    store.require_upward_snapshot().unwrap();
+    assert_eq!(store.outbox_snapshot_progress().unwrap(), Some(SnapshotProgress::Start));
+    assert!(!store.outbox_snapshot_finished(&after("pc-0042"), 4).unwrap());
+    assert!(store.outbox_state().unwrap().snapshot_required);
+    assert!(store.outbox_snapshot_finished(&SnapshotProgress::Start, 0).unwrap());
+    assert!(!store.outbox_state().unwrap().snapshot_required);
+}
+
+#[test]
 fn agents_inventories_and_audit() {
     let store = Store::temporary(node("site-a")).unwrap();
     let mut inv = Inventory::windows("10.0.19045".parse().unwrap(), false, Some("x64"));
