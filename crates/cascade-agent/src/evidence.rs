@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use cascade_core::UpdateId;
 use cascade_core::assignment::{Assignment, Targeting};
-use cascade_core::model::{ChangeOp, NodeId, Object, ObjectId, Policy, SigningKey};
+use cascade_core::model::{ChangeOp, NodeId, Object, ObjectId, Override, Policy, SigningKey};
 use cascade_core::seal::{Attack, Evidence, Refused};
 
 /// What the evidence says about one assignment.
@@ -85,6 +85,7 @@ pub fn check(
     }
     // The policies as they apply: the owner's version with the fields
     // that signed overrides change and the owner lets them change.
+    let mut overrides: BTreeMap<_, Vec<(&NodeId, &Override)>> = BTreeMap::new();
     for change in &evidence.overrides {
         let ChangeOp::Override(over) = &change.op else {
             continue;
@@ -93,16 +94,22 @@ pub fn check(
             tracing::warn!(origin = %change.origin, "refused an override sent: {e}");
             continue;
         }
-        let Some(policy) = policies.get_mut(&over.target.id) else {
+        overrides
+            .entry(over.target.id.clone())
+            .or_default()
+            .push((&change.origin, over));
+    }
+    // Each policy once, from the owner's version, in the order the node
+    // sent them (the farthest origin's first).
+    for (id, list) in overrides {
+        let Some(policy) = policies.get_mut(&id) else {
             continue;
         };
-        let fields = over
-            .fields
-            .iter()
-            .filter(|(f, _)| policy.overridable.contains(*f))
-            .map(|(f, v)| (f.clone(), v.clone()))
-            .collect();
-        if let Ok(Object::Policy(p)) = Object::Policy(Box::new(policy.clone())).with_fields(&fields) {
+        let (applied, notes) = Object::Policy(Box::new(policy.clone())).with_overrides(list);
+        for note in notes {
+            tracing::warn!(policy = %id, "{note}");
+        }
+        if let Object::Policy(p) = applied {
             *policy = *p;
         }
     }

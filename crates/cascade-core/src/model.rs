@@ -453,9 +453,46 @@ impl Object {
         Ok(ObjectKey { kind: self.kind(), id })
     }
 
-    /// The object with `fields` of its inner record replaced (an override
-    /// in effect). A field that would make the object invalid is an error.
-    pub fn with_fields(&self, fields: &BTreeMap<String, serde_json::Value>) -> Result<Object, String> {
+    /// The object as it applies where `overrides` are in force, applied in
+    /// the order given (the farthest origin's first, the nearest's last):
+    /// of each, only the fields the owner lets children override now (an
+    /// override kept from before the owner locked a field changes nothing
+    /// of it). An override whose fields do not fit the object is left out.
+    /// Returns the object and, for each override or field left out, why.
+    /// The one place overrides are applied: nodes' targeting, listings and
+    /// agents' checks of their evidence all use it.
+    pub fn with_overrides<'a>(
+        &self,
+        overrides: impl IntoIterator<Item = (&'a NodeId, &'a Override)>,
+    ) -> (Object, Vec<String>) {
+        let allowed = self.overridable();
+        let mut notes = Vec::new();
+        let mut current = self.clone();
+        for (origin, over) in overrides {
+            let mut fields = BTreeMap::new();
+            for (field, value) in &over.fields {
+                if allowed.contains(field) {
+                    fields.insert(field.clone(), value.clone());
+                } else {
+                    notes.push(format!(
+                        "{origin}'s override of {field} is not applied: the owner no longer lets it be overridden"
+                    ));
+                }
+            }
+            if fields.is_empty() {
+                continue;
+            }
+            match current.with_fields(&fields) {
+                Ok(changed) => current = changed,
+                Err(e) => notes.push(format!("{origin}'s override is not applied: {e}")),
+            }
+        }
+        (current, notes)
+    }
+
+    /// The object with `fields` of its inner record replaced. A field that
+    /// would make the object invalid is an error.
+    fn with_fields(&self, fields: &BTreeMap<String, serde_json::Value>) -> Result<Object, String> {
         let mut value = serde_json::to_value(self).map_err(|e| e.to_string())?;
         let inner = value
             .get_mut("object")

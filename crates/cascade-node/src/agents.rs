@@ -94,16 +94,17 @@ impl Node {
         let mut out = Vec::new();
         for stored in self.store.objects(kind)? {
             let mut object = stored.object;
-            if !object.overridable().is_empty()
-                && let Ok(key) = object.key()
-            {
+            if let Ok(key) = object.key() {
                 let mut overrides: Vec<_> = self.store.overrides(&key)?.into_iter().collect();
-                overrides.sort_by_key(|(origin, _)| std::cmp::Reverse(rank.get(origin).copied().unwrap_or(usize::MAX)));
-                for (origin, o) in overrides {
-                    match object.with_fields(&o.fields) {
-                        Ok(changed) => object = changed,
-                        Err(e) => tracing::warn!(%key, %origin, error = %e, "override not applied"),
+                if !overrides.is_empty() {
+                    // The farthest origin's first, this node's last.
+                    overrides
+                        .sort_by_key(|(origin, _)| std::cmp::Reverse(rank.get(origin).copied().unwrap_or(usize::MAX)));
+                    let (applied, notes) = object.with_overrides(overrides.iter().map(|(o, over)| (o, over)));
+                    for note in notes {
+                        tracing::warn!(%key, "{note}");
                     }
+                    object = applied;
                 }
             }
             out.push(object);

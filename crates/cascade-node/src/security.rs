@@ -522,13 +522,19 @@ impl Node {
         for step in &assignment.steps {
             add(&mut evidence, ObjectKind::Update, step.update.as_str())?;
         }
+        // Overrides in the order the node applies them (the farthest
+        // origin's first), so that the agent's check comes to the same.
+        let rank: std::collections::HashMap<NodeId, usize> =
+            self.sites_up().into_iter().enumerate().map(|(i, s)| (s, i)).collect();
         for policy in &assignment.policies {
             add(&mut evidence, ObjectKind::Policy, policy.as_str())?;
             let key = ObjectKey {
                 kind: ObjectKind::Policy,
                 id: policy.clone(),
             };
-            evidence.overrides.extend(self.store.override_changes(&key)?);
+            let mut overrides = self.store.override_changes(&key)?;
+            overrides.sort_by_key(|c| std::cmp::Reverse(rank.get(&c.origin).copied().unwrap_or(usize::MAX)));
+            evidence.overrides.extend(overrides);
         }
         let steps: std::collections::BTreeSet<&cascade_core::UpdateId> =
             assignment.steps.iter().map(|s| &s.update).collect();

@@ -819,35 +819,6 @@ impl Store {
         }
         Ok(out)
     }
-
-    /// The object as it applies here: the owner's version with the fields
-    /// that other origins (ancestors first, this node last) override and
-    /// that the owner still lets them override.
-    pub fn effective(&self, key: &ObjectKey) -> Result<Option<Object>> {
-        let Some(stored) = self.object(key)? else {
-            return Ok(None);
-        };
-        let overrides = self.overrides(key)?;
-        if overrides.is_empty() {
-            return Ok(Some(stored.object));
-        }
-        let allowed = stored.object.overridable();
-        let mut value = serde_json::to_value(&stored.object).map_err(|e| self.corrupt(e.to_string()))?;
-        let mut ordered: Vec<(&NodeId, &Override)> = overrides.iter().filter(|(o, _)| **o != self.node).collect();
-        ordered.extend(overrides.get_key_value(&self.node));
-        for (_, over) in ordered {
-            for (field, v) in &over.fields {
-                if allowed.contains(field)
-                    && let Some(body) = value.get_mut("object").and_then(|o| o.as_object_mut())
-                {
-                    body.insert(field.clone(), v.clone());
-                }
-            }
-        }
-        serde_json::from_value(value)
-            .map(Some)
-            .map_err(|e| StoreError::Invalid(format!("overrides of {key} do not fit the object: {e}")))
-    }
 }
 
 /// The set hash of what `origin` owns in a snapshot.

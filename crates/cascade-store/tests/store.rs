@@ -86,11 +86,10 @@ fn one_owner_per_object_and_overrides_where_allowed() {
             fields: fields.clone(),
         }))
         .unwrap();
-    match store
-        .effective(&key(ObjectKind::Setting, "scan-interval"))
-        .unwrap()
-        .unwrap()
-    {
+    let target = key(ObjectKind::Setting, "scan-interval");
+    let owner = store.object(&target).unwrap().unwrap().object;
+    let overrides = store.overrides(&target).unwrap();
+    match owner.with_overrides(overrides.iter()).0 {
         Object::Setting(s) => assert_eq!(s.value, serde_json::json!(900)),
         other => panic!("{other:?}"),
     }
