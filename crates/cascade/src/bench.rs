@@ -38,11 +38,14 @@ pub enum BenchCommand {
         count: usize,
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
-        /// Inventories the virtual agents take in turn.
-        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/windows-inventory"))]
-        inventories: std::path::PathBuf,
-        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/cvrf/cvrfDocument-2022-Dec.trimmed.xml"))]
-        catalog: std::path::PathBuf,
+        /// A folder of inventories the virtual agents take in turn; the
+        /// demo's real systeminfo samples (built in) when absent.
+        #[arg(long)]
+        inventories: Option<std::path::PathBuf>,
+        /// The catalog to import; the built-in December 2022 MSRC CVRF
+        /// sample when absent.
+        #[arg(long)]
+        catalog: Option<std::path::PathBuf>,
     },
     /// One update's content pulled over 2 hops (root → region → site, node
     /// processes on loopback, mTLS gRPC), next to a plain file copy of it.
@@ -85,7 +88,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
             concurrency,
             inventories,
             catalog,
-        } => runtime.block_on(agents(count, concurrency, &inventories, &catalog))?,
+        } => runtime.block_on(agents(count, concurrency, inventories.as_deref(), catalog.as_deref()))?,
         BenchCommand::Content { size_mb } => runtime.block_on(content(size_mb))?,
         BenchCommand::Rollup { computers, updates } => {
             runtime.block_on(crate::bench_rollup::run(computers, updates))?
@@ -400,8 +403,8 @@ impl Drop for NodeProcess {
 async fn agents(
     count: usize,
     concurrency: usize,
-    inventories: &std::path::Path,
-    catalog: &std::path::Path,
+    inventories: Option<&std::path::Path>,
+    catalog: Option<&std::path::Path>,
 ) -> anyhow::Result<serde_json::Value> {
     use cascade_core::model::{Policy, UpdateFilter};
     use cascade_proto::v1::admin_client::AdminClient;
@@ -413,11 +416,17 @@ async fn agents(
     let (node, address) = node_process(dir.path(), &ca, "site", None, "").await?;
     let channel = cascade_node::channel(&address, None, &ca.cert_pem, &admin.cert_pem, &admin.key_pem).await?;
     let mut client = AdminClient::new(channel);
-    let data = std::fs::read(catalog).with_context(|| catalog.display().to_string())?;
+    let (name, data) = match catalog {
+        Some(path) => (
+            path.display().to_string(),
+            std::fs::read(path).with_context(|| path.display().to_string())?,
+        ),
+        None => ("cvrfDocument-2022-Dec".to_owned(), crate::demo::CVRF.to_vec()),
+    };
     let imported = call(
         &mut client,
         "catalog.import",
-        serde_json::json!({"name": catalog.display().to_string(), "content": String::from_utf8(data)?}),
+        serde_json::json!({"name": name, "content": String::from_utf8(data)?}),
     )
     .await
     .context("import")?;
@@ -435,7 +444,10 @@ async fn agents(
     call(&mut client, "changes.record", serde_json::json!({"op": op}))
         .await
         .context("policy")?;
-    let inventories = crate::agent::load_inventories(inventories)?;
+    let inventories = match inventories {
+        Some(dir) => crate::agent::load_inventories(dir)?,
+        None => crate::demo::demo_inventories()?,
+    };
     let distinct = inventories.len();
     // The baseline: the node with its catalog, before any agent.
     let idle_rss = peak_rss(node.0.id()).unwrap_or(0);

@@ -20,7 +20,7 @@ use cascade_trust::Ca;
 use cascade::inprocess::{Harness, add_child, serve_api};
 
 /// The real sample catalog: December 2022's MSRC security update document.
-const CVRF: &[u8] = include_bytes!("../../../tests/fixtures/cvrf/cvrfDocument-2022-Dec.trimmed.xml");
+pub(crate) const CVRF: &[u8] = include_bytes!("../../../tests/fixtures/cvrf/cvrfDocument-2022-Dec.trimmed.xml");
 
 /// Real `systeminfo` outputs the simulated computers take in turn.
 const INVENTORIES: &[(&str, &[u8])] = &[
@@ -160,7 +160,7 @@ const SOFTWARE_OF: &[(&str, &[&str])] = &[
 /// The simulated computers' inventories: each real systeminfo with each of
 /// its software lists, in rounds (every systeminfo's first list, then the
 /// second ...), so that a few computers per site already cover every OS.
-fn demo_inventories() -> anyhow::Result<Vec<cascade_core::Inventory>> {
+pub(crate) fn demo_inventories() -> anyhow::Result<Vec<cascade_core::Inventory>> {
     let mut rounds: Vec<Vec<cascade_core::Inventory>> = Vec::new();
     for (name, bytes) in INVENTORIES {
         let (_, base) = cascade_core::import::import_inventory(name, bytes)?;
