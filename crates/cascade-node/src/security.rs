@@ -4,7 +4,7 @@
 //! freshness they prove, and the refusals that name the attack.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use cascade_core::model::{
     AgentCertificate, Change, ChangeOp, ComplianceRecord, ComputerId, NodeId, Object, ObjectId, ObjectKey, ObjectKind,
@@ -75,7 +75,14 @@ pub struct Attested(Mutex<std::collections::HashSet<[u8; 32]>>);
 
 /// Agent certificates whose chains were checked here: computer -> leaf DER.
 #[derive(Debug, Default)]
-pub struct AgentKeys(Mutex<std::collections::HashMap<ComputerId, (String, Vec<u8>)>>);
+pub struct AgentKeys(Mutex<std::collections::HashMap<ComputerId, ([u8; 32], Arc<[u8]>)>>);
+
+/// The digest a checked certificate is remembered by (of its base64 form,
+/// as it travels): a fleet's worth of them takes 32 bytes each, not the
+/// certificate again.
+fn leaf_digest(b64: &str) -> [u8; 32] {
+    <sha2::Sha256 as sha2::Digest>::digest(b64.as_bytes()).into()
+}
 
 /// The revocations in force here, rebuilt when the objects change.
 #[derive(Debug, Default)]
@@ -179,16 +186,16 @@ impl Node {
     /// Checks an agent's certificate chain: issued (through its site's
     /// enrollment CA) under the organisation CA, for that computer.
     pub fn check_agent_certificate(&self, cert: &AgentCertificate) -> Result<Vec<u8>, Refused> {
-        let leaf_b64 = cert.chain.first().cloned().unwrap_or_default();
-        if let Some((b64, der)) = self
+        let leaf = leaf_digest(cert.chain.first().map(String::as_str).unwrap_or_default());
+        if let Some((digest, der)) = self
             .agent_keys
             .0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&cert.computer)
-            && *b64 == leaf_b64
+            && *digest == leaf
         {
-            return Ok(der.clone());
+            return Ok(der.to_vec());
         }
         let der = self.check_agent_chain(cert)?;
         if let Some(why) = self.revocation_of(&der) {
@@ -201,7 +208,7 @@ impl Node {
         if keys.len() >= ATTESTED_KEPT {
             keys.clear();
         }
-        keys.insert(cert.computer.clone(), (leaf_b64, der.clone()));
+        keys.insert(cert.computer.clone(), (leaf, Arc::from(der.as_slice())));
         Ok(der)
     }
 
@@ -378,7 +385,7 @@ impl Node {
             .unwrap_or_else(|e| e.into_inner())
             .get(computer)
         {
-            return Some(der.clone());
+            return Some(der.to_vec());
         }
         let stored = self.store.agent_certificate(computer).ok().flatten()?;
         self.check_agent_certificate(&stored).ok()
