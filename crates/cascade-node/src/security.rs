@@ -75,7 +75,10 @@ pub struct Attested(Mutex<std::collections::HashSet<[u8; 32]>>);
 
 /// Agent certificates whose chains were checked here: computer -> leaf DER.
 #[derive(Debug, Default)]
-pub struct AgentKeys(Mutex<std::collections::HashMap<ComputerId, ([u8; 32], Arc<[u8]>)>>);
+pub struct AgentKeys(Mutex<std::collections::HashMap<ComputerId, KnownCertificate>>);
+
+/// A checked agent certificate: the digest of its base64 form and its DER.
+type KnownCertificate = ([u8; 32], Arc<[u8]>);
 
 /// The digest a checked certificate is remembered by (of its base64 form,
 /// as it travels): a fleet's worth of them takes 32 bytes each, not the
