@@ -32,6 +32,10 @@ pub struct NodeConfig {
     /// and connected afresh.
     #[serde(default = "default_stall")]
     pub stall_seconds: u64,
+    /// sled's cache of the store, in MiB of data on disk (it takes several
+    /// times that in memory).
+    #[serde(default = "default_store_cache")]
+    pub store_cache_mb: u64,
     /// Address for Prometheus metrics over plain HTTP (`/metrics`); off when absent.
     #[serde(default)]
     pub metrics_listen: Option<String>,
@@ -222,6 +226,10 @@ fn default_stall() -> u64 {
     120
 }
 
+fn default_store_cache() -> u64 {
+    cascade_store::DEFAULT_CACHE_BYTES >> 20
+}
+
 fn default_batch() -> usize {
     1000
 }
@@ -255,6 +263,8 @@ pub struct Checked {
     pub heartbeat_seconds: u64,
     pub report_batch: usize,
     pub stall_seconds: u64,
+    /// sled's cache, in bytes.
+    pub store_cache_bytes: u64,
     pub metrics_listen: Option<SocketAddr>,
     pub api_listen: Option<SocketAddr>,
     /// The site's enrollment CA and the validity of what it signs.
@@ -301,6 +311,7 @@ impl Checked {
             heartbeat_seconds: default_heartbeat(),
             report_batch: default_batch(),
             stall_seconds: default_stall(),
+            store_cache_bytes: cascade_store::DEFAULT_CACHE_BYTES,
             metrics_listen: None,
             api_listen: None,
             enrollment: None,
@@ -417,6 +428,12 @@ impl NodeConfig {
             return Err(invalid(
                 "stall_seconds",
                 format!("{} is not between 5 and 86400", self.stall_seconds),
+            ));
+        }
+        if self.store_cache_mb < 8 || self.store_cache_mb > 65_536 {
+            return Err(invalid(
+                "store_cache_mb",
+                format!("{} is not between 8 and 65536", self.store_cache_mb),
             ));
         }
         if self.report_batch == 0 || self.report_batch > 100_000 {
@@ -545,6 +562,7 @@ impl NodeConfig {
             heartbeat_seconds: self.heartbeat_seconds,
             report_batch: self.report_batch,
             stall_seconds: self.stall_seconds,
+            store_cache_bytes: self.store_cache_mb << 20,
         })
     }
 }

@@ -103,11 +103,16 @@ impl std::fmt::Debug for SignerSlot {
 /// One commit at a time per process (see [`Store::commit`]).
 static COMMIT_TURN: Mutex<()> = Mutex::new(());
 
+/// The default of sled's cache (`Store::open_cached` sets another). sled
+/// counts it in bytes on disk; in memory it takes several times as much
+/// (a million computers' compliance with 256 MiB took over 10 GiB).
+pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
 /// sled's settings for a store on disk.
-fn durable_config(path: &Path) -> sled::Config {
+fn durable_config(path: &Path, cache_bytes: u64) -> sled::Config {
     sled::Config::new()
         .path(path)
-        .cache_capacity(256 * 1024 * 1024)
+        .cache_capacity(cache_bytes)
         .flush_every_ms(Some(500))
 }
 
@@ -164,7 +169,12 @@ impl Drop for Store {
 impl Store {
     /// Opens (or creates) the store of node `node` at `path`.
     pub fn open(path: &Path, node: NodeId) -> Result<Store> {
-        Self::open_with(durable_config(path), path, Some(node), true)
+        Self::open_cached(path, node, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`Self::open`] with sled's cache at `cache_bytes`.
+    pub fn open_cached(path: &Path, node: NodeId, cache_bytes: u64) -> Result<Store> {
+        Self::open_with(durable_config(path, cache_bytes), path, Some(node), true)
     }
 
     /// A store in memory that disappears when dropped (for tests and benchmarks).
@@ -351,7 +361,7 @@ impl Store {
                 detail: "there is no node store here".to_owned(),
             });
         }
-        Self::open_with(durable_config(path), path, None, true)
+        Self::open_with(durable_config(path, DEFAULT_CACHE_BYTES), path, None, true)
     }
 
     fn check_format(&self) -> Result<()> {

@@ -50,7 +50,11 @@ impl Harness {
             issued.key_pem,
         )?;
         adjust(&mut config);
-        let store = Arc::new(Store::open(&data.join("store"), node_id)?);
+        let store = Arc::new(Store::open_cached(
+            &data.join("store"),
+            node_id,
+            config.store_cache_bytes,
+        )?);
         let (listener, addr) = cascade_node::bind(&config).await?;
         let node = Node::new(config, store);
         let mut tasks =

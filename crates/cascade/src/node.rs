@@ -132,7 +132,11 @@ pub fn init_logs(json: bool) {
 fn run_node(config_path: &std::path::Path, log_json: bool) -> anyhow::Result<ExitCode> {
     init_logs(log_json);
     let config = cascade_node::NodeConfig::load(config_path)?;
-    let store = std::sync::Arc::new(Store::open(&config.data.join("store"), config.id.clone())?);
+    let store = std::sync::Arc::new(Store::open_cached(
+        &config.data.join("store"),
+        config.id.clone(),
+        config.store_cache_bytes,
+    )?);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let (listener, addr) = cascade_node::bind(&config)
