@@ -14,11 +14,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cascade::inprocess::{Harness, add_child};
+use cascade::inprocess::{add_child, generated_updates, harness};
 use cascade::relay::{self, Faults};
 use cascade_core::UpdateId;
-use cascade_core::model::{ChangeOp, NodeId, Object};
-use cascade_core::update::{Classification, Severity, Update};
+use cascade_core::model::NodeId;
+use cascade_core::update::Severity;
 use cascade_node::Node;
 use cascade_trust::Ca;
 
@@ -64,23 +64,10 @@ async fn initial_syncs_through_a_faulty_link_all_reach_the_head() {
     let syncs = env("CASCADE_STRESS_SYNCS", 8);
     let updates = env("CASCADE_STRESS_UPDATES", 5_000);
     let seed = env("CASCADE_STRESS_SEED", 17);
-    let h = Harness {
-        dir: tempfile::tempdir().unwrap(),
-        ca: Ca::generate("Stress", cascade_node::now() - 60, 1).unwrap(),
-    };
+    let h = harness("Stress").unwrap();
     let root = h.start("root", None, |_| {}).await.unwrap();
     let root_id = root.node.id.clone();
-    let ops: Vec<ChangeOp> = (0..updates)
-        .map(|n| {
-            let mut u = Update::new(
-                UpdateId::kb(7_000_000 + n),
-                format!("Generated update {n} (KB{})", 7_000_000 + n),
-                Classification::SecurityUpdate,
-            );
-            u.severity = Severity::Important;
-            ChangeOp::Upsert(Object::Update(Box::new(u)))
-        })
-        .collect();
+    let ops = generated_updates(updates);
     for chunk in ops.chunks(5_000) {
         root.node.append_local_many(chunk.to_vec()).await.unwrap();
     }
@@ -150,10 +137,7 @@ async fn an_upward_snapshot_through_a_faulty_link_ends_exact_at_the_root() {
     use cascade_core::model::{ComplianceRecord, ComputerId};
     let _ = rustls::crypto::ring::default_provider().install_default();
     let seed = env("CASCADE_STRESS_SEED", 17);
-    let h = Harness {
-        dir: tempfile::tempdir().unwrap(),
-        ca: Ca::generate("Stress", cascade_node::now() - 60, 1).unwrap(),
-    };
+    let h = harness("Stress").unwrap();
     let root = h.start("root", None, |_| {}).await.unwrap();
     let root_id = root.node.id.clone();
     add_child(&root.node, "site").await.unwrap();

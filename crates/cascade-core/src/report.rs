@@ -8,7 +8,7 @@
 //! replaced some, it is the few subtrees that hold only those. Nodes store
 //! and send a report that way, and rebuild each record's own path from it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::model::ComplianceRecord;
 use crate::seal::{Attestation, node_hash, record_leaf};
@@ -35,6 +35,18 @@ fn widths(count: u32) -> Vec<u32> {
         out.push(w);
     }
     out
+}
+
+/// The hash of node `parent` of the level above one of `width` nodes, from
+/// its children in `level` (an odd last node is carried up); `None` while a
+/// child is missing.
+fn parent_hash(level: &BTreeMap<u32, [u8; 32]>, width: u32, parent: u32) -> Option<[u8; 32]> {
+    let left = parent * 2;
+    if left + 1 < width {
+        Some(node_hash(level.get(&left)?, level.get(&(left + 1))?))
+    } else {
+        level.get(&left).copied()
+    }
 }
 
 /// The nodes that rebuild the root beside the leaves at the given places,
@@ -92,20 +104,11 @@ pub fn minimize(count: u32, nodes: Vec<TreeNode>) -> Vec<TreeNode> {
         let width = widths[level];
         let parents: BTreeSet<u32> = levels[level].keys().map(|p| p / 2).collect();
         for parent in parents {
-            let left = parent * 2;
-            let hash = if left + 1 < width {
-                match (levels[level].get(&left), levels[level].get(&(left + 1))) {
-                    (Some(l), Some(r)) => node_hash(l, r),
-                    _ => continue,
-                }
-            } else {
-                match levels[level].get(&left) {
-                    Some(h) => *h,
-                    None => continue,
-                }
+            let Some(hash) = parent_hash(&levels[level], width, parent) else {
+                continue;
             };
-            levels[level].remove(&left);
-            levels[level].remove(&(left + 1));
+            levels[level].remove(&(parent * 2));
+            levels[level].remove(&(parent * 2 + 1));
             levels[level + 1].insert(parent, hash);
         }
     }
@@ -135,7 +138,7 @@ pub fn rebuild(count: u32, leaves: &[(u32, [u8; 32])], nodes: &[TreeNode]) -> Op
         return None;
     }
     let widths = widths(count);
-    let mut levels: Vec<HashMap<u32, [u8; 32]>> = vec![HashMap::new(); widths.len()];
+    let mut levels: Vec<BTreeMap<u32, [u8; 32]>> = vec![BTreeMap::new(); widths.len()];
     for &(index, leaf) in leaves {
         if index >= count || levels[0].insert(index, leaf).is_some() {
             return None;
@@ -154,14 +157,8 @@ pub fn rebuild(count: u32, leaves: &[(u32, [u8; 32])], nodes: &[TreeNode]) -> Op
         let width = widths[level];
         let parents: BTreeSet<u32> = levels[level].keys().map(|p| p / 2).collect();
         for parent in parents {
-            let left = parent * 2;
-            let hash = if left + 1 < width {
-                match (levels[level].get(&left), levels[level].get(&(left + 1))) {
-                    (Some(l), Some(r)) => node_hash(l, r),
-                    _ => continue,
-                }
-            } else {
-                levels[level][&left]
+            let Some(hash) = parent_hash(&levels[level], width, parent) else {
+                continue;
             };
             match levels[level + 1].insert(parent, hash) {
                 // A node given where the leaves make one: it must agree.

@@ -193,17 +193,7 @@ async fn replication(updates: u64, samples: usize, records: u64) -> anyhow::Resu
     polled.sort_by(f64::total_cmp);
 
     // 2. Initial sync of a large catalog to a new child of the root.
-    let ops: Vec<ChangeOp> = (0..updates)
-        .map(|n| {
-            let mut u = Update::new(
-                UpdateId::kb(7_000_000 + n),
-                format!("Generated update {n} (KB{})", 7_000_000 + n),
-                Classification::SecurityUpdate,
-            );
-            u.severity = Severity::Important;
-            ChangeOp::Upsert(Object::Update(Box::new(u)))
-        })
-        .collect();
+    let ops = cascade::inprocess::generated_updates(updates);
     for chunk in ops.chunks(5_000) {
         let store = root.store.clone();
         let chunk = chunk.to_vec();

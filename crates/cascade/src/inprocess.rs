@@ -101,6 +101,31 @@ impl Drop for Running {
     }
 }
 
+/// `count` generated security updates (KB7000000 on), as the changes that
+/// publish them: a large catalog for benchmarks and stress tests.
+pub fn generated_updates(count: u64) -> Vec<ChangeOp> {
+    use cascade_core::update::{Classification, Severity, Update};
+    (0..count)
+        .map(|n| {
+            let mut u = Update::new(
+                cascade_core::UpdateId::kb(7_000_000 + n),
+                format!("Generated update {n} (KB{})", 7_000_000 + n),
+                Classification::SecurityUpdate,
+            );
+            u.severity = Severity::Important;
+            ChangeOp::Upsert(Object::Update(Box::new(u)))
+        })
+        .collect()
+}
+
+/// A harness with a fresh CA in a temporary directory.
+pub fn harness(name: &str) -> anyhow::Result<Harness> {
+    Ok(Harness {
+        dir: tempfile::tempdir()?,
+        ca: Ca::generate(name, cascade_node::now() - 60, 1)?,
+    })
+}
+
 /// Registers `child` with `parent`.
 pub async fn add_child(parent: &Arc<Node>, child: &str) -> anyhow::Result<()> {
     let site = Site {
