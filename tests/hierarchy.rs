@@ -86,6 +86,11 @@ fn seven_nodes_approvals_down_compliance_up_and_a_killed_middle_node() {
         .filter(|l| l["direction"] == "down" || l["direction"] == "up")
         .collect();
     assert_eq!(up.len(), 2);
+    // Each says whether it is stalled and how often it was.
+    assert!(
+        up.iter().all(|l| l["stalled"].is_boolean() && l["stalls"].is_u64()),
+        "{up:?}"
+    );
     wait_for("east's parent links connected", Duration::from_secs(30), || {
         tree.json("east", &["--json", "links"])
             .as_array()
