@@ -218,3 +218,90 @@ async fn an_upward_snapshot_through_a_faulty_link_ends_exact_at_the_root() {
         "no connection was cut"
     );
 }
+
+/// A link that hangs (connections open, nothing passing) is found without
+/// progress after `stall_seconds`, said so in the link status (which the
+/// metrics and `ctl links` show), and connected afresh; once traffic passes
+/// again, what waited reaches the root and the link is no longer stalled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_link_is_reported_stalled_and_recovers_by_itself() {
+    use cascade_core::compliance::ComplianceState;
+    use cascade_core::model::{ComplianceRecord, ComputerId};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let h = harness("Stress").unwrap();
+    let root = h.start("root", None, |_| {}).await.unwrap();
+    let root_id = root.node.id.clone();
+    add_child(&root.node, "site").await.unwrap();
+    let link = relay::start(root.addr.clone(), None).await.unwrap();
+    let site = h
+        .start("site", Some((root_id.clone(), link.addr.clone())), |c| {
+            c.heartbeat_seconds = 1;
+            c.stall_seconds = 5;
+        })
+        .await
+        .unwrap();
+    let head = root.node.store.applied_seq(&root_id).unwrap();
+    synced(
+        &site.node,
+        &root_id,
+        head,
+        Duration::from_secs(30),
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    let up = |node: &Node| {
+        node.links()
+            .into_iter()
+            .find(|(_, direction, _)| *direction == "up")
+            .map(|(_, _, status)| status)
+            .unwrap_or_default()
+    };
+    link.set_frozen(true);
+    let pki = h.dir.path().join("agents");
+    h.ca.write(&pki).unwrap();
+    let mut agents = cascade_agent::attest::PaperAgents::new(Ca::load(&pki).unwrap(), cascade_node::now() - 60);
+    let site_id = site.node.id.clone();
+    let mut records: Vec<ComplianceRecord> = (0..200u64)
+        .map(|n| ComplianceRecord {
+            computer: ComputerId::new(&format!("pc-{:03}", n / 20)).unwrap(),
+            update: UpdateId::kb(5_000_000 + n % 20),
+            site: site_id.clone(),
+            state: ComplianceState::Required,
+            severity: Severity::Important,
+            counter: 1,
+            observed_at: 1,
+            attestation: None,
+        })
+        .collect();
+    let certificates = agents.sign(&mut records).unwrap();
+    site.node.store.put_agent_certificates(&certificates, true).unwrap();
+    site.node.store.ingest("agents", 1, &records, true).unwrap();
+    site.node.upward_ready();
+    let started = Instant::now();
+    while !(up(&site.node).stalled && up(&site.node).stalls > 0) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the hung link was not found stalled: {:?}",
+            site.node.links()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        up(&site.node).last_error.contains("no progress"),
+        "{:?}",
+        up(&site.node)
+    );
+    assert_eq!(root.node.store.computer_count(), 0, "nothing passed while hung");
+    link.set_frozen(false);
+    let started = Instant::now();
+    while !(root.node.store.computer_count() == 10 && !up(&site.node).stalled) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the link did not recover: root has {} computers; {:?}",
+            root.node.store.computer_count(),
+            site.node.links()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -40,6 +40,9 @@ pub struct Relay {
     /// While true, the link is down: connections are closed and new ones
     /// refused.
     down: tokio::sync::watch::Sender<bool>,
+    /// While true, connections stay open and nothing passes either way (a
+    /// link that hangs).
+    frozen: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -48,6 +51,12 @@ impl Relay {
     /// ones) or brings it back.
     pub fn set_down(&self, down: bool) {
         self.down.send_replace(down);
+    }
+
+    /// Holds everything on every connection (which stay open), or lets it
+    /// pass again.
+    pub fn set_frozen(&self, frozen: bool) {
+        self.frozen.send_replace(frozen);
     }
 }
 
@@ -67,6 +76,7 @@ pub async fn start(upstream: String, faults: Option<Faults>) -> std::io::Result<
     let cuts = Arc::new(AtomicU64::new(0));
     let (bytes, accepted, cut) = (down_bytes.clone(), connections.clone(), cuts.clone());
     let (down, is_down) = tokio::sync::watch::channel(false);
+    let (frozen, is_frozen) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(async move {
         let mut tasks = tokio::task::JoinSet::new();
         while let Ok((inbound, _)) = listener.accept().await {
@@ -79,7 +89,15 @@ pub async fn start(upstream: String, faults: Option<Faults>) -> std::io::Result<
             };
             let plan = faults.as_ref().map(|f| Plan::draw(f, n));
             let (bytes, cut) = (bytes.clone(), cut.clone());
-            tasks.spawn(relay_one(inbound, outbound, plan, bytes, cut, is_down.clone()));
+            tasks.spawn(relay_one(
+                inbound,
+                outbound,
+                plan,
+                bytes,
+                cut,
+                is_down.clone(),
+                is_frozen.clone(),
+            ));
             // Finished connections are reaped as new ones come.
             while tasks.try_join_next().is_some() {}
         }
@@ -90,6 +108,7 @@ pub async fn start(upstream: String, faults: Option<Faults>) -> std::io::Result<
         connections,
         cuts,
         down,
+        frozen,
         task,
     })
 }
@@ -123,11 +142,26 @@ async fn relay_one(
     bytes: Arc<AtomicU64>,
     cuts: Arc<AtomicU64>,
     mut down: tokio::sync::watch::Receiver<bool>,
+    mut frozen: tokio::sync::watch::Receiver<bool>,
 ) {
     let (mut ri, mut wi) = inbound.into_split();
     let (mut ro, mut wo) = outbound.into_split();
+    let mut up_frozen = frozen.clone();
     let up = tokio::spawn(async move {
-        let _ = tokio::io::copy(&mut ri, &mut wo).await;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            if up_frozen.wait_for(|f| !*f).await.is_err() {
+                break;
+            }
+            let n = match ri.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            // What arrived while frozen waits until the link thaws.
+            if up_frozen.wait_for(|f| !*f).await.is_err() || wo.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
     });
     let mut buf = vec![0u8; 64 * 1024];
     let mut sent = 0u64;
@@ -140,6 +174,9 @@ async fn relay_one(
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        if frozen.wait_for(|f| !*f).await.is_err() {
+            break;
+        }
         let mut n = n;
         if let Some(plan) = plan.as_mut() {
             if let Some(at) = plan.cut_at
