@@ -58,6 +58,19 @@ async fn synced(node: &Arc<Node>, origin: &NodeId, seq: u64, quiet: Duration, li
     }
 }
 
+/// Records signed as their agents would, taken at `site` as batch `seq` of
+/// its agents (queued for its parent).
+fn report_at(
+    site: &Node,
+    agents: &mut cascade_agent::attest::PaperAgents,
+    mut records: Vec<cascade_core::model::ComplianceRecord>,
+    seq: u64,
+) {
+    let certificates = agents.sign(&mut records).unwrap();
+    site.store.put_agent_certificates(&certificates, true).unwrap();
+    site.store.ingest("agents", seq, &records, true).unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn initial_syncs_through_a_faulty_link_all_reach_the_head() {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -162,7 +175,7 @@ async fn an_upward_snapshot_through_a_faulty_link_ends_exact_at_the_root() {
     let mut agents = cascade_agent::attest::PaperAgents::new(Ca::load(&pki).unwrap(), cascade_node::now() - 60);
     let site_id = site.node.id.clone();
     for batch in 0..10u64 {
-        let mut records: Vec<ComplianceRecord> = (batch * 30..(batch + 1) * 30)
+        let records: Vec<ComplianceRecord> = (batch * 30..(batch + 1) * 30)
             .flat_map(|c| (0..20).map(move |u| (c, u)))
             .map(|(c, u)| ComplianceRecord {
                 computer: ComputerId::new(&format!("pc-{c:04}")).unwrap(),
@@ -179,9 +192,7 @@ async fn an_upward_snapshot_through_a_faulty_link_ends_exact_at_the_root() {
                 attestation: None,
             })
             .collect();
-        let certificates = agents.sign(&mut records).unwrap();
-        site.node.store.put_agent_certificates(&certificates, true).unwrap();
-        site.node.store.ingest("agents", batch + 1, &records, true).unwrap();
+        report_at(&site.node, &mut agents, records, batch + 1);
     }
     // Lost before the parent had any of it.
     site.node.store.outbox_compact(0).unwrap();
@@ -262,7 +273,7 @@ async fn a_hung_link_is_reported_stalled_and_recovers_by_itself() {
     h.ca.write(&pki).unwrap();
     let mut agents = cascade_agent::attest::PaperAgents::new(Ca::load(&pki).unwrap(), cascade_node::now() - 60);
     let site_id = site.node.id.clone();
-    let mut records: Vec<ComplianceRecord> = (0..200u64)
+    let records: Vec<ComplianceRecord> = (0..200u64)
         .map(|n| ComplianceRecord {
             computer: ComputerId::new(&format!("pc-{:03}", n / 20)).unwrap(),
             update: UpdateId::kb(5_000_000 + n % 20),
@@ -274,9 +285,7 @@ async fn a_hung_link_is_reported_stalled_and_recovers_by_itself() {
             attestation: None,
         })
         .collect();
-    let certificates = agents.sign(&mut records).unwrap();
-    site.node.store.put_agent_certificates(&certificates, true).unwrap();
-    site.node.store.ingest("agents", 1, &records, true).unwrap();
+    report_at(&site.node, &mut agents, records, 1);
     site.node.upward_ready();
     let started = Instant::now();
     while !(up(&site.node).stalled && up(&site.node).stalls > 0) {

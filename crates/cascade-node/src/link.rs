@@ -609,17 +609,23 @@ async fn send_snapshot(
         }
         Ok(())
     };
-    let mut pages: Vec<(Vec<Upward>, SnapshotProgress)> = Vec::new();
+    // Each page: its batches (items, reports), and how far it takes the
+    // snapshot once acknowledged.
+    type Page = (Vec<(Vec<Upward>, Vec<cascade_core::report::Report>)>, SnapshotProgress);
+    let mut pages: Vec<Page> = Vec::new();
     if matches!(at, SnapshotProgress::Start) {
         // The agents' certificates first: they check the records' signatures.
         let store = node.store.clone();
         let certificates = blocking(move || store.agent_certificates())
             .await
             .map_err(|e| e.to_string())?;
-        pages.push((
-            certificates.into_iter().map(Upward::Certificate).collect(),
-            SnapshotProgress::Certificates { upto },
-        ));
+        let items: Vec<Upward> = certificates.into_iter().map(Upward::Certificate).collect();
+        let mut batches: Vec<_> = items.chunks(limit).map(|c| (c.to_vec(), Vec::new())).collect();
+        if batches.is_empty() {
+            // Still one batch, so that the parent acknowledges this step.
+            batches.push((Vec::new(), Vec::new()));
+        }
+        pages.push((batches, SnapshotProgress::Certificates { upto }));
     }
     let mut after: Option<cascade_core::model::ComputerId> = match &at {
         SnapshotProgress::After { computer, .. } => Some(computer.clone()),
@@ -630,28 +636,36 @@ async fn send_snapshot(
             let store = node.store.clone();
             let from = after.clone();
             let computers = (limit / 16).max(1);
-            let (records, last) = blocking(move || store.records_after(from.as_ref(), computers))
+            // Read as the reports they came in: nothing is rebuilt to be sent.
+            let (reports, loose, last) = blocking(move || store.records_after(from.as_ref(), computers))
                 .await
                 .map_err(|e| e.to_string())?;
             let Some(last) = last else { break };
-            records_sent += records.len();
             after = Some(last.clone());
-            pages.push((
-                records.into_iter().map(Upward::Compliance).collect(),
-                SnapshotProgress::After { upto, computer: last },
-            ));
+            let mut batches: Vec<(Vec<Upward>, Vec<cascade_core::report::Report>)> = Vec::new();
+            let mut size = limit;
+            for report in reports {
+                records_sent += report.records.len();
+                if size >= limit {
+                    batches.push((Vec::new(), Vec::new()));
+                    size = 0;
+                }
+                size += report.records.len();
+                if let Some((_, batch)) = batches.last_mut() {
+                    batch.push(report);
+                }
+            }
+            records_sent += loose.len();
+            let loose: Vec<Upward> = loose.into_iter().map(Upward::Compliance).collect();
+            batches.extend(loose.chunks(limit).map(|c| (c.to_vec(), Vec::new())));
+            pages.push((batches, SnapshotProgress::After { upto, computer: last }));
         }
-        for (items, mark) in std::mem::take(&mut pages) {
-            let chunks: Vec<&[Upward]> = if items.is_empty() {
-                vec![&[]]
-            } else {
-                items.chunks(limit).collect()
-            };
-            for chunk in chunks {
+        for (batches, mark) in std::mem::take(&mut pages) {
+            for (items, reports) in batches {
                 while sent_batches - acked_batches >= 8 {
                     take_ack(&mut acked_batches, &mut marks, &mut at).await?;
                 }
-                tx.send(up_batch(upto, chunk, Vec::new(), true)?)
+                tx.send(up_batch(upto, &items, reports, true)?)
                     .await
                     .map_err(|_| "the report stream closed".to_owned())?;
                 sent_batches += 1;

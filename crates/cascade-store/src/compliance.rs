@@ -418,12 +418,18 @@ impl Store {
     }
 
     /// The records of up to `limit` computers after `after` (in key order),
-    /// and the last computer read: a whole store read in bounded pages.
+    /// as the agent reports they came in (nothing rebuilt; records of no
+    /// report apart), and the last computer read: a whole store read in
+    /// bounded pages.
     pub fn records_after(
         &self,
         after: Option<&ComputerId>,
         limit: usize,
-    ) -> Result<(Vec<ComplianceRecord>, Option<ComputerId>)> {
+    ) -> Result<(
+        Vec<cascade_core::report::Report>,
+        Vec<ComplianceRecord>,
+        Option<ComputerId>,
+    )> {
         let start = match after {
             Some(c) => {
                 let mut key = keys::compliance(c);
@@ -432,7 +438,7 @@ impl Store {
             }
             None => keys::COMPLIANCE.to_vec(),
         };
-        let mut records = Vec::new();
+        let (mut reports, mut loose) = (Vec::new(), Vec::new());
         let mut last = None;
         for item in self.tree().range(start..).take(limit) {
             let (key, value) = item.map_err(|e| self.io_error(e))?;
@@ -440,12 +446,13 @@ impl Store {
                 break;
             }
             let computer = self.computer_in(&key[keys::COMPLIANCE.len()..])?;
-            records.extend(
-                codec::decode_doc(&computer, &value).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key))))?,
-            );
+            let (mut of_computer, mut apart) = codec::decode_reports(&computer, &value, &|_| true)
+                .map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key))))?;
+            reports.append(&mut of_computer);
+            loose.append(&mut apart);
             last = Some(computer);
         }
-        Ok((records, last))
+        Ok((reports, loose, last))
     }
 
     /// The aggregates recounted from the raw records, to check the
