@@ -632,3 +632,199 @@ fn a_staged_rollout_opens_rings_by_soak_and_failures_and_by_promotion() {
     run_agent(&production);
     assert_eq!(scan("pc-prod")["state"], "current");
 }
+
+/// `ctl --json call <op> --params <params>` at a node.
+fn call(tree: &Tree, node: &str, op: &str, params: serde_json::Value) -> serde_json::Value {
+    tree.json(node, &["--json", "call", op, "--params", &params.to_string()])
+}
+
+#[test]
+fn reports_at_the_root_answer_which_computers_two_levels_down_need_what_and_why() {
+    let mut tree = Tree::new(&[
+        ("root", None),
+        ("region", Some("root")),
+        ("site", Some("region")),
+        ("other", Some("root")),
+    ]);
+    tree.start_all();
+    let disk_full = linux_update("R-FAIL", "exit 112", vec![], RestartBehavior::Never);
+    let fine = linux_update("R-OK", "exit 0", vec![], RestartBehavior::Never);
+    let windows_only = {
+        let mut u = linux_update("R-NA", "exit 0", vec![], RestartBehavior::Never);
+        u.applicable_when = Some(Rule::fact("os.family", Cmp::Eq, "windows"));
+        u.severity = Severity::Important;
+        u
+    };
+    for u in [disk_full, fine, windows_only] {
+        change(&tree, "root", &ChangeOp::Upsert(Object::Update(Box::new(u))));
+    }
+    let policy = Policy::new(ObjectId::new("all").unwrap(), "All");
+    change(&tree, "root", &ChangeOp::Upsert(Object::Policy(Box::new(policy))));
+    let past = (now() - 60).to_string();
+    for id in ["R-FAIL", "R-OK", "R-NA"] {
+        ok(tree.ctl(
+            "root",
+            &["approve", "--policy", "all", "--update", id, "--deadline", &past],
+        ));
+    }
+    wait_for("approvals at the site", Duration::from_secs(20), || {
+        tree.approvals("site") == 3
+    });
+    let site_addr = tree.nodes["site"].addr();
+    for pc in ["pc-a", "pc-b"] {
+        let dir = agent_dir(&tree, pc);
+        let config = dir.join("agent.toml");
+        std::fs::write(&config, agent_config(&dir, &[(&site_addr, 0)])).unwrap();
+        let run = run_agent(&config);
+        assert_eq!(run["installed"], 1, "{run}");
+    }
+    wait_for("both computers at the root", Duration::from_secs(30), || {
+        let listed = call(&tree, "root", "reports.computers", serde_json::json!({}));
+        listed["items"]
+            .as_array()
+            .is_some_and(|i| i.len() == 2 && i.iter().all(|c| c["last_report"].as_i64() > Some(0)))
+            && counts(&tree, "root", "R-FAIL")["failed"] == 2
+    });
+
+    // Every computer of the subtree, without its inventory: site, OS, agent.
+    let listed = call(&tree, "root", "reports.computers", serde_json::json!({}));
+    let pc = &listed["items"][0];
+    assert_eq!(pc["computer"], "pc-a", "{listed}");
+    assert_eq!(pc["site"], "site", "{listed}");
+    assert_eq!(
+        (&pc["os"], &pc["release"], &pc["version"]),
+        (&"debian".into(), &"bookworm".into(), &"12".into()),
+        "{listed}"
+    );
+    assert_eq!(pc["agent_version"], env!("CARGO_PKG_VERSION"), "{listed}");
+    assert!(
+        pc["scan_age_seconds"].as_i64().is_some_and(|a| (0..600).contains(&a)),
+        "{listed}"
+    );
+    // A region's subtree holds them; a sibling region's does not.
+    let of = |site: &str| {
+        call(&tree, "root", "reports.computers", serde_json::json!({"site": site}))["items"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!((of("region"), of("site"), of("other")), (2, 2, 0));
+    let outside = tree.ctl(
+        "region",
+        &["call", "reports.computers", "--params", r#"{"site": "other"}"#],
+    );
+    assert!(
+        String::from_utf8_lossy(&outside.stderr).contains("not in the subtree"),
+        "{outside:?}"
+    );
+    assert_eq!(
+        call(
+            &tree,
+            "root",
+            "reports.computers",
+            serde_json::json!({"scan_older_than_hours": 1})
+        )["items"],
+        serde_json::json!([]),
+        "both scanned just now"
+    );
+
+    // The computers behind a count, each with its reason.
+    let failed = call(
+        &tree,
+        "root",
+        "reports.computers",
+        serde_json::json!({"update": "R-FAIL", "state": "failed"}),
+    );
+    let rows = failed["items"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{failed}");
+    assert_eq!(rows[1]["computer"], "pc-b");
+    assert_eq!(rows[1]["code"], 112);
+    assert!(
+        rows[1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not enough space on the disk"),
+        "{failed}"
+    );
+
+    // Compliance: R-OK installed and R-NA not applicable, R-FAIL failed.
+    let by_site = call(&tree, "root", "reports.compliance", serde_json::json!({"by": "site"}));
+    assert_eq!(by_site["items"][0]["site"], "site", "{by_site}");
+    assert_eq!(by_site["items"][0]["percent"], 66.7, "{by_site}");
+    assert_eq!(by_site["items"][0]["failed"], 2, "{by_site}");
+    let by_update = call(
+        &tree,
+        "root",
+        "reports.compliance",
+        serde_json::json!({"by": "update", "site": "region", "sort": "percent"}),
+    );
+    assert_eq!(by_update["items"][0]["update"], "R-FAIL", "{by_update}");
+    assert_eq!(by_update["items"][0]["percent"], 0.0, "{by_update}");
+    let important = call(
+        &tree,
+        "root",
+        "reports.compliance",
+        serde_json::json!({"by": "severity", "severity": "Important"}),
+    );
+    assert_eq!(important["overall"]["not_applicable"], 2, "{important}");
+
+    // Failures by installer code, with the code's meaning.
+    let failures = call(&tree, "root", "reports.failures", serde_json::json!({}));
+    assert_eq!(failures["items"][0]["update"], "R-FAIL", "{failures}");
+    assert_eq!(failures["items"][0]["failed"], 2);
+    assert_eq!(failures["items"][0]["codes"][0]["code"], 112);
+    assert_eq!(failures["items"][0]["sites"][0]["site"], "site");
+    assert_eq!(
+        failures["by_code"][0]["meaning"],
+        "there is not enough space on the disk"
+    );
+
+    // One computer from the root, and from its own site with its events.
+    let from_root = call(
+        &tree,
+        "root",
+        "reports.computer",
+        serde_json::json!({"computer": "pc-a"}),
+    );
+    assert_eq!(from_root["served_here"], false);
+    assert_eq!(from_root["records"].as_array().unwrap().len(), 3, "{from_root}");
+    assert_eq!(from_root["computer"]["site"], "site");
+    let at_site = call(
+        &tree,
+        "site",
+        "reports.computer",
+        serde_json::json!({"computer": "pc-a"}),
+    );
+    assert_eq!(at_site["served_here"], true);
+    assert!(!at_site["events"].as_array().unwrap().is_empty(), "{at_site}");
+
+    // Today's point of the trend is the compliance now.
+    let trend = call(
+        &tree,
+        "root",
+        "reports.trend",
+        serde_json::json!({"days": 7, "by": "site"}),
+    );
+    let points = trend["items"][0]["points"].as_array().unwrap();
+    assert_eq!(points.last().unwrap()["percent"], 66.7, "{trend}");
+
+    // Exports: every page of a report, as CSV (here one row per page).
+    let csv = ok(tree.ctl(
+        "root",
+        &["call", "reports.computers", "--params", r#"{"limit": 1}"#, "--csv"],
+    ));
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 3, "{csv}");
+    assert!(lines[0].starts_with("computer,site,agent_version,"), "{csv}");
+    assert!(
+        lines[1].starts_with("pc-a,site,") && lines[2].starts_with("pc-b,site,"),
+        "{csv}"
+    );
+    let jsonl = ok(tree.ctl("root", &["call", "reports.failures", "--jsonl"]));
+    assert_eq!(jsonl.lines().count(), 1, "{jsonl}");
+    let refused = tree.ctl(
+        "root",
+        &["call", "tokens.create", "--params", r#"{"name": "x"}"#, "--csv"],
+    );
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("only reading operations export"));
+}

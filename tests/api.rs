@@ -663,6 +663,55 @@ fn every_operation_over_https_with_roles_inheritance_and_bad_input() {
     let states = child.ok("computers.compliance", &operator, json!({"computer": "api-0"}));
     assert_eq!(states["computer"], "api-0");
 
+    // Reports at the root over the child's computer.
+    wait_for("api-0 in the root's reports", Duration::from_secs(20), || {
+        root.ok("reports.computers", &auditor, json!({}))["items"][0]["computer"] == "api-0"
+    });
+    let one = root.ok("reports.computer", &auditor, json!({"computer": "api-0"}));
+    assert_eq!(one["computer"]["site"], "child", "{one}");
+    assert_eq!(one["computer"]["os"], "Windows 10", "{one}");
+    assert_eq!(
+        root.call("reports.computer", &auditor, json!({"computer": "pc-9"})).0,
+        404
+    );
+    let by_site = root.ok("reports.compliance", &auditor, json!({"by": "site_severity"}));
+    assert_eq!(by_site["items"][0]["site"], "child", "{by_site}");
+    let (code, body) = root.call("reports.compliance", &auditor, json!({"by": "planet"}));
+    assert!(
+        code == 400 && body["message"].as_str().unwrap().starts_with("by:"),
+        "{body}"
+    );
+    root.ok("reports.failures", &auditor, json!({"code": "0x80070643"}));
+    let (code, body) = root.call("reports.failures", &auditor, json!({"code": "0xZZ"}));
+    assert!(
+        code == 400 && body["message"].as_str().unwrap().contains("hexadecimal"),
+        "{body}"
+    );
+    root.ok("reports.trend", &auditor, json!({"days": 90, "by": "severity"}));
+    assert_eq!(root.call("reports.trend", &auditor, json!({"days": 0})).0, 400);
+    // Any report as a CSV download, every page of it.
+    let (code, csv) = root.curl_with(
+        &[
+            "-X",
+            "POST",
+            "-H",
+            "Accept: text/csv",
+            "-H",
+            "Content-Type: application/json",
+            "-H",
+            &format!("Authorization: Bearer {auditor}"),
+            "--data-binary",
+            "@-",
+            &format!("{}/api/v1/reports.computers", root.base()),
+        ],
+        r#"{"limit": 1}"#,
+    );
+    assert_eq!(code, 200, "{csv}");
+    assert!(
+        csv.starts_with("computer,site,") && csv.contains("\r\napi-0,child,"),
+        "{csv}"
+    );
+
     // Audit: who, when, what; the child's changes replicate up.
     let log = root.ok("audit.log", &auditor, json!({"limit": 500}));
     assert!(log.as_array().unwrap().iter().any(|e| {

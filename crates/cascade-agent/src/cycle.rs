@@ -31,7 +31,7 @@ use crate::os_updater::PackageResult;
 pub const RESTART_RETRY: i64 = 3600;
 
 /// Exit code reported when an update's content could not be fetched or verified.
-pub const CODE_CONTENT: i64 = -3;
+pub const CODE_CONTENT: i64 = cascade_core::compliance::CODE_CONTENT;
 
 /// What the agent runs on: the real computer, or a simulated one.
 pub trait Env: Send + Sync {
@@ -235,6 +235,7 @@ impl<E: Env> Agent<E> {
                 let mut request = tonic::Request::new(CheckInRequest {
                     inventory_hash: hash.clone(),
                     inventory: if send_body { body.clone() } else { Vec::new() },
+                    agent_version: env!("CARGO_PKG_VERSION").to_owned(),
                 });
                 request.set_timeout(std::time::Duration::from_secs(60));
                 match client.check_in(request).await {

@@ -20,9 +20,9 @@ pub struct Outcome {
 }
 
 /// Exit code reported when the installer could not be started.
-pub const CODE_NOT_STARTED: i64 = -1;
+pub const CODE_NOT_STARTED: i64 = cascade_core::compliance::CODE_NOT_STARTED;
 /// Exit code reported when the installer ran past its timeout.
-pub const CODE_TIMED_OUT: i64 = -2;
+pub const CODE_TIMED_OUT: i64 = cascade_core::compliance::CODE_TIMED_OUT;
 /// How much of an installer's output is kept.
 const TAIL: usize = 2048;
 

@@ -622,6 +622,51 @@ pub enum Upward {
     /// An agent's certificate chain, so that the nodes above can check the
     /// signatures on its records.
     Certificate(AgentCertificate),
+    /// A computer as its site last saw it, so that every node above can
+    /// list and filter the computers of its subtree.
+    Computer(ComputerSummary),
+}
+
+/// A managed computer as every node from its site up sees it: small, so
+/// that a root of a million computers keeps them all. The site writes it
+/// from what the agent sent (its inventory's operating system, its
+/// version, when it last scanned and reported); what is installed and
+/// failed is in the agent's signed compliance records, not here.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ComputerSummary {
+    pub computer: ComputerId,
+    /// The node that serves it.
+    pub site: NodeId,
+    /// The operating system as vendors name it ("Windows Server 2022"), or
+    /// as the computer reports it when no product is known.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub os: String,
+    /// Feature release ("21H2", "1809").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
+    /// Full operating system version ("10.0.20348.1547").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Unix seconds of the last inventory (scan); 0 when never.
+    #[serde(default)]
+    pub last_scan: i64,
+    /// Unix seconds of the last compliance report; 0 when never.
+    #[serde(default)]
+    pub last_report: i64,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub agent_version: String,
+    /// An installed update waits for a restart.
+    #[serde(default)]
+    pub pending_restart: bool,
+}
+
+impl ComputerSummary {
+    /// When the site last heard from the computer: of two summaries of one
+    /// computer (it moved between sites), the later one holds.
+    pub fn heard(&self) -> i64 {
+        self.last_scan.max(self.last_report)
+    }
 }
 
 /// An agent's certificate and its enrollment CA's, base64 DER.
@@ -641,6 +686,7 @@ impl Upward {
             Upward::Audit(_) => None,
             Upward::Rollout(t) => Some(format!("r\0{}\0{}\0{}\0{}", t.node, t.policy, t.update, t.ring)),
             Upward::Certificate(c) => Some(format!("k\0{}", c.computer)),
+            Upward::Computer(c) => Some(format!("m\0{}", c.computer)),
         }
     }
 }
@@ -660,6 +706,57 @@ pub struct Agent {
     /// The node's catalog revision its latest plan was made at.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<u64>,
+    /// Its operating system, from its latest inventory.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub os: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// The agent's own version, as it said at its latest check-in.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub agent_version: String,
+    /// Unix seconds of its latest compliance report; 0 when never.
+    #[serde(default)]
+    pub last_report: i64,
+    /// Its latest report left an update waiting for a restart.
+    #[serde(default)]
+    pub pending_restart: bool,
+}
+
+impl Agent {
+    /// An agent enrolled at `site` at `at`, not yet heard from.
+    pub fn new(id: ComputerId, site: NodeId, at: i64) -> Agent {
+        Agent {
+            id,
+            site,
+            enrolled_at: at,
+            last_seen: at,
+            inventory: None,
+            revision: None,
+            os: String::new(),
+            release: None,
+            version: None,
+            agent_version: String::new(),
+            last_report: 0,
+            pending_restart: false,
+        }
+    }
+
+    /// The agent's computer as the nodes above see it.
+    pub fn summary(&self) -> ComputerSummary {
+        ComputerSummary {
+            computer: self.id.clone(),
+            site: self.site.clone(),
+            os: self.os.clone(),
+            release: self.release.clone(),
+            version: self.version.clone(),
+            last_scan: if self.inventory.is_some() { self.last_seen } else { 0 },
+            last_report: self.last_report,
+            agent_version: self.agent_version.clone(),
+            pending_restart: self.pending_restart,
+        }
+    }
 }
 
 /// How an update was installed: the patching methods a policy turns on.

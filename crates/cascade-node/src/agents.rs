@@ -233,30 +233,53 @@ impl Node {
     fn seen(
         &self,
         computer: &ComputerId,
-        inventory: &str,
+        inventory: (&str, &Inventory),
+        agent_version: &str,
         at: i64,
         revision: u64,
     ) -> Result<(), cascade_store::StoreError> {
+        let (hash, inventory) = inventory;
+        self.with_agent(computer, at, |agent| {
+            agent.last_seen = at;
+            agent.inventory = Some(hash.to_owned());
+            agent.revision = Some(revision);
+            let os = &inventory.os;
+            agent.os = os.product.clone().unwrap_or_else(|| os.name.clone());
+            agent.release = os.release.clone();
+            agent.version = os.version.as_ref().map(ToString::to_string);
+            agent.agent_version = agent_version.chars().take(64).collect();
+        })
+    }
+
+    /// Notes an agent's compliance report: when, and whether an update waits
+    /// for a restart.
+    fn reported(&self, computer: &ComputerId, at: i64, pending_restart: bool) -> Result<(), cascade_store::StoreError> {
+        self.with_agent(computer, at, |agent| {
+            agent.last_report = at;
+            agent.pending_restart = pending_restart;
+        })
+    }
+
+    /// Changes an agent as last seen (read from the store when not yet in
+    /// the unwritten check-ins).
+    fn with_agent(
+        &self,
+        computer: &ComputerId,
+        at: i64,
+        change: impl FnOnce(&mut Agent),
+    ) -> Result<(), cascade_store::StoreError> {
         let mut seen = self.seen.agents.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(agent) = seen.get_mut(computer) {
-            agent.last_seen = at;
-            agent.inventory = Some(inventory.to_owned());
-            agent.revision = Some(revision);
+            change(agent);
             return Ok(());
         }
         drop(seen);
-        let mut agent = self.store.agent(computer)?.unwrap_or(Agent {
-            id: computer.clone(),
-            site: self.id.clone(),
-            enrolled_at: at,
-            last_seen: at,
-            inventory: None,
-            revision: None,
-        });
+        let mut agent = self
+            .store
+            .agent(computer)?
+            .unwrap_or_else(|| Agent::new(computer.clone(), self.id.clone(), at));
         agent.site = self.id.clone();
-        agent.last_seen = at;
-        agent.inventory = Some(inventory.to_owned());
-        agent.revision = Some(revision);
+        change(&mut agent);
         self.seen
             .agents
             .lock()
@@ -273,7 +296,8 @@ impl Node {
         let count = agents.len();
         let store = self.store.clone();
         let kept = agents.clone();
-        if let Err(e) = blocking(move || store.put_agents(&agents)).await {
+        let forward = self.config.parent.is_some();
+        if let Err(e) = blocking(move || store.put_agents(&agents, forward)).await {
             // Kept for the next attempt (newer check-ins win).
             let mut seen = self.seen.agents.lock().unwrap_or_else(|e| e.into_inner());
             for agent in kept {
@@ -498,14 +522,7 @@ impl v1::agents_server::Agents for AgentsService {
         let cert_pem = ca
             .sign_request(&request.csr_pem, &Identity::Agent(computer.clone()), at, days)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let agent = Agent {
-            id: computer.clone(),
-            site: node.id.clone(),
-            enrolled_at: at,
-            last_seen: at,
-            inventory: None,
-            revision: None,
-        };
+        let agent = Agent::new(computer.clone(), node.id.clone(), at);
         let store = node.store.clone();
         let hash = token.secret_hash();
         blocking(move || store.redeem_token(&hash, &agent, at))
@@ -557,7 +574,8 @@ impl v1::agents_server::Agents for AgentsService {
             let assignment = node
                 .assignment(&computer, &hash, &inventory, at)
                 .map_err(store_status)?;
-            node.seen(&computer, &hash, at, revision).map_err(store_status)?;
+            node.seen(&computer, (&hash, &inventory), &request.agent_version, at, revision)
+                .map_err(store_status)?;
             let evidence = node.evidence(&assignment).map_err(store_status)?;
             let evidence = serde_json::to_vec(&evidence).map_err(|e| Status::internal(e.to_string()))?;
             let assignment = serde_json::to_vec(&assignment).map_err(|e| Status::internal(e.to_string()))?;
@@ -634,6 +652,7 @@ impl v1::agents_server::Agents for AgentsService {
         let node = self.node.clone();
         let forward = node.config.parent.is_some();
         let source = format!("agent/{computer}");
+        let at = now();
         let (outcome, mark) = blocking(move || -> Result<_, cascade_store::StoreError> {
             let before = node.store.inbox_mark(&source)?;
             if node.store.agent_certificate(&computer)?.as_ref() != Some(&certificate) {
@@ -643,6 +662,12 @@ impl v1::agents_server::Agents for AgentsService {
                 node.store.put_events(&computer, counter, &events, EVENTS_KEPT)?;
             }
             let outcome = node.store.ingest(&source, counter, &records, forward)?;
+            let pending_restart = node
+                .store
+                .computer_records(&computer)?
+                .iter()
+                .any(|r| r.state == cascade_core::compliance::ComplianceState::PendingRestart);
+            node.reported(&computer, at, pending_restart)?;
             Ok((outcome, node.store.inbox_mark(&source)?))
         })
         .await

@@ -329,6 +329,17 @@ async fn receive(node: &Arc<Node>, child: &NodeId, batch: UpBatch) -> Result<u64
                         .filter_map(|s| NodeId::new(s).ok())
                         .collect();
                     node.declare_subtree(child, sites);
+                    let parents = h
+                        .detail
+                        .get("parents")
+                        .map(|list| {
+                            list.split(',')
+                                .filter_map(|pair| pair.split_once('='))
+                                .filter_map(|(s, p)| Some((NodeId::new(s).ok()?, NodeId::new(p).ok()?)))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    node.declare_parents(child, parents);
                 }
                 other.push(Upward::Health(h));
             }
@@ -336,6 +347,10 @@ async fn receive(node: &Arc<Node>, child: &NodeId, batch: UpBatch) -> Result<u64
             Upward::Rollout(t) => {
                 check_site(node, child, &t.node)?;
                 other.push(Upward::Rollout(t));
+            }
+            Upward::Computer(c) => {
+                check_site(node, child, &c.site)?;
+                other.push(Upward::Computer(c));
             }
             Upward::Compliance(r) => records.push(r),
             Upward::Certificate(c) => match node.check_agent_certificate(&c) {
@@ -403,12 +418,14 @@ async fn receive(node: &Arc<Node>, child: &NodeId, batch: UpBatch) -> Result<u64
                 // crash in between repeats them rather than losing them.
                 let mut health = Vec::new();
                 let mut certificates = Vec::new();
+                let mut computers = Vec::new();
                 for item in other {
                     match item {
                         Upward::Audit(entry) => {
                             store.audit(&entry, forward)?;
                         }
                         Upward::Certificate(cert) => certificates.push(cert),
+                        Upward::Computer(summary) => computers.push(summary),
                         Upward::Rollout(tally) => {
                             tallies.push(tally.clone());
                             health.push(Upward::Rollout(tally));
@@ -418,6 +435,7 @@ async fn receive(node: &Arc<Node>, child: &NodeId, batch: UpBatch) -> Result<u64
                 }
                 // Before the records they check, in one commit.
                 store.put_agent_certificates(&certificates, forward)?;
+                store.put_summaries(&computers, forward)?;
                 if forward && !health.is_empty() {
                     store.push_upward(health)?;
                 }

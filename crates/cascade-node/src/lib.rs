@@ -66,6 +66,8 @@ pub struct Node {
     /// What each child declared its subtree to be (itself and the sites
     /// below it), from the declaration it sends first on every connection.
     subtrees: Mutex<BTreeMap<NodeId, std::collections::BTreeSet<NodeId>>>,
+    /// The parent of each site below each child, as the child declared it.
+    parents: Mutex<BTreeMap<NodeId, BTreeMap<NodeId, NodeId>>>,
     /// Targeting and planners, rebuilt when the objects change.
     targeting: Mutex<Option<agents::TargetingCache>>,
     /// Agents' check-ins not yet written to the store.
@@ -122,6 +124,7 @@ impl Node {
             links: Mutex::new(Self::stored_links(&node_store_for_links)),
             links_dirty: std::sync::atomic::AtomicBool::new(false),
             subtrees: Mutex::new(BTreeMap::new()),
+            parents: Mutex::new(BTreeMap::new()),
             targeting: Mutex::new(None),
             seen: agents::Seen::default(),
             ca_ders: cascade_trust::pem_certs(&config.ca_pem).unwrap_or_default(),
@@ -307,6 +310,71 @@ impl Node {
         sites.insert(child.clone());
         sites.remove(&self.id);
         declared.insert(child.clone(), sites);
+    }
+
+    /// A setting's value as in force here (overrides applied), if set.
+    pub fn setting(&self, id: &str) -> Result<Option<serde_json::Value>, cascade_store::StoreError> {
+        Ok(self
+            .effective_objects(ObjectKind::Setting)?
+            .into_iter()
+            .find_map(|o| match o {
+                Object::Setting(s) if s.id.as_str() == id => Some(s.value),
+                _ => None,
+            }))
+    }
+
+    /// Records the parents a child declared for the sites below it, keeping
+    /// only sites of its declared subtree.
+    pub(crate) fn declare_parents(&self, child: &NodeId, parents: BTreeMap<NodeId, NodeId>) {
+        let kept: BTreeMap<NodeId, NodeId> = parents
+            .into_iter()
+            .filter(|(site, _)| site != child && self.in_subtree_of(child, site))
+            .collect();
+        self.parents
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(child.clone(), kept);
+    }
+
+    /// The parent of every site of this node's subtree but itself.
+    pub fn site_parents(&self) -> BTreeMap<NodeId, NodeId> {
+        let declared = self.parents.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = BTreeMap::new();
+        for child in self.children() {
+            if let Some(below) = declared.get(&child) {
+                out.extend(below.iter().map(|(s, p)| (s.clone(), p.clone())));
+            }
+            out.insert(child, self.id.clone());
+        }
+        out
+    }
+
+    /// The sites of `site`'s subtree (itself and every site below it), when
+    /// it lies in this node's subtree.
+    pub fn subtree_of(&self, site: &NodeId) -> Option<std::collections::BTreeSet<NodeId>> {
+        let all = self.subtree();
+        if !all.contains(site) {
+            return None;
+        }
+        let parents = self.site_parents();
+        Some(
+            all.into_iter()
+                .filter(|s| {
+                    // Walk up from `s`; the tree is at most as deep as it is wide.
+                    let mut at = s;
+                    for _ in 0..=parents.len() {
+                        if at == site {
+                            return true;
+                        }
+                        match parents.get(at) {
+                            Some(p) => at = p,
+                            None => return false,
+                        }
+                    }
+                    false
+                })
+                .collect(),
+        )
     }
 
     /// Whether `site` lies in `child`'s subtree as the child declared it.
@@ -652,8 +720,18 @@ pub async fn maintenance(node: Arc<Node>, every: Duration) {
     };
     let _persist = AbortOnDrop(persist);
     let _timestamps = AbortOnDrop(tokio::spawn(security::timestamps(node.clone())));
+    // The hour today's aggregates were last kept in the history.
+    let mut history_hour = None;
     loop {
         tokio::time::sleep(every).await;
+        let hour = now().div_euclid(3600);
+        if history_hour != Some(hour) {
+            let recorder = node.clone();
+            match blocking(move || recorder.record_history(now())).await {
+                Ok(()) => history_hour = Some(hour),
+                Err(e) => tracing::warn!(error = %e, "cannot keep today's compliance in the history"),
+            }
+        }
         let cleaner = node.clone();
         let partials = blocking(move || cleaner.clean_partials(Duration::from_secs(24 * 3600))).await;
         if partials > 0 {

@@ -378,11 +378,22 @@ async fn apply_snapshot(node: &Arc<Node>, parent: &str, snapshot: Snapshot) -> R
 /// The batch (sequence 0) that declares this node's subtree to its parent.
 fn declaration(node: &Node, subtree: &std::collections::BTreeSet<NodeId>) -> Result<UpBatch, String> {
     let list: Vec<String> = subtree.iter().map(ToString::to_string).collect();
+    // Each site's parent too, so that the nodes above can tell a region's
+    // sites from another's.
+    let parents: Vec<String> = node
+        .site_parents()
+        .iter()
+        .filter(|(site, _)| subtree.contains(*site))
+        .map(|(site, parent)| format!("{site}={parent}"))
+        .collect();
     let health = cascade_core::model::NodeHealth {
         node: node.id.clone(),
         at: now(),
         agents: 0,
-        detail: std::collections::BTreeMap::from([("subtree".to_owned(), list.join(","))]),
+        detail: std::collections::BTreeMap::from([
+            ("subtree".to_owned(), list.join(",")),
+            ("parents".to_owned(), parents.join(",")),
+        ]),
     };
     up_batch(0, &[Upward::Health(health)], Vec::new(), false)
 }
@@ -574,10 +585,7 @@ async fn send_snapshot(
     else {
         return Ok(());
     };
-    let upto = match &at {
-        SnapshotProgress::Start => last,
-        SnapshotProgress::Certificates { upto } | SnapshotProgress::After { upto, .. } => *upto,
-    };
+    let upto = at.upto().unwrap_or(last);
     let limit = node.config.report_batch.max(1);
     // Batches sent and acknowledged, and the progress each sent batch ends.
     let (mut sent_batches, mut acked_batches) = (0u64, 0u64);
@@ -627,38 +635,76 @@ async fn send_snapshot(
         }
         pages.push((batches, SnapshotProgress::Certificates { upto }));
     }
-    let mut after: Option<cascade_core::model::ComputerId> = match &at {
-        SnapshotProgress::After { computer, .. } => Some(computer.clone()),
-        _ => None,
+    // Then every computer's summary, then every computer's records, each
+    // by computer from where an earlier attempt got to.
+    enum Phase {
+        Summaries(Option<cascade_core::model::ComputerId>),
+        Records(Option<cascade_core::model::ComputerId>),
+    }
+    let mut phase = match &at {
+        SnapshotProgress::Start | SnapshotProgress::Certificates { .. } => Phase::Summaries(None),
+        SnapshotProgress::Computers { computer, .. } => Phase::Summaries(Some(computer.clone())),
+        SnapshotProgress::Summarized { .. } => Phase::Records(None),
+        SnapshotProgress::After { computer, .. } => Phase::Records(Some(computer.clone())),
     };
     loop {
         if pages.is_empty() {
-            let store = node.store.clone();
-            let from = after.clone();
-            let computers = (limit / 16).max(1);
-            // Read as the reports they came in: nothing is rebuilt to be sent.
-            let (reports, loose, last) = blocking(move || store.records_after(from.as_ref(), computers))
-                .await
-                .map_err(|e| e.to_string())?;
-            let Some(last) = last else { break };
-            after = Some(last.clone());
-            let mut batches: Vec<(Vec<Upward>, Vec<cascade_core::report::Report>)> = Vec::new();
-            let mut size = limit;
-            for report in reports {
-                records_sent += report.records.len();
-                if size >= limit {
-                    batches.push((Vec::new(), Vec::new()));
-                    size = 0;
+            match &phase {
+                Phase::Summaries(after) => {
+                    let (store, from) = (node.store.clone(), after.clone());
+                    let summaries = blocking(move || store.summaries_after(from.as_ref(), limit))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let full = summaries.len() >= limit;
+                    let last = summaries.last().map(|s| s.computer.clone());
+                    let items: Vec<Upward> = summaries.into_iter().map(Upward::Computer).collect();
+                    let batch = vec![(items, Vec::new())];
+                    match last {
+                        Some(computer) if full => {
+                            pages.push((
+                                batch,
+                                SnapshotProgress::Computers {
+                                    upto,
+                                    computer: computer.clone(),
+                                },
+                            ));
+                            phase = Phase::Summaries(Some(computer));
+                        }
+                        _ => {
+                            pages.push((batch, SnapshotProgress::Summarized { upto }));
+                            phase = Phase::Records(None);
+                        }
+                    }
                 }
-                size += report.records.len();
-                if let Some((_, batch)) = batches.last_mut() {
-                    batch.push(report);
+                Phase::Records(after) => {
+                    let store = node.store.clone();
+                    let from = after.clone();
+                    let computers = (limit / 16).max(1);
+                    // Read as the reports they came in: nothing is rebuilt to be sent.
+                    let (reports, loose, last) = blocking(move || store.records_after(from.as_ref(), computers))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let Some(last) = last else { break };
+                    phase = Phase::Records(Some(last.clone()));
+                    let mut batches: Vec<(Vec<Upward>, Vec<cascade_core::report::Report>)> = Vec::new();
+                    let mut size = limit;
+                    for report in reports {
+                        records_sent += report.records.len();
+                        if size >= limit {
+                            batches.push((Vec::new(), Vec::new()));
+                            size = 0;
+                        }
+                        size += report.records.len();
+                        if let Some((_, batch)) = batches.last_mut() {
+                            batch.push(report);
+                        }
+                    }
+                    records_sent += loose.len();
+                    let loose: Vec<Upward> = loose.into_iter().map(Upward::Compliance).collect();
+                    batches.extend(loose.chunks(limit).map(|c| (c.to_vec(), Vec::new())));
+                    pages.push((batches, SnapshotProgress::After { upto, computer: last }));
                 }
             }
-            records_sent += loose.len();
-            let loose: Vec<Upward> = loose.into_iter().map(Upward::Compliance).collect();
-            batches.extend(loose.chunks(limit).map(|c| (c.to_vec(), Vec::new())));
-            pages.push((batches, SnapshotProgress::After { upto, computer: last }));
         }
         for (batches, mark) in std::mem::take(&mut pages) {
             for (items, reports) in batches {

@@ -118,6 +118,17 @@ pub(crate) fn count(overlay: &mut Overlay, r: &ComplianceRecord, sign: i64) {
         codec::state_tag(&r.state),
         sign,
     );
+    count_failure(overlay, r, sign);
+}
+
+/// Failures are few: counted by their installer code and site too.
+pub(crate) fn count_failure(overlay: &mut Overlay, r: &ComplianceRecord, sign: i64) {
+    if let ComplianceState::Failed { code } = r.state {
+        *overlay
+            .deltas
+            .entry(keys::count_failure(&r.update, code, r.site.as_str()))
+            .or_default() += sign;
+    }
 }
 
 /// The sites a computer's records name.
@@ -146,11 +157,11 @@ pub(crate) fn write_doc(
     }
 }
 
-fn token(key: &[u8]) -> String {
+pub(crate) fn token(key: &[u8]) -> String {
     key.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn untoken(token: &str, prefix: &[u8]) -> Result<Vec<u8>> {
+pub(crate) fn untoken(token: &str, prefix: &[u8]) -> Result<Vec<u8>> {
     let bytes: Option<Vec<u8>> = (0..token.len())
         .step_by(2)
         .map(|i| token.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
@@ -303,6 +314,78 @@ impl Store {
                     items,
                     next: Some(token(&key)),
                 });
+            }
+        }
+        Ok(Page { items, next: None })
+    }
+
+    /// A page of the records that `keep` accepts, read through the
+    /// narrowest index: an update's computers, the given sites' computers
+    /// (site by site), or every computer. Pages hold at least `limit`
+    /// records unless the listing ends; `next` continues it.
+    pub fn records_page(
+        &self,
+        update: Option<&UpdateId>,
+        sites: Option<&[NodeId]>,
+        after: Option<&str>,
+        limit: usize,
+        keep: impl Fn(&ComplianceRecord) -> bool,
+    ) -> Result<Page<ComplianceRecord>> {
+        let mut prefixes: Vec<Vec<u8>> = match (update, sites) {
+            (Some(u), _) => vec![keys::under(keys::BY_UPDATE, &[u.as_str().as_bytes()])],
+            (None, Some(sites)) => sites
+                .iter()
+                .map(|s| keys::under(keys::BY_SITE, &[s.as_str().as_bytes()]))
+                .collect(),
+            (None, None) => vec![keys::COMPLIANCE.to_vec()],
+        };
+        prefixes.sort();
+        prefixes.dedup();
+        let from = match after {
+            Some(t) => {
+                let key = untoken(t, b"")?;
+                if !prefixes.iter().any(|p| key.starts_with(p)) {
+                    return Err(StoreError::Invalid(format!(
+                        "page token {t:?} does not belong to this listing"
+                    )));
+                }
+                Some(key)
+            }
+            None => None,
+        };
+        let limit = limit.max(1);
+        let mut items = Vec::new();
+        for prefix in &prefixes {
+            let start = match &from {
+                Some(t) if t.starts_with(prefix) => {
+                    let mut k = t.clone();
+                    k.push(0);
+                    k
+                }
+                Some(t) if t > prefix => continue,
+                _ => prefix.clone(),
+            };
+            for item in self.tree().range(start..) {
+                let (key, value) = item.map_err(|e| self.io_error(e))?;
+                if !key.starts_with(prefix) {
+                    break;
+                }
+                let computer = self.computer_in(&key[prefix.len()..])?;
+                let records = if prefix.as_slice() == keys::COMPLIANCE {
+                    codec::decode_doc(&computer, &value)
+                        .map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key))))?
+                } else {
+                    self.computer_records(&computer)?
+                };
+                items.extend(records.into_iter().filter(|r| {
+                    update.is_none_or(|u| r.update == *u) && sites.is_none_or(|s| s.contains(&r.site)) && keep(r)
+                }));
+                if items.len() >= limit {
+                    return Ok(Page {
+                        items,
+                        next: Some(token(&key)),
+                    });
+                }
             }
         }
         Ok(Page { items, next: None })

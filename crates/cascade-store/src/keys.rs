@@ -38,6 +38,13 @@ pub const AUDIT: &[u8] = b"au/";
 pub const TOKEN: &[u8] = b"tk/";
 pub const EVENT: &[u8] = b"ev/";
 pub const API_TOKEN: &[u8] = b"at/";
+/// Computer summaries, by computer, and by site.
+pub const SUMMARY: &[u8] = b"cm/";
+pub const SUMMARY_SITE: &[u8] = b"cn/";
+/// Failed records counted by update, installer code and site.
+pub const COUNT_FAILURE: &[u8] = b"gf/";
+/// Daily snapshots of the aggregates.
+pub const HISTORY: &[u8] = b"hy/";
 
 fn join(prefix: &[u8], parts: &[&[u8]]) -> Vec<u8> {
     let mut key = Vec::with_capacity(prefix.len() + parts.iter().map(|p| p.len() + 1).sum::<usize>());
@@ -132,6 +139,27 @@ pub fn count_update(update: &UpdateId, state: u8) -> Vec<u8> {
 
 pub fn count_site_raw(site: &str, severity: u8, state: u8) -> Vec<u8> {
     join(COUNT_SITE, &[site.as_bytes(), &[severity], &[state]])
+}
+
+pub fn summary(computer: &ComputerId) -> Vec<u8> {
+    join(SUMMARY, &[computer.as_str().as_bytes()])
+}
+
+pub fn summary_site(site: &NodeId, computer: &ComputerId) -> Vec<u8> {
+    join(SUMMARY_SITE, &[site.as_str().as_bytes(), computer.as_str().as_bytes()])
+}
+
+pub fn count_failure(update: &UpdateId, code: i64, site: &str) -> Vec<u8> {
+    join(
+        COUNT_FAILURE,
+        &[update.as_str().as_bytes(), &code.to_be_bytes(), site.as_bytes()],
+    )
+}
+
+/// One day's snapshot of one aggregate (`kind` b's' per site and
+/// severity, b'u' per update), the day as days since 1970-01-01.
+pub fn history(day: i64, kind: u8) -> Vec<u8> {
+    join(HISTORY, &[&day.to_be_bytes(), &[kind]])
 }
 
 pub fn inbox(source: &str) -> Vec<u8> {

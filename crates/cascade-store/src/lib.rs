@@ -23,6 +23,7 @@ mod keys;
 mod local;
 mod outbox;
 mod replication;
+mod reports;
 
 pub use backup::BackupStats;
 pub use codec::STATE_NAMES;
@@ -30,9 +31,10 @@ pub use compliance::{IngestOutcome, Page, SeverityCounts, StateCounts};
 pub use local::{ApiTokenRecord, TokenRecord, TokenRefusal};
 pub use outbox::{OutboxEntry, OutboxState, SnapshotProgress};
 pub use replication::{Applied, NeedSnapshot, Snapshot, StoredObject};
+pub use reports::{DayAggregates, FailureCount};
 
 /// The on-disk format this build writes.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// Why a store operation failed. Each names what it was about; a failed
 /// write stored nothing of its operation.
@@ -411,7 +413,7 @@ impl Store {
         }
     }
 
-    /// Brings an older store to the current format in one batch.
+    /// Brings an older store to the current format, one batch per format.
     fn migrate(&self, from: u32) -> Result<()> {
         let mut pending = Pending::default();
         if from < 2 {
@@ -436,6 +438,25 @@ impl Store {
                 compliance::write_doc(&mut pending, &computer, &[], &records);
             }
             overlay.write(&mut pending, self)?;
+            // Each step is committed with its format: the next reads it.
+            pending.insert(keys::FORMAT.to_vec(), 2u32.to_be_bytes().to_vec());
+            self.commit(std::mem::take(&mut pending).into_batch())?;
+        }
+        if from < 3 {
+            // Format 3 counts failures by installer code and keeps a summary
+            // of every computer: both made from what is held.
+            // (A format 1 store's records were counted in full above.)
+            if from == 2 {
+                let mut overlay = compliance::Overlay::default();
+                for records in self.all_records() {
+                    for record in records? {
+                        compliance::count_failure(&mut overlay, &record, 1);
+                    }
+                }
+                overlay.write(&mut pending, self)?;
+            }
+            let summaries: Vec<_> = self.agents()?.iter().map(|a| a.summary()).collect();
+            self.stage_summaries(&mut pending, &summaries)?;
         }
         pending.insert(keys::FORMAT.to_vec(), FORMAT_VERSION.to_be_bytes().to_vec());
         self.commit(pending.into_batch())

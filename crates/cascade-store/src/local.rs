@@ -56,16 +56,24 @@ impl Store {
     }
 
     /// Stores many agents in one commit (the periodic write of last-seen times).
-    pub fn put_agents(&self, agents: &[Agent]) -> Result<()> {
+    /// Writes agents as this node last saw them, with their computers'
+    /// summaries (sent on up when `forward` and changed).
+    pub fn put_agents(&self, agents: &[Agent], forward: bool) -> Result<()> {
         if agents.is_empty() {
             return Ok(());
         }
         let _guard = self.lock();
-        let mut batch = sled::Batch::default();
+        let mut pending = crate::Pending::default();
         for agent in agents {
-            batch.insert(keys::agent(&agent.id), codec::json(agent));
+            pending.insert(keys::agent(&agent.id), codec::json(agent));
         }
-        self.commit(batch)
+        let summaries: Vec<_> = agents.iter().map(Agent::summary).collect();
+        let changed = self.stage_summaries(&mut pending, &summaries)?;
+        if forward && !changed.is_empty() {
+            let items = changed.into_iter().map(cascade_core::model::Upward::Computer).collect();
+            self.queue_upward(&mut pending, &crate::outbox::Queued::Items(items))?;
+        }
+        self.commit(pending.into_batch())
     }
 
     /// Keeps an enrollment token by the hash of its secret.

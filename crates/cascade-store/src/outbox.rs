@@ -38,8 +38,25 @@ pub enum SnapshotProgress {
     /// The agents' certificates are acknowledged; the snapshot covers the
     /// outbox through `upto`.
     Certificates { upto: u64 },
+    /// The summaries of every computer through `computer` too.
+    Computers { upto: u64, computer: ComputerId },
+    /// Every computer's summary too.
+    Summarized { upto: u64 },
     /// The records of every computer through `computer` too.
     After { upto: u64, computer: ComputerId },
+}
+
+impl SnapshotProgress {
+    /// The outbox sequence the snapshot covers, once it started.
+    pub fn upto(&self) -> Option<u64> {
+        match self {
+            SnapshotProgress::Start => None,
+            SnapshotProgress::Certificates { upto }
+            | SnapshotProgress::Summarized { upto }
+            | SnapshotProgress::Computers { upto, .. }
+            | SnapshotProgress::After { upto, .. } => Some(*upto),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -205,6 +222,11 @@ impl Store {
                 upto: upto(&value)?,
                 computer: self.computer_in(&value[9..]).map_err(|_| bad())?,
             },
+            Some(4) => SnapshotProgress::Computers {
+                upto: upto(&value)?,
+                computer: self.computer_in(&value[9..]).map_err(|_| bad())?,
+            },
+            Some(5) => SnapshotProgress::Summarized { upto: upto(&value)? },
             _ => return Err(bad()),
         }))
     }
@@ -228,6 +250,15 @@ impl Store {
                 value.push(3);
                 value.extend_from_slice(&upto.to_be_bytes());
                 value.extend_from_slice(computer.as_str().as_bytes());
+            }
+            SnapshotProgress::Computers { upto, computer } => {
+                value.push(4);
+                value.extend_from_slice(&upto.to_be_bytes());
+                value.extend_from_slice(computer.as_str().as_bytes());
+            }
+            SnapshotProgress::Summarized { upto } => {
+                value.push(5);
+                value.extend_from_slice(&upto.to_be_bytes());
             }
         }
         let mut batch = sled::Batch::default();

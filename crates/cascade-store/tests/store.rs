@@ -332,12 +332,9 @@ fn agents_inventories_and_audit() {
     assert_eq!(store.inventory_count(), 1);
     assert_eq!(store.inventory(&h1).unwrap().unwrap().computer, None);
     let agent = Agent {
-        id: ComputerId::new("pc-1").unwrap(),
-        site: node("site-a"),
-        enrolled_at: 1,
         last_seen: 2,
         inventory: Some(h1),
-        revision: None,
+        ..Agent::new(ComputerId::new("pc-1").unwrap(), node("site-a"), 1)
     };
     store.put_agent(&agent).unwrap();
     assert_eq!(store.agents().unwrap(), vec![agent]);
@@ -367,12 +364,8 @@ fn enrollment_tokens_are_one_time_expiring_and_per_site() {
     store.put_token("h2", &token).unwrap();
     store.put_token("h3", &token).unwrap();
     let agent = |name: &str, site: &str| Agent {
-        id: ComputerId::new(name).unwrap(),
-        site: node(site),
-        enrolled_at: 150,
         last_seen: 0,
-        inventory: None,
-        revision: None,
+        ..Agent::new(ComputerId::new(name).unwrap(), node(site), 150)
     };
     assert_eq!(store.redeem_token("h1", &agent("pc-1", "site-a"), 150).unwrap(), Ok(()));
     assert_eq!(
@@ -443,6 +436,14 @@ fn newer_format_is_refused_and_older_migrated() {
         let mut value = vec![1u8];
         value.extend(serde_json::to_vec(&r).unwrap());
         tree.insert(b"c/pc-1\0KB1", value).unwrap();
+        let r = record("pc-1", "KB2", "site-a", ComplianceState::Failed { code: 1603 }, 3);
+        let mut value = vec![1u8];
+        value.extend(serde_json::to_vec(&r).unwrap());
+        tree.insert(b"c/pc-1\0KB2", value).unwrap();
+        let agent = Agent::new(ComputerId::new("pc-1").unwrap(), node("site-a"), 7);
+        let mut value = vec![1u8];
+        value.extend(serde_json::to_vec(&agent).unwrap());
+        tree.insert(b"ag/pc-1", value).unwrap();
         db.flush().unwrap();
     }
     {
@@ -451,7 +452,13 @@ fn newer_format_is_refused_and_older_migrated() {
             store.summary_for_update(&UpdateId::new("KB1")).unwrap().get("required"),
             1
         );
-        assert_eq!(store.by_site(&node("site-a"), false, None, 10).unwrap().items.len(), 1);
+        assert_eq!(store.by_site(&node("site-a"), false, None, 10).unwrap().items.len(), 2);
+        // Format 3: failures by code, and a summary of every computer.
+        let failures = store.failure_counts().unwrap();
+        assert_eq!(failures.len(), 1);
+        assert_eq!((failures[0].code, failures[0].computers), (1603, 1));
+        let summary = store.summary(&ComputerId::new("pc-1").unwrap()).unwrap().unwrap();
+        assert_eq!((summary.site.as_str(), summary.last_scan), ("site-a", 0));
     }
     {
         let db = open_raw(&path);
@@ -641,4 +648,145 @@ fn every_state_is_counted_and_recounted_stale_included() {
     assert_eq!(store.recount().unwrap(), (summary, store.summary_by_site().unwrap()));
     let rendered = serde_json::to_value(store.summary_for_update(&UpdateId::new("KB1")).unwrap()).unwrap();
     assert_eq!(rendered["stale"], 1, "{rendered}");
+}
+
+#[test]
+fn a_format_2_store_gains_failure_counts_and_summaries_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    {
+        let store = Store::open(&path, node("site-a")).unwrap();
+        let failed = record(
+            "pc-1",
+            "KB2",
+            "site-a",
+            ComplianceState::Failed { code: -2147023293 },
+            3,
+        );
+        store.ingest("agent/pc-1", 3, &[failed], false).unwrap();
+        let agent = Agent::new(ComputerId::new("pc-1").unwrap(), node("site-a"), 7);
+        store.put_agent(&agent).unwrap();
+    }
+    {
+        // As format 2 left it: no failure counts, no summaries.
+        let db = open_raw(&path);
+        let tree = db.open_tree("cascade").unwrap();
+        for prefix in [&b"gf/"[..], b"cm/", b"cn/"] {
+            for item in tree.scan_prefix(prefix) {
+                tree.remove(item.unwrap().0).unwrap();
+            }
+        }
+        tree.insert(b"m/format", &2u32.to_be_bytes()).unwrap();
+        db.flush().unwrap();
+    }
+    let store = Store::open(&path, node("site-a")).unwrap();
+    let failures = store.failure_counts().unwrap();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!((failures[0].code, failures[0].computers), (-2147023293, 1));
+    assert!(store.summary(&ComputerId::new("pc-1").unwrap()).unwrap().is_some());
+}
+
+fn summary(computer: &str, site: &str, heard: i64) -> cascade_core::model::ComputerSummary {
+    cascade_core::model::ComputerSummary {
+        computer: ComputerId::new(computer).unwrap(),
+        site: node(site),
+        os: "Windows 11".into(),
+        release: Some("23H2".into()),
+        version: None,
+        last_scan: heard,
+        last_report: heard,
+        agent_version: "0.1.0".into(),
+        pending_restart: false,
+    }
+}
+
+#[test]
+fn summaries_keep_the_latest_page_by_site_and_follow_a_moved_computer() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store"), node("root")).unwrap();
+    let all: Vec<_> = (0..25)
+        .map(|i| summary(&format!("pc-{i:02}"), if i % 2 == 0 { "site-a" } else { "site-b" }, 100))
+        .collect();
+    assert_eq!(store.put_summaries(&all, true).unwrap(), 25);
+    assert_eq!(
+        store.put_summaries(&all, true).unwrap(),
+        0,
+        "the same again changes nothing"
+    );
+    // Older news of a computer is not kept; newer news from another site is,
+    // and the computer leaves its old site's listing.
+    assert_eq!(store.put_summaries(&[summary("pc-00", "site-b", 50)], true).unwrap(), 0);
+    assert_eq!(
+        store.put_summaries(&[summary("pc-00", "site-b", 200)], true).unwrap(),
+        1
+    );
+    let of = |sites: &[&str]| -> Vec<String> {
+        let sites: Vec<_> = sites.iter().map(|s| node(s)).collect();
+        let mut out = Vec::new();
+        let mut after = None;
+        for _ in 0..100 {
+            let page = store.summaries(Some(&sites), after.as_deref(), 4, |_| true).unwrap();
+            out.extend(page.items.iter().map(|s| s.computer.to_string()));
+            match page.next {
+                Some(n) => after = Some(n),
+                None => return out,
+            }
+        }
+        panic!("pages did not end");
+    };
+    assert_eq!(of(&["site-a"]).len(), 12);
+    assert_eq!(of(&["site-b"]).len(), 13);
+    assert!(of(&["site-b"]).contains(&"pc-00".to_owned()));
+    let both = of(&["site-b", "site-a"]);
+    assert_eq!(both.len(), 25, "site by site, each computer once: {both:?}");
+    let filtered = store.summaries(None, None, 100, |s| s.site == node("site-a")).unwrap();
+    assert_eq!(filtered.items.len(), 12);
+    assert!(
+        store
+            .summaries(Some(&[node("site-a")]), Some("00ff"), 4, |_| true)
+            .is_err(),
+        "a foreign page token"
+    );
+    // What changed went to the outbox for the parent.
+    let queued: usize = store
+        .outbox(0, 100)
+        .unwrap()
+        .iter()
+        .flat_map(|e| e.items.iter())
+        .filter(|i| matches!(i, Upward::Computer(_)))
+        .count();
+    assert_eq!(queued, 26);
+    assert_eq!(store.summaries_after(None, 100).unwrap().len(), 25);
+    assert_eq!(
+        store
+            .summaries_after(Some(&ComputerId::new("pc-20").unwrap()), 100)
+            .unwrap()
+            .len(),
+        4
+    );
+}
+
+#[test]
+fn history_keeps_the_days_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store"), node("root")).unwrap();
+    let mut counts = cascade_store::StateCounts::default();
+    for day in 100..110 {
+        counts.0[0] = day as u64;
+        let aggregates = cascade_store::DayAggregates {
+            day,
+            by_site: [((node("site-a"), cascade_core::update::Severity::Critical), counts)].into(),
+            by_update: [(UpdateId::new("KB1"), counts)].into(),
+        };
+        store.put_history(&aggregates, 5).unwrap();
+    }
+    let kept = store.history(0, 1000, true).unwrap();
+    assert_eq!(
+        kept.iter().map(|d| d.day).collect::<Vec<_>>(),
+        vec![105, 106, 107, 108, 109]
+    );
+    assert_eq!(kept[4].by_update[&UpdateId::new("KB1")].0[0], 109);
+    let sites_only = store.history(106, 107, false).unwrap();
+    assert_eq!(sites_only.len(), 2);
+    assert!(sites_only[0].by_update.is_empty() && sites_only[0].by_site.len() == 1);
 }

@@ -73,6 +73,12 @@ enum CtlCommand {
         /// JSON object of parameters.
         #[arg(long, default_value = "{}")]
         params: String,
+        /// Every page of a report's rows as CSV (reading operations only).
+        #[arg(long, conflicts_with = "jsonl")]
+        csv: bool,
+        /// Every page of a report's rows as JSON lines (reading operations only).
+        #[arg(long)]
+        jsonl: bool,
     },
     /// Update content at the node: its cache and transfers, adding files,
     /// pre-staging from the parent.
@@ -333,10 +339,19 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
                 );
             }
         }),
-        CtlCommand::Call { operation, params } => {
+        CtlCommand::Call {
+            operation,
+            params,
+            csv,
+            jsonl,
+        } => {
             let parsed: serde_json::Value =
                 serde_json::from_str(&params).map_err(|e| anyhow::anyhow!("--params: invalid JSON: {e}"))?;
-            invoke(&mut client, &operation, &parsed).await.map(|v| print_value(&v, args.json))
+            if csv || jsonl {
+                export(&mut client, &operation, parsed, csv).await
+            } else {
+                invoke(&mut client, &operation, &parsed).await.map(|v| print_value(&v, args.json))
+            }
         }
         CtlCommand::ApiToken(ApiTokenCommand::Create { name, role, ttl_hours }) => {
             let params = serde_json::json!({"name": name, "role": role, "ttl_hours": ttl_hours});
@@ -390,6 +405,52 @@ async fn invoke(
         .await?
         .into_inner();
     serde_json::from_slice(&reply.result).map_err(|e| tonic::Status::internal(format!("the reply is not JSON: {e}")))
+}
+
+/// Every page of a reading operation's rows to stdout, as CSV or JSON
+/// lines, as the pages come.
+async fn export(
+    client: &mut AdminClient<tonic::transport::Channel>,
+    operation: &str,
+    params: serde_json::Value,
+    csv: bool,
+) -> Result<(), tonic::Status> {
+    use cascade_node::api::export;
+    use std::io::Write;
+    let op = cascade_node::api::find(operation)
+        .ok_or_else(|| tonic::Status::not_found(format!("there is no operation {operation:?}")))?;
+    if op.access != cascade_node::api::Access::Read {
+        return Err(tonic::Status::invalid_argument(format!(
+            "{operation} changes things: only reading operations export"
+        )));
+    }
+    let sized = export::first_page(&params);
+    let mut params = if (op.check)(sized.clone()).is_ok() {
+        sized
+    } else {
+        params
+    };
+    let mut table = export::Csv::default();
+    let mut out = std::io::stdout().lock();
+    for _ in 0..export::MAX_PAGES {
+        let result = invoke(client, operation, &params).await?;
+        let rows = export::rows(&result);
+        let text = if csv {
+            table.page(&rows)
+        } else {
+            export::json_lines(&rows)
+        };
+        out.write_all(text.as_bytes())
+            .map_err(|e| tonic::Status::unavailable(format!("stdout: {e}")))?;
+        match export::next_page(&params, &result).filter(|_| !rows.is_empty()) {
+            Some(next) => params = next,
+            None => return Ok(()),
+        }
+    }
+    Err(tonic::Status::resource_exhausted(format!(
+        "the export stopped after {} pages",
+        export::MAX_PAGES
+    )))
 }
 
 /// JSON for scripts; otherwise a table for a list of flat objects, and

@@ -101,6 +101,35 @@ async fn invoke(
             Err(e) => return error_response(&ApiError::Invalid(format!("invalid JSON: {e}"))),
         }
     };
+    // An export (every page of a report as CSV or JSON lines) streams.
+    let export = headers
+        .get(header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .and_then(super::export::Format::from_accept);
+    if let Some(format) = export {
+        return match node.export(authorized, params, format).await {
+            Ok(rx) => {
+                let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+                let name = format!(
+                    "attachment; filename=\"{operation}.{}\"",
+                    if format == super::export::Format::Csv {
+                        "csv"
+                    } else {
+                        "jsonl"
+                    }
+                );
+                (
+                    [
+                        (header::CONTENT_TYPE, format.content_type().to_owned()),
+                        (header::CONTENT_DISPOSITION, name),
+                    ],
+                    body,
+                )
+                    .into_response()
+            }
+            Err(e) => error_response(&e),
+        };
+    }
     match node.invoke(authorized, params).await {
         Ok(v) => ([(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response(),
         Err(e) => error_response(&e),

@@ -17,8 +17,37 @@ use serde_json::Value;
 
 use crate::{Node, blocking};
 
+/// One registry entry: its name, group, access, summary, handler,
+/// parameter type and example (and the native operation an alias stands for).
+macro_rules! op {
+    ($name:literal, $group:literal, $access:expr, $summary:literal, $handler:path, $params:ty, $example:expr) => {
+        op!($name, $group, $access, $summary, $handler, $params, $example, None)
+    };
+    ($name:literal, $group:literal, $access:expr, $summary:literal, $handler:path, $params:ty, $example:expr, $alias:expr) => {
+        Operation {
+            name: $name,
+            group: $group,
+            summary: $summary,
+            access: $access,
+            alias_of: $alias,
+            example: || $example,
+            params_schema: |g| g.subschema_for::<$params>(),
+            result_schema: |g| g.subschema_for::<Value>(),
+            check: |value| parse_params::<$params>(value).map(drop),
+            call: |ctx, value| {
+                Box::pin(async move {
+                    let params: $params = parse_params(value)?;
+                    $handler(ctx, params).await
+                })
+            },
+        }
+    };
+}
+
+pub mod export;
 pub mod http;
 mod ops;
+mod reports;
 mod workflow;
 
 /// Why an operation did not happen. Mapped to HTTP statuses and gRPC codes
@@ -144,6 +173,7 @@ pub struct Ctx {
 type Call = fn(Ctx, Value) -> Pin<Box<dyn Future<Output = Result<Value, ApiError>> + Send>>;
 
 /// One operation of the API.
+#[derive(Clone, Copy)]
 pub struct Operation {
     pub name: &'static str,
     pub group: &'static str,
@@ -185,7 +215,17 @@ pub fn parse_params<P: DeserializeOwned>(value: Value) -> Result<P, ApiError> {
 
 /// The operations, native ones first, then the Altiris-compatible names.
 pub fn operations() -> &'static [Operation] {
-    ops::OPERATIONS
+    static ALL: std::sync::LazyLock<Vec<Operation>> = std::sync::LazyLock::new(|| {
+        let (aliases, native): (Vec<&Operation>, Vec<&Operation>) =
+            ops::OPERATIONS.iter().partition(|o| o.alias_of.is_some());
+        native
+            .into_iter()
+            .chain(reports::OPERATIONS)
+            .chain(aliases)
+            .copied()
+            .collect()
+    });
+    &ALL
 }
 
 pub fn find(name: &str) -> Option<&'static Operation> {

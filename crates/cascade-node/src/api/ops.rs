@@ -18,31 +18,6 @@ use serde_json::{Value, json};
 use super::{Access, ApiError, Ctx, Operation, parse_params, workflow};
 use crate::blocking;
 
-macro_rules! op {
-    ($name:literal, $group:literal, $access:expr, $summary:literal, $handler:path, $params:ty, $example:expr) => {
-        op!($name, $group, $access, $summary, $handler, $params, $example, None)
-    };
-    ($name:literal, $group:literal, $access:expr, $summary:literal, $handler:path, $params:ty, $example:expr, $alias:expr) => {
-        Operation {
-            name: $name,
-            group: $group,
-            summary: $summary,
-            access: $access,
-            alias_of: $alias,
-            example: || $example,
-            params_schema: |g| g.subschema_for::<$params>(),
-            result_schema: |g| g.subschema_for::<Value>(),
-            check: |value| parse_params::<$params>(value).map(drop),
-            call: |ctx, value| {
-                Box::pin(async move {
-                    let params: $params = parse_params(value)?;
-                    $handler(ctx, params).await
-                })
-            },
-        }
-    };
-}
-
 pub(super) type Out = Result<Value, ApiError>;
 
 pub(super) fn id(kind: &'static str, raw: &str) -> Result<ObjectId, ApiError> {

@@ -1,0 +1,900 @@
+//! Reports over this node's subtree: compliance percentages, the computers
+//! behind any count, one computer from any ancestor, failures by installer
+//! code, and trends from the daily history. Every report pages, sorts and
+//! filters (site subtree, severity, custom severity, update, state, OS
+//! release, last-scan age); `export` turns any of them into CSV or JSON
+//! rows, page by page.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use cascade_core::UpdateId;
+use cascade_core::compliance::{ComplianceState, code_hex, code_meaning};
+use cascade_core::model::{ComplianceRecord, ComputerId, ComputerSummary, NodeId};
+use cascade_core::update::Severity;
+use cascade_store::{DayAggregates, StateCounts};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::ops::{Out, update_objects};
+use super::{Access, ApiError, Ctx, Operation, parse_params};
+use crate::{Node, blocking};
+
+/// Days of history kept unless the setting `reports.history_days` says otherwise.
+pub const DEFAULT_HISTORY_DAYS: i64 = 400;
+
+/// The most rows a report sorts other than by its natural order.
+const MAX_SORTED: usize = 200_000;
+
+/// The most rows of one page.
+const MAX_LIMIT: usize = 10_000;
+
+fn default_limit() -> usize {
+    100
+}
+
+fn default_days() -> i64 {
+    30
+}
+
+/// Unix seconds as a day number (days since 1970-01-01, UTC).
+pub fn day_of(at: i64) -> i64 {
+    at.div_euclid(86_400)
+}
+
+/// A day number as `YYYY-MM-DD`.
+pub fn day_text(day: i64) -> String {
+    jiff::Timestamp::from_second(day * 86_400)
+        .map(|t| t.strftime("%Y-%m-%d").to_string())
+        .unwrap_or_else(|_| day.to_string())
+}
+
+/// What a report is narrowed to, as checked from its parameters.
+#[derive(Debug, Default)]
+struct Scope {
+    /// The sites of the named site's subtree; `None` for this node's whole subtree.
+    sites: Option<Vec<NodeId>>,
+    severity: Option<Severity>,
+    /// The updates of the named update or custom severity.
+    updates: Option<BTreeSet<UpdateId>>,
+    state: Option<usize>,
+    os: Option<String>,
+    release: Option<String>,
+    /// Seconds: only computers whose last scan is older (`Some((true, s))`)
+    /// or newer (`Some((false, s))`).
+    scan_age: Option<(bool, i64)>,
+}
+
+impl Scope {
+    fn keeps_record(&self, r: &ComplianceRecord) -> bool {
+        self.severity.is_none_or(|s| r.severity == s)
+            && self.updates.as_ref().is_none_or(|u| u.contains(&r.update))
+            && self.state.is_none_or(|s| r.state.index() == s)
+            && self.sites.as_ref().is_none_or(|s| s.contains(&r.site))
+    }
+
+    fn filters_computers(&self) -> bool {
+        self.os.is_some() || self.release.is_some() || self.scan_age.is_some()
+    }
+
+    fn keeps_computer(&self, c: Option<&ComputerSummary>, now: i64) -> bool {
+        if !self.filters_computers() {
+            return true;
+        }
+        let Some(c) = c else { return false };
+        self.os.as_ref().is_none_or(|os| c.os.eq_ignore_ascii_case(os))
+            && self
+                .release
+                .as_ref()
+                .is_none_or(|r| c.release.as_deref().is_some_and(|cr| cr.eq_ignore_ascii_case(r)))
+            && self.scan_age.is_none_or(|(older, seconds)| {
+                let age = now - c.last_scan;
+                if older {
+                    c.last_scan == 0 || age > seconds
+                } else {
+                    c.last_scan > 0 && age <= seconds
+                }
+            })
+    }
+}
+
+/// The filters every report takes (those that do not apply to a report
+/// are refused by its own parameters).
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ComplianceReport {
+    /// Rows per "site", "severity", "update", "site_severity" or "custom_severity".
+    #[serde(default)]
+    pub by: Option<String>,
+    /// A site: it and every site below it (this node's subtree when absent).
+    #[serde(default)]
+    pub site: Option<String>,
+    /// Critical, Important, Moderate, Low or Unspecified.
+    #[serde(default)]
+    pub severity: Option<String>,
+    /// A custom severity's id: the updates assigned it.
+    #[serde(default)]
+    pub custom_severity: Option<String>,
+    #[serde(default)]
+    pub update: Option<String>,
+    /// "name" (default), "percent", "total", "compliant", "failed" or "required".
+    #[serde(default)]
+    pub sort: Option<String>,
+    #[serde(default)]
+    pub descending: bool,
+    #[serde(default = "default_limit")]
+    pub limit: usize,
+    #[serde(default)]
+    pub offset: usize,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ComputersReport {
+    /// A site: it and every site below it.
+    #[serde(default)]
+    pub site: Option<String>,
+    #[serde(default)]
+    pub update: Option<String>,
+    /// installed, required, not_applicable, superseded, downloaded,
+    /// pending_restart, failed, unknown or stale.
+    #[serde(default)]
+    pub state: Option<String>,
+    #[serde(default)]
+    pub severity: Option<String>,
+    #[serde(default)]
+    pub custom_severity: Option<String>,
+    /// Operating system, as listed ("Windows Server 2022").
+    #[serde(default)]
+    pub os: Option<String>,
+    /// Feature release ("22H2").
+    #[serde(default)]
+    pub release: Option<String>,
+    /// Only computers whose last scan is older than this many hours (or never).
+    #[serde(default)]
+    pub scan_older_than_hours: Option<u32>,
+    /// Only computers that scanned within this many hours.
+    #[serde(default)]
+    pub scanned_within_hours: Option<u32>,
+    /// "computer" (default), "site", "os", "last_scan" or "last_report".
+    #[serde(default)]
+    pub sort: Option<String>,
+    #[serde(default)]
+    pub descending: bool,
+    #[serde(default = "default_limit")]
+    pub limit: usize,
+    /// The `next` of the previous page (sorted by computer).
+    #[serde(default)]
+    pub after: Option<String>,
+    /// Rows to skip (other sorts).
+    #[serde(default)]
+    pub offset: usize,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ComputerReport {
+    pub computer: String,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FailuresReport {
+    #[serde(default)]
+    pub site: Option<String>,
+    #[serde(default)]
+    pub update: Option<String>,
+    /// One installer code (decimal, or hexadecimal as 0x80240017).
+    #[serde(default)]
+    pub code: Option<String>,
+    #[serde(default = "default_limit")]
+    pub limit: usize,
+    #[serde(default)]
+    pub offset: usize,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrendReport {
+    /// Days back from today (1 to the days kept).
+    #[serde(default = "default_days")]
+    pub days: i64,
+    /// One line per "site", "severity" or "update"; one line in all when absent.
+    #[serde(default)]
+    pub by: Option<String>,
+    #[serde(default)]
+    pub site: Option<String>,
+    #[serde(default)]
+    pub severity: Option<String>,
+    #[serde(default)]
+    pub update: Option<String>,
+    #[serde(default = "default_limit")]
+    pub limit: usize,
+}
+
+fn severity(raw: &Option<String>) -> Result<Option<Severity>, ApiError> {
+    raw.as_deref()
+        .map(|s| {
+            Severity::parse(s).ok_or_else(|| {
+                ApiError::Invalid(format!(
+                    "severity: {s:?} is not Critical, Important, Moderate, Low or Unspecified"
+                ))
+            })
+        })
+        .transpose()
+}
+
+fn state(raw: &Option<String>) -> Result<Option<usize>, ApiError> {
+    raw.as_deref()
+        .map(|s| {
+            ComplianceState::NAMES.iter().position(|n| *n == s).ok_or_else(|| {
+                ApiError::Invalid(format!(
+                    "state: {s:?} is not one of {}",
+                    ComplianceState::NAMES.join(", ")
+                ))
+            })
+        })
+        .transpose()
+}
+
+fn limit(limit: usize) -> Result<usize, ApiError> {
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(ApiError::Invalid(format!(
+            "limit: {limit} is not between 1 and {MAX_LIMIT}"
+        )));
+    }
+    Ok(limit)
+}
+
+/// The sites of a site's subtree, checked against this node's.
+fn sites(node: &Node, raw: &Option<String>) -> Result<Option<Vec<NodeId>>, ApiError> {
+    let Some(raw) = raw else { return Ok(None) };
+    let site = NodeId::new(raw).map_err(|e| ApiError::Invalid(format!("site: {e}")))?;
+    node.subtree_of(&site)
+        .map(|s| Some(s.into_iter().collect()))
+        .ok_or_else(|| ApiError::NotFound(format!("site {site} is not in the subtree of node {}", node.id)))
+}
+
+/// The updates of an update id or a custom severity.
+async fn updates(
+    ctx: &Ctx,
+    update: &Option<String>,
+    custom: &Option<String>,
+) -> Result<Option<BTreeSet<UpdateId>>, ApiError> {
+    let mut out: Option<BTreeSet<UpdateId>> = update.as_ref().map(|u| BTreeSet::from([UpdateId::new(u)]));
+    if let Some(custom) = custom {
+        let known = update_objects(ctx).await?;
+        let of: BTreeSet<UpdateId> = known
+            .iter()
+            .filter(|u| u.custom_severity.as_deref() == Some(custom.as_str()))
+            .map(|u| u.id.clone())
+            .collect();
+        out = Some(match out {
+            Some(one) => one.intersection(&of).cloned().collect(),
+            None => of,
+        });
+    }
+    Ok(out)
+}
+
+fn percent(counts: &StateCounts) -> Value {
+    let total = counts.total();
+    if total == 0 {
+        return Value::Null;
+    }
+    json!((counts.compliant() as f64 * 1000.0 / total as f64).round() / 10.0)
+}
+
+fn counts_row(mut row: Value, counts: &StateCounts) -> Value {
+    row["percent"] = percent(counts);
+    row["compliant"] = json!(counts.compliant());
+    row["total"] = json!(counts.total());
+    for (i, name) in ComplianceState::NAMES.iter().enumerate() {
+        row[*name] = json!(counts.0[i]);
+    }
+    row
+}
+
+fn add(into: &mut StateCounts, from: &StateCounts) {
+    for (a, b) in into.0.iter_mut().zip(from.0) {
+        *a += b;
+    }
+}
+
+/// Sorts rows by a column (names first), then pages them.
+fn sort_page(
+    mut rows: Vec<Value>,
+    key: &str,
+    sort: &Option<String>,
+    descending: bool,
+    offset: usize,
+    limit: usize,
+) -> Value {
+    let by = sort.as_deref().unwrap_or("name");
+    let column = if by == "name" { key } else { by };
+    rows.sort_by(|a, b| {
+        let order = match (&a[column], &b[column]) {
+            (Value::Number(x), Value::Number(y)) => x.as_f64().unwrap_or(0.0).total_cmp(&y.as_f64().unwrap_or(0.0)),
+            (x, y) => x.to_string().cmp(&y.to_string()),
+        };
+        let order = order.then_with(|| a[key].to_string().cmp(&b[key].to_string()));
+        if descending { order.reverse() } else { order }
+    });
+    let total = rows.len();
+    let items: Vec<Value> = rows.into_iter().skip(offset).take(limit).collect();
+    let next_offset = (offset + items.len() < total).then_some(offset + items.len());
+    json!({"items": items, "total_items": total, "next_offset": next_offset})
+}
+
+// ---- reports.compliance
+
+async fn compliance(ctx: Ctx, p: ComplianceReport) -> Out {
+    let by = p.by.clone().unwrap_or_else(|| "site".to_owned());
+    if !["site", "severity", "update", "site_severity", "custom_severity"].contains(&by.as_str()) {
+        return Err(ApiError::Invalid(format!(
+            "by: {by:?} is not site, severity, update, site_severity or custom_severity"
+        )));
+    }
+    let sort_columns = ["name", "percent", "total", "compliant", "failed", "required"];
+    if let Some(s) = &p.sort
+        && !sort_columns.contains(&s.as_str())
+    {
+        return Err(ApiError::Invalid(format!(
+            "sort: {s:?} is not one of {}",
+            sort_columns.join(", ")
+        )));
+    }
+    let limit = limit(p.limit)?;
+    let scope = Scope {
+        sites: sites(&ctx.node, &p.site)?,
+        severity: severity(&p.severity)?,
+        updates: updates(&ctx, &p.update, &p.custom_severity).await?,
+        ..Scope::default()
+    };
+    // Custom severities and update severities come from the update objects.
+    let known = update_objects(&ctx).await?;
+    let custom: BTreeMap<UpdateId, String> = known
+        .iter()
+        .filter_map(|u| Some((u.id.clone(), u.custom_severity.clone()?)))
+        .collect();
+    let update_severity: BTreeMap<UpdateId, Severity> = known.iter().map(|u| (u.id.clone(), u.severity)).collect();
+    let node = ctx.node.clone();
+    let (groups, overall) = blocking(
+        move || -> Result<(BTreeMap<Vec<String>, StateCounts>, StateCounts), ApiError> {
+            let mut groups: BTreeMap<Vec<String>, StateCounts> = BTreeMap::new();
+            let mut overall = StateCounts::default();
+            let by_records = by == "update" || by == "custom_severity";
+            if !by_records && scope.updates.is_none() {
+                // Per site and severity, kept as counts.
+                for ((site, sev), counts) in node.store.summary_by_site()? {
+                    if scope.sites.as_ref().is_some_and(|s| !s.contains(&site))
+                        || scope.severity.is_some_and(|s| s != sev)
+                    {
+                        continue;
+                    }
+                    let key = match by.as_str() {
+                        "site" => vec![site.to_string()],
+                        "severity" => vec![format!("{sev:?}")],
+                        _ => vec![site.to_string(), format!("{sev:?}")],
+                    };
+                    add(groups.entry(key).or_default(), &counts);
+                    add(&mut overall, &counts);
+                }
+            } else if by_records && scope.sites.is_none() {
+                // Per update, kept as counts.
+                for (update, counts) in node.store.summary_by_update()? {
+                    if scope.updates.as_ref().is_some_and(|u| !u.contains(&update))
+                        || scope
+                            .severity
+                            .is_some_and(|s| update_severity.get(&update).copied().unwrap_or_default() != s)
+                    {
+                        continue;
+                    }
+                    let key = if by == "update" {
+                        vec![update.to_string()]
+                    } else {
+                        vec![custom.get(&update).cloned().unwrap_or_default()]
+                    };
+                    add(groups.entry(key).or_default(), &counts);
+                    add(&mut overall, &counts);
+                }
+            } else {
+                // Updates of some sites (or sites for some updates): counted
+                // from the records of the narrowest index.
+                let one_update = scope
+                    .updates
+                    .as_ref()
+                    .filter(|u| u.len() == 1)
+                    .and_then(|u| u.first().cloned());
+                let mut after: Option<String> = None;
+                loop {
+                    let page = node.store.records_page(
+                        one_update.as_ref(),
+                        scope.sites.as_deref(),
+                        after.as_deref(),
+                        10_000,
+                        |r| scope.keeps_record(r),
+                    )?;
+                    for r in &page.items {
+                        let key = match by.as_str() {
+                            "site" => vec![r.site.to_string()],
+                            "severity" => vec![format!("{:?}", r.severity)],
+                            "update" => vec![r.update.to_string()],
+                            "custom_severity" => vec![custom.get(&r.update).cloned().unwrap_or_default()],
+                            _ => vec![r.site.to_string(), format!("{:?}", r.severity)],
+                        };
+                        let slot = groups.entry(key).or_default();
+                        slot.0[r.state.index()] += 1;
+                        overall.0[r.state.index()] += 1;
+                    }
+                    match page.next {
+                        Some(n) => after = Some(n),
+                        None => break,
+                    }
+                }
+            }
+            Ok((groups, overall))
+        },
+    )
+    .await?;
+    let names: &[&str] = match p.by.as_deref().unwrap_or("site") {
+        "site_severity" => &["site", "severity"],
+        "severity" => &["severity"],
+        "update" => &["update"],
+        "custom_severity" => &["custom_severity"],
+        _ => &["site"],
+    };
+    let rows: Vec<Value> = groups
+        .iter()
+        .map(|(key, counts)| {
+            let mut row = json!({});
+            for (name, value) in names.iter().zip(key) {
+                row[*name] = json!(value);
+            }
+            counts_row(row, counts)
+        })
+        .collect();
+    let mut out = sort_page(rows, names[0], &p.sort, p.descending, p.offset, limit);
+    out["overall"] = counts_row(json!({}), &overall);
+    out["node"] = json!(ctx.node.id);
+    Ok(out)
+}
+
+// ---- reports.computers
+
+/// One computer's row: its summary, and the record behind the count.
+fn computer_row(
+    summary: Option<&ComputerSummary>,
+    computer: &ComputerId,
+    record: Option<&ComplianceRecord>,
+    now: i64,
+) -> Value {
+    let mut row = json!({"computer": computer});
+    if let Some(s) = summary {
+        row["site"] = json!(s.site);
+        row["os"] = json!(s.os);
+        row["release"] = json!(s.release);
+        row["version"] = json!(s.version);
+        row["last_scan"] = json!(s.last_scan);
+        row["last_report"] = json!(s.last_report);
+        row["scan_age_seconds"] = if s.last_scan > 0 {
+            json!(now - s.last_scan)
+        } else {
+            Value::Null
+        };
+        row["agent_version"] = json!(s.agent_version);
+        row["pending_restart"] = json!(s.pending_restart);
+    }
+    if let Some(r) = record {
+        row["site"] = json!(r.site);
+        row["update"] = json!(r.update);
+        row["severity"] = json!(r.severity);
+        row["state"] = json!(r.state.name());
+        row["reason"] = json!(r.state.reason());
+        if let ComplianceState::Failed { code } = r.state {
+            row["code"] = json!(code);
+        }
+        row["observed_at"] = json!(r.observed_at);
+        row["age_seconds"] = json!(now - r.observed_at);
+    }
+    row
+}
+
+async fn computers(ctx: Ctx, p: ComputersReport) -> Out {
+    let limit = limit(p.limit)?;
+    let sort = p.sort.clone().unwrap_or_else(|| "computer".to_owned());
+    let sort_columns = ["computer", "site", "os", "last_scan", "last_report"];
+    if !sort_columns.contains(&sort.as_str()) {
+        return Err(ApiError::Invalid(format!(
+            "sort: {sort:?} is not one of {}",
+            sort_columns.join(", ")
+        )));
+    }
+    if sort != "computer" && p.after.is_some() {
+        return Err(ApiError::Invalid(
+            "after: pages sorted by anything but computer go on with offset".into(),
+        ));
+    }
+    let scan_age = match (p.scan_older_than_hours, p.scanned_within_hours) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::Invalid(
+                "scan_older_than_hours and scanned_within_hours: give one of them".into(),
+            ));
+        }
+        (Some(h), None) => Some((true, i64::from(h) * 3600)),
+        (None, Some(h)) => Some((false, i64::from(h) * 3600)),
+        (None, None) => None,
+    };
+    let scope = Scope {
+        sites: sites(&ctx.node, &p.site)?,
+        severity: severity(&p.severity)?,
+        updates: updates(&ctx, &p.update, &p.custom_severity).await?,
+        state: state(&p.state)?,
+        os: p.os.clone(),
+        release: p.release.clone(),
+        scan_age,
+    };
+    let node = ctx.node.clone();
+    let now = crate::now();
+    let (after, offset, descending) = (p.after.clone(), p.offset, p.descending);
+    blocking(move || -> Out {
+        let store = &node.store;
+        // Rows per record when a record filter is given (the computers
+        // behind a count), per computer otherwise.
+        let per_record = scope.updates.is_some() || scope.state.is_some() || scope.severity.is_some();
+        let one_update = scope.updates.as_ref().filter(|u| u.len() == 1).and_then(|u| u.first().cloned());
+        let keep_record = |r: &ComplianceRecord| {
+            scope.keeps_record(r)
+                && (!scope.filters_computers()
+                    || scope.keeps_computer(store.summary(&r.computer).ok().flatten().as_ref(), now))
+        };
+        let keep_summary = |s: &ComputerSummary| scope.keeps_computer(Some(s), now);
+        let row_of_record = |r: &ComplianceRecord| -> Result<Value, ApiError> {
+            Ok(computer_row(store.summary(&r.computer)?.as_ref(), &r.computer, Some(r), now))
+        };
+        if sort == "computer" && !descending {
+            let (rows, next) = if per_record {
+                let page = store.records_page(one_update.as_ref(), scope.sites.as_deref(), after.as_deref(), limit, keep_record)?;
+                let rows = page.items.iter().map(row_of_record).collect::<Result<Vec<_>, _>>()?;
+                (rows, page.next)
+            } else {
+                let page = store.summaries(scope.sites.as_deref(), after.as_deref(), limit, keep_summary)?;
+                let rows = page.items.iter().map(|s| computer_row(Some(s), &s.computer, None, now)).collect();
+                (rows, page.next)
+            };
+            return Ok(json!({"items": rows, "next": next, "node": node.id}));
+        }
+        // Another order: every matching row, up to a bound, sorted.
+        let mut rows = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let next = if per_record {
+                let page = store.records_page(one_update.as_ref(), scope.sites.as_deref(), token.as_deref(), 10_000, keep_record)?;
+                for r in &page.items {
+                    rows.push(row_of_record(r)?);
+                }
+                page.next
+            } else {
+                let page = store.summaries(scope.sites.as_deref(), token.as_deref(), 10_000, keep_summary)?;
+                rows.extend(page.items.iter().map(|s| computer_row(Some(s), &s.computer, None, now)));
+                page.next
+            };
+            if rows.len() > MAX_SORTED {
+                return Err(ApiError::Invalid(format!(
+                    "more than {MAX_SORTED} rows to sort by {sort}: narrow the filters, or sort by computer (which pages without sorting)"
+                )));
+            }
+            match next {
+                Some(n) => token = Some(n),
+                None => break,
+            }
+        }
+        let mut out = sort_page(rows, "computer", &Some(sort.clone()), descending, offset, limit);
+        out["node"] = json!(node.id);
+        Ok(out)
+    })
+    .await
+}
+
+// ---- reports.computer
+
+async fn computer(ctx: Ctx, p: ComputerReport) -> Out {
+    let id = ComputerId::new(&p.computer).map_err(|e| ApiError::Invalid(format!("computer: {e}")))?;
+    let titles: BTreeMap<UpdateId, std::sync::Arc<str>> = update_objects(&ctx)
+        .await?
+        .into_iter()
+        .map(|u| (u.id.clone(), u.title.clone()))
+        .collect();
+    let node = ctx.node.clone();
+    let now = crate::now();
+    blocking(move || -> Out {
+        let summary = node.store.summary(&id)?;
+        let records = node.store.computer_records(&id)?;
+        let served_here = node.agents()?.iter().any(|a| a.id == id);
+        if summary.is_none() && records.is_empty() && !served_here {
+            return Err(ApiError::NotFound(format!(
+                "no computer {id} reported to node {} or the sites below it",
+                node.id
+            )));
+        }
+        let rows: Vec<Value> = records
+            .iter()
+            .map(|r| {
+                let mut row = computer_row(None, &id, Some(r), now);
+                row["title"] = json!(titles.get(&r.update));
+                if let ComplianceState::Failed { code } = r.state {
+                    row["code_hex"] = json!(code_hex(code));
+                    row["code_meaning"] = json!(code_meaning(code));
+                }
+                if let Some(map) = row.as_object_mut() {
+                    map.remove("computer");
+                }
+                row
+            })
+            .collect();
+        let mut counts = StateCounts::default();
+        for r in &records {
+            counts.0[r.state.index()] += 1;
+        }
+        // Install events stay at the computer's own site.
+        let events = if served_here {
+            node.store.events(&id)?.into_iter().rev().take(50).collect::<Vec<_>>()
+        } else {
+            Vec::new()
+        };
+        Ok(json!({
+            "computer": computer_row(summary.as_ref(), &id, None, now),
+            "served_here": served_here,
+            "compliance": counts_row(json!({}), &counts),
+            "records": rows,
+            "events": events,
+            "node": node.id,
+        }))
+    })
+    .await
+}
+
+// ---- reports.failures
+
+fn parse_code(raw: &str) -> Result<i64, ApiError> {
+    let bad = || {
+        ApiError::Invalid(format!(
+            "code: {raw:?} is not a number (decimal, or hexadecimal as 0x80240017)"
+        ))
+    };
+    match raw.strip_prefix("0x").or_else(|| raw.strip_prefix("0X")) {
+        Some(hex) => {
+            let value = u64::from_str_radix(hex, 16).map_err(|_| bad())?;
+            // A 32-bit HRESULT is kept as the agent reports it, signed.
+            Ok(match u32::try_from(value) {
+                Ok(v) => i64::from(v as i32),
+                Err(_) => i64::try_from(value).map_err(|_| bad())?,
+            })
+        }
+        None => raw.trim().parse().map_err(|_| bad()),
+    }
+}
+
+async fn failures(ctx: Ctx, p: FailuresReport) -> Out {
+    let limit = limit(p.limit)?;
+    let sites = sites(&ctx.node, &p.site)?;
+    let code = p.code.as_deref().map(parse_code).transpose()?;
+    let update = p.update.as_deref().map(UpdateId::new);
+    let titles: BTreeMap<UpdateId, std::sync::Arc<str>> = update_objects(&ctx)
+        .await?
+        .into_iter()
+        .map(|u| (u.id.clone(), u.title.clone()))
+        .collect();
+    let store = ctx.node.store.clone();
+    let counts = blocking(move || store.failure_counts()).await?;
+    // Codes are compared as 32-bit values: signed or not, one code.
+    let same_code = |a: i64, b: i64| a == b || (a as u32 == b as u32 && a >> 32 <= 0 && b >> 32 <= 0);
+    // Per update: failures in all, by code, by site.
+    type Tally = (u64, BTreeMap<i64, u64>, BTreeMap<NodeId, u64>);
+    let mut by_update: BTreeMap<UpdateId, Tally> = BTreeMap::new();
+    let mut by_code: BTreeMap<i64, u64> = BTreeMap::new();
+    for f in counts {
+        if sites.as_ref().is_some_and(|s| !s.contains(&f.site))
+            || update.as_ref().is_some_and(|u| *u != f.update)
+            || code.is_some_and(|c| !same_code(c, f.code))
+        {
+            continue;
+        }
+        let entry = by_update.entry(f.update.clone()).or_default();
+        entry.0 += f.computers;
+        *entry.1.entry(f.code).or_default() += f.computers;
+        *entry.2.entry(f.site.clone()).or_default() += f.computers;
+        *by_code.entry(f.code).or_default() += f.computers;
+    }
+    let code_row = |code: i64, n: u64| json!({"code": code, "code_hex": code_hex(code), "meaning": code_meaning(code), "computers": n});
+    let mut rows: Vec<Value> = by_update
+        .into_iter()
+        .map(|(update, (failed, codes, sites))| {
+            let mut codes: Vec<(i64, u64)> = codes.into_iter().collect();
+            codes.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            let mut sites: Vec<(NodeId, u64)> = sites.into_iter().collect();
+            sites.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            json!({
+                "update": update,
+                "title": titles.get(&update),
+                "failed": failed,
+                "codes": codes.into_iter().map(|(c, n)| code_row(c, n)).collect::<Vec<_>>(),
+                "sites": sites.into_iter().map(|(s, n)| json!({"site": s, "computers": n})).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        b["failed"]
+            .as_u64()
+            .cmp(&a["failed"].as_u64())
+            .then_with(|| a["update"].to_string().cmp(&b["update"].to_string()))
+    });
+    let total = rows.len();
+    let items: Vec<Value> = rows.into_iter().skip(p.offset).take(limit).collect();
+    let next_offset = (p.offset + items.len() < total).then_some(p.offset + items.len());
+    let mut codes: Vec<(i64, u64)> = by_code.into_iter().collect();
+    codes.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    Ok(json!({
+        "items": items,
+        "total_items": total,
+        "next_offset": next_offset,
+        "by_code": codes.into_iter().map(|(c, n)| code_row(c, n)).collect::<Vec<_>>(),
+        "node": ctx.node.id,
+    }))
+}
+
+// ---- reports.trend
+
+impl Node {
+    /// How many days of history this node keeps.
+    pub fn history_days(&self) -> i64 {
+        self.setting("reports.history_days")
+            .ok()
+            .flatten()
+            .and_then(|v| v.as_i64())
+            .filter(|d| (1..=3650).contains(d))
+            .unwrap_or(DEFAULT_HISTORY_DAYS)
+    }
+
+    /// Today's aggregates, as the history keeps them.
+    pub fn aggregates_now(&self, at: i64) -> Result<DayAggregates, cascade_store::StoreError> {
+        Ok(DayAggregates {
+            day: day_of(at),
+            by_site: self.store.summary_by_site()?,
+            by_update: self.store.summary_by_update()?,
+        })
+    }
+
+    /// Keeps today's aggregates in the history (replacing today's earlier
+    /// ones) and drops the days past what is kept.
+    pub fn record_history(&self, at: i64) -> Result<(), cascade_store::StoreError> {
+        let today = self.aggregates_now(at)?;
+        self.store.put_history(&today, self.history_days())
+    }
+}
+
+async fn trend(ctx: Ctx, p: TrendReport) -> Out {
+    let keep = ctx.node.history_days();
+    if !(1..=keep).contains(&p.days) {
+        return Err(ApiError::Invalid(format!(
+            "days: {} is not between 1 and the {keep} days kept (setting reports.history_days)",
+            p.days
+        )));
+    }
+    let limit = limit(p.limit)?;
+    let by = p.by.clone().unwrap_or_else(|| "total".to_owned());
+    if !["total", "site", "severity", "update"].contains(&by.as_str()) {
+        return Err(ApiError::Invalid(format!(
+            "by: {by:?} is not total, site, severity or update"
+        )));
+    }
+    let sites = sites(&ctx.node, &p.site)?;
+    let sev = severity(&p.severity)?;
+    let update = p.update.as_deref().map(UpdateId::new);
+    if (by == "update" || update.is_some()) && (sites.is_some() || sev.is_some()) {
+        return Err(ApiError::Invalid(
+            "update trends cover the whole subtree: the history keeps updates without their sites".into(),
+        ));
+    }
+    let node = ctx.node.clone();
+    let now = crate::now();
+    let per_update = by == "update" || update.is_some();
+    let days = blocking(move || -> Result<Vec<DayAggregates>, cascade_store::StoreError> {
+        let today = day_of(now);
+        let mut days = node.store.history(today - p.days + 1, today - 1, per_update)?;
+        // Today as it is now, not as last kept.
+        days.push(node.aggregates_now(now)?);
+        Ok(days)
+    })
+    .await?;
+    let mut lines: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for day in &days {
+        let mut groups: BTreeMap<String, StateCounts> = BTreeMap::new();
+        if per_update {
+            for (u, counts) in &day.by_update {
+                if update.as_ref().is_some_and(|x| x != u) {
+                    continue;
+                }
+                let key = if by == "update" {
+                    u.to_string()
+                } else {
+                    "total".to_owned()
+                };
+                add(groups.entry(key).or_default(), counts);
+            }
+        } else {
+            for ((site, s), counts) in &day.by_site {
+                if sites.as_ref().is_some_and(|x| !x.contains(site)) || sev.is_some_and(|x| x != *s) {
+                    continue;
+                }
+                let key = match by.as_str() {
+                    "site" => site.to_string(),
+                    "severity" => format!("{s:?}"),
+                    _ => "total".to_owned(),
+                };
+                add(groups.entry(key).or_default(), counts);
+            }
+        }
+        for (key, counts) in groups {
+            lines
+                .entry(key)
+                .or_default()
+                .push(counts_row(json!({"day": day_text(day.day)}), &counts));
+        }
+    }
+    let total = lines.len();
+    let items: Vec<Value> = lines
+        .into_iter()
+        .take(limit)
+        .map(|(key, points)| json!({by.as_str(): key, "points": points}))
+        .collect();
+    Ok(json!({"items": items, "total_items": total, "days": p.days, "node": ctx.node.id}))
+}
+
+pub static OPERATIONS: &[Operation] = &[
+    op!(
+        "reports.compliance",
+        "Reports",
+        Access::Read,
+        "Compliance percentage (installed, superseded or not applicable, over every record) by site, severity, update or custom severity, with the counts behind it; filtered by site subtree, severity, custom severity or update.",
+        compliance,
+        ComplianceReport,
+        json!({"by": "site", "severity": "Critical", "sort": "percent"})
+    ),
+    op!(
+        "reports.computers",
+        "Reports",
+        Access::Read,
+        "The computers behind any count (an update and state, a site, a severity), or every computer of the subtree, each with its site, OS, last scan and, per record, its state, reason and age.",
+        computers,
+        ComputersReport,
+        json!({"update": "KB5021233", "state": "failed", "limit": 50})
+    ),
+    op!(
+        "reports.computer",
+        "Reports",
+        Access::Read,
+        "One computer seen from this node: its summary, every update's state with its reason, age and installer code meaning, and (at its own site) its last install events.",
+        computer,
+        ComputerReport,
+        json!({"computer": "pc-0042"})
+    ),
+    op!(
+        "reports.failures",
+        "Reports",
+        Access::Read,
+        "Updates with the most failures, each by installer code (with its meaning) and by site; and every code's count.",
+        failures,
+        FailuresReport,
+        json!({"limit": 10})
+    ),
+    op!(
+        "reports.trend",
+        "Reports",
+        Access::Read,
+        "Compliance over the last days (from the daily history) in all, or per site, severity or update.",
+        trend,
+        TrendReport,
+        json!({"days": 30, "by": "site"})
+    ),
+];
