@@ -194,6 +194,21 @@ async fn an_upward_snapshot_through_a_faulty_link_ends_exact_at_the_root() {
             .collect();
         report_at(&site.node, &mut agents, records, batch + 1);
     }
+    // Every computer's summary, read in pages of the batch size too.
+    let summaries: Vec<_> = (0..300)
+        .map(|c| cascade_core::model::ComputerSummary {
+            computer: ComputerId::new(&format!("pc-{c:04}")).unwrap(),
+            site: site_id.clone(),
+            os: "Windows 11".into(),
+            release: Some("23H2".into()),
+            version: None,
+            last_scan: 1,
+            last_report: 1,
+            agent_version: "0.1.0".into(),
+            pending_restart: false,
+        })
+        .collect();
+    site.node.store.put_summaries(&summaries, true).unwrap();
     // Lost before the parent had any of it.
     site.node.store.outbox_compact(0).unwrap();
     assert!(site.node.store.outbox_state().unwrap().snapshot_required);
@@ -213,13 +228,17 @@ async fn an_upward_snapshot_through_a_faulty_link_ends_exact_at_the_root() {
     let started = Instant::now();
     loop {
         let outbox = site.node.store.outbox_state().unwrap();
-        if !outbox.snapshot_required && totals(&root.node.store) == expected {
+        if !outbox.snapshot_required
+            && totals(&root.node.store) == expected
+            && root.node.store.summaries_after(None, 1000).unwrap().len() == 300
+        {
             break;
         }
         assert!(
             started.elapsed() < Duration::from_secs(240),
-            "the root has {:?} of {expected:?}; site links: {:?}",
+            "the root has {:?} of {expected:?} and {} summaries; site links: {:?}",
             totals(&root.node.store),
+            root.node.store.summaries_after(None, 1000).unwrap().len(),
             site.node.links()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
