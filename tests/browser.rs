@@ -1,8 +1,11 @@
 //! The console and the help page in a real headless Chromium, driven over
 //! WebDriver (chromedriver; Debian's chromium and chromium-driver, which
 //! .ci/run installs): sign in to the root's console, approve an update, see
-//! the approval in the child's console, and invoke an operation from /help.
-//! Screenshots are kept in `target/tmp/browser/`.
+//! the approval in the child's console, visit every page at the root and at
+//! the site as admin and as auditor, follow the dashboard down to one
+//! computer, and invoke an operation from /help. Any error in the browser's
+//! console (a script error, a failed request) fails the test. Screenshots
+//! are kept in `target/tmp/browser/`.
 
 mod support;
 
@@ -72,7 +75,8 @@ impl Browser {
                 // The nodes' certificates come from the organisation CA,
                 // which this browser profile does not know.
                 "acceptInsecureCerts": true,
-                "goog:chromeOptions": {"args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1280,1000"]}
+                "goog:chromeOptions": {"args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1280,1000"]},
+                "goog:loggingPrefs": {"browser": "ALL"}
             }}})),
         );
         let session = created["value"]["sessionId"]
@@ -160,6 +164,44 @@ impl Browser {
         }
     }
 
+    /// Fails on anything the page logged as an error since the last call
+    /// (script errors, requests that failed).
+    fn no_console_errors(&self, page: &str) {
+        let logged = self.call("POST", "/se/log", Some(json!({"type": "browser"})));
+        let errors: Vec<&Value> = logged
+            .as_array()
+            .map(|entries| entries.iter().filter(|e| e["level"] == "SEVERE").collect())
+            .unwrap_or_default();
+        if !errors.is_empty() {
+            self.shot("console-error");
+            panic!("{page}: the browser logged errors: {errors:?}");
+        }
+    }
+
+    /// Goes to a console page and waits for its heading.
+    fn page(&self, url: &str, heading: &str) -> String {
+        self.go(url);
+        let text = self.wait_text("#view h1", heading, |t| t.starts_with(heading));
+        // The page's data, not only its heading, is drawn at once.
+        std::thread::sleep(Duration::from_millis(150));
+        self.no_console_errors(url);
+        text
+    }
+
+    /// Signs in afresh (the tab's stored token cleared first).
+    fn sign_in(&self, base: &str, token: &str, who: &str) {
+        self.go(&format!("{base}/"));
+        self.call(
+            "POST",
+            "/execute/sync",
+            Some(json!({"script": "sessionStorage.clear();", "args": []})),
+        );
+        self.call("POST", "/refresh", Some(json!({})));
+        self.type_into("#token", token);
+        self.click("#signin-button");
+        self.wait_text("#who", who, |t| t.contains(who));
+    }
+
     fn shot(&self, name: &str) {
         use base64::Engine;
         if let Some(b64) = self.call("GET", "/screenshot", None).as_str()
@@ -190,9 +232,19 @@ fn approve_in_the_root_console_see_it_at_the_child_and_invoke_from_help() {
         ],
     ));
     let token = |node: &str, role: &str| {
-        ok(tree.ctl(node, &["api-token", "create", "--name", "browser", "--role", role]))
-            .trim()
-            .to_owned()
+        ok(tree.ctl(
+            node,
+            &[
+                "api-token",
+                "create",
+                "--name",
+                &format!("browser-{role}"),
+                "--role",
+                role,
+            ],
+        ))
+        .trim()
+        .to_owned()
     };
     let root_token = token("root", "admin");
     let child_token = token("child", "auditor");
@@ -207,7 +259,9 @@ fn approve_in_the_root_console_see_it_at_the_child_and_invoke_from_help() {
     browser.go(&format!("{}/", api("root")));
     browser.type_into("#token", &root_token);
     browser.click("#signin-button");
-    browser.wait_text("#who", "the signed-in admin", |t| t.contains("browser (admin) at root"));
+    browser.wait_text("#who", "the signed-in admin", |t| {
+        t.contains("browser-admin (admin) at root")
+    });
     browser.shot("1-root-hierarchy");
 
     // Approve KB5021233 for the workstations policy.
@@ -246,6 +300,85 @@ fn approve_in_the_root_console_see_it_at_the_child_and_invoke_from_help() {
         std::thread::sleep(Duration::from_millis(500));
     }
     browser.shot("3-child-sees-approval");
+
+    // Computers report at the child; the root sees them in its reports.
+    ok(run(&[
+        "agent",
+        "simulate",
+        "--count",
+        "3",
+        "--runs",
+        "1",
+        "--prefix",
+        "pc",
+        "--inventories",
+        fixture("windows-inventory").to_str().unwrap(),
+        "--node",
+        &tree.nodes["child"].addr(),
+        "--pki",
+        tree.path().join("pki").to_str().unwrap(),
+    ]));
+    wait_for("the computers at the root", Duration::from_secs(30), || {
+        let listed = tree.json("root", &["--json", "call", "reports.computers"]);
+        listed["items"].as_array().is_some_and(|i| i.len() == 3)
+            && tree.json("root", &["--json", "call", "reports.compliance"])["overall"]["total"].as_u64() > Some(0)
+    });
+    ok(tree.ctl("root", &["call", "windows.upsert", "--params", r#"{"window": {"id": "nightly", "name": "Nightly", "time_zone": "UTC", "start": "22:00", "duration_minutes": 240}}"#]));
+    let root_auditor = token("root", "auditor");
+    let child_admin = token("child", "admin");
+
+    // Every page at the root and at the site, as admin and as auditor.
+    let pages = [
+        ("dashboard", "Dashboard: "),
+        ("computers", "Computers"),
+        ("hierarchy", "Node "),
+        ("updates", "Updates ("),
+        ("policies", "Policies"),
+        ("rollouts", "Staged rollouts"),
+        ("content", "Content at this node"),
+        ("windows", "Maintenance windows"),
+    ];
+    for (node, role, secret) in [
+        ("root", "admin", &root_token),
+        ("root", "auditor", &root_auditor),
+        ("child", "admin", &child_admin),
+        ("child", "auditor", &child_token),
+    ] {
+        browser.sign_in(&api(node), secret, &format!("({role}) at {node}"));
+        for (page, heading) in pages {
+            browser.page(&format!("{}/#{page}", api(node)), heading);
+            browser.shot(&format!("{node}-{role}-{page}"));
+        }
+        // From the dashboard down to one computer: a count, the computers
+        // behind it, one of them.
+        browser.page(&format!("{}/#dashboard", api(node)), "Dashboard: ");
+        browser.click("#view table a[href^=\"#computers?\"]");
+        browser.wait_text("#view h1", "the computers behind a count", |t| {
+            t.starts_with("Computers: ")
+        });
+        browser.shot(&format!("{node}-{role}-drill-computers"));
+        browser.click("#view table a[href^=\"#computer?id=\"]");
+        let heading = browser.wait_text("#view h1", "one computer", |t| t.starts_with("Computer pc-"));
+        let detail = browser.text("#view");
+        assert!(
+            detail.contains("Updates") && detail.contains("child"),
+            "{heading}: {detail}"
+        );
+        browser.no_console_errors("the drill-down");
+        browser.shot(&format!("{node}-{role}-drill-computer"));
+    }
+    // The computers' CSV, streamed by the node and saved by the browser.
+    browser.sign_in(&api("root"), &root_token, "(admin) at root");
+    browser.page(&format!("{}/#computers", api("root")), "Computers");
+    browser.click("#csv");
+    browser.wait_text("#csv-status", "the download", |t| t == "Downloaded.");
+    // A filter that matches nothing says what to do.
+    browser.page(
+        &format!("{}/#computers?search=nobody", api("root")),
+        "Computers: name holds nobody",
+    );
+    assert!(browser.text("#view").contains("No computer matches these filters"));
+    browser.no_console_errors("the empty computers page");
 
     // Invoke an operation from the help page.
     browser.go(&format!("{}/help", api("root")));

@@ -314,7 +314,7 @@ fn help_page(node: &Node) -> String {
     }
     format!(
         r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Cascade API — {node}</title>
+<html lang="en"><head><meta charset="utf-8"><title>Cascade API — {node}</title><link rel="icon" href="data:,">
 <link rel="stylesheet" href="/help.css"></head>
 <body><nav><h1>Cascade API</h1><p>Node <b>{node}</b></p>
 <p><label>Bearer token<br><input id="token" type="password" autocomplete="off" class="wide"></label></p>

@@ -63,11 +63,20 @@ struct Scope {
     /// Seconds: only computers whose last scan is older (`Some((true, s))`)
     /// or newer (`Some((false, s))`).
     scan_age: Option<(bool, i64)>,
+    /// Lower-case text the computer's name holds.
+    search: Option<String>,
 }
 
 impl Scope {
+    fn keeps_name(&self, computer: &ComputerId) -> bool {
+        self.search
+            .as_ref()
+            .is_none_or(|text| computer.as_str().to_ascii_lowercase().contains(text.as_str()))
+    }
+
     fn keeps_record(&self, r: &ComplianceRecord) -> bool {
-        self.severity.is_none_or(|s| r.severity == s)
+        self.keeps_name(&r.computer)
+            && self.severity.is_none_or(|s| r.severity == s)
             && self.updates.as_ref().is_none_or(|u| u.contains(&r.update))
             && self.state.is_none_or(|s| r.state.index() == s)
             && self.sites.as_ref().is_none_or(|s| s.contains(&r.site))
@@ -156,6 +165,12 @@ pub struct ComputersReport {
     /// Only computers that scanned within this many hours.
     #[serde(default)]
     pub scanned_within_hours: Option<u32>,
+    /// Only computers whose name holds this text (any case).
+    #[serde(default)]
+    pub search: Option<String>,
+    /// With `site`: that site's own computers only, not those below it.
+    #[serde(default)]
+    pub only_site: bool,
     /// "computer" (default), "site", "os", "last_scan" or "last_report".
     #[serde(default)]
     pub sort: Option<String>,
@@ -525,14 +540,26 @@ async fn computers(ctx: Ctx, p: ComputersReport) -> Out {
         (None, Some(h)) => Some((false, i64::from(h) * 3600)),
         (None, None) => None,
     };
+    if p.only_site && p.site.is_none() {
+        return Err(ApiError::Invalid("only_site: name the site".into()));
+    }
     let scope = Scope {
-        sites: sites(&ctx.node, &p.site)?,
+        sites: if p.only_site {
+            sites(&ctx.node, &p.site)?.map(|_| p.site.iter().filter_map(|s| NodeId::new(s).ok()).collect())
+        } else {
+            sites(&ctx.node, &p.site)?
+        },
         severity: severity(&p.severity)?,
         updates: updates(&ctx, &p.update, &p.custom_severity).await?,
         state: state(&p.state)?,
         os: p.os.clone(),
         release: p.release.clone(),
         scan_age,
+        search: p
+            .search
+            .as_ref()
+            .map(|s| s.to_ascii_lowercase())
+            .filter(|s| !s.is_empty()),
     };
     let node = ctx.node.clone();
     let now = crate::now();
@@ -548,7 +575,7 @@ async fn computers(ctx: Ctx, p: ComputersReport) -> Out {
                 && (!scope.filters_computers()
                     || scope.keeps_computer(store.summary(&r.computer).ok().flatten().as_ref(), now))
         };
-        let keep_summary = |s: &ComputerSummary| scope.keeps_computer(Some(s), now);
+        let keep_summary = |s: &ComputerSummary| scope.keeps_name(&s.computer) && scope.keeps_computer(Some(s), now);
         let row_of_record = |r: &ComplianceRecord| -> Result<Value, ApiError> {
             Ok(computer_row(store.summary(&r.computer)?.as_ref(), &r.computer, Some(r), now))
         };
