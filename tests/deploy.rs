@@ -1,8 +1,14 @@
 //! deploy/: every file parses, and names and ports agree with the
-//! configuration the binary accepts.
+//! configuration the binary accepts; the Kubernetes manifests pass the real
+//! schemas (kubernetes-validate); the Prometheus rules pass promtool and a
+//! real Prometheus scrapes a node, answers a query and fires an alert, and
+//! every query of the Grafana dashboard runs there.
+
+mod support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use cascade_agent::AgentConfig;
 use cascade_node::NodeConfig;
@@ -233,5 +239,194 @@ fn kubernetes_manifests_agree_with_their_configs() {
             Some(&p.parse().unwrap()),
             "{id}'s parent is a Service with that port"
         );
+    }
+}
+
+#[test]
+fn kubernetes_manifests_pass_the_kubernetes_schemas() {
+    let validate = |files: &[PathBuf]| {
+        std::process::Command::new("python3")
+            .args(["-m", "kubernetes_validate", "--strict", "--quiet"])
+            .args(files)
+            .output()
+            .expect("kubernetes-validate is not installed: pip install kubernetes-validate (scripts/test does)")
+    };
+    let manifests: Vec<PathBuf> = std::fs::read_dir(deploy("kubernetes"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    assert!(manifests.len() >= 3, "{manifests:?}");
+    let out = validate(&manifests);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The validator does refuse what the schemas do not allow.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: x\nspec:\n  portz: []\n",
+    )
+    .unwrap();
+    assert!(!validate(&[bad]).status.success());
+}
+
+/// A Prometheus process, stopped when dropped.
+struct Prometheus(std::process::Child);
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// GET on Prometheus' HTTP API with URL-encoded query parameters.
+fn prometheus_api(base: &str, path: &str, params: &[(&str, &str)]) -> serde_json::Value {
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-s", "-G"]);
+    for (k, v) in params {
+        cmd.args(["--data-urlencode", &format!("{k}={v}")]);
+    }
+    let out = cmd.arg(format!("{base}{path}")).output().expect("curl");
+    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+#[test]
+fn prometheus_checks_the_rules_scrapes_a_node_and_fires_an_alert() {
+    use support::*;
+    let rules = deploy("prometheus/cascade-rules.yml");
+    let promtool = |args: &[&str]| {
+        let out = std::process::Command::new("promtool")
+            .args(args)
+            .output()
+            .expect("promtool is not installed: apt-get install prometheus (scripts/test does)");
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    promtool(&["check", "rules", rules.to_str().unwrap()]);
+    promtool(&["check", "config", deploy("prometheus/prometheus.yml").to_str().unwrap()]);
+
+    // A site whose parent goes away: its link is down.
+    let mut tree = Tree::new(&[("root", None), ("site", Some("root"))]);
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    tree.top.insert(
+        "site".into(),
+        format!("metrics_listen = \"127.0.0.1:{metrics_port}\"\n"),
+    );
+    tree.start_all();
+    wait_for("the site's link up", Duration::from_secs(30), || {
+        tree.ctl("site", &["--json", "links"]).status.success()
+            && String::from_utf8_lossy(&tree.ctl("site", &["--json", "links"]).stdout).contains("\"connected\":true")
+    });
+    tree.nodes.get_mut("root").unwrap().kill();
+
+    // The shipped rules, evaluated every second and firing without waiting.
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = read(&rules);
+    let quick: String = shipped
+        .lines()
+        .map(|l| match l.trim_start().strip_prefix("for: ") {
+            Some(_) => l.replace(l.trim_start(), "for: 0s"),
+            None if l.trim_start().starts_with("interval: ") => l.replace(l.trim_start(), "interval: 1s"),
+            None => l.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_ne!(quick, shipped);
+    std::fs::write(dir.path().join("cascade-rules.yml"), quick).unwrap();
+    std::fs::write(
+        dir.path().join("prometheus.yml"),
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - cascade-rules.yml\nscrape_configs:\n  - job_name: cascade\n    static_configs:\n      - targets: [\"127.0.0.1:{metrics_port}\"]\n        labels:\n          node: site\n"
+        ),
+    )
+    .unwrap();
+    let web_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
+    let _prometheus = Prometheus(
+        std::process::Command::new("prometheus")
+            .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{web_port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("prometheus is not installed: apt-get install prometheus (scripts/test does)"),
+    );
+    let base = format!("http://127.0.0.1:{web_port}");
+    let log = || std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default();
+
+    // A scrape: the link's state, as the node exports it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let found = prometheus_api(
+            &base,
+            "/api/v1/query",
+            &[("query", "cascade_link_connected{direction=\"down\"}")],
+        );
+        if found["data"]["result"][0]["value"][1] == "0" {
+            assert_eq!(found["data"]["result"][0]["metric"]["node"], "site", "{found}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no scrape: {found}\nup: {}\nlinks: {}\n{}",
+            prometheus_api(&base, "/api/v1/query", &[("query", "up")]),
+            prometheus_api(&base, "/api/v1/query", &[("query", "cascade_link_connected")]),
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // The alert fires.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let alerts = prometheus_api(&base, "/api/v1/alerts", &[]);
+        let firing = alerts["data"]["alerts"].as_array().is_some_and(|a| {
+            a.iter().any(|x| {
+                x["labels"]["alertname"] == "CascadeLinkDown"
+                    && x["state"] == "firing"
+                    && x["labels"]["direction"] == "down"
+            })
+        });
+        if firing {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no firing alert: {alerts}\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // The recording rules' series exist, and every query of the Grafana
+    // dashboard runs.
+    let recorded = prometheus_api(&base, "/api/v1/query", &[("query", "cascade:outbox_pending:deriv15m")]);
+    assert_eq!(recorded["status"], "success", "{recorded}");
+    let dashboard: serde_json::Value = serde_json::from_str(&read(&deploy("grafana/cascade.json"))).unwrap();
+    let panels = dashboard["panels"].as_array().unwrap();
+    assert!(panels.len() >= 8);
+    for panel in panels {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap().replace("$job", ".*");
+            let answer = prometheus_api(&base, "/api/v1/query", &[("query", &expr)]);
+            assert_eq!(answer["status"], "success", "{}: {expr}: {answer}", panel["title"]);
+        }
     }
 }

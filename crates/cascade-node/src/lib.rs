@@ -824,6 +824,26 @@ fn describe_metrics() {
     );
     metrics::describe_counter!("cascade_agent_reports_total", "reports received from agents");
     metrics::describe_gauge!("cascade_content_cache_bytes", "bytes of verified content held here");
+    metrics::describe_gauge!(
+        "cascade_content_cache_limit_bytes",
+        "the content cache's limit (content_cache_bytes); absent without one"
+    );
+    metrics::describe_gauge!(
+        "cascade_compliance_severity_records",
+        "compliance records of the subtree, by severity and state"
+    );
+    metrics::describe_gauge!(
+        "cascade_frozen",
+        "1 when the root's newest signed timestamp here is missing or older than its limit (a frozen view)"
+    );
+    metrics::describe_gauge!(
+        "cascade_root_timestamp_age_seconds",
+        "seconds since the root's newest signed timestamp that reached this node"
+    );
+    metrics::describe_gauge!(
+        "cascade_history_days",
+        "days of daily compliance history this node keeps (reports.history_days)"
+    );
     metrics::describe_gauge!("cascade_content_cache_files", "verified content files held here");
     metrics::describe_gauge!(
         "cascade_content_in_flight",
@@ -852,15 +872,44 @@ async fn refresh_metrics(node: &Arc<Node>) {
         metrics::gauge!("cascade_link_stalls", &labels).set(status.stalls as f64);
         metrics::gauge!("cascade_link_last_contact_seconds", &labels).set(status.last_contact as f64);
     }
+    let freshness = node.freshness();
+    metrics::gauge!("cascade_frozen").set(if freshness.stale { 1.0 } else { 0.0 });
+    if let Some(age) = freshness.age_seconds {
+        metrics::gauge!("cascade_root_timestamp_age_seconds").set(age as f64);
+    }
+    if let Some(limit) = node.config.content_cache_bytes {
+        metrics::gauge!("cascade_content_cache_limit_bytes").set(limit as f64);
+    }
+    metrics::gauge!("cascade_history_days").set(node.history_days() as f64);
     let store = node.store.clone();
-    let Ok(Ok((outbox, cursor, summary))) =
+    let Ok(Ok((outbox, cursor, summary, by_site))) =
         tokio::task::spawn_blocking(move || -> Result<_, cascade_store::StoreError> {
-            Ok((store.outbox_state()?, store.cursor()?, store.summary_by_update()?))
+            Ok((
+                store.outbox_state()?,
+                store.cursor()?,
+                store.summary_by_update()?,
+                store.summary_by_site()?,
+            ))
         })
         .await
     else {
         return;
     };
+    let mut by_severity: BTreeMap<
+        cascade_core::update::Severity,
+        [u64; cascade_core::compliance::ComplianceState::COUNT],
+    > = BTreeMap::new();
+    for ((_, severity), counts) in by_site {
+        for (slot, n) in by_severity.entry(severity).or_default().iter_mut().zip(counts.0) {
+            *slot += n;
+        }
+    }
+    for (severity, counts) in by_severity {
+        for (name, n) in cascade_store::STATE_NAMES.iter().zip(counts) {
+            metrics::gauge!("cascade_compliance_severity_records", "severity" => format!("{severity:?}"), "state" => *name)
+                .set(n as f64);
+        }
+    }
     metrics::gauge!("cascade_outbox_pending").set(outbox.pending as f64);
     for connections in [&node.listeners.grpc, &node.listeners.api] {
         let label = [("listener", connections.name)];
