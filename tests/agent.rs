@@ -767,6 +767,22 @@ fn reports_at_the_root_answer_which_computers_two_levels_down_need_what_and_why(
         serde_json::json!({"by": "severity", "severity": "Important"}),
     );
     assert_eq!(important["overall"]["not_applicable"], 2, "{important}");
+    // Narrowed to the computers' operating system and last scan.
+    let debian = call(
+        &tree,
+        "root",
+        "reports.compliance",
+        serde_json::json!({"by": "site", "os": "debian", "release": "bookworm", "scanned_within_hours": 1}),
+    );
+    assert_eq!(debian["items"][0]["percent"], 66.7, "{debian}");
+    let windows = call(
+        &tree,
+        "root",
+        "reports.compliance",
+        serde_json::json!({"os": "Windows 11"}),
+    );
+    assert_eq!(windows["items"], serde_json::json!([]), "{windows}");
+    assert_eq!(windows["overall"]["total"], 0, "{windows}");
 
     // Failures by installer code, with the code's meaning.
     let failures = call(&tree, "root", "reports.failures", serde_json::json!({}));

@@ -15,6 +15,8 @@ pub const JSON: u8 = 1;
 pub const RECORD_V2: u8 = 2;
 /// Format 3: each agent report's attestation once per computer.
 pub const RECORD_V3: u8 = 3;
+/// A computer summary, compact: read for every row of a report.
+pub const SUMMARY_V1: u8 = 4;
 
 pub fn json<T: Serialize>(value: &T) -> Vec<u8> {
     let mut out = vec![JSON];
@@ -215,6 +217,51 @@ fn put_vbytes(out: &mut Vec<u8>, bytes: &[u8]) {
 
 fn put_vstr(out: &mut Vec<u8>, s: &str) {
     put_vbytes(out, s.as_bytes());
+}
+
+/// A computer summary as stored (its computer is the key's).
+pub fn encode_summary(s: &cascade_core::model::ComputerSummary) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + s.os.len() + s.agent_version.len());
+    out.push(SUMMARY_V1);
+    put_vstr(&mut out, s.site.as_str());
+    put_vstr(&mut out, &s.os);
+    put_vstr(&mut out, s.release.as_deref().unwrap_or_default());
+    put_vstr(&mut out, s.version.as_deref().unwrap_or_default());
+    out.extend_from_slice(&s.last_scan.to_be_bytes());
+    out.extend_from_slice(&s.last_report.to_be_bytes());
+    put_vstr(&mut out, &s.agent_version);
+    out.push(u8::from(s.pending_restart));
+    out
+}
+
+pub fn decode_summary(computer: &ComputerId, bytes: &[u8]) -> Result<cascade_core::model::ComputerSummary, String> {
+    let Some((&SUMMARY_V1, body)) = bytes.split_first() else {
+        return from_json(bytes);
+    };
+    let mut r = Reader(body);
+    let site = NodeId::new(r.vstr()?).map_err(|e| e.to_string())?;
+    let os = r.vstr()?.to_owned();
+    let text = |t: &str| (!t.is_empty()).then(|| t.to_owned());
+    let release = text(r.vstr()?);
+    let version = text(r.vstr()?);
+    let last_scan = r.u64()? as i64;
+    let last_report = r.u64()? as i64;
+    let agent_version = r.vstr()?.to_owned();
+    let pending_restart = r.u8()? != 0;
+    if !r.0.is_empty() {
+        return Err("bytes after a computer summary".to_owned());
+    }
+    Ok(cascade_core::model::ComputerSummary {
+        computer: computer.clone(),
+        site,
+        os,
+        release,
+        version,
+        last_scan,
+        last_report,
+        agent_version,
+        pending_restart,
+    })
 }
 
 struct Reader<'a>(&'a [u8]);

@@ -27,8 +27,30 @@ pub struct FailureCount {
 pub struct DayAggregates {
     /// Days since 1970-01-01 (UTC).
     pub day: i64,
+    /// Per severity over every site (kept apart: a trend in all or per
+    /// severity reads a few rows a day, not every site's).
+    pub by_severity: BTreeMap<Severity, StateCounts>,
     pub by_site: SeverityCounts,
     pub by_update: BTreeMap<UpdateId, StateCounts>,
+}
+
+impl DayAggregates {
+    /// One day's aggregates, with the per-severity sums made from `by_site`.
+    pub fn new(day: i64, by_site: SeverityCounts, by_update: BTreeMap<UpdateId, StateCounts>) -> DayAggregates {
+        let mut by_severity: BTreeMap<Severity, StateCounts> = BTreeMap::new();
+        for ((_, severity), counts) in &by_site {
+            let slot = by_severity.entry(*severity).or_default();
+            for (a, b) in slot.0.iter_mut().zip(counts.0) {
+                *a += b;
+            }
+        }
+        DayAggregates {
+            day,
+            by_severity,
+            by_site,
+            by_update,
+        }
+    }
 }
 
 /// How a day's aggregate is kept: rows of names and the counts per state.
@@ -38,6 +60,10 @@ struct SiteRow(NodeId, Severity, [u64; ComplianceState::COUNT]);
 #[derive(Serialize, Deserialize)]
 struct UpdateRow(UpdateId, [u64; ComplianceState::COUNT]);
 
+#[derive(Serialize, Deserialize)]
+struct SeverityRow(Severity, [u64; ComplianceState::COUNT]);
+
+const HISTORY_SEVERITIES: u8 = b'v';
 const HISTORY_SITES: u8 = b's';
 const HISTORY_UPDATES: u8 = b'u';
 
@@ -74,7 +100,10 @@ impl Store {
             let key = keys::summary(&summary.computer);
             let held: Option<ComputerSummary> = pending
                 .get(self, &key)?
-                .map(|v| codec::from_json(&v).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key)))))
+                .map(|v| {
+                    codec::decode_summary(&summary.computer, &v)
+                        .map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key))))
+                })
                 .transpose()?;
             if let Some(held) = &held {
                 if held == summary || held.heard() > summary.heard() {
@@ -84,18 +113,26 @@ impl Store {
                     pending.remove(keys::summary_site(&held.site, &held.computer));
                 }
             }
-            pending.insert(key, codec::json(summary));
+            pending.insert(key, codec::encode_summary(summary));
             pending.insert(keys::summary_site(&summary.site, &summary.computer), Vec::new());
             kept.push(summary.clone());
         }
         Ok(kept)
     }
 
+    /// The summary stored under `key`.
+    fn summary_at(&self, key: &[u8], value: &[u8]) -> Result<ComputerSummary> {
+        let computer = self.computer_in(&key[keys::SUMMARY.len()..])?;
+        codec::decode_summary(&computer, value).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(key))))
+    }
+
     /// A computer's summary, when one reached this node.
     pub fn summary(&self, computer: &ComputerId) -> Result<Option<ComputerSummary>> {
         let key = keys::summary(computer);
         self.get(&key)?
-            .map(|v| codec::from_json(&v).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key)))))
+            .map(|v| {
+                codec::decode_summary(computer, &v).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key))))
+            })
             .transpose()
     }
 
@@ -133,8 +170,7 @@ impl Store {
                     if !key.starts_with(keys::SUMMARY) {
                         break;
                     }
-                    let summary =
-                        codec::from_json(&value).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key))))?;
+                    let summary = self.summary_at(&key, &value)?;
                     if let Some(t) = take(&key, summary) {
                         next = Some(t);
                         break;
@@ -190,7 +226,7 @@ impl Store {
             if !key.starts_with(keys::SUMMARY) {
                 break;
             }
-            out.push(codec::from_json(&value).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key))))?);
+            out.push(self.summary_at(&key, &value)?);
         }
         Ok(out)
     }
@@ -235,8 +271,17 @@ impl Store {
             .iter()
             .map(|(update, counts)| UpdateRow(update.clone(), counts.0))
             .collect();
+        let severities: Vec<SeverityRow> = aggregates
+            .by_severity
+            .iter()
+            .map(|(severity, counts)| SeverityRow(*severity, counts.0))
+            .collect();
         let _guard = self.lock();
         let mut batch = sled::Batch::default();
+        batch.insert(
+            keys::history(aggregates.day, HISTORY_SEVERITIES),
+            codec::json(&severities),
+        );
         batch.insert(keys::history(aggregates.day, HISTORY_SITES), codec::json(&sites));
         batch.insert(keys::history(aggregates.day, HISTORY_UPDATES), codec::json(&updates));
         let oldest = keys::history(aggregates.day - keep_days.max(1) + 1, 0);
@@ -247,9 +292,10 @@ impl Store {
     }
 
     /// The kept days from `from` through `to` (days since 1970-01-01),
-    /// oldest first; with `updates`, the per-update aggregates too (they
-    /// are the larger part).
-    pub fn history(&self, from: i64, to: i64, updates: bool) -> Result<Vec<DayAggregates>> {
+    /// oldest first, each with its per-severity sums; with `sites` and
+    /// `updates`, the per-site and per-update aggregates too (they are the
+    /// larger part).
+    pub fn history(&self, from: i64, to: i64, sites: bool, updates: bool) -> Result<Vec<DayAggregates>> {
         let mut days: BTreeMap<i64, DayAggregates> = BTreeMap::new();
         for item in self
             .tree()
@@ -271,7 +317,14 @@ impl Store {
                 ..DayAggregates::default()
             });
             match *kind {
-                HISTORY_SITES => {
+                HISTORY_SEVERITIES => {
+                    let rows: Vec<SeverityRow> = codec::from_json(&value).map_err(bad)?;
+                    entry.by_severity = rows
+                        .into_iter()
+                        .map(|SeverityRow(severity, counts)| (severity, StateCounts(counts)))
+                        .collect();
+                }
+                HISTORY_SITES if sites => {
                     let rows: Vec<SiteRow> = codec::from_json(&value).map_err(bad)?;
                     entry.by_site = rows
                         .into_iter()

@@ -773,20 +773,74 @@ fn history_keeps_the_days_asked_for() {
     let mut counts = cascade_store::StateCounts::default();
     for day in 100..110 {
         counts.0[0] = day as u64;
-        let aggregates = cascade_store::DayAggregates {
+        let aggregates = cascade_store::DayAggregates::new(
             day,
-            by_site: [((node("site-a"), cascade_core::update::Severity::Critical), counts)].into(),
-            by_update: [(UpdateId::new("KB1"), counts)].into(),
-        };
+            [((node("site-a"), cascade_core::update::Severity::Critical), counts)].into(),
+            [(UpdateId::new("KB1"), counts)].into(),
+        );
         store.put_history(&aggregates, 5).unwrap();
     }
-    let kept = store.history(0, 1000, true).unwrap();
+    let kept = store.history(0, 1000, true, true).unwrap();
     assert_eq!(
         kept.iter().map(|d| d.day).collect::<Vec<_>>(),
         vec![105, 106, 107, 108, 109]
     );
     assert_eq!(kept[4].by_update[&UpdateId::new("KB1")].0[0], 109);
-    let sites_only = store.history(106, 107, false).unwrap();
-    assert_eq!(sites_only.len(), 2);
-    assert!(sites_only[0].by_update.is_empty() && sites_only[0].by_site.len() == 1);
+    assert_eq!(kept[4].by_site.len(), 1);
+    let severities_only = store.history(106, 107, false, false).unwrap();
+    assert_eq!(severities_only.len(), 2);
+    assert!(severities_only[0].by_update.is_empty() && severities_only[0].by_site.is_empty());
+    assert_eq!(
+        severities_only[1].by_severity[&cascade_core::update::Severity::Critical].0[0],
+        107
+    );
+}
+
+#[test]
+fn records_page_reads_through_the_narrowest_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store"), node("root")).unwrap();
+    let mut all = Vec::new();
+    for c in 0..30 {
+        for u in 0..3 {
+            let site = if c % 3 == 0 { "site-a" } else { "site-b" };
+            let state = if u == 1 {
+                ComplianceState::Required
+            } else {
+                ComplianceState::Installed
+            };
+            all.push(record(&format!("pc-{c:02}"), &format!("KB{u}"), site, state, 1));
+        }
+    }
+    store.ingest("seed", 1, &all, false).unwrap();
+    let read = |update: Option<&str>,
+                sites: Option<&[&str]>,
+                keep: &dyn Fn(&cascade_core::model::ComplianceRecord) -> bool| {
+        let update = update.map(UpdateId::new);
+        let sites: Option<Vec<_>> = sites.map(|s| s.iter().map(|x| node(x)).collect());
+        let (mut out, mut after) = (Vec::new(), None);
+        for _ in 0..100 {
+            let page = store
+                .records_page(update.as_ref(), sites.as_deref(), after.as_deref(), 4, keep)
+                .unwrap();
+            out.extend(page.items);
+            match page.next {
+                Some(n) => after = Some(n),
+                None => return out,
+            }
+        }
+        panic!("pages did not end");
+    };
+    assert_eq!(read(None, None, &|_| true).len(), 90);
+    assert_eq!(read(Some("KB1"), None, &|_| true).len(), 30);
+    assert_eq!(read(None, Some(&["site-a"]), &|_| true).len(), 30);
+    assert_eq!(read(None, Some(&["site-b", "site-a"]), &|_| true).len(), 90);
+    let required_at_a = read(None, Some(&["site-a"]), &|r| r.state == ComplianceState::Required);
+    assert_eq!(required_at_a.len(), 10);
+    assert!(
+        required_at_a
+            .iter()
+            .all(|r| r.site == node("site-a") && r.update == UpdateId::new("KB1"))
+    );
+    assert_eq!(read(Some("KB1"), Some(&["site-b"]), &|_| true).len(), 20);
 }

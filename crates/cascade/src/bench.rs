@@ -63,6 +63,18 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 30)]
         updates: u64,
     },
+    /// A root holding many computers' compliance, summaries and a year of
+    /// history: the console dashboard's queries and drill-downs (p50, p99)
+    /// and a 10,000-row CSV export.
+    Reports {
+        #[arg(long, default_value_t = 1_000_000)]
+        computers: u64,
+        /// Updates each computer has a state for.
+        #[arg(long, default_value_t = 10)]
+        updates: u64,
+        #[arg(long, default_value_t = 100)]
+        sites: u64,
+    },
     /// Many large requests at once from callers without credentials (half
     /// HTTPS, half gRPC catalog imports) at one node process: its peak RSS
     /// beside its idle RSS.
@@ -93,6 +105,11 @@ pub fn run(command: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
         BenchCommand::Rollup { computers, updates } => {
             runtime.block_on(crate::bench_rollup::run(computers, updates))?
         }
+        BenchCommand::Reports {
+            computers,
+            updates,
+            sites,
+        } => runtime.block_on(crate::bench_reports::run(computers, updates, sites))?,
         BenchCommand::Unauthenticated { requests, size_mb } => {
             runtime.block_on(crate::bench_unauthenticated::run(requests, size_mb))?
         }

@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod agent;
 mod bench;
+mod bench_reports;
 mod bench_rollup;
 mod bench_unauthenticated;
 mod cabinet;

@@ -52,14 +52,15 @@ impl Format {
 
 /// The rows of one result: its `items`, the array it is, or the result
 /// itself as one row.
-pub fn rows(result: &Value) -> Vec<Value> {
+pub fn rows(result: &Value) -> std::borrow::Cow<'_, [Value]> {
+    use std::borrow::Cow;
     match result {
         Value::Object(map) => match map.get("items").or_else(|| map.get("computers")) {
-            Some(Value::Array(items)) => items.clone(),
-            _ => vec![result.clone()],
+            Some(Value::Array(items)) => Cow::Borrowed(items.as_slice()),
+            _ => Cow::Owned(vec![result.clone()]),
         },
-        Value::Array(items) => items.clone(),
-        other => vec![other.clone()],
+        Value::Array(items) => Cow::Borrowed(items.as_slice()),
+        other => Cow::Owned(vec![other.clone()]),
     }
 }
 
@@ -94,53 +95,60 @@ pub fn first_page(params: &Value) -> Value {
 }
 
 /// A row's cells by column: nested objects as `outer.inner`, lists as JSON.
-pub fn flatten(row: &Value) -> Vec<(String, Value)> {
-    fn walk(prefix: &str, value: &Value, out: &mut Vec<(String, Value)>) {
+pub fn flatten(row: &Value) -> Vec<(std::borrow::Cow<'_, str>, &Value)> {
+    use std::borrow::Cow;
+    fn walk<'a>(prefix: Option<&str>, value: &'a Value, out: &mut Vec<(Cow<'a, str>, &'a Value)>) {
         match value {
             Value::Object(map) if !map.is_empty() => {
                 for (k, v) in map {
-                    let name = if prefix.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{prefix}.{k}")
-                    };
-                    walk(&name, v, out);
+                    match prefix {
+                        None => match v {
+                            Value::Object(inner) if !inner.is_empty() => walk(Some(k), v, out),
+                            _ => out.push((Cow::Borrowed(k.as_str()), v)),
+                        },
+                        Some(p) => walk(Some(&format!("{p}.{k}")), v, out),
+                    }
                 }
             }
-            other => out.push((
-                if prefix.is_empty() {
-                    "value".to_owned()
-                } else {
-                    prefix.to_owned()
-                },
-                other.clone(),
-            )),
+            other => out.push((Cow::Owned(prefix.unwrap_or("value").to_owned()), other)),
         }
     }
     let mut out = Vec::new();
-    walk("", row, &mut out);
+    walk(None, row, &mut out);
     out
 }
 
-/// One CSV cell (RFC 4180). Text that a spreadsheet would run as a
-/// formula (=, +, -, @, tab, CR at its start) is led by a quote mark.
-fn cell(value: &Value) -> String {
-    let text = match value {
-        Value::Null => return String::new(),
-        Value::String(s) => {
-            if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-                format!("'{s}")
-            } else {
-                s.clone()
-            }
+/// One CSV cell (RFC 4180), written to `out`. Text that a spreadsheet
+/// would run as a formula (=, +, -, @, tab, CR at its start) is led by a
+/// quote mark.
+fn cell(value: &Value, out: &mut String) {
+    use std::fmt::Write;
+    let owned;
+    let (lead, text): (&str, &str) = match value {
+        Value::Null => return,
+        Value::String(s) if s.starts_with(['=', '+', '-', '@', '\t', '\r']) => ("'", s),
+        Value::String(s) => ("", s),
+        Value::Number(n) => {
+            let _ = write!(out, "{n}");
+            return;
         }
-        Value::Array(_) | Value::Object(_) => value.to_string(),
-        other => other.to_string(),
+        Value::Bool(b) => {
+            out.push_str(if *b { "true" } else { "false" });
+            return;
+        }
+        other => {
+            owned = other.to_string();
+            ("", &owned)
+        }
     };
     if text.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", text.replace('"', "\"\""))
+        out.push('"');
+        out.push_str(lead);
+        out.push_str(&text.replace('"', "\"\""));
+        out.push('"');
     } else {
-        text
+        out.push_str(lead);
+        out.push_str(text);
     }
 }
 
@@ -160,41 +168,47 @@ pub struct Csv {
 impl Csv {
     /// The text of one page's rows (and the header, on the first page).
     pub fn page(&mut self, rows: &[Value]) -> String {
-        let flat: Vec<Vec<(String, Value)>> = rows.iter().map(flatten).collect();
+        let flat: Vec<Vec<(std::borrow::Cow<'_, str>, &Value)>> = rows.iter().map(flatten).collect();
         let mut out = String::new();
         if self.columns.is_none() {
             let mut columns: Vec<String> = Vec::new();
             for row in &flat {
                 for (name, _) in row {
-                    if !columns.contains(name) {
-                        columns.push(name.clone());
+                    if !columns.iter().any(|c| c == name) {
+                        columns.push(name.to_string());
                     }
                 }
             }
             // What names a row first, then the rest by name.
             columns.sort_by_key(|c| (LEADING.iter().position(|l| l == c).unwrap_or(LEADING.len()), c.clone()));
-            out.push_str(
-                &columns
-                    .iter()
-                    .map(|c| cell(&Value::String(c.clone())))
-                    .collect::<Vec<_>>()
-                    .join(","),
-            );
+            for (i, c) in columns.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                cell(&Value::String(c.clone()), &mut out);
+            }
             out.push_str("\r\n");
             self.columns = Some(columns);
         }
         let columns = self.columns.as_deref().unwrap_or_default();
-        for row in flat {
-            let line: Vec<String> = columns
-                .iter()
-                .map(|c| {
-                    row.iter()
-                        .find(|(n, _)| n == c)
-                        .map(|(_, v)| cell(v))
-                        .unwrap_or_default()
-                })
-                .collect();
-            out.push_str(&line.join(","));
+        let place: std::collections::HashMap<&str, usize> =
+            columns.iter().enumerate().map(|(i, c)| (c.as_str(), i)).collect();
+        let mut cells: Vec<Option<&Value>> = vec![None; columns.len()];
+        for row in &flat {
+            cells.iter_mut().for_each(|c| *c = None);
+            for (name, value) in row {
+                if let Some(i) = place.get(name.as_ref()) {
+                    cells[*i] = Some(value);
+                }
+            }
+            for (i, c) in cells.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                if let Some(v) = c {
+                    cell(v, &mut out);
+                }
+            }
             out.push_str("\r\n");
         }
         out
@@ -243,22 +257,39 @@ impl Node {
             let mut csv = Csv::default();
             let mut result = first;
             for _ in 0..MAX_PAGES {
-                let rows = rows(&result);
-                let text = match format {
-                    Format::Csv => csv.page(&rows),
-                    Format::JsonLines => json_lines(&rows),
-                };
+                // The next page is made while this one is written out.
+                let next = next_page(&params, &result).filter(|_| !rows(&result).is_empty());
+                let fetch = next.clone().map(|p| {
+                    let (node, authorized) = (node.clone(), authorized.clone());
+                    tokio::spawn(async move { node.invoke(authorized, p).await })
+                });
+                let text;
+                (csv, text) = crate::blocking(move || {
+                    let text = match format {
+                        Format::Csv => csv.page(&rows(&result)),
+                        Format::JsonLines => json_lines(&rows(&result)),
+                    };
+                    (csv, text)
+                })
+                .await;
                 if tx.send(Ok(text)).await.is_err() {
+                    if let Some(f) = fetch {
+                        f.abort();
+                    }
                     return;
                 }
-                let Some(next) = next_page(&params, &result).filter(|_| !rows.is_empty()) else {
+                let (Some(fetch), Some(next)) = (fetch, next) else {
                     return;
                 };
                 params = next;
-                result = match node.invoke(authorized.clone(), params.clone()).await {
-                    Ok(r) => r,
-                    Err(e) => {
+                result = match fetch.await {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(e)) => {
                         let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(ApiError::Internal(e.to_string()))).await;
                         return;
                     }
                 };
@@ -299,8 +330,13 @@ mod tests {
 
     #[test]
     fn nested_rows_flatten_and_pages_go_on() {
+        let row = json!({"a": {"b": 1, "c": [1, 2]}, "d": null});
+        let flat: Vec<(String, Value)> = flatten(&row)
+            .into_iter()
+            .map(|(k, v)| (k.into_owned(), v.clone()))
+            .collect();
         assert_eq!(
-            flatten(&json!({"a": {"b": 1, "c": [1, 2]}, "d": null})),
+            flat,
             vec![
                 ("a.b".to_owned(), json!(1)),
                 ("a.c".to_owned(), json!([1, 2])),

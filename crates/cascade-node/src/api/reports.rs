@@ -126,6 +126,18 @@ pub struct ComplianceReport {
     pub custom_severity: Option<String>,
     #[serde(default)]
     pub update: Option<String>,
+    /// Only computers with this operating system ("Windows Server 2022").
+    #[serde(default)]
+    pub os: Option<String>,
+    /// Only computers of this feature release ("22H2").
+    #[serde(default)]
+    pub release: Option<String>,
+    /// Only computers whose last scan is older than this many hours (or never).
+    #[serde(default)]
+    pub scan_older_than_hours: Option<u32>,
+    /// Only computers that scanned within this many hours.
+    #[serde(default)]
+    pub scanned_within_hours: Option<u32>,
     /// "name" (default), "percent", "total", "compliant", "failed" or "required".
     #[serde(default)]
     pub sort: Option<String>,
@@ -252,6 +264,18 @@ fn state(raw: &Option<String>) -> Result<Option<usize>, ApiError> {
         .transpose()
 }
 
+/// The last-scan age filter, from its two mutually exclusive parameters.
+fn scan_age(older_than: Option<u32>, within: Option<u32>) -> Result<Option<(bool, i64)>, ApiError> {
+    match (older_than, within) {
+        (Some(_), Some(_)) => Err(ApiError::Invalid(
+            "scan_older_than_hours and scanned_within_hours: give one of them".into(),
+        )),
+        (Some(h), None) => Ok(Some((true, i64::from(h) * 3600))),
+        (None, Some(h)) => Ok(Some((false, i64::from(h) * 3600))),
+        (None, None) => Ok(None),
+    }
+}
+
 fn limit(limit: usize) -> Result<usize, ApiError> {
     if limit == 0 || limit > MAX_LIMIT {
         return Err(ApiError::Invalid(format!(
@@ -364,8 +388,12 @@ async fn compliance(ctx: Ctx, p: ComplianceReport) -> Out {
         sites: sites(&ctx.node, &p.site)?,
         severity: severity(&p.severity)?,
         updates: updates(&ctx, &p.update, &p.custom_severity).await?,
+        os: p.os.clone(),
+        release: p.release.clone(),
+        scan_age: scan_age(p.scan_older_than_hours, p.scanned_within_hours)?,
         ..Scope::default()
     };
+    let now = crate::now();
     // Custom severities and update severities come from the update objects.
     let known = update_objects(&ctx).await?;
     let custom: BTreeMap<UpdateId, String> = known
@@ -379,7 +407,9 @@ async fn compliance(ctx: Ctx, p: ComplianceReport) -> Out {
             let mut groups: BTreeMap<Vec<String>, StateCounts> = BTreeMap::new();
             let mut overall = StateCounts::default();
             let by_records = by == "update" || by == "custom_severity";
-            if !by_records && scope.updates.is_none() {
+            // The kept counts answer unless the computers themselves are filtered.
+            let counted = !scope.filters_computers();
+            if counted && !by_records && scope.updates.is_none() {
                 // Per site and severity, kept as counts.
                 for ((site, sev), counts) in node.store.summary_by_site()? {
                     if scope.sites.as_ref().is_some_and(|s| !s.contains(&site))
@@ -395,7 +425,7 @@ async fn compliance(ctx: Ctx, p: ComplianceReport) -> Out {
                     add(groups.entry(key).or_default(), &counts);
                     add(&mut overall, &counts);
                 }
-            } else if by_records && scope.sites.is_none() {
+            } else if counted && by_records && scope.sites.is_none() {
                 // Per update, kept as counts.
                 for (update, counts) in node.store.summary_by_update()? {
                     if scope.updates.as_ref().is_some_and(|u| !u.contains(&update))
@@ -428,7 +458,12 @@ async fn compliance(ctx: Ctx, p: ComplianceReport) -> Out {
                         scope.sites.as_deref(),
                         after.as_deref(),
                         10_000,
-                        |r| scope.keeps_record(r),
+                        |r| {
+                            scope.keeps_record(r)
+                                && (!scope.filters_computers()
+                                    || scope
+                                        .keeps_computer(node.store.summary(&r.computer).ok().flatten().as_ref(), now))
+                        },
                     )?;
                     for r in &page.items {
                         let key = match by.as_str() {
@@ -484,35 +519,40 @@ fn computer_row(
     record: Option<&ComplianceRecord>,
     now: i64,
 ) -> Value {
-    let mut row = json!({"computer": computer});
+    // Built field by field: a report's rows are made by the thousand.
+    let text = |s: &str| Value::String(s.to_owned());
+    let optional = |s: &Option<String>| s.as_deref().map_or(Value::Null, text);
+    let mut row = serde_json::Map::new();
+    row.insert("computer".into(), text(computer.as_str()));
     if let Some(s) = summary {
-        row["site"] = json!(s.site);
-        row["os"] = json!(s.os);
-        row["release"] = json!(s.release);
-        row["version"] = json!(s.version);
-        row["last_scan"] = json!(s.last_scan);
-        row["last_report"] = json!(s.last_report);
-        row["scan_age_seconds"] = if s.last_scan > 0 {
-            json!(now - s.last_scan)
+        row.insert("site".into(), text(s.site.as_str()));
+        row.insert("os".into(), text(&s.os));
+        row.insert("release".into(), optional(&s.release));
+        row.insert("version".into(), optional(&s.version));
+        row.insert("last_scan".into(), s.last_scan.into());
+        row.insert("last_report".into(), s.last_report.into());
+        let age = if s.last_scan > 0 {
+            (now - s.last_scan).into()
         } else {
             Value::Null
         };
-        row["agent_version"] = json!(s.agent_version);
-        row["pending_restart"] = json!(s.pending_restart);
+        row.insert("scan_age_seconds".into(), age);
+        row.insert("agent_version".into(), text(&s.agent_version));
+        row.insert("pending_restart".into(), s.pending_restart.into());
     }
     if let Some(r) = record {
-        row["site"] = json!(r.site);
-        row["update"] = json!(r.update);
-        row["severity"] = json!(r.severity);
-        row["state"] = json!(r.state.name());
-        row["reason"] = json!(r.state.reason());
+        row.insert("site".into(), text(r.site.as_str()));
+        row.insert("update".into(), text(r.update.as_str()));
+        row.insert("severity".into(), text(&format!("{:?}", r.severity)));
+        row.insert("state".into(), text(r.state.name()));
+        row.insert("reason".into(), Value::String(r.state.reason()));
         if let ComplianceState::Failed { code } = r.state {
-            row["code"] = json!(code);
+            row.insert("code".into(), code.into());
         }
-        row["observed_at"] = json!(r.observed_at);
-        row["age_seconds"] = json!(now - r.observed_at);
+        row.insert("observed_at".into(), r.observed_at.into());
+        row.insert("age_seconds".into(), (now - r.observed_at).into());
     }
-    row
+    Value::Object(row)
 }
 
 async fn computers(ctx: Ctx, p: ComputersReport) -> Out {
@@ -530,16 +570,7 @@ async fn computers(ctx: Ctx, p: ComputersReport) -> Out {
             "after: pages sorted by anything but computer go on with offset".into(),
         ));
     }
-    let scan_age = match (p.scan_older_than_hours, p.scanned_within_hours) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::Invalid(
-                "scan_older_than_hours and scanned_within_hours: give one of them".into(),
-            ));
-        }
-        (Some(h), None) => Some((true, i64::from(h) * 3600)),
-        (None, Some(h)) => Some((false, i64::from(h) * 3600)),
-        (None, None) => None,
-    };
+    let scan_age = scan_age(p.scan_older_than_hours, p.scanned_within_hours)?;
     if p.only_site && p.site.is_none() {
         return Err(ApiError::Invalid("only_site: name the site".into()));
     }
@@ -576,14 +607,17 @@ async fn computers(ctx: Ctx, p: ComputersReport) -> Out {
                     || scope.keeps_computer(store.summary(&r.computer).ok().flatten().as_ref(), now))
         };
         let keep_summary = |s: &ComputerSummary| scope.keeps_name(&s.computer) && scope.keeps_computer(Some(s), now);
-        let row_of_record = |r: &ComplianceRecord| -> Result<Value, ApiError> {
-            Ok(computer_row(store.summary(&r.computer)?.as_ref(), &r.computer, Some(r), now))
+        // Each record's row, with its computer's summary.
+        let rows_of_records = |records: &[ComplianceRecord]| -> Result<Vec<Value>, ApiError> {
+            records
+                .iter()
+                .map(|r| Ok(computer_row(store.summary(&r.computer)?.as_ref(), &r.computer, Some(r), now)))
+                .collect()
         };
         if sort == "computer" && !descending {
             let (rows, next) = if per_record {
                 let page = store.records_page(one_update.as_ref(), scope.sites.as_deref(), after.as_deref(), limit, keep_record)?;
-                let rows = page.items.iter().map(row_of_record).collect::<Result<Vec<_>, _>>()?;
-                (rows, page.next)
+                (rows_of_records(&page.items)?, page.next)
             } else {
                 let page = store.summaries(scope.sites.as_deref(), after.as_deref(), limit, keep_summary)?;
                 let rows = page.items.iter().map(|s| computer_row(Some(s), &s.computer, None, now)).collect();
@@ -597,9 +631,7 @@ async fn computers(ctx: Ctx, p: ComputersReport) -> Out {
         loop {
             let next = if per_record {
                 let page = store.records_page(one_update.as_ref(), scope.sites.as_deref(), token.as_deref(), 10_000, keep_record)?;
-                for r in &page.items {
-                    rows.push(row_of_record(r)?);
-                }
+                rows.extend(rows_of_records(&page.items)?);
                 page.next
             } else {
                 let page = store.summaries(scope.sites.as_deref(), token.as_deref(), 10_000, keep_summary)?;
@@ -785,11 +817,11 @@ impl Node {
 
     /// Today's aggregates, as the history keeps them.
     pub fn aggregates_now(&self, at: i64) -> Result<DayAggregates, cascade_store::StoreError> {
-        Ok(DayAggregates {
-            day: day_of(at),
-            by_site: self.store.summary_by_site()?,
-            by_update: self.store.summary_by_update()?,
-        })
+        Ok(DayAggregates::new(
+            day_of(at),
+            self.store.summary_by_site()?,
+            self.store.summary_by_update()?,
+        ))
     }
 
     /// Keeps today's aggregates in the history (replacing today's earlier
@@ -826,9 +858,12 @@ async fn trend(ctx: Ctx, p: TrendReport) -> Out {
     let node = ctx.node.clone();
     let now = crate::now();
     let per_update = by == "update" || update.is_some();
+    let per_site = by == "site" || sites.is_some();
     let days = blocking(move || -> Result<Vec<DayAggregates>, cascade_store::StoreError> {
         let today = day_of(now);
-        let mut days = node.store.history(today - p.days + 1, today - 1, per_update)?;
+        let mut days = node
+            .store
+            .history(today - p.days + 1, today - 1, per_site, per_update)?;
         // Today as it is now, not as last kept.
         days.push(node.aggregates_now(now)?);
         Ok(days)
@@ -844,6 +879,18 @@ async fn trend(ctx: Ctx, p: TrendReport) -> Out {
                 }
                 let key = if by == "update" {
                     u.to_string()
+                } else {
+                    "total".to_owned()
+                };
+                add(groups.entry(key).or_default(), counts);
+            }
+        } else if !per_site {
+            for (s, counts) in &day.by_severity {
+                if sev.is_some_and(|x| x != *s) {
+                    continue;
+                }
+                let key = if by == "severity" {
+                    format!("{s:?}")
                 } else {
                     "total".to_owned()
                 };
@@ -883,7 +930,7 @@ pub static OPERATIONS: &[Operation] = &[
         "reports.compliance",
         "Reports",
         Access::Read,
-        "Compliance percentage (installed, superseded or not applicable, over every record) by site, severity, update or custom severity, with the counts behind it; filtered by site subtree, severity, custom severity or update.",
+        "Compliance percentage (installed, superseded or not applicable, over every record) by site, severity, update or custom severity, with the counts behind it; filtered by site subtree, severity, custom severity, update, OS, release or last-scan age.",
         compliance,
         ComplianceReport,
         json!({"by": "site", "severity": "Critical", "sort": "percent"})
