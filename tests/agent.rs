@@ -727,6 +727,20 @@ fn reports_at_the_root_answer_which_computers_two_levels_down_need_what_and_why(
         serde_json::json!([]),
         "both scanned just now"
     );
+    // Sorted otherwise than by name: paged by offset.
+    let sorted = call(
+        &tree,
+        "root",
+        "reports.computers",
+        serde_json::json!({"update": "R-OK", "sort": "site", "descending": true, "limit": 1}),
+    );
+    assert_eq!(
+        (sorted["total_items"].as_u64(), sorted["next_offset"].as_u64()),
+        (Some(2), Some(1)),
+        "{sorted}"
+    );
+    assert_eq!(sorted["items"][0]["computer"], "pc-b", "{sorted}");
+    assert_eq!(sorted["items"][0]["state"], "installed", "{sorted}");
 
     // The computers behind a count, each with its reason.
     let failed = call(

@@ -68,6 +68,8 @@ pub struct Node {
     subtrees: Mutex<BTreeMap<NodeId, std::collections::BTreeSet<NodeId>>>,
     /// The parent of each site below each child, as the child declared it.
     parents: Mutex<BTreeMap<NodeId, BTreeMap<NodeId, NodeId>>>,
+    /// One report at a time that reads every record of the subtree.
+    pub(crate) heavy_reports: tokio::sync::Semaphore,
     /// Targeting and planners, rebuilt when the objects change.
     targeting: Mutex<Option<agents::TargetingCache>>,
     /// Agents' check-ins not yet written to the store.
@@ -125,6 +127,7 @@ impl Node {
             links_dirty: std::sync::atomic::AtomicBool::new(false),
             subtrees: Mutex::new(BTreeMap::new()),
             parents: Mutex::new(BTreeMap::new()),
+            heavy_reports: tokio::sync::Semaphore::new(1),
             targeting: Mutex::new(None),
             seen: agents::Seen::default(),
             ca_ders: cascade_trust::pem_certs(&config.ca_pem).unwrap_or_default(),

@@ -120,7 +120,10 @@ pub async fn run(computers: u64, updates: u64, sites: u64) -> anyhow::Result<Val
         "computers, updates and sites must be above 0"
     );
     let h = harness("Bench reports")?;
-    let root = h.start("root", None, |_| {}).await?;
+    // A root of a million computers is given a store cache to match
+    // (`store_cache_mb`), as its operator would.
+    let cache_bytes: u64 = 1024 << 20;
+    let root = h.start("root", None, |c| c.store_cache_bytes = cache_bytes).await?;
     let node = root.node.clone();
     for s in 0..sites {
         add_child(&node, &format!("site-{s:03}")).await?;
@@ -301,6 +304,7 @@ pub async fn run(computers: u64, updates: u64, sites: u64) -> anyhow::Result<Val
         "updates": updates,
         "sites": sites,
         "records": computers * updates,
+        "store_cache_bytes": cache_bytes,
         "seeded_seconds": seeded_seconds,
         "rss_after_seeding_bytes": rss_seeded,
         "queries": queries,

@@ -23,8 +23,38 @@ use crate::{Node, blocking};
 /// Days of history kept unless the setting `reports.history_days` says otherwise.
 pub const DEFAULT_HISTORY_DAYS: i64 = 400;
 
-/// The most rows a report sorts other than by its natural order.
-const MAX_SORTED: usize = 200_000;
+/// The most rows a report sorts other than by its natural order (their
+/// keys are held in memory).
+const MAX_SORTED: usize = 100_000;
+
+/// What rows sort by: text or a number.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum SortKey {
+    Number(i64),
+    Text(String),
+}
+
+/// How long a report that reads every record waits for another to finish.
+const HEAVY_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// One report at a time that reads every record (or sorts every row) of
+/// the subtree: many at once would take the node's memory and cores from
+/// its agents and links.
+async fn heavy_permit(node: &Node) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+    heavy_permit_within(node, HEAVY_WAIT).await
+}
+
+async fn heavy_permit_within(
+    node: &Node,
+    wait: std::time::Duration,
+) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+    match tokio::time::timeout(wait, node.heavy_reports.acquire()).await {
+        Ok(Ok(permit)) => Ok(permit),
+        _ => Err(ApiError::Unavailable(
+            "another report that reads every record is being made at this node: try again in a moment, or narrow the filters".into(),
+        )),
+    }
+}
 
 /// The most rows of one page.
 const MAX_LIMIT: usize = 10_000;
@@ -401,15 +431,21 @@ async fn compliance(ctx: Ctx, p: ComplianceReport) -> Out {
         .filter_map(|u| Some((u.id.clone(), u.custom_severity.clone()?)))
         .collect();
     let update_severity: BTreeMap<UpdateId, Severity> = known.iter().map(|u| (u.id.clone(), u.severity)).collect();
+    // Whether the kept counts answer, or every record must be read.
+    let by_records = by == "update" || by == "custom_severity";
+    let counted = !scope.filters_computers()
+        && ((!by_records && scope.updates.is_none()) || (by_records && scope.sites.is_none()));
+    let _permit = if counted {
+        None
+    } else {
+        Some(heavy_permit(&ctx.node).await?)
+    };
     let node = ctx.node.clone();
     let (groups, overall) = blocking(
         move || -> Result<(BTreeMap<Vec<String>, StateCounts>, StateCounts), ApiError> {
             let mut groups: BTreeMap<Vec<String>, StateCounts> = BTreeMap::new();
             let mut overall = StateCounts::default();
-            let by_records = by == "update" || by == "custom_severity";
-            // The kept counts answer unless the computers themselves are filtered.
-            let counted = !scope.filters_computers();
-            if counted && !by_records && scope.updates.is_none() {
+            if counted && !by_records {
                 // Per site and severity, kept as counts.
                 for ((site, sev), counts) in node.store.summary_by_site()? {
                     if scope.sites.as_ref().is_some_and(|s| !s.contains(&site))
@@ -425,7 +461,7 @@ async fn compliance(ctx: Ctx, p: ComplianceReport) -> Out {
                     add(groups.entry(key).or_default(), &counts);
                     add(&mut overall, &counts);
                 }
-            } else if counted && by_records && scope.sites.is_none() {
+            } else if counted {
                 // Per update, kept as counts.
                 for (update, counts) in node.store.summary_by_update()? {
                     if scope.updates.as_ref().is_some_and(|u| !u.contains(&update))
@@ -595,6 +631,11 @@ async fn computers(ctx: Ctx, p: ComputersReport) -> Out {
     let node = ctx.node.clone();
     let now = crate::now();
     let (after, offset, descending) = (p.after.clone(), p.offset, p.descending);
+    let _permit = if sort != "computer" || descending {
+        Some(heavy_permit(&ctx.node).await?)
+    } else {
+        None
+    };
     blocking(move || -> Out {
         let store = &node.store;
         // Rows per record when a record filter is given (the computers
@@ -625,20 +666,39 @@ async fn computers(ctx: Ctx, p: ComputersReport) -> Out {
             };
             return Ok(json!({"items": rows, "next": next, "node": node.id}));
         }
-        // Another order: every matching row, up to a bound, sorted.
-        let mut rows = Vec::new();
+        // Another order: the sort key of every matching row, up to a
+        // bound; rows are made for the page asked for only.
+        let needs_summary = matches!(sort.as_str(), "os" | "last_scan" | "last_report");
+        let key_of = |s: Option<&ComputerSummary>, r: Option<&ComplianceRecord>| -> SortKey {
+            match sort.as_str() {
+                "site" => SortKey::Text(
+                    r.map(|r| r.site.to_string())
+                        .or_else(|| s.map(|s| s.site.to_string()))
+                        .unwrap_or_default(),
+                ),
+                "os" => SortKey::Text(s.map(|s| s.os.clone()).unwrap_or_default()),
+                "last_scan" => SortKey::Number(s.map_or(0, |s| s.last_scan)),
+                _ => SortKey::Number(s.map_or(0, |s| s.last_report)),
+            }
+        };
+        let mut entries: Vec<(SortKey, ComputerId, Option<ComplianceRecord>)> = Vec::new();
         let mut token: Option<String> = None;
         loop {
             let next = if per_record {
                 let page = store.records_page(one_update.as_ref(), scope.sites.as_deref(), token.as_deref(), 10_000, keep_record)?;
-                rows.extend(rows_of_records(&page.items)?);
+                for r in page.items {
+                    let summary = if needs_summary { store.summary(&r.computer)? } else { None };
+                    entries.push((key_of(summary.as_ref(), Some(&r)), r.computer.clone(), Some(r)));
+                }
                 page.next
             } else {
                 let page = store.summaries(scope.sites.as_deref(), token.as_deref(), 10_000, keep_summary)?;
-                rows.extend(page.items.iter().map(|s| computer_row(Some(s), &s.computer, None, now)));
+                for s in page.items {
+                    entries.push((key_of(Some(&s), None), s.computer.clone(), None));
+                }
                 page.next
             };
-            if rows.len() > MAX_SORTED {
+            if entries.len() > MAX_SORTED {
                 return Err(ApiError::Invalid(format!(
                     "more than {MAX_SORTED} rows to sort by {sort}: narrow the filters, or sort by computer (which pages without sorting)"
                 )));
@@ -648,9 +708,19 @@ async fn computers(ctx: Ctx, p: ComputersReport) -> Out {
                 None => break,
             }
         }
-        let mut out = sort_page(rows, "computer", &Some(sort.clone()), descending, offset, limit);
-        out["node"] = json!(node.id);
-        Ok(out)
+        entries.sort_by(|a, b| (&a.0, &a.1, a.2.as_ref().map(|r| &r.update)).cmp(&(&b.0, &b.1, b.2.as_ref().map(|r| &r.update))));
+        if descending {
+            entries.reverse();
+        }
+        let total = entries.len();
+        let rows = entries
+            .iter()
+            .skip(offset)
+            .take(limit)
+            .map(|(_, c, r)| Ok(computer_row(store.summary(c)?.as_ref(), c, r.as_ref(), now)))
+            .collect::<Result<Vec<Value>, ApiError>>()?;
+        let next_offset = (offset + rows.len() < total).then_some(offset + rows.len());
+        Ok(json!({"items": rows, "total_items": total, "next_offset": next_offset, "node": node.id}))
     })
     .await
 }
@@ -972,3 +1042,50 @@ pub static OPERATIONS: &[Operation] = &[
         json!({"days": 30, "by": "site"})
     ),
 ];
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn node(dir: &tempfile::TempDir) -> Arc<Node> {
+        let id = NodeId::new("root").unwrap();
+        let ca = cascade_trust::Ca::generate("Test", crate::now(), 1).unwrap();
+        let issued = ca
+            .issue(&cascade_trust::Identity::Node(id.clone()), &[], crate::now(), 1)
+            .unwrap();
+        let config = crate::Checked::local(
+            id.clone(),
+            dir.path().to_path_buf(),
+            None,
+            ca.cert_pem.clone(),
+            issued.cert_pem,
+            issued.key_pem,
+        )
+        .unwrap();
+        Node::new(config, Arc::new(cascade_store::Store::temporary(id).unwrap()))
+    }
+
+    #[tokio::test]
+    async fn one_report_that_reads_everything_at_a_time_and_the_next_is_told_to_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = node(&dir);
+        let first = heavy_permit_within(&node, Duration::from_millis(10)).await.unwrap();
+        let refused = heavy_permit_within(&node, Duration::from_millis(10)).await.unwrap_err();
+        assert!(matches!(refused, ApiError::Unavailable(_)), "{refused}");
+        assert!(refused.to_string().contains("try again"), "{refused}");
+        drop(first);
+        assert!(heavy_permit_within(&node, Duration::from_millis(10)).await.is_ok());
+    }
+
+    #[test]
+    fn codes_parse_signed_or_not_and_days_print_as_dates() {
+        assert_eq!(parse_code("0x80070643").unwrap(), -2147023293);
+        assert_eq!(parse_code("1603").unwrap(), 1603);
+        assert!(parse_code("0xZZ").is_err());
+        assert_eq!(day_text(day_of(1_764_547_200)), "2025-12-01");
+        assert_eq!(day_of(-1), -1, "before 1970 is the day before");
+    }
+}
