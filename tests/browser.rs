@@ -372,6 +372,11 @@ fn approve_in_the_root_console_see_it_at_the_child_and_invoke_from_help() {
     browser.page(&format!("{}/#computers", api("root")), "Computers");
     browser.click("#csv");
     browser.wait_text("#csv-status", "the download", |t| t == "Downloaded.");
+    // Updates sort by a column's header.
+    browser.page(&format!("{}/#updates", api("root")), "Updates (");
+    browser.click("button.sort[data-sort=\"title\"]");
+    browser.wait_text("#view table", "updates sorted by title", |t| t.contains("title ▲"));
+    browser.no_console_errors("sorted updates");
     // A filter that matches nothing says what to do.
     browser.page(
         &format!("{}/#computers?search=nobody", api("root")),

@@ -270,6 +270,11 @@ async function updates(params) {
   const query = {limit: 100, offset: Number(params.get('offset') || 0)};
   if (params.get('text')) query.text = params.get('text');
   if (params.get('severity')) query.severities = [params.get('severity')];
+  const sort = params.get('sort') || 'id';
+  if (sort !== 'id') query.sort = sort;
+  if (params.get('desc') === 'true') query.descending = true;
+  const sortable = (key, label) => '<button type="button" class="sort" data-sort="' + key + '" aria-label="Sort by ' + esc(label) + '">' + esc(label) +
+    (sort === key ? (params.get('desc') === 'true' ? ' ▼' : ' ▲') : '') + '</button>';
   const [found, policies] = await Promise.all([api('updates.search', query), api('policies.list')]);
   const options = policies.map(p => '<option>' + esc(p.object.object.id) + '</option>').join('');
   const page = (offset, text) => '<a href="#updates?' + esc(new URLSearchParams(Object.assign(Object.fromEntries(params), {offset})).toString()) + '">' + text + '</a>';
@@ -278,7 +283,7 @@ async function updates(params) {
     '<label for="u-severity">Severity<select id="u-severity"><option value="">any</option>' + SEVERITIES.map(s => '<option' + (s === params.get('severity') ? ' selected' : '') + '>' + s + '</option>').join('') + '</select></label>' +
     '<button type="submit">Search</button></form>' +
     (canWrite() ? (options ? '<p><label for="approve-policy">Approve for policy</label> <select id="approve-policy">' + options + '</select></p>' : '<p class="empty">No policy yet: make one on the Policies page to approve updates for it.</p>') : '') +
-    table('Updates', ['id', 'title', 'severity', 'superseded', 'approved in', ''], found.updates.map(u => [esc(u.id), esc(u.title), esc(u.severity),
+    table('Updates', [sortable('id', 'id'), sortable('title', 'title'), sortable('severity', 'severity'), sortable('release_date', 'released'), 'superseded', 'approved in', ''], found.updates.map(u => [esc(u.id), esc(u.title), esc(u.severity), esc(u.release_date || ''),
       u.superseded ? 'by ' + esc(u.superseded_by.join(', ')) : '', esc(u.approved_in.join(', ')),
       canWrite() && options ? '<button type="button" class="approve" data-update="' + esc(u.id) + '">Approve</button>' : '']),
       query.text || query.severities ? 'No update matches. Clear the search.' : 'No update is known here yet: import a vendor catalog at the root (catalog.import).') +
@@ -290,6 +295,13 @@ async function updates(params) {
     const text = document.getElementById('u-text').value.trim(), severity = document.getElementById('u-severity').value;
     if (text) chosen.set('text', text);
     if (severity) chosen.set('severity', severity);
+    location.hash = 'updates?' + chosen.toString();
+  });
+  for (const b of view.querySelectorAll('button.sort')) b.addEventListener('click', () => {
+    const chosen = new URLSearchParams(params);
+    chosen.delete('offset');
+    chosen.set('desc', String(sort === b.dataset.sort && params.get('desc') !== 'true'));
+    chosen.set('sort', b.dataset.sort);
     location.hash = 'updates?' + chosen.toString();
   });
   for (const b of view.querySelectorAll('button.approve')) b.addEventListener('click', async () => {

@@ -96,6 +96,11 @@ pub struct UpdateSearch {
     /// Text in the id, title or CVEs.
     #[serde(default)]
     pub text: Option<String>,
+    /// "id" (default), "title", "severity" or "release_date".
+    #[serde(default)]
+    pub sort: Option<String>,
+    #[serde(default)]
+    pub descending: bool,
     #[serde(default = "default_limit")]
     pub limit: usize,
     #[serde(default)]
@@ -143,13 +148,19 @@ async fn updates_search(ctx: Ctx, p: UpdateSearch) -> Out {
             p.limit
         )));
     }
+    let sort = p.sort.as_deref().unwrap_or("id");
+    if !["id", "title", "severity", "release_date"].contains(&sort) {
+        return Err(ApiError::Invalid(format!(
+            "sort: {sort:?} is not id, title, severity or release_date"
+        )));
+    }
     let after = date("released_after", &p.released_after)?;
     let before = date("released_before", &p.released_before)?;
     let updates = update_objects(&ctx).await?;
     let catalog = cascade_core::Catalog::new(updates.clone());
     let approved = approvals_by_update(&ctx).await?;
     let text = p.text.as_deref().map(str::to_ascii_lowercase);
-    let mut matched: Vec<Value> = Vec::new();
+    let mut matched: Vec<(&cascade_core::Update, bool)> = Vec::new();
     for u in &updates {
         let superseded = catalog.is_superseded(&u.id);
         let keep = (p.severities.is_empty() || p.severities.contains(&u.severity))
@@ -176,7 +187,26 @@ async fn updates_search(ctx: Ctx, p: UpdateSearch) -> Out {
                     || u.cves.iter().any(|c| c.to_ascii_lowercase().contains(t))
             });
         if keep {
-            matched.push(json!({
+            matched.push((u, superseded));
+        }
+    }
+    matched.sort_by(|(a, _), (b, _)| {
+        let order = match sort {
+            "title" => a.title.cmp(&b.title),
+            "severity" => a.severity.cmp(&b.severity),
+            "release_date" => a.release_date.cmp(&b.release_date),
+            _ => std::cmp::Ordering::Equal,
+        };
+        let order = order.then_with(|| a.id.cmp(&b.id));
+        if p.descending { order.reverse() } else { order }
+    });
+    let total = matched.len();
+    let page: Vec<Value> = matched
+        .into_iter()
+        .skip(p.offset)
+        .take(p.limit)
+        .map(|(u, superseded)| {
+            json!({
                 "id": u.id,
                 "title": u.title,
                 "severity": u.severity,
@@ -189,11 +219,9 @@ async fn updates_search(ctx: Ctx, p: UpdateSearch) -> Out {
                 "superseded": superseded,
                 "superseded_by": catalog.superseders_of(&u.id).iter().map(|s| s.id.clone()).collect::<Vec<_>>(),
                 "approved_in": approved.get(&u.id).cloned().unwrap_or_default(),
-            }));
-        }
-    }
-    let total = matched.len();
-    let page: Vec<Value> = matched.into_iter().skip(p.offset).take(p.limit).collect();
+            })
+        })
+        .collect();
     Ok(json!({"total": total, "offset": p.offset, "updates": page}))
 }
 
