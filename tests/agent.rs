@@ -826,7 +826,26 @@ fn reports_at_the_root_answer_which_computers_two_levels_down_need_what_and_why(
         serde_json::json!({"computer": "pc-a"}),
     );
     assert_eq!(at_site["served_here"], true);
-    assert!(!at_site["events"].as_array().unwrap().is_empty(), "{at_site}");
+    assert_eq!(at_site["events_from"], "site");
+    let site_events = at_site["events"].as_array().unwrap();
+    assert!(!site_events.is_empty(), "{at_site}");
+    // From the root, two levels up: the latest events its summary carries,
+    // the failed install with its code among them, newest first as at its site.
+    assert_eq!(from_root["events_from"], "summary", "{from_root}");
+    let root_events = from_root["events"].as_array().unwrap();
+    assert!(
+        !root_events.is_empty() && root_events.len() <= cascade_core::model::RECENT_EVENTS,
+        "{from_root}"
+    );
+    assert_eq!(
+        root_events[..],
+        site_events[..root_events.len()],
+        "{from_root} {at_site}"
+    );
+    assert!(
+        root_events.iter().any(|e| e["update"] == "R-FAIL" && e["code"] == 112),
+        "{from_root}"
+    );
 
     // Today's point of the trend is the compliance now.
     let trend = call(

@@ -968,14 +968,21 @@ fn every_operation_over_https_with_roles_inheritance_and_bad_input() {
     ));
     let grpc: Value = serde_json::from_str(&grpc).unwrap();
     assert_eq!(grpc["updates"][0]["id"], "KB5021233");
-    let by_title = root.ok("updates.search", &auditor, json!({"sort": "title", "descending": true, "limit": 3}));
+    let by_title = root.ok(
+        "updates.search",
+        &auditor,
+        json!({"sort": "title", "descending": true, "limit": 3}),
+    );
     let titles: Vec<&str> = by_title["updates"]
         .as_array()
         .unwrap()
         .iter()
         .map(|u| u["title"].as_str().unwrap())
         .collect();
-    assert!(titles.len() == 3 && titles.windows(2).all(|w| w[0] >= w[1]), "{titles:?}");
+    assert!(
+        titles.len() == 3 && titles.windows(2).all(|w| w[0] >= w[1]),
+        "{titles:?}"
+    );
     assert_eq!(root.call("updates.search", &auditor, json!({"sort": "colour"})).0, 400);
     let refused = tree.ctl("root", &["call", "updates.search", "--params", r#"{"limit": "x"}"#]);
     assert_eq!(refused.status.code(), Some(1));

@@ -206,6 +206,7 @@ async fn an_upward_snapshot_through_a_faulty_link_ends_exact_at_the_root() {
             last_report: 1,
             agent_version: "0.1.0".into(),
             pending_restart: false,
+            recent_events: Vec::new(),
         })
         .collect();
     site.node.store.put_summaries(&summaries, true).unwrap();

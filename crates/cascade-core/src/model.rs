@@ -659,9 +659,40 @@ pub struct ComputerSummary {
     /// An installed update waits for a restart.
     #[serde(default)]
     pub pending_restart: bool,
+    /// Its latest install events (at most [`RECENT_EVENTS`], their detail
+    /// shortened), so that the nodes above see what happened last; every
+    /// event stays at its site.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_events: Vec<InstallEvent>,
 }
 
+/// How many of a computer's latest install events its summary carries.
+pub const RECENT_EVENTS: usize = 5;
+
+/// How much of an event's detail a summary keeps.
+pub const RECENT_DETAIL: usize = 200;
+
 impl ComputerSummary {
+    /// A summary holds no more events, nor longer details, than a site
+    /// makes: the nodes above keep what their children send.
+    pub fn check(&self) -> Result<(), String> {
+        if self.recent_events.len() > RECENT_EVENTS {
+            return Err(format!(
+                "{} recent events, more than the {RECENT_EVENTS} a summary carries",
+                self.recent_events.len()
+            ));
+        }
+        // The detail is cut at a character boundary and marked with '…'.
+        let longest = RECENT_DETAIL + '…'.len_utf8();
+        if let Some(e) = self.recent_events.iter().find(|e| e.detail.len() > longest) {
+            return Err(format!(
+                "an event's detail of {} bytes, longer than the {longest} a summary keeps",
+                e.detail.len()
+            ));
+        }
+        Ok(())
+    }
+
     /// When the site last heard from the computer: of two summaries of one
     /// computer (it moved between sites), the later one holds.
     pub fn heard(&self) -> i64 {
@@ -722,6 +753,9 @@ pub struct Agent {
     /// Its latest report left an update waiting for a restart.
     #[serde(default)]
     pub pending_restart: bool,
+    /// Its latest install events, as its summary carries them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_events: Vec<InstallEvent>,
 }
 
 impl Agent {
@@ -740,7 +774,27 @@ impl Agent {
             agent_version: String::new(),
             last_report: 0,
             pending_restart: false,
+            recent_events: Vec::new(),
         }
+    }
+
+    /// Notes a report's install events: the latest few are kept, their
+    /// detail shortened.
+    pub fn note_events(&mut self, events: &[InstallEvent]) {
+        for event in events {
+            let mut event = event.clone();
+            if event.detail.len() > RECENT_DETAIL {
+                let mut end = RECENT_DETAIL;
+                while !event.detail.is_char_boundary(end) {
+                    end -= 1;
+                }
+                event.detail.truncate(end);
+                event.detail.push('…');
+            }
+            self.recent_events.push(event);
+        }
+        let excess = self.recent_events.len().saturating_sub(RECENT_EVENTS);
+        self.recent_events.drain(..excess);
     }
 
     /// The agent's computer as the nodes above see it.
@@ -755,6 +809,7 @@ impl Agent {
             last_report: self.last_report,
             agent_version: self.agent_version.clone(),
             pending_restart: self.pending_restart,
+            recent_events: self.recent_events.clone(),
         }
     }
 }

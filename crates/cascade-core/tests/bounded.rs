@@ -496,3 +496,43 @@ fn text_inventories_with_an_oversized_line_are_refused() {
         );
     }
 }
+
+/// A computer's summary carries its latest few install events with their
+/// detail cut short, and the nodes above refuse one that carries more.
+#[test]
+fn a_summary_carries_a_bounded_few_events() {
+    use cascade_core::model::{Agent, ComputerId, EventKind, InstallEvent, PatchMethod, RECENT_DETAIL, RECENT_EVENTS};
+    let mut agent = Agent::new(
+        ComputerId::new("pc-1").unwrap(),
+        NodeId::new("site").unwrap(),
+        1_700_000_000,
+    );
+    let event = |n: i64, detail: String| InstallEvent {
+        at: 1_700_000_000 + n,
+        update: UpdateId::new(&format!("KB{n}")),
+        method: PatchMethod::default(),
+        kind: EventKind::Installed,
+        detail,
+    };
+    // Multi-byte characters across the cut: it falls on a boundary.
+    let events: Vec<InstallEvent> = (0..8).map(|n| event(n, "ü".repeat(HUGE / 1000))).collect();
+    agent.note_events(&events[..3]);
+    agent.note_events(&events[3..]);
+    let summary = agent.summary();
+    let kept: Vec<i64> = summary.recent_events.iter().map(|e| e.at - 1_700_000_000).collect();
+    assert_eq!(kept, (8 - RECENT_EVENTS as i64..8).collect::<Vec<_>>());
+    for e in &summary.recent_events {
+        assert!(
+            e.detail.len() <= RECENT_DETAIL + '…'.len_utf8() && e.detail.ends_with('…'),
+            "{}",
+            e.detail
+        );
+    }
+    assert_eq!(summary.check(), Ok(()));
+    let mut too_many = summary.clone();
+    too_many.recent_events.push(event(9, String::new()));
+    assert!(too_many.check().unwrap_err().contains("recent events"));
+    let mut too_long = summary;
+    too_long.recent_events[0].detail = "x".repeat(RECENT_DETAIL + 10);
+    assert!(too_long.check().unwrap_err().contains("detail"));
+}

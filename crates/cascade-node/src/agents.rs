@@ -253,10 +253,17 @@ impl Node {
 
     /// Notes an agent's compliance report: when, and whether an update waits
     /// for a restart.
-    fn reported(&self, computer: &ComputerId, at: i64, pending_restart: bool) -> Result<(), cascade_store::StoreError> {
+    fn reported(
+        &self,
+        computer: &ComputerId,
+        at: i64,
+        pending_restart: bool,
+        events: &[InstallEvent],
+    ) -> Result<(), cascade_store::StoreError> {
         self.with_agent(computer, at, |agent| {
             agent.last_report = at;
             agent.pending_restart = pending_restart;
+            agent.note_events(events);
         })
     }
 
@@ -658,7 +665,8 @@ impl v1::agents_server::Agents for AgentsService {
             if node.store.agent_certificate(&computer)?.as_ref() != Some(&certificate) {
                 node.store.put_agent_certificate(&certificate, forward)?;
             }
-            if counter > before && !events.is_empty() {
+            let fresh = counter > before;
+            if fresh && !events.is_empty() {
                 node.store.put_events(&computer, counter, &events, EVENTS_KEPT)?;
             }
             let outcome = node.store.ingest(&source, counter, &records, forward)?;
@@ -667,7 +675,9 @@ impl v1::agents_server::Agents for AgentsService {
                 .computer_records(&computer)?
                 .iter()
                 .any(|r| r.state == cascade_core::compliance::ComplianceState::PendingRestart);
-            node.reported(&computer, at, pending_restart)?;
+            // A repeated report's events are noted already.
+            let events: &[InstallEvent] = if fresh { &events } else { &[] };
+            node.reported(&computer, at, pending_restart, events)?;
             Ok((outcome, node.store.inbox_mark(&source)?))
         })
         .await

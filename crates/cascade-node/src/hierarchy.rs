@@ -350,6 +350,8 @@ async fn receive(node: &Arc<Node>, child: &NodeId, batch: UpBatch) -> Result<u64
             }
             Upward::Computer(c) => {
                 check_site(node, child, &c.site)?;
+                c.check()
+                    .map_err(|e| Status::invalid_argument(format!("{child} sent a summary of {}: {e}", c.computer)))?;
                 other.push(Upward::Computer(c));
             }
             Upward::Compliance(r) => records.push(r),

@@ -231,10 +231,19 @@ pub fn encode_summary(s: &cascade_core::model::ComputerSummary) -> Vec<u8> {
     out.extend_from_slice(&s.last_report.to_be_bytes());
     put_vstr(&mut out, &s.agent_version);
     out.push(u8::from(s.pending_restart));
+    if !s.recent_events.is_empty() {
+        put_vbytes(&mut out, &serde_json::to_vec(&s.recent_events).unwrap_or_default());
+    }
     out
 }
 
-pub fn decode_summary(computer: &ComputerId, bytes: &[u8]) -> Result<cascade_core::model::ComputerSummary, String> {
+/// Decodes a computer summary; its recent events only `with_events` (a
+/// listing's rows show none, and they cost more to decode than the rest).
+pub fn decode_summary(
+    computer: &ComputerId,
+    bytes: &[u8],
+    with_events: bool,
+) -> Result<cascade_core::model::ComputerSummary, String> {
     let Some((&SUMMARY_V1, body)) = bytes.split_first() else {
         return from_json(bytes);
     };
@@ -248,6 +257,16 @@ pub fn decode_summary(computer: &ComputerId, bytes: &[u8]) -> Result<cascade_cor
     let last_report = r.u64()? as i64;
     let agent_version = r.vstr()?.to_owned();
     let pending_restart = r.u8()? != 0;
+    let recent_events = if r.0.is_empty() {
+        Vec::new()
+    } else {
+        let events = r.vbytes()?;
+        if with_events {
+            serde_json::from_slice(events).map_err(|e| format!("a computer summary's events: {e}"))?
+        } else {
+            Vec::new()
+        }
+    };
     if !r.0.is_empty() {
         return Err("bytes after a computer summary".to_owned());
     }
@@ -261,6 +280,7 @@ pub fn decode_summary(computer: &ComputerId, bytes: &[u8]) -> Result<cascade_cor
         last_report,
         agent_version,
         pending_restart,
+        recent_events,
     })
 }
 
@@ -642,6 +662,31 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn summary_round_trip_with_and_without_its_events() {
+        use cascade_core::model::{Agent, EventKind, InstallEvent, PatchMethod};
+        let computer = ComputerId::new("ws-1").unwrap();
+        let mut agent = Agent::new(computer.clone(), NodeId::new("site-a").unwrap(), 1_700_000_000);
+        agent.agent_version = "1.2.3".into();
+        let plain = agent.summary();
+        let bytes = encode_summary(&plain);
+        assert_eq!(decode_summary(&computer, &bytes, true).unwrap(), plain);
+        agent.note_events(&[InstallEvent {
+            at: 1_700_000_100,
+            update: UpdateId::new("KB1"),
+            method: PatchMethod::default(),
+            kind: EventKind::Failed { code: 112 },
+            detail: "é".repeat(150),
+        }]);
+        let full = agent.summary();
+        assert!(full.check().is_ok());
+        let bytes = encode_summary(&full);
+        assert_eq!(decode_summary(&computer, &bytes, true).unwrap(), full);
+        // A listing's row skips the events.
+        assert_eq!(decode_summary(&computer, &bytes, false).unwrap(), plain);
+        assert!(decode_summary(&computer, &bytes[..bytes.len() - 1], true).is_err());
     }
 
     #[test]

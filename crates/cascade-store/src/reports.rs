@@ -101,7 +101,7 @@ impl Store {
             let held: Option<ComputerSummary> = pending
                 .get(self, &key)?
                 .map(|v| {
-                    codec::decode_summary(&summary.computer, &v)
+                    codec::decode_summary(&summary.computer, &v, true)
                         .map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key))))
                 })
                 .transpose()?;
@@ -120,23 +120,35 @@ impl Store {
         Ok(kept)
     }
 
-    /// The summary stored under `key`.
-    fn summary_at(&self, key: &[u8], value: &[u8]) -> Result<ComputerSummary> {
+    /// The summary stored under `key`, with its recent events or not.
+    fn summary_at(&self, key: &[u8], value: &[u8], with_events: bool) -> Result<ComputerSummary> {
         let computer = self.computer_in(&key[keys::SUMMARY.len()..])?;
-        codec::decode_summary(&computer, value).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(key))))
+        codec::decode_summary(&computer, value, with_events)
+            .map_err(|d| self.corrupt(format!("{}: {d}", keys::show(key))))
     }
 
-    /// A computer's summary, when one reached this node.
-    pub fn summary(&self, computer: &ComputerId) -> Result<Option<ComputerSummary>> {
+    fn summary_of(&self, computer: &ComputerId, with_events: bool) -> Result<Option<ComputerSummary>> {
         let key = keys::summary(computer);
         self.get(&key)?
             .map(|v| {
-                codec::decode_summary(computer, &v).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key))))
+                codec::decode_summary(computer, &v, with_events)
+                    .map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key))))
             })
             .transpose()
     }
 
-    /// A page of the summaries that `keep` accepts: of the given sites
+    /// A computer's summary, when one reached this node.
+    pub fn summary(&self, computer: &ComputerId) -> Result<Option<ComputerSummary>> {
+        self.summary_of(computer, true)
+    }
+
+    /// A computer's summary without its recent events, as a listing's row
+    /// shows it.
+    pub fn summary_brief(&self, computer: &ComputerId) -> Result<Option<ComputerSummary>> {
+        self.summary_of(computer, false)
+    }
+
+    /// A page of the summaries (without their recent events) that `keep` accepts: of the given sites
     /// (by site, then computer, read through each site's index), or of
     /// every computer (by computer). A page holds `limit` summaries unless
     /// the listing ends; `next` continues it.
@@ -170,7 +182,7 @@ impl Store {
                     if !key.starts_with(keys::SUMMARY) {
                         break;
                     }
-                    let summary = self.summary_at(&key, &value)?;
+                    let summary = self.summary_at(&key, &value, false)?;
                     if let Some(t) = take(&key, summary) {
                         next = Some(t);
                         break;
@@ -198,7 +210,7 @@ impl Store {
                         }
                         let computer = self.computer_in(&key[prefix.len()..])?;
                         // An index entry without its summary is not listed.
-                        let Some(summary) = self.summary(&computer)? else {
+                        let Some(summary) = self.summary_brief(&computer)? else {
                             continue;
                         };
                         if let Some(t) = take(&key, summary) {
@@ -226,7 +238,7 @@ impl Store {
             if !key.starts_with(keys::SUMMARY) {
                 break;
             }
-            out.push(self.summary_at(&key, &value)?);
+            out.push(self.summary_at(&key, &value, true)?);
         }
         Ok(out)
     }

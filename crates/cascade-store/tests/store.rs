@@ -697,6 +697,7 @@ fn summary(computer: &str, site: &str, heard: i64) -> cascade_core::model::Compu
         last_report: heard,
         agent_version: "0.1.0".into(),
         pending_restart: false,
+        recent_events: Vec::new(),
     }
 }
 

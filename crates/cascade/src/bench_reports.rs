@@ -77,6 +77,7 @@ fn summaries(first: u64, count: u64, sites: u64, now: i64) -> Vec<ComputerSummar
             last_report: now - (c % 200) as i64 * 3600,
             agent_version: env!("CARGO_PKG_VERSION").into(),
             pending_restart: c % 20 == 6,
+            recent_events: Vec::new(),
         })
         .collect()
 }

@@ -249,8 +249,8 @@ async function computer(params) {
     table('Updates', ['update', 'title', 'severity', 'state', 'why', 'code', 'observed'], c.records.map(r => [esc(r.update), esc(r.title || ''), esc(r.severity),
       esc(r.state.replace('_', ' ')), esc(r.reason), r.code != null ? esc(r.code_hex) + (r.code_meaning ? ' <span class="muted">' + esc(r.code_meaning) + '</span>' : '') : '',
       esc(when(r.observed_at))]), 'This computer has not reported any update state yet.') +
-    (c.served_here ? table('Latest install events', ['when', 'update', 'event', 'detail'], c.events.map(e => [esc(when(e.at)), esc(e.update), esc(e.event) + (e.code != null ? ' ' + esc(e.code) : ''), esc(e.detail || '')]), 'No install events yet.')
-      : '<p class="muted">Install events stay at the computer\'s own site, ' + esc(s.site || '') + '.</p>'));
+    table('Latest install events', ['when', 'update', 'event', 'detail'], c.events.map(e => [esc(when(e.at)), esc(e.update), esc(e.event) + (e.code != null ? ' ' + esc(e.code) : ''), esc(e.detail || '')]), 'No install events yet.')
+    + (c.events_from === 'summary' ? '<p class="muted">The latest few, as its summary carries them; every event stays at the computer\'s own site, ' + esc(s.site || '') + '.</p>' : ''));
 }
 
 async function hierarchy() {

@@ -497,8 +497,10 @@ async fn compliance(ctx: Ctx, p: ComplianceReport) -> Out {
                         |r| {
                             scope.keeps_record(r)
                                 && (!scope.filters_computers()
-                                    || scope
-                                        .keeps_computer(node.store.summary(&r.computer).ok().flatten().as_ref(), now))
+                                    || scope.keeps_computer(
+                                        node.store.summary_brief(&r.computer).ok().flatten().as_ref(),
+                                        now,
+                                    ))
                         },
                     )?;
                     for r in &page.items {
@@ -645,14 +647,14 @@ async fn computers(ctx: Ctx, p: ComputersReport) -> Out {
         let keep_record = |r: &ComplianceRecord| {
             scope.keeps_record(r)
                 && (!scope.filters_computers()
-                    || scope.keeps_computer(store.summary(&r.computer).ok().flatten().as_ref(), now))
+                    || scope.keeps_computer(store.summary_brief(&r.computer).ok().flatten().as_ref(), now))
         };
         let keep_summary = |s: &ComputerSummary| scope.keeps_name(&s.computer) && scope.keeps_computer(Some(s), now);
         // Each record's row, with its computer's summary.
         let rows_of_records = |records: &[ComplianceRecord]| -> Result<Vec<Value>, ApiError> {
             records
                 .iter()
-                .map(|r| Ok(computer_row(store.summary(&r.computer)?.as_ref(), &r.computer, Some(r), now)))
+                .map(|r| Ok(computer_row(store.summary_brief(&r.computer)?.as_ref(), &r.computer, Some(r), now)))
                 .collect()
         };
         if sort == "computer" && !descending {
@@ -687,7 +689,7 @@ async fn computers(ctx: Ctx, p: ComputersReport) -> Out {
             let next = if per_record {
                 let page = store.records_page(one_update.as_ref(), scope.sites.as_deref(), token.as_deref(), 10_000, keep_record)?;
                 for r in page.items {
-                    let summary = if needs_summary { store.summary(&r.computer)? } else { None };
+                    let summary = if needs_summary { store.summary_brief(&r.computer)? } else { None };
                     entries.push((key_of(summary.as_ref(), Some(&r)), r.computer.clone(), Some(r)));
                 }
                 page.next
@@ -717,7 +719,7 @@ async fn computers(ctx: Ctx, p: ComputersReport) -> Out {
             .iter()
             .skip(offset)
             .take(limit)
-            .map(|(_, c, r)| Ok(computer_row(store.summary(c)?.as_ref(), c, r.as_ref(), now)))
+            .map(|(_, c, r)| Ok(computer_row(store.summary_brief(c)?.as_ref(), c, r.as_ref(), now)))
             .collect::<Result<Vec<Value>, ApiError>>()?;
         let next_offset = (offset + rows.len() < total).then_some(offset + rows.len());
         Ok(json!({"items": rows, "total_items": total, "next_offset": next_offset, "node": node.id}))
@@ -765,11 +767,14 @@ async fn computer(ctx: Ctx, p: ComputerReport) -> Out {
         for r in &records {
             counts.0[r.state.index()] += 1;
         }
-        // Install events stay at the computer's own site.
-        let events = if served_here {
-            node.store.events(&id)?.into_iter().rev().take(50).collect::<Vec<_>>()
+        // Every install event stays at the computer's own site; the nodes
+        // above see the latest few its summary carries. Newest first.
+        let (events, events_from) = if served_here {
+            let events = node.store.events(&id)?.into_iter().rev().take(50).collect::<Vec<_>>();
+            (events, "site")
         } else {
-            Vec::new()
+            let recent = summary.as_ref().map(|s| s.recent_events.clone()).unwrap_or_default();
+            (recent.into_iter().rev().collect(), "summary")
         };
         Ok(json!({
             "computer": computer_row(summary.as_ref(), &id, None, now),
@@ -777,6 +782,7 @@ async fn computer(ctx: Ctx, p: ComputerReport) -> Out {
             "compliance": counts_row(json!({}), &counts),
             "records": rows,
             "events": events,
+            "events_from": events_from,
             "node": node.id,
         }))
     })
@@ -1018,7 +1024,7 @@ pub static OPERATIONS: &[Operation] = &[
         "reports.computer",
         "Reports",
         Access::Read,
-        "One computer seen from this node: its summary, every update's state with its reason, age and installer code meaning, and (at its own site) its last install events.",
+        "One computer seen from this node: its summary, every update's state with its reason, age and installer code meaning, and its last install events (all those kept at its own site; above it, the latest few its summary carries).",
         computer,
         ComputerReport,
         json!({"computer": "pc-0042"})
