@@ -16,6 +16,15 @@ impl UpdateId {
     /// Normalises `raw` as described on the type.
     pub fn new(raw: &str) -> Self {
         let raw = raw.trim();
+        // Already `KB<number>` (as every stored id is): kept without
+        // writing it anew, which reading a store does for every record.
+        if let Some(digits) = raw.strip_prefix("KB")
+            && (1..=9).contains(&digits.len())
+            && !digits.starts_with('0')
+            && digits.bytes().all(|b| b.is_ascii_digit())
+        {
+            return UpdateId(raw.into());
+        }
         if let Some(kb) = kb_number(raw) {
             return UpdateId(format!("KB{kb}").into());
         }
@@ -147,6 +156,11 @@ mod tests {
         assert_eq!(UpdateId::new("File 1").as_str(), "File 1");
         assert_eq!(UpdateId::new("SP81X64").as_str(), "SP81X64");
         assert_eq!(UpdateId::new("12345abc").as_str(), "12345abc");
+        // The quick path for ids already written as kept agrees with the rest.
+        assert_eq!(UpdateId::new("KB0021233").as_str(), "KB21233");
+        assert_eq!(UpdateId::new("KB1234567890").as_str(), "KB1234567890");
+        assert_eq!(UpdateId::new("KB1").as_str(), "KB1");
+        assert_eq!(UpdateId::new("KB").as_str(), "KB");
     }
 
     #[test]

@@ -384,9 +384,21 @@ struct Entry {
     members: Vec<(usize, u32)>,
 }
 
+/// How much of a format 3 value a read wants.
+#[derive(Clone, Copy)]
+enum Want<'a> {
+    /// Every record, and the reports' entries to rebuild or send their
+    /// attestations.
+    Signed,
+    /// The records (of one update, when given) without attestations, as a
+    /// report shows them: no signature or tree node is copied.
+    Plain(Option<&'a UpdateId>),
+}
+
 /// Reads a format 3 value: the records (those of a report without their
-/// attestation yet) and the reports' entries.
-fn parse_v3(computer: &ComputerId, body: &[u8]) -> Result<(Vec<ComplianceRecord>, Vec<Entry>), String> {
+/// attestation yet) and, as `want` says, the reports' entries.
+fn parse_v3(computer: &ComputerId, body: &[u8], want: Want<'_>) -> Result<(Vec<ComplianceRecord>, Vec<Entry>), String> {
+    let signed = matches!(want, Want::Signed);
     let mut r = Reader(body);
     let n_sites = r.count()?;
     let mut sites = Vec::with_capacity(n_sites);
@@ -400,8 +412,23 @@ fn parse_v3(computer: &ComputerId, body: &[u8]) -> Result<(Vec<ComplianceRecord>
         let observed_at = r.u64()? as i64;
         let count = u32_from(r.take(4)?)?;
         let scheme = u16::from_be_bytes([r.u8()?, r.u8()?]);
-        let sig = r.vbytes()?.to_vec();
+        let sig = r.vbytes()?;
         let n_nodes = r.count()?;
+        if !signed {
+            // Level, position and hash of each node.
+            r.take(n_nodes.checked_mul(37).ok_or("too many tree nodes")?)?;
+            reports.push(Entry {
+                counter,
+                observed_at,
+                count,
+                scheme,
+                sig: Vec::new(),
+                nodes: Vec::new(),
+                members: Vec::new(),
+            });
+            continue;
+        }
+        let sig = sig.to_vec();
         let mut nodes = Vec::with_capacity(n_nodes);
         for _ in 0..n_nodes {
             let level = r.u8()?;
@@ -432,7 +459,9 @@ fn parse_v3(computer: &ComputerId, body: &[u8]) -> Result<(Vec<ComplianceRecord>
             let entry = reports
                 .get_mut(n)
                 .ok_or("a record names a report its computer does not have")?;
-            entry.members.push((i, place));
+            if signed {
+                entry.members.push((i, place));
+            }
             let time = if tagged & OWN_TIME != 0 {
                 r.u64()? as i64
             } else {
@@ -443,18 +472,25 @@ fn parse_v3(computer: &ComputerId, body: &[u8]) -> Result<(Vec<ComplianceRecord>
             (r.u64()?, r.u64()? as i64)
         };
         let code = if tag == 6 { Some(r.u64()? as i64) } else { None };
-        let update = UpdateId::new(r.vstr()?);
+        let update = r.vstr()?;
         let site = sites
             .get(r.varint()? as usize)
-            .ok_or("a record names a site its computer does not have")?
-            .clone();
+            .ok_or("a record names a site its computer does not have")?;
         let reason = if tag == 7 || tag == 8 { Some(r.vstr()?) } else { None };
         let state = state_from(tag, code, reason)?;
         let attestation = if tagged & ATTESTED != 0 && tagged & IN_REPORT == 0 {
-            Some(r.attestation()?)
+            let attestation = r.attestation()?;
+            signed.then_some(attestation)
         } else {
             None
         };
+        // Stored ids are written as `UpdateId` keeps them.
+        if let Want::Plain(Some(only)) = want
+            && update != only.as_str()
+        {
+            continue;
+        }
+        let (update, site) = (UpdateId::new(update), site.clone());
         out.push(ComplianceRecord {
             computer: computer.clone(),
             update,
@@ -475,7 +511,7 @@ fn parse_v3(computer: &ComputerId, body: &[u8]) -> Result<(Vec<ComplianceRecord>
 /// Decodes one computer's records of format 3, rebuilding each attested
 /// record's path from its report's entry.
 fn decode_v3(computer: &ComputerId, body: &[u8]) -> Result<Vec<ComplianceRecord>, String> {
-    let (mut out, reports) = parse_v3(computer, body)?;
+    let (mut out, reports) = parse_v3(computer, body, Want::Signed)?;
     for entry in reports {
         let leaves: Vec<(u32, [u8; 32])> = entry
             .members
@@ -513,7 +549,7 @@ pub fn decode_reports(
             .collect();
         return Ok(cascade_core::report::group(records));
     };
-    let (records, entries) = parse_v3(computer, body)?;
+    let (records, entries) = parse_v3(computer, body, Want::Signed)?;
     let mut in_report = vec![false; records.len()];
     let mut reports = Vec::new();
     for entry in entries {
@@ -555,6 +591,24 @@ pub fn decode_reports(
         .map(|(r, _)| r)
         .collect();
     Ok((reports, loose))
+}
+
+/// One computer's records as a report shows them: without attestations
+/// (nothing is rebuilt or hashed), of `update` only when given.
+pub fn decode_plain(
+    computer: &ComputerId,
+    bytes: &[u8],
+    update: Option<&UpdateId>,
+) -> Result<Vec<ComplianceRecord>, String> {
+    if let Some((&RECORD_V3, body)) = bytes.split_first() {
+        return Ok(parse_v3(computer, body, Want::Plain(update))?.0);
+    }
+    let mut records = decode_doc(computer, bytes)?;
+    records.retain(|r| update.is_none_or(|u| r.update == *u));
+    for r in &mut records {
+        r.attestation = None;
+    }
+    Ok(records)
 }
 
 /// Decodes one computer's records.
@@ -719,6 +773,26 @@ mod tests {
             bytes.len(),
             v2.len()
         );
+        // As reports read them: no attestations, one update's record alone.
+        let plain: Vec<ComplianceRecord> = mixed
+            .iter()
+            .map(|r| ComplianceRecord {
+                attestation: None,
+                ..r.clone()
+            })
+            .collect();
+        for doc in [&bytes, &v2] {
+            assert_eq!(decode_plain(&computer, doc, None).unwrap(), plain);
+            assert_eq!(
+                decode_plain(&computer, doc, Some(&plain[2].update)).unwrap(),
+                vec![plain[2].clone()]
+            );
+            assert_eq!(
+                decode_plain(&computer, doc, Some(&UpdateId::new("KB1"))).unwrap(),
+                vec![]
+            );
+        }
+        assert!(decode_plain(&computer, &bytes[..bytes.len() - 1], None).is_err());
         // Formats 2 and 1 are still read.
         assert_eq!(decode_doc(&computer, &v2).unwrap(), mixed);
         assert_eq!(

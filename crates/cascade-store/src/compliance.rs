@@ -277,6 +277,17 @@ impl Store {
         }
     }
 
+    /// A computer's records (of `update` only, when given) as reports show
+    /// them: without their attestations.
+    pub fn plain_records(&self, computer: &ComputerId, update: Option<&UpdateId>) -> Result<Vec<ComplianceRecord>> {
+        let key = keys::compliance(computer);
+        match self.get(&key)? {
+            Some(v) => codec::decode_plain(computer, &v, update)
+                .map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key)))),
+            None => Ok(Vec::new()),
+        }
+    }
+
     pub fn record(&self, computer: &ComputerId, update: &UpdateId) -> Result<Option<ComplianceRecord>> {
         Ok(self
             .computer_records(computer)?
@@ -322,7 +333,8 @@ impl Store {
     /// A page of the records that `keep` accepts, read through the
     /// narrowest index: an update's computers, the given sites' computers
     /// (site by site), or every computer. Pages hold at least `limit`
-    /// records unless the listing ends; `next` continues it.
+    /// records unless the listing ends; `next` continues it. The records
+    /// come without their attestations, as reports show them.
     pub fn records_page(
         &self,
         update: Option<&UpdateId>,
@@ -372,10 +384,10 @@ impl Store {
                 }
                 let computer = self.computer_in(&key[prefix.len()..])?;
                 let records = if prefix.as_slice() == keys::COMPLIANCE {
-                    codec::decode_doc(&computer, &value)
+                    codec::decode_plain(&computer, &value, update)
                         .map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key))))?
                 } else {
-                    self.computer_records(&computer)?
+                    self.plain_records(&computer, update)?
                 };
                 items.extend(records.into_iter().filter(|r| {
                     update.is_none_or(|u| r.update == *u) && sites.is_none_or(|s| s.contains(&r.site)) && keep(r)

@@ -424,7 +424,8 @@ async fn export(
             "{operation} changes things: only reading operations export"
         )));
     }
-    let sized = export::first_page(&params);
+    // Each page is a call over the network: large pages.
+    let sized = export::first_page(&params, export::PAGE_ROWS);
     let mut params = if (op.check)(sized.clone()).is_ok() {
         sized
     } else {

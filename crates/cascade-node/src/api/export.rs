@@ -16,6 +16,13 @@ pub const MAX_PAGES: usize = 100_000;
 /// Rows per page unless the caller asked for fewer.
 pub const PAGE_ROWS: u64 = 5_000;
 
+/// Rows per page of a node's own export through a listing that goes on
+/// from its last row (`next`): small pages keep both of a node's jobs busy,
+/// one page being made while the one before is written. A listing that
+/// goes on by offset sorts every row for each page, so it reads
+/// [`PAGE_ROWS`] at a time.
+pub const KEYSET_PAGE_ROWS: u64 = 1_000;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
     Csv,
@@ -83,14 +90,14 @@ pub fn next_page(params: &Value, result: &Value) -> Option<Value> {
     Some(Value::Object(next))
 }
 
-/// The first page's parameters: a page as large as exports read, unless
-/// the caller asked for a size.
-pub fn first_page(params: &Value) -> Value {
+/// The first page's parameters: a page of `rows`, unless the caller asked
+/// for a size.
+pub fn first_page(params: &Value, rows: u64) -> Value {
     let mut map = match params {
         Value::Object(map) => map.clone(),
         _ => Map::new(),
     };
-    map.entry("limit").or_insert(Value::from(PAGE_ROWS));
+    map.entry("limit").or_insert(Value::from(rows));
     Value::Object(map)
 }
 
@@ -163,6 +170,10 @@ const LEADING: [&str; 8] = [
 #[derive(Debug, Default)]
 pub struct Csv {
     columns: Option<Vec<String>>,
+    /// The cell names of the last row and the column of each: the rows of
+    /// one report name the same cells, so most rows are placed without a
+    /// lookup.
+    last: Vec<(String, Option<usize>)>,
 }
 
 impl Csv {
@@ -191,13 +202,18 @@ impl Csv {
             self.columns = Some(columns);
         }
         let columns = self.columns.as_deref().unwrap_or_default();
-        let place: std::collections::HashMap<&str, usize> =
-            columns.iter().enumerate().map(|(i, c)| (c.as_str(), i)).collect();
         let mut cells: Vec<Option<&Value>> = vec![None; columns.len()];
         for row in &flat {
             cells.iter_mut().for_each(|c| *c = None);
-            for (name, value) in row {
-                if let Some(i) = place.get(name.as_ref()) {
+            let same = row.len() == self.last.len() && row.iter().zip(&self.last).all(|((a, _), (b, _))| a == b);
+            if !same {
+                self.last = row
+                    .iter()
+                    .map(|(name, _)| (name.to_string(), columns.iter().position(|c| c == name)))
+                    .collect();
+            }
+            for ((_, value), (_, place)) in row.iter().zip(&self.last) {
+                if let Some(i) = place {
                     cells[*i] = Some(value);
                 }
             }
@@ -242,9 +258,10 @@ impl Node {
                 authorized.operation().name
             )));
         }
-        // A page as large as exports read, unless the caller chose a size
-        // (or the operation takes none).
-        let sized = first_page(&params);
+        // Pages of the export's size, unless the caller chose one (or the
+        // operation takes none).
+        let chosen = params.get("limit").is_some();
+        let sized = first_page(&params, KEYSET_PAGE_ROWS);
         let mut params = if (authorized.operation().check)(sized.clone()).is_ok() {
             sized
         } else {
@@ -258,7 +275,14 @@ impl Node {
             let mut result = first;
             for _ in 0..MAX_PAGES {
                 // The next page is made while this one is written out.
-                let next = next_page(&params, &result).filter(|_| !rows(&result).is_empty());
+                let next = next_page(&params, &result)
+                    .filter(|_| !rows(&result).is_empty())
+                    .map(|mut next| {
+                        if !chosen && result.get("next_offset").is_some_and(|o| !o.is_null()) {
+                            next["limit"] = Value::from(PAGE_ROWS);
+                        }
+                        next
+                    });
                 let fetch = next.clone().map(|p| {
                     let (node, authorized) = (node.clone(), authorized.clone());
                     tokio::spawn(async move { node.invoke(authorized, p).await })

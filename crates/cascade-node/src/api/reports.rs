@@ -392,7 +392,7 @@ fn sort_page(
     let total = rows.len();
     let items: Vec<Value> = rows.into_iter().skip(offset).take(limit).collect();
     let next_offset = (offset + items.len() < total).then_some(offset + items.len());
-    json!({"items": items, "total_items": total, "next_offset": next_offset})
+    items_with(items, json!({"total_items": total, "next_offset": next_offset}))
 }
 
 // ---- reports.compliance
@@ -551,6 +551,14 @@ async fn compliance(ctx: Ctx, p: ComplianceReport) -> Out {
 // ---- reports.computers
 
 /// One computer's row: its summary, and the record behind the count.
+/// A page: `rest` with `items` in it. (`json!` would copy every row.)
+fn items_with(items: Vec<Value>, mut rest: Value) -> Value {
+    if let Value::Object(map) = &mut rest {
+        map.insert("items".into(), Value::Array(items));
+    }
+    rest
+}
+
 fn computer_row(
     summary: Option<&ComputerSummary>,
     computer: &ComputerId,
@@ -666,7 +674,7 @@ async fn computers(ctx: Ctx, p: ComputersReport) -> Out {
                 let rows = page.items.iter().map(|s| computer_row(Some(s), &s.computer, None, now)).collect();
                 (rows, page.next)
             };
-            return Ok(json!({"items": rows, "next": next, "node": node.id}));
+            return Ok(items_with(rows, json!({"next": next, "node": node.id})));
         }
         // Another order: the sort key of every matching row, up to a
         // bound; rows are made for the page asked for only.
@@ -722,7 +730,10 @@ async fn computers(ctx: Ctx, p: ComputersReport) -> Out {
             .map(|(_, c, r)| Ok(computer_row(store.summary_brief(c)?.as_ref(), c, r.as_ref(), now)))
             .collect::<Result<Vec<Value>, ApiError>>()?;
         let next_offset = (offset + rows.len() < total).then_some(offset + rows.len());
-        Ok(json!({"items": rows, "total_items": total, "next_offset": next_offset, "node": node.id}))
+        Ok(items_with(
+            rows,
+            json!({"total_items": total, "next_offset": next_offset, "node": node.id}),
+        ))
     })
     .await
 }
@@ -869,13 +880,15 @@ async fn failures(ctx: Ctx, p: FailuresReport) -> Out {
     let next_offset = (p.offset + items.len() < total).then_some(p.offset + items.len());
     let mut codes: Vec<(i64, u64)> = by_code.into_iter().collect();
     codes.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    Ok(json!({
-        "items": items,
-        "total_items": total,
-        "next_offset": next_offset,
-        "by_code": codes.into_iter().map(|(c, n)| code_row(c, n)).collect::<Vec<_>>(),
-        "node": ctx.node.id,
-    }))
+    Ok(items_with(
+        items,
+        json!({
+            "total_items": total,
+            "next_offset": next_offset,
+            "by_code": codes.into_iter().map(|(c, n)| code_row(c, n)).collect::<Vec<_>>(),
+            "node": ctx.node.id,
+        }),
+    ))
 }
 
 // ---- reports.trend
@@ -998,7 +1011,10 @@ async fn trend(ctx: Ctx, p: TrendReport) -> Out {
         .take(limit)
         .map(|(key, points)| json!({by.as_str(): key, "points": points}))
         .collect();
-    Ok(json!({"items": items, "total_items": total, "days": p.days, "node": ctx.node.id}))
+    Ok(items_with(
+        items,
+        json!({"total_items": total, "days": p.days, "node": ctx.node.id}),
+    ))
 }
 
 pub static OPERATIONS: &[Operation] = &[
