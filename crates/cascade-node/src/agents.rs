@@ -32,6 +32,17 @@ pub struct AgentsService {
     pub node: Arc<Node>,
 }
 
+/// The kinds targeting is built from: those it reads, and the sites whose
+/// order places their overrides.
+const TARGETING_KINDS: [ObjectKind; 6] = [
+    ObjectKind::Update,
+    ObjectKind::Policy,
+    ObjectKind::Approval,
+    ObjectKind::MaintenanceWindow,
+    ObjectKind::Rollout,
+    ObjectKind::Site,
+];
+
 /// What targeting needs, rebuilt when the objects change.
 #[derive(Debug)]
 pub(crate) struct TargetingCache {
@@ -138,7 +149,10 @@ impl Node {
     }
 
     pub(crate) fn targeting(&self) -> Result<(Arc<Targeting>, u64), cascade_store::StoreError> {
-        let version = *self.subscribe_changes().borrow();
+        // Rebuilt only when objects it reads change (not for the root's
+        // timestamps, which come every minute: a rebuild reads the whole
+        // catalog). Read before the objects are.
+        let version = self.store.generation(&TARGETING_KINDS);
         {
             let cache = self.targeting.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(c) = cache.as_ref().filter(|c| c.version == version) {

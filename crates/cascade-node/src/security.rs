@@ -111,7 +111,7 @@ impl Node {
     /// Why a DER certificate is revoked here (by its serial number or its
     /// identity), or `None` when it is not.
     pub fn revocation_of(&self, der: &[u8]) -> Option<String> {
-        let version = *self.changes.borrow();
+        let version = self.store.generation(&[ObjectKind::Revocation]);
         let mut cache = self.revoked.0.lock().unwrap_or_else(|e| e.into_inner());
         if cache.as_ref().is_none_or(|c| c.version != version) {
             let mut entries = std::collections::HashMap::new();

@@ -254,7 +254,7 @@ impl Store {
         if !forwarded.is_empty() {
             self.queue_upward(&mut pending, &crate::outbox::Queued::Compliance(forwarded))?;
         }
-        self.commit(pending.into_batch())?;
+        self.commit_pending(pending)?;
         Ok(outcome)
     }
 

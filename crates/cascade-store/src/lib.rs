@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use cascade_core::model::NodeId;
+use cascade_core::model::{NodeId, ObjectKind};
 
 mod backup;
 mod codec;
@@ -89,6 +89,10 @@ pub struct Store {
     sentinel: Option<File>,
     /// Seals this node's own changes when set.
     signer: SignerSlot,
+    /// Per object kind (in [`ObjectKind::ALL`]'s order), how many commits
+    /// have changed its objects or overrides since the store was opened:
+    /// what a view built from some kinds checks to know it still holds.
+    generations: [AtomicU64; ObjectKind::ALL.len()],
 }
 
 /// The key that seals this node's own changes.
@@ -321,6 +325,7 @@ impl Store {
             commits: AtomicU64::new(commits),
             sentinel,
             signer: SignerSlot::default(),
+            generations: Default::default(),
         };
         store.check_format()?;
         Ok(store)
@@ -440,7 +445,7 @@ impl Store {
             overlay.write(&mut pending, self)?;
             // Each step is committed with its format: the next reads it.
             pending.insert(keys::FORMAT.to_vec(), 2u32.to_be_bytes().to_vec());
-            self.commit(std::mem::take(&mut pending).into_batch())?;
+            self.commit_pending(std::mem::take(&mut pending))?;
         }
         if from < 3 {
             // Format 3 counts failures by installer code and keeps a summary
@@ -459,7 +464,7 @@ impl Store {
             self.stage_summaries(&mut pending, &summaries)?;
         }
         pending.insert(keys::FORMAT.to_vec(), FORMAT_VERSION.to_be_bytes().to_vec());
-        self.commit(pending.into_batch())
+        self.commit_pending(pending)
     }
 
     fn corrupt(&self, detail: impl Into<String>) -> StoreError {
@@ -495,6 +500,35 @@ impl Store {
             StoreError::Write {
                 path: self.path.clone(),
                 detail,
+            }
+        }
+    }
+
+    /// A version of the objects (and overrides) of `kinds`: it grows after
+    /// each commit that changes one of them, and only then. Read before a
+    /// view of them is built, it says whether the view still holds.
+    pub fn generation(&self, kinds: &[ObjectKind]) -> u64 {
+        kinds
+            .iter()
+            .map(|k| self.generations[kind_index(*k)].load(Ordering::Acquire))
+            .sum()
+    }
+
+    /// Commits staged writes; then the objects of the kinds they touched
+    /// are a generation on.
+    fn commit_pending(&self, mut pending: Pending) -> Result<()> {
+        let kinds = std::mem::take(&mut pending.kinds);
+        self.commit(pending.into_batch())?;
+        self.touched(kinds);
+        Ok(())
+    }
+
+    /// The kinds in the `kinds` mask (bit `i` for `ObjectKind::ALL[i]`)
+    /// were changed by a commit made.
+    fn touched(&self, kinds: u32) {
+        for (i, generation) in self.generations.iter().enumerate() {
+            if kinds & (1 << i) != 0 {
+                generation.fetch_add(1, Ordering::AcqRel);
             }
         }
     }
@@ -583,9 +617,22 @@ struct Pending {
     /// Origins' state hashes as staged (2 KB each: kept decoded, written
     /// once at the end).
     states: std::collections::HashMap<NodeId, cascade_core::seal::StateHash>,
+    /// The object kinds whose objects or overrides are written (a mask,
+    /// bit `i` for `ObjectKind::ALL[i]`).
+    kinds: u32,
+}
+
+/// A kind's place in [`ObjectKind::ALL`].
+fn kind_index(kind: ObjectKind) -> usize {
+    ObjectKind::ALL.iter().position(|k| *k == kind).unwrap_or(0)
 }
 
 impl Pending {
+    /// Notes that objects or overrides of `kind` are written.
+    fn touch(&mut self, kind: ObjectKind) {
+        self.kinds |= 1 << kind_index(kind);
+    }
+
     fn insert(&mut self, key: Vec<u8>, value: Vec<u8>) {
         self.values.insert(key, Some(value));
     }

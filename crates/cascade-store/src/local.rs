@@ -73,7 +73,7 @@ impl Store {
             let items = changed.into_iter().map(cascade_core::model::Upward::Computer).collect();
             self.queue_upward(&mut pending, &crate::outbox::Queued::Items(items))?;
         }
-        self.commit(pending.into_batch())
+        self.commit_pending(pending)
     }
 
     /// Keeps an enrollment token by the hash of its secret.
@@ -218,7 +218,7 @@ impl Store {
         for cert in certs {
             pending.insert(keys::agent_cert(&cert.computer), codec::json(cert));
         }
-        self.commit(pending.into_batch())
+        self.commit_pending(pending)
     }
 
     /// Every agent certificate chain kept here.
@@ -295,7 +295,7 @@ impl Store {
                 &crate::outbox::Queued::Items(vec![Upward::Audit(entry.clone())]),
             )?;
         }
-        self.commit(pending.into_batch())?;
+        self.commit_pending(pending)?;
         Ok(seq)
     }
 

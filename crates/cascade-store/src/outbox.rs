@@ -88,7 +88,7 @@ impl Store {
         let _guard = self.lock();
         let mut pending = Pending::default();
         let seq = self.queue_upward(&mut pending, &Queued::Items(items))?;
-        self.commit(pending.into_batch())?;
+        self.commit_pending(pending)?;
         Ok(seq)
     }
 
@@ -354,7 +354,7 @@ impl Store {
             dropped += excess;
             pending.insert(keys::OUTBOX_SNAPSHOT.to_vec(), vec![1]);
         }
-        self.commit(pending.into_batch())?;
+        self.commit_pending(pending)?;
         Ok(dropped)
     }
 }

@@ -69,7 +69,7 @@ impl Store {
         let mut pending = Pending::default();
         let (change, state) = self.sealed(&pending, seq, op)?;
         self.stage_with(&mut pending, &change, state)?;
-        self.commit(pending.into_batch())?;
+        self.commit_pending(pending)?;
         Ok(change)
     }
 
@@ -189,7 +189,7 @@ impl Store {
             }
         }
         if applied > 0 {
-            self.commit(pending.into_batch())?;
+            self.commit_pending(pending)?;
         }
         match refusal {
             Some(e) => Err(e),
@@ -262,7 +262,7 @@ impl Store {
         let mut pending = Pending::default();
         let applied = self.stage(&mut pending, change)?;
         if applied == Applied::Applied {
-            self.commit(pending.into_batch())?;
+            self.commit_pending(pending)?;
         }
         Ok(applied)
     }
@@ -280,7 +280,7 @@ impl Store {
             }
         }
         if applied > 0 {
-            self.commit(pending.into_batch())?;
+            self.commit_pending(pending)?;
         }
         Ok(applied)
     }
@@ -320,7 +320,7 @@ impl Store {
             }
         }
         if !out.is_empty() {
-            self.commit(pending.into_batch())?;
+            self.commit_pending(pending)?;
         }
         Ok(out)
     }
@@ -335,6 +335,7 @@ impl Store {
                 if let Some(mut stored) = self.stored(&key, pending)?
                     && stored.seq == change.seq
                 {
+                    pending.touch(key.kind);
                     stored.seal = change.seal.clone();
                     pending.insert(keys::object(&key), codec::json(&stored));
                 }
@@ -343,6 +344,7 @@ impl Store {
                 if let Some(mut stored) = self.stored_override(pending, &over.target, origin)?
                     && stored.seq == change.seq
                 {
+                    pending.touch(over.target.kind);
                     stored.seal = change.seal.clone();
                     pending.insert(keys::override_of(&over.target, origin), codec::json(&stored));
                 }
@@ -397,6 +399,11 @@ impl Store {
 
     fn write_op(&self, pending: &mut Pending, change: &Change) -> Result<()> {
         let origin = &change.origin;
+        pending.touch(match &change.op {
+            ChangeOp::Upsert(object) => object.kind(),
+            ChangeOp::Delete(key) | ChangeOp::ClearOverride(key) => key.kind,
+            ChangeOp::Override(over) => over.target.kind,
+        });
         match &change.op {
             ChangeOp::Upsert(object) => {
                 let key = object.key().map_err(|e| StoreError::Invalid(e.to_string()))?;
@@ -766,7 +773,10 @@ impl Store {
                 batch.insert(keys::state(origin), snapshot_state(snapshot, origin).to_bytes());
             }
         }
-        self.commit(batch)
+        self.commit(batch)?;
+        // A snapshot replaces every kind.
+        self.touched(u32::MAX);
+        Ok(())
     }
 
     /// An object as its owner wrote it.

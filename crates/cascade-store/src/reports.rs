@@ -84,7 +84,7 @@ impl Store {
             let items = kept.into_iter().map(Upward::Computer).collect();
             self.queue_upward(&mut pending, &crate::outbox::Queued::Items(items))?;
         }
-        self.commit(pending.into_batch())?;
+        self.commit_pending(pending)?;
         Ok(count)
     }
 

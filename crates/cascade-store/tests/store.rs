@@ -845,3 +845,60 @@ fn records_page_reads_through_the_narrowest_index() {
     );
     assert_eq!(read(Some("KB1"), Some(&["site-b"]), &|_| true).len(), 20);
 }
+
+/// A view built from some kinds of objects (the node's targeting, its
+/// revocations) is rebuilt when, and only when, those kinds change: the
+/// root's timestamps every minute leave a site's targeting as it is.
+#[test]
+fn a_kind_is_a_generation_on_after_each_commit_that_changes_it() {
+    use cascade_core::model::{ObjectKind, Timestamp};
+    let store = Store::temporary(node("root")).unwrap();
+    let settings = [ObjectKind::Setting];
+    let stamps = [ObjectKind::Timestamp];
+    assert_eq!((store.generation(&settings), store.generation(&stamps)), (0, 0));
+    store
+        .append_local(ChangeOp::Upsert(setting(
+            "scan-interval",
+            serde_json::json!(3600),
+            true,
+        )))
+        .unwrap();
+    assert_eq!((store.generation(&settings), store.generation(&stamps)), (1, 0));
+    for at in 0..3 {
+        store
+            .append_local(ChangeOp::Upsert(Object::Timestamp(Timestamp {
+                node: node("root"),
+                at: 1_700_000_000 + at,
+            })))
+            .unwrap();
+    }
+    assert_eq!((store.generation(&settings), store.generation(&stamps)), (1, 3));
+    // A change that is refused commits nothing and moves nothing on.
+    let site = Store::temporary(node("site")).unwrap();
+    assert!(
+        site.apply_change(&change(
+            "root",
+            2,
+            ChangeOp::Upsert(setting("gap", serde_json::json!(1), false))
+        ))
+        .is_err()
+    );
+    assert_eq!(site.generation(&settings), 0);
+    // Overrides count for the kind they override.
+    site.apply_change(&change(
+        "root",
+        1,
+        ChangeOp::Upsert(setting("scan-interval", serde_json::json!(3600), true)),
+    ))
+    .unwrap();
+    site.append_local(ChangeOp::Override(cascade_core::model::Override {
+        target: cascade_core::model::ObjectKey {
+            kind: ObjectKind::Setting,
+            id: cascade_core::model::ObjectId::new("scan-interval").unwrap(),
+        },
+        fields: std::collections::BTreeMap::from([("value".to_owned(), serde_json::json!(60))]),
+    }))
+    .unwrap();
+    assert_eq!(site.generation(&settings), 2);
+    assert_eq!(site.generation(&[ObjectKind::Setting, ObjectKind::Timestamp]), 2);
+}
