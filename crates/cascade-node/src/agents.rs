@@ -102,11 +102,12 @@ impl Node {
         for (i, site) in self.sites_up().iter().enumerate() {
             rank.insert(site.clone(), i);
         }
+        let mut all_overrides = self.store.overrides_of_kind(kind)?;
         let mut out = Vec::new();
         for stored in self.store.objects(kind)? {
             let mut object = stored.object;
             if let Ok(key) = object.key() {
-                let mut overrides: Vec<_> = self.store.overrides(&key)?.into_iter().collect();
+                let mut overrides: Vec<_> = all_overrides.remove(&key.id).unwrap_or_default().into_iter().collect();
                 if !overrides.is_empty() {
                     // The farthest origin's first, this node's last.
                     overrides

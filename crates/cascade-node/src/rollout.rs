@@ -60,11 +60,21 @@ impl Node {
     }
 
     /// This node's own computers, counted per ring.
+    /// Whether a policy in force here has rings: without, a rollout round
+    /// has nothing to count or move (and needs no targeting, which reads
+    /// the whole catalog when it changed).
+    fn any_rings(&self) -> Result<bool, cascade_store::StoreError> {
+        Ok(self
+            .effective_objects(ObjectKind::Policy)?
+            .iter()
+            .any(|o| matches!(o, Object::Policy(p) if p.enabled && !p.rings.is_empty())))
+    }
+
     fn own_tallies(&self, at: i64) -> Result<Vec<RolloutTally>, cascade_store::StoreError> {
-        let (targeting, _) = self.targeting()?;
-        if targeting.policies().iter().all(|p| p.rings.is_empty()) {
+        if !self.any_rings()? {
             return Ok(Vec::new());
         }
+        let (targeting, _) = self.targeting()?;
         let sites = self.sites_up();
         let mut counts: BTreeMap<(ObjectId, UpdateId, u32), Counts> = BTreeMap::new();
         for agent in self.agents()? {
@@ -157,6 +167,9 @@ impl Node {
     /// The owned policies with rings and their approved updates, each with
     /// its rollout as it stands.
     pub fn rollouts(&self, at: i64) -> Result<Vec<(Policy, bool, UpdateId, Rollout)>, cascade_store::StoreError> {
+        if !self.any_rings()? {
+            return Ok(Vec::new());
+        }
         let (targeting, _) = self.targeting()?;
         let origins: BTreeMap<ObjectId, NodeId> = self
             .store

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use cascade_core::model::{Change, ChangeOp, NodeId, Object, ObjectKey, ObjectKind, Override, SigningKey};
+use cascade_core::model::{Change, ChangeOp, NodeId, Object, ObjectId, ObjectKey, ObjectKind, Override, SigningKey};
 use cascade_core::seal::{Attack, Refused, Seal, Signer, StateHash, Tip, element};
 use serde::{Deserialize, Serialize};
 
@@ -804,6 +804,27 @@ impl Store {
                 _ => None,
             })
             .collect())
+    }
+
+    /// Every override of objects of `kind`, by object: one read for a
+    /// whole kind (a catalog's updates are many, their overrides few).
+    pub fn overrides_of_kind(&self, kind: ObjectKind) -> Result<BTreeMap<ObjectId, BTreeMap<NodeId, Override>>> {
+        let mut out: BTreeMap<ObjectId, BTreeMap<NodeId, Override>> = BTreeMap::new();
+        for item in self.scan(&keys::under(keys::OVERRIDE, &[kind.as_str().as_bytes()])) {
+            let (raw, value) = item?;
+            let stored: StoredOverride =
+                codec::from_json(&value).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&raw))))?;
+            let origin = keys::parts(&raw, keys::OVERRIDE)
+                .last()
+                .map(|o| node_from(o))
+                .transpose()
+                .map_err(|d| self.corrupt(d))?
+                .ok_or_else(|| self.corrupt(format!("{}: no origin", keys::show(&raw))))?;
+            out.entry(stored.over.target.id.clone())
+                .or_default()
+                .insert(origin, stored.over);
+        }
+        Ok(out)
     }
 
     /// The overrides of an object as the changes that made them (sealed).
