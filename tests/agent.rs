@@ -4,6 +4,10 @@
 //! results visible at the root two levels up; failover between two nodes;
 //! the fleet simulator.
 
+// Tests read the wall clock freely (clippy.toml keeps it to one place in
+// the crates).
+#![allow(clippy::disallowed_methods)]
+
 mod support;
 
 use std::path::PathBuf;

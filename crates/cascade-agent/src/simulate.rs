@@ -54,10 +54,7 @@ pub struct SimEnv {
 
 impl Env for SimEnv {
     fn now(&self) -> i64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0)
+        crate::system::unix_now()
     }
 
     fn inventory(&self) -> Result<Inventory, String> {

@@ -19,6 +19,8 @@ pub struct SystemEnv {
     pub config: Checked,
 }
 
+/// The agent's clock: the one place it reads the time of day.
+#[allow(clippy::disallowed_methods)]
 pub(crate) fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

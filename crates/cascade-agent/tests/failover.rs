@@ -2,6 +2,10 @@
 //! below the speed floor) comes from the agent's next node, resuming from
 //! what arrived.
 
+// Tests read the wall clock freely (clippy.toml keeps it to one place in
+// the crates).
+#![allow(clippy::disallowed_methods)]
+
 use std::path::PathBuf;
 use std::pin::Pin;
 

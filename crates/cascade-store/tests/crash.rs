@@ -6,6 +6,10 @@
 //!
 //! The child is this test binary run again with `CASCADE_CRASH_CHILD` set.
 
+// Tests read the wall clock freely (clippy.toml keeps it to one place in
+// the crates).
+#![allow(clippy::disallowed_methods)]
+
 mod common;
 
 use std::collections::BTreeMap;

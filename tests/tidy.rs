@@ -1,0 +1,153 @@
+//! What the build checks about the code itself: the crate graph is the one
+//! ARCHITECTURE.md draws ("Crate graph"), core stays free of I/O crates,
+//! sled stays in the store, and no source file passes 800 lines unless
+//! ARCHITECTURE.md says why ("Long files").
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+const LONGEST: usize = 800;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The bullet lines of one `## ` section of ARCHITECTURE.md, each joined
+/// with the lines that continue it.
+fn section(name: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(root().join("ARCHITECTURE.md")).unwrap();
+    let start = text
+        .find(&format!("\n## {name}\n"))
+        .unwrap_or_else(|| panic!("ARCHITECTURE.md has no section {name:?}"));
+    let body = &text[start + name.len() + 5..];
+    let body = &body[..body.find("\n## ").unwrap_or(body.len())];
+    let mut items: Vec<String> = Vec::new();
+    for line in body.lines() {
+        if let Some(item) = line.strip_prefix("- ") {
+            items.push(item.to_owned());
+        } else if line.starts_with("  ")
+            && let Some(last) = items.last_mut()
+        {
+            last.push(' ');
+            last.push_str(line.trim());
+        }
+    }
+    items
+}
+
+/// Each crate's name and its `[dependencies]` (not dev-dependencies).
+fn crates() -> BTreeMap<String, BTreeSet<String>> {
+    let mut out = BTreeMap::new();
+    for entry in std::fs::read_dir(root().join("crates")).unwrap() {
+        let manifest = entry.unwrap().path().join("Cargo.toml");
+        let Ok(text) = std::fs::read_to_string(&manifest) else {
+            continue;
+        };
+        let doc: toml::Table = text.parse().unwrap_or_else(|e| panic!("{}: {e}", manifest.display()));
+        let name = doc["package"]["name"].as_str().unwrap().to_owned();
+        let deps = doc
+            .get("dependencies")
+            .and_then(|d| d.as_table())
+            .map(|d| d.keys().cloned().collect())
+            .unwrap_or_default();
+        out.insert(name, deps);
+    }
+    out
+}
+
+#[test]
+fn the_crate_graph_is_the_one_architecture_md_draws() {
+    let crates = crates();
+    let drawn: BTreeMap<String, BTreeSet<String>> = section("Crate graph")
+        .iter()
+        .map(|item| {
+            let (name, deps) = item
+                .split_once(':')
+                .unwrap_or_else(|| panic!("{item:?} is not `crate: deps`"));
+            let deps = deps
+                .split(',')
+                .map(str::trim)
+                .filter(|d| !d.is_empty())
+                .map(str::to_owned)
+                .collect();
+            (name.trim().to_owned(), deps)
+        })
+        .collect();
+    let actual: BTreeMap<String, BTreeSet<String>> = crates
+        .iter()
+        .map(|(name, deps)| {
+            let ours = deps.iter().filter(|d| d.starts_with("cascade")).cloned().collect();
+            (name.clone(), ours)
+        })
+        .collect();
+    assert_eq!(
+        actual, drawn,
+        "the crates' dependencies (left) are not the graph ARCHITECTURE.md draws (right)"
+    );
+    // cascade-core does no I/O; sled is the store's alone.
+    for io in ["tokio", "tonic", "sled", "axum", "hyper", "rustls"] {
+        assert!(!crates["cascade-core"].contains(io), "cascade-core depends on {io}");
+    }
+    for (name, deps) in &crates {
+        assert!(
+            name == "cascade-store" || !deps.contains("sled"),
+            "{name} depends on sled, which belongs to cascade-store"
+        );
+    }
+}
+
+fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            sources(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn no_source_file_passes_800_lines_without_a_listed_reason() {
+    let root = root().canonicalize().unwrap();
+    let listed: BTreeMap<String, String> = section("Long files")
+        .iter()
+        .map(|item| {
+            let (path, reason) = item
+                .split_once(':')
+                .unwrap_or_else(|| panic!("{item:?} is not `path: reason`"));
+            let path = path.trim().trim_matches('`').to_owned();
+            assert!(reason.trim().len() > 10, "{path} is listed without a reason");
+            (path, reason.trim().to_owned())
+        })
+        .collect();
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(root.join("crates")).unwrap() {
+        let src = entry.unwrap().path().join("src");
+        if src.is_dir() {
+            sources(&src, &mut files);
+        }
+    }
+    let mut long = BTreeMap::new();
+    for file in files {
+        let lines = std::fs::read_to_string(&file).unwrap().lines().count();
+        let name = file.strip_prefix(&root).unwrap().to_string_lossy().into_owned();
+        if lines > LONGEST {
+            long.insert(name, lines);
+        }
+    }
+    let unlisted: Vec<String> = long
+        .iter()
+        .filter(|(name, _)| !listed.contains_key(*name))
+        .map(|(name, lines)| format!("{name} ({lines} lines)"))
+        .collect();
+    assert!(
+        unlisted.is_empty(),
+        "source files past {LONGEST} lines with no reason under \"Long files\" in ARCHITECTURE.md: split them, or say why not: {unlisted:?}"
+    );
+    let stale: Vec<&String> = listed.keys().filter(|name| !long.contains_key(*name)).collect();
+    assert!(
+        stale.is_empty(),
+        "listed under \"Long files\" in ARCHITECTURE.md but not (or no longer) past {LONGEST} lines: {stale:?}"
+    );
+}
