@@ -11,19 +11,7 @@ use cascade_store::Store;
 /// A node without a parent in `dir`, with a cache limit.
 fn node(dir: &tempfile::TempDir, id: &str, cache: Option<u64>) -> Arc<Node> {
     let id = NodeId::new(id).unwrap();
-    let ca = cascade_trust::Ca::generate("Test", cascade_node::now(), 1).unwrap();
-    let issued = ca
-        .issue(&cascade_trust::Identity::Node(id.clone()), &[], cascade_node::now(), 1)
-        .unwrap();
-    let mut config = Checked::local(
-        id.clone(),
-        dir.path().to_path_buf(),
-        None,
-        ca.cert_pem.clone(),
-        issued.cert_pem,
-        issued.key_pem,
-    )
-    .unwrap();
+    let mut config = Checked::standalone(id.clone(), dir.path().to_path_buf()).unwrap();
     config.content_cache_bytes = cache;
     // The test's vendor is on loopback, over plain HTTP.
     config.vendor = cascade_node::config::VendorConfig {

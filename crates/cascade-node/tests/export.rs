@@ -9,27 +9,14 @@ use cascade_node::api::Caller;
 use cascade_node::api::export::{Format, KEYSET_PAGE_ROWS};
 use cascade_node::{Checked, Node};
 use cascade_store::Store;
-use cascade_trust::{Ca, Identity};
 use serde_json::{Value, json};
 
 const COMPUTERS: u64 = KEYSET_PAGE_ROWS * 2 + 500;
 
 fn node() -> (Arc<Node>, tempfile::TempDir) {
     let id = NodeId::new("root").unwrap();
-    let ca = Ca::generate("Example", cascade_node::now() - 60, 1).unwrap();
-    let issued = ca
-        .issue(&Identity::Node(id.clone()), &[], cascade_node::now() - 60, 1)
-        .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = Checked::local(
-        id.clone(),
-        dir.path().to_path_buf(),
-        None,
-        ca.cert_pem.clone(),
-        issued.cert_pem,
-        issued.key_pem,
-    )
-    .unwrap();
+    let config = Checked::standalone(id.clone(), dir.path().to_path_buf()).unwrap();
     let store = Arc::new(Store::temporary(id.clone()).unwrap());
     let summaries: Vec<ComputerSummary> = (0..COMPUTERS)
         .map(|c| ComputerSummary {

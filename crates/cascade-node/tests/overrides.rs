@@ -9,7 +9,6 @@ use std::sync::Arc;
 use cascade_core::model::{Change, ChangeOp, NodeId, Object, ObjectId, ObjectKey, ObjectKind, Override, Policy};
 use cascade_node::{Checked, Node};
 use cascade_store::Store;
-use cascade_trust::{Ca, Identity};
 
 fn policy(overridable: &[&str]) -> Change {
     let mut p = Policy::new(ObjectId::new("pilot").unwrap(), "Pilot");
@@ -33,20 +32,8 @@ fn enabled(node: &Node) -> bool {
 #[tokio::test]
 async fn a_field_the_owner_locked_again_is_the_owners_in_targeting() {
     let site = NodeId::new("site").unwrap();
-    let ca = Ca::generate("Example", cascade_node::now() - 60, 1).unwrap();
-    let issued = ca
-        .issue(&Identity::Node(site.clone()), &[], cascade_node::now() - 60, 1)
-        .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = Checked::local(
-        site.clone(),
-        dir.path().to_path_buf(),
-        None,
-        ca.cert_pem.clone(),
-        issued.cert_pem,
-        issued.key_pem,
-    )
-    .unwrap();
+    let config = Checked::standalone(site.clone(), dir.path().to_path_buf()).unwrap();
     let store = Arc::new(Store::temporary(site.clone()).unwrap());
     let node = Node::new(config, store.clone());
     // The root lets children switch the policy off; this site does.

@@ -1074,19 +1074,7 @@ mod tests {
 
     fn node(dir: &tempfile::TempDir) -> Arc<Node> {
         let id = NodeId::new("root").unwrap();
-        let ca = cascade_trust::Ca::generate("Test", crate::now(), 1).unwrap();
-        let issued = ca
-            .issue(&cascade_trust::Identity::Node(id.clone()), &[], crate::now(), 1)
-            .unwrap();
-        let config = crate::Checked::local(
-            id.clone(),
-            dir.path().to_path_buf(),
-            None,
-            ca.cert_pem.clone(),
-            issued.cert_pem,
-            issued.key_pem,
-        )
-        .unwrap();
+        let config = crate::Checked::standalone(id.clone(), dir.path().to_path_buf()).unwrap();
         Node::new(config, Arc::new(cascade_store::Store::temporary(id).unwrap()))
     }
 
