@@ -372,12 +372,23 @@ async fn upward(
     }
 }
 
-/// Peak resident memory of a process (VmHWM), in bytes.
-pub(crate) fn peak_rss(pid: u32) -> Option<u64> {
+/// A memory figure of a process's `/proc/<pid>/status` ("VmRSS:",
+/// "VmHWM:"), in bytes; `pid` "self" for this process.
+pub(crate) fn status_bytes(pid: &str, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+/// Peak resident memory of a process (VmHWM), in bytes.
+pub(crate) fn peak_rss(pid: u32) -> Option<u64> {
+    status_bytes(&pid.to_string(), "VmHWM:")
+}
+
+/// This process's resident memory now (VmRSS), in bytes; 0 when unknown.
+pub(crate) fn rss_now() -> u64 {
+    status_bytes("self", "VmRSS:").unwrap_or(0)
 }
 
 /// Kills the node process when the benchmark ends, however it ends.

@@ -19,7 +19,7 @@ use cascade_node::api::export::Format;
 use cascade_store::{DayAggregates, StateCounts};
 use serde_json::{Value, json};
 
-use crate::bench::percentile;
+use crate::bench::{percentile, rss_now};
 
 /// Computers written in one commit while seeding.
 const PER_COMMIT: u64 = 2_000;
@@ -82,18 +82,6 @@ fn summaries(first: u64, count: u64, sites: u64, now: i64) -> Vec<ComputerSummar
         .collect()
 }
 
-fn rss_now() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
-}
-
 /// Milliseconds of each of `runs` calls, sorted.
 async fn timed(runs: usize, mut call: impl AsyncFnMut() -> anyhow::Result<()>) -> anyhow::Result<Vec<f64>> {
     let mut out = Vec::with_capacity(runs);
@@ -117,8 +105,9 @@ fn latency(samples: &[f64]) -> Value {
 
 pub async fn run(computers: u64, updates: u64, sites: u64) -> anyhow::Result<Value> {
     anyhow::ensure!(
-        computers > 0 && updates > 0 && sites > 0,
-        "computers, updates and sites must be above 0"
+        computers >= 10_000 && updates >= 3 && sites >= 8,
+        "the reports bench needs at least 10,000 computers (its export reads 10,000 rows of one update), 3 updates \
+         (it drills into KB5000002) and 8 sites (it asks for site-007)"
     );
     let h = harness("Bench reports")?;
     // A root of a million computers is given a store cache to match

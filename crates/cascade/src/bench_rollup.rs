@@ -126,16 +126,6 @@ fn latency(samples: usize, mut query: impl FnMut() -> anyhow::Result<()>) -> any
     }))
 }
 
-fn rss_now() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
-
 fn dir_bytes(path: &std::path::Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(path) else {
         return 0;
@@ -172,7 +162,7 @@ pub async fn run(computers: u64, updates: u64) -> anyhow::Result<serde_json::Val
         .await?;
     let site_id = site.node.id.clone();
     wait_applied(&site.node, &root_id, root.node.store.applied_seq(&root_id)?).await?;
-    let idle_rss = rss_now();
+    let idle_rss = crate::bench::rss_now();
     let pki = h.dir.path().join("paper-agents");
     h.ca.write(&pki)?;
 

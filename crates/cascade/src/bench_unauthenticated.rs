@@ -52,10 +52,7 @@ fn grpc_prefix(size: usize) -> Bytes {
 }
 
 fn rss(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with(field))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
+    crate::bench::status_bytes(&pid.to_string(), field)
 }
 
 /// One TLS connection without a client certificate, speaking `alpn`.
