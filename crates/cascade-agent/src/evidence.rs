@@ -43,7 +43,7 @@ pub fn check(
     };
     let mut keys: BTreeMap<&NodeId, &SigningKey> = BTreeMap::new();
     for item in &evidence.objects {
-        if let Object::SigningKey(k) = &item.object {
+        if let Object::SigningKey(k) = item.object.value() {
             match check_change(&item.change(), None) {
                 Ok(()) if k.node == item.origin => {
                     keys.insert(&item.origin, k);
@@ -58,18 +58,24 @@ pub fn check(
     let mut policies: BTreeMap<ObjectId, Policy> = BTreeMap::new();
     let mut timestamp: Option<i64> = None;
     for item in &evidence.objects {
-        if matches!(item.object, Object::SigningKey(_)) {
+        if matches!(item.object.value(), Object::SigningKey(_)) {
             continue;
         }
         if let Err(e) = cascade_trust::sign::check_change(roots, &item.change(), keys.get(&item.origin).copied(), true)
         {
             tracing::warn!(origin = %item.origin, "refused evidence: {e}");
-            if let Object::Update(u) = &item.object {
+            if let Object::Update(u) = item.object.value() {
                 verdict.refused.insert(u.id.clone(), e);
             }
             continue;
         }
-        match &item.object {
+        // Signed by a later release with fields this agent does not know:
+        // they may narrow what the object means, so it is not acted on.
+        if let Some(why) = item.object.unknown_reason() {
+            tracing::warn!(origin = %item.origin, "not acting on {}: {why}", item.object.key().map(|k| k.to_string()).unwrap_or_default());
+            continue;
+        }
+        match item.object.value() {
             Object::Update(u) => {
                 updates.insert(u.id.clone(), u.as_ref());
             }
@@ -87,9 +93,13 @@ pub fn check(
     // that signed overrides change and the owner lets them change.
     let mut overrides: BTreeMap<_, Vec<(&NodeId, &Override)>> = BTreeMap::new();
     for change in &evidence.overrides {
-        let ChangeOp::Override(over) = &change.op else {
+        let ChangeOp::Override(over) = change.op.value() else {
             continue;
         };
+        if let Some(why) = change.op.unknown_reason() {
+            tracing::warn!(origin = %change.origin, "not applying an override: {why}");
+            continue;
+        }
         if let Err(e) = check_change(change, keys.get(&change.origin).copied()) {
             tracing::warn!(origin = %change.origin, "refused an override sent: {e}");
             continue;
@@ -341,10 +351,12 @@ mod tests {
         // The evidence altered to match: its seal no longer holds.
         let mut forged = base.clone();
         for o in &mut forged.objects {
-            if let Object::Update(u) = &mut o.object
+            if let Object::Update(u) = o.object.value()
                 && u.id == ex1.id
             {
+                let mut u = u.clone();
                 u.content[0].sha256 = "e".repeat(64);
+                o.object = Object::Update(u).into();
             }
         }
         let mut altered = step(&ex1);
@@ -373,8 +385,10 @@ mod tests {
         // An override of a field the owner keeps is ignored.
         let mut locked = with_override.clone();
         let mut change = override_change;
-        if let ChangeOp::Override(o) = &mut change.op {
+        if let ChangeOp::Override(o) = change.op.value() {
+            let mut o = o.clone();
             o.fields = [("enabled".to_owned(), serde_json::json!(true))].into();
+            change.op = ChangeOp::Override(o).into();
         }
         locked.overrides = vec![change];
         let v = check(&locked, &assignment(&["servers"], vec![step(&ex2)]), NOW);
@@ -385,7 +399,9 @@ mod tests {
         let v = check(&base, &honest, NOW + 4000);
         assert_eq!(v.stale.as_ref().unwrap().attack, Attack::Freeze);
         let mut no_stamp = base.clone();
-        no_stamp.objects.retain(|o| !matches!(o.object, Object::Timestamp(_)));
+        no_stamp
+            .objects
+            .retain(|o| !matches!(o.object.value(), Object::Timestamp(_)));
         assert!(check(&no_stamp, &honest, NOW).stale.is_some());
         let mut foreign = no_stamp.clone();
         foreign.objects.push(site.keys());
@@ -417,7 +433,7 @@ mod tests {
         let mut change = cascade_core::model::Change {
             origin: site.id.clone(),
             seq: 99,
-            op: ChangeOp::Override(over),
+            op: ChangeOp::Override(over).into(),
             seal: None,
         };
         change

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::compliance::ComplianceState;
+use crate::exact::Exact;
 use crate::ids::UpdateId;
 use crate::rule::Rule;
 use crate::update::{Classification, Severity, Track, Update};
@@ -541,10 +542,82 @@ pub enum ChangeOp {
 pub struct Change {
     pub origin: NodeId,
     pub seq: u64,
-    pub op: ChangeOp,
+    /// As its origin signed it.
+    pub op: Exact<ChangeOp>,
     /// The origin's signature, chained to its previous change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seal: Option<crate::seal::Seal>,
+}
+
+impl Change {
+    /// A change of `origin`'s log, not yet sealed.
+    pub fn new(origin: NodeId, seq: u64, op: ChangeOp) -> Change {
+        Change {
+            origin,
+            seq,
+            op: Exact::new(op),
+            seal: None,
+        }
+    }
+}
+
+impl Exact<ChangeOp> {
+    /// The operation that writes `object`, around its exact bytes.
+    pub fn upsert(object: &Exact<Object>) -> Exact<ChangeOp> {
+        Self::around("upsert", object, |o| ChangeOp::Upsert(o.clone()))
+    }
+
+    /// The operation that sets `over`, around its exact bytes.
+    pub fn override_with(over: &Exact<Override>) -> Exact<ChangeOp> {
+        Self::around("override", over, |o| ChangeOp::Override(o.clone()))
+    }
+
+    fn around<T>(tag: &str, inner: &Exact<T>, op: impl Fn(&T) -> ChangeOp) -> Exact<ChangeOp> {
+        let text = crate::exact::frame(tag, inner.raw());
+        match crate::exact::raw_from(text) {
+            Ok(raw) => Exact::assemble(raw, op(inner.value()), inner.unknown_list()),
+            // The inner bytes are one JSON value, so framed they are one too.
+            Err(_) => Exact::new(op(inner.value())),
+        }
+    }
+
+    /// The object an upsert writes, with its exact bytes (`None` for other
+    /// operations). An error when the operation's bytes are not framed as
+    /// the signed format says, since the object's bytes would not rebuild
+    /// them.
+    pub fn upserted(&self) -> Result<Option<Exact<Object>>, String> {
+        match self.value() {
+            ChangeOp::Upsert(object) => self.inner("upsert", object).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// The override an operation sets, with its exact bytes (`None` for
+    /// other operations).
+    pub fn overridden(&self) -> Result<Option<Exact<Override>>, String> {
+        match self.value() {
+            ChangeOp::Override(over) => self.inner("override", over).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    fn inner<T: Clone + serde::de::DeserializeOwned>(&self, tag: &str, value: &T) -> Result<Exact<T>, String> {
+        let Some((found, inner)) = crate::exact::framed(self.raw()) else {
+            return Err(format!(
+                "its operation is not framed as signed format {} says",
+                crate::exact::FORMAT
+            ));
+        };
+        if found != tag {
+            return Err(format!("its operation is framed as {found}, not {tag}"));
+        }
+        if self.unknown().is_empty() {
+            let raw = crate::exact::raw_from(inner.to_owned())?;
+            Ok(Exact::assemble(raw, value.clone(), Vec::new()))
+        } else {
+            Exact::from_json(inner)
+        }
+    }
 }
 
 /// One computer's latest state for one update, as its agent reported it.

@@ -12,12 +12,17 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::exact::{self, Exact};
 use crate::model::{Change, ChangeOp, ComplianceRecord, ComputerId, NodeId, Object};
 
 /// The origin's signature over a change.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Seal {
+    /// Version of the signed format (docs/signed-format.md); absent in the
+    /// seals of format 2, the first signed release's.
+    #[serde(rename = "v", default = "legacy_format", skip_serializing_if = "is_legacy_format")]
+    pub format: u16,
     /// Hex digest of the origin's previous change ("" before its first).
     pub prev: String,
     /// Hex digest of everything the origin owns once this change is
@@ -35,6 +40,14 @@ pub struct Seal {
     /// signature over the Merkle root of their digests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch: Option<BatchProof>,
+}
+
+fn legacy_format() -> u16 {
+    2
+}
+
+fn is_legacy_format(format: &u16) -> bool {
+    *format == 2
 }
 
 /// Where a change sits in a batch signed at once.
@@ -103,7 +116,8 @@ pub fn seal_batch(changes: &mut [Change], signer: &dyn Signer) -> Result<(), Str
 pub struct SignedObject {
     pub origin: NodeId,
     pub seq: u64,
-    pub object: Object,
+    /// As its origin signed it.
+    pub object: Exact<Object>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seal: Option<Seal>,
 }
@@ -114,7 +128,7 @@ impl SignedObject {
         Change {
             origin: self.origin.clone(),
             seq: self.seq,
-            op: ChangeOp::Upsert(self.object.clone()),
+            op: Exact::<ChangeOp>::upsert(&self.object),
             seal: self.seal.clone(),
         }
     }
@@ -224,18 +238,34 @@ mod serde_bytes {
     }
 }
 
-/// Hex SHA-256 of an operation's canonical JSON.
-pub fn op_digest(op: &ChangeOp) -> String {
-    // Serializing these types cannot fail (no maps with non-string keys).
-    hex(&Sha256::digest(serde_json::to_vec(op).unwrap_or_default()))
+/// Hex SHA-256 of an operation's bytes as its origin signed them.
+pub fn op_digest(op: &Exact<ChangeOp>) -> String {
+    hex(&op.digest())
 }
 
-/// The bytes an origin signs for one change: its place in the log, the
-/// change before it, the state after it and the operation's digest.
-pub fn change_message(origin: &NodeId, seq: u64, prev: &str, state: &str, op_digest: &str) -> Vec<u8> {
-    let mut out = b"cascade-change-v2\n".to_vec();
+/// The bytes an origin signs for one change in signed format `format`:
+/// its place in the log, the change before it, the state after it and the
+/// operation's digest. The format is bound in, so a seal cannot be passed
+/// off as another format's.
+pub fn change_message(format: u16, origin: &NodeId, seq: u64, prev: &str, state: &str, op_digest: &str) -> Vec<u8> {
+    let mut out = format!("cascade-change-v{format}\n").into_bytes();
+    // A tuple of strings and an integer: serializing cannot fail.
     out.extend(serde_json::to_vec(&(origin, seq, prev, state, op_digest)).unwrap_or_default());
     out
+}
+
+/// Why a seal of `format` cannot be checked here, if it cannot.
+pub fn unverifiable_format(format: u16) -> Option<String> {
+    if format > exact::FORMAT {
+        Some(format!(
+            "it is sealed in signed format {format}, newer than this node's {}: upgrade this node",
+            exact::FORMAT
+        ))
+    } else if format < exact::OLDEST_FORMAT {
+        Some(format!("signed format {format} is no longer verified"))
+    } else {
+        None
+    }
 }
 
 /// The last change of an origin without its operation: enough to check
@@ -251,7 +281,14 @@ pub struct Tip {
 
 impl Tip {
     pub fn message(&self, origin: &NodeId) -> Vec<u8> {
-        change_message(origin, self.seq, &self.seal.prev, &self.seal.state, &self.op)
+        change_message(
+            self.seal.format,
+            origin,
+            self.seq,
+            &self.seal.prev,
+            &self.seal.state,
+            &self.op,
+        )
     }
 
     /// The digest the origin's next change names as `prev`.
@@ -263,12 +300,12 @@ impl Tip {
 impl Change {
     /// The bytes its origin signed (or has to sign).
     pub fn message(&self) -> Vec<u8> {
-        let (prev, state) = self
+        let (format, prev, state) = self
             .seal
             .as_ref()
-            .map(|s| (s.prev.as_str(), s.state.as_str()))
-            .unwrap_or(("", ""));
-        change_message(&self.origin, self.seq, prev, state, &op_digest(&self.op))
+            .map(|s| (s.format, s.prev.as_str(), s.state.as_str()))
+            .unwrap_or((exact::FORMAT, "", ""));
+        change_message(format, &self.origin, self.seq, prev, state, &op_digest(&self.op))
     }
 
     /// The digest the origin's next change names as `prev`.
@@ -288,10 +325,18 @@ impl Change {
     /// Seals a change of this node's own log, chained to `prev`, with the
     /// digest of the origin's state once it is applied.
     pub fn seal_with(&mut self, prev: String, state: String, signer: &dyn Signer) -> Result<(), String> {
-        let message = change_message(&self.origin, self.seq, &prev, &state, &op_digest(&self.op));
+        let message = change_message(
+            exact::FORMAT,
+            &self.origin,
+            self.seq,
+            &prev,
+            &state,
+            &op_digest(&self.op),
+        );
         let (scheme, sig) = signer.sign(&message)?;
         use base64::Engine;
         self.seal = Some(Seal {
+            format: exact::FORMAT,
             prev,
             state,
             key: signer.key().to_owned(),
@@ -305,6 +350,7 @@ impl Change {
     /// Sets the seal's chain and state, to be signed with its batch.
     pub fn unsigned_seal(&mut self, prev: String, state: String) {
         self.seal = Some(Seal {
+            format: exact::FORMAT,
             prev,
             state,
             key: String::new(),
@@ -339,7 +385,7 @@ impl Default for StateHash {
 }
 
 /// The element of one object or override: the change that wrote it.
-pub fn element(origin: &NodeId, seq: u64, op: &ChangeOp) -> [u8; 32] {
+pub fn element(origin: &NodeId, seq: u64, op: &Exact<ChangeOp>) -> [u8; 32] {
     element_of(origin, seq, &op_digest(op))
 }
 
@@ -598,11 +644,11 @@ mod tests {
     fn the_state_hash_is_the_set_whatever_the_order() {
         let node = NodeId::new("root").unwrap();
         let op = |n: i64| {
-            ChangeOp::Upsert(crate::model::Object::Setting(crate::model::Setting {
+            Exact::new(ChangeOp::Upsert(crate::model::Object::Setting(crate::model::Setting {
                 id: crate::model::ObjectId::new(&format!("s{n}")).unwrap(),
                 value: n.into(),
                 overridable: false,
-            }))
+            })))
         };
         let elements: Vec<[u8; 32]> = (1..=5).map(|n| element(&node, n as u64, &op(n))).collect();
         let mut a = StateHash::default();

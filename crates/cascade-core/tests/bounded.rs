@@ -142,7 +142,7 @@ fn assert_round_trips_where_it_is_kept(update: &Update) {
     let changes = vec![Change {
         origin: NodeId::new("root").unwrap(),
         seq: 1,
-        op: ChangeOp::Upsert(Object::Update(Box::new(update.clone()))),
+        op: ChangeOp::Upsert(Object::Update(Box::new(update.clone()))).into(),
         seal: None,
     }];
     let json = serde_json::to_string(&vec![changes.clone()]).unwrap();

@@ -97,6 +97,9 @@ fn agent_of<T>(node: &Node, request: &Request<T>) -> Result<ComputerId, Status> 
 impl Node {
     /// The effective objects of a kind: each with the overrides in force
     /// here applied (those of the farthest origin first, this node's last).
+    /// An object or override a later release signed with fields this node
+    /// does not know is left out, with the reason logged: those fields may
+    /// narrow what it means.
     pub fn effective_objects(&self, kind: ObjectKind) -> Result<Vec<Object>, cascade_store::StoreError> {
         let mut rank: HashMap<NodeId, usize> = HashMap::new();
         for (i, site) in self.sites_up().iter().enumerate() {
@@ -105,14 +108,30 @@ impl Node {
         let mut all_overrides = self.store.overrides_of_kind(kind)?;
         let mut out = Vec::new();
         for stored in self.store.objects(kind)? {
-            let mut object = stored.object;
+            if let Some(why) = stored.object.unknown_reason() {
+                let key = stored.object.key().map(|k| k.to_string()).unwrap_or_default();
+                tracing::warn!(%key, origin = %stored.origin, "not targeting: {why}");
+                continue;
+            }
+            let mut object = stored.object.into_value();
             if let Ok(key) = object.key() {
-                let mut overrides: Vec<_> = all_overrides.remove(&key.id).unwrap_or_default().into_iter().collect();
+                let mut overrides: Vec<_> = all_overrides
+                    .remove(&key.id)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|(origin, over)| match over.unknown_reason() {
+                        Some(why) => {
+                            tracing::warn!(%key, %origin, "not applying an override: {why}");
+                            false
+                        }
+                        None => true,
+                    })
+                    .collect();
                 if !overrides.is_empty() {
                     // The farthest origin's first, this node's last.
                     overrides
                         .sort_by_key(|(origin, _)| std::cmp::Reverse(rank.get(origin).copied().unwrap_or(usize::MAX)));
-                    let (applied, notes) = object.with_overrides(overrides.iter().map(|(o, over)| (o, over)));
+                    let (applied, notes) = object.with_overrides(overrides.iter().map(|(o, over)| (o, over.value())));
                     for note in notes {
                         tracing::warn!(%key, "{note}");
                     }
@@ -132,7 +151,7 @@ impl Node {
             .objects(ObjectKind::Site)
             .unwrap_or_default()
             .into_iter()
-            .filter_map(|s| match s.object {
+            .filter_map(|s| match s.object.into_value() {
                 Object::Site(site) => Some((site.id.to_string(), site.parent)),
                 _ => None,
             })

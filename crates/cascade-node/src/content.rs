@@ -157,7 +157,7 @@ impl Node {
             .store
             .objects(ObjectKind::Approval)?
             .into_iter()
-            .filter_map(|s| match s.object {
+            .filter_map(|s| match s.object.into_value() {
                 Object::Approval(a) => Some(a.update),
                 _ => None,
             })
@@ -377,7 +377,7 @@ impl Node {
                 if stored.origin != node.id {
                     continue;
                 }
-                let Object::Update(mut update) = stored.object else {
+                let Object::Update(mut update) = stored.object.into_value() else {
                     continue;
                 };
                 let mut changed = false;

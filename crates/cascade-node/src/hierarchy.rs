@@ -270,7 +270,8 @@ async fn send_missing(
         if change.seq <= have {
             continue;
         }
-        let op = serde_json::to_vec(&change.op).map_err(|e| Status::internal(e.to_string()))?;
+        // The bytes as the origin signed them.
+        let op = change.op.raw().as_bytes().to_vec();
         bytes += op.len();
         batch.push(v1::Change {
             origin: change.origin.to_string(),

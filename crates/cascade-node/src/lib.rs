@@ -287,7 +287,7 @@ impl Node {
             .unwrap_or_default()
             .into_iter()
             .filter(|s| s.origin == self.id)
-            .filter_map(|s| match s.object {
+            .filter_map(|s| match s.object.into_value() {
                 Object::Site(site) if site.parent.as_ref() == Some(&self.id) => NodeId::new(site.id.as_str()).ok(),
                 _ => None,
             })
@@ -399,7 +399,7 @@ impl Node {
             .objects(ObjectKind::Site)
             .unwrap_or_default()
             .iter()
-            .any(|s| match &s.object {
+            .any(|s| match s.object.value() {
                 Object::Site(site) => {
                     site.id.as_str() == child.as_str() && site.parent.as_ref() == Some(&self.id) && s.origin == self.id
                 }

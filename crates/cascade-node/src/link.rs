@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
+use cascade_core::exact::Exact;
 use cascade_core::model::{Change, ChangeOp, NodeId, Override, Upward};
 use cascade_proto::v1::{self, SubscribeRequest, UpBatch, down_message};
 use cascade_store::{Snapshot, StoredObject};
@@ -271,7 +272,7 @@ async fn down(node: &Arc<Node>, parent: &str, progress: &Progress) -> Result<(),
                     snapshot.objects.extend(objects);
                 }
                 if !part.overrides.is_empty() {
-                    let overrides: Vec<(NodeId, u64, Override, Option<cascade_core::seal::Seal>)> =
+                    let overrides: Vec<(NodeId, u64, Exact<Override>, Option<cascade_core::seal::Seal>)> =
                         serde_json::from_slice(&part.overrides).map_err(|e| format!("snapshot: {e}"))?;
                     snapshot.overrides.extend(overrides);
                 }
@@ -434,13 +435,15 @@ fn up_batch(
 /// last change.
 pub(crate) type SnapshotState = (
     Vec<StoredObject>,
-    Vec<(NodeId, u64, Override, Option<cascade_core::seal::Seal>)>,
+    Vec<(NodeId, u64, Exact<Override>, Option<cascade_core::seal::Seal>)>,
     std::collections::BTreeMap<NodeId, cascade_core::seal::Tip>,
 );
 
 fn decode_change(c: v1::Change) -> Result<Change, String> {
     let origin = NodeId::new(&c.origin).map_err(|e| format!("change from a bad origin: {e}"))?;
-    let op: ChangeOp = serde_json::from_slice(&c.op).map_err(|e| format!("change {origin}/{}: {e}", c.seq))?;
+    let text =
+        std::str::from_utf8(&c.op).map_err(|_| format!("change {origin}/{}: its operation is not UTF-8", c.seq))?;
+    let op: Exact<ChangeOp> = Exact::from_json(text).map_err(|e| format!("change {origin}/{}: {e}", c.seq))?;
     let seal = c
         .seal
         .map(crate::wire::seal_from_wire)

@@ -127,7 +127,7 @@ impl Node {
                 }
             };
             for stored in revocations {
-                if let Object::Revocation(r) = stored.object {
+                if let Object::Revocation(r) = stored.object.into_value() {
                     let why = format!("revoked by {} at {}: {}", stored.origin, r.at, r.reason);
                     if let Some(serial) = r.serial {
                         entries.insert(serial.to_ascii_lowercase(), why.clone());
@@ -161,7 +161,12 @@ impl Node {
             kind: ObjectKind::SigningKey,
             id: ObjectId::new(root.as_str()).map_err(|e| e.to_string())?,
         };
-        let certificates = match self.store.object(&key).map_err(|e| e.to_string())?.map(|s| s.object) {
+        let certificates = match self
+            .store
+            .object(&key)
+            .map_err(|e| e.to_string())?
+            .map(|s| s.object.into_value())
+        {
             Some(Object::SigningKey(k)) => k.certificates,
             _ => return Err(format!("the root {root} has published no signing key here")),
         };
@@ -450,7 +455,7 @@ impl Node {
             kind: ObjectKind::SigningKey,
             id: ObjectId::new(self.id.as_str()).map_err(|e| StoreError::Invalid(e.to_string()))?,
         };
-        let mut certificates = match self.store.object(&key)?.map(|s| s.object) {
+        let mut certificates = match self.store.object(&key)?.map(|s| s.object.into_value()) {
             Some(Object::SigningKey(k)) => k.certificates,
             _ => Vec::new(),
         };
@@ -481,7 +486,7 @@ impl Node {
         let mut roots = cursor.keys().filter(|origin| **origin != self.id).filter(|origin| {
             !sites
                 .iter()
-                .any(|s| matches!(&s.object, Object::Site(site) if site.id.as_str() == origin.as_str() && site.parent.is_some()))
+                .any(|s| matches!(s.object.value(), Object::Site(site) if site.id.as_str() == origin.as_str() && site.parent.is_some()))
         });
         let root = roots.next()?.clone();
         roots.next().is_none().then_some(root)
@@ -499,7 +504,7 @@ impl Node {
 
     pub fn freshness(&self) -> Freshness {
         let root = self.root();
-        let at = self.root_timestamp().and_then(|s| match s.object {
+        let at = self.root_timestamp().and_then(|s| match s.object.into_value() {
             Object::Timestamp(t) => Some(t.at),
             _ => None,
         });
@@ -549,7 +554,7 @@ impl Node {
         let steps: std::collections::BTreeSet<&cascade_core::UpdateId> =
             assignment.steps.iter().map(|s| &s.update).collect();
         for stored in self.store.objects(ObjectKind::Approval)? {
-            if let Object::Approval(a) = &stored.object
+            if let Object::Approval(a) = stored.object.value()
                 && steps.contains(&a.update)
                 && assignment.policies.contains(&a.policy)
             {

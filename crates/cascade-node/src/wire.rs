@@ -89,6 +89,7 @@ pub fn seal_to_wire(s: &Seal) -> v1::Seal {
         None => (0, 0, Vec::new()),
     };
     v1::Seal {
+        format: u32::from(s.format),
         batch_index,
         batch_count,
         batch_proof,
@@ -126,6 +127,11 @@ pub fn seal_from_wire(w: v1::Seal) -> Result<Seal, String> {
         })
     };
     Ok(Seal {
+        // 0: a sender of format 2, which had no version on the wire.
+        format: match w.format {
+            0 => 2,
+            f => u16::try_from(f).map_err(|_| "seal format is out of range".to_owned())?,
+        },
         batch,
         prev: w.prev,
         state: w.state,

@@ -363,8 +363,10 @@ fn update(id: &str, sha256: &str) -> Update {
 
 fn with_other_hash(change: &Change) -> Change {
     let mut altered = change.clone();
-    if let ChangeOp::Upsert(Object::Update(u)) = &mut altered.op {
+    if let ChangeOp::Upsert(Object::Update(u)) = altered.op.value() {
+        let mut u = u.clone();
         u.content[0].sha256 = "e".repeat(64);
+        altered.op = ChangeOp::Upsert(Object::Update(u)).into();
     }
     altered
 }
@@ -508,7 +510,7 @@ async fn a_malicious_intermediate_node_is_refused_and_the_attack_named() {
         })
         .unwrap()
         .unwrap();
-    match ex2.object {
+    match ex2.object.into_value() {
         Object::Update(u) => assert_eq!(u.content[0].sha256, "b".repeat(64)),
         other => panic!("{other:?}"),
     }
@@ -538,7 +540,7 @@ async fn a_malicious_intermediate_node_is_refused_and_the_attack_named() {
     })
     .await;
     let snapshot = root.store.snapshot(&[root_id()]).unwrap();
-    let is_approval = |o: &cascade_store::StoredObject| matches!(o.object, Object::Approval(_));
+    let is_approval = |o: &cascade_store::StoredObject| matches!(o.object.value(), Object::Approval(_));
     // 7. An object left out (the approval).
     let mut omitted = snapshot.clone();
     omitted.objects.retain(|o| !is_approval(o));

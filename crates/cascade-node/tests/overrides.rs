@@ -17,7 +17,7 @@ fn policy(overridable: &[&str]) -> Change {
     Change {
         origin: NodeId::new("root").unwrap(),
         seq: 0,
-        op: ChangeOp::Upsert(Object::Policy(Box::new(p))),
+        op: ChangeOp::Upsert(Object::Policy(Box::new(p))).into(),
         seal: None,
     }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use cascade_core::exact::Exact;
 use cascade_core::model::{Change, ChangeOp, NodeId, Object, ObjectId, ObjectKey, ObjectKind, Override, SigningKey};
 use cascade_core::seal::{Attack, Refused, Seal, Signer, StateHash, Tip, element};
 use serde::{Deserialize, Serialize};
@@ -16,7 +17,7 @@ pub use cascade_core::seal::SignedObject as StoredObject;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct StoredOverride {
     seq: u64,
-    over: Override,
+    over: Exact<Override>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     seal: Option<Seal>,
 }
@@ -50,7 +51,7 @@ pub struct NeedSnapshot {
 pub struct Snapshot {
     pub cursor: BTreeMap<NodeId, u64>,
     pub objects: Vec<StoredObject>,
-    pub overrides: Vec<(NodeId, u64, Override, Option<Seal>)>,
+    pub overrides: Vec<(NodeId, u64, Exact<Override>, Option<Seal>)>,
     /// Each origin's change at the cursor (its seal, without the
     /// operation): the state the snapshot must match, and what the
     /// origin's next change names as `prev`.
@@ -80,12 +81,7 @@ impl Store {
 
     /// A change of this node's own log, sealed when a signer is set.
     fn sealed(&self, pending: &Pending, seq: u64, op: ChangeOp) -> Result<(Change, Option<StateHash>)> {
-        let mut change = Change {
-            origin: self.node.clone(),
-            seq,
-            op,
-            seal: None,
-        };
+        let mut change = Change::new(self.node.clone(), seq, op);
         let signer = self.signer.0.read().unwrap_or_else(|e| e.into_inner()).clone();
         let Some(signer) = signer else {
             return Ok((change, None));
@@ -127,28 +123,28 @@ impl Store {
     fn state_after(&self, pending: &Pending, change: &Change) -> Result<StateHash> {
         let origin = &change.origin;
         let mut state = self.state_of(pending, origin)?;
-        let replaced = match &change.op {
+        let replaced = match change.op.value() {
             ChangeOp::Upsert(object) => {
                 let key = object.key().map_err(|e| StoreError::Invalid(e.to_string()))?;
                 self.stored(&key, pending)?
                     .filter(|s| s.origin == *origin)
-                    .map(|s| element(origin, s.seq, &ChangeOp::Upsert(s.object)))
+                    .map(|s| element(origin, s.seq, &Exact::<ChangeOp>::upsert(&s.object)))
             }
             ChangeOp::Delete(key) => self
                 .stored(key, pending)?
                 .filter(|s| s.origin == *origin)
-                .map(|s| element(origin, s.seq, &ChangeOp::Upsert(s.object))),
+                .map(|s| element(origin, s.seq, &Exact::<ChangeOp>::upsert(&s.object))),
             ChangeOp::Override(over) => self
                 .stored_override(pending, &over.target, origin)?
-                .map(|o| element(origin, o.seq, &ChangeOp::Override(o.over))),
+                .map(|o| element(origin, o.seq, &Exact::<ChangeOp>::override_with(&o.over))),
             ChangeOp::ClearOverride(target) => self
                 .stored_override(pending, target, origin)?
-                .map(|o| element(origin, o.seq, &ChangeOp::Override(o.over))),
+                .map(|o| element(origin, o.seq, &Exact::<ChangeOp>::override_with(&o.over))),
         };
         if let Some(old) = replaced {
             state.remove(&old);
         }
-        if matches!(change.op, ChangeOp::Upsert(_) | ChangeOp::Override(_)) {
+        if matches!(change.op.value(), ChangeOp::Upsert(_) | ChangeOp::Override(_)) {
             state.add(&element(origin, change.seq, &change.op));
         }
         Ok(state)
@@ -231,7 +227,7 @@ impl Store {
             id: cascade_core::model::ObjectId::new(change.origin.as_str())
                 .map_err(|e| StoreError::Invalid(e.to_string()))?,
         };
-        let keys = match self.stored(&key, pending)?.map(|s| s.object) {
+        let keys = match self.stored(&key, pending)?.map(|s| s.object.into_value()) {
             Some(Object::SigningKey(k)) => Some(k),
             _ => None,
         };
@@ -293,12 +289,7 @@ impl Store {
         let signer = self.signer.0.read().unwrap_or_else(|e| e.into_inner()).clone();
         let mut out = Vec::with_capacity(ops.len());
         for (seq, op) in (first..).zip(ops) {
-            let mut change = Change {
-                origin: self.node.clone(),
-                seq,
-                op,
-                seal: None,
-            };
+            let mut change = Change::new(self.node.clone(), seq, op);
             let mut state = None;
             if signer.is_some() {
                 let prev = self.head_of(&pending, &self.node)?;
@@ -329,7 +320,7 @@ impl Store {
     fn restamp(&self, pending: &mut Pending, change: &Change) -> Result<()> {
         let origin = &change.origin;
         pending.insert(keys::log(origin, change.seq), codec::json(change));
-        match &change.op {
+        match change.op.value() {
             ChangeOp::Upsert(object) => {
                 let key = object.key().map_err(|e| StoreError::Invalid(e.to_string()))?;
                 if let Some(mut stored) = self.stored(&key, pending)?
@@ -399,13 +390,19 @@ impl Store {
 
     fn write_op(&self, pending: &mut Pending, change: &Change) -> Result<()> {
         let origin = &change.origin;
-        pending.touch(match &change.op {
+        pending.touch(match change.op.value() {
             ChangeOp::Upsert(object) => object.kind(),
             ChangeOp::Delete(key) | ChangeOp::ClearOverride(key) => key.kind,
             ChangeOp::Override(over) => over.target.kind,
         });
-        match &change.op {
-            ChangeOp::Upsert(object) => {
+        let invalid = |e: String| StoreError::Invalid(format!("change {origin}/{}: {e}", change.seq));
+        match change.op.value() {
+            ChangeOp::Upsert(_) => {
+                let object = change
+                    .op
+                    .upserted()
+                    .map_err(invalid)?
+                    .ok_or_else(|| invalid("no object".into()))?;
                 let key = object.key().map_err(|e| StoreError::Invalid(e.to_string()))?;
                 if let Some(existing) = self.stored(&key, pending)?
                     && existing.origin != *origin
@@ -419,7 +416,7 @@ impl Store {
                 let stored = StoredObject {
                     origin: origin.clone(),
                     seq: change.seq,
-                    object: object.clone(),
+                    object,
                     seal: change.seal.clone(),
                 };
                 pending.insert(keys::object(&key), codec::json(&stored));
@@ -436,7 +433,12 @@ impl Store {
                     pending.remove(keys::object(key));
                 }
             }
-            ChangeOp::Override(over) => {
+            ChangeOp::Override(_) => {
+                let over = change
+                    .op
+                    .overridden()
+                    .map_err(invalid)?
+                    .ok_or_else(|| invalid("no override".into()))?;
                 let target = &over.target;
                 let existing = self.stored(target, pending)?.ok_or_else(|| StoreError::NoSuchObject {
                     key: target.to_string(),
@@ -454,12 +456,13 @@ impl Store {
                         field: field.clone(),
                     });
                 }
+                let key = keys::override_of(target, origin);
                 let stored = StoredOverride {
                     seq: change.seq,
-                    over: over.clone(),
+                    over,
                     seal: change.seal.clone(),
                 };
-                pending.insert(keys::override_of(target, origin), codec::json(&stored));
+                pending.insert(key, codec::json(&stored));
             }
             ChangeOp::ClearOverride(target) => pending.remove(keys::override_of(target, origin)),
         }
@@ -638,7 +641,7 @@ impl Store {
         check_tip: TipCheck<'_>,
     ) -> Result<()> {
         let keys_of = |origin: &NodeId| {
-            snapshot.objects.iter().find_map(|s| match &s.object {
+            snapshot.objects.iter().find_map(|s| match s.object.value() {
                 Object::SigningKey(k) if s.origin == *origin && k.node == *origin => Some(k),
                 _ => None,
             })
@@ -651,7 +654,7 @@ impl Store {
             let change = Change {
                 origin: origin.clone(),
                 seq: *seq,
-                op: ChangeOp::Override(over.clone()),
+                op: Exact::<ChangeOp>::override_with(over),
                 seal: seal.clone(),
             };
             check(&change, keys_of(origin), true)
@@ -794,22 +797,21 @@ impl Store {
             .collect()
     }
 
-    /// The overrides of an object: origin -> fields.
-    pub fn overrides(&self, key: &ObjectKey) -> Result<BTreeMap<NodeId, Override>> {
-        Ok(self
-            .override_changes(key)?
-            .into_iter()
-            .filter_map(|c| match c.op {
-                ChangeOp::Override(over) => Some((c.origin, over)),
-                _ => None,
-            })
-            .collect())
+    /// The overrides of an object: origin -> fields, as signed.
+    pub fn overrides(&self, key: &ObjectKey) -> Result<BTreeMap<NodeId, Exact<Override>>> {
+        let mut out = BTreeMap::new();
+        for change in self.override_changes(key)? {
+            if let Some(over) = change.op.overridden().map_err(|d| self.corrupt(d))? {
+                out.insert(change.origin, over);
+            }
+        }
+        Ok(out)
     }
 
     /// Every override of objects of `kind`, by object: one read for a
     /// whole kind (a catalog's updates are many, their overrides few).
-    pub fn overrides_of_kind(&self, kind: ObjectKind) -> Result<BTreeMap<ObjectId, BTreeMap<NodeId, Override>>> {
-        let mut out: BTreeMap<ObjectId, BTreeMap<NodeId, Override>> = BTreeMap::new();
+    pub fn overrides_of_kind(&self, kind: ObjectKind) -> Result<BTreeMap<ObjectId, BTreeMap<NodeId, Exact<Override>>>> {
+        let mut out: BTreeMap<ObjectId, BTreeMap<NodeId, Exact<Override>>> = BTreeMap::new();
         for item in self.scan(&keys::under(keys::OVERRIDE, &[kind.as_str().as_bytes()])) {
             let (raw, value) = item?;
             let stored: StoredOverride =
@@ -843,7 +845,7 @@ impl Store {
                 out.push(Change {
                     origin,
                     seq: stored.seq,
-                    op: ChangeOp::Override(stored.over),
+                    op: Exact::<ChangeOp>::override_with(&stored.over),
                     seal: stored.seal,
                 });
             }
@@ -856,10 +858,10 @@ impl Store {
 fn snapshot_state(snapshot: &Snapshot, origin: &NodeId) -> StateHash {
     let mut state = StateHash::default();
     for stored in snapshot.objects.iter().filter(|s| s.origin == *origin) {
-        state.add(&element(origin, stored.seq, &ChangeOp::Upsert(stored.object.clone())));
+        state.add(&element(origin, stored.seq, &Exact::<ChangeOp>::upsert(&stored.object)));
     }
     for (o, seq, over, _) in snapshot.overrides.iter().filter(|(o, ..)| o == origin) {
-        state.add(&element(o, *seq, &ChangeOp::Override(over.clone())));
+        state.add(&element(o, *seq, &Exact::<ChangeOp>::override_with(over)));
     }
     state
 }

@@ -100,7 +100,7 @@ fn crash_writer_child() {
                 let change = cascade_core::model::Change {
                     origin: node("root"),
                     seq,
-                    op: root_op(seq),
+                    op: root_op(seq).into(),
                     seal: None,
                 };
                 store.apply_change(&change).map(|_| format!("change {seq}"))
@@ -244,7 +244,7 @@ fn verify(dir: &Path, acked: &Acked, round: usize, seed: u64) {
         let mut replay: BTreeMap<String, serde_json::Value> = BTreeMap::new();
         for (n, change) in log.iter().enumerate() {
             assert_eq!(change.seq, n as u64 + 1, "{ctx}");
-            match &change.op {
+            match change.op.value() {
                 ChangeOp::Upsert(Object::Setting(s)) => {
                     replay.insert(s.id.to_string(), s.value.clone());
                 }
@@ -259,7 +259,7 @@ fn verify(dir: &Path, acked: &Acked, round: usize, seed: u64) {
             .unwrap()
             .into_iter()
             .filter(|o| o.origin == origin)
-            .map(|o| match o.object {
+            .map(|o| match o.object.into_value() {
                 Object::Setting(s) => (s.id.to_string(), s.value),
                 other => panic!("{ctx}: {other:?}"),
             })

@@ -79,7 +79,7 @@ proptest! {
                     let object = setting(&id, serde_json::json!(v), false);
                     let result = if origin == "root" {
                         let seq = m.seq.get("root").copied().unwrap_or(0) + 1;
-                        store.apply_change(&Change { origin: node("root"), seq, op: ChangeOp::Upsert(object), seal: None }).map(|_| ())
+                        store.apply_change(&Change { origin: node("root"), seq, op: ChangeOp::Upsert(object).into(), seal: None }).map(|_| ())
                     } else {
                         store.append_local(ChangeOp::Upsert(object)).map(|_| ())
                     };
@@ -94,7 +94,7 @@ proptest! {
                     let owned_by_other = m.objects.get(&id).is_some_and(|(o, _)| o != "root");
                     let seq = m.seq.get("root").copied().unwrap_or(0) + 1;
                     let key = ObjectKey { kind: ObjectKind::Setting, id: ObjectId::new(&id).unwrap() };
-                    let result = store.apply_change(&Change { origin: node("root"), seq, op: ChangeOp::Delete(key), seal: None });
+                    let result = store.apply_change(&Change { origin: node("root"), seq, op: ChangeOp::Delete(key).into(), seal: None });
                     prop_assert_eq!(result.is_err(), owned_by_other);
                     if !owned_by_other {
                         *m.seq.entry("root".to_owned()).or_default() += 1;
@@ -141,7 +141,7 @@ proptest! {
                 .objects(ObjectKind::Setting)
                 .unwrap()
                 .into_iter()
-                .map(|o| match o.object {
+                .map(|o| match o.object.value() {
                     Object::Setting(s) => (s.id.to_string(), (o.origin.to_string(), s.value.as_i64().unwrap())),
                     _ => unreachable!(),
                 })

@@ -20,12 +20,7 @@ fn key(kind: ObjectKind, id: &str) -> ObjectKey {
 }
 
 fn change(origin: &str, seq: u64, op: ChangeOp) -> Change {
-    Change {
-        origin: node(origin),
-        seq,
-        op,
-        seal: None,
-    }
+    Change::new(node(origin), seq, op)
 }
 
 #[test]
@@ -89,7 +84,10 @@ fn one_owner_per_object_and_overrides_where_allowed() {
     let target = key(ObjectKind::Setting, "scan-interval");
     let owner = store.object(&target).unwrap().unwrap().object;
     let overrides = store.overrides(&target).unwrap();
-    match owner.with_overrides(overrides.iter()).0 {
+    match owner
+        .with_overrides(overrides.iter().map(|(o, over)| (o, over.value())))
+        .0
+    {
         Object::Setting(s) => assert_eq!(s.value, serde_json::json!(900)),
         other => panic!("{other:?}"),
     }

@@ -202,7 +202,10 @@ pub fn check_change_with(
     let Some(seal) = &change.seal else {
         return Err(bad("it is unsigned".into()));
     };
-    let certificate = match &change.op {
+    if let Some(why) = cascade_core::seal::unverifiable_format(seal.format) {
+        return Err(bad(why));
+    }
+    let certificate = match change.op.value() {
         ChangeOp::Upsert(Object::SigningKey(new)) => {
             if new.node != change.origin {
                 return Err(bad(format!(
@@ -324,6 +327,9 @@ pub fn check_tip(origin: &NodeId, tip: &Tip, keys: Option<&SigningKey>) -> Resul
             format!("last change {origin}/{}: {detail}", tip.seq),
         )
     };
+    if let Some(why) = cascade_core::seal::unverifiable_format(tip.seal.format) {
+        return Err(bad(why));
+    }
     let keys = keys.ok_or_else(|| bad(format!("{origin} has published no signing key here")))?;
     let certificate = keys
         .certificates
@@ -378,12 +384,7 @@ mod tests {
     }
 
     fn sealed(origin: &str, seq: u64, prev: &str, op: ChangeOp, signer: &KeySigner) -> Change {
-        let mut c = Change {
-            origin: NodeId::new(origin).unwrap(),
-            seq,
-            op,
-            seal: None,
-        };
+        let mut c = Change::new(NodeId::new(origin).unwrap(), seq, op);
         c.seal_with(prev.to_owned(), String::new(), signer).unwrap();
         c
     }
@@ -423,7 +424,7 @@ mod tests {
                 .contains("unsigned")
         );
         let mut altered = change.clone();
-        altered.op = setting(2);
+        altered.op = setting(2).into();
         assert_eq!(
             check_change(&roots, &altered, Some(&key1), false).unwrap_err().attack,
             Attack::BadSignature
@@ -506,7 +507,7 @@ mod tests {
                 let mut c = Change {
                     origin: NodeId::new("root").unwrap(),
                     seq,
-                    op: setting(seq as i64),
+                    op: setting(seq as i64).into(),
                     seal: None,
                 };
                 c.unsigned_seal(String::new(), String::new());
@@ -523,7 +524,7 @@ mod tests {
         moved.seal.as_mut().unwrap().batch.as_mut().unwrap().index = 1;
         assert!(check_change_with(&roots, &moved, Some(&key2), false, Some(&verified)).is_err());
         let mut other = batch[1].clone();
-        other.op = setting(42);
+        other.op = setting(42).into();
         assert!(check_change_with(&roots, &other, Some(&key2), false, Some(&verified)).is_err());
 
         // Another node cannot publish the root's keys.

@@ -124,7 +124,7 @@ pub(super) async fn update_objects(ctx: &Ctx) -> Result<Vec<cascade_core::Update
     Ok(objects(ctx, ObjectKind::Update)
         .await?
         .into_iter()
-        .filter_map(|s| match s.object {
+        .filter_map(|s| match s.object.into_value() {
             Object::Update(u) => Some(*u),
             _ => None,
         })
@@ -134,7 +134,7 @@ pub(super) async fn update_objects(ctx: &Ctx) -> Result<Vec<cascade_core::Update
 pub(super) async fn approvals_by_update(ctx: &Ctx) -> Result<BTreeMap<UpdateId, Vec<String>>, ApiError> {
     let mut out: BTreeMap<UpdateId, Vec<String>> = BTreeMap::new();
     for s in objects(ctx, ObjectKind::Approval).await? {
-        if let Object::Approval(a) = s.object {
+        if let Object::Approval(a) = s.object.into_value() {
             out.entry(a.update).or_default().push(a.policy.to_string());
         }
     }
@@ -257,7 +257,7 @@ async fn approvals_list(ctx: Ctx, p: ApprovalList) -> Out {
     let list: Vec<Value> = objects(&ctx, ObjectKind::Approval)
         .await?
         .into_iter()
-        .filter_map(|s| match &s.object {
+        .filter_map(|s| match s.object.value() {
             Object::Approval(a) if p.policy.as_deref().is_none_or(|want| a.policy.as_str() == want) => {
                 Some(json!({"approval": a, "origin": s.origin}))
             }
@@ -283,7 +283,7 @@ async fn approvals_create(ctx: Ctx, p: ApprovalCreate) -> Out {
     let known = objects(&ctx, ObjectKind::Policy)
         .await?
         .iter()
-        .any(|s| matches!(&s.object, Object::Policy(x) if x.id == policy));
+        .any(|s| matches!(s.object.value(), Object::Policy(x) if x.id == policy));
     if !known {
         return Err(ApiError::NotFound(format!("policy: {policy} does not exist here")));
     }
@@ -319,7 +319,7 @@ async fn custom_severities_list(ctx: Ctx, _: Nothing) -> Out {
     let mut list: Vec<CustomSeverity> = objects(&ctx, ObjectKind::CustomSeverity)
         .await?
         .into_iter()
-        .filter_map(|s| match s.object {
+        .filter_map(|s| match s.object.into_value() {
             Object::CustomSeverity(c) => Some(c),
             _ => None,
         })
@@ -354,7 +354,7 @@ async fn custom_severities_assign(ctx: Ctx, p: SeverityAssign) -> Out {
         let exists = objects(&ctx, ObjectKind::CustomSeverity)
             .await?
             .iter()
-            .any(|s| matches!(&s.object, Object::CustomSeverity(c) if c.id.as_str() == level));
+            .any(|s| matches!(s.object.value(), Object::CustomSeverity(c) if c.id.as_str() == level));
         if !exists {
             return Err(ApiError::NotFound(format!(
                 "severity: custom severity {level} does not exist"
@@ -369,7 +369,7 @@ async fn custom_severities_assign(ctx: Ctx, p: SeverityAssign) -> Out {
     let stored = blocking(move || store.object(&key))
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("update: {update} is not in this node's catalog")))?;
-    let Object::Update(mut u) = stored.object else {
+    let Object::Update(mut u) = stored.object.into_value() else {
         return Err(ApiError::Internal("not an update".into()));
     };
     u.custom_severity = p.severity;
@@ -437,7 +437,7 @@ async fn windows_delete(ctx: Ctx, p: ById) -> Out {
     let users: Vec<String> = objects(&ctx, ObjectKind::Policy)
         .await?
         .into_iter()
-        .filter_map(|s| match s.object {
+        .filter_map(|s| match s.object.into_value() {
             Object::Policy(policy) if policy.maintenance_windows.iter().any(|w| w.as_str() == p.id) => {
                 Some(policy.id.to_string())
             }
@@ -612,7 +612,7 @@ async fn sites_tree(ctx: Ctx, _: Nothing) -> Out {
     let sites: Vec<Site> = objects(&ctx, ObjectKind::Site)
         .await?
         .into_iter()
-        .filter_map(|s| match s.object {
+        .filter_map(|s| match s.object.into_value() {
             Object::Site(site) => Some(site),
             _ => None,
         })
@@ -1430,7 +1430,7 @@ async fn disable_bulletins(ctx: Ctx, p: UpdateIds) -> Out {
     let wanted: BTreeSet<UpdateId> = p.updates.iter().map(|u| UpdateId::new(u)).collect();
     let mut ops = Vec::new();
     for s in objects(&ctx, ObjectKind::Approval).await? {
-        if let Object::Approval(a) = &s.object
+        if let Object::Approval(a) = s.object.value()
             && wanted.contains(&a.update)
             && s.origin == ctx.node.id
         {
