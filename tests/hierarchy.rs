@@ -189,8 +189,12 @@ fn strangers_are_refused_and_nothing_is_written() {
                 records: vec![forged_record()],
                 reports: Vec::new(),
             }]);
-            let subscribe = client.subscribe(cascade_proto::v1::SubscribeRequest::default()).await;
-            let report = client.report(report).await;
+            let subscribe = client
+                .subscribe(cascade_proto::with_protocol(
+                    cascade_proto::v1::SubscribeRequest::default(),
+                ))
+                .await;
+            let report = client.report(cascade_proto::with_protocol(report)).await;
             match (subscribe, report) {
                 (Err(a), Err(b)) => format!("{:?}: {} / {:?}: {}", a.code(), a.message(), b.code(), b.message()),
                 other => format!("accepted: {other:?}"),
@@ -222,7 +226,7 @@ fn strangers_are_refused_and_nothing_is_written() {
             reports: Vec::new(),
         };
         let mut acks = client
-            .report(tokio_stream::iter(vec![batch]))
+            .report(cascade_proto::with_protocol(tokio_stream::iter(vec![batch])))
             .await
             .unwrap()
             .into_inner();
@@ -245,7 +249,7 @@ fn strangers_are_refused_and_nothing_is_written() {
             reports: Vec::new(),
         };
         let mut acks = client
-            .report(tokio_stream::iter(vec![batch]))
+            .report(cascade_proto::with_protocol(tokio_stream::iter(vec![batch])))
             .await
             .unwrap()
             .into_inner();

@@ -232,7 +232,7 @@ impl<E: Env> Agent<E> {
             // an unchanged one asks for it.
             let mut send_body = !known;
             let reply = loop {
-                let mut request = tonic::Request::new(CheckInRequest {
+                let mut request = cascade_proto::with_protocol(CheckInRequest {
                     inventory_hash: hash.clone(),
                     inventory: if send_body { body.clone() } else { Vec::new() },
                     agent_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -240,6 +240,15 @@ impl<E: Env> Agent<E> {
                 request.set_timeout(std::time::Duration::from_secs(60));
                 match client.check_in(request).await {
                     Ok(r) => {
+                        let protocol = cascade_proto::protocol_of(r.metadata());
+                        if protocol < cascade_proto::PROTOCOL {
+                            tracing::warn!(
+                                node = %node.address,
+                                protocol,
+                                "the node speaks an older protocol than this agent ({}): upgrade nodes before agents",
+                                cascade_proto::PROTOCOL
+                            );
+                        }
                         let r = r.into_inner();
                         if r.need_inventory && !send_body {
                             send_body = true;

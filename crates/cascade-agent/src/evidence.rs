@@ -421,6 +421,58 @@ mod tests {
         );
     }
 
+    /// An approval a later release signed with a field this agent does
+    /// not know (it may narrow the approval) approves nothing here; the
+    /// same approval without it does.
+    #[test]
+    fn an_object_with_fields_this_agent_does_not_know_is_not_acted_on() {
+        let ca = Ca::generate("Example", NOW - 3600, 10).unwrap();
+        let roots = [ca.cert_der()];
+        let root = Origin::new(&ca, "root");
+        let ex2 = update("EX-2", 'b');
+        let signed2 = root.put(Object::Update(Box::new(ex2.clone())));
+        let policy = root.put(Object::Policy(Box::new(Policy::new(
+            ObjectId::new("servers").unwrap(),
+            "Servers",
+        ))));
+        let stamp = root.put(Object::Timestamp(Timestamp {
+            node: root.id.clone(),
+            at: NOW - 10,
+        }));
+        let approval = Approval {
+            id: ObjectId::new("servers/EX-2").unwrap(),
+            policy: ObjectId::new("servers").unwrap(),
+            update: UpdateId::new("EX-2"),
+            deadline: None,
+        };
+        let mut tree = serde_json::to_value(ChangeOp::Upsert(Object::Approval(approval.clone()))).unwrap();
+        tree["upsert"]["object"]["only_on_weekends"] = serde_json::json!(true);
+        let later: cascade_core::exact::Exact<ChangeOp> =
+            cascade_core::exact::Exact::from_json(&tree.to_string()).unwrap();
+        root.store.append_local(later).unwrap();
+        let key = Object::Approval(approval.clone()).key().unwrap();
+        let signed_later = root.store.object(&key).unwrap().unwrap();
+        assert!(signed_later.object.raw().contains("only_on_weekends"));
+        let evidence = |approval: SignedObject| Evidence {
+            objects: vec![root.keys(), signed2.clone(), policy.clone(), approval, stamp.clone()],
+            overrides: vec![],
+        };
+        let wanted = assignment(&["servers"], vec![step(&ex2)]);
+        let v = check(
+            &roots,
+            Some(&root.id),
+            &evidence(signed_later),
+            &wanted,
+            None,
+            NOW,
+            3600,
+        );
+        assert!(v.refused[&ex2.id].detail.contains("no signed approval"), "{v:?}");
+        let known = root.put(Object::Approval(approval));
+        let v = check(&roots, Some(&root.id), &evidence(known), &wanted, None, NOW, 3600);
+        assert!(v.refused.is_empty(), "{v:?}");
+    }
+
     fn signed_policy_key() -> cascade_core::model::ObjectKey {
         cascade_core::model::ObjectKey {
             kind: cascade_core::model::ObjectKind::Policy,

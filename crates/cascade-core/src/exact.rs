@@ -71,7 +71,17 @@ impl<T: Serialize> From<T> for Exact<T> {
     }
 }
 
-impl<T: DeserializeOwned> Exact<T> {
+/// A type signed values decode to: what this release makes of a value of
+/// a kind it does not know, which a later release wrote.
+pub trait Decode: DeserializeOwned {
+    /// The value standing for `tree` when its kind is unknown here, and
+    /// what was unknown (`None`: not a kind this type can stand in for).
+    fn of_unknown_kind(_tree: &Value) -> Option<(Self, String)> {
+        None
+    }
+}
+
+impl<T: Decode> Exact<T> {
     /// Decodes bytes another node signed, keeping them. Fields this release
     /// does not know are left out of the value and named by
     /// [`Exact::unknown`]; anything else that does not decode is an error.
@@ -110,18 +120,19 @@ impl<T> Exact<T> {
         self.value
     }
 
-    /// Fields of the bytes this release does not know (by path), left out
-    /// of [`Exact::value`]. Empty for everything this release wrote.
+    /// What of the bytes this release does not know: fields (by path), left
+    /// out of [`Exact::value`], or a kind. Empty for everything this release
+    /// wrote.
     pub fn unknown(&self) -> &[String] {
         &self.unknown
     }
 
-    /// Why this node must not act on the value, when it carries fields it
-    /// does not know (they may narrow what it means).
+    /// Why this node must not act on the value, when it carries what this
+    /// node does not know (an unknown field may narrow what it means).
     pub fn unknown_reason(&self) -> Option<String> {
         (!self.unknown.is_empty()).then(|| {
             format!(
-                "written by a later release: fields {} are unknown to this node",
+                "written by a later release: {} unknown to this node",
                 self.unknown.join(", ")
             )
         })
@@ -160,7 +171,7 @@ impl<T> Serialize for Exact<T> {
     }
 }
 
-impl<'de, T: DeserializeOwned> Deserialize<'de> for Exact<T> {
+impl<'de, T: Decode> Deserialize<'de> for Exact<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Exact<T>, D::Error> {
         let raw = Box::<RawValue>::deserialize(d)?;
         Exact::from_raw(raw).map_err(D::Error::custom)
@@ -187,7 +198,12 @@ impl<T: schemars::JsonSchema> schemars::JsonSchema for Exact<T> {
 
 /// Decodes strictly, then, while the only fault is a field this release
 /// does not know, without that field.
-fn decode<T: DeserializeOwned>(text: &str) -> Result<(T, Vec<String>), String> {
+fn decode<T: Decode>(text: &str) -> Result<(T, Vec<String>), String> {
+    // The common case at full speed; the path is tracked only to find
+    // what did not decode.
+    if let Ok(value) = serde_json::from_str(text) {
+        return Ok((value, Vec::new()));
+    }
     let first = match serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(text)) {
         Ok(value) => return Ok((value, Vec::new())),
         Err(e) => e,
@@ -198,6 +214,10 @@ fn decode<T: DeserializeOwned>(text: &str) -> Result<(T, Vec<String>), String> {
     for _ in 0..MAX_UNKNOWN {
         let message = error.inner().to_string();
         let Some(field) = unknown_field(&message) else {
+            if let Some((value, what)) = T::of_unknown_kind(&tree) {
+                unknown.push(what);
+                return Ok((value, unknown));
+            }
             return Err(describe(&error));
         };
         let path: Vec<Step> = error
@@ -213,7 +233,7 @@ fn decode<T: DeserializeOwned>(text: &str) -> Result<(T, Vec<String>), String> {
         let Some(removed) = remove_unknown(&mut tree, &path, field) else {
             return Err(describe(&error));
         };
-        unknown.push(removed);
+        unknown.push(format!("field `{removed}`"));
         match serde_path_to_error::deserialize::<_, T>(&tree) {
             Ok(value) => return Ok((value, unknown)),
             Err(e) => error = e,
@@ -360,6 +380,9 @@ mod tests {
         Thing(Inner),
     }
 
+    impl Decode for Inner {}
+    impl Decode for Obj {}
+
     #[test]
     fn canonical_keys_are_sorted() {
         let e = Exact::new(Inner {
@@ -397,7 +420,7 @@ mod tests {
         // Content read before its tag loses the path: still decoded.
         let text = r#"{"object":{"a":1,"b":2,"list":[{"name":"x","extra":1}]},"kind":"thing"}"#;
         let e: Exact<Obj> = Exact::from_json(text).unwrap();
-        assert_eq!(e.unknown(), ["extra"]);
+        assert_eq!(e.unknown(), ["field `extra`"]);
     }
 
     #[test]

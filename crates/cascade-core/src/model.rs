@@ -77,7 +77,7 @@ id_type!(ComputerId, "computer");
 id_type!(ObjectId, "object");
 
 /// The kinds of replicated object.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ObjectKind {
     Update,
@@ -91,9 +91,69 @@ pub enum ObjectKind {
     SigningKey,
     Timestamp,
     Revocation,
+    /// A kind a later release added, by its name: its objects are verified,
+    /// stored and forwarded, never acted on. Made only from signed bytes
+    /// ([`ObjectKind::unknown`]), never accepted from an API caller.
+    #[serde(skip)]
+    #[schemars(skip)]
+    Unknown(&'static str),
 }
 
+impl Serialize for ObjectKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// Known kinds only: an unknown one is an error, as from any enum.
+impl<'de> Deserialize<'de> for ObjectKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ObjectKind, D::Error> {
+        const NAMES: [&str; ObjectKind::ALL.len()] = {
+            let mut names = [""; ObjectKind::ALL.len()];
+            let mut i = 0;
+            while i < names.len() {
+                names[i] = ObjectKind::ALL[i].as_str();
+                i += 1;
+            }
+            names
+        };
+        let name = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        ObjectKind::parse(&name).ok_or_else(|| serde::de::Error::unknown_variant(&name, &NAMES))
+    }
+}
+
+/// Most kinds unknown to this release that one process keeps names of.
+const MAX_UNKNOWN_KINDS: usize = 64;
+
 impl ObjectKind {
+    /// The kind named `name`, which this release does not know: a
+    /// snake_case name of at most 40 characters, one of at most 64 such
+    /// names a process keeps. `None` for a known kind or a bad name.
+    pub fn unknown(name: &str) -> Option<ObjectKind> {
+        use std::collections::BTreeSet;
+        use std::sync::Mutex;
+        static NAMES: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
+        let valid = !name.is_empty()
+            && name.len() <= 40
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !valid || ObjectKind::parse(name).is_some() {
+            return None;
+        }
+        let mut names = NAMES.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(known) = names.get(name) {
+            return Some(ObjectKind::Unknown(known));
+        }
+        if names.len() >= MAX_UNKNOWN_KINDS {
+            return None;
+        }
+        // Kept for the life of the process, at most 64 short names.
+        let kept: &'static str = Box::leak(name.to_owned().into_boxed_str());
+        names.insert(kept);
+        Some(ObjectKind::Unknown(kept))
+    }
+
     pub const ALL: [ObjectKind; 11] = [
         ObjectKind::Update,
         ObjectKind::Approval,
@@ -108,7 +168,7 @@ impl ObjectKind {
         ObjectKind::Revocation,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             ObjectKind::Update => "update",
             ObjectKind::Approval => "approval",
@@ -121,6 +181,7 @@ impl ObjectKind {
             ObjectKind::SigningKey => "signing_key",
             ObjectKind::Timestamp => "timestamp",
             ObjectKind::Revocation => "revocation",
+            ObjectKind::Unknown(name) => name,
         }
     }
 
@@ -418,6 +479,61 @@ pub enum Object {
     SigningKey(SigningKey),
     Timestamp(Timestamp),
     Revocation(Revocation),
+    /// An object of a kind a later release added: only where it lives.
+    #[serde(skip)]
+    #[schemars(skip)]
+    Unknown(UnknownObject),
+}
+
+/// Where an object of a kind this release does not know lives.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UnknownObject {
+    pub kind: ObjectKind,
+    pub id: ObjectId,
+}
+
+/// The key of `tree` (`{"kind":…,"id":…}`) when its kind is unknown here.
+fn key_of_unknown(tree: &serde_json::Value) -> Option<(ObjectKey, String)> {
+    let name = tree.get("kind")?.as_str()?;
+    let kind = ObjectKind::unknown(name)?;
+    let id = ObjectId::new(tree.get("id")?.as_str()?).ok()?;
+    Some((ObjectKey { kind, id }, format!("kind `{name}`")))
+}
+
+impl crate::exact::Decode for Object {
+    /// `{"kind":<name>,"object":{"id":<id>,…}}`: every kind a later
+    /// release adds names its objects by `id` (docs/signed-format.md).
+    fn of_unknown_kind(tree: &serde_json::Value) -> Option<(Object, String)> {
+        let name = tree.get("kind")?.as_str()?;
+        let kind = ObjectKind::unknown(name)?;
+        let id = ObjectId::new(tree.get("object")?.get("id")?.as_str()?).ok()?;
+        Some((Object::Unknown(UnknownObject { kind, id }), format!("kind `{name}`")))
+    }
+}
+
+impl crate::exact::Decode for Override {
+    fn of_unknown_kind(tree: &serde_json::Value) -> Option<(Override, String)> {
+        let (target, what) = key_of_unknown(tree.get("target")?)?;
+        let fields = serde_json::from_value(tree.get("fields")?.clone()).ok()?;
+        Some((Override { target, fields }, what))
+    }
+}
+
+impl crate::exact::Decode for ChangeOp {
+    fn of_unknown_kind(tree: &serde_json::Value) -> Option<(ChangeOp, String)> {
+        let map = tree.as_object()?;
+        if map.len() != 1 {
+            return None;
+        }
+        let (tag, inner) = map.iter().next()?;
+        match tag.as_str() {
+            "upsert" => Object::of_unknown_kind(inner).map(|(o, what)| (ChangeOp::Upsert(o), what)),
+            "delete" => key_of_unknown(inner).map(|(k, what)| (ChangeOp::Delete(k), what)),
+            "clear_override" => key_of_unknown(inner).map(|(k, what)| (ChangeOp::ClearOverride(k), what)),
+            "override" => Override::of_unknown_kind(inner).map(|(o, what)| (ChangeOp::Override(o), what)),
+            _ => None,
+        }
+    }
 }
 
 impl Object {
@@ -434,6 +550,7 @@ impl Object {
             Object::SigningKey(_) => ObjectKind::SigningKey,
             Object::Timestamp(_) => ObjectKind::Timestamp,
             Object::Revocation(_) => ObjectKind::Revocation,
+            Object::Unknown(u) => u.kind,
         }
     }
 
@@ -450,6 +567,7 @@ impl Object {
             Object::SigningKey(k) => ObjectId::new(k.node.as_str())?,
             Object::Timestamp(t) => ObjectId::new(t.node.as_str())?,
             Object::Revocation(r) => r.id.clone(),
+            Object::Unknown(u) => u.id.clone(),
         };
         Ok(ObjectKey { kind: self.kind(), id })
     }
@@ -601,7 +719,7 @@ impl Exact<ChangeOp> {
         }
     }
 
-    fn inner<T: Clone + serde::de::DeserializeOwned>(&self, tag: &str, value: &T) -> Result<Exact<T>, String> {
+    fn inner<T: Clone + crate::exact::Decode>(&self, tag: &str, value: &T) -> Result<Exact<T>, String> {
         let Some((found, inner)) = crate::exact::framed(self.raw()) else {
             return Err(format!(
                 "its operation is not framed as signed format {} says",

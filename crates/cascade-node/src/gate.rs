@@ -95,7 +95,8 @@ impl Node {
             authorized: None,
             body_limit,
         };
-        match service {
+        let named = identity.clone();
+        let admitted = match service {
             "cascade.v1.Admin" => {
                 let identity = identity.ok_or_else(unauthenticated)?;
                 let caller = self.admin_caller(&identity, "certificate").map_err(|e| e.grpc())?;
@@ -147,7 +148,42 @@ impl Node {
                 Some(_) => Ok(admission(SMALL_BODY)),
                 None => Err(unauthenticated()),
             },
+        }?;
+        // Nodes and agents name their protocol when they connect (once
+        // they are let in): a release older than this node serves cannot
+        // verify what it would be sent.
+        if matches!(
+            (service, method),
+            ("cascade.v1.Hierarchy", _) | ("cascade.v1.Agents", "CheckIn")
+        ) {
+            self.check_protocol(headers, named.as_ref())?;
         }
+        Ok(admitted)
+    }
+
+    /// Refuses a caller of a protocol older than this node serves, naming
+    /// both and what to do.
+    fn check_protocol(&self, headers: &http::HeaderMap, caller: Option<&Identity>) -> Result<(), tonic::Status> {
+        use cascade_proto::{MIN_PROTOCOL, PROTOCOL, PROTOCOL_HEADER};
+        let theirs = cascade_proto::protocol_in(headers.get(PROTOCOL_HEADER).map(|v| v.as_bytes()));
+        let caller = caller.map(|c| c.to_string()).unwrap_or_else(|| "the caller".to_owned());
+        if theirs < MIN_PROTOCOL {
+            let release = if theirs == 0 {
+                "a release from before protocol versions".to_owned()
+            } else {
+                format!("protocol {theirs}")
+            };
+            tracing::warn!(%caller, protocol = theirs, "refused a caller of an older protocol");
+            return Err(tonic::Status::failed_precondition(format!(
+                "{caller} runs {release}; {} speaks protocol {PROTOCOL} and serves protocol {MIN_PROTOCOL} and later (signed format {}), which that release cannot verify: upgrade {caller} (README, Upgrading)",
+                self.id,
+                cascade_core::exact::FORMAT
+            )));
+        }
+        if theirs > PROTOCOL {
+            tracing::info!(%caller, protocol = theirs, "a caller of a later protocol: what it sends that this release does not know is refused or kept unread");
+        }
+        Ok(())
     }
 
     /// An agent is served by the node of the site whose enrollment CA
@@ -226,7 +262,7 @@ where
             Ok(a) => a,
             Err(status) => {
                 tracing::debug!(path = request.uri().path(), error = %status.message(), "call refused at the gate");
-                return Box::pin(async move { Ok(status.into_http()) });
+                return Box::pin(async move { Ok(with_protocol(status.into_http())) });
             }
         };
         let (mut parts, body) = request.into_parts();
@@ -238,8 +274,22 @@ where
         // its place for the next call.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(async move { inner.call(http::Request::from_parts(parts, body)).await })
+        Box::pin(async move {
+            inner
+                .call(http::Request::from_parts(parts, body))
+                .await
+                .map(with_protocol)
+        })
     }
+}
+
+/// A reply with this node's protocol in its headers.
+fn with_protocol<B>(mut response: http::Response<B>) -> http::Response<B> {
+    response.headers_mut().insert(
+        cascade_proto::PROTOCOL_HEADER,
+        http::HeaderValue::from(cascade_proto::PROTOCOL),
+    );
+    response
 }
 
 impl From<ApiError> for tonic::Status {

@@ -47,6 +47,9 @@ pub struct LinkStatus {
     /// How many times the link was found without progress.
     #[serde(default)]
     pub stalls: u64,
+    /// The protocol the parent named when the link connected (0: none).
+    #[serde(default)]
+    pub protocol: u32,
 }
 
 /// The running node's shared state.
@@ -212,7 +215,11 @@ impl Node {
     }
 
     /// Records a change made here and wakes the children's streams.
-    pub async fn append_local(self: &Arc<Self>, op: ChangeOp) -> Result<Change, cascade_store::StoreError> {
+    pub async fn append_local(
+        self: &Arc<Self>,
+        op: impl Into<cascade_core::exact::Exact<ChangeOp>>,
+    ) -> Result<Change, cascade_store::StoreError> {
+        let op = op.into();
         let store = self.store.clone();
         let change = blocking(move || store.append_local(op)).await?;
         self.changed();

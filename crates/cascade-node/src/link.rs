@@ -166,6 +166,21 @@ async fn connect(node: &Node, parent: &str) -> Result<tonic::transport::Channel,
         .map_err(|e| format!("cannot connect to {parent}: {e}"))
 }
 
+/// The parent's protocol from its reply, with a warning when the tree is
+/// being upgraded in the wrong order.
+fn parent_protocol(parent: &str, metadata: &tonic::metadata::MetadataMap) -> u32 {
+    let protocol = cascade_proto::protocol_of(metadata);
+    if protocol < cascade_proto::PROTOCOL {
+        warn!(
+            parent,
+            protocol,
+            "the parent speaks an older protocol than this node ({}): upgrade parents before children; what this node sends up that the parent does not know is refused there",
+            cascade_proto::PROTOCOL
+        );
+    }
+    protocol
+}
+
 fn status_text(s: tonic::Status) -> String {
     format!("{}: {}", s.code(), s.message())
 }
@@ -186,11 +201,17 @@ async fn down(node: &Arc<Node>, parent: &str, progress: &Progress) -> Result<(),
             .map(|(o, s)| (o.to_string(), s))
             .collect(),
     };
-    let mut stream = client.subscribe(request).await.map_err(status_text)?.into_inner();
+    let response = client
+        .subscribe(cascade_proto::with_protocol(request))
+        .await
+        .map_err(status_text)?;
+    let protocol = parent_protocol(parent, response.metadata());
+    let mut stream = response.into_inner();
     node.set_link(parent, "down", |l| {
         l.connected = true;
         l.last_contact = now();
         l.last_error.clear();
+        l.protocol = protocol;
     });
     info!(parent, "subscribed to the parent");
     let heartbeat = Duration::from_secs(node.config.heartbeat_seconds * 3 + 5);
@@ -444,6 +465,9 @@ fn decode_change(c: v1::Change) -> Result<Change, String> {
     let text =
         std::str::from_utf8(&c.op).map_err(|_| format!("change {origin}/{}: its operation is not UTF-8", c.seq))?;
     let op: Exact<ChangeOp> = Exact::from_json(text).map_err(|e| format!("change {origin}/{}: {e}", c.seq))?;
+    if let Some(why) = op.unknown_reason() {
+        info!(%origin, seq = c.seq, "kept and forwarded as signed, not acted on here: {why}");
+    }
     let seal = c
         .seal
         .map(crate::wire::seal_from_wire)
@@ -463,15 +487,19 @@ async fn up(node: &Arc<Node>, parent: &str, progress: &Progress) -> Result<(), S
     let channel = connect(node, parent).await?;
     let mut client = v1::hierarchy_client::HierarchyClient::new(channel).max_encoding_message_size(64 * 1024 * 1024);
     let (tx, rx) = mpsc::channel::<UpBatch>(16);
-    let mut acks = client
-        .report(tokio_stream::wrappers::ReceiverStream::new(rx))
+    let response = client
+        .report(cascade_proto::with_protocol(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        ))
         .await
-        .map_err(status_text)?
-        .into_inner();
+        .map_err(status_text)?;
+    let protocol = parent_protocol(parent, response.metadata());
+    let mut acks = response.into_inner();
     node.set_link(parent, "up", |l| {
         l.connected = true;
         l.last_contact = now();
         l.last_error.clear();
+        l.protocol = protocol;
     });
     let store = node.store.clone();
     let state = blocking(move || store.outbox_state())

@@ -631,7 +631,11 @@ async fn a_malicious_intermediate_node_is_refused_and_the_attack_named() {
     .unwrap();
     let mut client = v1::hierarchy_client::HierarchyClient::new(channel);
     let (tx, rx) = mpsc::channel::<UpBatch>(8);
-    let mut acks = client.report(ReceiverStream::new(rx)).await.unwrap().into_inner();
+    let mut acks = client
+        .report(cascade_proto::with_protocol(ReceiverStream::new(rx)))
+        .await
+        .unwrap()
+        .into_inner();
     let declaration = NodeHealth {
         node: mid_id.clone(),
         at: now(),
@@ -881,7 +885,11 @@ async fn a_forged_report_is_refused_whatever_part_is_altered() {
     .unwrap();
     let mut client = v1::hierarchy_client::HierarchyClient::new(channel);
     let (tx, rx) = mpsc::channel::<UpBatch>(8);
-    let mut acks = client.report(ReceiverStream::new(rx)).await.unwrap().into_inner();
+    let mut acks = client
+        .report(cascade_proto::with_protocol(ReceiverStream::new(rx)))
+        .await
+        .unwrap()
+        .into_inner();
     let mut seq = 0;
     let mut send = async |items: Vec<Upward>, reports: Vec<v1::Report>| {
         tx.send(UpBatch {
@@ -990,7 +998,11 @@ async fn a_report_stream_longer_than_the_body_limit_is_not_cut() {
     .unwrap();
     let mut client = v1::hierarchy_client::HierarchyClient::new(channel).max_encoding_message_size(128 << 20);
     let (tx, rx) = mpsc::channel::<UpBatch>(4);
-    let mut acks = client.report(ReceiverStream::new(rx)).await.unwrap().into_inner();
+    let mut acks = client
+        .report(cascade_proto::with_protocol(ReceiverStream::new(rx)))
+        .await
+        .unwrap()
+        .into_inner();
     let health = |n: usize, size: usize| NodeHealth {
         node: NodeId::new("mid").unwrap(),
         at: now(),

@@ -630,7 +630,10 @@ fn kind_index(kind: ObjectKind) -> usize {
 impl Pending {
     /// Notes that objects or overrides of `kind` are written.
     fn touch(&mut self, kind: ObjectKind) {
-        self.kinds |= 1 << kind_index(kind);
+        // Nothing here reads kinds this release does not know.
+        if !matches!(kind, ObjectKind::Unknown(_)) {
+            self.kinds |= 1 << kind_index(kind);
+        }
     }
 
     fn insert(&mut self, key: Vec<u8>, value: Vec<u8>) {

@@ -64,7 +64,10 @@ pub type TipCheck<'a> = &'a (dyn Fn(&NodeId, &Tip, Option<&SigningKey>) -> Resul
 
 impl Store {
     /// Records a change made on this node: the next change of its own log.
-    pub fn append_local(&self, op: ChangeOp) -> Result<Change> {
+    /// The operation is signed as given: this release's own canonical
+    /// encoding of a [`ChangeOp`], or bytes made elsewhere.
+    pub fn append_local(&self, op: impl Into<Exact<ChangeOp>>) -> Result<Change> {
+        let op = op.into();
         let _guard = self.lock();
         let seq = self.get_u64(&keys::applied(&self.node))? + 1;
         let mut pending = Pending::default();
@@ -80,8 +83,13 @@ impl Store {
     }
 
     /// A change of this node's own log, sealed when a signer is set.
-    fn sealed(&self, pending: &Pending, seq: u64, op: ChangeOp) -> Result<(Change, Option<StateHash>)> {
-        let mut change = Change::new(self.node.clone(), seq, op);
+    fn sealed(&self, pending: &Pending, seq: u64, op: Exact<ChangeOp>) -> Result<(Change, Option<StateHash>)> {
+        let mut change = Change {
+            origin: self.node.clone(),
+            seq,
+            op,
+            seal: None,
+        };
         let signer = self.signer.0.read().unwrap_or_else(|e| e.into_inner()).clone();
         let Some(signer) = signer else {
             return Ok((change, None));
@@ -448,8 +456,12 @@ impl Store {
                         "{origin} owns {target}: change it instead of overriding it"
                     )));
                 }
+                // What the owner lets children override is in the object;
+                // of a kind this release does not know it cannot be read
+                // here (nor is the override ever applied here).
                 let allowed = existing.object.overridable();
-                if let Some(field) = over.fields.keys().find(|f| !allowed.contains(*f)) {
+                let unknown_kind = matches!(existing.object.value(), Object::Unknown(_));
+                if !unknown_kind && let Some(field) = over.fields.keys().find(|f| !allowed.contains(*f)) {
                     return Err(StoreError::NotOverridable {
                         origin: origin.clone(),
                         key: target.to_string(),

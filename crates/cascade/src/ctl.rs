@@ -224,15 +224,15 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
                 .flatten()
                 .map(|l| {
                     let s = &l["status"];
-                    serde_json::json!({"peer": l["peer"], "direction": l["direction"], "connected": s["connected"], "last_contact": s["last_contact"], "seq_lag": s["seq_lag"], "stalled": s["stalled"], "stalls": s["stalls"], "last_error": s["last_error"]})
+                    serde_json::json!({"peer": l["peer"], "direction": l["direction"], "connected": s["connected"], "last_contact": s["last_contact"], "seq_lag": s["seq_lag"], "stalled": s["stalled"], "stalls": s["stalls"], "protocol": s["protocol"], "last_error": s["last_error"]})
                 })
                 .collect();
             if args.json {
                 println!("{}", serde_json::Value::Array(rows));
             } else {
-                println!("{:<20} {:<11} {:<10} {:>8} {:>12} {:<8} {:>6}  last error", "peer", "direction", "connected", "lag", "last contact", "stalled", "stalls");
+                println!("{:<20} {:<11} {:<10} {:>8} {:>12} {:<8} {:>6} {:>8}  last error", "peer", "direction", "connected", "lag", "last contact", "stalled", "stalls", "protocol");
                 for l in rows {
-                    println!("{:<20} {:<11} {:<10} {:>8} {:>12} {:<8} {:>6}  {}", l["peer"].as_str().unwrap_or(""), l["direction"].as_str().unwrap_or(""), l["connected"], l["seq_lag"], l["last_contact"], l["stalled"] == true, l["stalls"].as_u64().unwrap_or(0), l["last_error"].as_str().unwrap_or(""));
+                    println!("{:<20} {:<11} {:<10} {:>8} {:>12} {:<8} {:>6} {:>8}  {}", l["peer"].as_str().unwrap_or(""), l["direction"].as_str().unwrap_or(""), l["connected"], l["seq_lag"], l["last_contact"], l["stalled"] == true, l["stalls"].as_u64().unwrap_or(0), l["protocol"].as_u64().unwrap_or(0), l["last_error"].as_str().unwrap_or(""));
                 }
             }
         }),

@@ -472,16 +472,18 @@ async fn effective_of(ctx: &Ctx, kind: ObjectKind) -> Out {
             let Ok(key) = stored.object.key() else { continue };
             let overrides = node.store.overrides(&key)?;
             let overridable = stored.object.overridable();
-            let status = if stored.origin == node.id {
-                "local"
+            let status = if let Some(why) = stored.object.unknown_reason() {
+                format!("not in force here: {why}")
+            } else if stored.origin == node.id {
+                "local".to_owned()
             } else if overrides.contains_key(&node.id) {
-                "inherited, overridden here"
+                "inherited, overridden here".to_owned()
             } else if !overrides.is_empty() {
-                "inherited, overridden above"
+                "inherited, overridden above".to_owned()
             } else if overridable.is_empty() {
-                "inherited, locked"
+                "inherited, locked".to_owned()
             } else {
-                "inherited, overridable"
+                "inherited, overridable".to_owned()
             };
             rows.push(json!({
                 "object": effective.get(key.id.as_str()).unwrap_or(&stored.object),
