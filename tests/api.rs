@@ -2,6 +2,8 @@
 //! real node processes: every operation, the roles, bad input, inheritance
 //! down the tree, the help page and the OpenAPI document.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::cell::RefCell;

@@ -8,6 +8,8 @@
 //! (proof that authorization let it through) and nothing is written either
 //! way: the nodes' change logs and audit logs are checked unchanged.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::sync::Arc;

@@ -7,6 +7,8 @@
 //! console (a script error, a failed request) fails the test. Screenshots
 //! are kept in `target/tmp/browser/`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::path::{Path, PathBuf};

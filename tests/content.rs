@@ -3,6 +3,8 @@
 //! URL at the root, eviction under a cache limit, and a bad copy never
 //! handed on.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::io::{Read, Write};

@@ -2,6 +2,8 @@
 //! seven nodes, simulated computers from the bundled real inventories, the
 //! bundled real CVRF sample; every computer's compliance reaches the root.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 const BIN: &str = env!("CARGO_BIN_EXE_cascade");
 
 #[test]

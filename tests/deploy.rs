@@ -4,6 +4,8 @@
 //! real Prometheus scrapes a node, answers a query and fires an alert, and
 //! every query of the Grafana dashboard runs there.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::collections::BTreeMap;

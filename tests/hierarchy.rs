@@ -1,6 +1,8 @@
 //! A tree of real `cascade node` processes on 127.0.0.1 with ports the
 //! system picks: replication down and up, restarts, and refusals.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::path::Path;
@@ -188,6 +190,7 @@ fn strangers_are_refused_and_nothing_is_written() {
                 snapshot: false,
                 records: vec![forged_record()],
                 reports: Vec::new(),
+                subtree: None,
             }]);
             let subscribe = client
                 .subscribe(cascade_proto::with_protocol(
@@ -224,6 +227,7 @@ fn strangers_are_refused_and_nothing_is_written() {
             snapshot: false,
             records: vec![forged_record()],
             reports: Vec::new(),
+            subtree: None,
         };
         let mut acks = client
             .report(cascade_proto::with_protocol(tokio_stream::iter(vec![batch])))
@@ -247,6 +251,7 @@ fn strangers_are_refused_and_nothing_is_written() {
             snapshot: false,
             records: vec![record],
             reports: Vec::new(),
+            subtree: None,
         };
         let mut acks = client
             .report(cascade_proto::with_protocol(tokio_stream::iter(vec![batch])))

@@ -3,6 +3,8 @@
 //! callers without credentials (or of operations that take parameters
 //! only) are refused before they are read.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::time::{Duration, Instant};

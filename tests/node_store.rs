@@ -1,5 +1,7 @@
 //! `cascade node backup` and `cascade node restore`, run as an operator runs them.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::Command;
 use std::sync::Arc;
 

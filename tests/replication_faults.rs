@@ -11,6 +11,8 @@
 //! `CASCADE_STRESS_UPDATES` (default 5,000) updates; the figures the
 //! issue names (20 of 20,000) are a matter of setting them.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -3,6 +3,8 @@
 //! sled stays in the store, and no source file passes 800 lines unless
 //! ARCHITECTURE.md says why ("Long files").
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 

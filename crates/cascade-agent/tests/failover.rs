@@ -4,7 +4,7 @@
 
 // Tests read the wall clock freely (clippy.toml keeps it to one place in
 // the crates).
-#![allow(clippy::disallowed_methods)]
+#![allow(clippy::disallowed_methods, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
 use std::pin::Pin;

@@ -3,7 +3,7 @@
 
 // Tests read the wall clock freely (clippy.toml keeps it to one place in
 // the crates).
-#![allow(clippy::disallowed_methods)]
+#![allow(clippy::disallowed_methods, clippy::unwrap_used, clippy::expect_used)]
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};

@@ -5,6 +5,8 @@
 //! Rules at the limit import, and their JSON reads back inside the
 //! envelopes that store and send them.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use cascade_core::import::{
     self, Fragments, ImportError, MAX_FIELD_BYTES, MAX_JSON_DEPTH, MAX_RULE_DEPTH, MAX_XML_DEPTH, NoFragments,
     import_catalog, import_inventory,

@@ -1,5 +1,7 @@
 //! Catalog importers against real vendor metadata.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::BTreeMap;

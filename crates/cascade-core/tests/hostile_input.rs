@@ -4,6 +4,8 @@
 //! or an error, never a panic. Bounded numbers of cases, so they run in CI
 //! (the cargo-fuzz targets in fuzz/ run the same calls without a bound).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 
 use cascade_core::import::{NoFragments, import_catalog, import_inventory};

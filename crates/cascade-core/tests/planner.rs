@@ -1,5 +1,7 @@
 //! The planner on real catalogs and on small catalogs written out here.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::sync::Arc;

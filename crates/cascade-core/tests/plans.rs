@@ -3,6 +3,8 @@
 //! made from real ones (tests/fixtures/software): the expected plans are
 //! written out. Then the properties every plan keeps.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use cascade_core::catalog::CatalogDiagnostic;

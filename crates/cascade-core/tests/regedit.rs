@@ -3,6 +3,8 @@
 //! repository and never copied into it. Without that directory the tests
 //! say so and pass.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::PathBuf;
 
 use cascade_core::UpdateId;

@@ -1,6 +1,8 @@
 //! Property tests of the planner's supersedence invariants over random
 //! catalogs, cycles included.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::{BTreeSet, HashMap};
 
 use cascade_core::planner;

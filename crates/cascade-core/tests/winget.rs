@@ -1,6 +1,8 @@
 //! The winget importer on the real manifests in ../shared/data/winget
 //! (MIT, read in place), and detection against real software inventories.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::PathBuf;
 
 use cascade_core::import::{self, CatalogFormat};

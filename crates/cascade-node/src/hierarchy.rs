@@ -228,29 +228,7 @@ async fn send_missing(
     };
     if let Some(snapshot) = snapshot {
         // In parts, so that no message is large whatever the catalog.
-        let tips = json(&snapshot.tips)?;
-        let objects: Vec<&[cascade_store::StoredObject]> = snapshot.objects.chunks(SNAPSHOT_PART).collect();
-        let overrides: Vec<_> = snapshot.overrides.chunks(SNAPSHOT_PART).collect();
-        let parts = objects.len().max(overrides.len()).max(1);
-        for i in 0..parts {
-            let part = v1::SnapshotPart {
-                cursor: if i == 0 {
-                    snapshot.cursor.iter().map(|(o, s)| (o.to_string(), *s)).collect()
-                } else {
-                    Default::default()
-                },
-                tips: if i == 0 { tips.clone() } else { Vec::new() },
-                objects: match objects.get(i) {
-                    Some(o) => json(o)?,
-                    None => Vec::new(),
-                },
-                overrides: match overrides.get(i) {
-                    Some(o) => json(o)?,
-                    None => Vec::new(),
-                },
-                first: i == 0,
-                last: i + 1 == parts,
-            };
+        for part in crate::wire::snapshot_parts(&snapshot, SNAPSHOT_PART) {
             send(down_message::Body::SnapshotPart(part)).await?;
         }
         for (o, s) in &snapshot.cursor {
@@ -270,15 +248,8 @@ async fn send_missing(
         if change.seq <= have {
             continue;
         }
-        // The bytes as the origin signed them.
-        let op = change.op.raw().as_bytes().to_vec();
-        bytes += op.len();
-        batch.push(v1::Change {
-            origin: change.origin.to_string(),
-            seq: change.seq,
-            op,
-            seal: change.seal.as_ref().map(crate::wire::seal_to_wire),
-        });
+        bytes += change.op.raw().len();
+        batch.push(crate::wire::change_to_wire(&change));
         cursor.insert(change.origin.clone(), change.seq);
         if batch.len() >= CHANGES_PER_MESSAGE || bytes >= 1 << 20 {
             send(down_message::Body::Changes(v1::Changes {
@@ -301,11 +272,6 @@ const SNAPSHOT_PART: usize = 2_000;
 /// Changes in one message down.
 const CHANGES_PER_MESSAGE: usize = 500;
 
-/// Canonical JSON of one of a snapshot's parts.
-fn json<T: serde::Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Status> {
-    serde_json::to_vec(value).map_err(|e| Status::internal(e.to_string()))
-}
-
 /// Stores one batch from a child durably and returns the sequence to ack.
 async fn receive(node: &Arc<Node>, child: &NodeId, batch: UpBatch) -> Result<u64, Status> {
     let items: Vec<Upward> = if batch.items.is_empty() {
@@ -318,32 +284,15 @@ async fn receive(node: &Arc<Node>, child: &NodeId, batch: UpBatch) -> Result<u64
     let mut records: Vec<ComplianceRecord> = Vec::with_capacity(batch.records.len());
     let mut other = Vec::new();
     let mut certificates = std::collections::HashMap::new();
+    if let Some(subtree) = batch.subtree {
+        let (sites, parents) = crate::wire::subtree_from_wire(subtree)
+            .map_err(|e| Status::invalid_argument(format!("batch {}: {e}", batch.seq)))?;
+        node.declare_subtree(child, sites);
+        node.declare_parents(child, parents);
+    }
     for item in items {
         match item {
-            Upward::Health(h) => {
-                if h.node == *child
-                    && let Some(list) = h.detail.get("subtree")
-                {
-                    let sites = list
-                        .split(',')
-                        .filter(|s| !s.is_empty())
-                        .filter_map(|s| NodeId::new(s).ok())
-                        .collect();
-                    node.declare_subtree(child, sites);
-                    let parents = h
-                        .detail
-                        .get("parents")
-                        .map(|list| {
-                            list.split(',')
-                                .filter_map(|pair| pair.split_once('='))
-                                .filter_map(|(s, p)| Some((NodeId::new(s).ok()?, NodeId::new(p).ok()?)))
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    node.declare_parents(child, parents);
-                }
-                other.push(Upward::Health(h));
-            }
+            Upward::Health(h) => other.push(Upward::Health(h)),
             Upward::Audit(a) => other.push(Upward::Audit(a)),
             Upward::Rollout(t) => {
                 check_site(node, child, &t.node)?;

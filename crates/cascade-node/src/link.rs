@@ -8,10 +8,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use cascade_core::exact::Exact;
-use cascade_core::model::{Change, ChangeOp, NodeId, Override, Upward};
+use cascade_core::model::{NodeId, Upward};
 use cascade_proto::v1::{self, SubscribeRequest, UpBatch, down_message};
-use cascade_store::{Snapshot, StoredObject};
+use cascade_store::Snapshot;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
@@ -245,58 +244,31 @@ async fn down(node: &Arc<Node>, parent: &str, progress: &Progress) -> Result<(),
         node.set_link(parent, "down", |l| l.last_contact = now());
         let mut run = Vec::new();
         match message.body {
-            Some(down_message::Body::Change(c)) => run.push(decode_change(c)?),
+            Some(down_message::Body::Change(c)) => run.push(crate::wire::change_from_wire(c)?),
             Some(down_message::Body::Changes(list)) => {
                 for c in list.changes {
-                    run.push(decode_change(c)?);
+                    run.push(crate::wire::change_from_wire(c)?);
                 }
             }
-            Some(down_message::Body::Snapshot(s)) => {
-                if partial.is_some() {
-                    return Err("the parent sent a snapshot in the middle of another".to_owned());
-                }
-                let (objects, overrides, tips): SnapshotState =
-                    serde_json::from_slice(&s.state).map_err(|e| format!("snapshot: {e}"))?;
-                let snapshot = Snapshot {
-                    cursor: snapshot_cursor(s.cursor)?,
-                    objects,
-                    overrides,
-                    tips,
-                };
-                apply_snapshot(node, parent, snapshot).await?;
-                progress.mark(node, parent, "down");
-            }
-            Some(down_message::Body::SnapshotPart(part)) => {
+            Some(down_message::Body::SnapshotPart(mut part)) => {
                 let last = part.last;
-                snapshot_bytes =
-                    snapshot_bytes.saturating_add(part.objects.len() + part.overrides.len() + part.tips.len());
+                snapshot_bytes = snapshot_bytes.saturating_add(prost::Message::encoded_len(&part));
                 if snapshot_bytes > SNAPSHOT_MAX_BYTES {
                     return Err(format!(
                         "the parent's snapshot passed {} MiB: refused",
                         SNAPSHOT_MAX_BYTES >> 20
                     ));
                 }
-                let snapshot = match (part.first, partial.take()) {
+                let mut snapshot = match (part.first, partial.take()) {
                     (true, None) => Snapshot {
-                        cursor: snapshot_cursor(part.cursor)?,
-                        tips: serde_json::from_slice(&part.tips).map_err(|e| format!("snapshot: {e}"))?,
+                        cursor: snapshot_cursor(std::mem::take(&mut part.cursor))?,
                         ..Snapshot::default()
                     },
                     (false, Some(s)) => s,
                     (true, Some(_)) => return Err("the parent began a snapshot in the middle of another".to_owned()),
                     (false, None) => return Err("the parent sent part of a snapshot it had not begun".to_owned()),
                 };
-                let mut snapshot = snapshot;
-                if !part.objects.is_empty() {
-                    let objects: Vec<StoredObject> =
-                        serde_json::from_slice(&part.objects).map_err(|e| format!("snapshot: {e}"))?;
-                    snapshot.objects.extend(objects);
-                }
-                if !part.overrides.is_empty() {
-                    let overrides: Vec<(NodeId, u64, Exact<Override>, Option<cascade_core::seal::Seal>)> =
-                        serde_json::from_slice(&part.overrides).map_err(|e| format!("snapshot: {e}"))?;
-                    snapshot.overrides.extend(overrides);
-                }
+                crate::wire::add_snapshot_part(&mut snapshot, part)?;
                 progress.mark(node, parent, "down");
                 if last {
                     snapshot_bytes = 0;
@@ -322,12 +294,12 @@ async fn down(node: &Arc<Node>, parent: &str, progress: &Progress) -> Result<(),
             match tokio::time::timeout(Duration::ZERO, stream.message()).await {
                 Ok(Ok(Some(v1::DownMessage {
                     body: Some(down_message::Body::Change(c)),
-                }))) => run.push(decode_change(c)?),
+                }))) => run.push(crate::wire::change_from_wire(c)?),
                 Ok(Ok(Some(v1::DownMessage {
                     body: Some(down_message::Body::Changes(list)),
                 }))) => {
                     for c in list.changes {
-                        run.push(decode_change(c)?);
+                        run.push(crate::wire::change_from_wire(c)?);
                     }
                 }
                 Ok(Ok(Some(other))) => {
@@ -397,27 +369,13 @@ async fn apply_snapshot(node: &Arc<Node>, parent: &str, snapshot: Snapshot) -> R
     Ok(())
 }
 
-/// The batch (sequence 0) that declares this node's subtree to its parent.
+/// The batch (sequence 0) that declares this node's subtree to its parent,
+/// each site with its parent, so that the nodes above can tell a region's
+/// sites from another's.
 fn declaration(node: &Node, subtree: &std::collections::BTreeSet<NodeId>) -> Result<UpBatch, String> {
-    let list: Vec<String> = subtree.iter().map(ToString::to_string).collect();
-    // Each site's parent too, so that the nodes above can tell a region's
-    // sites from another's.
-    let parents: Vec<String> = node
-        .site_parents()
-        .iter()
-        .filter(|(site, _)| subtree.contains(*site))
-        .map(|(site, parent)| format!("{site}={parent}"))
-        .collect();
-    let health = cascade_core::model::NodeHealth {
-        node: node.id.clone(),
-        at: now(),
-        agents: 0,
-        detail: std::collections::BTreeMap::from([
-            ("subtree".to_owned(), list.join(",")),
-            ("parents".to_owned(), parents.join(",")),
-        ]),
-    };
-    up_batch(0, &[Upward::Health(health)], Vec::new(), false)
+    let mut batch = up_batch(0, &[], Vec::new(), false)?;
+    batch.subtree = Some(crate::wire::subtree_to_wire(subtree, &node.site_parents()));
+    Ok(batch)
 }
 
 /// One batch for the parent: compliance by agent report (each report's
@@ -449,35 +407,7 @@ fn up_batch(
         snapshot,
         records: loose.iter().map(crate::wire::record_to_wire).collect(),
         reports: reports.iter().map(crate::wire::report_to_wire).collect(),
-    })
-}
-
-/// A snapshot's objects, overrides (each with its seal) and each origin's
-/// last change.
-pub(crate) type SnapshotState = (
-    Vec<StoredObject>,
-    Vec<(NodeId, u64, Exact<Override>, Option<cascade_core::seal::Seal>)>,
-    std::collections::BTreeMap<NodeId, cascade_core::seal::Tip>,
-);
-
-fn decode_change(c: v1::Change) -> Result<Change, String> {
-    let origin = NodeId::new(&c.origin).map_err(|e| format!("change from a bad origin: {e}"))?;
-    let text =
-        std::str::from_utf8(&c.op).map_err(|_| format!("change {origin}/{}: its operation is not UTF-8", c.seq))?;
-    let op: Exact<ChangeOp> = Exact::from_json(text).map_err(|e| format!("change {origin}/{}: {e}", c.seq))?;
-    if let Some(why) = op.unknown_reason() {
-        info!(%origin, seq = c.seq, "kept and forwarded as signed, not acted on here: {why}");
-    }
-    let seal = c
-        .seal
-        .map(crate::wire::seal_from_wire)
-        .transpose()
-        .map_err(|e| format!("change {origin}/{}: {e}", c.seq))?;
-    Ok(Change {
-        origin,
-        seq: c.seq,
-        op,
-        seal,
+        subtree: None,
     })
 }
 

@@ -2,7 +2,7 @@
 
 use cascade_core::UpdateId;
 use cascade_core::compliance::ComplianceState;
-use cascade_core::model::{ComplianceRecord, ComputerId, NodeId};
+use cascade_core::model::{Change, ChangeOp, ComplianceRecord, ComputerId, NodeId};
 use cascade_core::report::Report;
 use cascade_core::seal::{self, Attestation, Seal};
 use cascade_core::update::Severity;
@@ -278,6 +278,189 @@ impl TryFrom<v1::Report> for crate::wire::WireReport {
 /// A report from the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WireReport(pub Report);
+
+// ---- changes, snapshots and the declared subtree
+
+/// A change for the wire: its operation as its origin signed it.
+pub fn change_to_wire(change: &Change) -> v1::Change {
+    v1::Change {
+        origin: change.origin.to_string(),
+        seq: change.seq,
+        op: change.op.raw().as_bytes().to_vec(),
+        seal: change.seal.as_ref().map(seal_to_wire),
+    }
+}
+
+/// A change from the wire, its operation kept as signed and decoded for
+/// this node's use.
+pub fn change_from_wire(c: v1::Change) -> Result<Change, String> {
+    let origin = NodeId::new(&c.origin).map_err(|e| format!("change from a bad origin: {e}"))?;
+    let text =
+        std::str::from_utf8(&c.op).map_err(|_| format!("change {origin}/{}: its operation is not UTF-8", c.seq))?;
+    let op: cascade_core::exact::Exact<ChangeOp> =
+        cascade_core::exact::Exact::from_json(text).map_err(|e| format!("change {origin}/{}: {e}", c.seq))?;
+    if let Some(why) = op.unknown_reason() {
+        tracing::info!(%origin, seq = c.seq, "kept and forwarded as signed, not acted on here: {why}");
+    }
+    let seal = c
+        .seal
+        .map(seal_from_wire)
+        .transpose()
+        .map_err(|e| format!("change {origin}/{}: {e}", c.seq))?;
+    Ok(Change {
+        origin,
+        seq: c.seq,
+        op,
+        seal,
+    })
+}
+
+/// A snapshot in parts of at most `per_part` objects and overrides each;
+/// the first part carries the cursor and each origin's last change. Objects
+/// and overrides go as the exact bytes their origins signed.
+pub fn snapshot_parts(snapshot: &cascade_store::Snapshot, per_part: usize) -> Vec<v1::SnapshotPart> {
+    let per_part = per_part.max(1);
+    let objects: Vec<_> = snapshot.objects.chunks(per_part).collect();
+    let overrides: Vec<_> = snapshot.overrides.chunks(per_part).collect();
+    let parts = objects.len().max(overrides.len()).max(1);
+    (0..parts)
+        .map(|i| v1::SnapshotPart {
+            cursor: if i == 0 {
+                snapshot.cursor.iter().map(|(o, s)| (o.to_string(), *s)).collect()
+            } else {
+                Default::default()
+            },
+            first: i == 0,
+            last: i + 1 == parts,
+            tips: if i == 0 {
+                snapshot
+                    .tips
+                    .iter()
+                    .map(|(origin, tip)| v1::Tip {
+                        origin: origin.to_string(),
+                        seq: tip.seq,
+                        op: tip.op.clone(),
+                        seal: Some(seal_to_wire(&tip.seal)),
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            objects: objects
+                .get(i)
+                .into_iter()
+                .flat_map(|chunk| chunk.iter())
+                .map(|o| v1::SignedObject {
+                    origin: o.origin.to_string(),
+                    seq: o.seq,
+                    object: o.object.raw().as_bytes().to_vec(),
+                    seal: o.seal.as_ref().map(seal_to_wire),
+                })
+                .collect(),
+            overrides: overrides
+                .get(i)
+                .into_iter()
+                .flat_map(|chunk| chunk.iter())
+                .map(|(origin, seq, over, seal)| v1::SignedOverride {
+                    origin: origin.to_string(),
+                    seq: *seq,
+                    r#override: over.raw().as_bytes().to_vec(),
+                    seal: seal.as_ref().map(seal_to_wire),
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// Adds one part from the wire to a snapshot being put together (the
+/// cursor of the first part is read by the caller).
+pub fn add_snapshot_part(snapshot: &mut cascade_store::Snapshot, part: v1::SnapshotPart) -> Result<(), String> {
+    fn exact<T: cascade_core::exact::Decode>(
+        what: &str,
+        bytes: &[u8],
+    ) -> Result<cascade_core::exact::Exact<T>, String> {
+        let text = std::str::from_utf8(bytes).map_err(|_| format!("snapshot: {what} is not UTF-8"))?;
+        cascade_core::exact::Exact::from_json(text).map_err(|e| format!("snapshot: {what}: {e}"))
+    }
+    fn origin(s: &str) -> Result<NodeId, String> {
+        NodeId::new(s).map_err(|e| format!("snapshot: origin {s:?}: {e}"))
+    }
+    fn seal_of(seal: Option<v1::Seal>) -> Result<Option<Seal>, String> {
+        seal.map(seal_from_wire)
+            .transpose()
+            .map_err(|e| format!("snapshot: {e}"))
+    }
+    for tip in part.tips {
+        let from = origin(&tip.origin)?;
+        let seal = seal_of(tip.seal)?.ok_or_else(|| format!("snapshot: the last change of {from} has no seal"))?;
+        snapshot.tips.insert(
+            from,
+            seal::Tip {
+                seq: tip.seq,
+                op: tip.op,
+                seal,
+            },
+        );
+    }
+    for o in part.objects {
+        snapshot.objects.push(cascade_store::StoredObject {
+            origin: origin(&o.origin)?,
+            seq: o.seq,
+            object: exact("an object", &o.object)?,
+            seal: seal_of(o.seal)?,
+        });
+    }
+    for o in part.overrides {
+        snapshot.overrides.push((
+            origin(&o.origin)?,
+            o.seq,
+            exact("an override", &o.r#override)?,
+            seal_of(o.seal)?,
+        ));
+    }
+    Ok(())
+}
+
+/// The sites below a node, each with its parent where known.
+pub fn subtree_to_wire(
+    sites: &std::collections::BTreeSet<NodeId>,
+    parents: &std::collections::BTreeMap<NodeId, NodeId>,
+) -> v1::Subtree {
+    v1::Subtree {
+        sites: sites
+            .iter()
+            .map(|site| v1::SubtreeSite {
+                site: site.to_string(),
+                parent: parents.get(site).map(ToString::to_string).unwrap_or_default(),
+            })
+            .collect(),
+    }
+}
+
+/// A child's declared subtree: its sites, and each one's parent where the
+/// child named it.
+pub fn subtree_from_wire(
+    subtree: v1::Subtree,
+) -> Result<
+    (
+        std::collections::BTreeSet<NodeId>,
+        std::collections::BTreeMap<NodeId, NodeId>,
+    ),
+    String,
+> {
+    let mut sites = std::collections::BTreeSet::new();
+    let mut parents = std::collections::BTreeMap::new();
+    for entry in subtree.sites {
+        let site = NodeId::new(&entry.site).map_err(|e| format!("declared subtree: site {:?}: {e}", entry.site))?;
+        if !entry.parent.is_empty() {
+            let parent = NodeId::new(&entry.parent)
+                .map_err(|e| format!("declared subtree: the parent of {site}: {:?}: {e}", entry.parent))?;
+            parents.insert(site.clone(), parent);
+        }
+        sites.insert(site);
+    }
+    Ok((sites, parents))
+}
 
 #[cfg(test)]
 mod tests {

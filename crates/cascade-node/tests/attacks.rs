@@ -10,6 +10,8 @@
 //! leaf or the root refuses every one, names the attack, and keeps the
 //! honest state.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -240,27 +242,31 @@ impl Evil {
     }
 
     async fn send_snapshot(&self, snapshot: &cascade_store::Snapshot) {
-        let message = DownMessage {
-            body: Some(down_message::Body::Snapshot(v1::Snapshot {
-                cursor: snapshot.cursor.iter().map(|(o, s)| (o.to_string(), *s)).collect(),
-                state: serde_json::to_vec(&(&snapshot.objects, &snapshot.overrides, &snapshot.tips)).unwrap(),
-            })),
-        };
         let tx = self.leaf.lock().unwrap().clone().expect("the leaf subscribed");
-        tx.send(Ok(message)).await.unwrap();
+        for part in cascade_node::wire::snapshot_parts(snapshot, 2_000) {
+            let message = DownMessage {
+                body: Some(down_message::Body::SnapshotPart(part)),
+            };
+            tx.send(Ok(message)).await.unwrap();
+        }
     }
 
     async fn send(&self, change: &Change) {
         let message = DownMessage {
-            body: Some(down_message::Body::Change(v1::Change {
-                origin: change.origin.to_string(),
-                seq: change.seq,
-                op: serde_json::to_vec(&change.op).unwrap(),
-                seal: change.seal.as_ref().map(cascade_node::wire::seal_to_wire),
-            })),
+            body: Some(down_message::Body::Change(cascade_node::wire::change_to_wire(change))),
         };
         let tx = self.leaf.lock().unwrap().clone().expect("the leaf subscribed");
         tx.send(Ok(message)).await.unwrap();
+    }
+}
+
+/// What the middle node declares lies below it: itself.
+fn mid_subtree() -> v1::Subtree {
+    v1::Subtree {
+        sites: vec![v1::SubtreeSite {
+            site: "mid".into(),
+            parent: "root".into(),
+        }],
     }
 }
 
@@ -636,12 +642,6 @@ async fn a_malicious_intermediate_node_is_refused_and_the_attack_named() {
         .await
         .unwrap()
         .into_inner();
-    let declaration = NodeHealth {
-        node: mid_id.clone(),
-        at: now(),
-        agents: 0,
-        detail: [("subtree".to_owned(), "mid".to_owned())].into(),
-    };
     let mut seq = 0;
     let mut send = async |items: Vec<Upward>, records: Vec<ComplianceRecord>| {
         tx.send(UpBatch {
@@ -650,13 +650,15 @@ async fn a_malicious_intermediate_node_is_refused_and_the_attack_named() {
             snapshot: false,
             records: records.iter().map(cascade_node::wire::record_to_wire).collect(),
             reports: Vec::new(),
+            subtree: (seq == 0).then(mid_subtree),
         })
         .await
         .unwrap();
         seq += 1;
         acks.message().await.unwrap().unwrap().seq
     };
-    send(vec![Upward::Health(declaration)], vec![]).await;
+    // The declaration of its subtree, first on every connection.
+    send(vec![], vec![]).await;
     let pki = h.dir.path().join("pki");
     h.ca.write(&pki).unwrap();
     let mut agents = cascade_agent::attest::PaperAgents::new(Ca::load(&pki).unwrap(), now() - 60);
@@ -898,19 +900,15 @@ async fn a_forged_report_is_refused_whatever_part_is_altered() {
             snapshot: false,
             records: Vec::new(),
             reports,
+            subtree: (seq == 0).then(mid_subtree),
         })
         .await
         .unwrap();
         seq += 1;
         acks.message().await.unwrap().unwrap().seq
     };
-    let declaration = NodeHealth {
-        node: mid_id.clone(),
-        at: now(),
-        agents: 0,
-        detail: [("subtree".to_owned(), "mid".to_owned())].into(),
-    };
-    send(vec![Upward::Health(declaration)], vec![]).await;
+    // The declaration of its subtree, first on every connection.
+    send(vec![], vec![]).await;
     let pki = h.dir.path().join("pki");
     h.ca.write(&pki).unwrap();
     let mut agents = cascade_agent::attest::PaperAgents::new(Ca::load(&pki).unwrap(), now() - 60);
@@ -1019,6 +1017,7 @@ async fn a_report_stream_longer_than_the_body_limit_is_not_cut() {
         snapshot: false,
         records: Vec::new(),
         reports: Vec::new(),
+        subtree: None,
     };
     for seq in 1..=80u64 {
         tx.send(batch(seq, 1 << 20)).await.unwrap();

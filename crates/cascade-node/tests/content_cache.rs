@@ -2,6 +2,8 @@
 //! verified files and transfers in flight stay; the cache limit holds for
 //! transfers at once.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 
 use cascade_core::model::NodeId;

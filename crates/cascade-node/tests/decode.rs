@@ -3,6 +3,8 @@
 //! (records to domain types, JSON payloads to operations) without one.
 //! Bounded cases so that CI runs them; fuzz/ has the unbounded targets.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use cascade_core::inventory::Inventory;
 use cascade_core::model::{ChangeOp, ComplianceRecord, InstallEvent, Upward};
 use cascade_proto::v1;
@@ -76,7 +78,7 @@ proptest! {
             observed_at: 0,
             attestation: None,
         };
-        let batch = v1::UpBatch { seq: 1, items: Vec::new(), snapshot: false, records: vec![record], reports: Vec::new() };
+        let batch = v1::UpBatch { seq: 1, items: Vec::new(), snapshot: false, records: vec![record], reports: Vec::new(), subtree: None };
         decode_all(&batch.encode_to_vec());
     }
 }

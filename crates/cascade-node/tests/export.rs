@@ -2,6 +2,8 @@
 //! from its last row (pages of `KEYSET_PAGE_ROWS`) and through one that
 //! goes on by offset (a sorted listing), each row once, in order.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 
 use cascade_core::model::{ComputerId, ComputerSummary, NodeId};

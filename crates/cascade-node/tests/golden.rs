@@ -5,7 +5,7 @@
 //! were made once and are never made again: every later release must
 //! verify them as they are. A later format adds vectors beside them.
 
-#![allow(clippy::disallowed_methods)]
+#![allow(clippy::disallowed_methods, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

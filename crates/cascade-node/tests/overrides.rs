@@ -3,6 +3,8 @@
 //! is the owner's again in the node's targeting, whatever the child's
 //! stored override still says.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 

@@ -6,6 +6,8 @@
 //! (over the links and in a snapshot), and leaves them out of its
 //! targeting, while everything it does know goes on as before.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

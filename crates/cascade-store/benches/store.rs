@@ -2,6 +2,8 @@
 //! of 1,000 at 100,000 records/s or more; an aggregate query over 100,000
 //! computers and 1,000 updates in under 10 ms.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use cascade_core::UpdateId;

@@ -1,6 +1,8 @@
 //! Random operation sequences against the store and a simple in-memory
 //! model give the same answers.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::BTreeMap;

@@ -1,6 +1,8 @@
 //! The store's API: replication objects, compliance, outbox, local state,
 //! formats, damage, backups.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use cascade_core::UpdateId;
