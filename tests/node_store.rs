@@ -64,7 +64,7 @@ fn backup_and_restore_a_node_store() {
         // Held by a running node that writes on while the backup is taken:
         // the backup comes through the node's control socket, consistent.
         let store = Arc::new(store);
-        let control = cascade::control::ControlServer::start(store.clone(), &data).unwrap();
+        let control = cascade_node::control::ControlServer::start(store.clone(), &data).unwrap();
         let writer = {
             let store = store.clone();
             std::thread::spawn(move || {

@@ -109,7 +109,7 @@ async fn initial_syncs_through_a_faulty_link_all_reach_the_head() {
             cut_chance: 0.5,
             cut_after: 16 * 1024..(updates * 700).max(16 * 1024 + 1),
         };
-        let link = relay::start(root.addr.clone(), Some(faults)).await.unwrap();
+        let link = relay::start(root.addr.to_string(), Some(faults)).await.unwrap();
         let child = h
             .start(&name, Some((root_id.clone(), link.addr.clone())), |c| {
                 c.heartbeat_seconds = 1
@@ -163,7 +163,7 @@ async fn an_upward_snapshot_through_a_faulty_link_ends_exact_at_the_root() {
         cut_chance: 0.7,
         cut_after: 1024..6 * 1024,
     };
-    let link = relay::start(root.addr.clone(), Some(faults)).await.unwrap();
+    let link = relay::start(root.addr.to_string(), Some(faults)).await.unwrap();
     link.set_down(true);
     let site = h
         .start("site", Some((root_id.clone(), link.addr.clone())), |c| {
@@ -265,7 +265,7 @@ async fn a_hung_link_is_reported_stalled_and_recovers_by_itself() {
     let root = h.start("root", None, |_| {}).await.unwrap();
     let root_id = root.node.id.clone();
     add_child(&root.node, "site").await.unwrap();
-    let link = relay::start(root.addr.clone(), None).await.unwrap();
+    let link = relay::start(root.addr.to_string(), None).await.unwrap();
     let site = h
         .start("site", Some((root_id.clone(), link.addr.clone())), |c| {
             c.heartbeat_seconds = 1;

@@ -18,7 +18,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::content::{Flow, Source};
-use crate::{Node, blocking, now};
+use crate::{Node, blocking};
 
 /// Install events kept per computer: those of its latest this many reports.
 pub const EVENTS_KEPT: u64 = 50;
@@ -559,7 +559,7 @@ impl v1::agents_server::Agents for AgentsService {
                 other.site, node.id
             )));
         }
-        let at = now();
+        let at = self.node.now();
         let cert_pem = ca
             .sign_request(&request.csr_pem, &Identity::Agent(computer.clone()), at, days)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -583,7 +583,7 @@ impl v1::agents_server::Agents for AgentsService {
         let computer = agent_of(&self.node, &request)?;
         let request = request.into_inner();
         let node = self.node.clone();
-        let at = now();
+        let at = self.node.now();
         blocking(move || -> Result<CheckInReply, Status> {
             let hash = request.inventory_hash;
             let inventory = if request.inventory.is_empty() {
@@ -693,7 +693,7 @@ impl v1::agents_server::Agents for AgentsService {
         let node = self.node.clone();
         let forward = node.config.parent.is_some();
         let source = format!("agent/{computer}");
-        let at = now();
+        let at = self.node.now();
         let (outcome, mark) = blocking(move || -> Result<_, cascade_store::StoreError> {
             let before = node.store.inbox_mark(&source)?;
             if node.store.agent_certificate(&computer)?.as_ref() != Some(&certificate) {
@@ -733,7 +733,7 @@ impl v1::agents_server::Agents for AgentsService {
                 node.id
             )));
         };
-        let at = now();
+        let at = self.node.now();
         let cert_pem = ca
             .sign_request(
                 &request.into_inner().csr_pem,

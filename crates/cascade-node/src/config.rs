@@ -282,6 +282,9 @@ pub struct Checked {
     /// This node's certificate and key as they are now (renewed files are
     /// picked up while it runs), and the key that seals its changes.
     pub tls: std::sync::Arc<crate::tls::NodeTls>,
+    /// What the node reads the time from: the wall clock, unless a test
+    /// sets one that moves only when told.
+    pub clock: std::sync::Arc<dyn crate::Clock>,
 }
 
 impl Checked {
@@ -332,6 +335,7 @@ impl Checked {
             vendor: VendorConfig::default(),
             limits: LimitsConfig::default(),
             tls: std::sync::Arc::new(tls),
+            clock: std::sync::Arc::new(crate::SystemClock),
         })
     }
 }
@@ -552,6 +556,7 @@ impl NodeConfig {
         Ok(Checked {
             security: self.security,
             tls: std::sync::Arc::new(tls),
+            clock: std::sync::Arc::new(crate::SystemClock),
             content_cache_bytes: self.content_cache_bytes,
             api_listen,
             enrollment,

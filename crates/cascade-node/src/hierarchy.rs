@@ -14,7 +14,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
 
-use crate::{Node, blocking, now};
+use crate::{Node, blocking};
 
 #[derive(Debug)]
 pub struct HierarchyService {
@@ -83,7 +83,7 @@ impl v1::hierarchy_server::Hierarchy for HierarchyService {
         tokio::spawn(async move {
             node.set_link(child.as_str(), "child-up", |l| {
                 l.connected = true;
-                l.last_contact = now();
+                l.last_contact = node.now();
             });
             loop {
                 let batch = match incoming.message().await {
@@ -103,7 +103,7 @@ impl v1::hierarchy_server::Hierarchy for HierarchyService {
                 };
                 match result {
                     Ok(ack) => {
-                        node.set_link(child.as_str(), "child-up", |l| l.last_contact = now());
+                        node.set_link(child.as_str(), "child-up", |l| l.last_contact = node.now());
                         if tx.send(Ok(UpAck { seq: ack })).await.is_err() {
                             break;
                         }
@@ -136,7 +136,7 @@ async fn stream_down(
     let heartbeat = Duration::from_secs(node.config.heartbeat_seconds);
     node.set_link(child.as_str(), "child-down", |l| {
         l.connected = true;
-        l.last_contact = now();
+        l.last_contact = node.now();
         l.last_error.clear();
     });
     // The child has applied what it says it has: compaction may drop that,
@@ -163,7 +163,7 @@ async fn stream_down(
             return Err(Status::permission_denied(why));
         }
         let sent = send_missing(node, &mut cursor, tx).await?;
-        node.set_link(child.as_str(), "child-down", |l| l.last_contact = now());
+        node.set_link(child.as_str(), "child-down", |l| l.last_contact = node.now());
         if sent {
             continue;
         }
@@ -174,7 +174,7 @@ async fn stream_down(
                 }
             }
             () = tokio::time::sleep(heartbeat) => {
-                let beat = DownMessage { body: Some(down_message::Body::Heartbeat(v1::Heartbeat { at: now() })) };
+                let beat = DownMessage { body: Some(down_message::Body::Heartbeat(v1::Heartbeat { at: node.now() })) };
                 if tx.send(Ok(beat)).await.is_err() {
                     return Ok(());
                 }

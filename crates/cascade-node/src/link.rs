@@ -14,7 +14,7 @@ use cascade_store::Snapshot;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use crate::{Node, blocking, now};
+use crate::{Node, blocking};
 
 /// Runs both directions of the parent link until the task is dropped. The
 /// parent is `node.parent_address()`; after a move the link follows it.
@@ -208,7 +208,7 @@ async fn down(node: &Arc<Node>, parent: &str, progress: &Progress) -> Result<(),
     let mut stream = response.into_inner();
     node.set_link(parent, "down", |l| {
         l.connected = true;
-        l.last_contact = now();
+        l.last_contact = node.now();
         l.last_error.clear();
         l.protocol = protocol;
     });
@@ -241,7 +241,7 @@ async fn down(node: &Arc<Node>, parent: &str, progress: &Progress) -> Result<(),
             }
         };
         last_message = std::time::Instant::now();
-        node.set_link(parent, "down", |l| l.last_contact = now());
+        node.set_link(parent, "down", |l| l.last_contact = node.now());
         let mut run = Vec::new();
         match message.body {
             Some(down_message::Body::Change(c)) => run.push(crate::wire::change_from_wire(c)?),
@@ -427,7 +427,7 @@ async fn up(node: &Arc<Node>, parent: &str, progress: &Progress) -> Result<(), S
     let mut acks = response.into_inner();
     node.set_link(parent, "up", |l| {
         l.connected = true;
-        l.last_contact = now();
+        l.last_contact = node.now();
         l.last_error.clear();
         l.protocol = protocol;
     });
@@ -516,7 +516,7 @@ async fn up(node: &Arc<Node>, parent: &str, progress: &Progress) -> Result<(), S
                 in_flight = in_flight.saturating_sub(1);
                 progress.mark(node, parent, "up");
                 node.set_link(parent, "up", |l| {
-                    l.last_contact = now();
+                    l.last_contact = node.now();
                     l.seq_lag = lag;
                 });
             }

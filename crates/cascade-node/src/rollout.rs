@@ -125,7 +125,7 @@ impl Node {
     /// move the rollouts of the policies this node owns.
     pub async fn rollout_cycle(self: &Arc<Self>) -> Result<(), cascade_store::StoreError> {
         let node = self.clone();
-        let at = crate::now();
+        let at = self.now();
         let own = blocking(move || node.own_tallies(at)).await?;
         {
             let mut known = self.tallies.known.lock().unwrap_or_else(|e| e.into_inner());

@@ -14,7 +14,7 @@ use cascade_core::seal::{self, Attack, Refused};
 use cascade_store::StoreError;
 use serde::Serialize;
 
-use crate::{Node, now};
+use crate::Node;
 
 /// How many refusals a node remembers for its status.
 const REFUSALS_KEPT: usize = 100;
@@ -436,7 +436,7 @@ impl Node {
         tracing::warn!(attack = %r.attack, from, detail = %r.detail, "refused: {r}");
         metrics::counter!("cascade_refused_total", "attack" => r.attack.to_string()).increment(1);
         self.refusals.push(Refusal {
-            at: now(),
+            at: self.now(),
             from: from.to_owned(),
             attack: r.attack.to_string(),
             detail: r.detail.clone(),
@@ -509,7 +509,7 @@ impl Node {
             _ => None,
         });
         let max = self.config.security.max_timestamp_age_seconds;
-        let age = at.map(|at| now() - at);
+        let age = at.map(|at| self.now() - at);
         Freshness {
             root,
             timestamp: at,
@@ -603,7 +603,7 @@ impl Node {
     pub fn publish_timestamp(&self) -> Result<(), StoreError> {
         self.store.append_local(ChangeOp::Upsert(Object::Timestamp(Timestamp {
             node: self.id.clone(),
-            at: now(),
+            at: self.now(),
         })))?;
         self.changed();
         Ok(())

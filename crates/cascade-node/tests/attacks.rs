@@ -33,7 +33,6 @@ use cascade_core::update::{Classification, Content, ExitMeaning, InstallCommand,
 use cascade_node::config::SecurityConfig;
 use cascade_node::{Checked, Node};
 use cascade_proto::v1::{self, DownMessage, SubscribeRequest, UpAck, UpBatch, down_message};
-use cascade_store::Store;
 use cascade_trust::sign::KeySigner;
 use cascade_trust::{Ca, Identity};
 use tokio::sync::mpsc;
@@ -81,15 +80,7 @@ impl Harness {
         let import = self.dir.path().join(format!("{id}-import"));
         std::fs::create_dir_all(&import).unwrap();
         config.content_import = vec![import.canonicalize().unwrap()];
-        let store = Arc::new(Store::open(&data.join("store"), config.id.clone()).unwrap());
-        let (listener, addr) = cascade_node::bind(&config).await.unwrap();
-        let node = Node::new(config, store);
-        tokio::spawn(cascade_node::serve(node.clone(), listener, std::future::pending()));
-        if parent.is_some() {
-            tokio::spawn(cascade_node::link::run(node.clone()));
-        }
-        tokio::spawn(cascade_node::maintenance(node.clone(), Duration::from_secs(3600)));
-        (node, addr.to_string())
+        cascade_node::start(config).await.unwrap().detach()
     }
 
     /// The root, with the site of the middle node under it.

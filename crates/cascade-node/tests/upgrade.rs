@@ -52,14 +52,7 @@ impl Harness {
         )
         .unwrap();
         config.heartbeat_seconds = 1;
-        let store = Arc::new(Store::open(&data.join("store"), config.id.clone()).unwrap());
-        let (listener, addr) = cascade_node::bind(&config).await.unwrap();
-        let node = Node::new(config, store);
-        tokio::spawn(cascade_node::serve(node.clone(), listener, std::future::pending()));
-        if parent.is_some() {
-            tokio::spawn(cascade_node::link::run(node.clone()));
-        }
-        (node, addr.to_string())
+        cascade_node::start(config).await.unwrap().detach()
     }
 }
 

@@ -156,7 +156,7 @@ pub async fn run(computers: u64, updates: u64) -> anyhow::Result<serde_json::Val
     let root_id = root.node.id.clone();
     add_child(&root.node, "site").await?;
     // The site reaches the root through a relay that can take the link down.
-    let relay = cascade::relay::start(root.addr.clone(), None).await?;
+    let relay = cascade::relay::start(root.addr.to_string(), None).await?;
     let site = h
         .start("site", Some((root_id.clone(), relay.addr.clone())), |_| {})
         .await?;
@@ -291,7 +291,7 @@ pub async fn run(computers: u64, updates: u64) -> anyhow::Result<serde_json::Val
     // region, the site follows, and the region passes its state on.
     add_child(&root.node, "region").await?;
     let region = h
-        .start("region", Some((root_id.clone(), root.addr.clone())), |_| {})
+        .start("region", Some((root_id.clone(), root.addr.to_string())), |_| {})
         .await?;
     wait_applied(&region.node, &root_id, root.node.store.applied_seq(&root_id)?).await?;
     let started = Instant::now();
@@ -304,7 +304,9 @@ pub async fn run(computers: u64, updates: u64) -> anyhow::Result<serde_json::Val
         .await?;
     wait_applied(&region.node, &root_id, removed.seq).await?;
     add_child(&region.node, "site").await?;
-    site.node.move_to(region.addr.clone(), region.node.id.clone()).await?;
+    site.node
+        .move_to(region.addr.to_string(), region.node.id.clone())
+        .await?;
     let region_store = region.node.store.clone();
     let moved = until("the region holding the site's state", limit, || {
         let outbox = region_store.outbox_state()?;

@@ -17,7 +17,7 @@ use cascade_core::update::Severity;
 use cascade_node::Node;
 use cascade_trust::Ca;
 
-use cascade::inprocess::{Harness, add_child, serve_api};
+use cascade::inprocess::{Harness, add_child};
 
 /// The real sample catalog: December 2022's MSRC security update document.
 pub(crate) const CVRF: &[u8] = include_bytes!("../../../tests/fixtures/cvrf/cvrfDocument-2022-Dec.trimmed.xml");
@@ -254,12 +254,22 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
 
     // The tree, parents first.
     let mut nodes: Vec<(String, Arc<Node>, String)> = Vec::new();
+    // The root serves the console too.
+    let mut api = None;
     for (id, parent) in TREE {
         let parent_node = parent.and_then(|p| nodes.iter().find(|(n, _, _)| n == p).cloned());
         if let Some((_, parent_node, _)) = &parent_node {
             add_child(parent_node, id).await?;
         }
-        let (node, addr) = harness.node(id, parent_node.map(|(_, p, a)| (p.id.clone(), a))).await?;
+        let running = harness
+            .start(id, parent_node.map(|(_, p, a)| (p.id.clone(), a)), |c| {
+                if parent.is_none() {
+                    c.api_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+                }
+            })
+            .await?;
+        api = api.or(running.api);
+        let (node, addr) = running.detach();
         nodes.push((id.to_string(), node, addr));
     }
     let node = |id: &str| nodes.iter().find(|(n, _, _)| n == id).map(|(_, n, _)| n.clone());
@@ -323,7 +333,7 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
     ));
 
     // The console, with a token for it.
-    let api = serve_api(&root).await?;
+    let api = api.context("the root's workflow API")?;
     let token = demo_token(&root).await?;
     say(format!(
         "console: https://{api}/  (sign in with {token}; the certificate is the demo CA's)"

@@ -3,8 +3,7 @@
 use std::sync::Arc;
 
 use cascade_core::model::{ChangeOp, NodeId, Object, ObjectId, Site};
-use cascade_node::{Checked, Node};
-use cascade_store::Store;
+use cascade_node::{Checked, Node, RunningNode};
 use cascade_trust::{Ca, Identity};
 
 pub struct Harness {
@@ -35,69 +34,21 @@ impl Harness {
         id: &str,
         parent: Option<(NodeId, String)>,
         adjust: impl FnOnce(&mut Checked),
-    ) -> anyhow::Result<Running> {
+    ) -> anyhow::Result<RunningNode> {
         let node_id = NodeId::new(id).map_err(|e| anyhow::anyhow!("{e}"))?;
         let issued = self
             .ca
             .issue(&Identity::Node(node_id.clone()), &[], cascade_node::now(), 1)?;
-        let data = self.dir.path().join(id);
         let mut config = Checked::local(
-            node_id.clone(),
-            data.clone(),
-            parent.clone(),
+            node_id,
+            self.dir.path().join(id),
+            parent,
             self.ca.cert_pem.clone(),
             issued.cert_pem,
             issued.key_pem,
         )?;
         adjust(&mut config);
-        let store = Arc::new(Store::open_cached(
-            &data.join("store"),
-            node_id,
-            config.store_cache_bytes,
-        )?);
-        let (listener, addr) = cascade_node::bind(&config).await?;
-        let node = Node::new(config, store);
-        let mut tasks =
-            vec![tokio::spawn(cascade_node::serve(node.clone(), listener, std::future::pending())).abort_handle()];
-        if parent.is_some() {
-            tasks.push(tokio::spawn(cascade_node::link::run(node.clone())).abort_handle());
-        }
-        tasks.push(
-            tokio::spawn(cascade_node::maintenance(
-                node.clone(),
-                std::time::Duration::from_secs(60),
-            ))
-            .abort_handle(),
-        );
-        Ok(Running {
-            node,
-            addr: addr.to_string(),
-            tasks,
-        })
-    }
-}
-
-/// A node started by [`Harness::start`]; dropping it stops the node's tasks.
-#[derive(Debug)]
-pub struct Running {
-    pub node: Arc<Node>,
-    pub addr: String,
-    tasks: Vec<tokio::task::AbortHandle>,
-}
-
-impl Running {
-    /// Leaves the node running for the rest of the process.
-    pub fn detach(mut self) -> (Arc<Node>, String) {
-        self.tasks.clear();
-        (self.node.clone(), std::mem::take(&mut self.addr))
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
-        }
+        Ok(cascade_node::start(config).await?)
     }
 }
 
@@ -135,16 +86,4 @@ pub async fn add_child(parent: &Arc<Node>, child: &str) -> anyhow::Result<()> {
     };
     parent.append_local(ChangeOp::Upsert(Object::Site(site))).await?;
     Ok(())
-}
-
-/// Serves a node's workflow API, help page and console on 127.0.0.1.
-pub async fn serve_api(node: &Arc<Node>) -> anyhow::Result<std::net::SocketAddr> {
-    let (listener, addr) = cascade_node::api::http::bind("127.0.0.1:0".parse()?).await?;
-    let node = node.clone();
-    tokio::spawn(async move {
-        if let Err(e) = cascade_node::api::http::serve(node, listener).await {
-            tracing::error!(error = %e, "the workflow API stopped");
-        }
-    });
-    Ok(addr)
 }

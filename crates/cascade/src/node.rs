@@ -44,7 +44,7 @@ pub fn run(command: NodeCommand) -> anyhow::Result<ExitCode> {
         NodeCommand::Backup { data, out } => {
             // A node's data directory holds its store in `store/`.
             let nested = data.join("store");
-            let data = if nested.join("db").exists() || nested.join(cascade::control::SOCKET).exists() {
+            let data = if nested.join("db").exists() || nested.join(cascade_node::control::SOCKET).exists() {
                 nested
             } else {
                 data
@@ -57,10 +57,11 @@ pub fn run(command: NodeCommand) -> anyhow::Result<ExitCode> {
             let mut writer = std::io::BufWriter::new(file);
             // A running node holds its store: ask it over its control
             // socket; otherwise open the store directly.
-            let socket = cascade::control::socket_path(&data);
+            let socket = cascade_node::control::socket_path(&data);
             let result = match std::os::unix::net::UnixStream::connect(&socket) {
-                Ok(_) => cascade::control::request_backup(&data, &mut writer)
-                    .map(|bytes| format!("the running node ({bytes} bytes)")),
+                Ok(_) => cascade_node::control::request_backup(&data, &mut writer)
+                    .map(|bytes| format!("the running node ({bytes} bytes)"))
+                    .map_err(|e| anyhow::anyhow!(e)),
                 Err(_) => match Store::open_existing(&data) {
                     Ok(store) => store
                         .backup(&mut writer)
@@ -132,74 +133,17 @@ pub fn init_logs(json: bool) {
 fn run_node(config_path: &std::path::Path, log_json: bool) -> anyhow::Result<ExitCode> {
     init_logs(log_json);
     let config = cascade_node::NodeConfig::load(config_path)?;
-    let store = std::sync::Arc::new(Store::open_cached(
-        &config.data.join("store"),
-        config.id.clone(),
-        config.store_cache_bytes,
-    )?);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
-        let (listener, addr) = cascade_node::bind(&config)
-            .await
-            .with_context(|| format!("listen: cannot bind {}", config.listen))?;
-        let _control = cascade::control::ControlServer::start(store.clone(), &config.data.join("store"))
-            .with_context(|| format!("cannot open the control socket in {}", config.data.display()))?;
-        let node = cascade_node::Node::new(config.clone(), store);
-        tracing::info!(node = %node.id, %addr, "serving");
-        if config.parent.is_some() {
-            tokio::spawn(cascade_node::link::run(node.clone()));
-        }
-        tokio::spawn(cascade_node::maintenance(
-            node.clone(),
-            std::time::Duration::from_secs(60),
-        ));
-        if let Some(api) = config.api_listen {
-            let (listener, bound) = cascade_node::api::http::bind(api)
-                .await
-                .with_context(|| format!("api_listen: cannot bind {api}"))?;
-            let tmp = config.data.join("api.addr.tmp");
-            std::fs::write(&tmp, bound.to_string()).with_context(|| tmp.display().to_string())?;
-            std::fs::rename(&tmp, config.data.join("api.addr")).context("api.addr")?;
-            tracing::info!(addr = %bound, "workflow API, help page and console");
-            let node = node.clone();
-            tokio::spawn(async move {
-                if let Err(e) = cascade_node::api::http::serve(node, listener).await {
-                    tracing::error!(error = %e, "the workflow API stopped");
-                }
-            });
-        }
-        if let Some(metrics) = config.metrics_listen {
-            let node = node.clone();
-            tokio::spawn(async move {
-                if let Err(e) = cascade_node::serve_metrics(node, metrics).await {
-                    tracing::error!(error = %e, %metrics, "metrics endpoint failed");
-                }
-            });
-        }
+        let mut running = cascade_node::start(config).await?;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("cannot handle SIGTERM")?;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let mut server = tokio::spawn(cascade_node::serve(node.clone(), listener, async move {
-            let _ = stopped.await;
-        }));
         tokio::select! {
-            result = &mut server => {
-                return result.map_err(|e| anyhow::anyhow!("{e}"))?.map_err(|e| anyhow::anyhow!("{e}"));
-            }
+            result = running.stopped() => return result.map_err(|e| anyhow::anyhow!(e)),
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}
         }
-        tracing::info!("shutting down");
-        let _ = stop.send(());
-        // Open streams get a few seconds to finish; then the node exits anyway.
-        match tokio::time::timeout(std::time::Duration::from_secs(5), server).await {
-            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server error while stopping"),
-            Err(_) => tracing::info!("connections still open after 5 s; stopping anyway"),
-            _ => {}
-        }
-        if let Err(e) = node.persist_agents().await {
-            tracing::warn!(error = %e, "cannot store the agents' last check-ins");
-        }
+        running.shutdown().await;
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)

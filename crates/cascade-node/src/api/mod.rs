@@ -267,7 +267,7 @@ impl Node {
         let record = blocking(move || store.api_token(&hash))
             .await?
             .ok_or_else(|| ApiError::Unauthenticated("the bearer token is unknown or was revoked".into()))?;
-        if record.expires_at <= crate::now() {
+        if record.expires_at <= self.now() {
             return Err(ApiError::Unauthenticated(format!(
                 "the bearer token of {} expired at {}",
                 record.name, record.expires_at
@@ -325,7 +325,7 @@ impl Node {
         .await?;
         if let Some(detail) = detail {
             let entry = AuditEntry {
-                at: crate::now(),
+                at: self.now(),
                 actor: format!("{} ({}, {})", caller.name, caller.role, caller.via),
                 node: self.id.clone(),
                 action: op.alias_of.unwrap_or(op.name).to_owned(),

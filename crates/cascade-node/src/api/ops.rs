@@ -793,7 +793,7 @@ pub struct ComputerList {
 async fn computers_list(ctx: Ctx, p: ComputerList) -> Out {
     let max_age = max_scan_age(&ctx).await;
     let node = ctx.node.clone();
-    let now = crate::now();
+    let now = ctx.node.now();
     let rows = blocking(move || -> Result<Value, ApiError> {
         let revision = node.revision()?;
         let agents = node.agents()?;
@@ -879,7 +879,7 @@ async fn computers_plan(ctx: Ctx, p: ByComputer) -> Out {
     })?;
     let hash = agent.inventory.clone().unwrap_or_default();
     let node = ctx.node.clone();
-    let at = crate::now();
+    let at = ctx.node.now();
     let assignment = blocking(move || node.assignment(&agent.id, &hash, &inventory, at)).await?;
     to_value(&assignment)
 }
@@ -887,7 +887,7 @@ async fn computers_plan(ctx: Ctx, p: ByComputer) -> Out {
 async fn computers_compliance(ctx: Ctx, p: ByComputer) -> Out {
     let id = computer(&p.computer)?;
     let max_age = max_scan_age(&ctx).await;
-    let now = crate::now();
+    let now = ctx.node.now();
     let node = ctx.node.clone();
     blocking(move || -> Out {
         let revision = node.revision()?;
@@ -1053,7 +1053,7 @@ async fn agent_tokens_create(ctx: Ctx, p: AgentTokenCreate) -> Out {
     }
     let token = cascade_trust::EnrollmentToken::generate(node.id.clone(), &node.config.ca_pem);
     let text = token.encode().map_err(|e| ApiError::Internal(e.to_string()))?;
-    let at = crate::now();
+    let at = ctx.node.now();
     let record = cascade_store::TokenRecord {
         site: node.id.clone(),
         created_by: ctx.caller.name.clone(),
@@ -1209,7 +1209,7 @@ async fn tokens_create(ctx: Ctx, p: TokenCreate) -> Out {
         "cascade-api1.{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)
     );
-    let now = crate::now();
+    let now = ctx.node.now();
     let record = cascade_store::ApiTokenRecord {
         name: p.name.clone(),
         role: role.as_str().to_owned(),
@@ -1295,7 +1295,7 @@ async fn certificates_revoke(ctx: Ctx, p: Revoke) -> Out {
         serial,
         identity,
         reason: p.reason,
-        at: crate::now(),
+        at: ctx.node.now(),
     };
     change(&ctx, ChangeOp::Upsert(Object::Revocation(revocation))).await
 }

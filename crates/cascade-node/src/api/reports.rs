@@ -423,7 +423,7 @@ async fn compliance(ctx: Ctx, p: ComplianceReport) -> Out {
         scan_age: scan_age(p.scan_older_than_hours, p.scanned_within_hours)?,
         ..Scope::default()
     };
-    let now = crate::now();
+    let now = ctx.node.now();
     // Custom severities and update severities come from the update objects.
     let known = update_objects(&ctx).await?;
     let custom: BTreeMap<UpdateId, String> = known
@@ -639,7 +639,7 @@ async fn computers(ctx: Ctx, p: ComputersReport) -> Out {
             .filter(|s| !s.is_empty()),
     };
     let node = ctx.node.clone();
-    let now = crate::now();
+    let now = ctx.node.now();
     let (after, offset, descending) = (p.after.clone(), p.offset, p.descending);
     let _permit = if sort != "computer" || descending {
         Some(heavy_permit(&ctx.node).await?)
@@ -748,7 +748,7 @@ async fn computer(ctx: Ctx, p: ComputerReport) -> Out {
         .map(|u| (u.id.clone(), u.title.clone()))
         .collect();
     let node = ctx.node.clone();
-    let now = crate::now();
+    let now = ctx.node.now();
     blocking(move || -> Out {
         let summary = node.store.summary(&id)?;
         let records = node.store.computer_records(&id)?;
@@ -945,7 +945,7 @@ async fn trend(ctx: Ctx, p: TrendReport) -> Out {
         ));
     }
     let node = ctx.node.clone();
-    let now = crate::now();
+    let now = ctx.node.now();
     let per_update = by == "update" || update.is_some();
     let per_site = by == "site" || sites.is_some();
     let days = blocking(move || -> Result<Vec<DayAggregates>, cascade_store::StoreError> {

@@ -126,7 +126,7 @@ pub(super) async fn tasks_run(ctx: Ctx, p: TaskRun) -> Out {
                 id,
                 task: p.task.clone(),
                 state: "running".into(),
-                started_at: crate::now(),
+                started_at: ctx.node.now(),
                 finished_at: None,
                 result: Value::Null,
                 started_by: ctx.caller.name.clone(),
@@ -166,7 +166,7 @@ pub(super) async fn tasks_run(ctx: Ctx, p: TaskRun) -> Out {
         };
         let mut tasks = node.tasks.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(t) = tasks.get_mut(&id) {
-            t.finished_at = Some(crate::now());
+            t.finished_at = Some(ctx.node.now());
             match result {
                 Ok(v) => {
                     t.state = "succeeded".into();
@@ -260,7 +260,7 @@ pub(super) async fn policies_what_if(ctx: Ctx, p: WhatIf) -> Out {
         }
         let targeting = Targeting::new(updates, [policy], approvals, windows);
         let sites = node.sites_up();
-        let now = crate::now();
+        let now = ctx.node.now();
         let mut rows = Vec::new();
         let (mut targeted, mut with_updates, mut restarting, mut not_fitting) = (0, 0, 0, 0);
         for agent in node.agents()? {
@@ -329,7 +329,7 @@ pub struct RolloutStatus {
 /// the subtree's counts.
 pub(super) async fn rollout_status(ctx: Ctx, p: RolloutStatus) -> Out {
     let node = ctx.node.clone();
-    let now = crate::now();
+    let now = ctx.node.now();
     let rollouts = blocking(move || node.rollouts(now)).await?;
     let totals = ctx.node.ring_totals();
     let mut rows = Vec::new();
@@ -376,7 +376,7 @@ pub struct RolloutPromote {
 /// Opens the next ring now (and lifts a halt), at the policy's own node.
 pub(super) async fn rollout_promote(ctx: Ctx, p: RolloutPromote) -> Out {
     let node = ctx.node.clone();
-    let now = crate::now();
+    let now = ctx.node.now();
     let rollouts = blocking(move || node.rollouts(now)).await?;
     let wanted = UpdateId::new(&p.update);
     let (policy, owned, _, mut rollout) = rollouts

@@ -103,28 +103,30 @@ fn serve(store: &Store, stream: UnixStream) {
 }
 
 /// Asks the node running on `data` for a backup, writing it to `out`.
-pub fn request_backup(data: &Path, out: &mut impl Write) -> anyhow::Result<u64> {
+pub fn request_backup(data: &Path, out: &mut impl Write) -> Result<u64, String> {
     let path = socket_path(data);
     let mut stream = UnixStream::connect(&path).map_err(|e| {
-        anyhow::anyhow!(
+        format!(
             "the store in {} is in use, and its node does not answer on {}: {e}",
             data.display(),
             path.display()
         )
     })?;
-    stream.write_all(b"backup\n")?;
+    let io = |e: std::io::Error| format!("the control socket {}: {e}", path.display());
+    stream.write_all(b"backup\n").map_err(io)?;
     let mut reader = BufReader::new(stream);
     let mut status = String::new();
-    reader.read_line(&mut status)?;
+    reader.read_line(&mut status).map_err(io)?;
     if let Some(message) = status.trim().strip_prefix("error ") {
-        anyhow::bail!("the node refused the backup: {message}");
+        return Err(format!("the node refused the backup: {message}"));
     }
     if status.trim() != "ok" {
-        anyhow::bail!("unexpected answer from the node: {status:?}");
+        return Err(format!("unexpected answer from the node: {status:?}"));
     }
     let mut bytes = Vec::new();
-    reader.read_to_end(&mut bytes)?;
-    Store::verify_backup(&bytes)?;
-    out.write_all(&bytes)?;
+    reader.read_to_end(&mut bytes).map_err(io)?;
+    Store::verify_backup(&bytes).map_err(|e| e.to_string())?;
+    out.write_all(&bytes)
+        .map_err(|e| format!("cannot write the backup: {e}"))?;
     Ok(bytes.len() as u64)
 }
