@@ -129,7 +129,13 @@ impl Node {
             "cascade.v1.Agents" => match (method, identity) {
                 ("Enroll", _) => Ok(admission(SMALL_BODY)),
                 // Content for a child node: only children registered here.
-                ("Content", Some(Identity::Node(child))) if self.is_child(&child) => Ok(admission(SMALL_BODY)),
+                ("Content", Some(Identity::Node(child)))
+                    if self
+                        .is_child(&child)
+                        .map_err(|e| tonic::Status::unavailable(format!("cannot read this node's sites: {e}")))? =>
+                {
+                    Ok(admission(SMALL_BODY))
+                }
                 ("Content", Some(Identity::Node(other))) => Err(tonic::Status::permission_denied(format!(
                     "node {other} is not a child of {}: content goes to children registered here",
                     self.id

@@ -35,7 +35,13 @@ fn leaf_certificate<T>(request: &Request<T>) -> Vec<u8> {
 /// A child node registered here, from its certificate.
 fn child_of<T>(node: &Node, request: &Request<T>) -> Result<NodeId, Status> {
     match node.peer_identity(request)? {
-        Identity::Node(id) if node.is_child(&id) => Ok(id),
+        Identity::Node(id)
+            if node
+                .is_child(&id)
+                .map_err(|e| Status::unavailable(format!("cannot read this node's sites: {e}")))? =>
+        {
+            Ok(id)
+        }
         Identity::Node(id) => Err(Status::permission_denied(format!(
             "node {id} is not registered as a child of {}",
             node.id
@@ -339,9 +345,9 @@ async fn receive(node: &Arc<Node>, child: &NodeId, batch: UpBatch) -> Result<u64
     let records = {
         let (checker, from) = (node.clone(), format!("child {child}"));
         blocking(move || {
-            let mut kept = checker.check_records(&from, records, &certificates);
+            let mut kept = checker.check_records(&from, records, &certificates)?;
             for report in reports {
-                kept.extend(checker.check_report(&from, report, &certificates));
+                kept.extend(checker.check_report(&from, report, &certificates)?);
             }
             Ok::<_, cascade_store::StoreError>(kept)
         })

@@ -26,6 +26,7 @@ pub mod listener;
 pub mod rollout;
 mod run;
 pub mod security;
+pub mod targeting;
 pub mod tls;
 mod vendor;
 pub mod wire;
@@ -78,7 +79,7 @@ pub struct Node {
     /// One report at a time that reads every record of the subtree.
     pub(crate) heavy_reports: tokio::sync::Semaphore,
     /// Targeting and planners, rebuilt when the objects change.
-    targeting: Mutex<Option<agents::TargetingCache>>,
+    targeting: Mutex<Option<targeting::TargetingCache>>,
     /// Agents' check-ins not yet written to the store.
     seen: agents::Seen,
     /// The organisation CA certificate(s), DER, for client chain checks.
@@ -455,17 +456,17 @@ impl Node {
     }
 
     /// Whether `child` is registered with this node as a child site.
-    pub fn is_child(&self, child: &NodeId) -> bool {
-        self.store
-            .objects(ObjectKind::Site)
-            .unwrap_or_default()
+    pub fn is_child(&self, child: &NodeId) -> Result<bool, cascade_store::StoreError> {
+        Ok(self
+            .store
+            .objects(ObjectKind::Site)?
             .iter()
             .any(|s| match s.object.value() {
                 Object::Site(site) => {
                     site.id.as_str() == child.as_str() && site.parent.as_ref() == Some(&self.id) && s.origin == self.id
                 }
                 _ => false,
-            })
+            }))
     }
 }
 
@@ -938,10 +939,14 @@ async fn refresh_metrics(node: &Arc<Node>) {
         metrics::gauge!("cascade_link_stalls", &labels).set(status.stalls as f64);
         metrics::gauge!("cascade_link_last_contact_seconds", &labels).set(status.last_contact as f64);
     }
-    let freshness = node.freshness();
-    metrics::gauge!("cascade_frozen").set(if freshness.stale { 1.0 } else { 0.0 });
-    if let Some(age) = freshness.age_seconds {
-        metrics::gauge!("cascade_root_timestamp_age_seconds").set(age as f64);
+    match node.freshness() {
+        Ok(freshness) => {
+            metrics::gauge!("cascade_frozen").set(if freshness.stale { 1.0 } else { 0.0 });
+            if let Some(age) = freshness.age_seconds {
+                metrics::gauge!("cascade_root_timestamp_age_seconds").set(age as f64);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read the root's timestamp for the metrics"),
     }
     if let Some(limit) = node.config.content_cache_bytes {
         metrics::gauge!("cascade_content_cache_limit_bytes").set(limit as f64);

@@ -344,7 +344,7 @@ fn snapshot_cursor(
 async fn apply_snapshot(node: &Arc<Node>, parent: &str, snapshot: Snapshot) -> Result<(), String> {
     // The root's part never goes: a parent that says it has nothing of the
     // root is hiding it.
-    if let Some(root) = node.root()
+    if let Some(root) = node.root().map_err(|e| format!("cannot read this node's sites: {e}"))?
         && root != node.id
         && snapshot.cursor.get(&root) == Some(&0)
     {

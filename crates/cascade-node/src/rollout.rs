@@ -75,7 +75,7 @@ impl Node {
             return Ok(Vec::new());
         }
         let (targeting, _) = self.targeting()?;
-        let sites = self.sites_up();
+        let sites = self.sites_up()?;
         let mut counts: BTreeMap<(ObjectId, UpdateId, u32), Counts> = BTreeMap::new();
         for agent in self.agents()? {
             let Some(hash) = &agent.inventory else { continue };

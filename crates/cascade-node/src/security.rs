@@ -156,7 +156,10 @@ impl Node {
     /// revoked. The root signs only manifests of files whose sha256 it
     /// verified, so chunks that match it are the catalog's bytes.
     pub fn check_manifest(&self, signed: &cascade_content::SignedManifest) -> Result<(), String> {
-        let root = self.root().ok_or("this node does not know the root yet")?;
+        let root = self
+            .root()
+            .map_err(|e| e.to_string())?
+            .ok_or("this node does not know the root yet")?;
         let key = ObjectKey {
             kind: ObjectKind::SigningKey,
             id: ObjectId::new(root.as_str()).map_err(|e| e.to_string())?,
@@ -274,22 +277,27 @@ impl Node {
     }
 
     /// Keeps the records from a child whose agent signatures check out and
-    /// refuses (naming the attack) the ones that do not.
+    /// refuses (naming the attack) the ones that do not. An error when an
+    /// agent's certificate cannot be read here (the batch is not taken).
     pub fn check_records(
         &self,
         from: &str,
         records: Vec<ComplianceRecord>,
         certificates: &std::collections::HashMap<ComputerId, Vec<u8>>,
-    ) -> Vec<ComplianceRecord> {
+    ) -> Result<Vec<ComplianceRecord>, StoreError> {
         let mut kept = Vec::with_capacity(records.len());
         let mut known: std::collections::HashMap<ComputerId, Option<Vec<u8>>> = std::collections::HashMap::new();
         for record in records {
             let certificate = match certificates.get(&record.computer) {
                 Some(c) => Some(c.clone()),
-                None => known
-                    .entry(record.computer.clone())
-                    .or_insert_with(|| self.known_certificate(&record.computer))
-                    .clone(),
+                None => match known.get(&record.computer) {
+                    Some(c) => c.clone(),
+                    None => {
+                        let c = self.known_certificate(&record.computer)?;
+                        known.insert(record.computer.clone(), c.clone());
+                        c
+                    }
+                },
             };
             match self.check_record(&record, certificate.as_deref()) {
                 Ok(()) => kept.push(record),
@@ -298,7 +306,7 @@ impl Node {
                 }
             }
         }
-        kept
+        Ok(kept)
     }
 
     fn check_record(&self, record: &ComplianceRecord, certificate: Option<&[u8]>) -> Result<(), Refused> {
@@ -355,13 +363,14 @@ impl Node {
     /// Checks a report from a child: its records and tree nodes must make
     /// one tree, whose root its agent signed (checked once for all its
     /// records). Returns its records, each with its attestation, or none
-    /// (the refusal is recorded).
+    /// (the refusal is recorded); an error when the agent's certificate
+    /// cannot be read here.
     pub fn check_report(
         &self,
         from: &str,
         report: cascade_core::report::Report,
         certificates: &std::collections::HashMap<ComputerId, Vec<u8>>,
-    ) -> Vec<ComplianceRecord> {
+    ) -> Result<Vec<ComplianceRecord>, StoreError> {
         let (computer, counter, scheme) = (report.computer.clone(), report.counter, report.scheme);
         let sig = report.sig.clone();
         let refuse = |d: String| {
@@ -372,20 +381,22 @@ impl Node {
             Vec::new()
         };
         let Some((root, records)) = report.attested() else {
-            return refuse("its records and tree nodes do not make one report".to_owned());
+            return Ok(refuse("its records and tree nodes do not make one report".to_owned()));
         };
         let certificate = match certificates.get(&computer) {
             Some(c) => Some(c.clone()),
-            None => self.known_certificate(&computer),
+            None => self.known_certificate(&computer)?,
         };
-        match self.check_root(&computer, counter, &root, scheme, &sig, certificate.as_deref()) {
-            Ok(()) => records,
-            Err(d) => refuse(d),
-        }
+        Ok(
+            match self.check_root(&computer, counter, &root, scheme, &sig, certificate.as_deref()) {
+                Ok(()) => records,
+                Err(d) => refuse(d),
+            },
+        )
     }
 
     /// An agent's certificate as this node knows it (checked), if it does.
-    fn known_certificate(&self, computer: &ComputerId) -> Option<Vec<u8>> {
+    fn known_certificate(&self, computer: &ComputerId) -> Result<Option<Vec<u8>>, StoreError> {
         if let Some((_, der)) = self
             .agent_keys
             .0
@@ -393,10 +404,12 @@ impl Node {
             .unwrap_or_else(|e| e.into_inner())
             .get(computer)
         {
-            return Some(der.to_vec());
+            return Ok(Some(der.to_vec()));
         }
-        let stored = self.store.agent_certificate(computer).ok().flatten()?;
-        self.check_agent_certificate(&stored).ok()
+        let Some(stored) = self.store.agent_certificate(computer)? else {
+            return Ok(None);
+        };
+        Ok(self.check_agent_certificate(&stored).ok())
     }
 
     /// Checks a change (or a snapshot's object) against its origin's seal,
@@ -477,46 +490,53 @@ impl Node {
 
     /// The root as this node knows it: the one origin here that no site
     /// record places under a parent.
-    pub fn root(&self) -> Option<NodeId> {
+    pub fn root(&self) -> Result<Option<NodeId>, StoreError> {
         if self.parent_address().is_none() {
-            return Some(self.id.clone());
+            return Ok(Some(self.id.clone()));
         }
-        let sites = self.store.objects(ObjectKind::Site).ok()?;
-        let cursor = self.store.cursor().ok()?;
+        let sites = self.store.objects(ObjectKind::Site)?;
+        let cursor = self.store.cursor()?;
         let mut roots = cursor.keys().filter(|origin| **origin != self.id).filter(|origin| {
             !sites
                 .iter()
                 .any(|s| matches!(s.object.value(), Object::Site(site) if site.id.as_str() == origin.as_str() && site.parent.is_some()))
         });
-        let root = roots.next()?.clone();
-        roots.next().is_none().then_some(root)
+        let Some(root) = roots.next().cloned() else {
+            return Ok(None);
+        };
+        Ok(roots.next().is_none().then_some(root))
     }
 
     /// The root's newest signed timestamp here, sealed as it came.
-    pub fn root_timestamp(&self) -> Option<cascade_store::StoredObject> {
-        let root = self.root()?;
+    pub fn root_timestamp(&self) -> Result<Option<cascade_store::StoredObject>, StoreError> {
+        let Some(root) = self.root()? else {
+            return Ok(None);
+        };
+        let Ok(id) = ObjectId::new(root.as_str()) else {
+            return Ok(None);
+        };
         let key = ObjectKey {
             kind: ObjectKind::Timestamp,
-            id: ObjectId::new(root.as_str()).ok()?,
+            id,
         };
-        self.store.object(&key).ok().flatten().filter(|s| s.origin == root)
+        Ok(self.store.object(&key)?.filter(|s| s.origin == root))
     }
 
-    pub fn freshness(&self) -> Freshness {
-        let root = self.root();
-        let at = self.root_timestamp().and_then(|s| match s.object.into_value() {
+    pub fn freshness(&self) -> Result<Freshness, StoreError> {
+        let root = self.root()?;
+        let at = self.root_timestamp()?.and_then(|s| match s.object.into_value() {
             Object::Timestamp(t) => Some(t.at),
             _ => None,
         });
         let max = self.config.security.max_timestamp_age_seconds;
         let age = at.map(|at| self.now() - at);
-        Freshness {
+        Ok(Freshness {
             root,
             timestamp: at,
             age_seconds: age,
             max_age_seconds: max,
             stale: age.is_none_or(|a| a > max as i64),
-        }
+        })
     }
 
     /// The signed objects an assignment rests on, for the agent to check:
@@ -540,7 +560,7 @@ impl Node {
         // Overrides in the order the node applies them (the farthest
         // origin's first), so that the agent's check comes to the same.
         let rank: std::collections::HashMap<NodeId, usize> =
-            self.sites_up().into_iter().enumerate().map(|(i, s)| (s, i)).collect();
+            self.sites_up()?.into_iter().enumerate().map(|(i, s)| (s, i)).collect();
         for policy in &assignment.policies {
             add(&mut evidence, ObjectKind::Policy, policy.as_str())?;
             let key = ObjectKey {
@@ -561,7 +581,7 @@ impl Node {
                 evidence.objects.push(stored);
             }
         }
-        if let Some(t) = self.root_timestamp() {
+        if let Some(t) = self.root_timestamp()? {
             evidence.objects.push(t);
         }
         let origins: std::collections::BTreeSet<NodeId> = evidence
@@ -637,7 +657,13 @@ pub async fn timestamps(node: std::sync::Arc<Node>) {
                 }
             }
         } else {
-            let fresh = node.freshness();
+            let fresh = match node.freshness() {
+                Ok(fresh) => fresh,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the root's timestamp");
+                    continue;
+                }
+            };
             if fresh.stale && fresh.timestamp.is_some() && !warned {
                 let r = Refused::new(
                     Attack::Freeze,

@@ -446,7 +446,10 @@ async fn a_malicious_intermediate_node_is_refused_and_the_attack_named() {
     // Honest at first: the leaf takes the root's signed log as it is.
     let first = root.store.applied_seq(&root_id()).unwrap();
     catch_up(&root, &leaf, &evil, first).await;
-    assert!(leaf.freshness().timestamp.is_some(), "the root's timestamp arrived");
+    assert!(
+        leaf.freshness().unwrap().timestamp.is_some(),
+        "the root's timestamp arrived"
+    );
 
     // The next change: a new update.
     let genuine = root
@@ -576,7 +579,7 @@ async fn a_malicious_intermediate_node_is_refused_and_the_attack_named() {
         leaf.refusals.list().iter().any(|r| r.attack == "freeze")
     })
     .await;
-    assert!(leaf.freshness().stale);
+    assert!(leaf.freshness().unwrap().stale);
     // ...and so does an agent it serves: installed, but not compliant.
     let agent_cert =
         h.ca.issue(&Identity::Agent(ComputerId::new("pc-1").unwrap()), &[], now() - 60, 1)

@@ -242,7 +242,7 @@ impl Node {
                     let Some(site) = site else {
                         return Err(ApiError::Forbidden(format!("site operator {name} names no site")));
                     };
-                    if !self.sites_up().contains(site) {
+                    if !self.sites_up()?.contains(site) {
                         return Err(ApiError::Forbidden(format!(
                             "site operator {name} of {site} may not operate node {}: it is outside {site}'s subtree",
                             self.id

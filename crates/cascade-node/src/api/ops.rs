@@ -627,7 +627,7 @@ async fn sites_tree(ctx: Ctx, _: Nothing) -> Out {
         .collect();
     Ok(json!({
         "node": ctx.node.id,
-        "above": ctx.node.sites_up().into_iter().skip(1).collect::<Vec<_>>(),
+        "above": ctx.node.sites_up()?.into_iter().skip(1).collect::<Vec<_>>(),
         "subtree": ctx.node.subtree(),
         "sites": sites,
         "links": links,
@@ -647,7 +647,13 @@ async fn sites_add(ctx: Ctx, p: SiteAdd) -> Out {
     if site.as_str() == ctx.node.id.as_str() {
         return Err(ApiError::Invalid("id: a node cannot be its own child".into()));
     }
-    if let Some(above) = ctx.node.sites_up().iter().skip(1).find(|a| a.as_str() == site.as_str()) {
+    if let Some(above) = ctx
+        .node
+        .sites_up()?
+        .iter()
+        .skip(1)
+        .find(|a| a.as_str() == site.as_str())
+    {
         return Err(ApiError::Conflict(format!(
             "{above} is above {} in the tree: making it a child would make a cycle",
             ctx.node.id
@@ -734,7 +740,7 @@ async fn node_status(ctx: Ctx, _: Nothing) -> Out {
             "node": node.id,
             "version": env!("CARGO_PKG_VERSION"),
             "parent": node.parent_address(),
-            "above": node.sites_up().into_iter().skip(1).collect::<Vec<_>>(),
+            "above": node.sites_up()?.into_iter().skip(1).collect::<Vec<_>>(),
             "children": node.children(),
             "links": links,
             "outbox": {"pending": outbox.pending, "last": outbox.last, "acked": outbox.acked, "snapshot_required": outbox.snapshot_required},
@@ -1327,7 +1333,7 @@ async fn security_status(ctx: Ctx, _: Nothing) -> Out {
     use cascade_core::seal::Signer;
     Ok(json!({
         "signing_key": ctx.node.config.tls.signer().key(),
-        "freshness": ctx.node.freshness(),
+        "freshness": ctx.node.freshness()?,
         "refusals": ctx.node.refusals.list(),
     }))
 }

@@ -488,6 +488,9 @@ async fn compliance(ctx: Ctx, p: ComplianceReport) -> Out {
                     .filter(|u| u.len() == 1)
                     .and_then(|u| u.first().cloned());
                 let mut after: Option<String> = None;
+                // A summary that cannot be read fails the report, not the
+                // record: the filter keeps the first error for after the page.
+                let failed = std::cell::RefCell::new(None);
                 loop {
                     let page = node.store.records_page(
                         one_update.as_ref(),
@@ -498,11 +501,14 @@ async fn compliance(ctx: Ctx, p: ComplianceReport) -> Out {
                             scope.keeps_record(r)
                                 && (!scope.filters_computers()
                                     || scope.keeps_computer(
-                                        node.store.summary_brief(&r.computer).ok().flatten().as_ref(),
+                                        summary_or_note(&node.store, &r.computer, &failed).as_ref(),
                                         now,
                                     ))
                         },
                     )?;
+                    if let Some(e) = failed.borrow_mut().take() {
+                        return Err(e.into());
+                    }
                     for r in &page.items {
                         let key = match by.as_str() {
                             "site" => vec![r.site.to_string()],
@@ -652,10 +658,13 @@ async fn computers(ctx: Ctx, p: ComputersReport) -> Out {
         // behind a count), per computer otherwise.
         let per_record = scope.updates.is_some() || scope.state.is_some() || scope.severity.is_some();
         let one_update = scope.updates.as_ref().filter(|u| u.len() == 1).and_then(|u| u.first().cloned());
+        // A summary that cannot be read fails the listing (checked after
+        // each page), not the record.
+        let failed = std::cell::RefCell::new(None);
         let keep_record = |r: &ComplianceRecord| {
             scope.keeps_record(r)
                 && (!scope.filters_computers()
-                    || scope.keeps_computer(store.summary_brief(&r.computer).ok().flatten().as_ref(), now))
+                    || scope.keeps_computer(summary_or_note(store, &r.computer, &failed).as_ref(), now))
         };
         let keep_summary = |s: &ComputerSummary| scope.keeps_name(&s.computer) && scope.keeps_computer(Some(s), now);
         // Each record's row, with its computer's summary.
@@ -668,6 +677,9 @@ async fn computers(ctx: Ctx, p: ComputersReport) -> Out {
         if sort == "computer" && !descending {
             let (rows, next) = if per_record {
                 let page = store.records_page(one_update.as_ref(), scope.sites.as_deref(), after.as_deref(), limit, keep_record)?;
+                if let Some(e) = failed.borrow_mut().take() {
+                    return Err(e.into());
+                }
                 (rows_of_records(&page.items)?, page.next)
             } else {
                 let page = store.summaries(scope.sites.as_deref(), after.as_deref(), limit, keep_summary)?;
@@ -696,6 +708,9 @@ async fn computers(ctx: Ctx, p: ComputersReport) -> Out {
         loop {
             let next = if per_record {
                 let page = store.records_page(one_update.as_ref(), scope.sites.as_deref(), token.as_deref(), 10_000, keep_record)?;
+                if let Some(e) = failed.borrow_mut().take() {
+                    return Err(e.into());
+                }
                 for r in page.items {
                     let summary = if needs_summary { store.summary_brief(&r.computer)? } else { None };
                     entries.push((key_of(summary.as_ref(), Some(&r)), r.computer.clone(), Some(r)));
@@ -1064,6 +1079,22 @@ pub static OPERATIONS: &[Operation] = &[
         json!({"days": 30, "by": "site"})
     ),
 ];
+
+/// A computer's summary for a filter that cannot return an error: a store
+/// error is kept in `failed` (the first one) for the caller to return.
+fn summary_or_note(
+    store: &cascade_store::Store,
+    computer: &cascade_core::model::ComputerId,
+    failed: &std::cell::RefCell<Option<cascade_store::StoreError>>,
+) -> Option<ComputerSummary> {
+    match store.summary_brief(computer) {
+        Ok(summary) => summary,
+        Err(e) => {
+            failed.borrow_mut().get_or_insert(e);
+            None
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

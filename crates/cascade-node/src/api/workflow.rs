@@ -259,7 +259,7 @@ pub(super) async fn policies_what_if(ctx: Ctx, p: WhatIf) -> Out {
             )));
         }
         let targeting = Targeting::new(updates, [policy], approvals, windows);
-        let sites = node.sites_up();
+        let sites = node.sites_up()?;
         let now = ctx.node.now();
         let mut rows = Vec::new();
         let (mut targeted, mut with_updates, mut restarting, mut not_fitting) = (0, 0, 0, 0);
