@@ -293,12 +293,24 @@ impl Node {
     }
 
     /// Link status as stored by an earlier run: everything disconnected
-    /// until the links come up again.
+    /// until the links come up again. What cannot be read is said and
+    /// started afresh (it is rewritten as the links report).
     fn stored_links(store: &Store) -> BTreeMap<(String, &'static str), LinkStatus> {
-        let Ok(Some(value)) = store.link_status() else {
-            return BTreeMap::new();
+        let value = match store.link_status() {
+            Ok(Some(value)) => value,
+            Ok(None) => return BTreeMap::new(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the link status of the last run");
+                return BTreeMap::new();
+            }
         };
-        let rows: Vec<(String, String, LinkStatus)> = serde_json::from_value(value).unwrap_or_default();
+        let rows: Vec<(String, String, LinkStatus)> = match serde_json::from_value(value) {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(error = %e, "the stored link status of the last run is not readable");
+                Vec::new()
+            }
+        };
         rows.into_iter()
             .filter_map(|(peer, direction, mut status)| {
                 let direction = DIRECTIONS.into_iter().find(|d| *d == direction)?;
@@ -343,31 +355,32 @@ impl Node {
     }
 
     /// This node's children (sites it registered).
-    pub fn children(&self) -> Vec<NodeId> {
-        self.store
-            .objects(ObjectKind::Site)
-            .unwrap_or_default()
+    pub fn children(&self) -> Result<Vec<NodeId>, cascade_store::StoreError> {
+        Ok(self
+            .store
+            .objects(ObjectKind::Site)?
             .into_iter()
             .filter(|s| s.origin == self.id)
             .filter_map(|s| match s.object.into_value() {
                 Object::Site(site) if site.parent.as_ref() == Some(&self.id) => NodeId::new(site.id.as_str()).ok(),
                 _ => None,
             })
-            .collect()
+            .collect())
     }
 
     /// This node's subtree: itself, its children, and what each child
     /// declared below it.
-    pub fn subtree(&self) -> std::collections::BTreeSet<NodeId> {
+    pub fn subtree(&self) -> Result<std::collections::BTreeSet<NodeId>, cascade_store::StoreError> {
+        let children = self.children()?;
         let declared = self.subtrees.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = std::collections::BTreeSet::from([self.id.clone()]);
-        for child in self.children() {
+        for child in children {
             if let Some(below) = declared.get(&child) {
                 out.extend(below.iter().cloned());
             }
             out.insert(child);
         }
-        out
+        Ok(out)
     }
 
     /// Records a child's declared subtree, keeping only what lies below it.
@@ -404,27 +417,31 @@ impl Node {
     }
 
     /// The parent of every site of this node's subtree but itself.
-    pub fn site_parents(&self) -> BTreeMap<NodeId, NodeId> {
+    pub fn site_parents(&self) -> Result<BTreeMap<NodeId, NodeId>, cascade_store::StoreError> {
+        let children = self.children()?;
         let declared = self.parents.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = BTreeMap::new();
-        for child in self.children() {
+        for child in children {
             if let Some(below) = declared.get(&child) {
                 out.extend(below.iter().map(|(s, p)| (s.clone(), p.clone())));
             }
             out.insert(child, self.id.clone());
         }
-        out
+        Ok(out)
     }
 
     /// The sites of `site`'s subtree (itself and every site below it), when
     /// it lies in this node's subtree.
-    pub fn subtree_of(&self, site: &NodeId) -> Option<std::collections::BTreeSet<NodeId>> {
-        let all = self.subtree();
+    pub fn subtree_of(
+        &self,
+        site: &NodeId,
+    ) -> Result<Option<std::collections::BTreeSet<NodeId>>, cascade_store::StoreError> {
+        let all = self.subtree()?;
         if !all.contains(site) {
-            return None;
+            return Ok(None);
         }
-        let parents = self.site_parents();
-        Some(
+        let parents = self.site_parents()?;
+        Ok(Some(
             all.into_iter()
                 .filter(|s| {
                     // Walk up from `s`; the tree is at most as deep as it is wide.
@@ -441,7 +458,7 @@ impl Node {
                     false
                 })
                 .collect(),
-        )
+        ))
     }
 
     /// Whether `site` lies in `child`'s subtree as the child declared it.

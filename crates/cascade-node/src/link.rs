@@ -374,7 +374,10 @@ async fn apply_snapshot(node: &Arc<Node>, parent: &str, snapshot: Snapshot) -> R
 /// sites from another's.
 fn declaration(node: &Node, subtree: &std::collections::BTreeSet<NodeId>) -> Result<UpBatch, String> {
     let mut batch = up_batch(0, &[], Vec::new(), false)?;
-    batch.subtree = Some(crate::wire::subtree_to_wire(subtree, &node.site_parents()));
+    let parents = node
+        .site_parents()
+        .map_err(|e| format!("cannot read this node's sites: {e}"))?;
+    batch.subtree = Some(crate::wire::subtree_to_wire(subtree, &parents));
     Ok(batch)
 }
 
@@ -436,7 +439,9 @@ async fn up(node: &Arc<Node>, parent: &str, progress: &Progress) -> Result<(), S
         .await
         .map_err(|e| e.to_string())?;
     // Which sites lie below this node, before anything from them.
-    let mut declared = node.subtree();
+    let mut declared = node
+        .subtree()
+        .map_err(|e| format!("cannot read this node's sites: {e}"))?;
     tx.send(declaration(node, &declared)?)
         .await
         .map_err(|_| "the report stream closed".to_owned())?;
@@ -459,7 +464,9 @@ async fn up(node: &Arc<Node>, parent: &str, progress: &Progress) -> Result<(), S
     loop {
         // Tell the parent which sites lie below this node before anything
         // from them: first on every connection, again whenever it changes.
-        let subtree = node.subtree();
+        let subtree = node
+            .subtree()
+            .map_err(|e| format!("cannot read this node's sites: {e}"))?;
         if subtree != declared {
             tx.send(declaration(node, &subtree)?)
                 .await

@@ -628,7 +628,7 @@ async fn sites_tree(ctx: Ctx, _: Nothing) -> Out {
     Ok(json!({
         "node": ctx.node.id,
         "above": ctx.node.sites_up()?.into_iter().skip(1).collect::<Vec<_>>(),
-        "subtree": ctx.node.subtree(),
+        "subtree": ctx.node.subtree()?,
         "sites": sites,
         "links": links,
     }))
@@ -741,7 +741,7 @@ async fn node_status(ctx: Ctx, _: Nothing) -> Out {
             "version": env!("CARGO_PKG_VERSION"),
             "parent": node.parent_address(),
             "above": node.sites_up()?.into_iter().skip(1).collect::<Vec<_>>(),
-            "children": node.children(),
+            "children": node.children()?,
             "links": links,
             "outbox": {"pending": outbox.pending, "last": outbox.last, "acked": outbox.acked, "snapshot_required": outbox.snapshot_required},
             "revision": node.revision()?,

@@ -319,7 +319,7 @@ fn limit(limit: usize) -> Result<usize, ApiError> {
 fn sites(node: &Node, raw: &Option<String>) -> Result<Option<Vec<NodeId>>, ApiError> {
     let Some(raw) = raw else { return Ok(None) };
     let site = NodeId::new(raw).map_err(|e| ApiError::Invalid(format!("site: {e}")))?;
-    node.subtree_of(&site)
+    node.subtree_of(&site)?
         .map(|s| Some(s.into_iter().collect()))
         .ok_or_else(|| ApiError::NotFound(format!("site {site} is not in the subtree of node {}", node.id)))
 }
