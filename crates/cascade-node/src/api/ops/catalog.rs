@@ -1,0 +1,180 @@
+//! Operations: catalog, audit, tokens.
+
+use super::*;
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogImport {
+    /// The file's name, for messages.
+    pub name: String,
+    /// The file as text (XML, JSON or YAML).
+    #[serde(default)]
+    pub content: Option<String>,
+    /// The file as base64, for anything that is not UTF-8 text.
+    #[serde(default)]
+    pub content_base64: Option<String>,
+    /// Several files read together: the version, installer and locale
+    /// manifests of a winget package version (or more versions at once).
+    #[serde(default)]
+    pub files: Option<Vec<ImportFile>>,
+    /// winget manifests: only these package identifiers
+    /// (`["Mozilla.Firefox", "7zip.7zip"]`); empty takes every package.
+    #[serde(default)]
+    pub include: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportFile {
+    pub name: String,
+    pub content: String,
+}
+
+pub(crate) async fn catalog_import(ctx: Ctx, p: CatalogImport) -> Out {
+    use base64::Engine;
+    let include = p.include;
+    let source = p.name.clone();
+    let data = match (p.content, p.content_base64, p.files) {
+        (Some(text), None, None) => Some(text.into_bytes()),
+        (None, Some(b64), None) => Some(
+            base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .map_err(|e| ApiError::Invalid(format!("content_base64: {e}")))?,
+        ),
+        (None, None, Some(files)) => {
+            let files: Vec<(String, String)> = files.into_iter().map(|f| (f.name, f.content)).collect();
+            let imported = blocking(move || cascade_core::import::import_winget(&files, &include))
+                .await
+                .map_err(|e| ApiError::Invalid(e.to_string()))?;
+            return store_imported(&ctx, imported).await;
+        }
+        _ => None,
+    };
+    let Some(data) = data else {
+        return Err(ApiError::Invalid(
+            "give exactly one of content, content_base64 and files".into(),
+        ));
+    };
+    let imported = blocking(move || {
+        use cascade_core::import::{self, CatalogFormat, ImportError};
+        if import::detect_catalog(&data) == Some(CatalogFormat::Winget) {
+            let text = String::from_utf8(data).map_err(|e| ImportError::Format {
+                source_name: source.clone(),
+                message: format!("not valid UTF-8 (byte offset {})", e.utf8_error().valid_up_to()),
+            })?;
+            return import::import_winget(&[(source, text)], &include);
+        }
+        if !include.is_empty() {
+            return Err(ImportError::Format {
+                source_name: source,
+                message: "include chooses winget packages; this file is not a winget manifest".into(),
+            });
+        }
+        import::import_catalog(&source, &data, &import::NoFragments)
+    })
+    .await
+    .map_err(|e| ApiError::Invalid(e.to_string()))?;
+    store_imported(&ctx, imported).await
+}
+
+pub(crate) async fn store_imported(ctx: &Ctx, imported: cascade_core::import::CatalogImport) -> Out {
+    let count = imported.updates.len();
+    let ops = imported
+        .updates
+        .into_iter()
+        .map(|u| ChangeOp::Upsert(Object::Update(Box::new(u))))
+        .collect();
+    ctx.node.append_local_many(ops).await?;
+    Ok(json!({"format": imported.format.name(), "updates": count, "skipped": imported.skipped}))
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditLog {
+    /// Entries after this sequence number.
+    #[serde(default)]
+    pub after: u64,
+    #[serde(default = "default_limit")]
+    pub limit: usize,
+}
+
+pub(crate) async fn audit_log(ctx: Ctx, p: AuditLog) -> Out {
+    let store = ctx.node.store.clone();
+    let limit = p.limit.min(10_000);
+    let entries = blocking(move || store.audit_log(p.after, limit)).await?;
+    let rows: Vec<Value> = entries
+        .into_iter()
+        .map(|(seq, e)| json!({"seq": seq, "entry": e}))
+        .collect();
+    Ok(Value::Array(rows))
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenCreate {
+    /// Who uses it (shown in the audit log).
+    pub name: String,
+    /// admin, site-operator (of this node's subtree) or auditor.
+    pub role: String,
+    #[serde(default = "default_ttl_hours")]
+    pub ttl_hours: i64,
+}
+
+pub(crate) fn default_ttl_hours() -> i64 {
+    24
+}
+
+pub(crate) async fn tokens_create(ctx: Ctx, p: TokenCreate) -> Out {
+    use base64::Engine;
+    let role = cascade_trust::Role::parse(&p.role)
+        .ok_or_else(|| ApiError::Invalid(format!("role: {:?} is not admin, site-operator or auditor", p.role)))?;
+    if p.name.trim().is_empty() || p.name.len() > 100 {
+        return Err(ApiError::Invalid("name: 1 to 100 characters".into()));
+    }
+    if !(1..=24 * 366).contains(&p.ttl_hours) {
+        return Err(ApiError::Invalid(format!(
+            "ttl_hours: {} is not between 1 and 8784",
+            p.ttl_hours
+        )));
+    }
+    let secret: [u8; 32] = rand::random();
+    let token = format!(
+        "cascade-api1.{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)
+    );
+    let now = ctx.node.now();
+    let record = cascade_store::ApiTokenRecord {
+        name: p.name.clone(),
+        role: role.as_str().to_owned(),
+        created_by: ctx.caller.name.clone(),
+        created_at: now,
+        expires_at: now + p.ttl_hours * 3600,
+    };
+    let store = ctx.node.store.clone();
+    let hash = crate::api::token_hash(&token);
+    let expires_at = record.expires_at;
+    blocking(move || store.put_api_token(&hash, &record)).await?;
+    Ok(json!({"token": token, "name": p.name, "role": role.as_str(), "expires_at": expires_at}))
+}
+
+pub(crate) async fn tokens_list(ctx: Ctx, _: Nothing) -> Out {
+    let store = ctx.node.store.clone();
+    let tokens = blocking(move || store.api_tokens()).await?;
+    to_value(&tokens)
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ByName {
+    pub name: String,
+}
+
+pub(crate) async fn tokens_revoke(ctx: Ctx, p: ByName) -> Out {
+    let store = ctx.node.store.clone();
+    let name = p.name.clone();
+    let count = blocking(move || store.revoke_api_tokens(&name)).await?;
+    if count == 0 {
+        return Err(ApiError::NotFound(format!("no token is named {}", p.name)));
+    }
+    Ok(json!({"revoked": count}))
+}
