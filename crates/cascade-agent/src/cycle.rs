@@ -117,9 +117,14 @@ pub struct Agent<E: Env> {
     pub probe: bool,
 }
 
-/// Whether a step may be installed at `now` under the assignment's windows.
-pub fn may_install_step(assignment: &Assignment, schedules: &[Schedule], step: &Step, now: i64) -> bool {
-    let deadline = step.deadline.and_then(|d| jiff::Timestamp::from_second(d).ok());
+/// Whether the agent may act at `now` — install a step, run the operating
+/// system's updater, restart — for something whose earliest deadline is
+/// `deadline`: inside one of the assignment's windows, past the deadline,
+/// or at any time when the assignment names no window. Windows named but
+/// none readable: only a passed deadline opens. The one rule of the
+/// cycle's three places.
+pub fn may_act(assignment: &Assignment, schedules: &[Schedule], deadline: Option<i64>, now: i64) -> bool {
+    let deadline = deadline.and_then(|d| jiff::Timestamp::from_second(d).ok());
     let at = jiff::Timestamp::from_second(now).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
     if !assignment.maintenance_windows.is_empty() && schedules.is_empty() {
         // Windows were named but none could be read: only the deadline opens.
@@ -570,7 +575,7 @@ impl<E: Env> Agent<E> {
                     summary.deferred += 1;
                     continue;
                 }
-                if !may_install_step(&assignment, &schedules, step, now) {
+                if !may_act(&assignment, &schedules, step.deadline, now) {
                     not_done.insert(step.update.clone());
                     summary.deferred += 1;
                     continue;
@@ -619,11 +624,7 @@ impl<E: Env> Agent<E> {
         }
 
         // The operating system's own updater, after the catalog.
-        let any_window_open = may_install(
-            jiff::Timestamp::from_second(self.env.now()).unwrap_or(jiff::Timestamp::UNIX_EPOCH),
-            &schedules,
-            None,
-        ) && (assignment.maintenance_windows.is_empty() || !schedules.is_empty());
+        let any_window_open = may_act(&assignment, &schedules, None, self.env.now());
         if assignment.os_updater
             && any_window_open
             && !restart_started
@@ -675,14 +676,7 @@ impl<E: Env> Agent<E> {
                 .filter(|s| pending.updates.iter().any(|(u, _, _)| *u == s.update))
                 .filter_map(|s| s.deadline)
                 .min();
-            let may = may_install(
-                jiff::Timestamp::from_second(now).unwrap_or(jiff::Timestamp::UNIX_EPOCH),
-                &schedules,
-                deadline.and_then(|d| jiff::Timestamp::from_second(d).ok()),
-            ) && (assignment.maintenance_windows.is_empty()
-                || !schedules.is_empty()
-                || deadline.is_some_and(|d| now >= d));
-            if may {
+            if may_act(&assignment, &schedules, deadline, now) {
                 let events = pending
                     .updates
                     .iter()
@@ -996,28 +990,23 @@ mod tests {
         ];
         for (now, deadline, want, why) in cases {
             assert_eq!(
-                may_install_step(&a, &opened, &step(deadline), at(now)),
+                may_act(&a, &opened, step(deadline).deadline, at(now)),
                 want,
                 "{now}: {why}"
             );
         }
         // No windows: any time.
         let open = assignment(vec![]);
-        assert!(may_install_step(&open, &[], &step(None), at("2026-03-30T12:00:00Z")));
+        assert!(may_act(&open, &[], None, at("2026-03-30T12:00:00Z")));
         // Windows named but unreadable: only a passed deadline opens.
         let broken = assignment(vec![window("Mars/Olympus_Mons", "22:00", 60, &[])]);
         let none = schedules(&broken);
         assert!(none.is_empty());
-        assert!(!may_install_step(
+        assert!(!may_act(&broken, &none, None, at("2026-03-30T12:00:00Z")));
+        assert!(may_act(
             &broken,
             &none,
-            &step(None),
-            at("2026-03-30T12:00:00Z")
-        ));
-        assert!(may_install_step(
-            &broken,
-            &none,
-            &step(Some("2026-03-30T11:00:00Z")),
+            step(Some("2026-03-30T11:00:00Z")).deadline,
             at("2026-03-30T12:00:00Z")
         ));
     }

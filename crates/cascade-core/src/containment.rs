@@ -248,7 +248,7 @@ pub(crate) fn derive(updates: &[Update], superseded_by: &mut [Vec<u32>]) -> Deri
                 .unwrap_or("")
         };
         members.sort_by(|a, b| {
-            crate::import::winget::version_cmp(version(a), version(b))
+            crate::version::winget_version_cmp(version(a), version(b))
                 .then_with(|| updates[*a as usize].id.cmp(&updates[*b as usize].id))
         });
         // Each version is replaced by every installer of the next version.
@@ -256,7 +256,7 @@ pub(crate) fn derive(updates: &[Update], superseded_by: &mut [Vec<u32>]) -> Deri
             let Some(next) = members[at + 1..]
                 .iter()
                 .map(&version)
-                .find(|v| crate::import::winget::version_cmp(v, version(&older)).is_gt())
+                .find(|v| crate::version::winget_version_cmp(v, version(&older)).is_gt())
             else {
                 continue;
             };

@@ -485,13 +485,13 @@ impl Rule {
                     if name.starts_with("deb:")
                         && matches!(cmp, Cmp::Lt | Cmp::Le | Cmp::Gt | Cmp::Ge | Cmp::Eq | Cmp::Ne) =>
                 {
-                    Truth::from_bool(cmp.accepts(crate::import::linux::deb_version_cmp(&actual, value)))
+                    Truth::from_bool(cmp.accepts(crate::version::deb_version_cmp(&actual, value)))
                 }
                 Some(actual)
                     if name.starts_with("rpm:")
                         && matches!(cmp, Cmp::Lt | Cmp::Le | Cmp::Gt | Cmp::Ge | Cmp::Eq | Cmp::Ne) =>
                 {
-                    Truth::from_bool(cmp.accepts(crate::import::linux::rpm_version_cmp(&actual, value)))
+                    Truth::from_bool(cmp.accepts(crate::version::rpm_version_cmp(&actual, value)))
                 }
                 Some(actual) => Truth::from_bool(cmp.holds(&actual, value)),
                 None if *cmp == Cmp::Exists => Truth::False,

@@ -257,7 +257,7 @@ impl SoftwareMatch {
         let mut unknown = false;
         for s in found {
             match &s.version {
-                Some(have) if cmp.accepts(crate::import::winget::version_cmp(have, want)) => return Truth::True,
+                Some(have) if cmp.accepts(crate::version::winget_version_cmp(have, want)) => return Truth::True,
                 Some(_) => {}
                 None => unknown = true,
             }

@@ -6,12 +6,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use roxmltree::Node;
 
 use super::ImportError;
+use super::product_names::{self, OsTarget, ProductName};
 use super::xml::{self, child, children, element_error, local, text};
 use crate::ids::{UpdateId, kb_number};
 use crate::rule::Rule;
 use crate::update::{Classification, RestartBehavior, Servicing, Severity, Target, Update};
 use crate::version::Version;
-use crate::windows::{self, OsTarget, ProductName};
 
 #[derive(Default)]
 struct Fix {
@@ -153,21 +153,21 @@ fn parse_date(source: &str, node: Node<'_, '_>) -> Result<jiff::civil::Date, Imp
 /// application on an OS (composite ids such as `11676-11931`).
 fn product_rule(id: &str, names: &HashMap<String, String>) -> (String, Rule, Option<OsTarget>) {
     let name = names.get(id).cloned().unwrap_or_else(|| format!("product {id}"));
-    if let ProductName::Os(target) = windows::parse_product_name(&name) {
+    if let ProductName::Os(target) = product_names::parse_product_name(&name) {
         return (name, target.rule(), Some(target));
     }
     // "Microsoft .NET Framework 4.8 on Windows 10 Version 21H2 for x64-based
     // Systems": the application on that OS. The OS is the part after the last
     // " on " that names one, or the product named by the id after the dash.
-    let os_and_app =
-        name.match_indices(" on ")
-            .find_map(|(at, sep)| match windows::parse_product_name(&name[at + sep.len()..]) {
-                ProductName::Os(os) => Some((os, name[..at].trim().to_owned())),
-                ProductName::Other(_) => None,
-            });
+    let os_and_app = name.match_indices(" on ").find_map(|(at, sep)| {
+        match product_names::parse_product_name(&name[at + sep.len()..]) {
+            ProductName::Os(os) => Some((os, name[..at].trim().to_owned())),
+            ProductName::Other(_) => None,
+        }
+    });
     let os_and_app = os_and_app.or_else(|| {
         let (app, os) = id.split_once('-')?;
-        match windows::parse_product_name(names.get(os)?) {
+        match product_names::parse_product_name(names.get(os)?) {
             ProductName::Os(target) => Some((target, names.get(app).cloned().unwrap_or_else(|| name.clone()))),
             ProductName::Other(_) => None,
         }
@@ -241,7 +241,7 @@ fn build_update(
     // "Windows 10", "Windows Server 2022", or the application.
     let mut families: Vec<String> = Vec::new();
     for t in &targets {
-        let family = match windows::parse_product_name(&t.product) {
+        let family = match product_names::parse_product_name(&t.product) {
             ProductName::Os(os) => os.product,
             ProductName::Other(name) => name.split(" on ").next().unwrap_or(&name).to_owned(),
         };
@@ -289,15 +289,14 @@ fn build_update(
         };
         let os_cumulative = update.targets.iter().any(|t| {
             t.fixed_build.is_some()
-                && matches!(windows::parse_product_name(&t.product), ProductName::Os(os) if modern(&os.product))
+                && matches!(product_names::parse_product_name(&t.product), ProductName::Os(os) if modern(&os.product))
         });
-        let dotnet_cumulative = !update.targets.is_empty()
-            && update.targets.iter().all(|t| {
-                t.product.contains(".NET Framework")
-                    && t.product.rsplit_once(" on ").is_some_and(
-                        |(_, os)| matches!(windows::parse_product_name(os), ProductName::Os(o) if modern(&o.product)),
-                    )
-            });
+        let dotnet_cumulative = !update.targets.is_empty() && update.targets.iter().all(|t| {
+            t.product.contains(".NET Framework")
+                && t.product.rsplit_once(" on ").is_some_and(
+                    |(_, os)| matches!(product_names::parse_product_name(os), ProductName::Os(o) if modern(&o.product)),
+                )
+        });
         (sub_type.eq_ignore_ascii_case("Security Update") && (os_cumulative || dotnet_cumulative))
             .then_some(Servicing::Cumulative)
     });

@@ -9,6 +9,7 @@ pub mod cvrf;
 pub mod linux;
 pub mod msuc;
 pub mod native;
+pub mod product_names;
 pub mod regedit;
 pub mod systeminfo;
 pub mod text;

@@ -5,10 +5,10 @@
 use serde::Deserialize;
 
 use super::ImportError;
+use super::product_names::{self, ProductName};
 use crate::ids::{UpdateId, is_guid, kb_number, kb_numbers_in};
 use crate::rule::Rule;
 use crate::update::{Classification, RestartBehavior, Severity, Target, Update};
-use crate::windows::{self, ProductName};
 
 #[derive(Debug, Deserialize)]
 struct Entry {
@@ -133,11 +133,11 @@ fn entry_to_update(source: &str, n: usize, e: Entry) -> Result<Update, ImportErr
 
 /// The Windows product a catalog title is for: "2023-04 Cumulative Update
 /// for Windows 11 Version 22H2 for arm64-based Systems (KB5025239)".
-fn os_in_title(title: &str) -> Option<(String, windows::OsTarget)> {
+fn os_in_title(title: &str) -> Option<(String, product_names::OsTarget)> {
     let end = title.rfind(" (KB").unwrap_or(title.len());
     let head = &title[..end];
     head.match_indices("Windows ")
-        .find_map(|(start, _)| match windows::parse_product_name(&head[start..]) {
+        .find_map(|(start, _)| match product_names::parse_product_name(&head[start..]) {
             ProductName::Os(os) => Some((head[start..].to_owned(), os)),
             ProductName::Other(_) => None,
         })

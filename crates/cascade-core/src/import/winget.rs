@@ -623,46 +623,12 @@ fn return_meaning(response: &str) -> Option<ExitMeaning> {
     })
 }
 
-/// Winget's version order: dot-separated parts, each a number then any
-/// text; numbers compare as numbers, a part without text after its number
-/// is newer than one with ("1.0" after "1.0-beta"), texts compare ignoring
-/// case; trailing zero parts do not count ("1.2.0" equals "1.2").
-pub fn version_cmp(a: &str, b: &str) -> std::cmp::Ordering {
-    fn parts(v: &str) -> Vec<(u64, String)> {
-        let mut out: Vec<(u64, String)> = v
-            .trim()
-            .trim_start_matches(['v', 'V'])
-            .split('.')
-            .map(|p| {
-                let digits = p.find(|c: char| !c.is_ascii_digit()).unwrap_or(p.len());
-                (p[..digits].parse().unwrap_or(0), p[digits..].to_ascii_lowercase())
-            })
-            .collect();
-        while out.last().is_some_and(|(n, s)| *n == 0 && s.is_empty()) && out.len() > 1 {
-            out.pop();
-        }
-        out
-    }
-    let (a, b) = (parts(a), parts(b));
-    for i in 0..a.len().max(b.len()) {
-        let zero = (0, String::new());
-        let (x, y) = (a.get(i).unwrap_or(&zero), b.get(i).unwrap_or(&zero));
-        let ord = x.0.cmp(&y.0).then_with(|| match (x.1.is_empty(), y.1.is_empty()) {
-            (true, false) => std::cmp::Ordering::Greater,
-            (false, true) => std::cmp::Ordering::Less,
-            _ => x.1.cmp(&y.1),
-        });
-        if ord != std::cmp::Ordering::Equal {
-            return ord;
-        }
-    }
-    std::cmp::Ordering::Equal
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::cmp::Ordering::*;
+
+    use crate::version::winget_version_cmp as version_cmp;
 
     #[test]
     fn versions_in_wingets_order() {
