@@ -19,6 +19,7 @@ pub mod report;
 pub mod rule;
 pub mod schedule;
 pub mod seal;
+pub mod signed;
 pub mod software;
 pub mod update;
 pub mod version;

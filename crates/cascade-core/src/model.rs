@@ -664,7 +664,7 @@ pub struct Change {
     pub op: Exact<ChangeOp>,
     /// The origin's signature, chained to its previous change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub seal: Option<crate::seal::Seal>,
+    pub seal: Option<crate::signed::Seal>,
 }
 
 impl Change {
@@ -754,7 +754,7 @@ pub struct ComplianceRecord {
     pub observed_at: i64,
     /// The agent's signature over the report this record came in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub attestation: Option<crate::seal::Attestation>,
+    pub attestation: Option<crate::signed::Attestation>,
 }
 
 /// A node's health, reported up the tree.

@@ -291,12 +291,13 @@ fn build_update(
             t.fixed_build.is_some()
                 && matches!(product_names::parse_product_name(&t.product), ProductName::Os(os) if modern(&os.product))
         });
-        let dotnet_cumulative = !update.targets.is_empty() && update.targets.iter().all(|t| {
-            t.product.contains(".NET Framework")
+        let dotnet_cumulative = !update.targets.is_empty()
+            && update.targets.iter().all(|t| {
+                t.product.contains(".NET Framework")
                 && t.product.rsplit_once(" on ").is_some_and(
                     |(_, os)| matches!(product_names::parse_product_name(os), ProductName::Os(o) if modern(&o.product)),
                 )
-        });
+            });
         (sub_type.eq_ignore_ascii_case("Security Update") && (os_cumulative || dotnet_cumulative))
             .then_some(Servicing::Cumulative)
     });
