@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use jiff::civil::Date;
 
-use crate::catalog::CatalogDiagnostic;
+use crate::diagnostic::CatalogDiagnostic;
 use crate::update::{Servicing, Update};
 use crate::version::Version;
 

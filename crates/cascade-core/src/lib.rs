@@ -8,6 +8,7 @@ pub mod assignment;
 pub mod catalog;
 pub mod compliance;
 mod containment;
+pub mod diagnostic;
 pub mod exact;
 pub mod ids;
 pub mod import;
