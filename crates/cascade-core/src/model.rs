@@ -492,22 +492,32 @@ pub struct UnknownObject {
     pub id: ObjectId,
 }
 
+/// The key named by a kind this release does not know and an id, and what
+/// was unknown.
+fn unknown_key(kind: Option<&serde_json::Value>, id: Option<&serde_json::Value>) -> Option<(ObjectKey, String)> {
+    let name = kind?.as_str()?;
+    let kind = ObjectKind::unknown(name)?;
+    let id = ObjectId::new(id?.as_str()?).ok()?;
+    Some((ObjectKey { kind, id }, format!("kind `{name}`")))
+}
+
 /// The key of `tree` (`{"kind":…,"id":…}`) when its kind is unknown here.
 fn key_of_unknown(tree: &serde_json::Value) -> Option<(ObjectKey, String)> {
-    let name = tree.get("kind")?.as_str()?;
-    let kind = ObjectKind::unknown(name)?;
-    let id = ObjectId::new(tree.get("id")?.as_str()?).ok()?;
-    Some((ObjectKey { kind, id }, format!("kind `{name}`")))
+    unknown_key(tree.get("kind"), tree.get("id"))
 }
 
 impl crate::exact::Decode for Object {
     /// `{"kind":<name>,"object":{"id":<id>,…}}`: every kind a later
     /// release adds names its objects by `id` (docs/signed-format.md).
     fn of_unknown_kind(tree: &serde_json::Value) -> Option<(Object, String)> {
-        let name = tree.get("kind")?.as_str()?;
-        let kind = ObjectKind::unknown(name)?;
-        let id = ObjectId::new(tree.get("object")?.get("id")?.as_str()?).ok()?;
-        Some((Object::Unknown(UnknownObject { kind, id }), format!("kind `{name}`")))
+        let (key, what) = unknown_key(tree.get("kind"), tree.get("object").and_then(|o| o.get("id")))?;
+        Some((
+            Object::Unknown(UnknownObject {
+                kind: key.kind,
+                id: key.id,
+            }),
+            what,
+        ))
     }
 }
 
