@@ -24,6 +24,9 @@ struct Api<'a> {
     /// The first successful response of each operation: the help page's
     /// example responses (docs/api-examples.json).
     examples: &'a RefCell<std::collections::BTreeMap<String, Value>>,
+    /// Every successful response, to check against its operation's result
+    /// schema.
+    results: &'a RefCell<Vec<(String, Value)>>,
 }
 
 /// A response shortened for an example: long lists cut to two items, long
@@ -100,6 +103,9 @@ impl Api<'_> {
         if code == 200 && !self.examples.borrow().contains_key(op) {
             self.examples.borrow_mut().insert(op.to_owned(), shorten(&value));
         }
+        if code == 200 {
+            self.results.borrow_mut().push((op.to_owned(), value.clone()));
+        }
         (code, value)
     }
 
@@ -138,17 +144,20 @@ fn every_operation_over_https_with_roles_inheritance_and_bad_input() {
     let child_admin = token("child", "carol", "admin");
     let called = RefCell::new(BTreeSet::new());
     let examples = RefCell::new(std::collections::BTreeMap::new());
+    let results = RefCell::new(Vec::new());
     let root = Api {
         tree: &tree,
         node: "root".into(),
         called: &called,
         examples: &examples,
+        results: &results,
     };
     let child = Api {
         tree: &tree,
         node: "child".into(),
         called: &called,
         examples: &examples,
+        results: &results,
     };
 
     // Who am I; credentials.
@@ -1020,6 +1029,13 @@ fn every_operation_over_https_with_roles_inheritance_and_bad_input() {
     let untested: Vec<&String> = all.iter().filter(|n| !called.borrow().contains(*n)).collect();
     assert!(untested.is_empty(), "operations without a test: {untested:?}");
 
+    // Every successful response is what OpenAPI says the operation returns
+    // (the schemas come from the result types), and every operation
+    // returned one at least once.
+    let validated = check_results(&openapi, &results.borrow());
+    let without: Vec<&String> = all.iter().filter(|n| !validated.contains(n.as_str())).collect();
+    assert!(without.is_empty(), "operations that never succeeded here: {without:?}");
+
     // The help page's example responses are real ones from this test:
     // CASCADE_WRITE_EXAMPLES=1 writes them; otherwise every operation must
     // have one in the committed file.
@@ -1035,6 +1051,58 @@ fn every_operation_over_https_with_roles_inheritance_and_bad_input() {
         "docs/api-examples.json lacks {without:?}: run with CASCADE_WRITE_EXAMPLES=1"
     );
     assert!(help.contains("Example response"));
+}
+
+/// Checks each response against its operation's result schema in the
+/// OpenAPI document (JSON Schema 2020-12, references into its components);
+/// returns the operations checked.
+fn check_results(openapi: &Value, results: &[(String, Value)]) -> BTreeSet<String> {
+    let mut validators = std::collections::BTreeMap::new();
+    let mut checked = BTreeSet::new();
+    for (op, value) in results {
+        let validator = validators.entry(op.clone()).or_insert_with(|| {
+            let schema = &openapi["paths"][format!("/api/v1/{op}")]["post"]["responses"]["200"]["content"]
+                ["application/json"]["schema"];
+            let root = json!({
+                "$schema": "https://json-schema.org/draft/2020-12/schema",
+                "allOf": [schema],
+                "components": openapi["components"],
+            });
+            jsonschema::validator_for(&root).unwrap_or_else(|e| panic!("{op}: the result schema is not valid: {e}"))
+        });
+        let errors: Vec<String> = validator
+            .iter_errors(value)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .take(5)
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{op}: the response is not what its schema says: {errors:?}\n{value}"
+        );
+        checked.insert(op.clone());
+    }
+    checked
+}
+
+#[test]
+fn a_response_of_another_shape_than_its_schema_fails_the_check() {
+    let openapi = json!({
+        "paths": {"/api/v1/x": {"post": {"responses": {"200": {"content": {"application/json": {
+            "schema": {"$ref": "#/components/schemas/X"}
+        }}}}}}},
+        "components": {"schemas": {"X": {
+            "type": "object",
+            "properties": {"a": {"type": "integer"}, "b": {"type": ["string", "null"]}},
+            "required": ["a"]
+        }}}
+    });
+    let good = [("x".to_owned(), json!({"a": 1, "b": null}))];
+    assert_eq!(check_results(&openapi, &good).len(), 1);
+    for bad in [json!({"a": "1"}), json!({"b": "x"}), json!([1])] {
+        let results = [("x".to_owned(), bad.clone())];
+        let outcome = std::panic::catch_unwind(|| check_results(&openapi, &results));
+        assert!(outcome.is_err(), "{bad} passed");
+    }
 }
 
 fn operator_or(api: &Api, operator: &str, admin: &str) -> String {

@@ -47,7 +47,7 @@ impl ContentError {
 }
 
 /// A transfer in progress.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct InFlight {
     pub sha256: String,
     pub size: u64,

@@ -36,7 +36,7 @@ pub use run::{RunningNode, StartError, start};
 pub use config::{Checked, NodeConfig};
 
 /// One link's state, as operators see it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct LinkStatus {
     pub connected: bool,
     /// Unix seconds of the last message either way.

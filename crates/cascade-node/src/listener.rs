@@ -260,9 +260,36 @@ impl Listeners {
         }
     }
 
-    /// For node.status and the metrics.
-    pub fn status(&self) -> serde_json::Value {
-        let one = |c: &Connections| serde_json::json!({"open": c.open(), "max": c.max, "evicted": c.evicted(), "idle_seconds": c.idle.as_secs()});
-        serde_json::json!({"grpc": one(&self.grpc), "api": one(&self.api), "open_file_limit": open_file_limit()})
+    /// For node.status.
+    pub fn status(&self) -> ListenersStatus {
+        let one = |c: &Connections| ConnectionsStatus {
+            open: c.open(),
+            max: c.max,
+            evicted: c.evicted(),
+            idle_seconds: c.idle.as_secs(),
+        };
+        ListenersStatus {
+            grpc: one(&self.grpc),
+            api: one(&self.api),
+            open_file_limit: open_file_limit(),
+        }
     }
+}
+
+/// The connections of both listeners, and the process's open-file limit.
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+pub struct ListenersStatus {
+    pub grpc: ConnectionsStatus,
+    pub api: ConnectionsStatus,
+    pub open_file_limit: Option<usize>,
+}
+
+/// One listener's connections.
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+pub struct ConnectionsStatus {
+    pub open: usize,
+    pub max: usize,
+    /// Connections closed to make room or for idling.
+    pub evicted: u64,
+    pub idle_seconds: u64,
 }

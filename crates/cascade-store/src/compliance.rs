@@ -54,6 +54,26 @@ impl Serialize for StateCounts {
     }
 }
 
+/// An object of the states with at least one computer: state name -> count.
+impl schemars::JsonSchema for StateCounts {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "StateCounts".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let properties: serde_json::Map<String, serde_json::Value> = codec::STATE_NAMES
+            .iter()
+            .map(|name| ((*name).to_owned(), serde_json::json!({"type": "integer", "minimum": 1})))
+            .collect();
+        schemars::json_schema!({
+            "type": "object",
+            "description": "Computers per compliance state; states with none are left out.",
+            "properties": properties,
+            "additionalProperties": false
+        })
+    }
+}
+
 /// Counts per (site, severity).
 pub type SeverityCounts = BTreeMap<(NodeId, Severity), StateCounts>;
 

@@ -328,7 +328,7 @@ pub enum TokenRefusal {
 }
 
 /// An API bearer token as its node keeps it (the secret only as a hash).
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct ApiTokenRecord {
     pub name: String,
     /// admin, site-operator or auditor.

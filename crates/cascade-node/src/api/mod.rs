@@ -32,12 +32,13 @@ macro_rules! op {
             alias_of: $alias,
             example: || $example,
             params_schema: |g| g.subschema_for::<$params>(),
-            result_schema: |g| g.subschema_for::<Value>(),
+            result_schema: |g| $crate::api::result_schema(&$handler, g),
             check: |value| parse_params::<$params>(value).map(drop),
             call: |ctx, value| {
                 Box::pin(async move {
                     let params: $params = parse_params(value)?;
-                    $handler(ctx, params).await
+                    let result = $handler(ctx, params).await?;
+                    serde_json::to_value(&result).map_err(|e| ApiError::Internal(e.to_string()))
                 })
             },
         }
@@ -194,6 +195,18 @@ impl std::fmt::Debug for Operation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Operation").field("name", &self.name).finish()
     }
+}
+
+/// The JSON Schema of what a handler returns, read from its type: each
+/// operation's result is a type of its own, so the schema is the shape the
+/// caller receives.
+pub fn result_schema<P, T, F, Fut>(_: &F, generator: &mut SchemaGenerator) -> Schema
+where
+    F: Fn(Ctx, P) -> Fut,
+    Fut: Future<Output = Result<T, ApiError>>,
+    T: schemars::JsonSchema,
+{
+    generator.subschema_for::<T>()
 }
 
 /// Parameters from JSON, with errors naming the field.
@@ -384,7 +397,7 @@ impl Operation {
 }
 
 /// A task started through the API (`tasks.run`, Altiris `RunTask`).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct TaskStatus {
     pub id: u64,
     pub task: String,
@@ -393,8 +406,26 @@ pub struct TaskStatus {
     pub started_at: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<i64>,
-    pub result: Value,
+    /// What it did (null while it runs).
+    pub result: Option<TaskResult>,
     pub started_by: String,
+}
+
+/// What a task did, by task; a failed task's message.
+#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
+#[serde(untagged)]
+pub enum TaskResult {
+    /// replicate_now.
+    Woken { woken: bool },
+    /// compact: the changes and outbox entries dropped.
+    Compacted {
+        changes_dropped: usize,
+        outbox_entries_dropped: u64,
+    },
+    /// persist_agents.
+    AgentsWritten { agents_written: usize },
+    /// Why it failed.
+    Failed(String),
 }
 
 /// The stored form of a token: its SHA-256, hex.
@@ -408,7 +439,14 @@ pub fn token_hash(token: &str) -> String {
 
 /// The OpenAPI 3.1 document of the operations.
 pub fn openapi(node: &NodeId) -> Value {
-    let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
+    // OpenAPI 3.1's schemas are JSON Schema 2020-12 (nullable is a type
+    // array, not OpenAPI 3.0's `nullable`), kept under components.
+    let mut generator = schemars::generate::SchemaSettings::draft2020_12()
+        .with(|s| {
+            s.definitions_path = "/components/schemas".into();
+            s.meta_schema = None;
+        })
+        .into_generator();
     let mut paths = serde_json::Map::new();
     for op in operations() {
         let params = (op.params_schema)(&mut generator);
@@ -459,4 +497,51 @@ pub fn openapi(node: &NodeId) -> Value {
         },
         "security": [{"bearer": []}, {"mtls": []}],
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    /// Every `$ref` under `value`.
+    fn refs<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
+        match value {
+            Value::Object(map) => {
+                if let Some(Value::String(r)) = map.get("$ref") {
+                    out.push(r);
+                }
+                map.values().for_each(|v| refs(v, out));
+            }
+            Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_operation_names_the_shape_of_its_result_and_every_reference_resolves() {
+        let doc = openapi(&NodeId::new("root").unwrap());
+        for op in operations() {
+            let schema = &doc["paths"][format!("/api/v1/{}", op.name)]["post"]["responses"]["200"]["content"]["application/json"]
+                ["schema"];
+            // A result of any shape would be `true` or `{}`.
+            let says = ["$ref", "type", "anyOf", "oneOf"]
+                .iter()
+                .any(|k| schema.get(k).is_some());
+            assert!(says, "{}: the result's schema says nothing: {schema}", op.name);
+        }
+        let mut all = Vec::new();
+        refs(&doc, &mut all);
+        assert!(all.len() > 50, "{}", all.len());
+        for r in all {
+            let name = r.strip_prefix("#/components/schemas/").expect(r);
+            assert!(
+                doc["components"]["schemas"].get(name).is_some(),
+                "{r} is not in components"
+            );
+        }
+        // OpenAPI 3.1 is JSON Schema 2020-12: null is a type, not `nullable`.
+        assert!(!doc.to_string().contains("\"nullable\""));
+    }
 }

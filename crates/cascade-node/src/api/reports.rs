@@ -13,8 +13,8 @@ use cascade_core::model::{ComplianceRecord, ComputerId, ComputerSummary, NodeId}
 use cascade_core::update::Severity;
 use cascade_store::{DayAggregates, StateCounts};
 use schemars::JsonSchema;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 use super::ops::{Out, update_objects};
 use super::{Access, ApiError, Ctx, Operation, parse_params};
@@ -346,22 +346,60 @@ async fn updates(
     Ok(out)
 }
 
-fn percent(counts: &StateCounts) -> Value {
-    let total = counts.total();
-    if total == 0 {
-        return Value::Null;
+/// Counts as a report shows them: the compliance percentage (installed,
+/// superseded or not applicable over every record; null without records),
+/// the compliant and total counts, and the count of every state.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Counts(pub StateCounts);
+
+impl Counts {
+    pub fn percent(&self) -> Option<f64> {
+        let total = self.0.total();
+        (total > 0).then(|| (self.0.compliant() as f64 * 1000.0 / total as f64).round() / 10.0)
     }
-    json!((counts.compliant() as f64 * 1000.0 / total as f64).round() / 10.0)
 }
 
-fn counts_row(mut row: Value, counts: &StateCounts) -> Value {
-    row["percent"] = percent(counts);
-    row["compliant"] = json!(counts.compliant());
-    row["total"] = json!(counts.total());
-    for (i, name) in ComplianceState::NAMES.iter().enumerate() {
-        row[*name] = json!(counts.0[i]);
+impl Serialize for Counts {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(3 + ComplianceState::COUNT))?;
+        map.serialize_entry("percent", &self.percent())?;
+        map.serialize_entry("compliant", &self.0.compliant())?;
+        map.serialize_entry("total", &self.0.total())?;
+        for (name, n) in ComplianceState::NAMES.iter().zip(self.0.0) {
+            map.serialize_entry(name, &n)?;
+        }
+        map.end()
     }
-    row
+}
+
+impl JsonSchema for Counts {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Counts".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let mut properties = serde_json::Map::new();
+        properties.insert(
+            "percent".into(),
+            json!({"type": ["number", "null"], "minimum": 0, "maximum": 100, "description": "Compliant over total, in percent to one decimal; null without records."}),
+        );
+        properties.insert(
+            "compliant".into(),
+            json!({"type": "integer", "minimum": 0, "description": "Installed, superseded or not applicable."}),
+        );
+        properties.insert("total".into(), json!({"type": "integer", "minimum": 0}));
+        for name in ComplianceState::NAMES {
+            properties.insert(name.into(), json!({"type": "integer", "minimum": 0}));
+        }
+        let required: Vec<&String> = properties.keys().collect();
+        schemars::json_schema!({
+            "type": "object",
+            "description": "Compliance counts with the percentage.",
+            "properties": properties,
+            "required": required,
+        })
+    }
 }
 
 fn add(into: &mut StateCounts, from: &StateCounts) {
@@ -370,34 +408,70 @@ fn add(into: &mut StateCounts, from: &StateCounts) {
     }
 }
 
-/// Sorts rows by a column (names first), then pages them.
-fn sort_page(
-    mut rows: Vec<Value>,
-    key: &str,
-    sort: &Option<String>,
-    descending: bool,
-    offset: usize,
-    limit: usize,
-) -> Value {
-    let by = sort.as_deref().unwrap_or("name");
-    let column = if by == "name" { key } else { by };
-    rows.sort_by(|a, b| {
-        let order = match (&a[column], &b[column]) {
-            (Value::Number(x), Value::Number(y)) => x.as_f64().unwrap_or(0.0).total_cmp(&y.as_f64().unwrap_or(0.0)),
-            (x, y) => x.to_string().cmp(&y.to_string()),
+/// What a group of a report is named by: the dimensions it was grouped
+/// by, each a column (`total` for the one group of everything).
+#[derive(Debug, Default, Serialize, JsonSchema)]
+pub struct GroupName {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub severity: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub update: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub custom_severity: Option<String>,
+}
+
+impl GroupName {
+    /// Names the group by `value` in the column `dimension`.
+    fn set(&mut self, dimension: &str, value: String) {
+        let slot = match dimension {
+            "site" => &mut self.site,
+            "severity" => &mut self.severity,
+            "update" => &mut self.update,
+            "custom_severity" => &mut self.custom_severity,
+            _ => &mut self.total,
         };
-        let order = order.then_with(|| a[key].to_string().cmp(&b[key].to_string()));
-        if descending { order.reverse() } else { order }
-    });
-    let total = rows.len();
-    let items: Vec<Value> = rows.into_iter().skip(offset).take(limit).collect();
-    let next_offset = (offset + items.len() < total).then_some(offset + items.len());
-    items_with(items, json!({"total_items": total, "next_offset": next_offset}))
+        *slot = Some(value);
+    }
+}
+
+/// One group of `reports.compliance`: its name and its counts.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ComplianceGroup {
+    #[serde(flatten)]
+    pub name: GroupName,
+    #[serde(flatten)]
+    pub counts: Counts,
+}
+
+/// A page of `reports.compliance`, with the counts over every group.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct CompliancePage {
+    pub items: Vec<ComplianceGroup>,
+    pub total_items: usize,
+    /// The offset of the next page; null on the last.
+    pub next_offset: Option<usize>,
+    pub overall: Counts,
+    pub node: NodeId,
+}
+
+/// The column a compliance group sorts by.
+fn group_sort_key(group: &ComplianceGroup, column: &str) -> f64 {
+    let counts = &group.counts.0;
+    match column {
+        "percent" => group.counts.percent().unwrap_or(-1.0),
+        "total" => counts.total() as f64,
+        "compliant" => counts.compliant() as f64,
+        state => counts.get(state) as f64,
+    }
 }
 
 // ---- reports.compliance
 
-async fn compliance(ctx: Ctx, p: ComplianceReport) -> Out {
+async fn compliance(ctx: Ctx, p: ComplianceReport) -> Out<CompliancePage> {
     let by = p.by.clone().unwrap_or_else(|| "site".to_owned());
     if !["site", "severity", "update", "site_severity", "custom_severity"].contains(&by.as_str()) {
         return Err(ApiError::Invalid(format!(
@@ -538,31 +612,85 @@ async fn compliance(ctx: Ctx, p: ComplianceReport) -> Out {
         "custom_severity" => &["custom_severity"],
         _ => &["site"],
     };
-    let rows: Vec<Value> = groups
-        .iter()
+    let mut rows: Vec<ComplianceGroup> = groups
+        .into_iter()
         .map(|(key, counts)| {
-            let mut row = json!({});
-            for (name, value) in names.iter().zip(key) {
-                row[*name] = json!(value);
+            let mut name = GroupName::default();
+            for (dimension, value) in names.iter().zip(key) {
+                name.set(dimension, value);
             }
-            counts_row(row, counts)
+            ComplianceGroup {
+                name,
+                counts: Counts(counts),
+            }
         })
         .collect();
-    let mut out = sort_page(rows, names[0], &p.sort, p.descending, p.offset, limit);
-    out["overall"] = counts_row(json!({}), &overall);
-    out["node"] = json!(ctx.node.id);
-    Ok(out)
+    // Groups come in name order; another column sorts them (stable, so
+    // equal values stay in name order).
+    match p.sort.as_deref().unwrap_or("name") {
+        "name" => {}
+        column => rows.sort_by(|a, b| group_sort_key(a, column).total_cmp(&group_sort_key(b, column))),
+    }
+    if p.descending {
+        rows.reverse();
+    }
+    let total_items = rows.len();
+    let items: Vec<ComplianceGroup> = rows.into_iter().skip(p.offset).take(limit).collect();
+    let next_offset = (p.offset + items.len() < total_items).then_some(p.offset + items.len());
+    Ok(CompliancePage {
+        items,
+        total_items,
+        next_offset,
+        overall: Counts(overall),
+        node: ctx.node.id.clone(),
+    })
 }
 
 // ---- reports.computers
 
-/// One computer's row: its summary, and the record behind the count.
-/// A page: `rest` with `items` in it. (`json!` would copy every row.)
-fn items_with(items: Vec<Value>, mut rest: Value) -> Value {
-    if let Value::Object(map) = &mut rest {
-        map.insert("items".into(), Value::Array(items));
-    }
-    rest
+/// A row of `reports.computers`: a computer with its summary (when this
+/// node has one), and the record behind the count (when the report is of
+/// records).
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ComputerRow {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub computer: Option<ComputerId>,
+    /// The computer's site (the record's, for a record).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub site: Option<NodeId>,
+    #[serde(flatten)]
+    pub summary: Option<SummaryColumns>,
+    #[serde(flatten)]
+    pub record: Option<RecordColumns>,
+}
+
+/// What a computer's summary says of it.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct SummaryColumns {
+    pub os: String,
+    pub release: Option<String>,
+    pub version: Option<String>,
+    /// Unix seconds; 0 when never.
+    pub last_scan: i64,
+    pub last_report: i64,
+    /// Null when it never scanned.
+    pub scan_age_seconds: Option<i64>,
+    pub agent_version: String,
+    pub pending_restart: bool,
+}
+
+/// One update's state on a computer, with why and how old.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct RecordColumns {
+    pub update: UpdateId,
+    pub severity: String,
+    pub state: &'static str,
+    pub reason: String,
+    /// The installer's exit code, for a failure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<i64>,
+    pub observed_at: i64,
+    pub age_seconds: i64,
 }
 
 fn computer_row(
@@ -570,44 +698,58 @@ fn computer_row(
     computer: &ComputerId,
     record: Option<&ComplianceRecord>,
     now: i64,
-) -> Value {
-    // Built field by field: a report's rows are made by the thousand.
-    let text = |s: &str| Value::String(s.to_owned());
-    let optional = |s: &Option<String>| s.as_deref().map_or(Value::Null, text);
-    let mut row = serde_json::Map::new();
-    row.insert("computer".into(), text(computer.as_str()));
-    if let Some(s) = summary {
-        row.insert("site".into(), text(s.site.as_str()));
-        row.insert("os".into(), text(&s.os));
-        row.insert("release".into(), optional(&s.release));
-        row.insert("version".into(), optional(&s.version));
-        row.insert("last_scan".into(), s.last_scan.into());
-        row.insert("last_report".into(), s.last_report.into());
-        let age = if s.last_scan > 0 {
-            (now - s.last_scan).into()
-        } else {
-            Value::Null
-        };
-        row.insert("scan_age_seconds".into(), age);
-        row.insert("agent_version".into(), text(&s.agent_version));
-        row.insert("pending_restart".into(), s.pending_restart.into());
+) -> ComputerRow {
+    ComputerRow {
+        computer: Some(computer.clone()),
+        site: record
+            .map(|r| r.site.clone())
+            .or_else(|| summary.map(|s| s.site.clone())),
+        summary: summary.map(|s| SummaryColumns {
+            os: s.os.clone(),
+            release: s.release.clone(),
+            version: s.version.clone(),
+            last_scan: s.last_scan,
+            last_report: s.last_report,
+            scan_age_seconds: (s.last_scan > 0).then(|| now - s.last_scan),
+            agent_version: s.agent_version.clone(),
+            pending_restart: s.pending_restart,
+        }),
+        record: record.map(|r| RecordColumns {
+            update: r.update.clone(),
+            severity: format!("{:?}", r.severity),
+            state: r.state.name(),
+            reason: r.state.reason(),
+            code: match r.state {
+                ComplianceState::Failed { code } => Some(code),
+                _ => None,
+            },
+            observed_at: r.observed_at,
+            age_seconds: now - r.observed_at,
+        }),
     }
-    if let Some(r) = record {
-        row.insert("site".into(), text(r.site.as_str()));
-        row.insert("update".into(), text(r.update.as_str()));
-        row.insert("severity".into(), text(&format!("{:?}", r.severity)));
-        row.insert("state".into(), text(r.state.name()));
-        row.insert("reason".into(), Value::String(r.state.reason()));
-        if let ComplianceState::Failed { code } = r.state {
-            row.insert("code".into(), code.into());
-        }
-        row.insert("observed_at".into(), r.observed_at.into());
-        row.insert("age_seconds".into(), (now - r.observed_at).into());
-    }
-    Value::Object(row)
 }
 
-async fn computers(ctx: Ctx, p: ComputersReport) -> Out {
+/// A page of `reports.computers`: in computer order, it goes on from the
+/// last row (`next`, given back as `after`); in another order, by offset.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum ComputersPage {
+    Keyset {
+        items: Vec<ComputerRow>,
+        /// Where the next page starts (`after`); null on the last.
+        next: Option<String>,
+        node: NodeId,
+    },
+    Offset {
+        items: Vec<ComputerRow>,
+        total_items: usize,
+        /// The offset of the next page; null on the last.
+        next_offset: Option<usize>,
+        node: NodeId,
+    },
+}
+
+async fn computers(ctx: Ctx, p: ComputersReport) -> Out<ComputersPage> {
     let limit = limit(p.limit)?;
     let sort = p.sort.clone().unwrap_or_else(|| "computer".to_owned());
     let sort_columns = ["computer", "site", "os", "last_scan", "last_report"];
@@ -652,7 +794,7 @@ async fn computers(ctx: Ctx, p: ComputersReport) -> Out {
     } else {
         None
     };
-    blocking(move || -> Out {
+    blocking(move || -> Out<ComputersPage> {
         let store = &node.store;
         // Rows per record when a record filter is given (the computers
         // behind a count), per computer otherwise.
@@ -668,7 +810,7 @@ async fn computers(ctx: Ctx, p: ComputersReport) -> Out {
         };
         let keep_summary = |s: &ComputerSummary| scope.keeps_name(&s.computer) && scope.keeps_computer(Some(s), now);
         // Each record's row, with its computer's summary.
-        let rows_of_records = |records: &[ComplianceRecord]| -> Result<Vec<Value>, ApiError> {
+        let rows_of_records = |records: &[ComplianceRecord]| -> Result<Vec<ComputerRow>, ApiError> {
             records
                 .iter()
                 .map(|r| Ok(computer_row(store.summary_brief(&r.computer)?.as_ref(), &r.computer, Some(r), now)))
@@ -686,7 +828,11 @@ async fn computers(ctx: Ctx, p: ComputersReport) -> Out {
                 let rows = page.items.iter().map(|s| computer_row(Some(s), &s.computer, None, now)).collect();
                 (rows, page.next)
             };
-            return Ok(items_with(rows, json!({"next": next, "node": node.id})));
+            return Ok(ComputersPage::Keyset {
+                items: rows,
+                next,
+                node: node.id.clone(),
+            });
         }
         // Another order: the sort key of every matching row, up to a
         // bound; rows are made for the page asked for only.
@@ -743,19 +889,54 @@ async fn computers(ctx: Ctx, p: ComputersReport) -> Out {
             .skip(offset)
             .take(limit)
             .map(|(_, c, r)| Ok(computer_row(store.summary_brief(c)?.as_ref(), c, r.as_ref(), now)))
-            .collect::<Result<Vec<Value>, ApiError>>()?;
+            .collect::<Result<Vec<ComputerRow>, ApiError>>()?;
         let next_offset = (offset + rows.len() < total).then_some(offset + rows.len());
-        Ok(items_with(
-            rows,
-            json!({"total_items": total, "next_offset": next_offset, "node": node.id}),
-        ))
+        Ok(ComputersPage::Offset {
+            items: rows,
+            total_items: total,
+            next_offset,
+            node: node.id.clone(),
+        })
     })
     .await
 }
 
 // ---- reports.computer
 
-async fn computer(ctx: Ctx, p: ComputerReport) -> Out {
+/// One computer as `reports.computer` shows it.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ComputerReportResult {
+    /// Its summary (columns as in `reports.computers`).
+    pub computer: ComputerRow,
+    /// Whether this node serves it (its agent checks in here).
+    pub served_here: bool,
+    pub compliance: Counts,
+    pub records: Vec<ComputerRecord>,
+    /// Its install events, newest first.
+    pub events: Vec<cascade_core::model::InstallEvent>,
+    /// site (every event kept where it checks in) or summary (the latest
+    /// few its summary carries up).
+    pub events_from: &'static str,
+    pub node: NodeId,
+}
+
+/// One update's state on the computer, with the update's title and, for a
+/// failure, the code's meaning.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ComputerRecord {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub site: Option<NodeId>,
+    #[serde(flatten)]
+    pub record: Option<RecordColumns>,
+    pub title: Option<std::sync::Arc<str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code_hex: Option<String>,
+    /// What the code means, when it is a known one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code_meaning: Option<&'static str>,
+}
+
+async fn computer(ctx: Ctx, p: ComputerReport) -> Out<ComputerReportResult> {
     let id = ComputerId::new(&p.computer).map_err(|e| ApiError::Invalid(format!("computer: {e}")))?;
     let titles: BTreeMap<UpdateId, std::sync::Arc<str>> = update_objects(&ctx)
         .await?
@@ -764,7 +945,7 @@ async fn computer(ctx: Ctx, p: ComputerReport) -> Out {
         .collect();
     let node = ctx.node.clone();
     let now = ctx.node.now();
-    blocking(move || -> Out {
+    blocking(move || -> Out<ComputerReportResult> {
         let summary = node.store.summary(&id)?;
         let records = node.store.computer_records(&id)?;
         let served_here = node.agents()?.iter().any(|a| a.id == id);
@@ -774,19 +955,21 @@ async fn computer(ctx: Ctx, p: ComputerReport) -> Out {
                 node.id
             )));
         }
-        let rows: Vec<Value> = records
+        let rows: Vec<ComputerRecord> = records
             .iter()
             .map(|r| {
-                let mut row = computer_row(None, &id, Some(r), now);
-                row["title"] = json!(titles.get(&r.update));
-                if let ComplianceState::Failed { code } = r.state {
-                    row["code_hex"] = json!(code_hex(code));
-                    row["code_meaning"] = json!(code_meaning(code));
+                let row = computer_row(None, &id, Some(r), now);
+                let code = match r.state {
+                    ComplianceState::Failed { code } => Some(code),
+                    _ => None,
+                };
+                ComputerRecord {
+                    site: row.site,
+                    record: row.record,
+                    title: titles.get(&r.update).cloned(),
+                    code_hex: code.map(code_hex),
+                    code_meaning: code.and_then(code_meaning),
                 }
-                if let Some(map) = row.as_object_mut() {
-                    map.remove("computer");
-                }
-                row
             })
             .collect();
         let mut counts = StateCounts::default();
@@ -802,15 +985,15 @@ async fn computer(ctx: Ctx, p: ComputerReport) -> Out {
             let recent = summary.as_ref().map(|s| s.recent_events.clone()).unwrap_or_default();
             (recent.into_iter().rev().collect(), "summary")
         };
-        Ok(json!({
-            "computer": computer_row(summary.as_ref(), &id, None, now),
-            "served_here": served_here,
-            "compliance": counts_row(json!({}), &counts),
-            "records": rows,
-            "events": events,
-            "events_from": events_from,
-            "node": node.id,
-        }))
+        Ok(ComputerReportResult {
+            computer: computer_row(summary.as_ref(), &id, None, now),
+            served_here,
+            compliance: Counts(counts),
+            records: rows,
+            events,
+            events_from,
+            node: node.id.clone(),
+        })
     })
     .await
 }
@@ -836,7 +1019,47 @@ fn parse_code(raw: &str) -> Result<i64, ApiError> {
     }
 }
 
-async fn failures(ctx: Ctx, p: FailuresReport) -> Out {
+/// A page of `reports.failures`, with every code's count.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct FailuresPage {
+    pub items: Vec<FailedUpdate>,
+    pub total_items: usize,
+    /// The offset of the next page; null on the last.
+    pub next_offset: Option<usize>,
+    /// Every code, most computers first.
+    pub by_code: Vec<CodeCount>,
+    pub node: NodeId,
+}
+
+/// An update's failures by installer code and by site.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct FailedUpdate {
+    pub update: UpdateId,
+    pub title: Option<std::sync::Arc<str>>,
+    /// Computers on which it failed.
+    pub failed: u64,
+    pub codes: Vec<CodeCount>,
+    pub sites: Vec<SiteCount>,
+}
+
+/// The computers that failed with one installer code.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct CodeCount {
+    pub code: i64,
+    pub code_hex: String,
+    /// What the code means, when it is a known one.
+    pub meaning: Option<&'static str>,
+    pub computers: u64,
+}
+
+/// The computers of one site.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct SiteCount {
+    pub site: NodeId,
+    pub computers: u64,
+}
+
+async fn failures(ctx: Ctx, p: FailuresReport) -> Out<FailuresPage> {
     let limit = limit(p.limit)?;
     let sites = sites(&ctx.node, &p.site)?;
     let code = p.code.as_deref().map(parse_code).transpose()?;
@@ -867,43 +1090,44 @@ async fn failures(ctx: Ctx, p: FailuresReport) -> Out {
         *entry.2.entry(f.site.clone()).or_default() += f.computers;
         *by_code.entry(f.code).or_default() += f.computers;
     }
-    let code_row = |code: i64, n: u64| json!({"code": code, "code_hex": code_hex(code), "meaning": code_meaning(code), "computers": n});
-    let mut rows: Vec<Value> = by_update
+    let code_row = |code: i64, computers: u64| CodeCount {
+        code,
+        code_hex: code_hex(code),
+        meaning: code_meaning(code),
+        computers,
+    };
+    let mut rows: Vec<FailedUpdate> = by_update
         .into_iter()
         .map(|(update, (failed, codes, sites))| {
             let mut codes: Vec<(i64, u64)> = codes.into_iter().collect();
             codes.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
             let mut sites: Vec<(NodeId, u64)> = sites.into_iter().collect();
             sites.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-            json!({
-                "update": update,
-                "title": titles.get(&update),
-                "failed": failed,
-                "codes": codes.into_iter().map(|(c, n)| code_row(c, n)).collect::<Vec<_>>(),
-                "sites": sites.into_iter().map(|(s, n)| json!({"site": s, "computers": n})).collect::<Vec<_>>(),
-            })
+            FailedUpdate {
+                title: titles.get(&update).cloned(),
+                update,
+                failed,
+                codes: codes.into_iter().map(|(c, n)| code_row(c, n)).collect(),
+                sites: sites
+                    .into_iter()
+                    .map(|(site, computers)| SiteCount { site, computers })
+                    .collect(),
+            }
         })
         .collect();
-    rows.sort_by(|a, b| {
-        b["failed"]
-            .as_u64()
-            .cmp(&a["failed"].as_u64())
-            .then_with(|| a["update"].to_string().cmp(&b["update"].to_string()))
-    });
-    let total = rows.len();
-    let items: Vec<Value> = rows.into_iter().skip(p.offset).take(limit).collect();
-    let next_offset = (p.offset + items.len() < total).then_some(p.offset + items.len());
+    rows.sort_by(|a, b| b.failed.cmp(&a.failed).then_with(|| a.update.cmp(&b.update)));
+    let total_items = rows.len();
+    let items: Vec<FailedUpdate> = rows.into_iter().skip(p.offset).take(limit).collect();
+    let next_offset = (p.offset + items.len() < total_items).then_some(p.offset + items.len());
     let mut codes: Vec<(i64, u64)> = by_code.into_iter().collect();
     codes.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    Ok(items_with(
+    Ok(FailuresPage {
         items,
-        json!({
-            "total_items": total,
-            "next_offset": next_offset,
-            "by_code": codes.into_iter().map(|(c, n)| code_row(c, n)).collect::<Vec<_>>(),
-            "node": ctx.node.id,
-        }),
-    ))
+        total_items,
+        next_offset,
+        by_code: codes.into_iter().map(|(c, n)| code_row(c, n)).collect(),
+        node: ctx.node.id.clone(),
+    })
 }
 
 // ---- reports.trend
@@ -936,7 +1160,33 @@ impl Node {
     }
 }
 
-async fn trend(ctx: Ctx, p: TrendReport) -> Out {
+/// A page of `reports.trend`: one line per group, a point per day.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct TrendPage {
+    pub items: Vec<TrendLine>,
+    pub total_items: usize,
+    pub days: i64,
+    pub node: NodeId,
+}
+
+/// One group's line: named by the grouping asked for (`total` when none).
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct TrendLine {
+    #[serde(flatten)]
+    pub name: GroupName,
+    pub points: Vec<TrendPoint>,
+}
+
+/// One day's counts.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct TrendPoint {
+    /// YYYY-MM-DD.
+    pub day: String,
+    #[serde(flatten)]
+    pub counts: Counts,
+}
+
+async fn trend(ctx: Ctx, p: TrendReport) -> Out<TrendPage> {
     let keep = ctx.node.history_days();
     if !(1..=keep).contains(&p.days) {
         return Err(ApiError::Invalid(format!(
@@ -973,7 +1223,7 @@ async fn trend(ctx: Ctx, p: TrendReport) -> Out {
         Ok(days)
     })
     .await?;
-    let mut lines: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    let mut lines: BTreeMap<String, Vec<TrendPoint>> = BTreeMap::new();
     for day in &days {
         let mut groups: BTreeMap<String, StateCounts> = BTreeMap::new();
         if per_update {
@@ -1014,22 +1264,28 @@ async fn trend(ctx: Ctx, p: TrendReport) -> Out {
             }
         }
         for (key, counts) in groups {
-            lines
-                .entry(key)
-                .or_default()
-                .push(counts_row(json!({"day": day_text(day.day)}), &counts));
+            lines.entry(key).or_default().push(TrendPoint {
+                day: day_text(day.day),
+                counts: Counts(counts),
+            });
         }
     }
-    let total = lines.len();
-    let items: Vec<Value> = lines
+    let total_items = lines.len();
+    let items = lines
         .into_iter()
         .take(limit)
-        .map(|(key, points)| json!({by.as_str(): key, "points": points}))
+        .map(|(key, points)| {
+            let mut name = GroupName::default();
+            name.set(&by, key);
+            TrendLine { name, points }
+        })
         .collect();
-    Ok(items_with(
+    Ok(TrendPage {
         items,
-        json!({"total_items": total, "days": p.days, "node": ctx.node.id}),
-    ))
+        total_items,
+        days: p.days,
+        node: ctx.node.id.clone(),
+    })
 }
 
 pub static OPERATIONS: &[Operation] = &[

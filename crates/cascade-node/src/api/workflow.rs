@@ -1,14 +1,15 @@
 //! Operations about the work itself: which content this node holds,
 //! tasks run on the node, and what a policy would do before it is approved.
 
+use std::collections::BTreeMap;
+
 use cascade_core::UpdateId;
 use cascade_core::model::{Approval, Object, ObjectKind, Policy};
 use schemars::JsonSchema;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
-use super::ops::{Nothing, Out, UpdateIds, approvals_by_update, id, to_value, update_objects};
-use super::{ApiError, Ctx};
+use super::ops::{Nothing, Out, UpdateIds, approvals_by_update, id, update_objects};
+use super::{ApiError, Ctx, TaskResult, TaskStatus};
 use crate::blocking;
 
 // ---- content held here
@@ -38,34 +39,78 @@ async fn approved_updates(ctx: &Ctx) -> Result<Vec<cascade_core::Update>, ApiErr
         .collect())
 }
 
-pub(super) async fn content_status(ctx: Ctx, _: Nothing) -> Out {
+/// The content cache and, per approved update, whether its files are here.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ContentStatus {
+    pub cache: CacheStatus,
+    pub updates: Vec<UpdateContent>,
+}
+
+/// The content cache in numbers.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct CacheStatus {
+    pub files: usize,
+    pub bytes: u64,
+    pub limit_bytes: Option<u64>,
+    pub in_flight: Vec<crate::content::InFlight>,
+    pub fetched_bytes: u64,
+    pub transfers: u64,
+    pub served_bytes: u64,
+    pub evicted: u64,
+}
+
+/// An approved update's content here.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct UpdateContent {
+    pub id: UpdateId,
+    pub files: usize,
+    pub bytes: u64,
+    pub staged: bool,
+    /// The file names not (fully) here.
+    pub missing: Vec<String>,
+}
+
+pub(super) async fn content_status(ctx: Ctx, _: Nothing) -> Out<ContentStatus> {
     let files = ctx.node.cached_files();
-    let (fetched, fetches, served, evicted) = ctx.node.content_counters();
-    let cache = json!({
-        "files": files.len(),
-        "bytes": files.iter().map(|(_, size)| size).sum::<u64>(),
-        "limit_bytes": ctx.node.config.content_cache_bytes,
-        "in_flight": ctx.node.in_flight(),
-        "fetched_bytes": fetched,
-        "transfers": fetches,
-        "served_bytes": served,
-        "evicted": evicted,
-    });
-    let updates: Vec<Value> = approved_updates(&ctx)
+    let (fetched_bytes, transfers, served_bytes, evicted) = ctx.node.content_counters();
+    let cache = CacheStatus {
+        files: files.len(),
+        bytes: files.iter().map(|(_, size)| size).sum(),
+        limit_bytes: ctx.node.config.content_cache_bytes,
+        in_flight: ctx.node.in_flight(),
+        fetched_bytes,
+        transfers,
+        served_bytes,
+        evicted,
+    };
+    let updates = approved_updates(&ctx)
         .await?
         .into_iter()
         .map(|u| {
             let (staged, missing) = staged(&ctx.node, &u);
-            let bytes: u64 = u.content.iter().map(|c| c.size).sum();
-            json!({"id": u.id, "files": u.content.len(), "bytes": bytes, "staged": staged, "missing": missing})
+            UpdateContent {
+                bytes: u.content.iter().map(|c| c.size).sum(),
+                files: u.content.len(),
+                id: u.id,
+                staged,
+                missing,
+            }
         })
         .collect();
-    Ok(json!({"cache": cache, "updates": updates}))
+    Ok(ContentStatus { cache, updates })
 }
 
-pub(super) async fn is_staged(ctx: Ctx, p: UpdateIds) -> Out {
+/// Whether an update's files are all here, and the names of those that are not.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Staged {
+    pub staged: bool,
+    pub missing: Vec<String>,
+}
+
+/// Update -> whether its content is here.
+pub(super) async fn is_staged(ctx: Ctx, p: UpdateIds) -> Out<BTreeMap<String, Staged>> {
     let updates = update_objects(&ctx).await?;
-    let mut out = serde_json::Map::new();
+    let mut out = BTreeMap::new();
     for raw in &p.updates {
         let wanted = UpdateId::new(raw);
         let update = updates
@@ -73,31 +118,36 @@ pub(super) async fn is_staged(ctx: Ctx, p: UpdateIds) -> Out {
             .find(|u| u.id == wanted)
             .ok_or_else(|| ApiError::NotFound(format!("updates: {wanted} is not in this node's catalog")))?;
         let (staged, missing) = staged(&ctx.node, update);
-        out.insert(wanted.to_string(), json!({"staged": staged, "missing": missing}));
+        out.insert(wanted.to_string(), Staged { staged, missing });
     }
-    Ok(Value::Object(out))
+    Ok(out)
 }
 
-pub(super) async fn staged_updates(ctx: Ctx, _: Nothing) -> Out {
-    let ids: Vec<UpdateId> = approved_updates(&ctx)
+pub(super) async fn staged_updates(ctx: Ctx, _: Nothing) -> Out<Vec<UpdateId>> {
+    Ok(approved_updates(&ctx)
         .await?
         .into_iter()
         .filter(|u| !u.content.is_empty() && staged(&ctx.node, u).0)
         .map(|u| u.id)
-        .collect();
-    to_value(&ids)
+        .collect())
 }
 
-pub(super) async fn nonstaged_updates(ctx: Ctx, _: Nothing) -> Out {
-    let rows: Vec<Value> = approved_updates(&ctx)
+/// An approved update whose content is not all here.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Nonstaged {
+    pub id: UpdateId,
+    pub missing: Vec<String>,
+}
+
+pub(super) async fn nonstaged_updates(ctx: Ctx, _: Nothing) -> Out<Vec<Nonstaged>> {
+    Ok(approved_updates(&ctx)
         .await?
         .into_iter()
         .filter_map(|u| {
             let (staged, missing) = staged(&ctx.node, &u);
-            (!staged).then(|| json!({"id": u.id, "missing": missing}))
+            (!staged).then_some(Nonstaged { id: u.id, missing })
         })
-        .collect();
-    Ok(Value::Array(rows))
+        .collect())
 }
 
 // ---- tasks
@@ -110,7 +160,14 @@ pub struct TaskRun {
     pub task: String,
 }
 
-pub(super) async fn tasks_run(ctx: Ctx, p: TaskRun) -> Out {
+/// The task started (`tasks.status` follows it).
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct TaskStarted {
+    pub id: u64,
+    pub state: &'static str,
+}
+
+pub(super) async fn tasks_run(ctx: Ctx, p: TaskRun) -> Out<TaskStarted> {
     if !matches!(p.task.as_str(), "replicate_now" | "compact" | "persist_agents") {
         return Err(ApiError::Invalid(format!(
             "task: {:?} is not replicate_now, compact or persist_agents",
@@ -122,13 +179,13 @@ pub(super) async fn tasks_run(ctx: Ctx, p: TaskRun) -> Out {
         let id = tasks.keys().next_back().map_or(1, |k| k + 1);
         tasks.insert(
             id,
-            super::TaskStatus {
+            TaskStatus {
                 id,
                 task: p.task.clone(),
                 state: "running".into(),
                 started_at: ctx.node.now(),
                 finished_at: None,
-                result: Value::Null,
+                result: None,
                 started_by: ctx.caller.name.clone(),
             },
         );
@@ -143,17 +200,20 @@ pub(super) async fn tasks_run(ctx: Ctx, p: TaskRun) -> Out {
     };
     let node = ctx.node.clone();
     tokio::spawn(async move {
-        let result: Result<Value, String> = match p.task.as_str() {
+        let result: Result<TaskResult, String> = match p.task.as_str() {
             "replicate_now" => {
                 node.wake.notify_one();
-                Ok(json!({"woken": true}))
+                Ok(TaskResult::Woken { woken: true })
             }
             "compact" => {
                 let store = node.store.clone();
-                blocking(move || -> Result<Value, cascade_store::StoreError> {
-                    let changes = store.compact(crate::LOG_RETAIN)?;
-                    let entries = store.outbox_compact(crate::OUTBOX_MAX)?;
-                    Ok(json!({"changes_dropped": changes, "outbox_entries_dropped": entries}))
+                blocking(move || -> Result<TaskResult, cascade_store::StoreError> {
+                    let changes_dropped = store.compact(crate::LOG_RETAIN)?;
+                    let outbox_entries_dropped = store.outbox_compact(crate::OUTBOX_MAX)?;
+                    Ok(TaskResult::Compacted {
+                        changes_dropped,
+                        outbox_entries_dropped,
+                    })
                 })
                 .await
                 .map_err(|e| e.to_string())
@@ -161,7 +221,7 @@ pub(super) async fn tasks_run(ctx: Ctx, p: TaskRun) -> Out {
             _ => node
                 .persist_agents()
                 .await
-                .map(|n| json!({"agents_written": n}))
+                .map(|agents_written| TaskResult::AgentsWritten { agents_written })
                 .map_err(|e| e.to_string()),
         };
         let mut tasks = node.tasks.lock().unwrap_or_else(|e| e.into_inner());
@@ -170,16 +230,16 @@ pub(super) async fn tasks_run(ctx: Ctx, p: TaskRun) -> Out {
             match result {
                 Ok(v) => {
                     t.state = "succeeded".into();
-                    t.result = v;
+                    t.result = Some(v);
                 }
                 Err(e) => {
                     t.state = "failed".into();
-                    t.result = json!(e);
+                    t.result = Some(TaskResult::Failed(e));
                 }
             }
         }
     });
-    Ok(json!({"id": id, "state": "running"}))
+    Ok(TaskStarted { id, state: "running" })
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -188,12 +248,12 @@ pub struct TaskId {
     pub id: u64,
 }
 
-pub(super) async fn tasks_status(ctx: Ctx, p: TaskId) -> Out {
+pub(super) async fn tasks_status(ctx: Ctx, p: TaskId) -> Out<TaskStatus> {
     let tasks = ctx.node.tasks.lock().unwrap_or_else(|e| e.into_inner());
-    let task = tasks
+    tasks
         .get(&p.id)
-        .ok_or_else(|| ApiError::NotFound(format!("no task {} on this node since it started", p.id)))?;
-    to_value(task)
+        .cloned()
+        .ok_or_else(|| ApiError::NotFound(format!("no task {} on this node since it started", p.id)))
 }
 
 // ---- what-if
@@ -217,7 +277,32 @@ fn default_minutes() -> u32 {
 
 /// Which of this node's computers a policy would give which updates, how
 /// many would restart, and whether the work fits their windows.
-pub(super) async fn policies_what_if(ctx: Ctx, p: WhatIf) -> Out {
+/// What a policy would do here.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct WhatIfResult {
+    pub computers_targeted: usize,
+    pub computers_with_updates: usize,
+    pub computers_restarting: usize,
+    pub computers_not_fitting_windows: usize,
+    pub computers: Vec<WhatIfComputer>,
+}
+
+/// What a policy would give one computer.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct WhatIfComputer {
+    pub computer: cascade_core::model::ComputerId,
+    /// In install order.
+    pub updates: Vec<UpdateId>,
+    /// Of those, how many restart the computer.
+    pub restarts: usize,
+    /// The expected install time.
+    pub minutes: u64,
+    pub longest_window_minutes: Option<u64>,
+    /// Whether the work fits its longest window (true without windows).
+    pub fits_windows: bool,
+}
+
+pub(super) async fn policies_what_if(ctx: Ctx, p: WhatIf) -> Out<WhatIfResult> {
     use cascade_core::assignment::{Placement, Targeting};
     let mut policy = p.policy;
     policy.enabled = true;
@@ -236,7 +321,7 @@ pub(super) async fn policies_what_if(ctx: Ctx, p: WhatIf) -> Out {
         .collect::<Result<_, ApiError>>()?;
     let node = ctx.node.clone();
     let minutes = u64::from(p.minutes_per_update);
-    blocking(move || -> Out {
+    blocking(move || -> Out<WhatIfResult> {
         let mut updates = Vec::new();
         let mut windows = Vec::new();
         for o in node.effective_objects(ObjectKind::Update)? {
@@ -295,22 +380,22 @@ pub(super) async fn policies_what_if(ctx: Ctx, p: WhatIf) -> Out {
             with_updates += usize::from(!assignment.steps.is_empty());
             restarting += usize::from(restarts > 0);
             not_fitting += usize::from(!fits);
-            rows.push(json!({
-                "computer": agent.id,
-                "updates": assignment.steps.iter().map(|s| s.update.clone()).collect::<Vec<_>>(),
-                "restarts": restarts,
-                "minutes": work,
-                "longest_window_minutes": longest,
-                "fits_windows": fits,
-            }));
+            rows.push(WhatIfComputer {
+                computer: agent.id,
+                updates: assignment.steps.iter().map(|s| s.update.clone()).collect(),
+                restarts,
+                minutes: work,
+                longest_window_minutes: longest,
+                fits_windows: fits,
+            });
         }
-        Ok(json!({
-            "computers_targeted": targeted,
-            "computers_with_updates": with_updates,
-            "computers_restarting": restarting,
-            "computers_not_fitting_windows": not_fitting,
-            "computers": rows,
-        }))
+        Ok(WhatIfResult {
+            computers_targeted: targeted,
+            computers_with_updates: with_updates,
+            computers_restarting: restarting,
+            computers_not_fitting_windows: not_fitting,
+            computers: rows,
+        })
     })
     .await
 }
@@ -325,9 +410,55 @@ pub struct RolloutStatus {
     pub policy: Option<String>,
 }
 
+/// A staged rollout of one approved update.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct RolloutRow {
+    pub policy: cascade_core::model::ObjectId,
+    pub update: UpdateId,
+    /// Whether the policy is this node's (only there it is promoted).
+    pub owned_here: bool,
+    /// Why it stopped, when it did.
+    pub halted: Option<String>,
+    pub rings: Vec<RingRow>,
+}
+
+/// One ring of a rollout with the subtree's counts.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct RingRow {
+    pub ring: String,
+    pub status: RingState,
+    pub computers: u64,
+    pub installed: u64,
+    pub failed: u64,
+    pub max_failure_percent: u32,
+}
+
+/// open (since when), halted (why), or waiting (until its soak ends).
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct RingState {
+    pub state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub soak_until: Option<i64>,
+}
+
+impl RingState {
+    fn new(state: &'static str) -> RingState {
+        RingState {
+            state,
+            since: None,
+            reason: None,
+            soak_until: None,
+        }
+    }
+}
+
 /// Each ring's state per approved update of the policies with rings, with
 /// the subtree's counts.
-pub(super) async fn rollout_status(ctx: Ctx, p: RolloutStatus) -> Out {
+pub(super) async fn rollout_status(ctx: Ctx, p: RolloutStatus) -> Out<Vec<RolloutRow>> {
     let node = ctx.node.clone();
     let now = ctx.node.now();
     let rollouts = blocking(move || node.rollouts(now)).await?;
@@ -338,7 +469,7 @@ pub(super) async fn rollout_status(ctx: Ctx, p: RolloutStatus) -> Out {
             continue;
         }
         let open = rollout.open_rings();
-        let rings: Vec<Value> = policy
+        let rings = policy
             .rings
             .iter()
             .enumerate()
@@ -347,23 +478,45 @@ pub(super) async fn rollout_status(ctx: Ctx, p: RolloutStatus) -> Out {
                     .get(&(policy.id.clone(), update.clone(), i as u32))
                     .copied()
                     .unwrap_or_default();
-                let state = if i < open {
-                    json!({"state": "open", "since": rollout.opened.get(i)})
+                let status = if i < open {
+                    RingState {
+                        since: rollout.opened.get(i).copied(),
+                        ..RingState::new("open")
+                    }
                 } else if let Some(why) = rollout.halted.as_ref().filter(|_| i == open) {
-                    json!({"state": "halted", "reason": why})
+                    RingState {
+                        reason: Some(why.clone()),
+                        ..RingState::new("halted")
+                    }
                 } else if i == open {
                     let previous = &policy.rings[i - 1];
                     let since = rollout.opened.get(i - 1).copied().unwrap_or(now);
-                    json!({"state": "waiting", "soak_until": since + i64::from(previous.soak_hours) * 3600})
+                    RingState {
+                        soak_until: Some(since + i64::from(previous.soak_hours) * 3600),
+                        ..RingState::new("waiting")
+                    }
                 } else {
-                    json!({"state": "waiting"})
+                    RingState::new("waiting")
                 };
-                json!({"ring": ring.name, "status": state, "computers": computers, "installed": installed, "failed": failed, "max_failure_percent": ring.max_failure_percent})
+                RingRow {
+                    ring: ring.name.clone(),
+                    status,
+                    computers,
+                    installed,
+                    failed,
+                    max_failure_percent: ring.max_failure_percent,
+                }
             })
             .collect();
-        rows.push(json!({"policy": policy.id, "update": update, "owned_here": owned, "halted": rollout.halted, "rings": rings}));
+        rows.push(RolloutRow {
+            policy: policy.id.clone(),
+            update,
+            owned_here: owned,
+            halted: rollout.halted.clone(),
+            rings,
+        });
     }
-    Ok(Value::Array(rows))
+    Ok(rows)
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -374,7 +527,15 @@ pub struct RolloutPromote {
 }
 
 /// Opens the next ring now (and lifts a halt), at the policy's own node.
-pub(super) async fn rollout_promote(ctx: Ctx, p: RolloutPromote) -> Out {
+/// The rollout after the promotion.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Promoted {
+    pub policy: cascade_core::model::ObjectId,
+    pub update: UpdateId,
+    pub open_rings: usize,
+}
+
+pub(super) async fn rollout_promote(ctx: Ctx, p: RolloutPromote) -> Out<Promoted> {
     let node = ctx.node.clone();
     let now = ctx.node.now();
     let rollouts = blocking(move || node.rollouts(now)).await?;
@@ -409,7 +570,11 @@ pub(super) async fn rollout_promote(ctx: Ctx, p: RolloutPromote) -> Out {
     ctx.node
         .append_local(cascade_core::model::ChangeOp::Upsert(Object::Rollout(rollout)))
         .await?;
-    Ok(json!({"policy": policy.id, "update": wanted, "open_rings": opened}))
+    Ok(Promoted {
+        policy: policy.id,
+        update: wanted,
+        open_rings: opened,
+    })
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -422,7 +587,33 @@ pub struct ContentEnsure {
 /// Makes sure the updates' content is here, fetching from the parent (or,
 /// at the root, the vendor's URL) what is missing; unapproved updates may
 /// be pre-staged too.
-pub(super) async fn content_ensure(ctx: Ctx, p: ContentEnsure) -> Out {
+/// What fetching did, file by file, and whether each update is staged now.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Ensured {
+    pub transfers: Vec<Transfer>,
+    pub updates: Vec<UpdateStaged>,
+}
+
+/// One file fetched, or why not.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Transfer {
+    pub update: UpdateId,
+    pub file: String,
+    /// Bytes fetched for it (0 when another transfer brought it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fetched: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Whether an update's content is all here.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct UpdateStaged {
+    pub update: UpdateId,
+    pub staged: bool,
+}
+
+pub(super) async fn content_ensure(ctx: Ctx, p: ContentEnsure) -> Out<Ensured> {
     let updates = update_objects(&ctx).await?;
     let mut wanted = Vec::new();
     for raw in &p.updates {
@@ -433,30 +624,37 @@ pub(super) async fn content_ensure(ctx: Ctx, p: ContentEnsure) -> Out {
             .ok_or_else(|| ApiError::NotFound(format!("updates: {id} is not in this node's catalog")))?;
         wanted.push(update.clone());
     }
-    let mut rows: Vec<Value> = Vec::new();
+    let mut transfers = Vec::new();
     for u in &wanted {
         let (_, missing) = staged(&ctx.node, u);
         for c in u.content.iter().filter(|c| missing.contains(&c.file_name)) {
             let before = ctx.node.content_counters().0;
             let result = ctx.node.ensure_content(&c.sha256.to_ascii_lowercase(), true).await;
-            rows.push(match result {
-                Ok(_) => {
-                    json!({"update": u.id, "file": c.file_name, "fetched": ctx.node.content_counters().0 - before})
-                }
-                Err(e) => json!({"update": u.id, "file": c.file_name, "error": e.to_string()}),
+            let (fetched, error) = match result {
+                Ok(_) => (Some(ctx.node.content_counters().0 - before), None),
+                Err(e) => (None, Some(e.to_string())),
+            };
+            transfers.push(Transfer {
+                update: u.id.clone(),
+                file: c.file_name.clone(),
+                fetched,
+                error,
             });
         }
     }
-    if let Some(error) = rows.iter().find_map(|r| r["error"].as_str())
-        && rows.iter().all(|r| r.get("error").is_some())
+    if let Some(error) = transfers.iter().find_map(|t| t.error.clone())
+        && transfers.iter().all(|t| t.error.is_some())
     {
-        return Err(ApiError::Unavailable(error.to_owned()));
+        return Err(ApiError::Unavailable(error));
     }
-    let staged_now: Vec<Value> = wanted
+    let updates = wanted
         .iter()
-        .map(|u| json!({"update": u.id, "staged": staged(&ctx.node, u).0}))
+        .map(|u| UpdateStaged {
+            update: u.id.clone(),
+            staged: staged(&ctx.node, u).0,
+        })
         .collect();
-    Ok(json!({"transfers": rows, "updates": staged_now}))
+    Ok(Ensured { transfers, updates })
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -470,18 +668,35 @@ pub struct ContentAdd {
 
 /// Adds content from this node's disk: each file the catalog names (by
 /// sha256 and size) is copied in, verified; others are reported.
-pub(super) async fn content_add(ctx: Ctx, p: ContentAdd) -> Out {
+/// One file of the path: copied in (with its sha256), or why not.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct AddedFile {
+    pub file: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+pub(super) async fn content_add(ctx: Ctx, p: ContentAdd) -> Out<Vec<AddedFile>> {
     let node = ctx.node.clone();
     let path = std::path::PathBuf::from(&p.path);
     let results = blocking(move || node.add_content(&path))
         .await
         .map_err(|e| ApiError::Invalid(format!("path: {e}")))?;
-    let rows: Vec<Value> = results
+    Ok(results
         .into_iter()
         .map(|(file, r)| match r {
-            Ok(sha) => json!({"file": file, "sha256": sha}),
-            Err(e) => json!({"file": file, "error": e}),
+            Ok(sha) => AddedFile {
+                file,
+                sha256: Some(sha),
+                error: None,
+            },
+            Err(e) => AddedFile {
+                file,
+                sha256: None,
+                error: Some(e),
+            },
         })
-        .collect();
-    Ok(Value::Array(rows))
+        .collect())
 }

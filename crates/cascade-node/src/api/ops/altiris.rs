@@ -33,7 +33,14 @@ pub(crate) fn slug(name: &str) -> String {
     s.split('-').filter(|p| !p.is_empty()).collect::<Vec<_>>().join("-")
 }
 
-pub(crate) async fn create_policy_with_updates(ctx: Ctx, p: CreatePolicyWithUpdates) -> Out {
+/// The policy made and the updates it approves.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct PolicyCreated {
+    pub policy: ObjectId,
+    pub approved: Vec<UpdateId>,
+}
+
+pub(crate) async fn create_policy_with_updates(ctx: Ctx, p: CreatePolicyWithUpdates) -> Out<PolicyCreated> {
     let policy_id = id("name", &slug(&p.name))?;
     let catalog: BTreeSet<UpdateId> = update_objects(&ctx).await?.into_iter().map(|u| u.id).collect();
     let wanted: Vec<UpdateId> = p.updates.iter().map(|u| UpdateId::new(u)).collect();
@@ -56,7 +63,10 @@ pub(crate) async fn create_policy_with_updates(ctx: Ctx, p: CreatePolicyWithUpda
         })));
     }
     ctx.node.append_local_many(ops).await?;
-    Ok(json!({"policy": policy_id, "approved": wanted}))
+    Ok(PolicyCreated {
+        policy: policy_id,
+        approved: wanted,
+    })
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -66,37 +76,55 @@ pub struct UpdateIds {
     pub updates: Vec<String>,
 }
 
-pub(crate) async fn resolve_to_updates(ctx: Ctx, p: UpdateIds) -> Out {
+/// A bulletin or update id as this node's catalog knows it.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Resolved {
+    pub id: UpdateId,
+    pub found: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title: Option<std::sync::Arc<str>>,
+    /// What replaces it (when found).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub superseded_by: Option<Vec<UpdateId>>,
+}
+
+pub(crate) async fn resolve_to_updates(ctx: Ctx, p: UpdateIds) -> Out<Vec<Resolved>> {
     let updates = update_objects(&ctx).await?;
     let catalog = cascade_core::Catalog::new(updates);
-    let rows: Vec<Value> = p
-        .updates
+    Ok(p.updates
         .iter()
         .map(|raw| {
             let id = UpdateId::new(raw);
-            match catalog.get(&id) {
-                Some(u) => json!({"id": id, "found": true, "title": u.title, "superseded_by": catalog.superseders_of(&id).iter().map(|s| s.id.clone()).collect::<Vec<_>>()}),
-                None => json!({"id": id, "found": false}),
+            let found = catalog.get(&id);
+            Resolved {
+                found: found.is_some(),
+                title: found.map(|u| u.title.clone()),
+                superseded_by: found.map(|_| catalog.superseders_of(&id).iter().map(|s| s.id.clone()).collect()),
+                id,
             }
         })
-        .collect();
-    Ok(Value::Array(rows))
+        .collect())
 }
 
-pub(crate) async fn resolve_to_policies(ctx: Ctx, p: UpdateIds) -> Out {
+/// Update -> the policies that approve it here.
+pub(crate) async fn resolve_to_policies(ctx: Ctx, p: UpdateIds) -> Out<BTreeMap<String, Vec<String>>> {
     let approved = approvals_by_update(&ctx).await?;
-    let rows: BTreeMap<String, Vec<String>> = p
-        .updates
+    Ok(p.updates
         .iter()
         .map(|raw| {
             let id = UpdateId::new(raw);
             (id.to_string(), approved.get(&id).cloned().unwrap_or_default())
         })
-        .collect();
-    to_value(&rows)
+        .collect())
 }
 
-pub(crate) async fn disable_bulletins(ctx: Ctx, p: UpdateIds) -> Out {
+/// How many of this node's approvals were withdrawn.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Withdrawn {
+    pub approvals_withdrawn: usize,
+}
+
+pub(crate) async fn disable_bulletins(ctx: Ctx, p: UpdateIds) -> Out<Withdrawn> {
     let wanted: BTreeSet<UpdateId> = p.updates.iter().map(|u| UpdateId::new(u)).collect();
     let mut ops = Vec::new();
     for s in objects(&ctx, ObjectKind::Approval).await? {
@@ -114,7 +142,9 @@ pub(crate) async fn disable_bulletins(ctx: Ctx, p: UpdateIds) -> Out {
     if count > 0 {
         ctx.node.append_local_many(ops).await?;
     }
-    Ok(json!({"approvals_withdrawn": count}))
+    Ok(Withdrawn {
+        approvals_withdrawn: count,
+    })
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -125,7 +155,7 @@ pub struct SetSeverityLevel {
     pub level: String,
 }
 
-pub(crate) async fn set_severity_level(ctx: Ctx, p: SetSeverityLevel) -> Out {
+pub(crate) async fn set_severity_level(ctx: Ctx, p: SetSeverityLevel) -> Out<Recorded> {
     custom_severities_assign(
         ctx,
         SeverityAssign {
@@ -136,7 +166,7 @@ pub(crate) async fn set_severity_level(ctx: Ctx, p: SetSeverityLevel) -> Out {
     .await
 }
 
-pub(crate) async fn get_property(ctx: Ctx, p: ById) -> Out {
+pub(crate) async fn get_property(ctx: Ctx, p: ById) -> Out<Effective> {
     settings_get(&ctx, &p.id).await
 }
 
@@ -147,7 +177,7 @@ pub struct SetProperty {
     pub value: Value,
 }
 
-pub(crate) async fn set_property(ctx: Ctx, p: SetProperty) -> Out {
+pub(crate) async fn set_property(ctx: Ctx, p: SetProperty) -> Out<Recorded> {
     settings_set(
         ctx,
         SettingSet {
@@ -166,7 +196,7 @@ pub struct SetProperties {
     pub properties: BTreeMap<String, Value>,
 }
 
-pub(crate) async fn set_properties(ctx: Ctx, p: SetProperties) -> Out {
+pub(crate) async fn set_properties(ctx: Ctx, p: SetProperties) -> Out<Vec<Recorded>> {
     let mut done = Vec::new();
     for (id, value) in p.properties {
         done.push(
@@ -181,7 +211,7 @@ pub(crate) async fn set_properties(ctx: Ctx, p: SetProperties) -> Out {
             .await?,
         );
     }
-    Ok(Value::Array(done))
+    Ok(done)
 }
 
 pub(crate) fn policy_example() -> Value {

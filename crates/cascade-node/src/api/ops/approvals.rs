@@ -9,18 +9,27 @@ pub struct ApprovalList {
     pub policy: Option<String>,
 }
 
-pub(crate) async fn approvals_list(ctx: Ctx, p: ApprovalList) -> Out {
-    let list: Vec<Value> = objects(&ctx, ObjectKind::Approval)
+/// An approval with the node that made it.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ApprovalRow {
+    pub approval: Approval,
+    pub origin: NodeId,
+}
+
+pub(crate) async fn approvals_list(ctx: Ctx, p: ApprovalList) -> Out<Vec<ApprovalRow>> {
+    Ok(objects(&ctx, ObjectKind::Approval)
         .await?
         .into_iter()
-        .filter_map(|s| match s.object.value() {
+        .filter_map(|s| match s.object.into_value() {
             Object::Approval(a) if p.policy.as_deref().is_none_or(|want| a.policy.as_str() == want) => {
-                Some(json!({"approval": a, "origin": s.origin}))
+                Some(ApprovalRow {
+                    approval: a,
+                    origin: s.origin,
+                })
             }
             _ => None,
         })
-        .collect();
-    Ok(Value::Array(list))
+        .collect())
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -33,7 +42,7 @@ pub struct ApprovalCreate {
     pub deadline: Option<i64>,
 }
 
-pub(crate) async fn approvals_create(ctx: Ctx, p: ApprovalCreate) -> Out {
+pub(crate) async fn approvals_create(ctx: Ctx, p: ApprovalCreate) -> Out<Recorded> {
     let policy = id("policy", &p.policy)?;
     let update = UpdateId::new(&p.update);
     let known = objects(&ctx, ObjectKind::Policy)
@@ -52,7 +61,7 @@ pub(crate) async fn approvals_create(ctx: Ctx, p: ApprovalCreate) -> Out {
     change(&ctx, ChangeOp::Upsert(Object::Approval(approval))).await
 }
 
-pub(crate) async fn delete(ctx: &Ctx, kind: ObjectKind, raw: &str) -> Out {
+pub(crate) async fn delete(ctx: &Ctx, kind: ObjectKind, raw: &str) -> Out<Recorded> {
     let key = ObjectKey {
         kind,
         id: id("id", raw)?,
@@ -65,6 +74,6 @@ pub(crate) async fn delete(ctx: &Ctx, kind: ObjectKind, raw: &str) -> Out {
     change(ctx, ChangeOp::Delete(key)).await
 }
 
-pub(crate) async fn approvals_delete(ctx: Ctx, p: ById) -> Out {
+pub(crate) async fn approvals_delete(ctx: Ctx, p: ById) -> Out<Recorded> {
     delete(&ctx, ObjectKind::Approval, &p.id).await
 }

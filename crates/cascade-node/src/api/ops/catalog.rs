@@ -30,7 +30,7 @@ pub struct ImportFile {
     pub content: String,
 }
 
-pub(crate) async fn catalog_import(ctx: Ctx, p: CatalogImport) -> Out {
+pub(crate) async fn catalog_import(ctx: Ctx, p: CatalogImport) -> Out<Imported> {
     use base64::Engine;
     let include = p.include;
     let source = p.name.clone();
@@ -77,7 +77,18 @@ pub(crate) async fn catalog_import(ctx: Ctx, p: CatalogImport) -> Out {
     store_imported(&ctx, imported).await
 }
 
-pub(crate) async fn store_imported(ctx: &Ctx, imported: cascade_core::import::CatalogImport) -> Out {
+/// What an import recorded.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Imported {
+    /// The format it was read as.
+    pub format: &'static str,
+    /// Updates recorded (new or changed, each a signed change).
+    pub updates: usize,
+    /// Records passed over, each with why.
+    pub skipped: Vec<String>,
+}
+
+pub(crate) async fn store_imported(ctx: &Ctx, imported: cascade_core::import::CatalogImport) -> Out<Imported> {
     let count = imported.updates.len();
     let ops = imported
         .updates
@@ -85,7 +96,11 @@ pub(crate) async fn store_imported(ctx: &Ctx, imported: cascade_core::import::Ca
         .map(|u| ChangeOp::Upsert(Object::Update(Box::new(u))))
         .collect();
     ctx.node.append_local_many(ops).await?;
-    Ok(json!({"format": imported.format.name(), "updates": count, "skipped": imported.skipped}))
+    Ok(Imported {
+        format: imported.format.name(),
+        updates: count,
+        skipped: imported.skipped,
+    })
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
@@ -98,15 +113,21 @@ pub struct AuditLog {
     pub limit: usize,
 }
 
-pub(crate) async fn audit_log(ctx: Ctx, p: AuditLog) -> Out {
+/// One entry of the audit log with its sequence number (page with `after`).
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct AuditRow {
+    pub seq: u64,
+    pub entry: cascade_core::model::AuditEntry,
+}
+
+pub(crate) async fn audit_log(ctx: Ctx, p: AuditLog) -> Out<Vec<AuditRow>> {
     let store = ctx.node.store.clone();
     let limit = p.limit.min(10_000);
     let entries = blocking(move || store.audit_log(p.after, limit)).await?;
-    let rows: Vec<Value> = entries
+    Ok(entries
         .into_iter()
-        .map(|(seq, e)| json!({"seq": seq, "entry": e}))
-        .collect();
-    Ok(Value::Array(rows))
+        .map(|(seq, entry)| AuditRow { seq, entry })
+        .collect())
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -124,7 +145,17 @@ pub(crate) fn default_ttl_hours() -> i64 {
     24
 }
 
-pub(crate) async fn tokens_create(ctx: Ctx, p: TokenCreate) -> Out {
+/// A new bearer token: the secret is shown here once and never again.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct NewToken {
+    pub token: String,
+    pub name: String,
+    pub role: &'static str,
+    /// Unix seconds.
+    pub expires_at: i64,
+}
+
+pub(crate) async fn tokens_create(ctx: Ctx, p: TokenCreate) -> Out<NewToken> {
     use base64::Engine;
     let role = cascade_trust::Role::parse(&p.role)
         .ok_or_else(|| ApiError::Invalid(format!("role: {:?} is not admin, site-operator or auditor", p.role)))?;
@@ -154,13 +185,17 @@ pub(crate) async fn tokens_create(ctx: Ctx, p: TokenCreate) -> Out {
     let hash = crate::api::token_hash(&token);
     let expires_at = record.expires_at;
     blocking(move || store.put_api_token(&hash, &record)).await?;
-    Ok(json!({"token": token, "name": p.name, "role": role.as_str(), "expires_at": expires_at}))
+    Ok(NewToken {
+        token,
+        name: p.name,
+        role: role.as_str(),
+        expires_at,
+    })
 }
 
-pub(crate) async fn tokens_list(ctx: Ctx, _: Nothing) -> Out {
+pub(crate) async fn tokens_list(ctx: Ctx, _: Nothing) -> Out<Vec<cascade_store::ApiTokenRecord>> {
     let store = ctx.node.store.clone();
-    let tokens = blocking(move || store.api_tokens()).await?;
-    to_value(&tokens)
+    Ok(blocking(move || store.api_tokens()).await?)
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -169,12 +204,18 @@ pub struct ByName {
     pub name: String,
 }
 
-pub(crate) async fn tokens_revoke(ctx: Ctx, p: ByName) -> Out {
+/// How many tokens were revoked.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Revoked {
+    pub revoked: usize,
+}
+
+pub(crate) async fn tokens_revoke(ctx: Ctx, p: ByName) -> Out<Revoked> {
     let store = ctx.node.store.clone();
     let name = p.name.clone();
     let count = blocking(move || store.revoke_api_tokens(&name)).await?;
     if count == 0 {
         return Err(ApiError::NotFound(format!("no token is named {}", p.name)));
     }
-    Ok(json!({"revoked": count}))
+    Ok(Revoked { revoked: count })
 }

@@ -15,7 +15,7 @@ pub struct Revoke {
     pub reason: String,
 }
 
-pub(crate) async fn certificates_revoke(ctx: Ctx, p: Revoke) -> Out {
+pub(crate) async fn certificates_revoke(ctx: Ctx, p: Revoke) -> Out<Recorded> {
     let (name, serial, identity) = match (&p.serial, &p.identity) {
         (Some(serial), None) => {
             let serial = serial
@@ -54,16 +54,26 @@ pub(crate) async fn certificates_revoke(ctx: Ctx, p: Revoke) -> Out {
     change(&ctx, ChangeOp::Upsert(Object::Revocation(revocation))).await
 }
 
-pub(crate) async fn certificates_revocations(ctx: Ctx, _: Nothing) -> Out {
-    let list: Vec<Value> = objects(&ctx, ObjectKind::Revocation)
-        .await?
-        .into_iter()
-        .map(|s| json!({"origin": s.origin, "revocation": s.object}))
-        .collect();
-    Ok(Value::Array(list))
+/// A revocation in force here with the node that made it.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct RevocationRow {
+    pub origin: NodeId,
+    /// The revocation object (kind `revocation`) as signed.
+    pub revocation: cascade_core::exact::Exact<Object>,
 }
 
-pub(crate) async fn certificates_reinstate(ctx: Ctx, p: ById) -> Out {
+pub(crate) async fn certificates_revocations(ctx: Ctx, _: Nothing) -> Out<Vec<RevocationRow>> {
+    Ok(objects(&ctx, ObjectKind::Revocation)
+        .await?
+        .into_iter()
+        .map(|s| RevocationRow {
+            origin: s.origin,
+            revocation: s.object,
+        })
+        .collect())
+}
+
+pub(crate) async fn certificates_reinstate(ctx: Ctx, p: ById) -> Out<Recorded> {
     let key = cascade_core::model::ObjectKey {
         kind: ObjectKind::Revocation,
         id: id("revocation", &p.id)?,
@@ -77,11 +87,21 @@ pub(crate) async fn certificates_reinstate(ctx: Ctx, p: ById) -> Out {
     }
 }
 
-pub(crate) async fn security_status(ctx: Ctx, _: Nothing) -> Out {
+/// This node's signing key, how fresh its view of the root is, and what it
+/// refused lately.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct SecurityStatus {
+    /// Hex SHA-256 of the certificate whose key signs this node's changes.
+    pub signing_key: String,
+    pub freshness: crate::security::Freshness,
+    pub refusals: Vec<crate::security::Refusal>,
+}
+
+pub(crate) async fn security_status(ctx: Ctx, _: Nothing) -> Out<SecurityStatus> {
     use cascade_core::seal::Signer;
-    Ok(json!({
-        "signing_key": ctx.node.config.tls.signer().key(),
-        "freshness": ctx.node.freshness()?,
-        "refusals": ctx.node.refusals.list(),
-    }))
+    Ok(SecurityStatus {
+        signing_key: ctx.node.config.tls.signer().key().to_owned(),
+        freshness: ctx.node.freshness()?,
+        refusals: ctx.node.refusals.list(),
+    })
 }

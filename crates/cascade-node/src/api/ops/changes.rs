@@ -10,7 +10,7 @@ pub struct ChangeRecord {
     pub op: ChangeOp,
 }
 
-pub(crate) async fn changes_record(ctx: Ctx, p: ChangeRecord) -> Out {
+pub(crate) async fn changes_record(ctx: Ctx, p: ChangeRecord) -> Out<Recorded> {
     change(&ctx, p.op).await
 }
 
@@ -21,25 +21,31 @@ pub struct ObjectsOfKind {
     pub kind: String,
 }
 
-pub(crate) async fn objects_list(ctx: Ctx, p: ObjectsOfKind) -> Out {
+pub(crate) async fn objects_list(ctx: Ctx, p: ObjectsOfKind) -> Out<Vec<cascade_store::StoredObject>> {
     let kind =
         ObjectKind::parse(&p.kind).ok_or_else(|| ApiError::Invalid(format!("kind: unknown kind {:?}", p.kind)))?;
-    to_value(&objects(&ctx, kind).await?)
+    objects(&ctx, kind).await
 }
 
-pub(crate) async fn agents_list(ctx: Ctx, _: Nothing) -> Out {
+/// An agent with its latest ten install events.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct AgentRow {
+    pub agent: cascade_core::model::Agent,
+    pub events: Vec<cascade_core::model::InstallEvent>,
+}
+
+pub(crate) async fn agents_list(ctx: Ctx, _: Nothing) -> Out<Vec<AgentRow>> {
     let node = ctx.node.clone();
-    let rows = blocking(move || -> Result<Vec<Value>, ApiError> {
+    blocking(move || -> Out<Vec<AgentRow>> {
         let mut rows = Vec::new();
         for agent in node.agents()? {
-            let events = node.store.events(&agent.id)?;
-            let latest = &events[events.len().saturating_sub(10)..];
-            rows.push(json!({ "agent": agent, "events": latest }));
+            let mut events = node.store.events(&agent.id)?;
+            let events = events.split_off(events.len().saturating_sub(10));
+            rows.push(AgentRow { agent, events });
         }
         Ok(rows)
     })
-    .await?;
-    Ok(Value::Array(rows))
+    .await
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -57,7 +63,16 @@ pub(crate) fn default_agent_token_seconds() -> u64 {
     3600
 }
 
-pub(crate) async fn agent_tokens_create(ctx: Ctx, p: AgentTokenCreate) -> Out {
+/// A one-time enrollment token: shown here once and never again.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct NewAgentToken {
+    pub token: String,
+    pub site: NodeId,
+    /// Unix seconds.
+    pub expires_at: i64,
+}
+
+pub(crate) async fn agent_tokens_create(ctx: Ctx, p: AgentTokenCreate) -> Out<NewAgentToken> {
     let node = &ctx.node;
     if p.site != node.id.as_str() {
         return Err(ApiError::Invalid(format!(
@@ -90,5 +105,9 @@ pub(crate) async fn agent_tokens_create(ctx: Ctx, p: AgentTokenCreate) -> Out {
     let store = node.store.clone();
     let hash = token.secret_hash();
     blocking(move || store.put_token(&hash, &record)).await?;
-    Ok(json!({"token": text, "site": node.id, "expires_at": expires_at}))
+    Ok(NewAgentToken {
+        token: text,
+        site: node.id.clone(),
+        expires_at,
+    })
 }

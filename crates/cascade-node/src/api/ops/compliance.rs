@@ -1,5 +1,7 @@
 //! Operations: compliance.
 
+use cascade_store::StateCounts;
+
 use super::*;
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
@@ -10,47 +12,46 @@ pub struct ComplianceByUpdate {
     pub update: Option<String>,
 }
 
-pub(crate) async fn compliance_by_update(ctx: Ctx, p: ComplianceByUpdate) -> Out {
+/// The counts of one update, or of every update by id.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum UpdateCounts {
+    One(StateCounts),
+    ByUpdate(BTreeMap<UpdateId, StateCounts>),
+}
+
+pub(crate) async fn compliance_by_update(ctx: Ctx, p: ComplianceByUpdate) -> Out<UpdateCounts> {
     let store = ctx.node.store.clone();
-    match p.update {
+    Ok(match p.update {
         Some(u) => {
             let u = UpdateId::new(&u);
-            let counts = blocking(move || store.summary_for_update(&u)).await?;
-            to_value(&counts)
+            UpdateCounts::One(blocking(move || store.summary_for_update(&u)).await?)
         }
-        None => {
-            let summary = blocking(move || store.summary_by_update()).await?;
-            to_value(&summary)
-        }
-    }
+        None => UpdateCounts::ByUpdate(blocking(move || store.summary_by_update()).await?),
+    })
 }
 
-pub(crate) async fn compliance_by_site(ctx: Ctx, _: Nothing) -> Out {
+/// Site -> severity -> counts.
+pub(crate) async fn compliance_by_site(ctx: Ctx, _: Nothing) -> Out<BTreeMap<NodeId, BTreeMap<String, StateCounts>>> {
     let store = ctx.node.store.clone();
     let summary = blocking(move || store.summary_by_site()).await?;
-    let mut by_site: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
+    let mut by_site: BTreeMap<NodeId, BTreeMap<String, StateCounts>> = BTreeMap::new();
     for ((site, severity), counts) in summary {
-        by_site
-            .entry(site.to_string())
-            .or_default()
-            .insert(severity.to_string(), to_value(&counts)?);
+        by_site.entry(site).or_default().insert(severity.to_string(), counts);
     }
-    to_value(&by_site)
+    Ok(by_site)
 }
 
-pub(crate) async fn compliance_by_severity(ctx: Ctx, _: Nothing) -> Out {
+/// Severity -> counts.
+pub(crate) async fn compliance_by_severity(ctx: Ctx, _: Nothing) -> Out<BTreeMap<String, StateCounts>> {
     let store = ctx.node.store.clone();
     let summary = blocking(move || store.summary_by_site()).await?;
-    let mut by_severity: BTreeMap<String, [u64; ComplianceState::COUNT]> = BTreeMap::new();
+    let mut by_severity: BTreeMap<String, StateCounts> = BTreeMap::new();
     for ((_, severity), counts) in summary {
         let slot = by_severity.entry(severity.to_string()).or_default();
-        for (total, n) in slot.iter_mut().zip(counts.0) {
+        for (total, n) in slot.0.iter_mut().zip(counts.0) {
             *total += n;
         }
     }
-    let out: BTreeMap<String, Value> = by_severity
-        .into_iter()
-        .map(|(k, v)| (k, to_value(&cascade_store::StateCounts(v)).unwrap_or_default()))
-        .collect();
-    to_value(&out)
+    Ok(by_severity)
 }

@@ -2,7 +2,41 @@
 
 use super::*;
 
-pub(crate) async fn sites_tree(ctx: Ctx, _: Nothing) -> Out {
+/// A link of this node, either way.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct LinkRow {
+    /// The parent's address, or a child's node id.
+    pub peer: String,
+    /// up (to the parent) or down (to a child).
+    pub direction: &'static str,
+    pub status: crate::LinkStatus,
+}
+
+fn link_rows(node: &crate::Node) -> Vec<LinkRow> {
+    node.links()
+        .into_iter()
+        .map(|(peer, direction, status)| LinkRow {
+            peer,
+            direction,
+            status,
+        })
+        .collect()
+}
+
+/// Where this node sits in the tree.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct SitesTree {
+    pub node: NodeId,
+    /// The sites above it, its parent first.
+    pub above: Vec<NodeId>,
+    /// The sites below it.
+    pub subtree: Vec<NodeId>,
+    /// The site records in force here.
+    pub sites: Vec<Site>,
+    pub links: Vec<LinkRow>,
+}
+
+pub(crate) async fn sites_tree(ctx: Ctx, _: Nothing) -> Out<SitesTree> {
     let sites: Vec<Site> = objects(&ctx, ObjectKind::Site)
         .await?
         .into_iter()
@@ -11,19 +45,13 @@ pub(crate) async fn sites_tree(ctx: Ctx, _: Nothing) -> Out {
             _ => None,
         })
         .collect();
-    let links: Vec<Value> = ctx
-        .node
-        .links()
-        .into_iter()
-        .map(|(peer, direction, s)| json!({"peer": peer, "direction": direction, "status": s}))
-        .collect();
-    Ok(json!({
-        "node": ctx.node.id,
-        "above": ctx.node.sites_up()?.into_iter().skip(1).collect::<Vec<_>>(),
-        "subtree": ctx.node.subtree()?,
-        "sites": sites,
-        "links": links,
-    }))
+    Ok(SitesTree {
+        node: ctx.node.id.clone(),
+        above: ctx.node.sites_up()?.into_iter().skip(1).collect(),
+        subtree: ctx.node.subtree()?.into_iter().collect(),
+        sites,
+        links: link_rows(&ctx.node),
+    })
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -34,7 +62,7 @@ pub struct SiteAdd {
     pub name: Option<String>,
 }
 
-pub(crate) async fn sites_add(ctx: Ctx, p: SiteAdd) -> Out {
+pub(crate) async fn sites_add(ctx: Ctx, p: SiteAdd) -> Out<Recorded> {
     let site = id("id", &p.id)?;
     if site.as_str() == ctx.node.id.as_str() {
         return Err(ApiError::Invalid("id: a node cannot be its own child".into()));
@@ -63,7 +91,7 @@ pub(crate) async fn sites_add(ctx: Ctx, p: SiteAdd) -> Out {
     .await
 }
 
-pub(crate) async fn sites_remove(ctx: Ctx, p: ById) -> Out {
+pub(crate) async fn sites_remove(ctx: Ctx, p: ById) -> Out<Recorded> {
     let out = delete(&ctx, ObjectKind::Site, &p.id).await?;
     if let Ok(child) = NodeId::new(&p.id) {
         let store = ctx.node.store.clone();
@@ -86,7 +114,14 @@ pub struct SiteMove {
 /// Moves this node under another parent: the link reconnects there, the
 /// new parent receives this node's whole state, and changes come from it.
 /// Afterwards the old parent unregisters it (`sites.remove` there).
-pub(crate) async fn sites_move(ctx: Ctx, p: SiteMove) -> Out {
+/// The parent this node moved to, and the one it left.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Moved {
+    pub parent: String,
+    pub was: String,
+}
+
+pub(crate) async fn sites_move(ctx: Ctx, p: SiteMove) -> Out<Moved> {
     let Some(current) = ctx.node.parent_address() else {
         return Err(ApiError::Conflict(format!(
             "node {} is the root of its tree: it has no parent to move away from",
@@ -110,55 +145,116 @@ pub(crate) async fn sites_move(ctx: Ctx, p: SiteMove) -> Out {
         return Err(ApiError::Invalid("parent_id: a node cannot be its own parent".into()));
     }
     ctx.node.move_to(address.clone(), parent_id).await?;
-    Ok(json!({"parent": address, "was": current}))
+    Ok(Moved {
+        parent: address,
+        was: current,
+    })
+}
+
+/// A summary of this node.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct NodeStatus {
+    pub node: NodeId,
+    /// This node's release.
+    pub version: &'static str,
+    /// The parent's address; none at the root.
+    pub parent: Option<String>,
+    /// The sites above it, its parent first.
+    pub above: Vec<NodeId>,
+    pub children: Vec<NodeId>,
+    pub links: Vec<LinkRow>,
+    pub outbox: OutboxStatus,
+    /// The catalog revision (bumped by every change applied here).
+    pub revision: u64,
+    /// The agents this node serves.
+    pub agents: usize,
+    /// The computers in this node's subtree with compliance records here.
+    pub computers: usize,
+    /// The compliance records here.
+    pub records: u64,
+    pub content: ContentSummary,
+    pub store_bytes: u64,
+    pub connections: crate::listener::ListenersStatus,
+}
+
+/// What waits to go up to the parent.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct OutboxStatus {
+    /// Entries not yet acknowledged.
+    pub pending: u64,
+    /// The last sequence number given out.
+    pub last: u64,
+    /// The highest sequence the parent acknowledged.
+    pub acked: u64,
+    /// Entries were dropped before the parent had them: it gets a snapshot.
+    pub snapshot_required: bool,
+}
+
+/// This node's content cache in numbers.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ContentSummary {
+    pub files: usize,
+    pub bytes: u64,
+    pub fetched_bytes: u64,
+    pub transfers: u64,
+    pub served_bytes: u64,
+    pub evicted: u64,
+    pub in_flight: usize,
 }
 
 /// A summary of this node: where it sits, its links, what waits to go up,
 /// its agents and computers, its content, its catalog revision.
-pub(crate) async fn node_status(ctx: Ctx, _: Nothing) -> Out {
+pub(crate) async fn node_status(ctx: Ctx, _: Nothing) -> Out<NodeStatus> {
     let node = ctx.node.clone();
-    blocking(move || -> Out {
+    blocking(move || -> Out<NodeStatus> {
         let outbox = node.store.outbox_state()?;
         let summary = node.store.summary_by_update()?;
-        let records: u64 = summary.values().map(|c| c.total()).sum();
         let files = node.cached_files();
-        let (fetched, transfers, served, evicted) = node.content_counters();
-        let links: Vec<Value> = node
-            .links()
-            .into_iter()
-            .map(|(peer, direction, s)| json!({"peer": peer, "direction": direction, "status": s}))
-            .collect();
-        Ok(json!({
-            "node": node.id,
-            "version": env!("CARGO_PKG_VERSION"),
-            "parent": node.parent_address(),
-            "above": node.sites_up()?.into_iter().skip(1).collect::<Vec<_>>(),
-            "children": node.children()?,
-            "links": links,
-            "outbox": {"pending": outbox.pending, "last": outbox.last, "acked": outbox.acked, "snapshot_required": outbox.snapshot_required},
-            "revision": node.revision()?,
-            "agents": node.agents()?.len(),
-            "computers": node.store.computer_count(),
-            "records": records,
-            "content": {"files": files.len(), "bytes": files.iter().map(|(_, s)| *s).sum::<u64>(), "fetched_bytes": fetched, "transfers": transfers, "served_bytes": served, "evicted": evicted, "in_flight": node.in_flight().len()},
-            "store_bytes": node.store.size_on_disk(),
-            "connections": node.listeners.status(),
-        }))
+        let (fetched_bytes, transfers, served_bytes, evicted) = node.content_counters();
+        Ok(NodeStatus {
+            node: node.id.clone(),
+            version: env!("CARGO_PKG_VERSION"),
+            parent: node.parent_address(),
+            above: node.sites_up()?.into_iter().skip(1).collect(),
+            children: node.children()?.into_iter().collect(),
+            links: link_rows(&node),
+            outbox: OutboxStatus {
+                pending: outbox.pending,
+                last: outbox.last,
+                acked: outbox.acked,
+                snapshot_required: outbox.snapshot_required,
+            },
+            revision: node.revision()?,
+            agents: node.agents()?.len(),
+            computers: node.store.computer_count(),
+            records: summary.values().map(|c| c.total()).sum(),
+            content: ContentSummary {
+                files: files.len(),
+                bytes: files.iter().map(|(_, s)| *s).sum(),
+                fetched_bytes,
+                transfers,
+                served_bytes,
+                evicted,
+                in_flight: node.in_flight().len(),
+            },
+            store_bytes: node.store.size_on_disk(),
+            connections: node.listeners.status(),
+        })
     })
     .await
 }
 
-pub(crate) async fn links_list(ctx: Ctx, _: Nothing) -> Out {
-    let links: Vec<Value> = ctx
-        .node
-        .links()
-        .into_iter()
-        .map(|(peer, direction, s)| json!({"peer": peer, "direction": direction, "status": s}))
-        .collect();
-    Ok(Value::Array(links))
+pub(crate) async fn links_list(ctx: Ctx, _: Nothing) -> Out<Vec<LinkRow>> {
+    Ok(link_rows(&ctx.node))
 }
 
-pub(crate) async fn links_replicate_now(ctx: Ctx, _: Nothing) -> Out {
+/// The parent link was woken.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Woken {
+    pub woken: bool,
+}
+
+pub(crate) async fn links_replicate_now(ctx: Ctx, _: Nothing) -> Out<Woken> {
     ctx.node.replicate_now();
-    Ok(json!({"woken": true}))
+    Ok(Woken { woken: true })
 }

@@ -1,7 +1,8 @@
 //! The operations, one file per domain. Each takes its parameters as a
-//! type (unknown fields are refused) and returns JSON; this file holds what
-//! they share and the registry, which names them, groups them for the help
-//! page, and gives each its access and an example.
+//! type (unknown fields are refused) and returns a type of its own, whose
+//! JSON Schema is the result's in the OpenAPI document; this file holds
+//! what they share and the registry, which names them, groups them for the
+//! help page, and gives each its access and an example.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -13,13 +14,13 @@ use cascade_core::model::{
 };
 use cascade_core::update::{Classification, Severity};
 use schemars::JsonSchema;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{Access, ApiError, Ctx, Operation, parse_params, workflow};
 use crate::blocking;
 
-pub(super) type Out = Result<Value, ApiError>;
+pub(super) type Out<T> = Result<T, ApiError>;
 
 pub(super) fn id(kind: &'static str, raw: &str) -> Result<ObjectId, ApiError> {
     ObjectId::new(raw).map_err(|e| ApiError::Invalid(format!("{kind}: {e}")))
@@ -30,13 +31,20 @@ pub(super) async fn objects(ctx: &Ctx, kind: ObjectKind) -> Result<Vec<cascade_s
     Ok(blocking(move || store.objects(kind)).await?)
 }
 
-async fn change(ctx: &Ctx, op: ChangeOp) -> Out {
-    let change = ctx.node.append_local(op).await?;
-    Ok(json!({"origin": change.origin, "seq": change.seq}))
+/// A change recorded at this node: it replicates down (and its audit entry
+/// up) from here.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Recorded {
+    pub origin: NodeId,
+    pub seq: u64,
 }
 
-pub(super) fn to_value<T: serde::Serialize>(value: &T) -> Out {
-    serde_json::to_value(value).map_err(|e| ApiError::Internal(e.to_string()))
+async fn change(ctx: &Ctx, op: ChangeOp) -> Out<Recorded> {
+    let change = ctx.node.append_local(op).await?;
+    Ok(Recorded {
+        origin: change.origin,
+        seq: change.seq,
+    })
 }
 
 /// No parameters.

@@ -2,14 +2,15 @@
 
 use super::*;
 
-pub(crate) async fn policies_list(ctx: Ctx, _: Nothing) -> Out {
+pub(crate) async fn policies_list(ctx: Ctx, _: Nothing) -> Out<Vec<Effective>> {
     effective_of(&ctx, ObjectKind::Policy).await
 }
 
-pub(crate) async fn policies_get(ctx: Ctx, p: ById) -> Out {
-    let all = effective_of(&ctx, ObjectKind::Policy).await?;
-    all.as_array()
-        .and_then(|a| a.iter().find(|e| e["object"]["object"]["id"] == p.id.as_str()).cloned())
+pub(crate) async fn policies_get(ctx: Ctx, p: ById) -> Out<Effective> {
+    effective_of(&ctx, ObjectKind::Policy)
+        .await?
+        .into_iter()
+        .find(|e| e.id.as_str() == p.id)
         .ok_or_else(|| ApiError::NotFound(format!("policy {} does not exist here", p.id)))
 }
 
@@ -19,7 +20,7 @@ pub struct PolicyUpsert {
     pub policy: Policy,
 }
 
-pub(crate) async fn policies_upsert(ctx: Ctx, p: PolicyUpsert) -> Out {
+pub(crate) async fn policies_upsert(ctx: Ctx, p: PolicyUpsert) -> Out<Recorded> {
     let windows: BTreeSet<String> = objects(&ctx, ObjectKind::MaintenanceWindow)
         .await?
         .iter()
@@ -38,11 +39,11 @@ pub(crate) async fn policies_upsert(ctx: Ctx, p: PolicyUpsert) -> Out {
     change(&ctx, ChangeOp::Upsert(Object::Policy(Box::new(p.policy)))).await
 }
 
-pub(crate) async fn policies_delete(ctx: Ctx, p: ById) -> Out {
+pub(crate) async fn policies_delete(ctx: Ctx, p: ById) -> Out<Recorded> {
     delete(&ctx, ObjectKind::Policy, &p.id).await
 }
 
-pub(crate) async fn windows_list(ctx: Ctx, _: Nothing) -> Out {
+pub(crate) async fn windows_list(ctx: Ctx, _: Nothing) -> Out<Vec<Effective>> {
     effective_of(&ctx, ObjectKind::MaintenanceWindow).await
 }
 
@@ -52,12 +53,12 @@ pub struct WindowUpsert {
     pub window: MaintenanceWindow,
 }
 
-pub(crate) async fn windows_upsert(ctx: Ctx, p: WindowUpsert) -> Out {
+pub(crate) async fn windows_upsert(ctx: Ctx, p: WindowUpsert) -> Out<Recorded> {
     cascade_core::schedule::Schedule::new(&p.window).map_err(|e| ApiError::Invalid(format!("window: {e}")))?;
     change(&ctx, ChangeOp::Upsert(Object::MaintenanceWindow(Box::new(p.window)))).await
 }
 
-pub(crate) async fn windows_delete(ctx: Ctx, p: ById) -> Out {
+pub(crate) async fn windows_delete(ctx: Ctx, p: ById) -> Out<Recorded> {
     let users: Vec<String> = objects(&ctx, ObjectKind::Policy)
         .await?
         .into_iter()

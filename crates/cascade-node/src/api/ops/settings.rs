@@ -2,13 +2,40 @@
 
 use super::*;
 
+/// An object as in force here, with where it comes from and what may
+/// change it.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Effective {
+    #[serde(skip)]
+    pub id: ObjectId,
+    /// With the overrides in force here applied; as stored when it is not
+    /// in force here.
+    pub object: cascade_core::exact::Exact<Object>,
+    /// The node that owns it.
+    pub origin: NodeId,
+    /// local; inherited, locked; inherited, overridable; inherited,
+    /// overridden here (or above); or not in force here, with why.
+    pub status: String,
+    /// The fields its owner lets sites below override.
+    pub overridable: BTreeSet<String>,
+    pub overrides: Vec<OverrideRow>,
+}
+
+/// One node's override of an inherited object.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct OverrideRow {
+    pub origin: NodeId,
+    /// Field name -> the value in force below that node.
+    pub fields: BTreeMap<String, Value>,
+}
+
 /// Each object of a kind as in force here: its origin and whether it is
 /// local, inherited and locked, inherited and overridable, or inherited and
 /// overridden here (with the fields).
-pub(crate) async fn effective_of(ctx: &Ctx, kind: ObjectKind) -> Out {
+pub(crate) async fn effective_of(ctx: &Ctx, kind: ObjectKind) -> Out<Vec<Effective>> {
     let node = ctx.node.clone();
-    let rows = blocking(move || -> Result<Vec<Value>, ApiError> {
-        let effective: BTreeMap<String, Object> = node
+    blocking(move || -> Out<Vec<Effective>> {
+        let mut effective: BTreeMap<String, Object> = node
             .effective_objects(kind)?
             .into_iter()
             .filter_map(|o| o.key().ok().map(|k| (k.id.to_string(), o)))
@@ -31,18 +58,28 @@ pub(crate) async fn effective_of(ctx: &Ctx, kind: ObjectKind) -> Out {
             } else {
                 "inherited, overridable".to_owned()
             };
-            rows.push(json!({
-                "object": effective.get(key.id.as_str()).unwrap_or(&stored.object),
-                "origin": stored.origin,
-                "status": status,
-                "overridable": overridable,
-                "overrides": overrides.iter().map(|(origin, o)| json!({"origin": origin, "fields": o.fields})).collect::<Vec<_>>(),
-            }));
+            let object = match effective.remove(key.id.as_str()) {
+                Some(object) => cascade_core::exact::Exact::new(object),
+                None => stored.object,
+            };
+            rows.push(Effective {
+                id: key.id,
+                object,
+                origin: stored.origin,
+                status,
+                overridable,
+                overrides: overrides
+                    .into_iter()
+                    .map(|(origin, o)| OverrideRow {
+                        origin,
+                        fields: o.into_value().fields,
+                    })
+                    .collect(),
+            });
         }
         Ok(rows)
     })
-    .await?;
-    Ok(Value::Array(rows))
+    .await
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -61,11 +98,11 @@ pub(crate) fn kind(raw: &str) -> Result<ObjectKind, ApiError> {
     })
 }
 
-pub(crate) async fn effective_list(ctx: Ctx, p: EffectiveList) -> Out {
+pub(crate) async fn effective_list(ctx: Ctx, p: EffectiveList) -> Out<Vec<Effective>> {
     effective_of(&ctx, kind(&p.kind)?).await
 }
 
-pub(crate) async fn settings_list(ctx: Ctx, _: Nothing) -> Out {
+pub(crate) async fn settings_list(ctx: Ctx, _: Nothing) -> Out<Vec<Effective>> {
     effective_of(&ctx, ObjectKind::Setting).await
 }
 
@@ -81,7 +118,7 @@ pub struct SettingSet {
 
 /// Sets a setting: this node's own, or an override of an inherited one
 /// its owner lets child sites override.
-pub(crate) async fn settings_set(ctx: Ctx, p: SettingSet) -> Out {
+pub(crate) async fn settings_set(ctx: Ctx, p: SettingSet) -> Out<Recorded> {
     let key = ObjectKey {
         kind: ObjectKind::Setting,
         id: id("id", &p.id)?,
@@ -108,10 +145,11 @@ pub(crate) async fn settings_set(ctx: Ctx, p: SettingSet) -> Out {
     }
 }
 
-pub(crate) async fn settings_get(ctx: &Ctx, raw: &str) -> Out {
-    let all = effective_of(ctx, ObjectKind::Setting).await?;
-    all.as_array()
-        .and_then(|a| a.iter().find(|e| e["object"]["object"]["id"] == raw).cloned())
+pub(crate) async fn settings_get(ctx: &Ctx, raw: &str) -> Out<Effective> {
+    effective_of(ctx, ObjectKind::Setting)
+        .await?
+        .into_iter()
+        .find(|e| e.id.as_str() == raw)
         .ok_or_else(|| ApiError::NotFound(format!("setting {raw} does not exist here")))
 }
 
@@ -124,7 +162,7 @@ pub struct OverrideSet {
     pub fields: BTreeMap<String, Value>,
 }
 
-pub(crate) async fn objects_override(ctx: Ctx, p: OverrideSet) -> Out {
+pub(crate) async fn objects_override(ctx: Ctx, p: OverrideSet) -> Out<Recorded> {
     let target = ObjectKey {
         kind: kind(&p.kind)?,
         id: id("id", &p.id)?,
@@ -146,7 +184,7 @@ pub struct ObjectRef {
     pub id: String,
 }
 
-pub(crate) async fn objects_clear_override(ctx: Ctx, p: ObjectRef) -> Out {
+pub(crate) async fn objects_clear_override(ctx: Ctx, p: ObjectRef) -> Out<Recorded> {
     let target = ObjectKey {
         kind: kind(&p.kind)?,
         id: id("id", &p.id)?,

@@ -2,7 +2,7 @@
 
 use super::*;
 
-pub(crate) async fn custom_severities_list(ctx: Ctx, _: Nothing) -> Out {
+pub(crate) async fn custom_severities_list(ctx: Ctx, _: Nothing) -> Out<Vec<CustomSeverity>> {
     let mut list: Vec<CustomSeverity> = objects(&ctx, ObjectKind::CustomSeverity)
         .await?
         .into_iter()
@@ -12,17 +12,17 @@ pub(crate) async fn custom_severities_list(ctx: Ctx, _: Nothing) -> Out {
         })
         .collect();
     list.sort_by_key(|c| std::cmp::Reverse(c.rank));
-    to_value(&list)
+    Ok(list)
 }
 
-pub(crate) async fn custom_severities_create(ctx: Ctx, p: CustomSeverity) -> Out {
+pub(crate) async fn custom_severities_create(ctx: Ctx, p: CustomSeverity) -> Out<Recorded> {
     if p.name.trim().is_empty() {
         return Err(ApiError::Invalid("name: may not be empty".into()));
     }
     change(&ctx, ChangeOp::Upsert(Object::CustomSeverity(p))).await
 }
 
-pub(crate) async fn custom_severities_delete(ctx: Ctx, p: ById) -> Out {
+pub(crate) async fn custom_severities_delete(ctx: Ctx, p: ById) -> Out<Recorded> {
     delete(&ctx, ObjectKind::CustomSeverity, &p.id).await
 }
 
@@ -35,7 +35,7 @@ pub struct SeverityAssign {
     pub severity: Option<String>,
 }
 
-pub(crate) async fn custom_severities_assign(ctx: Ctx, p: SeverityAssign) -> Out {
+pub(crate) async fn custom_severities_assign(ctx: Ctx, p: SeverityAssign) -> Out<Recorded> {
     let update = UpdateId::new(&p.update);
     if let Some(level) = &p.severity {
         let exists = objects(&ctx, ObjectKind::CustomSeverity)

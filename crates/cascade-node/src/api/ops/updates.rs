@@ -79,7 +79,35 @@ pub(crate) async fn approvals_by_update(ctx: &Ctx) -> Result<BTreeMap<UpdateId, 
     Ok(out)
 }
 
-pub(crate) async fn updates_search(ctx: Ctx, p: UpdateSearch) -> Out {
+/// A page of the updates that match.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct UpdatePage {
+    /// How many match in all.
+    pub total: usize,
+    pub offset: usize,
+    pub updates: Vec<UpdateRow>,
+}
+
+/// An update as a search lists it.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct UpdateRow {
+    pub id: UpdateId,
+    pub title: std::sync::Arc<str>,
+    pub severity: Severity,
+    pub custom_severity: Option<String>,
+    pub classification: Classification,
+    pub product: String,
+    pub publisher: String,
+    pub package: Option<cascade_core::update::Package>,
+    /// YYYY-MM-DD.
+    pub release_date: Option<String>,
+    pub superseded: bool,
+    pub superseded_by: Vec<UpdateId>,
+    /// The policies that approve it here.
+    pub approved_in: Vec<String>,
+}
+
+pub(crate) async fn updates_search(ctx: Ctx, p: UpdateSearch) -> Out<UpdatePage> {
     if p.limit == 0 || p.limit > 10_000 {
         return Err(ApiError::Invalid(format!(
             "limit: {} is not between 1 and 10000",
@@ -139,31 +167,44 @@ pub(crate) async fn updates_search(ctx: Ctx, p: UpdateSearch) -> Out {
         if p.descending { order.reverse() } else { order }
     });
     let total = matched.len();
-    let page: Vec<Value> = matched
+    let updates = matched
         .into_iter()
         .skip(p.offset)
         .take(p.limit)
-        .map(|(u, superseded)| {
-            json!({
-                "id": u.id,
-                "title": u.title,
-                "severity": u.severity,
-                "custom_severity": u.custom_severity,
-                "classification": u.classification,
-                "product": u.product,
-                "publisher": u.vendor,
-                "package": u.package,
-                "release_date": u.release_date.map(|d| d.to_string()),
-                "superseded": superseded,
-                "superseded_by": catalog.superseders_of(&u.id).iter().map(|s| s.id.clone()).collect::<Vec<_>>(),
-                "approved_in": approved.get(&u.id).cloned().unwrap_or_default(),
-            })
+        .map(|(u, superseded)| UpdateRow {
+            id: u.id.clone(),
+            title: u.title.clone(),
+            severity: u.severity,
+            custom_severity: u.custom_severity.clone(),
+            classification: u.classification,
+            product: u.product.clone(),
+            publisher: u.vendor.clone(),
+            package: u.package.clone(),
+            release_date: u.release_date.map(|d| d.to_string()),
+            superseded,
+            superseded_by: catalog.superseders_of(&u.id).iter().map(|s| s.id.clone()).collect(),
+            approved_in: approved.get(&u.id).cloned().unwrap_or_default(),
         })
         .collect();
-    Ok(json!({"total": total, "offset": p.offset, "updates": page}))
+    Ok(UpdatePage {
+        total,
+        offset: p.offset,
+        updates,
+    })
 }
 
-pub(crate) async fn updates_get(ctx: Ctx, p: ById) -> Out {
+/// One update with the node that imported it, the policies that approve
+/// it here and this subtree's counts for it.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct UpdateDetail {
+    /// The update object (kind `update`) as signed.
+    pub update: cascade_core::exact::Exact<Object>,
+    pub origin: NodeId,
+    pub approved_in: Vec<String>,
+    pub compliance: cascade_store::StateCounts,
+}
+
+pub(crate) async fn updates_get(ctx: Ctx, p: ById) -> Out<UpdateDetail> {
     let wanted = UpdateId::new(&p.id);
     let store = ctx.node.store.clone();
     let key = ObjectKey {
@@ -179,5 +220,10 @@ pub(crate) async fn updates_get(ctx: Ctx, p: ById) -> Out {
         blocking(move || store.summary_for_update(&wanted)).await?
     };
     let approvals = approvals_by_update(&ctx).await?.remove(&wanted).unwrap_or_default();
-    Ok(json!({"update": stored.object, "origin": stored.origin, "approved_in": approvals, "compliance": counts}))
+    Ok(UpdateDetail {
+        update: stored.object,
+        origin: stored.origin,
+        approved_in: approvals,
+        compliance: counts,
+    })
 }
