@@ -16,6 +16,7 @@ use cascade_core::model::{ComplianceRecord, ComputerId, EventKind, InstallEvent,
 use cascade_core::schedule::{Schedule, may_install};
 use cascade_core::seal::{self, Evidence};
 use cascade_core::update::{ExitMeaning, RestartBehavior, Severity};
+use cascade_proto::convert::{AgentReport, CheckIn, CheckInAnswer};
 use cascade_proto::v1::agents_client::AgentsClient;
 use cascade_proto::v1::{CheckInRequest, ReportRequest};
 use tonic::transport::Channel;
@@ -221,7 +222,16 @@ impl<E: Env> Agent<E> {
             self.nodes.clone()
         };
         let hash = inventory.content_hash().to_string();
-        let body = serde_json::to_vec(inventory).map_err(|e| AgentError::Inventory(e.to_string()))?;
+        let with_body = CheckInRequest::try_from(&CheckIn {
+            inventory_hash: hash.clone(),
+            inventory: Some(inventory.clone()),
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        })
+        .map_err(|e| AgentError::Inventory(e.to_string()))?;
+        let without_body = CheckInRequest {
+            inventory: Vec::new(),
+            ..with_body.clone()
+        };
         let known = self.journal.state().inventory_hash.as_deref() == Some(hash.as_str());
         let mut errors = Vec::new();
         for node in ranked {
@@ -237,10 +247,10 @@ impl<E: Env> Agent<E> {
             // an unchanged one asks for it.
             let mut send_body = !known;
             let reply = loop {
-                let mut request = cascade_proto::with_protocol(CheckInRequest {
-                    inventory_hash: hash.clone(),
-                    inventory: if send_body { body.clone() } else { Vec::new() },
-                    agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+                let mut request = cascade_proto::with_protocol(if send_body {
+                    with_body.clone()
+                } else {
+                    without_body.clone()
                 });
                 request.set_timeout(std::time::Duration::from_secs(60));
                 match client.check_in(request).await {
@@ -265,39 +275,30 @@ impl<E: Env> Agent<E> {
                 }
             };
             match reply {
-                Ok(r) if r.need_inventory => {
-                    return Err(AgentError::Refused(format!(
-                        "{} keeps asking for the inventory",
-                        node.address
-                    )));
-                }
-                Ok(r) => {
-                    // A node that sends what cannot be used is passed over.
-                    let evidence: Evidence = if r.evidence.is_empty() {
-                        Evidence::default()
-                    } else {
-                        match serde_json::from_slice(&r.evidence) {
-                            Ok(e) => e,
-                            Err(e) => {
-                                tracing::warn!(node = %node.address, "the evidence sent cannot be read: {e}");
-                                Evidence::default()
-                            }
-                        }
-                    };
-                    match serde_json::from_slice::<Assignment>(&r.assignment) {
-                        Ok(a) if a.computer == self.computer => return Ok((client, node.address, a, evidence)),
-                        Ok(a) => errors.push(format!(
-                            "{}: {}",
-                            node.address,
-                            AgentError::BadAssignment(format!("it is for {}, not {}", a.computer, self.computer))
-                        )),
-                        Err(e) => errors.push(format!(
-                            "{}: {}",
-                            node.address,
-                            AgentError::BadAssignment(e.to_string())
-                        )),
+                // A node that sends what cannot be used is passed over.
+                Ok(r) => match CheckInAnswer::try_from(r) {
+                    Ok(CheckInAnswer::Assigned {
+                        assignment, evidence, ..
+                    }) if assignment.computer == self.computer => {
+                        return Ok((client, node.address, *assignment, *evidence));
                     }
-                }
+                    Ok(CheckInAnswer::Assigned { assignment, .. }) => errors.push(format!(
+                        "{}: {}",
+                        node.address,
+                        AgentError::BadAssignment(format!("it is for {}, not {}", assignment.computer, self.computer))
+                    )),
+                    Ok(CheckInAnswer::NeedInventory { .. }) => {
+                        return Err(AgentError::Refused(format!(
+                            "{} keeps asking for the inventory",
+                            node.address
+                        )));
+                    }
+                    Err(e) => errors.push(format!(
+                        "{}: {}",
+                        node.address,
+                        AgentError::BadAssignment(e.to_string())
+                    )),
+                },
                 Err(s) if retryable(&s) => errors.push(format!("{}: {}", node.address, s.message())),
                 Err(s) => {
                     errors.push(format!("{}: {}", node.address, s.message()));
@@ -320,23 +321,19 @@ impl<E: Env> Agent<E> {
         'again: loop {
             self.journal.coalesce()?;
             for batch in self.journal.queued() {
-                let records = serde_json::to_vec(&batch.records).map_err(|e| AgentError::Inventory(e.to_string()))?;
-                let events = if batch.events.is_empty() {
-                    Vec::new()
-                } else {
-                    serde_json::to_vec(&batch.events).map_err(|e| AgentError::Inventory(e.to_string()))?
-                };
                 // One signature over the records' Merkle root: each record can
                 // then travel up on its own and still be checked at the root.
                 let (scheme, signature) = seal::sign_report(&signer, &self.computer, batch.counter, &batch.records)
                     .map_err(|e| AgentError::Refused(format!("cannot sign report {}: {e}", batch.counter)))?;
-                let mut request = tonic::Request::new(ReportRequest {
+                let report = ReportRequest::try_from(&AgentReport {
                     counter: batch.counter,
-                    records,
-                    events,
-                    scheme: u32::from(scheme),
+                    records: batch.records.clone(),
+                    events: batch.events.clone(),
+                    scheme,
                     signature,
-                });
+                })
+                .map_err(|e| AgentError::Inventory(e.to_string()))?;
+                let mut request = tonic::Request::new(report);
                 request.set_timeout(std::time::Duration::from_secs(60));
                 let acked = match client.report(request).await {
                     Ok(r) => r.into_inner().acked,

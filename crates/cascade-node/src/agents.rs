@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use cascade_core::inventory::Inventory;
 use cascade_core::model::{Agent, ComputerId, InstallEvent};
+use cascade_proto::convert::{AgentReport, CheckIn, CheckInAnswer};
 use cascade_proto::v1::{self, *};
 use cascade_trust::{EnrollmentToken, Identity};
 use tokio_stream::Stream;
@@ -397,35 +398,28 @@ impl v1::agents_server::Agents for AgentsService {
 
     async fn check_in(&self, request: Request<CheckInRequest>) -> Result<Response<CheckInReply>, Status> {
         let computer = agent_of(&self.node, &request)?;
-        let request = request.into_inner();
+        let request = CheckIn::try_from(request.into_inner())
+            .map_err(|e| Status::invalid_argument(format!("check-in of {computer}: {e}")))?;
         let node = self.node.clone();
         let at = self.node.now();
-        blocking(move || -> Result<CheckInReply, Status> {
+        let answer = blocking(move || -> Result<CheckInAnswer, Status> {
             let hash = request.inventory_hash;
-            let inventory = if request.inventory.is_empty() {
-                match node.store.inventory(&hash).map_err(store_status)? {
+            let inventory = match request.inventory {
+                None => match node.store.inventory(&hash).map_err(store_status)? {
                     Some(inventory) => inventory,
-                    None => {
-                        return Ok(CheckInReply {
-                            need_inventory: true,
-                            assignment: Vec::new(),
-                            now: at,
-                            evidence: Vec::new(),
-                        });
+                    None => return Ok(CheckInAnswer::NeedInventory { now: at }),
+                },
+                Some(mut inventory) => {
+                    inventory.normalize();
+                    let actual = inventory.content_hash().to_string();
+                    if actual != hash {
+                        return Err(Status::invalid_argument(format!(
+                            "inventory of {computer}: its content hash is {actual}, not {hash} as sent"
+                        )));
                     }
+                    node.store.put_inventory(&inventory).map_err(store_status)?;
+                    inventory
                 }
-            } else {
-                let mut inventory: Inventory = serde_json::from_slice(&request.inventory)
-                    .map_err(|e| Status::invalid_argument(format!("inventory of {computer}: {e}")))?;
-                inventory.normalize();
-                let actual = inventory.content_hash().to_string();
-                if actual != hash {
-                    return Err(Status::invalid_argument(format!(
-                        "inventory of {computer}: its content hash is {actual}, not {hash} as sent"
-                    )));
-                }
-                node.store.put_inventory(&inventory).map_err(store_status)?;
-                inventory
             };
             let revision = node.revision().map_err(store_status)?;
             let assignment = node
@@ -434,17 +428,16 @@ impl v1::agents_server::Agents for AgentsService {
             node.seen(&computer, (&hash, &inventory), &request.agent_version, at, revision)
                 .map_err(store_status)?;
             let evidence = node.evidence(&assignment).map_err(store_status)?;
-            let evidence = serde_json::to_vec(&evidence).map_err(|e| Status::internal(e.to_string()))?;
-            let assignment = serde_json::to_vec(&assignment).map_err(|e| Status::internal(e.to_string()))?;
-            Ok(CheckInReply {
-                need_inventory: false,
-                assignment,
+            Ok(CheckInAnswer::Assigned {
                 now: at,
-                evidence,
+                assignment: Box::new(assignment),
+                evidence: Box::new(evidence),
             })
         })
-        .await
-        .map(Response::new)
+        .await?;
+        CheckInReply::try_from(&answer)
+            .map(Response::new)
+            .map_err(|e| Status::internal(e.to_string()))
     }
 
     async fn report(&self, request: Request<ReportRequest>) -> Result<Response<ReportReply>, Status> {
@@ -458,18 +451,14 @@ impl v1::agents_server::Agents for AgentsService {
         if counter == 0 {
             return Err(Status::invalid_argument("a report's counter starts at 1"));
         }
-        let events: Vec<InstallEvent> = if request.events.is_empty() {
-            Vec::new()
-        } else {
-            serde_json::from_slice(&request.events)
-                .map_err(|e| Status::invalid_argument(format!("report {counter} of {computer}: events: {e}")))?
-        };
-        let mut records: Vec<cascade_core::model::ComplianceRecord> = if request.records.is_empty() {
-            Vec::new()
-        } else {
-            serde_json::from_slice(&request.records)
-                .map_err(|e| Status::invalid_argument(format!("report {counter} of {computer}: records: {e}")))?
-        };
+        let AgentReport {
+            mut records,
+            events,
+            scheme,
+            signature,
+            ..
+        } = AgentReport::try_from(request)
+            .map_err(|e| Status::invalid_argument(format!("report {counter} of {computer}: {e}")))?;
         for record in &mut records {
             if record.computer != computer {
                 return Err(Status::permission_denied(format!(
@@ -483,15 +472,10 @@ impl v1::agents_server::Agents for AgentsService {
             record.counter = counter;
             record.attestation = None;
         }
-        let scheme = u16::try_from(request.scheme).map_err(|_| {
-            Status::invalid_argument(format!(
-                "report {counter} of {computer}: scheme is not a TLS scheme code"
-            ))
-        })?;
         let leaf = chain.first().cloned().unwrap_or_default();
         if let Err(r) = self
             .node
-            .attest_report(&computer, counter, &leaf, scheme, &request.signature, &mut records)
+            .attest_report(&computer, counter, &leaf, scheme, &signature, &mut records)
         {
             let text = self.node.note_refusal(&format!("agent {computer}"), &r);
             return Err(Status::permission_denied(text));

@@ -255,7 +255,7 @@ async fn send_missing(
             continue;
         }
         bytes += change.op.raw().len();
-        batch.push(crate::wire::change_to_wire(&change));
+        batch.push(v1::Change::from(&change));
         cursor.insert(change.origin.clone(), change.seq);
         if batch.len() >= CHANGES_PER_MESSAGE || bytes >= 1 << 20 {
             send(down_message::Body::Changes(v1::Changes {
@@ -291,10 +291,10 @@ async fn receive(node: &Arc<Node>, child: &NodeId, batch: UpBatch) -> Result<u64
     let mut other = Vec::new();
     let mut certificates = std::collections::HashMap::new();
     if let Some(subtree) = batch.subtree {
-        let (sites, parents) = crate::wire::subtree_from_wire(subtree)
+        let declared = cascade_proto::convert::DeclaredSubtree::try_from(subtree)
             .map_err(|e| Status::invalid_argument(format!("batch {}: {e}", batch.seq)))?;
-        node.declare_subtree(child, sites);
-        node.declare_parents(child, parents);
+        node.declare_subtree(child, declared.sites);
+        node.declare_parents(child, declared.parents);
     }
     for item in items {
         match item {
@@ -323,13 +323,13 @@ async fn receive(node: &Arc<Node>, child: &NodeId, batch: UpBatch) -> Result<u64
         }
     }
     for wire in batch.records {
-        let crate::wire::Record(r) = crate::wire::Record::try_from(wire)
-            .map_err(|e| Status::invalid_argument(format!("batch {}: {e}", batch.seq)))?;
+        let r = ComplianceRecord::try_from(wire)
+            .map_err(|e| Status::invalid_argument(format!("batch {}: invalid {e}", batch.seq)))?;
         records.push(r);
     }
     let mut reports = Vec::with_capacity(batch.reports.len());
     for wire in batch.reports {
-        let crate::wire::WireReport(report) = crate::wire::WireReport::try_from(wire)
+        let report = cascade_core::report::Report::try_from(wire)
             .map_err(|e| Status::invalid_argument(format!("batch {}: {e}", batch.seq)))?;
         for (_, r) in &report.records {
             check_site(node, child, &r.site)?;

@@ -244,10 +244,10 @@ async fn down(node: &Arc<Node>, parent: &str, progress: &Progress) -> Result<(),
         node.set_link(parent, "down", |l| l.last_contact = node.now());
         let mut run = Vec::new();
         match message.body {
-            Some(down_message::Body::Change(c)) => run.push(crate::wire::change_from_wire(c)?),
+            Some(down_message::Body::Change(c)) => run.push(change_from_wire(c)?),
             Some(down_message::Body::Changes(list)) => {
                 for c in list.changes {
-                    run.push(crate::wire::change_from_wire(c)?);
+                    run.push(change_from_wire(c)?);
                 }
             }
             Some(down_message::Body::SnapshotPart(mut part)) => {
@@ -294,12 +294,12 @@ async fn down(node: &Arc<Node>, parent: &str, progress: &Progress) -> Result<(),
             match tokio::time::timeout(Duration::ZERO, stream.message()).await {
                 Ok(Ok(Some(v1::DownMessage {
                     body: Some(down_message::Body::Change(c)),
-                }))) => run.push(crate::wire::change_from_wire(c)?),
+                }))) => run.push(change_from_wire(c)?),
                 Ok(Ok(Some(v1::DownMessage {
                     body: Some(down_message::Body::Changes(list)),
                 }))) => {
                     for c in list.changes {
-                        run.push(crate::wire::change_from_wire(c)?);
+                        run.push(change_from_wire(c)?);
                     }
                 }
                 Ok(Ok(Some(other))) => {
@@ -369,6 +369,16 @@ async fn apply_snapshot(node: &Arc<Node>, parent: &str, snapshot: Snapshot) -> R
     Ok(())
 }
 
+/// A change from the parent; what a later release wrote into it that this
+/// one does not know is logged (it is kept and forwarded as signed).
+fn change_from_wire(c: v1::Change) -> Result<cascade_core::model::Change, String> {
+    let change = cascade_core::model::Change::try_from(c).map_err(|e| e.to_string())?;
+    if let Some(why) = change.op.unknown_reason() {
+        info!(origin = %change.origin, seq = change.seq, "kept and forwarded as signed, not acted on here: {why}");
+    }
+    Ok(change)
+}
+
 /// The batch (sequence 0) that declares this node's subtree to its parent,
 /// each site with its parent, so that the nodes above can tell a region's
 /// sites from another's.
@@ -377,7 +387,10 @@ fn declaration(node: &Node, subtree: &std::collections::BTreeSet<NodeId>) -> Res
     let parents = node
         .site_parents()
         .map_err(|e| format!("cannot read this node's sites: {e}"))?;
-    batch.subtree = Some(crate::wire::subtree_to_wire(subtree, &parents));
+    batch.subtree = Some(v1::Subtree::from(&cascade_proto::convert::DeclaredSubtree {
+        sites: subtree.clone(),
+        parents,
+    }));
     Ok(batch)
 }
 
@@ -408,8 +421,8 @@ fn up_batch(
         seq,
         items,
         snapshot,
-        records: loose.iter().map(crate::wire::record_to_wire).collect(),
-        reports: reports.iter().map(crate::wire::report_to_wire).collect(),
+        records: loose.iter().map(v1::ComplianceRecord::from).collect(),
+        reports: reports.iter().map(v1::Report::from).collect(),
         subtree: None,
     })
 }

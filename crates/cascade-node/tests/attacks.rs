@@ -244,7 +244,7 @@ impl Evil {
 
     async fn send(&self, change: &Change) {
         let message = DownMessage {
-            body: Some(down_message::Body::Change(cascade_node::wire::change_to_wire(change))),
+            body: Some(down_message::Body::Change(cascade_proto::v1::Change::from(change))),
         };
         let tx = self.leaf.lock().unwrap().clone().expect("the leaf subscribed");
         tx.send(Ok(message)).await.unwrap();
@@ -642,7 +642,7 @@ async fn a_malicious_intermediate_node_is_refused_and_the_attack_named() {
             seq,
             items: serde_json::to_vec(&items).unwrap(),
             snapshot: false,
-            records: records.iter().map(cascade_node::wire::record_to_wire).collect(),
+            records: records.iter().map(cascade_proto::v1::ComplianceRecord::from).collect(),
             reports: Vec::new(),
             subtree: (seq == 0).then(mid_subtree),
         })
@@ -921,7 +921,7 @@ async fn a_forged_report_is_refused_whatever_part_is_altered() {
     let certificates = agents.sign(&mut records).unwrap();
     let (reports, loose) = cascade_core::report::group(records.clone());
     assert!(loose.is_empty() && reports.len() == 1);
-    let whole = cascade_node::wire::report_to_wire(&reports[0]);
+    let whole = cascade_proto::v1::Report::from(&reports[0]);
     assert!(whole.nodes.is_empty(), "a whole report needs no tree node");
     let count = |attack: &str| root.refusals.list().iter().filter(|r| r.attack == attack).count();
     let held = || {
@@ -954,7 +954,7 @@ async fn a_forged_report_is_refused_whatever_part_is_altered() {
     let mut some = records.clone();
     some.retain(|r| ["EX-1", "EX-4", "EX-5"].contains(&r.update.as_str()));
     let (partial, _) = cascade_core::report::group(some);
-    let partial = cascade_node::wire::report_to_wire(&partial[0]);
+    let partial = cascade_proto::v1::Report::from(&partial[0]);
     assert!(!partial.nodes.is_empty());
     let mut bad_node = partial.clone();
     bad_node.nodes[0].hash[0] ^= 1;

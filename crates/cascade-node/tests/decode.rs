@@ -6,23 +6,37 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use cascade_core::inventory::Inventory;
-use cascade_core::model::{ChangeOp, ComplianceRecord, InstallEvent, Upward};
-use cascade_proto::v1;
+use cascade_core::model::{Change, ChangeOp, ComplianceRecord, InstallEvent, Upward};
+use cascade_proto::{convert, v1};
 use proptest::prelude::*;
 use prost::Message;
 
 fn decode_all(bytes: &[u8]) {
     // Hierarchy.
     let _ = v1::SubscribeRequest::decode(bytes);
-    if let Ok(down) = v1::DownMessage::decode(bytes)
-        && let Some(v1::down_message::Body::Change(change)) = down.body
-    {
-        let _ = serde_json::from_slice::<ChangeOp>(&change.op);
+    if let Ok(down) = v1::DownMessage::decode(bytes) {
+        match down.body {
+            Some(v1::down_message::Body::Change(change)) => {
+                let _ = serde_json::from_slice::<ChangeOp>(&change.op);
+                let _ = Change::try_from(change);
+            }
+            Some(v1::down_message::Body::SnapshotPart(part)) => {
+                let mut snapshot = cascade_store::Snapshot::default();
+                let _ = cascade_node::wire::add_snapshot_part(&mut snapshot, part);
+            }
+            _ => {}
+        }
     }
     if let Ok(batch) = v1::UpBatch::decode(bytes) {
         let _ = serde_json::from_slice::<Vec<Upward>>(&batch.items);
         for record in batch.records {
-            let _ = cascade_node::wire::Record::try_from(record);
+            let _ = ComplianceRecord::try_from(record);
+        }
+        for report in batch.reports {
+            let _ = cascade_core::report::Report::try_from(report);
+        }
+        if let Some(subtree) = batch.subtree {
+            let _ = convert::DeclaredSubtree::try_from(subtree);
         }
     }
     let _ = v1::UpAck::decode(bytes);
@@ -38,10 +52,16 @@ fn decode_all(bytes: &[u8]) {
     let _ = v1::EnrollRequest::decode(bytes);
     if let Ok(check_in) = v1::CheckInRequest::decode(bytes) {
         let _ = serde_json::from_slice::<Inventory>(&check_in.inventory);
+        let _ = convert::CheckIn::try_from(check_in);
     }
     if let Ok(report) = v1::ReportRequest::decode(bytes) {
         let _ = serde_json::from_slice::<Vec<ComplianceRecord>>(&report.records);
         let _ = serde_json::from_slice::<Vec<InstallEvent>>(&report.events);
+        let _ = convert::AgentReport::try_from(report);
+    }
+    // What an agent decodes from its node.
+    if let Ok(reply) = v1::CheckInReply::decode(bytes) {
+        let _ = convert::CheckInAnswer::try_from(reply);
     }
     let _ = v1::ContentRequest::decode(bytes);
     let _ = v1::ContentChunk::decode(bytes);

@@ -1,10 +1,12 @@
-//! Generated gRPC code for `proto/cascade/v1`.
+//! Generated gRPC code for `proto/cascade/v1`, and the conversions between
+//! its messages and the domain types (`convert`).
 
-#![allow(missing_debug_implementations, clippy::all)]
-
+#[allow(missing_debug_implementations, clippy::all)]
 pub mod v1 {
     tonic::include_proto!("cascade.v1");
 }
+
+pub mod convert;
 
 /// The encoded file descriptor set, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));

@@ -230,7 +230,7 @@ pub async fn run(computers: u64, updates: u64) -> anyhow::Result<serde_json::Val
         let records = root_store.computer_records(&sample)?;
         records
             .iter()
-            .map(|r| cascade_node::wire::record_to_wire(r).encoded_len())
+            .map(|r| cascade_proto::v1::ComplianceRecord::from(r).encoded_len())
             .sum::<usize>() as f64
             / records.len().max(1) as f64
     };
