@@ -1,6 +1,7 @@
 //! What the build checks about the code itself: the crate graph is the one
 //! ARCHITECTURE.md draws ("Crate graph"), core stays free of I/O crates,
-//! sled stays in the store, and no source file passes 800 lines unless
+//! sled stays in the store, cascade-core's modules name each other in one
+//! direction only, and no source file passes 800 lines unless
 //! ARCHITECTURE.md says why ("Long files").
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -151,5 +152,87 @@ fn no_source_file_passes_800_lines_without_a_listed_reason() {
     assert!(
         stale.is_empty(),
         "listed under \"Long files\" in ARCHITECTURE.md but not (or no longer) past {LONGEST} lines: {stale:?}"
+    );
+}
+
+/// The top-level modules of cascade-core and, for each, the other modules
+/// its code (not its comments or tests) names as `crate::<module>`.
+fn core_module_graph() -> BTreeMap<String, BTreeSet<String>> {
+    let src = root().join("crates/cascade-core/src");
+    let mut files = Vec::new();
+    sources(&src, &mut files);
+    let module_of = |file: &Path| -> String {
+        let rel = file.strip_prefix(&src).unwrap();
+        let first = rel
+            .components()
+            .next()
+            .unwrap()
+            .as_os_str()
+            .to_string_lossy()
+            .into_owned();
+        first.trim_end_matches(".rs").to_owned()
+    };
+    let modules: BTreeSet<String> = files.iter().map(|f| module_of(f)).filter(|m| m != "lib").collect();
+    let mut graph: BTreeMap<String, BTreeSet<String>> = modules.iter().map(|m| (m.clone(), BTreeSet::new())).collect();
+    for file in &files {
+        let module = module_of(file);
+        if module == "lib" {
+            continue;
+        }
+        let text = std::fs::read_to_string(file).unwrap();
+        // Tests sit at the end of a file and may name anything.
+        let code = &text[..text.find("#[cfg(test)]").unwrap_or(text.len())];
+        for line in code.lines().filter(|l| !l.trim_start().starts_with("//")) {
+            for (i, _) in line.match_indices("crate::") {
+                let name: String = line[i + 7..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                if name != module && modules.contains(&name) {
+                    graph.entry(module.clone()).or_default().insert(name);
+                }
+            }
+        }
+    }
+    graph
+}
+
+#[test]
+fn the_modules_of_cascade_core_name_each_other_in_one_direction_only() {
+    let graph = core_module_graph();
+    assert!(graph.len() > 15, "{graph:?}");
+    // Depth-first search for a path back to where it started.
+    fn back_to<'a>(
+        graph: &'a BTreeMap<String, BTreeSet<String>>,
+        start: &'a str,
+        at: &'a str,
+        path: &mut Vec<&'a str>,
+        seen: &mut BTreeSet<&'a str>,
+    ) -> bool {
+        for next in &graph[at] {
+            if next == start {
+                path.push(next);
+                return true;
+            }
+            if seen.insert(next) {
+                path.push(next);
+                if back_to(graph, start, next, path, seen) {
+                    return true;
+                }
+                path.pop();
+            }
+        }
+        false
+    }
+    let mut cycles = Vec::new();
+    for start in graph.keys() {
+        let mut path = vec![start.as_str()];
+        if back_to(&graph, start, start, &mut path, &mut BTreeSet::new()) {
+            cycles.push(path.join(" -> "));
+        }
+    }
+    assert!(
+        cycles.is_empty(),
+        "cascade-core modules that name each other (move what both need into a leaf module): {cycles:?}"
     );
 }

@@ -85,13 +85,7 @@ pub struct OsInfo {
     pub service_pack: Option<u32>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct InstalledProduct {
-    pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub version: Option<Version>,
-}
+pub use crate::products::InstalledProduct;
 
 /// One computer's inventory.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]

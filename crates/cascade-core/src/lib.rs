@@ -13,6 +13,7 @@ pub mod exact;
 pub mod ids;
 pub mod import;
 pub mod inventory;
+pub mod logic;
 pub mod model;
 pub mod planner;
 pub mod products;

@@ -13,10 +13,19 @@ use std::sync::LazyLock;
 
 use serde::Deserialize;
 
-use crate::inventory::InstalledProduct;
 use crate::software::{Software, SoftwareSource};
 use crate::version::Version;
 use crate::windows::normalize_arch;
+
+/// A product installed on a computer, as the inventory lists it or as it is
+/// derived from the software list here.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InstalledProduct {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<Version>,
+}
 
 #[derive(Debug, Deserialize)]
 struct MapFile {

@@ -115,7 +115,7 @@ pub struct SoftwareMatch {
     /// With `version`: how the installed version must compare, in winget's
     /// version order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cmp: Option<crate::rule::Cmp>,
+    pub cmp: Option<crate::logic::Cmp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
 }
@@ -227,20 +227,17 @@ impl SoftwareMatch {
         }
     }
 
-    /// What the rule says of an inventory.
-    pub fn eval(&self, inv: &crate::inventory::Inventory) -> crate::rule::Truth {
-        use crate::rule::Truth;
-        let Some(list) = &inv.software else {
+    /// What the rule says of a computer's software list (none: it sent
+    /// none) on its processor architecture.
+    pub fn eval(&self, software: Option<&SoftwareList>, os_arch: Option<&str>) -> crate::logic::Truth {
+        use crate::logic::Truth;
+        let Some(list) = software else {
             return Truth::Unknown(format!(
                 "the inventory does not list installed software (needed for {})",
                 self.describe()
             ));
         };
-        let found: Vec<&Software> = list
-            .entries
-            .iter()
-            .filter(|s| self.matches(s, inv.os.arch.as_deref()))
-            .collect();
+        let found: Vec<&Software> = list.entries.iter().filter(|s| self.matches(s, os_arch)).collect();
         if found.is_empty() {
             return if list.complete {
                 Truth::False
