@@ -15,8 +15,8 @@ use cascade_trust::{EnrollmentToken, Identity};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+use crate::Node;
 use crate::content::{Flow, Source};
-use crate::{Node, blocking};
 
 /// Install events kept per computer: those of its latest this many reports.
 pub const EVENTS_KEPT: u64 = 50;
@@ -50,9 +50,9 @@ async fn certified(node: &Arc<Node>, computer: &ComputerId, at: i64, action: &st
         action: action.into(),
         detail: computer.to_string(),
     };
-    let store = node.store.clone();
+    let store = node.db.clone();
     let forward = node.config.parent.is_some();
-    if let Err(e) = blocking(move || store.audit(&entry, forward)).await {
+    if let Err(e) = store.run(move |store| store.audit(&entry, forward)).await {
         tracing::error!(error = %e, "cannot write the audit log");
     } else if forward {
         node.upward_ready();
@@ -152,10 +152,10 @@ impl Node {
             .into_values()
             .collect();
         let count = agents.len();
-        let store = self.store.clone();
+        let store = self.db.clone();
         let kept = agents.clone();
         let forward = self.config.parent.is_some();
-        if let Err(e) = blocking(move || store.put_agents(&agents, forward)).await {
+        if let Err(e) = store.run(move |store| store.put_agents(&agents, forward)).await {
             // Kept for the next attempt (newer check-ins win).
             let mut seen = self.seen.agents.lock().unwrap_or_else(|e| e.into_inner());
             for agent in kept {
@@ -365,9 +365,10 @@ impl v1::agents_server::Agents for AgentsService {
         let computer = ComputerId::new(&request.computer).map_err(|e| Status::invalid_argument(e.to_string()))?;
         // A computer name is one computer in this node's subtree: a name a
         // site below already reports for is not made a second time here.
-        let store = node.store.clone();
+        let store = node.db.clone();
         let name = computer.clone();
-        let known = blocking(move || store.computer_records(&name))
+        let known = store
+            .run(move |store| store.computer_records(&name))
             .await
             .map_err(store_status)?;
         if let Some(other) = known.iter().find(|r| r.site != node.id) {
@@ -381,9 +382,10 @@ impl v1::agents_server::Agents for AgentsService {
             .sign_request(&request.csr_pem, &Identity::Agent(computer.clone()), at, days)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let agent = Agent::new(computer.clone(), node.id.clone(), at);
-        let store = node.store.clone();
+        let store = node.db.clone();
         let hash = token.secret_hash();
-        blocking(move || store.redeem_token(&hash, &agent, at))
+        store
+            .run(move |store| store.redeem_token(&hash, &agent, at))
             .await
             .map_err(store_status)?
             .map_err(|refusal| {
@@ -402,39 +404,40 @@ impl v1::agents_server::Agents for AgentsService {
             .map_err(|e| Status::invalid_argument(format!("check-in of {computer}: {e}")))?;
         let node = self.node.clone();
         let at = self.node.now();
-        let answer = blocking(move || -> Result<CheckInAnswer, Status> {
-            let hash = request.inventory_hash;
-            let inventory = match request.inventory {
-                None => match node.store.inventory(&hash).map_err(store_status)? {
-                    Some(inventory) => inventory,
-                    None => return Ok(CheckInAnswer::NeedInventory { now: at }),
-                },
-                Some(mut inventory) => {
-                    inventory.normalize();
-                    let actual = inventory.content_hash().to_string();
-                    if actual != hash {
-                        return Err(Status::invalid_argument(format!(
-                            "inventory of {computer}: its content hash is {actual}, not {hash} as sent"
-                        )));
+        let answer = node
+            .run(move |node| -> Result<CheckInAnswer, Status> {
+                let hash = request.inventory_hash;
+                let inventory = match request.inventory {
+                    None => match node.store.inventory(&hash).map_err(store_status)? {
+                        Some(inventory) => inventory,
+                        None => return Ok(CheckInAnswer::NeedInventory { now: at }),
+                    },
+                    Some(mut inventory) => {
+                        inventory.normalize();
+                        let actual = inventory.content_hash().to_string();
+                        if actual != hash {
+                            return Err(Status::invalid_argument(format!(
+                                "inventory of {computer}: its content hash is {actual}, not {hash} as sent"
+                            )));
+                        }
+                        node.store.put_inventory(&inventory).map_err(store_status)?;
+                        inventory
                     }
-                    node.store.put_inventory(&inventory).map_err(store_status)?;
-                    inventory
-                }
-            };
-            let revision = node.revision().map_err(store_status)?;
-            let assignment = node
-                .assignment(&computer, &hash, &inventory, at)
-                .map_err(store_status)?;
-            node.seen(&computer, (&hash, &inventory), &request.agent_version, at, revision)
-                .map_err(store_status)?;
-            let evidence = node.evidence(&assignment).map_err(store_status)?;
-            Ok(CheckInAnswer::Assigned {
-                now: at,
-                assignment: Box::new(assignment),
-                evidence: Box::new(evidence),
+                };
+                let revision = node.revision().map_err(store_status)?;
+                let assignment = node
+                    .assignment(&computer, &hash, &inventory, at)
+                    .map_err(store_status)?;
+                node.seen(&computer, (&hash, &inventory), &request.agent_version, at, revision)
+                    .map_err(store_status)?;
+                let evidence = node.evidence(&assignment).map_err(store_status)?;
+                Ok(CheckInAnswer::Assigned {
+                    now: at,
+                    assignment: Box::new(assignment),
+                    evidence: Box::new(evidence),
+                })
             })
-        })
-        .await?;
+            .await?;
         CheckInReply::try_from(&answer)
             .map(Response::new)
             .map_err(|e| Status::internal(e.to_string()))
@@ -494,28 +497,29 @@ impl v1::agents_server::Agents for AgentsService {
         let forward = node.config.parent.is_some();
         let source = format!("agent/{computer}");
         let at = self.node.now();
-        let (outcome, mark) = blocking(move || -> Result<_, cascade_store::StoreError> {
-            let before = node.store.inbox_mark(&source)?;
-            if node.store.agent_certificate(&computer)?.as_ref() != Some(&certificate) {
-                node.store.put_agent_certificate(&certificate, forward)?;
-            }
-            let fresh = counter > before;
-            if fresh && !events.is_empty() {
-                node.store.put_events(&computer, counter, &events, EVENTS_KEPT)?;
-            }
-            let outcome = node.store.ingest(&source, counter, &records, forward)?;
-            let pending_restart = node
-                .store
-                .computer_records(&computer)?
-                .iter()
-                .any(|r| r.state == cascade_core::compliance::ComplianceState::PendingRestart);
-            // A repeated report's events are noted already.
-            let events: &[InstallEvent] = if fresh { &events } else { &[] };
-            node.reported(&computer, at, pending_restart, events)?;
-            Ok((outcome, node.store.inbox_mark(&source)?))
-        })
-        .await
-        .map_err(store_status)?;
+        let (outcome, mark) = node
+            .run(move |node| -> Result<_, cascade_store::StoreError> {
+                let before = node.store.inbox_mark(&source)?;
+                if node.store.agent_certificate(&computer)?.as_ref() != Some(&certificate) {
+                    node.store.put_agent_certificate(&certificate, forward)?;
+                }
+                let fresh = counter > before;
+                if fresh && !events.is_empty() {
+                    node.store.put_events(&computer, counter, &events, EVENTS_KEPT)?;
+                }
+                let outcome = node.store.ingest(&source, counter, &records, forward)?;
+                let pending_restart = node
+                    .store
+                    .computer_records(&computer)?
+                    .iter()
+                    .any(|r| r.state == cascade_core::compliance::ComplianceState::PendingRestart);
+                // A repeated report's events are noted already.
+                let events: &[InstallEvent] = if fresh { &events } else { &[] };
+                node.reported(&computer, at, pending_restart, events)?;
+                Ok((outcome, node.store.inbox_mark(&source)?))
+            })
+            .await
+            .map_err(store_status)?;
         metrics::counter!("cascade_agent_reports_total").increment(1);
         if forward && !outcome.duplicate {
             self.node.upward_ready();

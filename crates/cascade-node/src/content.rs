@@ -18,7 +18,7 @@ use cascade_core::model::{ChangeOp, Object, ObjectKind};
 use cascade_core::update::Content;
 use serde::Serialize;
 
-use crate::{Node, blocking};
+use crate::Node;
 
 /// The largest file a node fetches.
 pub const CONTENT_LIMIT: u64 = 64 << 30;
@@ -190,7 +190,7 @@ impl Node {
         }
         let node = self.clone();
         let index = Arc::new(
-            blocking(move || node.content_index())
+            node.run(move |node| node.content_index())
                 .await
                 .map_err(|e| ContentError::Failed(e.to_string()))?,
         );
@@ -371,30 +371,31 @@ impl Node {
         }
         let node = self.clone();
         let sha = sha256.to_owned();
-        let ops = blocking(move || -> Result<Vec<ChangeOp>, cascade_store::StoreError> {
-            let mut ops = Vec::new();
-            for stored in node.store.objects(ObjectKind::Update)? {
-                if stored.origin != node.id {
-                    continue;
-                }
-                let Object::Update(mut update) = stored.object.into_value() else {
-                    continue;
-                };
-                let mut changed = false;
-                for c in &mut update.content {
-                    if c.size == 0 && c.sha256.eq_ignore_ascii_case(&sha) {
-                        c.size = size;
-                        changed = true;
+        let ops = node
+            .run(move |node| -> Result<Vec<ChangeOp>, cascade_store::StoreError> {
+                let mut ops = Vec::new();
+                for stored in node.store.objects(ObjectKind::Update)? {
+                    if stored.origin != node.id {
+                        continue;
+                    }
+                    let Object::Update(mut update) = stored.object.into_value() else {
+                        continue;
+                    };
+                    let mut changed = false;
+                    for c in &mut update.content {
+                        if c.size == 0 && c.sha256.eq_ignore_ascii_case(&sha) {
+                            c.size = size;
+                            changed = true;
+                        }
+                    }
+                    if changed {
+                        ops.push(ChangeOp::Upsert(Object::Update(update)));
                     }
                 }
-                if changed {
-                    ops.push(ChangeOp::Upsert(Object::Update(update)));
-                }
-            }
-            Ok(ops)
-        })
-        .await
-        .map_err(|e| e.to_string())?;
+                Ok(ops)
+            })
+            .await
+            .map_err(|e| e.to_string())?;
         if !ops.is_empty() {
             tracing::info!(
                 sha256,
@@ -527,7 +528,7 @@ impl Node {
         let index = index.clone();
         let transfer = transfer.clone();
         let need = transfer.size;
-        blocking(move || -> Result<(), ContentError> {
+        node.run(move |node| -> Result<(), ContentError> {
             let _one_at_a_time = node.content.room.lock().unwrap_or_else(|e| e.into_inner());
             let files = node.cached_files();
             let admitted: u64 = node

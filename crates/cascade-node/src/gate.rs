@@ -74,7 +74,7 @@ impl Node {
             return Ok(None);
         };
         let ders: Vec<&[u8]> = certs.iter().map(|c| c.as_ref()).collect();
-        let identity = crate::identity_of_chain(&ders, &self.ca_ders)?;
+        let identity = crate::identity_of_chain(&ders, &self.trust.ca_ders)?;
         if let Some(why) = self.revocation_of(ders[0]) {
             tracing::warn!(%identity, "refused a revoked certificate: {why}");
             return Err(tonic::Status::permission_denied(why));
@@ -199,6 +199,7 @@ impl Node {
     pub(crate) fn agent_of_this_site(&self, leaf: &[u8], identity: &Identity) -> Result<(), tonic::Status> {
         let fingerprint = cascade_trust::sign::fingerprint(leaf);
         if self
+            .trust
             .agent_sites
             .0
             .lock()
@@ -210,18 +211,17 @@ impl Node {
         // A certificate the organisation CA issued itself (`cascade pki
         // issue agent`, an enterprise admin's act) is good everywhere; one
         // from an enrollment CA only at its site and where it is trusted.
-        let issued_here =
-            cascade_trust::sign::verify_issued(leaf, &[], &self.ca_ders).is_ok()
-                || self.config.agent_cas.iter().any(|ca| {
-                    cascade_trust::sign::verify_issued(leaf, std::slice::from_ref(ca), &self.ca_ders).is_ok()
-                });
+        let issued_here = cascade_trust::sign::verify_issued(leaf, &[], &self.trust.ca_ders).is_ok()
+            || self.config.agent_cas.iter().any(|ca| {
+                cascade_trust::sign::verify_issued(leaf, std::slice::from_ref(ca), &self.trust.ca_ders).is_ok()
+            });
         if !issued_here {
             return Err(tonic::Status::permission_denied(format!(
                 "{identity} was not enrolled at {}: its certificate is from another site's enrollment CA (a node serves the agents of its own site, and of the sites its [agents] trusted_enrollment_cas name)",
                 self.id
             )));
         }
-        let mut seen = self.agent_sites.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut seen = self.trust.agent_sites.0.lock().unwrap_or_else(|e| e.into_inner());
         if seen.len() >= 100_000 {
             seen.clear();
         }

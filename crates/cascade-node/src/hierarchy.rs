@@ -14,7 +14,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
 
-use crate::{Node, blocking};
+use crate::Node;
 
 #[derive(Debug)]
 pub struct HierarchyService {
@@ -150,16 +150,17 @@ async fn stream_down(
     // from its start, so that its initial sync is never cut short by a
     // compaction that would turn it into a snapshot.
     {
-        let (store, child, cursor) = (node.store.clone(), child.clone(), cursor.clone());
-        blocking(move || {
-            let mut all = cursor;
-            for origin in store.cursor()?.into_keys() {
-                all.entry(origin).or_insert(0);
-            }
-            store.set_subscriber_cursors(&child, &all)
-        })
-        .await
-        .map_err(store_status)?;
+        let (store, child, cursor) = (node.db.clone(), child.clone(), cursor.clone());
+        store
+            .run(move |store| {
+                let mut all = cursor;
+                for origin in store.cursor()?.into_keys() {
+                    all.entry(origin).or_insert(0);
+                }
+                store.set_subscriber_cursors(&child, &all)
+            })
+            .await
+            .map_err(store_status)?;
     }
     loop {
         // A certificate revoked while connected: the stream ends with the
@@ -197,35 +198,36 @@ async fn send_missing(
     cursor: &mut BTreeMap<NodeId, u64>,
     tx: &mpsc::Sender<Result<DownMessage, Status>>,
 ) -> Result<bool, Status> {
-    let store = node.store.clone();
+    let store = node.db.clone();
     let known = cursor.clone();
-    let (snapshot, changes) = blocking(
-        move || -> Result<(Option<Snapshot>, Vec<cascade_core::model::Change>), cascade_store::StoreError> {
-            let origins = store.cursor()?;
-            // Origins the child has and this node does not (it moved here
-            // from another branch): a snapshot with them at zero clears them.
-            let mut need: Vec<NodeId> = known.keys().filter(|o| !origins.contains_key(*o)).cloned().collect();
-            let mut changes = Vec::new();
-            for (origin, applied) in &origins {
-                let have = known.get(origin).copied().unwrap_or(0);
-                if have >= *applied {
-                    continue;
+    let (snapshot, changes) = store
+        .run(
+            move |store| -> Result<(Option<Snapshot>, Vec<cascade_core::model::Change>), cascade_store::StoreError> {
+                let origins = store.cursor()?;
+                // Origins the child has and this node does not (it moved here
+                // from another branch): a snapshot with them at zero clears them.
+                let mut need: Vec<NodeId> = known.keys().filter(|o| !origins.contains_key(*o)).cloned().collect();
+                let mut changes = Vec::new();
+                for (origin, applied) in &origins {
+                    let have = known.get(origin).copied().unwrap_or(0);
+                    if have >= *applied {
+                        continue;
+                    }
+                    match store.changes_since(origin, have, 500)? {
+                        Ok(list) => changes.extend(list),
+                        Err(_) => need.push(origin.clone()),
+                    }
                 }
-                match store.changes_since(origin, have, 500)? {
-                    Ok(list) => changes.extend(list),
-                    Err(_) => need.push(origin.clone()),
-                }
-            }
-            let snapshot = if need.is_empty() {
-                None
-            } else {
-                Some(store.snapshot(&need)?)
-            };
-            Ok((snapshot, changes))
-        },
-    )
-    .await
-    .map_err(store_status)?;
+                let snapshot = if need.is_empty() {
+                    None
+                } else {
+                    Some(store.snapshot(&need)?)
+                };
+                Ok((snapshot, changes))
+            },
+        )
+        .await
+        .map_err(store_status)?;
     let mut sent = false;
     let send = async |body: down_message::Body| {
         tx.send(Ok(DownMessage { body: Some(body) }))
@@ -343,8 +345,8 @@ async fn receive(node: &Arc<Node>, child: &NodeId, batch: UpBatch) -> Result<u64
     // or alter a record. A report's signature is checked once for all its
     // records.
     let records = {
-        let (checker, from) = (node.clone(), format!("child {child}"));
-        blocking(move || {
+        let from = format!("child {child}");
+        node.run(move |checker| {
             let mut kept = checker.check_records(&from, records, &certificates)?;
             for report in reports {
                 kept.extend(checker.check_report(&from, report, &certificates)?);
@@ -356,59 +358,60 @@ async fn receive(node: &Arc<Node>, child: &NodeId, batch: UpBatch) -> Result<u64
     };
     let forward = node.config.parent.is_some();
     metrics::counter!("cascade_compliance_ingested_total").increment(records.len() as u64);
-    let store = node.store.clone();
+    let store = node.db.clone();
     let source = child.to_string();
     let seq = batch.seq;
     let snapshot = batch.snapshot;
-    let (tallies, replayed) = blocking(
-        move || -> Result<(Vec<cascade_core::model::RolloutTally>, usize), cascade_store::StoreError> {
-            let mut tallies = Vec::new();
-            // A batch seen before changes nothing (a resend after a lost ack).
-            let repeat = !snapshot && seq > 0 && seq <= store.inbox_mark(&source)?;
-            if repeat {
-                return Ok((tallies, 0));
-            }
-            // Sequence 0 is a child's declaration of its subtree, sent on every
-            // connection: this node's own declaration covers it further up.
-            if seq > 0 || snapshot {
-                // The subtree's audit entries join this node's audit log (and go
-                // on up); health goes on up. Written before the batch's mark: a
-                // crash in between repeats them rather than losing them.
-                let mut health = Vec::new();
-                let mut certificates = Vec::new();
-                let mut computers = Vec::new();
-                for item in other {
-                    match item {
-                        Upward::Audit(entry) => {
-                            store.audit(&entry, forward)?;
+    let (tallies, replayed) = store
+        .run(
+            move |store| -> Result<(Vec<cascade_core::model::RolloutTally>, usize), cascade_store::StoreError> {
+                let mut tallies = Vec::new();
+                // A batch seen before changes nothing (a resend after a lost ack).
+                let repeat = !snapshot && seq > 0 && seq <= store.inbox_mark(&source)?;
+                if repeat {
+                    return Ok((tallies, 0));
+                }
+                // Sequence 0 is a child's declaration of its subtree, sent on every
+                // connection: this node's own declaration covers it further up.
+                if seq > 0 || snapshot {
+                    // The subtree's audit entries join this node's audit log (and go
+                    // on up); health goes on up. Written before the batch's mark: a
+                    // crash in between repeats them rather than losing them.
+                    let mut health = Vec::new();
+                    let mut certificates = Vec::new();
+                    let mut computers = Vec::new();
+                    for item in other {
+                        match item {
+                            Upward::Audit(entry) => {
+                                store.audit(&entry, forward)?;
+                            }
+                            Upward::Certificate(cert) => certificates.push(cert),
+                            Upward::Computer(summary) => computers.push(summary),
+                            Upward::Rollout(tally) => {
+                                tallies.push(tally.clone());
+                                health.push(Upward::Rollout(tally));
+                            }
+                            other => health.push(other),
                         }
-                        Upward::Certificate(cert) => certificates.push(cert),
-                        Upward::Computer(summary) => computers.push(summary),
-                        Upward::Rollout(tally) => {
-                            tallies.push(tally.clone());
-                            health.push(Upward::Rollout(tally));
-                        }
-                        other => health.push(other),
+                    }
+                    // Before the records they check, in one commit.
+                    store.put_agent_certificates(&certificates, forward)?;
+                    store.put_summaries(&computers, forward)?;
+                    if forward && !health.is_empty() {
+                        store.push_upward(health)?;
                     }
                 }
-                // Before the records they check, in one commit.
-                store.put_agent_certificates(&certificates, forward)?;
-                store.put_summaries(&computers, forward)?;
-                if forward && !health.is_empty() {
-                    store.push_upward(health)?;
+                let mut replayed = 0;
+                if snapshot {
+                    store.ingest_snapshot(&records, forward)?;
+                } else if seq > 0 {
+                    replayed = store.ingest(&source, seq, &records, forward)?.stale;
                 }
-            }
-            let mut replayed = 0;
-            if snapshot {
-                store.ingest_snapshot(&records, forward)?;
-            } else if seq > 0 {
-                replayed = store.ingest(&source, seq, &records, forward)?.stale;
-            }
-            Ok((tallies, replayed))
-        },
-    )
-    .await
-    .map_err(store_status)?;
+                Ok((tallies, replayed))
+            },
+        )
+        .await
+        .map_err(store_status)?;
     if replayed > 0 {
         // A new batch whose signed records are no newer than what is held:
         // an old report sent again.
@@ -424,7 +427,7 @@ async fn receive(node: &Arc<Node>, child: &NodeId, batch: UpBatch) -> Result<u64
         node.note_tally(tally);
     }
     if forward {
-        node.outbox_ready.notify_one();
+        node.signals.outbox_ready.notify_one();
     }
     Ok(batch.seq)
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use cascade_core::model::{Change, ChangeOp, NodeId, Object, ObjectKind};
 use cascade_store::Store;
 use cascade_trust::Identity;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
 pub mod admin;
 pub mod agents;
@@ -19,6 +19,7 @@ pub mod api;
 pub mod config;
 pub mod content;
 pub mod control;
+pub mod db;
 pub mod gate;
 pub mod hierarchy;
 pub mod link;
@@ -28,6 +29,7 @@ mod run;
 pub mod security;
 pub mod targeting;
 pub mod tls;
+pub mod topology;
 mod vendor;
 pub mod wire;
 
@@ -61,53 +63,28 @@ pub struct LinkStatus {
 #[derive(Debug)]
 pub struct Node {
     pub id: NodeId,
+    /// For code on the blocking pool; async code goes through `db` or
+    /// [`Node::run`].
     pub store: Arc<Store>,
+    /// The store for async code.
+    pub db: db::Db,
     pub config: Checked,
-    /// Bumped whenever a change is applied here, to wake subscribers.
-    changes: watch::Sender<u64>,
-    /// Woken when something was queued for the parent.
-    pub(crate) outbox_ready: Notify,
-    /// Woken by "replicate now".
-    pub(crate) wake: Notify,
-    links: Mutex<BTreeMap<(String, &'static str), LinkStatus>>,
-    links_dirty: std::sync::atomic::AtomicBool,
-    /// What each child declared its subtree to be (itself and the sites
-    /// below it), from the declaration it sends first on every connection.
-    subtrees: Mutex<BTreeMap<NodeId, std::collections::BTreeSet<NodeId>>>,
-    /// The parent of each site below each child, as the child declared it.
-    parents: Mutex<BTreeMap<NodeId, BTreeMap<NodeId, NodeId>>>,
-    /// One report at a time that reads every record of the subtree.
-    pub(crate) heavy_reports: tokio::sync::Semaphore,
+    /// How its tasks wake each other.
+    pub(crate) signals: topology::Signals,
+    /// Its parent, its links, and what its children declared below them.
+    pub(crate) topology: topology::Topology,
     /// Targeting and planners, rebuilt when the objects change.
     targeting: Mutex<Option<targeting::TargetingCache>>,
     /// Agents' check-ins not yet written to the store.
     seen: agents::Seen,
-    /// The organisation CA certificate(s), DER, for client chain checks.
-    ca_ders: Vec<Vec<u8>>,
-    /// Tasks started through the API, by id.
-    pub(crate) tasks: Mutex<BTreeMap<u64, api::TaskStatus>>,
+    /// The API's tasks and its permit for heavy reports.
+    pub(crate) work: api::Work,
     /// Staged-rollout counts of this node and its subtree.
     pub(crate) tallies: rollout::Tallies,
-    /// The parent's address: the configured one, or where a move sent this
-    /// node (kept in the store); the link follows it.
-    pub(crate) parent: watch::Sender<Option<String>>,
-    /// The id the parent's certificate must name: the configured one, or
-    /// the one a move named.
-    parent_id: Mutex<Option<NodeId>>,
     /// Content transfers and counters.
     pub(crate) content: content::ContentState,
-    /// Changes, reports and timestamps refused lately, with the attack.
-    pub refusals: security::Refusals,
-    /// Agent report signatures checked here already.
-    pub(crate) attested: security::Attested,
-    /// Agent certificates checked here already.
-    pub(crate) agent_keys: security::AgentKeys,
-    /// Revoked certificates, from the replicated revocations.
-    pub(crate) revoked: security::Revoked,
-    /// Batch signatures checked already.
-    pub(crate) verified: cascade_trust::sign::Verified,
-    /// Agent certificates found issued by an enrollment CA this node serves.
-    pub(crate) agent_sites: gate::AgentSites,
+    /// What it trusts and has checked already, and what it refused.
+    pub trust: security::Trust,
     /// The connections of the gRPC and API listeners, bounded.
     pub listeners: listener::Listeners,
 }
@@ -171,37 +148,31 @@ impl Node {
     pub fn now(&self) -> i64 {
         self.config.clock.now()
     }
+
+    /// Runs `f` with this node on the blocking pool: work that reads the
+    /// store through the node's own views (agents, targeting, effective
+    /// objects, what a report counts).
+    pub async fn run<T: Send + 'static>(self: &Arc<Self>, f: impl FnOnce(&Arc<Node>) -> T + Send + 'static) -> T {
+        let node = self.clone();
+        blocking(move || f(&node)).await
+    }
 }
 
 impl Node {
     pub fn new(config: Checked, store: Arc<Store>) -> Arc<Node> {
-        let (changes, _) = watch::channel(0);
-        let node_store_for_links = store.clone();
+        let topology = topology::Topology::new(Self::initial_parent(&config, &store), Self::stored_links(&store));
         let node = Arc::new(Node {
             id: config.id.clone(),
+            db: db::Db::new(store.clone()),
             store,
-            changes,
-            outbox_ready: Notify::new(),
-            wake: Notify::new(),
-            links: Mutex::new(Self::stored_links(&node_store_for_links)),
-            links_dirty: std::sync::atomic::AtomicBool::new(false),
-            subtrees: Mutex::new(BTreeMap::new()),
-            parents: Mutex::new(BTreeMap::new()),
-            heavy_reports: tokio::sync::Semaphore::new(1),
+            signals: topology::Signals::default(),
+            topology,
             targeting: Mutex::new(None),
             seen: agents::Seen::default(),
-            ca_ders: cascade_trust::pem_certs(&config.ca_pem).unwrap_or_default(),
-            tasks: Mutex::new(BTreeMap::new()),
+            work: api::Work::default(),
             tallies: rollout::Tallies::default(),
-            parent: watch::channel(Self::initial_parent(&config, &node_store_for_links).map(|(a, _)| a)).0,
-            parent_id: Mutex::new(Self::initial_parent(&config, &node_store_for_links).and_then(|(_, id)| id)),
             content: content::ContentState::default(),
-            refusals: security::Refusals::default(),
-            attested: security::Attested::default(),
-            agent_keys: security::AgentKeys::default(),
-            revoked: security::Revoked::default(),
-            verified: cascade_trust::sign::Verified::default(),
-            agent_sites: gate::AgentSites::default(),
+            trust: security::Trust::new(cascade_trust::pem_certs(&config.ca_pem).unwrap_or_default()),
             listeners: listener::Listeners::new(&config.limits),
             config,
         });
@@ -228,45 +199,41 @@ impl Node {
     /// The id the parent's certificate must name (none known: the link
     /// refuses to connect).
     pub fn parent_id(&self) -> Option<NodeId> {
-        self.parent_id.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.topology.parent_id()
     }
 
     /// The parent's address now.
     pub fn parent_address(&self) -> Option<String> {
-        self.parent.borrow().clone()
+        self.topology.parent_address()
     }
 
     /// Moves this node under another parent (which must have registered it
     /// as a child): kept in the store, and the link reconnects there.
     pub async fn move_to(&self, address: String, id: NodeId) -> Result<Option<String>, cascade_store::StoreError> {
-        let store = self.store.clone();
+        let store = self.db.clone();
         let (keep, keep_id) = (address.clone(), id.clone());
-        blocking(move || store.put_moved_to(&keep, &keep_id)).await?;
-        let previous = self.parent_address();
-        *self.parent_id.lock().unwrap_or_else(|e| e.into_inner()) = Some(id);
-        self.parent.send_replace(Some(address));
-        Ok(previous)
+        store.run(move |store| store.put_moved_to(&keep, &keep_id)).await?;
+        Ok(self.topology.set_parent(address, id))
     }
 
     pub fn subscribe_changes(&self) -> watch::Receiver<u64> {
-        self.changes.subscribe()
+        self.signals.subscribe_changes()
     }
 
     /// Something was queued for the parent outside this crate (agents'
     /// reports): send it soon.
     pub fn upward_ready(&self) {
-        self.outbox_ready.notify_one();
+        self.signals.upward_ready();
     }
 
     pub(crate) fn changed(&self) {
-        self.changes.send_modify(|n| *n += 1);
+        self.signals.changed();
     }
 
     /// "Replicate now": the parent links reconnect at once if they are
     /// waiting to retry or have been quiet, and the outbox is sent.
     pub fn replicate_now(&self) {
-        self.wake.notify_waiters();
-        self.outbox_ready.notify_one();
+        self.signals.replicate_now();
     }
 
     /// Records a change made here and wakes the children's streams.
@@ -275,8 +242,8 @@ impl Node {
         op: impl Into<cascade_core::exact::Exact<ChangeOp>>,
     ) -> Result<Change, cascade_store::StoreError> {
         let op = op.into();
-        let store = self.store.clone();
-        let change = blocking(move || store.append_local(op)).await?;
+        let store = self.db.clone();
+        let change = store.run(move |store| store.append_local(op)).await?;
         self.changed();
         Ok(change)
     }
@@ -286,8 +253,8 @@ impl Node {
         self: &Arc<Self>,
         ops: Vec<ChangeOp>,
     ) -> Result<Vec<Change>, cascade_store::StoreError> {
-        let store = self.store.clone();
-        let changes = blocking(move || store.append_local_many(ops)).await?;
+        let store = self.db.clone();
+        let changes = store.run(move |store| store.append_local_many(ops)).await?;
         self.changed();
         Ok(changes)
     }
@@ -321,30 +288,28 @@ impl Node {
     }
 
     pub(crate) fn set_link(&self, peer: &str, direction: &'static str, update: impl FnOnce(&mut LinkStatus)) {
-        let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
-        update(links.entry((peer.to_owned(), direction)).or_default());
-        self.links_dirty.store(true, std::sync::atomic::Ordering::Release);
+        self.topology.set_link(peer, direction, update);
     }
 
     /// Writes the link status to the store when it changed.
     pub async fn persist_links(self: &Arc<Self>) -> Result<(), cascade_store::StoreError> {
-        if !self.links_dirty.swap(false, std::sync::atomic::Ordering::AcqRel) {
+        if !self.topology.take_links_changed() {
             return Ok(());
         }
+        // Strings, numbers and booleans: this serializes without fail.
         let rows = serde_json::to_value(self.links()).unwrap_or_default();
-        let store = self.store.clone();
-        blocking(move || store.put_link_status(&rows)).await
+        let store = self.db.clone();
+        store.run(move |store| store.put_link_status(&rows)).await
     }
 
     pub fn links(&self) -> Vec<(String, &'static str, LinkStatus)> {
-        let links = self.links.lock().unwrap_or_else(|e| e.into_inner());
-        links.iter().map(|((p, d), s)| (p.clone(), *d, s.clone())).collect()
+        self.topology.links()
     }
 
     /// The verified identity of a gRPC caller of this node, unless its
     /// certificate is revoked.
     pub fn peer_identity<T>(&self, request: &tonic::Request<T>) -> Result<Identity, tonic::Status> {
-        let identity = peer_identity(request, &self.ca_ders)?;
+        let identity = peer_identity(request, &self.trust.ca_ders)?;
         if let Some(leaf) = request.peer_certs().and_then(|c| c.first().map(|c| c.to_vec()))
             && let Some(why) = self.revocation_of(&leaf)
         {
@@ -371,25 +336,14 @@ impl Node {
     /// This node's subtree: itself, its children, and what each child
     /// declared below it.
     pub fn subtree(&self) -> Result<std::collections::BTreeSet<NodeId>, cascade_store::StoreError> {
-        let children = self.children()?;
-        let declared = self.subtrees.lock().unwrap_or_else(|e| e.into_inner());
-        let mut out = std::collections::BTreeSet::from([self.id.clone()]);
-        for child in children {
-            if let Some(below) = declared.get(&child) {
-                out.extend(below.iter().cloned());
-            }
-            out.insert(child);
-        }
+        let mut out = self.topology.declared_below(&self.children()?);
+        out.insert(self.id.clone());
         Ok(out)
     }
 
     /// Records a child's declared subtree, keeping only what lies below it.
     pub(crate) fn declare_subtree(&self, child: &NodeId, sites: std::collections::BTreeSet<NodeId>) {
-        let mut declared = self.subtrees.lock().unwrap_or_else(|e| e.into_inner());
-        let mut sites = sites;
-        sites.insert(child.clone());
-        sites.remove(&self.id);
-        declared.insert(child.clone(), sites);
+        self.topology.declare_subtree(&self.id, child, sites);
     }
 
     /// A setting's value as in force here (overrides applied), if set.
@@ -406,28 +360,12 @@ impl Node {
     /// Records the parents a child declared for the sites below it, keeping
     /// only sites of its declared subtree.
     pub(crate) fn declare_parents(&self, child: &NodeId, parents: BTreeMap<NodeId, NodeId>) {
-        let kept: BTreeMap<NodeId, NodeId> = parents
-            .into_iter()
-            .filter(|(site, _)| site != child && self.in_subtree_of(child, site))
-            .collect();
-        self.parents
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(child.clone(), kept);
+        self.topology.declare_parents(child, parents);
     }
 
     /// The parent of every site of this node's subtree but itself.
     pub fn site_parents(&self) -> Result<BTreeMap<NodeId, NodeId>, cascade_store::StoreError> {
-        let children = self.children()?;
-        let declared = self.parents.lock().unwrap_or_else(|e| e.into_inner());
-        let mut out = BTreeMap::new();
-        for child in children {
-            if let Some(below) = declared.get(&child) {
-                out.extend(below.iter().map(|(s, p)| (s.clone(), p.clone())));
-            }
-            out.insert(child, self.id.clone());
-        }
-        Ok(out)
+        Ok(self.topology.declared_parents(&self.id, &self.children()?))
     }
 
     /// The sites of `site`'s subtree (itself and every site below it), when
@@ -463,13 +401,7 @@ impl Node {
 
     /// Whether `site` lies in `child`'s subtree as the child declared it.
     pub(crate) fn in_subtree_of(&self, child: &NodeId, site: &NodeId) -> bool {
-        site == child
-            || self
-                .subtrees
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(child)
-                .is_some_and(|s| s.contains(site))
+        self.topology.in_subtree_of(child, site)
     }
 
     /// Whether `child` is registered with this node as a child site.
@@ -811,21 +743,27 @@ pub async fn maintenance(node: Arc<Node>, every: Duration) {
         let hour = node.now().div_euclid(3600);
         if history_hour != Some(hour) {
             let recorder = node.clone();
-            match blocking(move || recorder.record_history(recorder.now())).await {
+            match recorder
+                .run(move |recorder| recorder.record_history(recorder.now()))
+                .await
+            {
                 Ok(()) => history_hour = Some(hour),
                 Err(e) => tracing::warn!(error = %e, "cannot keep today's compliance in the history"),
             }
         }
         let cleaner = node.clone();
-        let partials = blocking(move || cleaner.clean_partials(Duration::from_secs(24 * 3600))).await;
+        let partials = cleaner
+            .run(move |cleaner| cleaner.clean_partials(Duration::from_secs(24 * 3600)))
+            .await;
         if partials > 0 {
             tracing::info!(files = partials, "removed what abandoned content transfers left");
         }
-        let store = node.store.clone();
-        let result = blocking(move || -> Result<(usize, u64), cascade_store::StoreError> {
-            Ok((store.compact(LOG_RETAIN)?, store.outbox_compact(OUTBOX_MAX)?))
-        })
-        .await;
+        let result = node
+            .db
+            .run(move |store| -> Result<(usize, u64), cascade_store::StoreError> {
+                Ok((store.compact(LOG_RETAIN)?, store.outbox_compact(OUTBOX_MAX)?))
+            })
+            .await;
         match result {
             Ok((0, 0)) => {}
             Ok((changes, entries)) => tracing::info!(changes, entries, "compacted"),
@@ -956,33 +894,39 @@ async fn refresh_metrics(node: &Arc<Node>) {
         metrics::gauge!("cascade_link_stalls", &labels).set(status.stalls as f64);
         metrics::gauge!("cascade_link_last_contact_seconds", &labels).set(status.last_contact as f64);
     }
-    match node.freshness() {
-        Ok(freshness) => {
-            metrics::gauge!("cascade_frozen").set(if freshness.stale { 1.0 } else { 0.0 });
-            if let Some(age) = freshness.age_seconds {
-                metrics::gauge!("cascade_root_timestamp_age_seconds").set(age as f64);
-            }
+    // Everything read from the store (and the content directory), together
+    // on the blocking pool; what cannot be read is logged and its gauges
+    // keep their last value.
+    let read = node
+        .run(|node| -> Result<_, cascade_store::StoreError> {
+            Ok((
+                node.freshness()?,
+                node.history_days(),
+                node.store.outbox_state()?,
+                node.store.cursor()?,
+                node.store.summary_by_update()?,
+                node.store.summary_by_site()?,
+                node.store.computer_count(),
+                node.agents()?.len(),
+                node.cached_files(),
+            ))
+        })
+        .await;
+    let (freshness, history_days, outbox, cursor, summary, by_site, computers, agents, files) = match read {
+        Ok(read) => read,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the store for the metrics");
+            return;
         }
-        Err(e) => tracing::warn!(error = %e, "cannot read the root's timestamp for the metrics"),
+    };
+    metrics::gauge!("cascade_frozen").set(if freshness.stale { 1.0 } else { 0.0 });
+    if let Some(age) = freshness.age_seconds {
+        metrics::gauge!("cascade_root_timestamp_age_seconds").set(age as f64);
     }
     if let Some(limit) = node.config.content_cache_bytes {
         metrics::gauge!("cascade_content_cache_limit_bytes").set(limit as f64);
     }
-    metrics::gauge!("cascade_history_days").set(node.history_days() as f64);
-    let store = node.store.clone();
-    let Ok(Ok((outbox, cursor, summary, by_site))) =
-        tokio::task::spawn_blocking(move || -> Result<_, cascade_store::StoreError> {
-            Ok((
-                store.outbox_state()?,
-                store.cursor()?,
-                store.summary_by_update()?,
-                store.summary_by_site()?,
-            ))
-        })
-        .await
-    else {
-        return;
-    };
+    metrics::gauge!("cascade_history_days").set(history_days as f64);
     let mut by_severity: BTreeMap<
         cascade_core::update::Severity,
         [u64; cascade_core::compliance::ComplianceState::COUNT],
@@ -1005,9 +949,8 @@ async fn refresh_metrics(node: &Arc<Node>) {
         metrics::gauge!("cascade_connections_max", &label).set(connections.max as f64);
         metrics::counter!("cascade_connections_evicted_total", &label).absolute(connections.evicted());
     }
-    metrics::gauge!("cascade_computers").set(node.store.computer_count() as f64);
-    metrics::gauge!("cascade_agents").set(node.agents().map(|a| a.len()).unwrap_or(0) as f64);
-    let files = node.cached_files();
+    metrics::gauge!("cascade_computers").set(computers as f64);
+    metrics::gauge!("cascade_agents").set(agents as f64);
     metrics::gauge!("cascade_content_cache_files").set(files.len() as f64);
     metrics::gauge!("cascade_content_cache_bytes").set(files.iter().map(|(_, s)| *s).sum::<u64>() as f64);
     metrics::gauge!("cascade_content_in_flight").set(node.in_flight().len() as f64);

@@ -14,7 +14,7 @@ use cascade_store::Snapshot;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use crate::{Node, blocking};
+use crate::Node;
 
 /// Runs both directions of the parent link until the task is dropped. The
 /// parent is `node.parent_address()`; after a move the link follows it.
@@ -26,9 +26,9 @@ pub async fn run(node: Arc<Node>) {
 
 /// Records the parent in the store; a new one gets a snapshot first.
 async fn note_parent(node: &Arc<Node>, parent: &str) {
-    let store = node.store.clone();
+    let store = node.db.clone();
     let address = parent.to_owned();
-    match blocking(move || store.note_parent(&address)).await {
+    match store.run(move |store| store.note_parent(&address)).await {
         Ok(true) => info!(parent = %parent, "the parent changed: the new one gets a snapshot first"),
         Ok(false) => {}
         Err(e) => warn!(error = %e, "cannot record the parent"),
@@ -91,7 +91,7 @@ async fn watchdog(progress: &Progress, limit: Duration) -> Duration {
 
 async fn forever(node: Arc<Node>, direction: &'static str) {
     let mut delays = backoff();
-    let mut moves = node.parent.subscribe();
+    let mut moves = node.topology.watch_parent();
     let progress = Progress::new();
     let limit = Duration::from_secs(node.config.stall_seconds);
     loop {
@@ -148,7 +148,7 @@ async fn forever(node: Arc<Node>, direction: &'static str) {
         };
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
-            () = node.wake.notified() => {}
+            () = node.signals.wake.notified() => {}
         }
     }
 }
@@ -190,8 +190,11 @@ async fn down(node: &Arc<Node>, parent: &str, progress: &Progress) -> Result<(),
     let mut client = v1::hierarchy_client::HierarchyClient::new(channel)
         .max_decoding_message_size(64 * 1024 * 1024)
         .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
-    let store = node.store.clone();
-    let cursor = blocking(move || store.cursor()).await.map_err(|e| e.to_string())?;
+    let store = node.db.clone();
+    let cursor = store
+        .run(move |store| store.cursor())
+        .await
+        .map_err(|e| e.to_string())?;
     let own = node.id.clone();
     let request = SubscribeRequest {
         cursor: cursor
@@ -228,7 +231,7 @@ async fn down(node: &Arc<Node>, parent: &str, progress: &Progress) -> Result<(),
                     received = tokio::time::timeout(heartbeat, stream.message()) => received,
                     // "Replicate now" on a link that has been quiet longer than
                     // a heartbeat: it may be stalled, so connect afresh.
-                    () = node.wake.notified(), if last_message.elapsed() > quiet => {
+                    () = node.signals.wake.notified(), if last_message.elapsed() > quiet => {
                         return Err("reconnecting now, as asked".to_owned());
                     }
                 };
@@ -309,9 +312,11 @@ async fn down(node: &Arc<Node>, parent: &str, progress: &Progress) -> Result<(),
                 Ok(Ok(None)) | Ok(Err(_)) | Err(_) => break,
             }
         }
-        let store = node.store.clone();
+        let store = node.db.clone();
         let checker = node.clone();
-        let result = blocking(move || store.apply_verified(&run, &|c, k, any| checker.check_change(c, k, any))).await;
+        let result = store
+            .run(move |store| store.apply_verified(&run, &|c, k, any| checker.check_change(c, k, any)))
+            .await;
         let applied = match result {
             Ok(applied) => applied,
             Err(e) => {
@@ -344,7 +349,10 @@ fn snapshot_cursor(
 async fn apply_snapshot(node: &Arc<Node>, parent: &str, snapshot: Snapshot) -> Result<(), String> {
     // The root's part never goes: a parent that says it has nothing of the
     // root is hiding it.
-    if let Some(root) = node.root().map_err(|e| format!("cannot read this node's sites: {e}"))?
+    if let Some(root) = node
+        .run(|n| n.root())
+        .await
+        .map_err(|e| format!("cannot read this node's sites: {e}"))?
         && root != node.id
         && snapshot.cursor.get(&root) == Some(&0)
     {
@@ -354,17 +362,17 @@ async fn apply_snapshot(node: &Arc<Node>, parent: &str, snapshot: Snapshot) -> R
         );
         return Err(node.note_refusal(parent, &refusal));
     }
-    let store = node.store.clone();
     let checker = node.clone();
-    blocking(move || {
-        store.apply_snapshot_verified(
-            &snapshot,
-            &|c, k, any| checker.check_change(c, k, any),
-            &|origin, tip, k| cascade_trust::sign::check_tip(origin, tip, k),
-        )
-    })
-    .await
-    .map_err(|e| node.refused(parent, e))?;
+    node.db
+        .run(move |store| {
+            store.apply_snapshot_verified(
+                &snapshot,
+                &|c, k, any| checker.check_change(c, k, any),
+                &|origin, tip, k| cascade_trust::sign::check_tip(origin, tip, k),
+            )
+        })
+        .await
+        .map_err(|e| node.refused(parent, e))?;
     node.changed();
     Ok(())
 }
@@ -447,8 +455,9 @@ async fn up(node: &Arc<Node>, parent: &str, progress: &Progress) -> Result<(), S
         l.last_error.clear();
         l.protocol = protocol;
     });
-    let store = node.store.clone();
-    let state = blocking(move || store.outbox_state())
+    let store = node.db.clone();
+    let state = store
+        .run(move |store| store.outbox_state())
         .await
         .map_err(|e| e.to_string())?;
     // Which sites lie below this node, before anything from them.
@@ -467,8 +476,9 @@ async fn up(node: &Arc<Node>, parent: &str, progress: &Progress) -> Result<(), S
         send_snapshot(node, parent, progress, &tx, &mut acks, state.last).await?;
     }
     let mut sent = {
-        let store = node.store.clone();
-        blocking(move || store.outbox_state())
+        let store = node.db.clone();
+        store
+            .run(move |store| store.outbox_state())
             .await
             .map_err(|e| e.to_string())?
             .acked
@@ -488,10 +498,11 @@ async fn up(node: &Arc<Node>, parent: &str, progress: &Progress) -> Result<(), S
             in_flight += 1;
         }
         if in_flight < 8 {
-            let store = node.store.clone();
+            let store = node.db.clone();
             let after = sent;
             let limit = node.config.report_batch.max(1);
-            let entries = blocking(move || store.outbox_items(after, 64, limit))
+            let entries = store
+                .run(move |store| store.outbox_items(after, 64, limit))
                 .await
                 .map_err(|e| e.to_string())?;
             // Consecutive outbox entries go as one batch (up to the batch
@@ -527,8 +538,7 @@ async fn up(node: &Arc<Node>, parent: &str, progress: &Progress) -> Result<(), S
         tokio::select! {
             ack = acks.message() => {
                 let ack = ack.map_err(status_text)?.ok_or("the parent closed the report stream")?;
-                let store = node.store.clone();
-                let lag = blocking(move || -> Result<u64, cascade_store::StoreError> {
+                let lag = node.db.run(move |store| -> Result<u64, cascade_store::StoreError> {
                     store.outbox_ack(ack.seq)?;
                     let s = store.outbox_state()?;
                     Ok(s.last.saturating_sub(s.acked))
@@ -540,7 +550,7 @@ async fn up(node: &Arc<Node>, parent: &str, progress: &Progress) -> Result<(), S
                     l.seq_lag = lag;
                 });
             }
-            () = node.outbox_ready.notified() => {}
+            () = node.signals.outbox_ready.notified() => {}
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
@@ -559,8 +569,9 @@ async fn send_snapshot(
     // they come: a subtree of millions of records is never in memory at
     // once, and neither side waits on a full stream. How far the parent has
     // acknowledged is kept, so that a snapshot broken off goes on from there.
-    let store = node.store.clone();
-    let Some(mut at) = blocking(move || store.outbox_snapshot_progress())
+    let store = node.db.clone();
+    let Some(mut at) = store
+        .run(move |store| store.outbox_snapshot_progress())
         .await
         .map_err(|e| e.to_string())?
     else {
@@ -587,8 +598,9 @@ async fn send_snapshot(
             reached = marks.pop_front().map(|(_, p)| p);
         }
         if let Some(to) = reached {
-            let (store, from, next) = (node.store.clone(), at.clone(), to.clone());
-            let recorded = blocking(move || store.outbox_snapshot_progressed(&from, &next))
+            let (store, from, next) = (node.db.clone(), at.clone(), to.clone());
+            let recorded = store
+                .run(move |store| store.outbox_snapshot_progressed(&from, &next))
                 .await
                 .map_err(|e| e.to_string())?;
             if !recorded {
@@ -604,8 +616,9 @@ async fn send_snapshot(
     let mut pages: Vec<Page> = Vec::new();
     if matches!(at, SnapshotProgress::Start) {
         // The agents' certificates first: they check the records' signatures.
-        let store = node.store.clone();
-        let certificates = blocking(move || store.agent_certificates())
+        let store = node.db.clone();
+        let certificates = store
+            .run(move |store| store.agent_certificates())
             .await
             .map_err(|e| e.to_string())?;
         let items: Vec<Upward> = certificates.into_iter().map(Upward::Certificate).collect();
@@ -632,8 +645,9 @@ async fn send_snapshot(
         if pages.is_empty() {
             match &phase {
                 Phase::Summaries(after) => {
-                    let (store, from) = (node.store.clone(), after.clone());
-                    let summaries = blocking(move || store.summaries_after(from.as_ref(), limit))
+                    let (store, from) = (node.db.clone(), after.clone());
+                    let summaries = store
+                        .run(move |store| store.summaries_after(from.as_ref(), limit))
                         .await
                         .map_err(|e| e.to_string())?;
                     let full = summaries.len() >= limit;
@@ -658,11 +672,12 @@ async fn send_snapshot(
                     }
                 }
                 Phase::Records(after) => {
-                    let store = node.store.clone();
+                    let store = node.db.clone();
                     let from = after.clone();
                     let computers = (limit / 16).max(1);
                     // Read as the reports they came in: nothing is rebuilt to be sent.
-                    let (reports, loose, last) = blocking(move || store.records_after(from.as_ref(), computers))
+                    let (reports, loose, last) = store
+                        .run(move |store| store.records_after(from.as_ref(), computers))
                         .await
                         .map_err(|e| e.to_string())?;
                     let Some(last) = last else { break };
@@ -703,8 +718,9 @@ async fn send_snapshot(
     while acked_batches < sent_batches {
         take_ack(&mut acked_batches, &mut marks, &mut at).await?;
     }
-    let store = node.store.clone();
-    let finished = blocking(move || store.outbox_snapshot_finished(&at, upto))
+    let store = node.db.clone();
+    let finished = store
+        .run(move |store| store.outbox_snapshot_finished(&at, upto))
         .await
         .map_err(|e| e.to_string())?;
     if !finished {

@@ -13,7 +13,7 @@ use cascade_core::assignment::Placement;
 use cascade_core::compliance::ComplianceState;
 use cascade_core::model::{ChangeOp, NodeId, Object, ObjectId, ObjectKind, Policy, Rollout, RolloutTally, Upward};
 
-use crate::{Node, blocking};
+use crate::Node;
 
 /// (node, policy, update, ring)
 pub(crate) type TallyKey = (NodeId, ObjectId, UpdateId, u32);
@@ -126,7 +126,7 @@ impl Node {
     pub async fn rollout_cycle(self: &Arc<Self>) -> Result<(), cascade_store::StoreError> {
         let node = self.clone();
         let at = self.now();
-        let own = blocking(move || node.own_tallies(at)).await?;
+        let own = node.run(move |node| node.own_tallies(at)).await?;
         {
             let mut known = self.tallies.known.lock().unwrap_or_else(|e| e.into_inner());
             // Nodes below resend every minute: counts not heard of for five
@@ -156,8 +156,8 @@ impl Node {
                 items
             };
             if !items.is_empty() {
-                let store = self.store.clone();
-                blocking(move || store.push_upward(items)).await?;
+                let store = self.db.clone();
+                store.run(move |store| store.push_upward(items)).await?;
                 self.upward_ready();
             }
         }
@@ -199,7 +199,7 @@ impl Node {
 
     async fn advance_rollouts(self: &Arc<Self>, at: i64) -> Result<(), cascade_store::StoreError> {
         let node = self.clone();
-        let rollouts = blocking(move || node.rollouts(at)).await?;
+        let rollouts = node.run(move |node| node.rollouts(at)).await?;
         let totals = self.ring_totals();
         let mut changes = Vec::new();
         for (policy, owned, update, mut rollout) in rollouts {

@@ -19,6 +19,42 @@ use crate::Node;
 /// How many refusals a node remembers for its status.
 const REFUSALS_KEPT: usize = 100;
 
+/// A node's trust service: the organisation CA it checks chains against,
+/// what it has checked already (report signatures, agent certificates,
+/// batch signatures, enrollment CAs), the revocations in force, and the
+/// changes, reports and timestamps it refused lately.
+#[derive(Debug)]
+pub struct Trust {
+    /// The organisation CA certificate(s), DER, for client chain checks.
+    pub(crate) ca_ders: Vec<Vec<u8>>,
+    /// Changes, reports and timestamps refused lately, with the attack.
+    pub refusals: Refusals,
+    /// Agent report signatures checked here already.
+    pub(crate) attested: Attested,
+    /// Agent certificates checked here already.
+    pub(crate) agent_keys: AgentKeys,
+    /// Revoked certificates, from the replicated revocations.
+    pub(crate) revoked: Revoked,
+    /// Batch signatures checked already.
+    pub(crate) verified: cascade_trust::sign::Verified,
+    /// Agent certificates found issued by an enrollment CA this node serves.
+    pub(crate) agent_sites: crate::gate::AgentSites,
+}
+
+impl Trust {
+    pub fn new(ca_ders: Vec<Vec<u8>>) -> Trust {
+        Trust {
+            ca_ders,
+            refusals: Refusals::default(),
+            attested: Attested::default(),
+            agent_keys: AgentKeys::default(),
+            revoked: Revoked::default(),
+            verified: cascade_trust::sign::Verified::default(),
+            agent_sites: crate::gate::AgentSites::default(),
+        }
+    }
+}
+
 /// One refused change, report or timestamp.
 #[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct Refusal {
@@ -112,7 +148,7 @@ impl Node {
     /// identity), or `None` when it is not.
     pub fn revocation_of(&self, der: &[u8]) -> Option<String> {
         let version = self.store.generation(&[ObjectKind::Revocation]);
-        let mut cache = self.revoked.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cache = self.trust.revoked.0.lock().unwrap_or_else(|e| e.into_inner());
         if cache.as_ref().is_none_or(|c| c.version != version) {
             let mut entries = std::collections::HashMap::new();
             // A revocation list that cannot be read refuses everyone: a
@@ -199,6 +235,7 @@ impl Node {
     pub fn check_agent_certificate(&self, cert: &AgentCertificate) -> Result<Vec<u8>, Refused> {
         let leaf = leaf_digest(cert.chain.first().map(String::as_str).unwrap_or_default());
         if let Some((digest, der)) = self
+            .trust
             .agent_keys
             .0
             .lock()
@@ -215,7 +252,7 @@ impl Node {
                 format!("certificate of agent {}: {why}", cert.computer),
             ));
         }
-        let mut keys = self.agent_keys.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut keys = self.trust.agent_keys.0.lock().unwrap_or_else(|e| e.into_inner());
         if keys.len() >= ATTESTED_KEPT {
             keys.clear();
         }
@@ -246,7 +283,7 @@ impl Node {
             .map(|c| unb64(c).ok_or_else(|| bad("not base64".into())))
             .collect::<Result<_, _>>()?;
         let leaf = ders.first().ok_or_else(|| bad("empty chain".into()))?;
-        match cascade_trust::sign::verify_issued(leaf, &ders[1..], &self.ca_ders) {
+        match cascade_trust::sign::verify_issued(leaf, &ders[1..], &self.trust.ca_ders) {
             Ok(cascade_trust::Identity::Agent(id)) if id == cert.computer => Ok(leaf.clone()),
             Ok(other) => Err(bad(format!("it is for {other}"))),
             Err(e) => Err(bad(e.to_string())),
@@ -343,6 +380,7 @@ impl Node {
         let message = seal::report_message(computer, counter, root);
         let digest: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(&message).into();
         if self
+            .trust
             .attested
             .0
             .lock()
@@ -352,7 +390,7 @@ impl Node {
             return Ok(());
         }
         cascade_trust::sign::verify_signature(certificate, scheme, &message, sig)?;
-        let mut seen = self.attested.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut seen = self.trust.attested.0.lock().unwrap_or_else(|e| e.into_inner());
         if seen.len() >= ATTESTED_KEPT {
             seen.clear();
         }
@@ -398,6 +436,7 @@ impl Node {
     /// An agent's certificate as this node knows it (checked), if it does.
     fn known_certificate(&self, computer: &ComputerId) -> Result<Option<Vec<u8>>, StoreError> {
         if let Some((_, der)) = self
+            .trust
             .agent_keys
             .0
             .lock()
@@ -415,7 +454,7 @@ impl Node {
     /// Checks a change (or a snapshot's object) against its origin's seal,
     /// and that the key that signed it is not revoked.
     pub fn check_change(&self, change: &Change, keys: Option<&SigningKey>, any_key: bool) -> Result<(), Refused> {
-        cascade_trust::sign::check_change_with(&self.ca_ders, change, keys, any_key, Some(&self.verified))?;
+        cascade_trust::sign::check_change_with(&self.trust.ca_ders, change, keys, any_key, Some(&self.trust.verified))?;
         let (Some(seal), Some(keys)) = (&change.seal, keys) else {
             return Ok(());
         };
@@ -448,7 +487,7 @@ impl Node {
     pub fn note_refusal(&self, from: &str, r: &Refused) -> String {
         tracing::warn!(attack = %r.attack, from, detail = %r.detail, "refused: {r}");
         metrics::counter!("cascade_refused_total", "attack" => r.attack.to_string()).increment(1);
-        self.refusals.push(Refusal {
+        self.trust.refusals.push(Refusal {
             at: self.now(),
             from: from.to_owned(),
             attack: r.attack.to_string(),
@@ -600,7 +639,7 @@ impl Node {
     /// it must be the organisation CA's for this node. The new key signs
     /// from its published rotation on.
     pub fn reload_certificate(&self) -> Result<bool, String> {
-        let roots = self.ca_ders.clone();
+        let roots = self.trust.ca_ders.clone();
         let id = self.id.clone();
         let renewed = self
             .config
@@ -640,7 +679,7 @@ pub async fn timestamps(node: std::sync::Arc<Node>) {
     let mut last_stamp: Option<std::time::Instant> = None;
     loop {
         let n = node.clone();
-        match crate::blocking(move || n.reload_certificate()).await {
+        match n.run(move |n| n.reload_certificate()).await {
             Ok(_) => reload_error.clear(),
             Err(e) if e != reload_error => {
                 tracing::error!(error = %e, "the certificate files were changed but cannot be used; the current certificate stays");
@@ -651,13 +690,13 @@ pub async fn timestamps(node: std::sync::Arc<Node>) {
         if node.parent_address().is_none() {
             if last_stamp.is_none_or(|at| at.elapsed() >= every) {
                 let n = node.clone();
-                match crate::blocking(move || n.publish_timestamp()).await {
+                match n.run(move |n| n.publish_timestamp()).await {
                     Ok(()) => last_stamp = Some(std::time::Instant::now()),
                     Err(e) => tracing::warn!(error = %e, "cannot publish the signed timestamp"),
                 }
             }
         } else {
-            let fresh = match node.freshness() {
+            let fresh = match node.run(|n| n.freshness()).await {
                 Ok(fresh) => fresh,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read the root's timestamp");

@@ -316,7 +316,8 @@ async fn refused_after(
     // Freeze warnings come on their own schedule; the lie's refusal is
     // another one.
     let lies = || -> Vec<cascade_node::security::Refusal> {
-        leaf.refusals
+        leaf.trust
+            .refusals
             .list()
             .into_iter()
             .filter(|r| r.attack != "freeze")
@@ -576,7 +577,7 @@ async fn a_malicious_intermediate_node_is_refused_and_the_attack_named() {
     // 5. Freeze: the middle node stops passing anything on (the root goes
     // on signing timestamps every second). The leaf notices...
     wait_for("the leaf to name the freeze", Duration::from_secs(20), || {
-        leaf.refusals.list().iter().any(|r| r.attack == "freeze")
+        leaf.trust.refusals.list().iter().any(|r| r.attack == "freeze")
     })
     .await;
     assert!(leaf.freshness().unwrap().stale);
@@ -681,22 +682,22 @@ async fn a_malicious_intermediate_node_is_refused_and_the_attack_named() {
     };
     assert_eq!(at_root(), Some((2, ComplianceState::Installed)), "the genuine record");
 
-    let count = |attack: &str| root.refusals.list().iter().filter(|r| r.attack == attack).count();
+    let count = |attack: &str| root.trust.refusals.list().iter().filter(|r| r.attack == attack).count();
     // Forged: the state changed, the agent's attestation kept (and a later
     // counter, so that it would win).
     let mut forged = current[0].clone();
     forged.state = ComplianceState::Failed { code: 1603 };
     forged.counter = 3;
     send(vec![], vec![forged]).await;
-    assert_eq!(count("bad signature"), 1, "{:?}", root.refusals.list());
+    assert_eq!(count("bad signature"), 1, "{:?}", root.trust.refusals.list());
     // Unsigned.
     let mut unsigned = record(4, ComplianceState::Failed { code: 1 });
     unsigned.attestation = None;
     send(vec![], vec![unsigned]).await;
-    assert_eq!(count("bad signature"), 2, "{:?}", root.refusals.list());
+    assert_eq!(count("bad signature"), 2, "{:?}", root.trust.refusals.list());
     // Replayed: the agent's older report, genuine in itself.
     send(vec![], old).await;
-    assert_eq!(count("rollback"), 1, "{:?}", root.refusals.list());
+    assert_eq!(count("rollback"), 1, "{:?}", root.trust.refusals.list());
     assert_eq!(
         at_root(),
         Some((2, ComplianceState::Installed)),
@@ -923,7 +924,7 @@ async fn a_forged_report_is_refused_whatever_part_is_altered() {
     assert!(loose.is_empty() && reports.len() == 1);
     let whole = cascade_proto::v1::Report::from(&reports[0]);
     assert!(whole.nodes.is_empty(), "a whole report needs no tree node");
-    let count = |attack: &str| root.refusals.list().iter().filter(|r| r.attack == attack).count();
+    let count = |attack: &str| root.trust.refusals.list().iter().filter(|r| r.attack == attack).count();
     let held = || {
         root.store
             .computer_records(&ComputerId::new("pc-7").unwrap())
@@ -937,16 +938,16 @@ async fn a_forged_report_is_refused_whatever_part_is_altered() {
     altered.records[3].state = v1::ComplianceState::Installed as i32;
     let items: Vec<Upward> = certificates.iter().cloned().map(Upward::Certificate).collect();
     send(items, vec![altered]).await;
-    assert_eq!(count("bad signature"), 1, "{:?}", root.refusals.list());
+    assert_eq!(count("bad signature"), 1, "{:?}", root.trust.refusals.list());
     let mut moved = whole.clone();
     moved.places.swap(0, 1);
     send(vec![], vec![moved]).await;
-    assert_eq!(count("bad signature"), 2, "{:?}", root.refusals.list());
+    assert_eq!(count("bad signature"), 2, "{:?}", root.trust.refusals.list());
     let mut part = whole.clone();
     part.records.truncate(4);
     part.places.truncate(4);
     send(vec![], vec![part]).await;
-    assert_eq!(count("bad signature"), 3, "{:?}", root.refusals.list());
+    assert_eq!(count("bad signature"), 3, "{:?}", root.trust.refusals.list());
     assert_eq!(held(), 0, "nothing of a refused report is kept");
 
     // Honest part of the report: the records not sent are stood for by
@@ -959,13 +960,13 @@ async fn a_forged_report_is_refused_whatever_part_is_altered() {
     let mut bad_node = partial.clone();
     bad_node.nodes[0].hash[0] ^= 1;
     send(vec![], vec![bad_node]).await;
-    assert_eq!(count("bad signature"), 4, "{:?}", root.refusals.list());
+    assert_eq!(count("bad signature"), 4, "{:?}", root.trust.refusals.list());
     send(vec![], vec![partial]).await;
-    assert_eq!(held(), 3, "{:?}", root.refusals.list());
+    assert_eq!(held(), 3, "{:?}", root.trust.refusals.list());
     // And the whole report.
     send(vec![], vec![whole]).await;
     assert_eq!(held(), 7);
-    assert_eq!(count("bad signature"), 4, "{:?}", root.refusals.list());
+    assert_eq!(count("bad signature"), 4, "{:?}", root.trust.refusals.list());
 }
 
 /// A child's report stream lives as long as its connection: more than the

@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::{Node, blocking};
+use crate::Node;
 
 /// One registry entry: its name, group, access, summary, handler,
 /// parameter type and example (and the native operation an alias stands for).
@@ -276,8 +276,9 @@ impl Node {
     /// The caller a bearer token makes here (tokens are this node's own).
     pub async fn token_caller(self: &Arc<Self>, token: &str) -> Result<Caller, ApiError> {
         let hash = token_hash(token);
-        let store = self.store.clone();
-        let record = blocking(move || store.api_token(&hash))
+        let store = self.db.clone();
+        let record = store
+            .run(move |store| store.api_token(&hash))
             .await?
             .ok_or_else(|| ApiError::Unauthenticated("the bearer token is unknown or was revoked".into()))?;
         if record.expires_at <= self.now() {
@@ -344,9 +345,9 @@ impl Node {
                 action: op.alias_of.unwrap_or(op.name).to_owned(),
                 detail,
             };
-            let store = self.store.clone();
+            let store = self.db.clone();
             let forward = self.config.parent.is_some();
-            if let Err(e) = blocking(move || store.audit(&entry, forward)).await {
+            if let Err(e) = store.run(move |store| store.audit(&entry, forward)).await {
                 tracing::error!(error = %e, "cannot write the audit log");
             } else if forward {
                 self.upward_ready();
@@ -426,6 +427,75 @@ pub enum TaskResult {
     AgentsWritten { agents_written: usize },
     /// Why it failed.
     Failed(String),
+}
+
+/// The API's own work at a node: the tasks started through it (the latest
+/// thousand kept) and the one permit for a report that reads every record.
+#[derive(Debug)]
+pub struct Work {
+    tasks: std::sync::Mutex<std::collections::BTreeMap<u64, TaskStatus>>,
+    /// One report at a time that reads every record of the subtree.
+    pub(crate) heavy_reports: tokio::sync::Semaphore,
+}
+
+impl Default for Work {
+    fn default() -> Work {
+        Work {
+            tasks: std::sync::Mutex::new(std::collections::BTreeMap::new()),
+            heavy_reports: tokio::sync::Semaphore::new(1),
+        }
+    }
+}
+
+impl Work {
+    /// The most tasks whose status is kept.
+    pub const KEPT: usize = 1000;
+
+    fn tasks(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<u64, TaskStatus>> {
+        self.tasks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records a task as running; returns its id.
+    pub fn start(&self, task: &str, started_by: &str, now: i64) -> u64 {
+        let mut tasks = self.tasks();
+        let id = tasks.keys().next_back().map_or(1, |k| k + 1);
+        tasks.insert(
+            id,
+            TaskStatus {
+                id,
+                task: task.to_owned(),
+                state: "running".into(),
+                started_at: now,
+                finished_at: None,
+                result: None,
+                started_by: started_by.to_owned(),
+            },
+        );
+        while tasks.len() > Self::KEPT {
+            let Some(first) = tasks.keys().next().copied() else {
+                break;
+            };
+            tasks.remove(&first);
+        }
+        id
+    }
+
+    /// Records how a task ended.
+    pub fn finish(&self, id: u64, now: i64, result: Result<TaskResult, String>) {
+        if let Some(t) = self.tasks().get_mut(&id) {
+            t.finished_at = Some(now);
+            let (state, result) = match result {
+                Ok(v) => ("succeeded", v),
+                Err(e) => ("failed", TaskResult::Failed(e)),
+            };
+            t.state = state.into();
+            t.result = Some(result);
+        }
+    }
+
+    pub fn status(&self, id: u64) -> Option<TaskStatus> {
+        self.tasks().get(&id).cloned()
+    }
 }
 
 /// The stored form of a token: its SHA-256, hex.

@@ -18,7 +18,7 @@ use serde_json::json;
 
 use super::ops::{Out, update_objects};
 use super::{Access, ApiError, Ctx, Operation, parse_params};
-use crate::{Node, blocking};
+use crate::Node;
 
 /// Days of history kept unless the setting `reports.history_days` says otherwise.
 pub const DEFAULT_HISTORY_DAYS: i64 = 400;
@@ -48,7 +48,7 @@ async fn heavy_permit_within(
     node: &Node,
     wait: std::time::Duration,
 ) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
-    match tokio::time::timeout(wait, node.heavy_reports.acquire()).await {
+    match tokio::time::timeout(wait, node.work.heavy_reports.acquire()).await {
         Ok(Ok(permit)) => Ok(permit),
         _ => Err(ApiError::Unavailable(
             "another report that reads every record is being made at this node: try again in a moment, or narrow the filters".into(),
@@ -316,10 +316,12 @@ fn limit(limit: usize) -> Result<usize, ApiError> {
 }
 
 /// The sites of a site's subtree, checked against this node's.
-fn sites(node: &Node, raw: &Option<String>) -> Result<Option<Vec<NodeId>>, ApiError> {
+async fn sites(node: &std::sync::Arc<Node>, raw: &Option<String>) -> Result<Option<Vec<NodeId>>, ApiError> {
     let Some(raw) = raw else { return Ok(None) };
     let site = NodeId::new(raw).map_err(|e| ApiError::Invalid(format!("site: {e}")))?;
-    node.subtree_of(&site)?
+    let lookup = site.clone();
+    node.run(move |n| n.subtree_of(&lookup))
+        .await?
         .map(|s| Some(s.into_iter().collect()))
         .ok_or_else(|| ApiError::NotFound(format!("site {site} is not in the subtree of node {}", node.id)))
 }
@@ -489,7 +491,7 @@ async fn compliance(ctx: Ctx, p: ComplianceReport) -> Out<CompliancePage> {
     }
     let limit = limit(p.limit)?;
     let scope = Scope {
-        sites: sites(&ctx.node, &p.site)?,
+        sites: sites(&ctx.node, &p.site).await?,
         severity: severity(&p.severity)?,
         updates: updates(&ctx, &p.update, &p.custom_severity).await?,
         os: p.os.clone(),
@@ -515,96 +517,97 @@ async fn compliance(ctx: Ctx, p: ComplianceReport) -> Out<CompliancePage> {
         Some(heavy_permit(&ctx.node).await?)
     };
     let node = ctx.node.clone();
-    let (groups, overall) = blocking(
-        move || -> Result<(BTreeMap<Vec<String>, StateCounts>, StateCounts), ApiError> {
-            let mut groups: BTreeMap<Vec<String>, StateCounts> = BTreeMap::new();
-            let mut overall = StateCounts::default();
-            if counted && !by_records {
-                // Per site and severity, kept as counts.
-                for ((site, sev), counts) in node.store.summary_by_site()? {
-                    if scope.sites.as_ref().is_some_and(|s| !s.contains(&site))
-                        || scope.severity.is_some_and(|s| s != sev)
-                    {
-                        continue;
-                    }
-                    let key = match by.as_str() {
-                        "site" => vec![site.to_string()],
-                        "severity" => vec![format!("{sev:?}")],
-                        _ => vec![site.to_string(), format!("{sev:?}")],
-                    };
-                    add(groups.entry(key).or_default(), &counts);
-                    add(&mut overall, &counts);
-                }
-            } else if counted {
-                // Per update, kept as counts.
-                for (update, counts) in node.store.summary_by_update()? {
-                    if scope.updates.as_ref().is_some_and(|u| !u.contains(&update))
-                        || scope
-                            .severity
-                            .is_some_and(|s| update_severity.get(&update).copied().unwrap_or_default() != s)
-                    {
-                        continue;
-                    }
-                    let key = if by == "update" {
-                        vec![update.to_string()]
-                    } else {
-                        vec![custom.get(&update).cloned().unwrap_or_default()]
-                    };
-                    add(groups.entry(key).or_default(), &counts);
-                    add(&mut overall, &counts);
-                }
-            } else {
-                // Updates of some sites (or sites for some updates): counted
-                // from the records of the narrowest index.
-                let one_update = scope
-                    .updates
-                    .as_ref()
-                    .filter(|u| u.len() == 1)
-                    .and_then(|u| u.first().cloned());
-                let mut after: Option<String> = None;
-                // A summary that cannot be read fails the report, not the
-                // record: the filter keeps the first error for after the page.
-                let failed = std::cell::RefCell::new(None);
-                loop {
-                    let page = node.store.records_page(
-                        one_update.as_ref(),
-                        scope.sites.as_deref(),
-                        after.as_deref(),
-                        10_000,
-                        |r| {
-                            scope.keeps_record(r)
-                                && (!scope.filters_computers()
-                                    || scope.keeps_computer(
-                                        summary_or_note(&node.store, &r.computer, &failed).as_ref(),
-                                        now,
-                                    ))
-                        },
-                    )?;
-                    if let Some(e) = failed.borrow_mut().take() {
-                        return Err(e.into());
-                    }
-                    for r in &page.items {
+    let (groups, overall) = node
+        .run(
+            move |node| -> Result<(BTreeMap<Vec<String>, StateCounts>, StateCounts), ApiError> {
+                let mut groups: BTreeMap<Vec<String>, StateCounts> = BTreeMap::new();
+                let mut overall = StateCounts::default();
+                if counted && !by_records {
+                    // Per site and severity, kept as counts.
+                    for ((site, sev), counts) in node.store.summary_by_site()? {
+                        if scope.sites.as_ref().is_some_and(|s| !s.contains(&site))
+                            || scope.severity.is_some_and(|s| s != sev)
+                        {
+                            continue;
+                        }
                         let key = match by.as_str() {
-                            "site" => vec![r.site.to_string()],
-                            "severity" => vec![format!("{:?}", r.severity)],
-                            "update" => vec![r.update.to_string()],
-                            "custom_severity" => vec![custom.get(&r.update).cloned().unwrap_or_default()],
-                            _ => vec![r.site.to_string(), format!("{:?}", r.severity)],
+                            "site" => vec![site.to_string()],
+                            "severity" => vec![format!("{sev:?}")],
+                            _ => vec![site.to_string(), format!("{sev:?}")],
                         };
-                        let slot = groups.entry(key).or_default();
-                        slot.0[r.state.index()] += 1;
-                        overall.0[r.state.index()] += 1;
+                        add(groups.entry(key).or_default(), &counts);
+                        add(&mut overall, &counts);
                     }
-                    match page.next {
-                        Some(n) => after = Some(n),
-                        None => break,
+                } else if counted {
+                    // Per update, kept as counts.
+                    for (update, counts) in node.store.summary_by_update()? {
+                        if scope.updates.as_ref().is_some_and(|u| !u.contains(&update))
+                            || scope
+                                .severity
+                                .is_some_and(|s| update_severity.get(&update).copied().unwrap_or_default() != s)
+                        {
+                            continue;
+                        }
+                        let key = if by == "update" {
+                            vec![update.to_string()]
+                        } else {
+                            vec![custom.get(&update).cloned().unwrap_or_default()]
+                        };
+                        add(groups.entry(key).or_default(), &counts);
+                        add(&mut overall, &counts);
+                    }
+                } else {
+                    // Updates of some sites (or sites for some updates): counted
+                    // from the records of the narrowest index.
+                    let one_update = scope
+                        .updates
+                        .as_ref()
+                        .filter(|u| u.len() == 1)
+                        .and_then(|u| u.first().cloned());
+                    let mut after: Option<String> = None;
+                    // A summary that cannot be read fails the report, not the
+                    // record: the filter keeps the first error for after the page.
+                    let failed = std::cell::RefCell::new(None);
+                    loop {
+                        let page = node.store.records_page(
+                            one_update.as_ref(),
+                            scope.sites.as_deref(),
+                            after.as_deref(),
+                            10_000,
+                            |r| {
+                                scope.keeps_record(r)
+                                    && (!scope.filters_computers()
+                                        || scope.keeps_computer(
+                                            summary_or_note(&node.store, &r.computer, &failed).as_ref(),
+                                            now,
+                                        ))
+                            },
+                        )?;
+                        if let Some(e) = failed.borrow_mut().take() {
+                            return Err(e.into());
+                        }
+                        for r in &page.items {
+                            let key = match by.as_str() {
+                                "site" => vec![r.site.to_string()],
+                                "severity" => vec![format!("{:?}", r.severity)],
+                                "update" => vec![r.update.to_string()],
+                                "custom_severity" => vec![custom.get(&r.update).cloned().unwrap_or_default()],
+                                _ => vec![r.site.to_string(), format!("{:?}", r.severity)],
+                            };
+                            let slot = groups.entry(key).or_default();
+                            slot.0[r.state.index()] += 1;
+                            overall.0[r.state.index()] += 1;
+                        }
+                        match page.next {
+                            Some(n) => after = Some(n),
+                            None => break,
+                        }
                     }
                 }
-            }
-            Ok((groups, overall))
-        },
-    )
-    .await?;
+                Ok((groups, overall))
+            },
+        )
+        .await?;
     let names: &[&str] = match p.by.as_deref().unwrap_or("site") {
         "site_severity" => &["site", "severity"],
         "severity" => &["severity"],
@@ -770,9 +773,11 @@ async fn computers(ctx: Ctx, p: ComputersReport) -> Out<ComputersPage> {
     }
     let scope = Scope {
         sites: if p.only_site {
-            sites(&ctx.node, &p.site)?.map(|_| p.site.iter().filter_map(|s| NodeId::new(s).ok()).collect())
+            sites(&ctx.node, &p.site)
+                .await?
+                .map(|_| p.site.iter().filter_map(|s| NodeId::new(s).ok()).collect())
         } else {
-            sites(&ctx.node, &p.site)?
+            sites(&ctx.node, &p.site).await?
         },
         severity: severity(&p.severity)?,
         updates: updates(&ctx, &p.update, &p.custom_severity).await?,
@@ -794,7 +799,7 @@ async fn computers(ctx: Ctx, p: ComputersReport) -> Out<ComputersPage> {
     } else {
         None
     };
-    blocking(move || -> Out<ComputersPage> {
+    node.run(move |node| -> Out<ComputersPage> {
         let store = &node.store;
         // Rows per record when a record filter is given (the computers
         // behind a count), per computer otherwise.
@@ -945,7 +950,7 @@ async fn computer(ctx: Ctx, p: ComputerReport) -> Out<ComputerReportResult> {
         .collect();
     let node = ctx.node.clone();
     let now = ctx.node.now();
-    blocking(move || -> Out<ComputerReportResult> {
+    node.run(move |node| -> Out<ComputerReportResult> {
         let summary = node.store.summary(&id)?;
         let records = node.store.computer_records(&id)?;
         let served_here = node.agents()?.iter().any(|a| a.id == id);
@@ -1061,7 +1066,7 @@ pub struct SiteCount {
 
 async fn failures(ctx: Ctx, p: FailuresReport) -> Out<FailuresPage> {
     let limit = limit(p.limit)?;
-    let sites = sites(&ctx.node, &p.site)?;
+    let sites = sites(&ctx.node, &p.site).await?;
     let code = p.code.as_deref().map(parse_code).transpose()?;
     let update = p.update.as_deref().map(UpdateId::new);
     let titles: BTreeMap<UpdateId, std::sync::Arc<str>> = update_objects(&ctx)
@@ -1069,8 +1074,8 @@ async fn failures(ctx: Ctx, p: FailuresReport) -> Out<FailuresPage> {
         .into_iter()
         .map(|u| (u.id.clone(), u.title.clone()))
         .collect();
-    let store = ctx.node.store.clone();
-    let counts = blocking(move || store.failure_counts()).await?;
+    let store = ctx.node.db.clone();
+    let counts = store.run(move |store| store.failure_counts()).await?;
     // Codes are compared as 32-bit values: signed or not, one code.
     let same_code = |a: i64, b: i64| a == b || (a as u32 == b as u32 && a >> 32 <= 0 && b >> 32 <= 0);
     // Per update: failures in all, by code, by site.
@@ -1187,7 +1192,7 @@ pub struct TrendPoint {
 }
 
 async fn trend(ctx: Ctx, p: TrendReport) -> Out<TrendPage> {
-    let keep = ctx.node.history_days();
+    let keep = ctx.node.run(|n| n.history_days()).await;
     if !(1..=keep).contains(&p.days) {
         return Err(ApiError::Invalid(format!(
             "days: {} is not between 1 and the {keep} days kept (setting reports.history_days)",
@@ -1201,7 +1206,7 @@ async fn trend(ctx: Ctx, p: TrendReport) -> Out<TrendPage> {
             "by: {by:?} is not total, site, severity or update"
         )));
     }
-    let sites = sites(&ctx.node, &p.site)?;
+    let sites = sites(&ctx.node, &p.site).await?;
     let sev = severity(&p.severity)?;
     let update = p.update.as_deref().map(UpdateId::new);
     if (by == "update" || update.is_some()) && (sites.is_some() || sev.is_some()) {
@@ -1213,16 +1218,17 @@ async fn trend(ctx: Ctx, p: TrendReport) -> Out<TrendPage> {
     let now = ctx.node.now();
     let per_update = by == "update" || update.is_some();
     let per_site = by == "site" || sites.is_some();
-    let days = blocking(move || -> Result<Vec<DayAggregates>, cascade_store::StoreError> {
-        let today = day_of(now);
-        let mut days = node
-            .store
-            .history(today - p.days + 1, today - 1, per_site, per_update)?;
-        // Today as it is now, not as last kept.
-        days.push(node.aggregates_now(now)?);
-        Ok(days)
-    })
-    .await?;
+    let days = node
+        .run(move |node| -> Result<Vec<DayAggregates>, cascade_store::StoreError> {
+            let today = day_of(now);
+            let mut days = node
+                .store
+                .history(today - p.days + 1, today - 1, per_site, per_update)?;
+            // Today as it is now, not as last kept.
+            days.push(node.aggregates_now(now)?);
+            Ok(days)
+        })
+        .await?;
     let mut lines: BTreeMap<String, Vec<TrendPoint>> = BTreeMap::new();
     for day in &days {
         let mut groups: BTreeMap<String, StateCounts> = BTreeMap::new();

@@ -10,7 +10,6 @@ use serde::{Deserialize, Serialize};
 
 use super::ops::{Nothing, Out, UpdateIds, approvals_by_update, id, update_objects};
 use super::{ApiError, Ctx, TaskResult, TaskStatus};
-use crate::blocking;
 
 // ---- content held here
 
@@ -174,40 +173,17 @@ pub(super) async fn tasks_run(ctx: Ctx, p: TaskRun) -> Out<TaskStarted> {
             p.task
         )));
     }
-    let id = {
-        let mut tasks = ctx.node.tasks.lock().unwrap_or_else(|e| e.into_inner());
-        let id = tasks.keys().next_back().map_or(1, |k| k + 1);
-        tasks.insert(
-            id,
-            TaskStatus {
-                id,
-                task: p.task.clone(),
-                state: "running".into(),
-                started_at: ctx.node.now(),
-                finished_at: None,
-                result: None,
-                started_by: ctx.caller.name.clone(),
-            },
-        );
-        // The latest thousand are kept.
-        while tasks.len() > 1000 {
-            let Some(first) = tasks.keys().next().copied() else {
-                break;
-            };
-            tasks.remove(&first);
-        }
-        id
-    };
+    let id = ctx.node.work.start(&p.task, &ctx.caller.name, ctx.node.now());
     let node = ctx.node.clone();
     tokio::spawn(async move {
         let result: Result<TaskResult, String> = match p.task.as_str() {
             "replicate_now" => {
-                node.wake.notify_one();
+                node.signals.wake.notify_one();
                 Ok(TaskResult::Woken { woken: true })
             }
-            "compact" => {
-                let store = node.store.clone();
-                blocking(move || -> Result<TaskResult, cascade_store::StoreError> {
+            "compact" => node
+                .db
+                .run(move |store| -> Result<TaskResult, cascade_store::StoreError> {
                     let changes_dropped = store.compact(crate::LOG_RETAIN)?;
                     let outbox_entries_dropped = store.outbox_compact(crate::OUTBOX_MAX)?;
                     Ok(TaskResult::Compacted {
@@ -216,28 +192,14 @@ pub(super) async fn tasks_run(ctx: Ctx, p: TaskRun) -> Out<TaskStarted> {
                     })
                 })
                 .await
-                .map_err(|e| e.to_string())
-            }
+                .map_err(|e| e.to_string()),
             _ => node
                 .persist_agents()
                 .await
                 .map(|agents_written| TaskResult::AgentsWritten { agents_written })
                 .map_err(|e| e.to_string()),
         };
-        let mut tasks = node.tasks.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(t) = tasks.get_mut(&id) {
-            t.finished_at = Some(ctx.node.now());
-            match result {
-                Ok(v) => {
-                    t.state = "succeeded".into();
-                    t.result = Some(v);
-                }
-                Err(e) => {
-                    t.state = "failed".into();
-                    t.result = Some(TaskResult::Failed(e));
-                }
-            }
-        }
+        node.work.finish(id, node.now(), result);
     });
     Ok(TaskStarted { id, state: "running" })
 }
@@ -249,10 +211,9 @@ pub struct TaskId {
 }
 
 pub(super) async fn tasks_status(ctx: Ctx, p: TaskId) -> Out<TaskStatus> {
-    let tasks = ctx.node.tasks.lock().unwrap_or_else(|e| e.into_inner());
-    tasks
-        .get(&p.id)
-        .cloned()
+    ctx.node
+        .work
+        .status(p.id)
         .ok_or_else(|| ApiError::NotFound(format!("no task {} on this node since it started", p.id)))
 }
 
@@ -321,7 +282,7 @@ pub(super) async fn policies_what_if(ctx: Ctx, p: WhatIf) -> Out<WhatIfResult> {
         .collect::<Result<_, ApiError>>()?;
     let node = ctx.node.clone();
     let minutes = u64::from(p.minutes_per_update);
-    blocking(move || -> Out<WhatIfResult> {
+    node.run(move |node| -> Out<WhatIfResult> {
         let mut updates = Vec::new();
         let mut windows = Vec::new();
         for o in node.effective_objects(ObjectKind::Update)? {
@@ -461,7 +422,7 @@ impl RingState {
 pub(super) async fn rollout_status(ctx: Ctx, p: RolloutStatus) -> Out<Vec<RolloutRow>> {
     let node = ctx.node.clone();
     let now = ctx.node.now();
-    let rollouts = blocking(move || node.rollouts(now)).await?;
+    let rollouts = node.run(move |node| node.rollouts(now)).await?;
     let totals = ctx.node.ring_totals();
     let mut rows = Vec::new();
     for (policy, owned, update, rollout) in rollouts {
@@ -538,7 +499,7 @@ pub struct Promoted {
 pub(super) async fn rollout_promote(ctx: Ctx, p: RolloutPromote) -> Out<Promoted> {
     let node = ctx.node.clone();
     let now = ctx.node.now();
-    let rollouts = blocking(move || node.rollouts(now)).await?;
+    let rollouts = node.run(move |node| node.rollouts(now)).await?;
     let wanted = UpdateId::new(&p.update);
     let (policy, owned, _, mut rollout) = rollouts
         .into_iter()
@@ -681,7 +642,8 @@ pub struct AddedFile {
 pub(super) async fn content_add(ctx: Ctx, p: ContentAdd) -> Out<Vec<AddedFile>> {
     let node = ctx.node.clone();
     let path = std::path::PathBuf::from(&p.path);
-    let results = blocking(move || node.add_content(&path))
+    let results = node
+        .run(move |node| node.add_content(&path))
         .await
         .map_err(|e| ApiError::Invalid(format!("path: {e}")))?;
     Ok(results

@@ -66,9 +66,9 @@ pub(crate) async fn delete(ctx: &Ctx, kind: ObjectKind, raw: &str) -> Out<Record
         kind,
         id: id("id", raw)?,
     };
-    let store = ctx.node.store.clone();
+    let store = ctx.node.db.clone();
     let lookup = key.clone();
-    if blocking(move || store.object(&lookup)).await?.is_none() {
+    if store.run(move |store| store.object(&lookup)).await?.is_none() {
         return Err(ApiError::NotFound(format!("{key} does not exist")));
     }
     change(ctx, ChangeOp::Delete(key)).await

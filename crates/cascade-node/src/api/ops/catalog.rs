@@ -121,9 +121,9 @@ pub struct AuditRow {
 }
 
 pub(crate) async fn audit_log(ctx: Ctx, p: AuditLog) -> Out<Vec<AuditRow>> {
-    let store = ctx.node.store.clone();
+    let store = ctx.node.db.clone();
     let limit = p.limit.min(10_000);
-    let entries = blocking(move || store.audit_log(p.after, limit)).await?;
+    let entries = store.run(move |store| store.audit_log(p.after, limit)).await?;
     Ok(entries
         .into_iter()
         .map(|(seq, entry)| AuditRow { seq, entry })
@@ -181,10 +181,10 @@ pub(crate) async fn tokens_create(ctx: Ctx, p: TokenCreate) -> Out<NewToken> {
         created_at: now,
         expires_at: now + p.ttl_hours * 3600,
     };
-    let store = ctx.node.store.clone();
+    let store = ctx.node.db.clone();
     let hash = crate::api::token_hash(&token);
     let expires_at = record.expires_at;
-    blocking(move || store.put_api_token(&hash, &record)).await?;
+    store.run(move |store| store.put_api_token(&hash, &record)).await?;
     Ok(NewToken {
         token,
         name: p.name,
@@ -194,8 +194,8 @@ pub(crate) async fn tokens_create(ctx: Ctx, p: TokenCreate) -> Out<NewToken> {
 }
 
 pub(crate) async fn tokens_list(ctx: Ctx, _: Nothing) -> Out<Vec<cascade_store::ApiTokenRecord>> {
-    let store = ctx.node.store.clone();
-    Ok(blocking(move || store.api_tokens()).await?)
+    let store = ctx.node.db.clone();
+    Ok(store.run(move |store| store.api_tokens()).await?)
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -211,9 +211,9 @@ pub struct Revoked {
 }
 
 pub(crate) async fn tokens_revoke(ctx: Ctx, p: ByName) -> Out<Revoked> {
-    let store = ctx.node.store.clone();
+    let store = ctx.node.db.clone();
     let name = p.name.clone();
-    let count = blocking(move || store.revoke_api_tokens(&name)).await?;
+    let count = store.run(move |store| store.revoke_api_tokens(&name)).await?;
     if count == 0 {
         return Err(ApiError::NotFound(format!("no token is named {}", p.name)));
     }

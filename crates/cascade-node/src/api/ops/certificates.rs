@@ -78,9 +78,9 @@ pub(crate) async fn certificates_reinstate(ctx: Ctx, p: ById) -> Out<Recorded> {
         kind: ObjectKind::Revocation,
         id: id("revocation", &p.id)?,
     };
-    let store = ctx.node.store.clone();
+    let store = ctx.node.db.clone();
     let lookup = key.clone();
-    match blocking(move || store.object(&lookup)).await? {
+    match store.run(move |store| store.object(&lookup)).await? {
         Some(s) if s.origin == ctx.node.id => change(&ctx, ChangeOp::Delete(key)).await,
         Some(s) => Err(ApiError::Forbidden(format!("{} belongs to {}", p.id, s.origin))),
         None => Err(ApiError::NotFound(format!("no revocation {}", p.id))),
@@ -101,7 +101,7 @@ pub(crate) async fn security_status(ctx: Ctx, _: Nothing) -> Out<SecurityStatus>
     use cascade_core::seal::Signer;
     Ok(SecurityStatus {
         signing_key: ctx.node.config.tls.signer().key().to_owned(),
-        freshness: ctx.node.freshness()?,
-        refusals: ctx.node.refusals.list(),
+        freshness: ctx.node.run(|n| n.freshness()).await?,
+        refusals: ctx.node.trust.refusals.list(),
     })
 }

@@ -36,7 +36,7 @@ pub struct AgentRow {
 
 pub(crate) async fn agents_list(ctx: Ctx, _: Nothing) -> Out<Vec<AgentRow>> {
     let node = ctx.node.clone();
-    blocking(move || -> Out<Vec<AgentRow>> {
+    node.run(move |node| -> Out<Vec<AgentRow>> {
         let mut rows = Vec::new();
         for agent in node.agents()? {
             let mut events = node.store.events(&agent.id)?;
@@ -102,9 +102,9 @@ pub(crate) async fn agent_tokens_create(ctx: Ctx, p: AgentTokenCreate) -> Out<Ne
         expires_at: at + p.ttl_seconds as i64,
     };
     let expires_at = record.expires_at;
-    let store = node.store.clone();
+    let store = node.db.clone();
     let hash = token.secret_hash();
-    blocking(move || store.put_token(&hash, &record)).await?;
+    store.run(move |store| store.put_token(&hash, &record)).await?;
     Ok(NewAgentToken {
         token: text,
         site: node.id.clone(),

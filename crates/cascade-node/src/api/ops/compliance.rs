@@ -21,20 +21,20 @@ pub enum UpdateCounts {
 }
 
 pub(crate) async fn compliance_by_update(ctx: Ctx, p: ComplianceByUpdate) -> Out<UpdateCounts> {
-    let store = ctx.node.store.clone();
+    let store = ctx.node.db.clone();
     Ok(match p.update {
         Some(u) => {
             let u = UpdateId::new(&u);
-            UpdateCounts::One(blocking(move || store.summary_for_update(&u)).await?)
+            UpdateCounts::One(store.run(move |store| store.summary_for_update(&u)).await?)
         }
-        None => UpdateCounts::ByUpdate(blocking(move || store.summary_by_update()).await?),
+        None => UpdateCounts::ByUpdate(store.run(move |store| store.summary_by_update()).await?),
     })
 }
 
 /// Site -> severity -> counts.
 pub(crate) async fn compliance_by_site(ctx: Ctx, _: Nothing) -> Out<BTreeMap<NodeId, BTreeMap<String, StateCounts>>> {
-    let store = ctx.node.store.clone();
-    let summary = blocking(move || store.summary_by_site()).await?;
+    let store = ctx.node.db.clone();
+    let summary = store.run(move |store| store.summary_by_site()).await?;
     let mut by_site: BTreeMap<NodeId, BTreeMap<String, StateCounts>> = BTreeMap::new();
     for ((site, severity), counts) in summary {
         by_site.entry(site).or_default().insert(severity.to_string(), counts);
@@ -44,8 +44,8 @@ pub(crate) async fn compliance_by_site(ctx: Ctx, _: Nothing) -> Out<BTreeMap<Nod
 
 /// Severity -> counts.
 pub(crate) async fn compliance_by_severity(ctx: Ctx, _: Nothing) -> Out<BTreeMap<String, StateCounts>> {
-    let store = ctx.node.store.clone();
-    let summary = blocking(move || store.summary_by_site()).await?;
+    let store = ctx.node.db.clone();
+    let summary = store.run(move |store| store.summary_by_site()).await?;
     let mut by_severity: BTreeMap<String, StateCounts> = BTreeMap::new();
     for ((_, severity), counts) in summary {
         let slot = by_severity.entry(severity.to_string()).or_default();

@@ -49,7 +49,7 @@ pub(crate) async fn computers_list(ctx: Ctx, p: ComputerList) -> Out<ComputerPag
     let max_age = max_scan_age(&ctx).await;
     let node = ctx.node.clone();
     let now = ctx.node.now();
-    blocking(move || -> Out<ComputerPage> {
+    node.run(move |node| -> Out<ComputerPage> {
         let revision = node.revision()?;
         let agents = node.agents()?;
         let total = agents.len();
@@ -132,7 +132,7 @@ pub(crate) async fn agent_and_inventory(
 ) -> Result<(cascade_core::model::Agent, Option<cascade_core::Inventory>), ApiError> {
     let id = computer(raw)?;
     let node = ctx.node.clone();
-    blocking(move || -> Result<_, ApiError> {
+    node.run(move |node| -> Result<_, ApiError> {
         let agent = node
             .agents()?
             .into_iter()
@@ -170,7 +170,9 @@ pub(crate) async fn computers_plan(ctx: Ctx, p: ByComputer) -> Out<cascade_core:
     let hash = agent.inventory.clone().unwrap_or_default();
     let node = ctx.node.clone();
     let at = ctx.node.now();
-    Ok(blocking(move || node.assignment(&agent.id, &hash, &inventory, at)).await?)
+    Ok(node
+        .run(move |node| node.assignment(&agent.id, &hash, &inventory, at))
+        .await?)
 }
 
 /// A computer's compliance here: how current its scan is and its state per
@@ -206,7 +208,7 @@ pub(crate) async fn computers_compliance(ctx: Ctx, p: ByComputer) -> Out<Compute
     let max_age = max_scan_age(&ctx).await;
     let now = ctx.node.now();
     let node = ctx.node.clone();
-    blocking(move || -> Out<ComputerCompliance> {
+    node.run(move |node| -> Out<ComputerCompliance> {
         let revision = node.revision()?;
         let records = node.store.computer_records(&id)?;
         let agent = node.agents()?.into_iter().find(|a| a.id == id);

@@ -45,10 +45,14 @@ pub(crate) async fn sites_tree(ctx: Ctx, _: Nothing) -> Out<SitesTree> {
             _ => None,
         })
         .collect();
+    let (above, subtree) = ctx
+        .node
+        .run(|n| -> Result<_, cascade_store::StoreError> { Ok((n.sites_up()?, n.subtree()?)) })
+        .await?;
     Ok(SitesTree {
         node: ctx.node.id.clone(),
-        above: ctx.node.sites_up()?.into_iter().skip(1).collect(),
-        subtree: ctx.node.subtree()?.into_iter().collect(),
+        above: above.into_iter().skip(1).collect(),
+        subtree: subtree.into_iter().collect(),
         sites,
         links: link_rows(&ctx.node),
     })
@@ -69,7 +73,8 @@ pub(crate) async fn sites_add(ctx: Ctx, p: SiteAdd) -> Out<Recorded> {
     }
     if let Some(above) = ctx
         .node
-        .sites_up()?
+        .run(|n| n.sites_up())
+        .await?
         .iter()
         .skip(1)
         .find(|a| a.as_str() == site.as_str())
@@ -94,8 +99,8 @@ pub(crate) async fn sites_add(ctx: Ctx, p: SiteAdd) -> Out<Recorded> {
 pub(crate) async fn sites_remove(ctx: Ctx, p: ById) -> Out<Recorded> {
     let out = delete(&ctx, ObjectKind::Site, &p.id).await?;
     if let Ok(child) = NodeId::new(&p.id) {
-        let store = ctx.node.store.clone();
-        blocking(move || store.remove_subscriber(&child)).await?;
+        let store = ctx.node.db.clone();
+        store.run(move |store| store.remove_subscriber(&child)).await?;
     }
     Ok(out)
 }
@@ -206,7 +211,7 @@ pub struct ContentSummary {
 /// its agents and computers, its content, its catalog revision.
 pub(crate) async fn node_status(ctx: Ctx, _: Nothing) -> Out<NodeStatus> {
     let node = ctx.node.clone();
-    blocking(move || -> Out<NodeStatus> {
+    node.run(move |node| -> Out<NodeStatus> {
         let outbox = node.store.outbox_state()?;
         let summary = node.store.summary_by_update()?;
         let files = node.cached_files();
@@ -217,7 +222,7 @@ pub(crate) async fn node_status(ctx: Ctx, _: Nothing) -> Out<NodeStatus> {
             parent: node.parent_address(),
             above: node.sites_up()?.into_iter().skip(1).collect(),
             children: node.children()?.into_iter().collect(),
-            links: link_rows(&node),
+            links: link_rows(node),
             outbox: OutboxStatus {
                 pending: outbox.pending,
                 last: outbox.last,

@@ -27,8 +27,8 @@ pub(super) fn id(kind: &'static str, raw: &str) -> Result<ObjectId, ApiError> {
 }
 
 pub(super) async fn objects(ctx: &Ctx, kind: ObjectKind) -> Result<Vec<cascade_store::StoredObject>, ApiError> {
-    let store = ctx.node.store.clone();
-    Ok(blocking(move || store.objects(kind)).await?)
+    let store = ctx.node.db.clone();
+    Ok(store.run(move |store| store.objects(kind)).await?)
 }
 
 /// A change recorded at this node: it replicates down (and its audit entry

@@ -34,7 +34,7 @@ pub struct OverrideRow {
 /// overridden here (with the fields).
 pub(crate) async fn effective_of(ctx: &Ctx, kind: ObjectKind) -> Out<Vec<Effective>> {
     let node = ctx.node.clone();
-    blocking(move || -> Out<Vec<Effective>> {
+    node.run(move |node| -> Out<Vec<Effective>> {
         let mut effective: BTreeMap<String, Object> = node
             .effective_objects(kind)?
             .into_iter()
@@ -123,9 +123,9 @@ pub(crate) async fn settings_set(ctx: Ctx, p: SettingSet) -> Out<Recorded> {
         kind: ObjectKind::Setting,
         id: id("id", &p.id)?,
     };
-    let store = ctx.node.store.clone();
+    let store = ctx.node.db.clone();
     let lookup = key.clone();
-    let existing = blocking(move || store.object(&lookup)).await?;
+    let existing = store.run(move |store| store.object(&lookup)).await?;
     match existing {
         Some(stored) if stored.origin != ctx.node.id => {
             let fields = BTreeMap::from([("value".to_owned(), p.value)]);

@@ -52,8 +52,9 @@ pub(crate) async fn custom_severities_assign(ctx: Ctx, p: SeverityAssign) -> Out
         kind: ObjectKind::Update,
         id: id("update", update.as_str())?,
     };
-    let store = ctx.node.store.clone();
-    let stored = blocking(move || store.object(&key))
+    let store = ctx.node.db.clone();
+    let stored = store
+        .run(move |store| store.object(&key))
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("update: {update} is not in this node's catalog")))?;
     let Object::Update(mut u) = stored.object.into_value() else {

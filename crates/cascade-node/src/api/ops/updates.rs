@@ -206,18 +206,19 @@ pub struct UpdateDetail {
 
 pub(crate) async fn updates_get(ctx: Ctx, p: ById) -> Out<UpdateDetail> {
     let wanted = UpdateId::new(&p.id);
-    let store = ctx.node.store.clone();
+    let store = ctx.node.db.clone();
     let key = ObjectKey {
         kind: ObjectKind::Update,
         id: id("id", wanted.as_str())?,
     };
-    let stored = blocking(move || store.object(&key))
+    let stored = store
+        .run(move |store| store.object(&key))
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("update {wanted} is not in this node's catalog")))?;
-    let store = ctx.node.store.clone();
+    let store = ctx.node.db.clone();
     let counts = {
         let wanted = wanted.clone();
-        blocking(move || store.summary_for_update(&wanted)).await?
+        store.run(move |store| store.summary_for_update(&wanted)).await?
     };
     let approvals = approvals_by_update(&ctx).await?.remove(&wanted).unwrap_or_default();
     Ok(UpdateDetail {
