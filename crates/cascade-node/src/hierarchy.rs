@@ -62,6 +62,9 @@ impl v1::hierarchy_server::Hierarchy for HierarchyService {
     async fn subscribe(&self, request: Request<SubscribeRequest>) -> Result<Response<Down>, Status> {
         let child = child_of(&self.node, &request)?;
         let leaf = leaf_certificate(&request);
+        let protocol = cascade_proto::protocol_of(request.metadata());
+        self.node
+            .set_link(child.as_str(), "child-down", |l| l.protocol = protocol);
         let mut cursor: BTreeMap<NodeId, u64> = BTreeMap::new();
         for (origin, seq) in request.into_inner().cursor {
             let origin = NodeId::new(&origin).map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -83,6 +86,7 @@ impl v1::hierarchy_server::Hierarchy for HierarchyService {
     async fn report(&self, request: Request<Streaming<UpBatch>>) -> Result<Response<Up>, Status> {
         let child = child_of(&self.node, &request)?;
         let leaf = leaf_certificate(&request);
+        let protocol = cascade_proto::protocol_of(request.metadata());
         let mut incoming = request.into_inner();
         let (tx, rx) = mpsc::channel(64);
         let node = self.node.clone();
@@ -90,6 +94,7 @@ impl v1::hierarchy_server::Hierarchy for HierarchyService {
             node.set_link(child.as_str(), "child-up", |l| {
                 l.connected = true;
                 l.last_contact = node.now();
+                l.protocol = protocol;
             });
             loop {
                 let batch = match incoming.message().await {

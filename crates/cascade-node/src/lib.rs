@@ -54,7 +54,8 @@ pub struct LinkStatus {
     /// How many times the link was found without progress.
     #[serde(default)]
     pub stalls: u64,
-    /// The protocol the parent named when the link connected (0: none).
+    /// The protocol the other end named when the link connected: the
+    /// parent's on this node's own links, the child's on a child's (0: none).
     #[serde(default)]
     pub protocol: u32,
 }

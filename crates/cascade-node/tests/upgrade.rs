@@ -186,7 +186,8 @@ async fn a_later_releases_objects_are_verified_kept_forwarded_and_not_acted_on()
     assert!(leaf.store.object(&widget_key).unwrap().is_none());
     assert!(mid.store.object(&widget_key).unwrap().is_none());
 
-    // Each link knows the protocol its parent named.
+    // Each link knows the protocol its parent named, and each parent the
+    // protocol of its child (what a mixed tree's operator looks at).
     for (node, parent) in [(&mid, "root"), (&leaf, "mid")] {
         let links = node.links();
         assert!(
@@ -196,6 +197,18 @@ async fn a_later_releases_objects_are_verified_kept_forwarded_and_not_acted_on()
             "{} to {parent}: {links:?}",
             node.id
         );
+    }
+    for (node, child) in [(&root, "mid"), (&mid, "leaf")] {
+        let links = node.links();
+        for direction in ["child-down", "child-up"] {
+            assert!(
+                links
+                    .iter()
+                    .any(|(peer, d, l)| peer == child && *d == direction && l.protocol == cascade_proto::PROTOCOL),
+                "{} from {child} ({direction}): {links:?}",
+                node.id
+            );
+        }
     }
 }
 
