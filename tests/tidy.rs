@@ -155,6 +155,50 @@ fn no_source_file_passes_800_lines_without_a_listed_reason() {
     );
 }
 
+/// The first segment of every path that starts `crate::`, including each
+/// of a group's (`crate::{a::X, b::{Y, Z}}` names `a` and `b`).
+fn crate_paths(code: &str) -> Vec<String> {
+    let ident = |s: &str| -> String {
+        s.trim_start()
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect()
+    };
+    let mut out = Vec::new();
+    for (i, _) in code.match_indices("crate::") {
+        let rest = &code[i + 7..];
+        let Some(group) = rest.strip_prefix('{') else {
+            out.push(ident(rest));
+            continue;
+        };
+        // The group's top-level items, up to its closing brace.
+        let (mut depth, mut start) = (0usize, 0usize);
+        for (j, c) in group.char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' if depth == 0 => {
+                    out.push(ident(&group[start..j]));
+                    break;
+                }
+                '}' => depth -= 1,
+                ',' if depth == 0 => {
+                    out.push(ident(&group[start..j]));
+                    start = j + 1;
+                }
+                _ => {}
+            }
+        }
+    }
+    out.retain(|n| !n.is_empty());
+    out
+}
+
+#[test]
+fn crate_paths_are_read_from_paths_and_groups() {
+    let code = "use crate::rule::Truth;\nuse crate::{\n    inventory::Inventory,\n    software::{Software, SoftwareList},\n};\nlet x = crate::version::Version::parse(v);";
+    assert_eq!(crate_paths(code), ["rule", "inventory", "software", "version"]);
+}
+
 /// The top-level modules of cascade-core and, for each, the other modules
 /// its code (not its comments or tests) names as `crate::<module>`.
 fn core_module_graph() -> BTreeMap<String, BTreeSet<String>> {
@@ -182,15 +226,14 @@ fn core_module_graph() -> BTreeMap<String, BTreeSet<String>> {
         let text = std::fs::read_to_string(file).unwrap();
         // Tests sit at the end of a file and may name anything.
         let code = &text[..text.find("#[cfg(test)]").unwrap_or(text.len())];
-        for line in code.lines().filter(|l| !l.trim_start().starts_with("//")) {
-            for (i, _) in line.match_indices("crate::") {
-                let name: String = line[i + 7..]
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                    .collect();
-                if name != module && modules.contains(&name) {
-                    graph.entry(module.clone()).or_default().insert(name);
-                }
+        let code: String = code
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("//"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        for name in crate_paths(&code) {
+            if name != module && modules.contains(&name) {
+                graph.entry(module.clone()).or_default().insert(name);
             }
         }
     }

@@ -280,6 +280,12 @@ impl<E: Env> Agent<E> {
                     Ok(CheckInAnswer::Assigned {
                         assignment, evidence, ..
                     }) if assignment.computer == self.computer => {
+                        // Without evidence every step is refused as
+                        // unverifiable, and reported so.
+                        let evidence = evidence.unwrap_or_else(|e| {
+                            tracing::warn!(node = %node.address, "the evidence sent cannot be read: {e}");
+                            Box::default()
+                        });
                         return Ok((client, node.address, *assignment, *evidence));
                     }
                     Ok(CheckInAnswer::Assigned { assignment, .. }) => errors.push(format!(

@@ -62,7 +62,8 @@ async fn certified(node: &Arc<Node>, computer: &ComputerId, at: i64, action: &st
         site: node.id.to_string(),
         // A store that cannot be read says nothing of the root, not something wrong.
         root: node
-            .root()
+            .run(|n| n.root())
+            .await
             .unwrap_or_else(|e| {
                 tracing::error!(error = %e, "cannot read the root's id for an enrolled agent");
                 None
@@ -146,22 +147,33 @@ impl Node {
         Ok(())
     }
 
-    /// Writes the agents seen since the last call, in one commit.
+    /// Writes the agents seen since the last call, in one commit. They stay
+    /// among the unwritten check-ins until the commit is done, so that
+    /// `agents()` never misses one while it is being written; a check-in
+    /// that changed an agent meanwhile stays for the next call.
     pub async fn persist_agents(self: &Arc<Self>) -> Result<usize, cascade_store::StoreError> {
-        let agents: Vec<Agent> = std::mem::take(&mut *self.seen.agents.lock().unwrap_or_else(|e| e.into_inner()))
-            .into_values()
+        let agents: Vec<Agent> = self
+            .seen
+            .agents
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
             .collect();
         let count = agents.len();
-        let store = self.db.clone();
-        let kept = agents.clone();
+        if count == 0 {
+            return Ok(0);
+        }
         let forward = self.config.parent.is_some();
-        if let Err(e) = store.run(move |store| store.put_agents(&agents, forward)).await {
-            // Kept for the next attempt (newer check-ins win).
-            let mut seen = self.seen.agents.lock().unwrap_or_else(|e| e.into_inner());
-            for agent in kept {
-                seen.entry(agent.id.clone()).or_insert(agent);
+        let agents = self
+            .db
+            .run(move |store| store.put_agents(&agents, forward).map(|()| agents))
+            .await?;
+        let mut seen = self.seen.agents.lock().unwrap_or_else(|e| e.into_inner());
+        for agent in agents {
+            if seen.get(&agent.id) == Some(&agent) {
+                seen.remove(&agent.id);
             }
-            return Err(e);
         }
         Ok(count)
     }
@@ -400,12 +412,14 @@ impl v1::agents_server::Agents for AgentsService {
 
     async fn check_in(&self, request: Request<CheckInRequest>) -> Result<Response<CheckInReply>, Status> {
         let computer = agent_of(&self.node, &request)?;
-        let request = CheckIn::try_from(request.into_inner())
-            .map_err(|e| Status::invalid_argument(format!("check-in of {computer}: {e}")))?;
+        let request = request.into_inner();
         let node = self.node.clone();
         let at = self.node.now();
         let answer = node
             .run(move |node| -> Result<CheckInAnswer, Status> {
+                // An inventory is parsed here, off the async threads.
+                let request = CheckIn::try_from(request)
+                    .map_err(|e| Status::invalid_argument(format!("check-in of {computer}: {e}")))?;
                 let hash = request.inventory_hash;
                 let inventory = match request.inventory {
                     None => match node.store.inventory(&hash).map_err(store_status)? {
@@ -434,7 +448,7 @@ impl v1::agents_server::Agents for AgentsService {
                 Ok(CheckInAnswer::Assigned {
                     now: at,
                     assignment: Box::new(assignment),
-                    evidence: Box::new(evidence),
+                    evidence: Ok(Box::new(evidence)),
                 })
             })
             .await?;

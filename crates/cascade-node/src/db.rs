@@ -1,7 +1,9 @@
 //! The store as a node's async code reaches it. sled reads and writes the
 //! disk, so every call runs on the blocking pool: [`Db::run`] for the store
 //! alone, `Node::run` for the node's views over it (agents, targeting,
-//! effective objects). No async task calls the store directly.
+//! effective objects). Only the admission checks, which decide before any
+//! work whether a peer is a registered child or an operator's site covers
+//! this node, read the site records in place.
 
 use std::sync::Arc;
 

@@ -895,39 +895,66 @@ async fn refresh_metrics(node: &Arc<Node>) {
         metrics::gauge!("cascade_link_stalls", &labels).set(status.stalls as f64);
         metrics::gauge!("cascade_link_last_contact_seconds", &labels).set(status.last_contact as f64);
     }
-    // Everything read from the store (and the content directory), together
-    // on the blocking pool; what cannot be read is logged and its gauges
-    // keep their last value.
-    let read = node
-        .run(|node| -> Result<_, cascade_store::StoreError> {
-            Ok((
-                node.freshness()?,
+    // What is read from the store (and the content directory) is read on
+    // the blocking pool; what cannot be read is logged and its gauges keep
+    // their last value, the others are set.
+    let (freshness, history_days, agents, computers, files, figures) = node
+        .run(|node| {
+            let figures = (|| -> Result<_, cascade_store::StoreError> {
+                Ok((
+                    node.store.outbox_state()?,
+                    node.store.cursor()?,
+                    node.store.summary_by_update()?,
+                    node.store.summary_by_site()?,
+                ))
+            })();
+            (
+                node.freshness(),
                 node.history_days(),
-                node.store.outbox_state()?,
-                node.store.cursor()?,
-                node.store.summary_by_update()?,
-                node.store.summary_by_site()?,
+                node.agents().map(|a| a.len()),
                 node.store.computer_count(),
-                node.agents()?.len(),
                 node.cached_files(),
-            ))
+                figures,
+            )
         })
         .await;
-    let (freshness, history_days, outbox, cursor, summary, by_site, computers, agents, files) = match read {
-        Ok(read) => read,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read the store for the metrics");
-            return;
+    match freshness {
+        Ok(freshness) => {
+            metrics::gauge!("cascade_frozen").set(if freshness.stale { 1.0 } else { 0.0 });
+            if let Some(age) = freshness.age_seconds {
+                metrics::gauge!("cascade_root_timestamp_age_seconds").set(age as f64);
+            }
         }
-    };
-    metrics::gauge!("cascade_frozen").set(if freshness.stale { 1.0 } else { 0.0 });
-    if let Some(age) = freshness.age_seconds {
-        metrics::gauge!("cascade_root_timestamp_age_seconds").set(age as f64);
+        Err(e) => tracing::warn!(error = %e, "cannot read the root's timestamp for the metrics"),
     }
     if let Some(limit) = node.config.content_cache_bytes {
         metrics::gauge!("cascade_content_cache_limit_bytes").set(limit as f64);
     }
     metrics::gauge!("cascade_history_days").set(history_days as f64);
+    for connections in [&node.listeners.grpc, &node.listeners.api] {
+        let label = [("listener", connections.name)];
+        metrics::gauge!("cascade_connections", &label).set(connections.open() as f64);
+        metrics::gauge!("cascade_connections_max", &label).set(connections.max as f64);
+        metrics::counter!("cascade_connections_evicted_total", &label).absolute(connections.evicted());
+    }
+    metrics::gauge!("cascade_computers").set(computers as f64);
+    match agents {
+        Ok(agents) => metrics::gauge!("cascade_agents").set(agents as f64),
+        Err(e) => tracing::warn!(error = %e, "cannot read the agents for the metrics"),
+    }
+    metrics::gauge!("cascade_content_cache_files").set(files.len() as f64);
+    metrics::gauge!("cascade_content_cache_bytes").set(files.iter().map(|(_, s)| *s).sum::<u64>() as f64);
+    metrics::gauge!("cascade_content_in_flight").set(node.in_flight().len() as f64);
+    let (fetched, _, _, evicted) = node.content_counters();
+    metrics::counter!("cascade_content_fetched_bytes_total").absolute(fetched);
+    metrics::counter!("cascade_content_evicted_total").absolute(evicted);
+    let (outbox, cursor, summary, by_site) = match figures {
+        Ok(figures) => figures,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the outbox and compliance counts for the metrics");
+            return;
+        }
+    };
     let mut by_severity: BTreeMap<
         cascade_core::update::Severity,
         [u64; cascade_core::compliance::ComplianceState::COUNT],
@@ -944,20 +971,6 @@ async fn refresh_metrics(node: &Arc<Node>) {
         }
     }
     metrics::gauge!("cascade_outbox_pending").set(outbox.pending as f64);
-    for connections in [&node.listeners.grpc, &node.listeners.api] {
-        let label = [("listener", connections.name)];
-        metrics::gauge!("cascade_connections", &label).set(connections.open() as f64);
-        metrics::gauge!("cascade_connections_max", &label).set(connections.max as f64);
-        metrics::counter!("cascade_connections_evicted_total", &label).absolute(connections.evicted());
-    }
-    metrics::gauge!("cascade_computers").set(computers as f64);
-    metrics::gauge!("cascade_agents").set(agents as f64);
-    metrics::gauge!("cascade_content_cache_files").set(files.len() as f64);
-    metrics::gauge!("cascade_content_cache_bytes").set(files.iter().map(|(_, s)| *s).sum::<u64>() as f64);
-    metrics::gauge!("cascade_content_in_flight").set(node.in_flight().len() as f64);
-    let (fetched, _, _, evicted) = node.content_counters();
-    metrics::counter!("cascade_content_fetched_bytes_total").absolute(fetched);
-    metrics::counter!("cascade_content_evicted_total").absolute(evicted);
     for (origin, seq) in cursor {
         metrics::gauge!("cascade_origin_applied_seq", "origin" => origin.to_string()).set(seq as f64);
     }

@@ -390,10 +390,11 @@ fn change_from_wire(c: v1::Change) -> Result<cascade_core::model::Change, String
 /// The batch (sequence 0) that declares this node's subtree to its parent,
 /// each site with its parent, so that the nodes above can tell a region's
 /// sites from another's.
-fn declaration(node: &Node, subtree: &std::collections::BTreeSet<NodeId>) -> Result<UpBatch, String> {
+async fn declaration(node: &Arc<Node>, subtree: &std::collections::BTreeSet<NodeId>) -> Result<UpBatch, String> {
     let mut batch = up_batch(0, &[], Vec::new(), false)?;
     let parents = node
-        .site_parents()
+        .run(|n| n.site_parents())
+        .await
         .map_err(|e| format!("cannot read this node's sites: {e}"))?;
     batch.subtree = Some(v1::Subtree::from(&cascade_proto::convert::DeclaredSubtree {
         sites: subtree.clone(),
@@ -462,9 +463,10 @@ async fn up(node: &Arc<Node>, parent: &str, progress: &Progress) -> Result<(), S
         .map_err(|e| e.to_string())?;
     // Which sites lie below this node, before anything from them.
     let mut declared = node
-        .subtree()
+        .run(|n| n.subtree())
+        .await
         .map_err(|e| format!("cannot read this node's sites: {e}"))?;
-    tx.send(declaration(node, &declared)?)
+    tx.send(declaration(node, &declared).await?)
         .await
         .map_err(|_| "the report stream closed".to_owned())?;
     acks.message()
@@ -488,10 +490,11 @@ async fn up(node: &Arc<Node>, parent: &str, progress: &Progress) -> Result<(), S
         // Tell the parent which sites lie below this node before anything
         // from them: first on every connection, again whenever it changes.
         let subtree = node
-            .subtree()
+            .run(|n| n.subtree())
+            .await
             .map_err(|e| format!("cannot read this node's sites: {e}"))?;
         if subtree != declared {
-            tx.send(declaration(node, &subtree)?)
+            tx.send(declaration(node, &subtree).await?)
                 .await
                 .map_err(|_| "the report stream closed".to_owned())?;
             declared = subtree;

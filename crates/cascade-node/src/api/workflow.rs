@@ -236,8 +236,6 @@ fn default_minutes() -> u32 {
     10
 }
 
-/// Which of this node's computers a policy would give which updates, how
-/// many would restart, and whether the work fits their windows.
 /// What a policy would do here.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct WhatIfResult {
@@ -263,6 +261,8 @@ pub struct WhatIfComputer {
     pub fits_windows: bool,
 }
 
+/// Which of this node's computers a policy would give which updates, how
+/// many would restart, and whether the work fits their windows.
 pub(super) async fn policies_what_if(ctx: Ctx, p: WhatIf) -> Out<WhatIfResult> {
     use cascade_core::assignment::{Placement, Targeting};
     let mut policy = p.policy;
@@ -487,7 +487,6 @@ pub struct RolloutPromote {
     pub update: String,
 }
 
-/// Opens the next ring now (and lifts a halt), at the policy's own node.
 /// The rollout after the promotion.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct Promoted {
@@ -496,6 +495,7 @@ pub struct Promoted {
     pub open_rings: usize,
 }
 
+/// Opens the next ring now (and lifts a halt), at the policy's own node.
 pub(super) async fn rollout_promote(ctx: Ctx, p: RolloutPromote) -> Out<Promoted> {
     let node = ctx.node.clone();
     let now = ctx.node.now();
@@ -545,9 +545,6 @@ pub struct ContentEnsure {
     pub updates: Vec<String>,
 }
 
-/// Makes sure the updates' content is here, fetching from the parent (or,
-/// at the root, the vendor's URL) what is missing; unapproved updates may
-/// be pre-staged too.
 /// What fetching did, file by file, and whether each update is staged now.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct Ensured {
@@ -574,6 +571,9 @@ pub struct UpdateStaged {
     pub staged: bool,
 }
 
+/// Makes sure the updates' content is here, fetching from the parent (or,
+/// at the root, the vendor's URL) what is missing; unapproved updates may
+/// be pre-staged too.
 pub(super) async fn content_ensure(ctx: Ctx, p: ContentEnsure) -> Out<Ensured> {
     let updates = update_objects(&ctx).await?;
     let mut wanted = Vec::new();
@@ -627,8 +627,6 @@ pub struct ContentAdd {
     pub path: String,
 }
 
-/// Adds content from this node's disk: each file the catalog names (by
-/// sha256 and size) is copied in, verified; others are reported.
 /// One file of the path: copied in (with its sha256), or why not.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct AddedFile {
@@ -639,6 +637,8 @@ pub struct AddedFile {
     pub error: Option<String>,
 }
 
+/// Adds content from this node's disk: each file the catalog names (by
+/// sha256 and size) is copied in, verified; others are reported.
 pub(super) async fn content_add(ctx: Ctx, p: ContentAdd) -> Out<Vec<AddedFile>> {
     let node = ctx.node.clone();
     let path = std::path::PathBuf::from(&p.path);

@@ -63,11 +63,14 @@ impl TryFrom<v1::CheckInRequest> for CheckIn {
 pub enum CheckInAnswer {
     /// The node does not know the inventory: the agent sends it.
     NeedInventory { now: i64 },
-    /// What the agent is to do, with the signed objects it rests on.
+    /// What the agent is to do, with the signed objects it rests on. The
+    /// evidence is decoded apart: evidence a later release wrote that this
+    /// agent cannot read leaves it with none, so that it refuses the steps
+    /// it cannot check (and reports why) instead of not checking in.
     Assigned {
         now: i64,
         assignment: Box<Assignment>,
-        evidence: Box<Evidence>,
+        evidence: Result<Box<Evidence>, Invalid>,
     },
 }
 
@@ -90,7 +93,10 @@ impl TryFrom<&CheckInAnswer> for v1::CheckInReply {
                 need_inventory: false,
                 assignment: json(assignment, "assignment")?,
                 now: *now,
-                evidence: json(evidence, "evidence")?,
+                evidence: match evidence {
+                    Ok(evidence) => json(evidence, "evidence")?,
+                    Err(e) => return Err(invalid(format!("no evidence to send: {e}"))),
+                },
             },
         })
     }
@@ -108,9 +114,9 @@ impl TryFrom<v1::CheckInReply> for CheckInAnswer {
             assignment: from_json(&r.assignment, "assignment")?,
             // A node of a release before evidence sends none.
             evidence: if r.evidence.is_empty() {
-                Box::default()
+                Ok(Box::default())
             } else {
-                from_json(&r.evidence, "evidence")?
+                from_json(&r.evidence, "evidence")
             },
         })
     }
@@ -216,16 +222,25 @@ mod tests {
         let assigned = CheckInAnswer::Assigned {
             now: 7,
             assignment: Box::new(assignment),
-            evidence: Box::default(),
+            evidence: Ok(Box::default()),
         };
         let wire = v1::CheckInReply::try_from(&assigned).unwrap();
         assert_eq!(CheckInAnswer::try_from(wire.clone()).unwrap(), assigned);
-        // Evidence that cannot be read makes the answer unusable.
+        // Evidence that cannot be read is said, and the assignment kept.
         let bad = v1::CheckInReply {
             evidence: b"[".to_vec(),
+            ..wire.clone()
+        };
+        match CheckInAnswer::try_from(bad).unwrap() {
+            CheckInAnswer::Assigned { evidence, .. } => assert!(evidence.unwrap_err().0.starts_with("evidence: ")),
+            other => panic!("{other:?}"),
+        }
+        // An assignment that cannot be read makes the answer unusable.
+        let bad = v1::CheckInReply {
+            assignment: b"{}".to_vec(),
             ..wire
         };
-        assert!(CheckInAnswer::try_from(bad).unwrap_err().0.starts_with("evidence: "));
+        assert!(CheckInAnswer::try_from(bad).unwrap_err().0.starts_with("assignment: "));
 
         let report = AgentReport {
             counter: 3,

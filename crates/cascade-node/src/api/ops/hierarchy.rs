@@ -116,9 +116,6 @@ pub struct SiteMove {
     pub parent_id: String,
 }
 
-/// Moves this node under another parent: the link reconnects there, the
-/// new parent receives this node's whole state, and changes come from it.
-/// Afterwards the old parent unregisters it (`sites.remove` there).
 /// The parent this node moved to, and the one it left.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct Moved {
@@ -126,6 +123,9 @@ pub struct Moved {
     pub was: String,
 }
 
+/// Moves this node under another parent: the link reconnects there, the
+/// new parent receives this node's whole state, and changes come from it.
+/// Afterwards the old parent unregisters it (`sites.remove` there).
 pub(crate) async fn sites_move(ctx: Ctx, p: SiteMove) -> Out<Moved> {
     let Some(current) = ctx.node.parent_address() else {
         return Err(ApiError::Conflict(format!(
