@@ -937,7 +937,10 @@ async fn refresh_metrics(node: &Arc<Node>) {
         metrics::gauge!("cascade_connections_max", &label).set(connections.max as f64);
         metrics::counter!("cascade_connections_evicted_total", &label).absolute(connections.evicted());
     }
-    metrics::gauge!("cascade_computers").set(computers as f64);
+    match computers {
+        Ok(computers) => metrics::gauge!("cascade_computers").set(computers as f64),
+        Err(e) => tracing::warn!(error = %e, "cannot read the computer count for the metrics"),
+    }
     match agents {
         Ok(agents) => metrics::gauge!("cascade_agents").set(agents as f64),
         Err(e) => tracing::warn!(error = %e, "cannot read the agents for the metrics"),

@@ -264,6 +264,11 @@ impl Store {
         }
         for (computer, (before, after)) in &docs {
             if before != after {
+                // Ingest never empties a computer's records: an empty
+                // `before` is a computer new here.
+                if before.is_empty() {
+                    *overlay.deltas.entry(keys::COUNT_COMPUTERS.to_vec()).or_default() += 1;
+                }
                 write_doc(&mut pending, computer, before, after);
             }
         }
@@ -284,9 +289,10 @@ impl Store {
     }
 
     /// A computer's records, by update.
-    /// How many computers this store has compliance of.
-    pub fn computer_count(&self) -> usize {
-        self.tree().scan_prefix(keys::COMPLIANCE).count()
+    /// How many computers this store has compliance of (kept as a count,
+    /// updated in the batch that adds a computer).
+    pub fn computer_count(&self) -> Result<u64> {
+        self.get_u64(keys::COUNT_COMPUTERS)
     }
 
     pub fn computer_records(&self, computer: &ComputerId) -> Result<Vec<ComplianceRecord>> {

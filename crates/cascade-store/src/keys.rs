@@ -43,6 +43,8 @@ pub const SUMMARY: &[u8] = b"cm/";
 pub const SUMMARY_SITE: &[u8] = b"cn/";
 /// Failed records counted by update, installer code and site.
 pub const COUNT_FAILURE: &[u8] = b"gf/";
+/// How many computers have compliance here (one key).
+pub const COUNT_COMPUTERS: &[u8] = b"gc";
 /// Daily snapshots of the aggregates.
 pub const HISTORY: &[u8] = b"hy/";
 

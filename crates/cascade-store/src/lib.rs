@@ -34,7 +34,7 @@ pub use replication::{Applied, NeedSnapshot, Snapshot, StoredObject};
 pub use reports::{DayAggregates, FailureCount};
 
 /// The on-disk format this build writes.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 
 /// Why a store operation failed. Each names what it was about; a failed
 /// write stored nothing of its operation.
@@ -462,6 +462,19 @@ impl Store {
             }
             let summaries: Vec<_> = self.agents()?.iter().map(|a| a.summary()).collect();
             self.stage_summaries(&mut pending, &summaries)?;
+        }
+        if from < 4 {
+            // Format 4 keeps the number of computers with compliance as a
+            // count instead of counting their records on every read. The
+            // records are committed by now (format 1's were rewritten above).
+            let mut computers = 0u64;
+            for item in self.tree().scan_prefix(keys::COMPLIANCE).keys() {
+                item.map_err(|e| self.io_error(e))?;
+                computers += 1;
+            }
+            if computers > 0 {
+                pending.insert(keys::COUNT_COMPUTERS.to_vec(), computers.to_be_bytes().to_vec());
+            }
         }
         pending.insert(keys::FORMAT.to_vec(), FORMAT_VERSION.to_be_bytes().to_vec());
         self.commit_pending(pending)

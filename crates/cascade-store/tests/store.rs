@@ -459,6 +459,8 @@ fn newer_format_is_refused_and_older_migrated() {
         assert_eq!((failures[0].code, failures[0].computers), (1603, 1));
         let summary = store.summary(&ComputerId::new("pc-1").unwrap()).unwrap().unwrap();
         assert_eq!((summary.site.as_str(), summary.last_scan), ("site-a", 0));
+        // Format 4: the computers counted once, then kept as a count.
+        assert_eq!(store.computer_count().unwrap(), 1);
     }
     {
         let db = open_raw(&path);
@@ -477,6 +479,50 @@ fn newer_format_is_refused_and_older_migrated() {
             FORMAT_VERSION + 1
         )
     );
+}
+
+#[test]
+fn computers_are_counted_as_they_first_report_and_a_format_3_store_is_counted_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    {
+        let store = Store::open(&path, node("site-a")).unwrap();
+        assert_eq!(store.computer_count().unwrap(), 0);
+        let first: Vec<_> = (0..3)
+            .map(|i| record(&format!("pc-{i}"), "KB1", "site-a", ComplianceState::Required, 1))
+            .collect();
+        store.ingest("agent", 1, &first, false).unwrap();
+        assert_eq!(store.computer_count().unwrap(), 3);
+        // Another update of known computers, a newer state, a resent batch
+        // and a new computer: one more.
+        let more = vec![
+            record("pc-0", "KB2", "site-a", ComplianceState::Required, 2),
+            record("pc-1", "KB1", "site-a", ComplianceState::Installed, 2),
+            record("pc-3", "KB1", "site-a", ComplianceState::Required, 2),
+        ];
+        store.ingest("agent", 2, &more, false).unwrap();
+        store.ingest("agent", 2, &more, false).unwrap();
+        assert_eq!(store.computer_count().unwrap(), 4);
+    }
+    {
+        // The same store as format 3 left it: no count.
+        let db = open_raw(&path);
+        let tree = db.open_tree("cascade").unwrap();
+        tree.remove(b"gc").unwrap();
+        tree.insert(b"m/format", &3u32.to_be_bytes()).unwrap();
+        db.flush().unwrap();
+    }
+    let store = Store::open(&path, node("site-a")).unwrap();
+    assert_eq!(store.computer_count().unwrap(), 4);
+    store
+        .ingest(
+            "agent",
+            3,
+            &[record("pc-9", "KB1", "site-a", ComplianceState::Required, 3)],
+            false,
+        )
+        .unwrap();
+    assert_eq!(store.computer_count().unwrap(), 5);
 }
 
 fn damaged(how: &str) -> String {

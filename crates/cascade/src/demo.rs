@@ -396,7 +396,7 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
     // Progress until every computer reached the root and every site has the approvals.
     let mut last = String::new();
     let (reported, approvals_everywhere, converged) = loop {
-        let reported = root.store.computer_count();
+        let reported = root.store.computer_count()? as usize;
         let mut at_sites = 0;
         for site in SITES {
             let approvals_here = node(site)

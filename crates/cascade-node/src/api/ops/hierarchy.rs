@@ -174,7 +174,7 @@ pub struct NodeStatus {
     /// The agents this node serves.
     pub agents: usize,
     /// The computers in this node's subtree with compliance records here.
-    pub computers: usize,
+    pub computers: u64,
     /// The compliance records here.
     pub records: u64,
     pub content: ContentSummary,
@@ -231,7 +231,7 @@ pub(crate) async fn node_status(ctx: Ctx, _: Nothing) -> Out<NodeStatus> {
             },
             revision: node.revision()?,
             agents: node.agents()?.len(),
-            computers: node.store.computer_count(),
+            computers: node.store.computer_count()?,
             records: summary.values().map(|c| c.total()).sum(),
             content: ContentSummary {
                 files: files.len(),
