@@ -12,10 +12,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cascade_agent::cycle::{Agent, Credentials, Env};
 use cascade_agent::install::Outcome;
@@ -30,8 +32,8 @@ use cascade_core::model::{
 };
 use cascade_core::rule::{Cmp, Rule};
 use cascade_core::update::{Classification, Content, ExitMeaning, InstallCommand, Severity, Update};
+use cascade_node::Node;
 use cascade_node::config::SecurityConfig;
-use cascade_node::{Checked, Node};
 use cascade_proto::v1::{self, DownMessage, SubscribeRequest, UpAck, UpBatch, down_message};
 use cascade_trust::sign::KeySigner;
 use cascade_trust::{Ca, Identity};
@@ -39,48 +41,35 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-fn now() -> i64 {
-    cascade_node::now()
-}
+use common::{now, wait_for};
 
-async fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
-    let until = Instant::now() + within;
-    while !done() {
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+/// The shared harness, with this file's way of starting a node.
+struct Harness(common::Harness);
+
+impl std::ops::Deref for Harness {
+    type Target = common::Harness;
+
+    fn deref(&self) -> &common::Harness {
+        &self.0
     }
-}
-
-struct Harness {
-    dir: tempfile::TempDir,
-    ca: Ca,
 }
 
 impl Harness {
-    fn issue(&self, id: &str) -> cascade_trust::Issued {
-        self.ca
-            .issue(&Identity::Node(NodeId::new(id).unwrap()), &[], now() - 60, 1)
-            .unwrap()
+    fn new() -> Harness {
+        Harness(common::Harness::new(2))
     }
 
+    /// A node with these security settings and a content import directory.
     async fn node(&self, id: &str, parent: Option<(NodeId, String)>, security: SecurityConfig) -> (Arc<Node>, String) {
-        let issued = self.issue(id);
-        let data = self.dir.path().join(id);
-        let mut config = Checked::local(
-            NodeId::new(id).unwrap(),
-            data.clone(),
-            parent.clone(),
-            self.ca.cert_pem.clone(),
-            issued.cert_pem,
-            issued.key_pem,
-        )
-        .unwrap();
-        config.security = security;
-        config.heartbeat_seconds = 1;
         let import = self.dir.path().join(format!("{id}-import"));
         std::fs::create_dir_all(&import).unwrap();
-        config.content_import = vec![import.canonicalize().unwrap()];
-        cascade_node::start(config).await.unwrap().detach()
+        let import = import.canonicalize().unwrap();
+        self.0
+            .node(id, parent, |config| {
+                config.security = security;
+                config.content_import = vec![import];
+            })
+            .await
     }
 
     /// The root, with the site of the middle node under it.
@@ -403,10 +392,7 @@ impl Env for Computer {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malicious_intermediate_node_is_refused_and_the_attack_named() {
-    let h = Harness {
-        dir: tempfile::tempdir().unwrap(),
-        ca: Ca::generate("Example", now() - 3600, 2).unwrap(),
-    };
+    let h = Harness::new();
     let fast = SecurityConfig {
         timestamp_seconds: 1,
         max_timestamp_age_seconds: 3,
@@ -707,10 +693,7 @@ async fn a_malicious_intermediate_node_is_refused_and_the_attack_named() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn content_from_a_lying_parent_is_refused_chunk_by_chunk_and_honest_content_served_on_at_once() {
-    let h = Harness {
-        dir: tempfile::tempdir().unwrap(),
-        ca: Ca::generate("Example", now() - 3600, 2).unwrap(),
-    };
+    let h = Harness::new();
     let (root, _) = h.root_with_mid(SecurityConfig::default()).await;
     // Three chunks and a bit: 4 MB, 4 MB, 4 MB, 1 MB.
     let mut x: u32 = 7;
@@ -864,10 +847,7 @@ async fn content_from_a_lying_parent_is_refused_chunk_by_chunk_and_honest_conten
 /// rest stood for by tree nodes) is taken.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_report_is_refused_whatever_part_is_altered() {
-    let h = Harness {
-        dir: tempfile::tempdir().unwrap(),
-        ca: Ca::generate("Example", now() - 3600, 2).unwrap(),
-    };
+    let h = Harness::new();
     let (root, root_addr) = h.root_with_mid(SecurityConfig::default()).await;
     let mid_id = NodeId::new("mid").unwrap();
     let mid = h.issue("mid");
@@ -974,10 +954,7 @@ async fn a_forged_report_is_refused_whatever_part_is_altered() {
 /// stream, while one batch over the limit is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_report_stream_longer_than_the_body_limit_is_not_cut() {
-    let h = Harness {
-        dir: tempfile::tempdir().unwrap(),
-        ca: Ca::generate("Example", now() - 3600, 2).unwrap(),
-    };
+    let h = Harness::new();
     let (_root, root_addr) = h.root_with_mid(SecurityConfig::default()).await;
     let mid = h.issue("mid");
     let channel = cascade_node::channel(

@@ -8,52 +8,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+mod common;
+
+use std::time::Duration;
 
 use cascade_core::exact::Exact;
 use cascade_core::model::{ChangeOp, NodeId, Object, ObjectId, ObjectKey, ObjectKind, Policy, Site};
-use cascade_node::{Checked, Node};
+use cascade_node::Node;
 use cascade_store::Store;
-use cascade_trust::{Ca, Identity};
-
-fn now() -> i64 {
-    cascade_node::now()
-}
+use common::{Harness, wait_for};
 
 fn id(s: &str) -> NodeId {
     NodeId::new(s).unwrap()
-}
-
-async fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
-    let until = Instant::now() + within;
-    while !done() {
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-struct Harness {
-    dir: tempfile::TempDir,
-    ca: Ca,
-}
-
-impl Harness {
-    async fn node(&self, name: &str, parent: Option<(NodeId, String)>) -> (Arc<Node>, String) {
-        let issued = self.ca.issue(&Identity::Node(id(name)), &[], now() - 60, 1).unwrap();
-        let data = self.dir.path().join(name);
-        let mut config = Checked::local(
-            id(name),
-            data.clone(),
-            parent.clone(),
-            self.ca.cert_pem.clone(),
-            issued.cert_pem,
-            issued.key_pem,
-        )
-        .unwrap();
-        config.heartbeat_seconds = 1;
-        cascade_node::start(config).await.unwrap().detach()
-    }
 }
 
 fn site(name: &str, parent: &str) -> ChangeOp {
@@ -100,15 +66,12 @@ fn policy_ids(node: &Node) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_later_releases_objects_are_verified_kept_forwarded_and_not_acted_on() {
-    let h = Harness {
-        dir: tempfile::tempdir().unwrap(),
-        ca: Ca::generate("Example", now() - 3600, 3650).unwrap(),
-    };
-    let (root, root_addr) = h.node("root", None).await;
+    let h = Harness::new(3650);
+    let (root, root_addr) = h.node("root", None, |_| {}).await;
     root.append_local(site("mid", "root")).await.unwrap();
-    let (mid, mid_addr) = h.node("mid", Some((id("root"), root_addr))).await;
+    let (mid, mid_addr) = h.node("mid", Some((id("root"), root_addr)), |_| {}).await;
     mid.append_local(site("leaf", "mid")).await.unwrap();
-    let (leaf, _) = h.node("leaf", Some((id("mid"), mid_addr))).await;
+    let (leaf, _) = h.node("leaf", Some((id("mid"), mid_addr)), |_| {}).await;
 
     // The root writes as the later release would, and a policy this
     // release knows all of.
@@ -218,13 +181,10 @@ async fn a_later_releases_objects_are_verified_kept_forwarded_and_not_acted_on()
 /// names the parent's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_child_of_an_older_protocol_is_refused_with_what_to_do() {
-    let h = Harness {
-        dir: tempfile::tempdir().unwrap(),
-        ca: Ca::generate("Example", now() - 3600, 3650).unwrap(),
-    };
-    let (root, root_addr) = h.node("root", None).await;
+    let h = Harness::new(3650);
+    let (root, root_addr) = h.node("root", None, |_| {}).await;
     root.append_local(site("mid", "root")).await.unwrap();
-    let mid = h.ca.issue(&Identity::Node(id("mid")), &[], now() - 60, 1).unwrap();
+    let mid = h.issue("mid");
     let channel = cascade_node::channel(
         &root_addr,
         Some(&id("root")),
