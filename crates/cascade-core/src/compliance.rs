@@ -35,6 +35,11 @@ impl ComplianceState {
         )
     }
 
+    /// Whether the state at `index` (in `NAMES`) is compliant.
+    pub fn index_is_compliant(index: usize) -> bool {
+        matches!(index, 0 | 2 | 3)
+    }
+
     /// Every state's name, in the one order the store's tags, the counts'
     /// slots and the summaries use.
     pub const NAMES: [&'static str; 9] = [
@@ -163,4 +168,32 @@ pub fn code_meaning(code: i64) -> Option<&'static str> {
         0x800F_0922 => "the update's advanced installers failed (often: the system reserved partition is full)",
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ComplianceState;
+
+    #[test]
+    fn a_state_and_its_index_agree_on_compliance() {
+        let every = [
+            ComplianceState::Installed,
+            ComplianceState::Required,
+            ComplianceState::NotApplicable,
+            ComplianceState::Superseded,
+            ComplianceState::Downloaded,
+            ComplianceState::PendingRestart,
+            ComplianceState::Failed { code: 1 },
+            ComplianceState::Unknown { reason: "r".into() },
+            ComplianceState::Stale { reason: "r".into() },
+        ];
+        assert_eq!(every.len(), ComplianceState::COUNT);
+        for state in every {
+            assert_eq!(
+                ComplianceState::index_is_compliant(state.index()),
+                state.is_compliant(),
+                "{state:?}"
+            );
+        }
+    }
 }

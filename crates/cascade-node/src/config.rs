@@ -230,8 +230,12 @@ fn default_store_cache() -> u64 {
     cascade_store::DEFAULT_CACHE_BYTES >> 20
 }
 
+/// Each batch a parent takes is one durable commit there, so larger
+/// batches make fewer commits at every hop (`cascade bench replication`:
+/// 1,000 gave 31,000 records/s over three hops, 5,000 gave 46,000). A
+/// batch holds what is queued; nothing waits for one to fill.
 fn default_batch() -> usize {
-    1000
+    5000
 }
 
 #[derive(Debug, thiserror::Error)]

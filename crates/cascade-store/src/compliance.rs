@@ -171,10 +171,35 @@ pub(crate) fn write_doc(
     for site in new_sites.difference(&old_sites) {
         pending.insert(keys::by_site(site, computer), Vec::new());
     }
-    let old_updates: BTreeSet<&UpdateId> = before.iter().map(|r| &r.update).collect();
-    for r in after.iter().filter(|r| !old_updates.contains(&r.update)) {
-        pending.insert(keys::by_update(&r.update, computer), Vec::new());
+    index_needs(pending, computer, before, after);
+}
+
+/// The index entries of a computer's records that are not compliant, by
+/// update and site: what an admin asks for most ("who still needs X") is
+/// read without the records that do not answer it, and compliant records,
+/// usually most of them, cost no entry.
+pub(crate) fn index_needs(
+    pending: &mut Pending,
+    computer: &ComputerId,
+    before: &[ComplianceRecord],
+    after: &[ComplianceRecord],
+) {
+    let (old_needs, new_needs) = (needs(before), needs(after));
+    for (update, site) in old_needs.difference(&new_needs) {
+        pending.remove(keys::needs(update, site, computer));
     }
+    for (update, site) in new_needs.difference(&old_needs) {
+        pending.insert(keys::needs(update, site, computer), Vec::new());
+    }
+}
+
+/// The (update, site) of a computer's records that are not compliant.
+fn needs(records: &[ComplianceRecord]) -> BTreeSet<(&UpdateId, &str)> {
+    records
+        .iter()
+        .filter(|r| !r.state.is_compliant())
+        .map(|r| (&r.update, r.site.as_str()))
+        .collect()
 }
 
 pub(crate) fn token(key: &[u8]) -> String {
@@ -357,20 +382,27 @@ impl Store {
     }
 
     /// A page of the records that `keep` accepts, read through the
-    /// narrowest index: an update's computers, the given sites' computers
-    /// (site by site), or every computer. Pages hold at least `limit`
-    /// records unless the listing ends; `next` continues it. The records
-    /// come without their attestations, as reports show them.
+    /// narrowest index: with `noncompliant` (the caller keeps only records
+    /// that are not compliant) and an update, the computers that need it,
+    /// site by site; else the given sites' computers (site by site), or
+    /// every computer. Pages hold at least `limit` records unless the
+    /// listing ends; `next` continues it. The records come without their
+    /// attestations, as reports show them.
     pub fn records_page(
         &self,
         update: Option<&UpdateId>,
         sites: Option<&[NodeId]>,
+        noncompliant: bool,
         after: Option<&str>,
         limit: usize,
         keep: impl Fn(&ComplianceRecord) -> bool,
     ) -> Result<Page<ComplianceRecord>> {
-        let mut prefixes: Vec<Vec<u8>> = match (update, sites) {
-            (Some(u), _) => vec![keys::under(keys::BY_UPDATE, &[u.as_str().as_bytes()])],
+        let mut prefixes: Vec<Vec<u8>> = match (update.filter(|_| noncompliant), sites) {
+            (Some(u), Some(sites)) => sites
+                .iter()
+                .map(|s| keys::under(keys::NEEDS, &[u.as_str().as_bytes(), s.as_str().as_bytes()]))
+                .collect(),
+            (Some(u), None) => vec![keys::under(keys::NEEDS, &[u.as_str().as_bytes()])],
             (None, Some(sites)) => sites
                 .iter()
                 .map(|s| keys::under(keys::BY_SITE, &[s.as_str().as_bytes()]))
@@ -408,7 +440,10 @@ impl Store {
                 if !key.starts_with(prefix) {
                     break;
                 }
-                let computer = self.computer_in(&key[prefix.len()..])?;
+                // Every index key ends in its computer (the needs of all
+                // sites have the site before it).
+                let rest = &key[prefix.len()..];
+                let computer = self.computer_in(rest.rsplit(|b| *b == 0).next().unwrap_or(rest))?;
                 let records = if prefix.as_slice() == keys::COMPLIANCE {
                     codec::decode_plain(&computer, &value, update)
                         .map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key))))?
@@ -416,7 +451,10 @@ impl Store {
                     self.plain_records(&computer, update)?
                 };
                 items.extend(records.into_iter().filter(|r| {
-                    update.is_none_or(|u| r.update == *u) && sites.is_none_or(|s| s.contains(&r.site)) && keep(r)
+                    update.is_none_or(|u| r.update == *u)
+                        && sites.is_none_or(|s| s.contains(&r.site))
+                        && (!noncompliant || !r.state.is_compliant())
+                        && keep(r)
                 }));
                 if items.len() >= limit {
                     return Ok(Page {
@@ -435,8 +473,9 @@ impl Store {
     }
 
     /// An update's records, by computer; with `non_compliant`, only those
-    /// that are not installed, not applicable or superseded. Pages hold at
-    /// least `limit` records unless the listing ends.
+    /// that are not installed, not applicable or superseded (by site, then
+    /// computer). Pages hold at least `limit` records unless the listing
+    /// ends.
     pub fn by_update(
         &self,
         update: &UpdateId,
@@ -444,10 +483,7 @@ impl Store {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Page<ComplianceRecord>> {
-        let prefix = keys::under(keys::BY_UPDATE, &[update.as_str().as_bytes()]);
-        self.page(&prefix, after, limit, |r| {
-            r.update == *update && (!non_compliant || !r.state.is_compliant())
-        })
+        self.records_page(Some(update), None, non_compliant, after, limit, |_| true)
     }
 
     /// A site's records, by computer and update.

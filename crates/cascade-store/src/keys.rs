@@ -25,7 +25,12 @@ pub const STATE: &[u8] = b"st/";
 pub const TIP: &[u8] = b"tp/";
 pub const SUBSCRIBER: &[u8] = b"s/";
 pub const COMPLIANCE: &[u8] = b"c/";
-pub const BY_UPDATE: &[u8] = b"cu/";
+/// Format 4's index of every computer with a record of an update: left
+/// by older stores, removed when one is opened.
+pub const BY_UPDATE_V4: &[u8] = b"cu/";
+/// The computers whose record of an update is not compliant, by update
+/// and site.
+pub const NEEDS: &[u8] = b"cr/";
 pub const BY_SITE: &[u8] = b"cs/";
 pub const COUNT_UPDATE: &[u8] = b"gu/";
 pub const COUNT_SITE: &[u8] = b"gs/";
@@ -126,8 +131,16 @@ pub fn compliance(computer: &ComputerId) -> Vec<u8> {
     join(COMPLIANCE, &[computer.as_str().as_bytes()])
 }
 
-pub fn by_update(update: &UpdateId, computer: &ComputerId) -> Vec<u8> {
-    join(BY_UPDATE, &[update.as_str().as_bytes(), computer.as_str().as_bytes()])
+/// A computer whose record of `update` at `site` is not compliant.
+pub fn needs(update: &UpdateId, site: &str, computer: &ComputerId) -> Vec<u8> {
+    join(
+        NEEDS,
+        &[
+            update.as_str().as_bytes(),
+            site.as_bytes(),
+            computer.as_str().as_bytes(),
+        ],
+    )
 }
 
 /// A computer with at least one record for a site.

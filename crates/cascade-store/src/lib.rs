@@ -34,7 +34,7 @@ pub use replication::{Applied, NeedSnapshot, Snapshot, StoredObject};
 pub use reports::{DayAggregates, FailureCount};
 
 /// The on-disk format this build writes.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 
 /// Why a store operation failed. Each names what it was about; a failed
 /// write stored nothing of its operation.
@@ -373,7 +373,46 @@ impl Store {
 
     fn check_format(&self) -> Result<()> {
         self.check_version()?;
+        self.drop_index_of_format_4()?;
         self.check_owner()
+    }
+
+    /// Removes format 4's index of every record by update, a commit per
+    /// 100,000 keys: after the migration to format 5, or what one cut off
+    /// left. Nothing writes such keys since, so on a store without them
+    /// this is one read.
+    fn drop_index_of_format_4(&self) -> Result<()> {
+        loop {
+            let _guard = self.lock();
+            let mut batch = sled::Batch::default();
+            let mut removed = 0usize;
+            for key in self.tree().scan_prefix(keys::BY_UPDATE_V4).keys().take(100_000) {
+                batch.remove(key.map_err(|e| self.io_error(e))?);
+                removed += 1;
+            }
+            if removed == 0 {
+                return Ok(());
+            }
+            self.commit(batch)?;
+        }
+    }
+
+    /// Indexes the records held that are not compliant (format 5), a
+    /// commit per 10,000 computers; building it again after a cut-off
+    /// migration writes the same keys.
+    fn index_needs(&self) -> Result<()> {
+        let mut pending = Pending::default();
+        for (n, item) in self.scan(keys::COMPLIANCE).enumerate() {
+            let (key, value) = item?;
+            let computer = self.computer_in(&key[keys::COMPLIANCE.len()..])?;
+            let records = codec::decode_plain(&computer, &value, None)
+                .map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key))))?;
+            compliance::index_needs(&mut pending, &computer, &[], &records);
+            if (n + 1) % 10_000 == 0 {
+                self.commit_pending(std::mem::take(&mut pending))?;
+            }
+        }
+        self.commit_pending(pending)
     }
 
     fn check_version(&self) -> Result<()> {
@@ -446,6 +485,12 @@ impl Store {
             // Each step is committed with its format: the next reads it.
             pending.insert(keys::FORMAT.to_vec(), 2u32.to_be_bytes().to_vec());
             self.commit_pending(std::mem::take(&mut pending))?;
+        }
+        if (2..5).contains(&from) {
+            // Format 5 indexes the records that are not compliant by update
+            // and site, instead of every record by update (format 1's were
+            // indexed as they were rewritten above).
+            self.index_needs()?;
         }
         if from < 3 {
             // Format 3 counts failures by installer code and keeps a summary

@@ -860,15 +860,23 @@ fn records_page_reads_through_the_narrowest_index() {
         }
     }
     store.ingest("seed", 1, &all, false).unwrap();
-    let read = |update: Option<&str>,
-                sites: Option<&[&str]>,
-                keep: &dyn Fn(&cascade_core::model::ComplianceRecord) -> bool| {
+    let read_from = |update: Option<&str>,
+                     sites: Option<&[&str]>,
+                     noncompliant: bool,
+                     keep: &dyn Fn(&cascade_core::model::ComplianceRecord) -> bool| {
         let update = update.map(UpdateId::new);
         let sites: Option<Vec<_>> = sites.map(|s| s.iter().map(|x| node(x)).collect());
         let (mut out, mut after) = (Vec::new(), None);
         for _ in 0..100 {
             let page = store
-                .records_page(update.as_ref(), sites.as_deref(), after.as_deref(), 4, keep)
+                .records_page(
+                    update.as_ref(),
+                    sites.as_deref(),
+                    noncompliant,
+                    after.as_deref(),
+                    4,
+                    keep,
+                )
                 .unwrap();
             out.extend(page.items);
             match page.next {
@@ -877,6 +885,11 @@ fn records_page_reads_through_the_narrowest_index() {
             }
         }
         panic!("pages did not end");
+    };
+    let read = |update: Option<&str>,
+                sites: Option<&[&str]>,
+                keep: &dyn Fn(&cascade_core::model::ComplianceRecord) -> bool| {
+        read_from(update, sites, false, keep)
     };
     assert_eq!(read(None, None, &|_| true).len(), 90);
     assert_eq!(read(Some("KB1"), None, &|_| true).len(), 30);
@@ -890,6 +903,132 @@ fn records_page_reads_through_the_narrowest_index() {
             .all(|r| r.site == node("site-a") && r.update == UpdateId::new("KB1"))
     );
     assert_eq!(read(Some("KB1"), Some(&["site-b"]), &|_| true).len(), 20);
+    // The computers that need an update, from the index of those.
+    let needs = |update: &str, sites: Option<&[&str]>| read_from(Some(update), sites, true, &|_| true);
+    assert_eq!(needs("KB1", None).len(), 30);
+    assert_eq!(needs("KB0", None).len(), 0);
+    let at_a = needs("KB1", Some(&["site-a"]));
+    assert_eq!(at_a.len(), 10);
+    assert!(
+        at_a.iter()
+            .all(|r| r.site == node("site-a") && r.state == ComplianceState::Required)
+    );
+    // Site by site, then by computer.
+    let order: Vec<_> = needs("KB1", None)
+        .iter()
+        .map(|r| (r.site.to_string(), r.computer.to_string()))
+        .collect();
+    let mut sorted = order.clone();
+    sorted.sort();
+    assert_eq!(order, sorted);
+    // Installed since: no longer needed; moved to another site: needed
+    // there and not at the first.
+    let mut changed: Vec<_> = (0..5)
+        .map(|c| record(&format!("pc-{c:02}"), "KB1", "site-a", ComplianceState::Installed, 2))
+        .collect();
+    changed.push(record("pc-05", "KB1", "site-a", ComplianceState::Failed { code: 5 }, 2));
+    store.ingest("seed", 2, &changed, false).unwrap();
+    assert_eq!(needs("KB1", None).len(), 25);
+    let at_a: Vec<_> = needs("KB1", Some(&["site-a"]))
+        .iter()
+        .map(|r| r.computer.to_string())
+        .collect();
+    assert_eq!(
+        at_a,
+        [
+            "pc-05", "pc-06", "pc-09", "pc-12", "pc-15", "pc-18", "pc-21", "pc-24", "pc-27"
+        ]
+    );
+    assert!(
+        store
+            .records_page(Some(&UpdateId::new("KB1")), None, true, Some("00ff"), 4, |_| true)
+            .is_err(),
+        "a token from another listing"
+    );
+}
+
+/// The keys of a store under `prefix`, read with the store closed.
+fn keys_under(path: &std::path::Path, prefix: &[u8]) -> Vec<Vec<u8>> {
+    let db = open_raw(path);
+    let tree = db.open_tree("cascade").unwrap();
+    tree.scan_prefix(prefix).keys().map(|k| k.unwrap().to_vec()).collect()
+}
+
+/// Format 5 indexes the records that are not compliant by update and site;
+/// format 4 indexed every record by update. A format 4 store gets the new
+/// index from its records and loses the old one when it is opened.
+#[test]
+fn a_format_4_store_indexes_what_is_needed_and_drops_its_index_of_every_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    {
+        let store = Store::open(&path, node("site-a")).unwrap();
+        let records: Vec<_> = (0..6)
+            .flat_map(|c| {
+                let state = if c % 2 == 0 {
+                    ComplianceState::Required
+                } else {
+                    ComplianceState::Installed
+                };
+                [
+                    record(&format!("pc-{c}"), "KB1", "site-a", state, 1),
+                    record(&format!("pc-{c}"), "KB2", "site-a", ComplianceState::NotApplicable, 1),
+                ]
+            })
+            .collect();
+        store.ingest("agent", 1, &records, false).unwrap();
+    }
+    assert_eq!(keys_under(&path, b"cr/").len(), 3);
+    {
+        // The same store as format 4 left it.
+        let db = open_raw(&path);
+        let tree = db.open_tree("cascade").unwrap();
+        for key in tree.scan_prefix(b"cr/").keys() {
+            tree.remove(key.unwrap()).unwrap();
+        }
+        for c in 0..6 {
+            for u in ["KB1", "KB2"] {
+                tree.insert(format!("cu/{u}\0pc-{c}").as_bytes(), &[]).unwrap();
+            }
+        }
+        tree.insert(b"m/format", &4u32.to_be_bytes()).unwrap();
+        db.flush().unwrap();
+    }
+    {
+        let store = Store::open(&path, node("site-a")).unwrap();
+        let needed: Vec<_> = store
+            .by_update(&UpdateId::new("KB1"), true, None, 100)
+            .unwrap()
+            .items
+            .iter()
+            .map(|r| r.computer.to_string())
+            .collect();
+        assert_eq!(needed, ["pc-0", "pc-2", "pc-4"]);
+        assert_eq!(
+            store
+                .by_update(&UpdateId::new("KB1"), false, None, 100)
+                .unwrap()
+                .items
+                .len(),
+            6
+        );
+        store
+            .ingest(
+                "agent",
+                2,
+                &[record("pc-0", "KB1", "site-a", ComplianceState::Installed, 2)],
+                false,
+            )
+            .unwrap();
+    }
+    assert!(keys_under(&path, b"cu/").is_empty());
+    assert_eq!(
+        keys_under(&path, b"cr/"),
+        ["pc-2", "pc-4"].map(|c| format!("cr/KB1\0site-a\0{c}").into_bytes())
+    );
+    let db = open_raw(&path);
+    let format = db.open_tree("cascade").unwrap().get(b"m/format").unwrap().unwrap();
+    assert_eq!(format.as_ref(), 5u32.to_be_bytes());
 }
 
 /// A view built from some kinds of objects (the node's targeting, its

@@ -112,6 +112,12 @@ impl Scope {
             && self.sites.as_ref().is_none_or(|s| s.contains(&r.site))
     }
 
+    /// Only records that are not compliant are kept: a listing of one
+    /// update's may read the index of those.
+    fn noncompliant_only(&self) -> bool {
+        self.state.is_some_and(|s| !ComplianceState::index_is_compliant(s))
+    }
+
     fn filters_computers(&self) -> bool {
         self.os.is_some() || self.release.is_some() || self.scan_age.is_some()
     }
@@ -572,6 +578,7 @@ async fn compliance(ctx: Ctx, p: ComplianceReport) -> Out<CompliancePage> {
                         let page = node.store.records_page(
                             one_update.as_ref(),
                             scope.sites.as_deref(),
+                            scope.noncompliant_only(),
                             after.as_deref(),
                             10_000,
                             |r| {
@@ -823,7 +830,14 @@ async fn computers(ctx: Ctx, p: ComputersReport) -> Out<ComputersPage> {
         };
         if sort == "computer" && !descending {
             let (rows, next) = if per_record {
-                let page = store.records_page(one_update.as_ref(), scope.sites.as_deref(), after.as_deref(), limit, keep_record)?;
+                let page = store.records_page(
+                    one_update.as_ref(),
+                    scope.sites.as_deref(),
+                    scope.noncompliant_only(),
+                    after.as_deref(),
+                    limit,
+                    keep_record,
+                )?;
                 if let Some(e) = failed.borrow_mut().take() {
                     return Err(e.into());
                 }
@@ -858,7 +872,14 @@ async fn computers(ctx: Ctx, p: ComputersReport) -> Out<ComputersPage> {
         let mut token: Option<String> = None;
         loop {
             let next = if per_record {
-                let page = store.records_page(one_update.as_ref(), scope.sites.as_deref(), token.as_deref(), 10_000, keep_record)?;
+                let page = store.records_page(
+                    one_update.as_ref(),
+                    scope.sites.as_deref(),
+                    scope.noncompliant_only(),
+                    token.as_deref(),
+                    10_000,
+                    keep_record,
+                )?;
                 if let Some(e) = failed.borrow_mut().take() {
                     return Err(e.into());
                 }
