@@ -185,21 +185,58 @@ pub(crate) fn index_needs(
     after: &[ComplianceRecord],
 ) {
     let (old_needs, new_needs) = (needs(before), needs(after));
-    for (update, site) in old_needs.difference(&new_needs) {
-        pending.remove(keys::needs(update, site, computer));
+    for (update, state, site) in old_needs.difference(&new_needs) {
+        pending.remove(keys::needs(update, *state, site, computer));
     }
-    for (update, site) in new_needs.difference(&old_needs) {
-        pending.insert(keys::needs(update, site, computer), Vec::new());
+    for (update, state, site) in new_needs.difference(&old_needs) {
+        pending.insert(keys::needs(update, *state, site, computer), Vec::new());
     }
 }
 
-/// The (update, site) of a computer's records that are not compliant.
-fn needs(records: &[ComplianceRecord]) -> BTreeSet<(&UpdateId, &str)> {
+/// The (update, state tag, site) of a computer's records that are not
+/// compliant.
+fn needs(records: &[ComplianceRecord]) -> BTreeSet<(&UpdateId, u8, &str)> {
     records
         .iter()
         .filter(|r| !r.state.is_compliant())
-        .map(|r| (&r.update, r.site.as_str()))
+        .map(|r| (&r.update, codec::state_tag(&r.state), r.site.as_str()))
         .collect()
+}
+
+/// The states of the records a listing keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum States {
+    Any,
+    /// The state at this index of `ComplianceState::NAMES`.
+    Only(usize),
+    /// Every state that is not compliant.
+    NotCompliant,
+}
+
+impl States {
+    fn keeps(self, state: &ComplianceState) -> bool {
+        match self {
+            States::Any => true,
+            States::Only(i) => state.index() == i,
+            States::NotCompliant => !state.is_compliant(),
+        }
+    }
+
+    /// The state tags whose index entries hold every record kept, when
+    /// those are only states that are not compliant (which are indexed).
+    fn indexed(self) -> Option<Vec<u8>> {
+        let not_compliant = |i: &usize| !ComplianceState::index_is_compliant(*i);
+        match self {
+            States::Any => None,
+            States::Only(i) => Some(vec![i as u8]).filter(|_| not_compliant(&i)),
+            States::NotCompliant => Some(
+                (0..ComplianceState::COUNT)
+                    .filter(not_compliant)
+                    .map(|i| i as u8)
+                    .collect(),
+            ),
+        }
+    }
 }
 
 pub(crate) fn token(key: &[u8]) -> String {
@@ -381,28 +418,36 @@ impl Store {
         Ok(Page { items, next: None })
     }
 
-    /// A page of the records that `keep` accepts, read through the
-    /// narrowest index: with `noncompliant` (the caller keeps only records
-    /// that are not compliant) and an update, the computers that need it,
-    /// site by site; else the given sites' computers (site by site), or
-    /// every computer. Pages hold at least `limit` records unless the
-    /// listing ends; `next` continues it. The records come without their
+    /// A page of the records in `states` that `keep` accepts, read through
+    /// the narrowest index: for one update and states that are not
+    /// compliant, the computers in those states (state by state, then site
+    /// by site); else the given sites' computers (site by site), or every
+    /// computer. Pages hold at least `limit` records unless the listing
+    /// ends; `next` continues it. The records come without their
     /// attestations, as reports show them.
     pub fn records_page(
         &self,
         update: Option<&UpdateId>,
         sites: Option<&[NodeId]>,
-        noncompliant: bool,
+        states: States,
         after: Option<&str>,
         limit: usize,
         keep: impl Fn(&ComplianceRecord) -> bool,
     ) -> Result<Page<ComplianceRecord>> {
-        let mut prefixes: Vec<Vec<u8>> = match (update.filter(|_| noncompliant), sites) {
-            (Some(u), Some(sites)) => sites
+        let indexed = update.zip(states.indexed());
+        let mut prefixes: Vec<Vec<u8>> = match (indexed, sites) {
+            (Some((u, tags)), Some(sites)) => tags
                 .iter()
-                .map(|s| keys::under(keys::NEEDS, &[u.as_str().as_bytes(), s.as_str().as_bytes()]))
+                .flat_map(|tag| {
+                    sites.iter().map(move |s| {
+                        keys::under(keys::NEEDS, &[u.as_str().as_bytes(), &[*tag], s.as_str().as_bytes()])
+                    })
+                })
                 .collect(),
-            (Some(u), None) => vec![keys::under(keys::NEEDS, &[u.as_str().as_bytes()])],
+            (Some((u, tags)), None) => tags
+                .iter()
+                .map(|tag| keys::under(keys::NEEDS, &[u.as_str().as_bytes(), &[*tag]]))
+                .collect(),
             (None, Some(sites)) => sites
                 .iter()
                 .map(|s| keys::under(keys::BY_SITE, &[s.as_str().as_bytes()]))
@@ -440,8 +485,8 @@ impl Store {
                 if !key.starts_with(prefix) {
                     break;
                 }
-                // Every index key ends in its computer (the needs of all
-                // sites have the site before it).
+                // Every index key ends in its computer (an update's
+                // states of all sites have the site before it).
                 let rest = &key[prefix.len()..];
                 let computer = self.computer_in(rest.rsplit(|b| *b == 0).next().unwrap_or(rest))?;
                 let records = if prefix.as_slice() == keys::COMPLIANCE {
@@ -453,7 +498,7 @@ impl Store {
                 items.extend(records.into_iter().filter(|r| {
                     update.is_none_or(|u| r.update == *u)
                         && sites.is_none_or(|s| s.contains(&r.site))
-                        && (!noncompliant || !r.state.is_compliant())
+                        && states.keeps(&r.state)
                         && keep(r)
                 }));
                 if items.len() >= limit {
@@ -473,8 +518,8 @@ impl Store {
     }
 
     /// An update's records, by computer; with `non_compliant`, only those
-    /// that are not installed, not applicable or superseded (by site, then
-    /// computer). Pages hold at least `limit` records unless the listing
+    /// that are not installed, not applicable or superseded (by state, site,
+    /// then computer). Pages hold at least `limit` records unless the listing
     /// ends.
     pub fn by_update(
         &self,
@@ -483,7 +528,12 @@ impl Store {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Page<ComplianceRecord>> {
-        self.records_page(Some(update), None, non_compliant, after, limit, |_| true)
+        let states = if non_compliant {
+            States::NotCompliant
+        } else {
+            States::Any
+        };
+        self.records_page(Some(update), None, states, after, limit, |_| true)
     }
 
     /// A site's records, by computer and update.

@@ -28,8 +28,8 @@ pub const COMPLIANCE: &[u8] = b"c/";
 /// Format 4's index of every computer with a record of an update: left
 /// by older stores, removed when one is opened.
 pub const BY_UPDATE_V4: &[u8] = b"cu/";
-/// The computers whose record of an update is not compliant, by update
-/// and site.
+/// The computers whose record of an update is not compliant, by update,
+/// state and site.
 pub const NEEDS: &[u8] = b"cr/";
 pub const BY_SITE: &[u8] = b"cs/";
 pub const COUNT_UPDATE: &[u8] = b"gu/";
@@ -131,12 +131,14 @@ pub fn compliance(computer: &ComputerId) -> Vec<u8> {
     join(COMPLIANCE, &[computer.as_str().as_bytes()])
 }
 
-/// A computer whose record of `update` at `site` is not compliant.
-pub fn needs(update: &UpdateId, site: &str, computer: &ComputerId) -> Vec<u8> {
+/// A computer whose record of `update` at `site` is in `state` (a tag of a
+/// state that is not compliant, so never 0).
+pub fn needs(update: &UpdateId, state: u8, site: &str, computer: &ComputerId) -> Vec<u8> {
     join(
         NEEDS,
         &[
             update.as_str().as_bytes(),
+            &[state],
             site.as_bytes(),
             computer.as_str().as_bytes(),
         ],

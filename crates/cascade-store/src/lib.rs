@@ -27,7 +27,7 @@ mod reports;
 
 pub use backup::BackupStats;
 pub use codec::STATE_NAMES;
-pub use compliance::{IngestOutcome, Page, SeverityCounts, StateCounts};
+pub use compliance::{IngestOutcome, Page, SeverityCounts, StateCounts, States};
 pub use local::{ApiTokenRecord, TokenRecord, TokenRefusal};
 pub use outbox::{OutboxEntry, OutboxState, SnapshotProgress};
 pub use replication::{Applied, NeedSnapshot, Snapshot, StoredObject};

@@ -862,21 +862,14 @@ fn records_page_reads_through_the_narrowest_index() {
     store.ingest("seed", 1, &all, false).unwrap();
     let read_from = |update: Option<&str>,
                      sites: Option<&[&str]>,
-                     noncompliant: bool,
+                     states: cascade_store::States,
                      keep: &dyn Fn(&cascade_core::model::ComplianceRecord) -> bool| {
         let update = update.map(UpdateId::new);
         let sites: Option<Vec<_>> = sites.map(|s| s.iter().map(|x| node(x)).collect());
         let (mut out, mut after) = (Vec::new(), None);
         for _ in 0..100 {
             let page = store
-                .records_page(
-                    update.as_ref(),
-                    sites.as_deref(),
-                    noncompliant,
-                    after.as_deref(),
-                    4,
-                    keep,
-                )
+                .records_page(update.as_ref(), sites.as_deref(), states, after.as_deref(), 4, keep)
                 .unwrap();
             out.extend(page.items);
             match page.next {
@@ -889,7 +882,7 @@ fn records_page_reads_through_the_narrowest_index() {
     let read = |update: Option<&str>,
                 sites: Option<&[&str]>,
                 keep: &dyn Fn(&cascade_core::model::ComplianceRecord) -> bool| {
-        read_from(update, sites, false, keep)
+        read_from(update, sites, cascade_store::States::Any, keep)
     };
     assert_eq!(read(None, None, &|_| true).len(), 90);
     assert_eq!(read(Some("KB1"), None, &|_| true).len(), 30);
@@ -904,7 +897,9 @@ fn records_page_reads_through_the_narrowest_index() {
     );
     assert_eq!(read(Some("KB1"), Some(&["site-b"]), &|_| true).len(), 20);
     // The computers that need an update, from the index of those.
-    let needs = |update: &str, sites: Option<&[&str]>| read_from(Some(update), sites, true, &|_| true);
+    let needs = |update: &str, sites: Option<&[&str]>| {
+        read_from(Some(update), sites, cascade_store::States::NotCompliant, &|_| true)
+    };
     assert_eq!(needs("KB1", None).len(), 30);
     assert_eq!(needs("KB0", None).len(), 0);
     let at_a = needs("KB1", Some(&["site-a"]));
@@ -913,10 +908,10 @@ fn records_page_reads_through_the_narrowest_index() {
         at_a.iter()
             .all(|r| r.site == node("site-a") && r.state == ComplianceState::Required)
     );
-    // Site by site, then by computer.
+    // State by state, site by site, then by computer.
     let order: Vec<_> = needs("KB1", None)
         .iter()
-        .map(|r| (r.site.to_string(), r.computer.to_string()))
+        .map(|r| (r.state.index(), r.site.to_string(), r.computer.to_string()))
         .collect();
     let mut sorted = order.clone();
     sorted.sort();
@@ -933,15 +928,39 @@ fn records_page_reads_through_the_narrowest_index() {
         .iter()
         .map(|r| r.computer.to_string())
         .collect();
+    // Required ones first, then the failed one.
     assert_eq!(
         at_a,
         [
-            "pc-05", "pc-06", "pc-09", "pc-12", "pc-15", "pc-18", "pc-21", "pc-24", "pc-27"
+            "pc-06", "pc-09", "pc-12", "pc-15", "pc-18", "pc-21", "pc-24", "pc-27", "pc-05"
         ]
     );
+    // One state: only its entries are read.
+    let failed = read_from(
+        Some("KB1"),
+        None,
+        cascade_store::States::Only(ComplianceState::Failed { code: 0 }.index()),
+        &|_| true,
+    );
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].computer.to_string(), "pc-05");
+    let installed = read_from(
+        Some("KB1"),
+        Some(&["site-a"]),
+        cascade_store::States::Only(ComplianceState::Installed.index()),
+        &|_| true,
+    );
+    assert_eq!(installed.len(), 5, "the five installed ones, all reported at site-a");
     assert!(
         store
-            .records_page(Some(&UpdateId::new("KB1")), None, true, Some("00ff"), 4, |_| true)
+            .records_page(
+                Some(&UpdateId::new("KB1")),
+                None,
+                cascade_store::States::NotCompliant,
+                Some("00ff"),
+                4,
+                |_| true
+            )
             .is_err(),
         "a token from another listing"
     );
@@ -1024,7 +1043,7 @@ fn a_format_4_store_indexes_what_is_needed_and_drops_its_index_of_every_record()
     assert!(keys_under(&path, b"cu/").is_empty());
     assert_eq!(
         keys_under(&path, b"cr/"),
-        ["pc-2", "pc-4"].map(|c| format!("cr/KB1\0site-a\0{c}").into_bytes())
+        ["pc-2", "pc-4"].map(|c| format!("cr/KB1\0\u{1}\0site-a\0{c}").into_bytes())
     );
     let db = open_raw(&path);
     let format = db.open_tree("cascade").unwrap().get(b"m/format").unwrap().unwrap();

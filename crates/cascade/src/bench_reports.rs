@@ -273,7 +273,14 @@ pub async fn run(computers: u64, updates: u64, sites: u64) -> anyhow::Result<Val
             let started = Instant::now();
             let (mut rows, mut after) = (0, None::<String>);
             while rows < ROWS {
-                let page = store.records_page(Some(&update), None, false, after.as_deref(), 5_000, |_| true)?;
+                let page = store.records_page(
+                    Some(&update),
+                    None,
+                    cascade_store::States::Any,
+                    after.as_deref(),
+                    5_000,
+                    |_| true,
+                )?;
                 rows += page.items.len();
                 match page.next {
                     Some(n) => after = Some(n),

@@ -241,7 +241,14 @@ pub async fn run(computers: u64, updates: u64) -> anyhow::Result<serde_json::Val
     let by_update = latency(200, || root_store.summary_by_update().map(|_| ()).map_err(Into::into))?;
     let by_site = latency(200, || root_store.summary_by_site().map(|_| ()).map_err(Into::into))?;
     let need = latency(200, || {
-        let page = root_store.by_update(&x, true, None, 100)?;
+        let page = root_store.records_page(
+            Some(&x),
+            Some(std::slice::from_ref(&site_id)),
+            cascade_store::States::NotCompliant,
+            None,
+            100,
+            |_| true,
+        )?;
         anyhow::ensure!(
             page.items.iter().all(|r| r.site == site_id && r.update == x),
             "a record of another update or site"

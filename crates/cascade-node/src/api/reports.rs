@@ -112,10 +112,11 @@ impl Scope {
             && self.sites.as_ref().is_none_or(|s| s.contains(&r.site))
     }
 
-    /// Only records that are not compliant are kept: a listing of one
-    /// update's may read the index of those.
-    fn noncompliant_only(&self) -> bool {
-        self.state.is_some_and(|s| !ComplianceState::index_is_compliant(s))
+    /// The states of the records kept: a listing of one update's records
+    /// in a state that is not compliant reads the index of those.
+    fn states(&self) -> cascade_store::States {
+        self.state
+            .map_or(cascade_store::States::Any, cascade_store::States::Only)
     }
 
     fn filters_computers(&self) -> bool {
@@ -578,7 +579,7 @@ async fn compliance(ctx: Ctx, p: ComplianceReport) -> Out<CompliancePage> {
                         let page = node.store.records_page(
                             one_update.as_ref(),
                             scope.sites.as_deref(),
-                            scope.noncompliant_only(),
+                            scope.states(),
                             after.as_deref(),
                             10_000,
                             |r| {
@@ -833,7 +834,7 @@ async fn computers(ctx: Ctx, p: ComputersReport) -> Out<ComputersPage> {
                 let page = store.records_page(
                     one_update.as_ref(),
                     scope.sites.as_deref(),
-                    scope.noncompliant_only(),
+                    scope.states(),
                     after.as_deref(),
                     limit,
                     keep_record,
@@ -875,7 +876,7 @@ async fn computers(ctx: Ctx, p: ComputersReport) -> Out<ComputersPage> {
                 let page = store.records_page(
                     one_update.as_ref(),
                     scope.sites.as_deref(),
-                    scope.noncompliant_only(),
+                    scope.states(),
                     token.as_deref(),
                     10_000,
                     keep_record,
