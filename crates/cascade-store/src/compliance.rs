@@ -395,7 +395,7 @@ impl Store {
         let start = match after {
             Some(t) => {
                 let mut k = untoken(t, prefix)?;
-                k.push(0xff);
+                k.push(0);
                 k
             }
             None => prefix.to_vec(),
@@ -435,31 +435,35 @@ impl Store {
         keep: impl Fn(&ComplianceRecord) -> bool,
     ) -> Result<Page<ComplianceRecord>> {
         let indexed = update.zip(states.indexed());
-        let mut prefixes: Vec<Vec<u8>> = match (indexed, sites) {
+        // A computer's record of an update is under one of the index's
+        // keys only; its document is under each of its sites' keys, so what
+        // is read through a site's key is that site's records only.
+        let mut prefixes: Vec<(Vec<u8>, Option<&NodeId>)> = match (indexed, sites) {
             (Some((u, tags)), Some(sites)) => tags
                 .iter()
                 .flat_map(|tag| {
                     sites.iter().map(move |s| {
-                        keys::under(keys::NEEDS, &[u.as_str().as_bytes(), &[*tag], s.as_str().as_bytes()])
+                        let prefix = keys::under(keys::NEEDS, &[u.as_str().as_bytes(), &[*tag], s.as_str().as_bytes()]);
+                        (prefix, None)
                     })
                 })
                 .collect(),
             (Some((u, tags)), None) => tags
                 .iter()
-                .map(|tag| keys::under(keys::NEEDS, &[u.as_str().as_bytes(), &[*tag]]))
+                .map(|tag| (keys::under(keys::NEEDS, &[u.as_str().as_bytes(), &[*tag]]), None))
                 .collect(),
             (None, Some(sites)) => sites
                 .iter()
-                .map(|s| keys::under(keys::BY_SITE, &[s.as_str().as_bytes()]))
+                .map(|s| (keys::under(keys::BY_SITE, &[s.as_str().as_bytes()]), Some(s)))
                 .collect(),
-            (None, None) => vec![keys::COMPLIANCE.to_vec()],
+            (None, None) => vec![(keys::COMPLIANCE.to_vec(), None)],
         };
         prefixes.sort();
         prefixes.dedup();
         let from = match after {
             Some(t) => {
                 let key = untoken(t, b"")?;
-                if !prefixes.iter().any(|p| key.starts_with(p)) {
+                if !prefixes.iter().any(|(p, _)| key.starts_with(p)) {
                     return Err(StoreError::Invalid(format!(
                         "page token {t:?} does not belong to this listing"
                     )));
@@ -470,7 +474,7 @@ impl Store {
         };
         let limit = limit.max(1);
         let mut items = Vec::new();
-        for prefix in &prefixes {
+        for (prefix, of_site) in &prefixes {
             let start = match &from {
                 Some(t) if t.starts_with(prefix) => {
                     let mut k = t.clone();
@@ -497,7 +501,7 @@ impl Store {
                 };
                 items.extend(records.into_iter().filter(|r| {
                     update.is_none_or(|u| r.update == *u)
-                        && sites.is_none_or(|s| s.contains(&r.site))
+                        && of_site.map_or_else(|| sites.is_none_or(|s| s.contains(&r.site)), |s| r.site == *s)
                         && states.keeps(&r.state)
                         && keep(r)
                 }));

@@ -377,16 +377,21 @@ impl Store {
         self.check_owner()
     }
 
-    /// Removes format 4's index of every record by update, a commit per
-    /// 100,000 keys: after the migration to format 5, or what one cut off
-    /// left. Nothing writes such keys since, so on a store without them
-    /// this is one read.
+    /// Removes format 4's index of every record by update: after the
+    /// migration to format 5, or what one cut off left. Nothing writes such
+    /// keys since, so on a store without them this is one read.
     fn drop_index_of_format_4(&self) -> Result<()> {
+        let _guard = self.lock();
+        self.remove_all(keys::BY_UPDATE_V4)
+    }
+
+    /// Removes every key under `prefix`, a commit per 100,000 keys (the
+    /// caller holds the store's lock).
+    fn remove_all(&self, prefix: &[u8]) -> Result<()> {
         loop {
-            let _guard = self.lock();
             let mut batch = sled::Batch::default();
             let mut removed = 0usize;
-            for key in self.tree().scan_prefix(keys::BY_UPDATE_V4).keys().take(100_000) {
+            for key in self.tree().scan_prefix(prefix).keys().take(100_000) {
                 batch.remove(key.map_err(|e| self.io_error(e))?);
                 removed += 1;
             }
@@ -398,9 +403,11 @@ impl Store {
     }
 
     /// Indexes the records held that are not compliant (format 5), a
-    /// commit per 10,000 computers; building it again after a cut-off
-    /// migration writes the same keys.
+    /// commit per 10,000 computers. What a cut-off build wrote is removed
+    /// first: an older binary may have changed records since, without
+    /// keeping this index.
     fn index_needs(&self) -> Result<()> {
+        self.remove_all(keys::NEEDS)?;
         let mut pending = Pending::default();
         for (n, item) in self.scan(keys::COMPLIANCE).enumerate() {
             let (key, value) = item?;

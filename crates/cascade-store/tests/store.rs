@@ -924,6 +924,9 @@ fn records_page_reads_through_the_narrowest_index() {
     changed.push(record("pc-05", "KB1", "site-a", ComplianceState::Failed { code: 5 }, 2));
     store.ingest("seed", 2, &changed, false).unwrap();
     assert_eq!(needs("KB1", None).len(), 25);
+    // pc-05's document is under both sites now: each record is read once.
+    assert_eq!(read(Some("KB1"), Some(&["site-a", "site-b"]), &|_| true).len(), 30);
+    assert_eq!(read(None, Some(&["site-b", "site-a"]), &|_| true).len(), 90);
     let at_a: Vec<_> = needs("KB1", Some(&["site-a"]))
         .iter()
         .map(|r| r.computer.to_string())
@@ -1005,6 +1008,9 @@ fn a_format_4_store_indexes_what_is_needed_and_drops_its_index_of_every_record()
         for key in tree.scan_prefix(b"cr/").keys() {
             tree.remove(key.unwrap()).unwrap();
         }
+        // What a migration cut off wrote, before an older binary changed
+        // pc-1's record: left, it would list pc-1 as needing KB1.
+        tree.insert(b"cr/KB1\0\x01\0site-a\0pc-1", &[]).unwrap();
         for c in 0..6 {
             for u in ["KB1", "KB2"] {
                 tree.insert(format!("cu/{u}\0pc-{c}").as_bytes(), &[]).unwrap();
