@@ -504,6 +504,9 @@ impl Store {
             // of every computer: both made from what is held.
             // (A format 1 store's records were counted in full above.)
             if from == 2 {
+                // Counted from nothing: a format 1 migration cut off after
+                // its format 2 commit has counted them already.
+                self.remove_all(keys::COUNT_FAILURE)?;
                 let mut overlay = compliance::Overlay::default();
                 for records in self.all_records() {
                     for record in records? {
