@@ -29,13 +29,11 @@ pub enum ComplianceState {
 impl ComplianceState {
     /// Whether the computer is compliant for this update.
     pub fn is_compliant(&self) -> bool {
-        matches!(
-            self,
-            ComplianceState::Installed | ComplianceState::NotApplicable | ComplianceState::Superseded
-        )
+        Self::index_is_compliant(self.index())
     }
 
-    /// Whether the state at `index` (in `NAMES`) is compliant.
+    /// Whether the state at `index` (in `NAMES`) is compliant: installed,
+    /// not applicable or superseded.
     pub fn index_is_compliant(index: usize) -> bool {
         matches!(index, 0 | 2 | 3)
     }

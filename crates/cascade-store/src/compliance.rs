@@ -175,7 +175,7 @@ pub(crate) fn write_doc(
 }
 
 /// The index entries of a computer's records that are not compliant, by
-/// update and site: what an admin asks for most ("who still needs X") is
+/// update, state and site: what an admin asks for most ("who still needs X") is
 /// read without the records that do not answer it, and compliant records,
 /// usually most of them, cost no entry.
 pub(crate) fn index_needs(
@@ -383,41 +383,6 @@ impl Store {
             .find(|r| r.update == *update))
     }
 
-    /// A page over an index whose keys end in a computer: that computer's
-    /// records that `keep` accepts.
-    fn page(
-        &self,
-        prefix: &[u8],
-        after: Option<&str>,
-        limit: usize,
-        keep: impl Fn(&ComplianceRecord) -> bool,
-    ) -> Result<Page<ComplianceRecord>> {
-        let start = match after {
-            Some(t) => {
-                let mut k = untoken(t, prefix)?;
-                k.push(0);
-                k
-            }
-            None => prefix.to_vec(),
-        };
-        let mut items = Vec::new();
-        for item in self.tree().range(start..) {
-            let (key, _) = item.map_err(|e| self.io_error(e))?;
-            if !key.starts_with(prefix) {
-                break;
-            }
-            let computer = self.computer_in(&key[prefix.len()..])?;
-            items.extend(self.computer_records(&computer)?.into_iter().filter(|r| keep(r)));
-            if items.len() >= limit {
-                return Ok(Page {
-                    items,
-                    next: Some(token(&key)),
-                });
-            }
-        }
-        Ok(Page { items, next: None })
-    }
-
     /// A page of the records in `states` that `keep` accepts, read through
     /// the narrowest index: for one update and states that are not
     /// compliant, the computers in those states (state by state, then site
@@ -521,7 +486,8 @@ impl Store {
         self.computer_records(computer)
     }
 
-    /// An update's records, by computer; with `non_compliant`, only those
+    /// An update's records (without their attestations), by computer; with
+    /// `non_compliant`, only those
     /// that are not installed, not applicable or superseded (by state, site,
     /// then computer). Pages hold at least `limit` records unless the listing
     /// ends.
@@ -540,7 +506,8 @@ impl Store {
         self.records_page(Some(update), None, states, after, limit, |_| true)
     }
 
-    /// A site's records, by computer and update.
+    /// A site's records, by computer and update (without their
+    /// attestations).
     pub fn by_site(
         &self,
         site: &NodeId,
@@ -548,10 +515,12 @@ impl Store {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Page<ComplianceRecord>> {
-        let prefix = keys::under(keys::BY_SITE, &[site.as_str().as_bytes()]);
-        self.page(&prefix, after, limit, |r| {
-            r.site == *site && (!non_compliant || !r.state.is_compliant())
-        })
+        let states = if non_compliant {
+            States::NotCompliant
+        } else {
+            States::Any
+        };
+        self.records_page(None, Some(std::slice::from_ref(site)), states, after, limit, |_| true)
     }
 
     pub(crate) fn computer_in(&self, bytes: &[u8]) -> Result<ComputerId> {
