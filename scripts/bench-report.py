@@ -72,6 +72,13 @@ def main():
     disk = rollup["root_disk"]
     row("rollup", "bytes on disk per record at the root", disk["bytes_per_record"], "bytes",
         disk["baseline"], disk["baseline_bytes_per_record"], "lower")
+    row("rollup", "live bytes per record at the root (keys and values; the rest is the storage engine's log)",
+        disk["live_bytes_per_record"], "bytes", "bytes on disk per record", disk["bytes_per_record"], "lower")
+    packed = load("rollup-compressed")
+    row("rollup", f"bytes on disk per record at the root, store compressed ({packed['computers']} computers)",
+        packed["root_disk"]["bytes_per_record"], "bytes", "uncompressed (above)", disk["bytes_per_record"], "lower")
+    row("rollup", f"ingest with every store compressed ({packed['computers']} computers)",
+        packed["ingest"]["records_per_second"], "records/s", "uncompressed (above)", ingest["records_per_second"], "higher")
     row("rollup", "peak RSS (root, site, region and agents in one process)", rollup["memory"]["peak_rss_bytes"] / 2**20,
         "MB", "the same process idle", rollup["memory"]["idle_rss_bytes"] / 2**20, "lower")
     q = rollup["root_queries"]

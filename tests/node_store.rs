@@ -80,7 +80,12 @@ fn backup_and_restore_a_node_store() {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         assert!(String::from_utf8_lossy(&out.stdout).starts_with("backed up the running node"));
         drop(control);
-        let (copy, _) = Store::restore(std::fs::File::open(&online).unwrap(), &dir.path().join("online")).unwrap();
+        let (copy, _) = Store::restore(
+            std::fs::File::open(&online).unwrap(),
+            &dir.path().join("online"),
+            Default::default(),
+        )
+        .unwrap();
         let (by_update, by_site) = copy.recount().unwrap();
         assert_eq!(copy.summary_by_update().unwrap(), by_update, "a consistent copy");
         assert_eq!(copy.summary_by_site().unwrap(), by_site);
@@ -102,9 +107,20 @@ fn backup_and_restore_a_node_store() {
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("backed up node site-a"));
 
     let restored = dir.path().join("restored");
-    let out = cascade(&["node", "restore", "--from", path(&backup), "--data", path(&restored)]);
+    // Restored compressed: how an existing store changes that.
+    let out = cascade(&[
+        "node",
+        "restore",
+        "--from",
+        path(&backup),
+        "--data",
+        path(&restored),
+        "--compress",
+    ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("entries, compressed)"));
     let store = Store::open_existing(&restored.join("store")).unwrap();
+    assert!(store.compressed());
     assert_eq!(store.node().as_str(), "site-a");
     let counts = store.summary_for_update(&UpdateId::new("KB5021233")).unwrap();
     assert_eq!((counts.get("installed"), counts.get("required")), (25, 25));

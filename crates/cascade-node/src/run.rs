@@ -61,7 +61,19 @@ pub struct RunningNode {
 /// metrics on `metrics_listen` when set, and the control socket.
 pub async fn start(config: Checked) -> Result<RunningNode, StartError> {
     let dir = config.data.join("store");
-    let store = Arc::new(Store::open_cached(&dir, config.id.clone(), config.store_cache_bytes)?);
+    let settings = cascade_store::Settings {
+        cache_bytes: config.store_cache_bytes,
+        compress: config.store_compression,
+    };
+    let store = Arc::new(Store::open_configured(&dir, config.id.clone(), settings)?);
+    if store.compressed() != config.store_compression {
+        tracing::warn!(
+            compressed = store.compressed(),
+            "the store was created {} compression; store_compression applies to new stores (back it up and restore it with `cascade node restore{}` to change it)",
+            if store.compressed() { "with" } else { "without" },
+            if store.compressed() { "" } else { " --compress" },
+        );
+    }
     let control = ControlServer::start(store.clone(), &dir).map_err(|source| StartError::Control {
         dir: dir.display().to_string(),
         source,

@@ -85,8 +85,10 @@ impl Store {
     }
 
     /// Restores a backup into an empty directory and opens it. The backup's
-    /// checksum is verified before anything is written.
-    pub fn restore(mut input: impl Read, dir: &Path) -> Result<(Store, BackupStats)> {
+    /// checksum is verified before anything is written. The new store is
+    /// made with `settings` (whether it compresses among them): restoring
+    /// is how an existing store changes that.
+    pub fn restore(mut input: impl Read, dir: &Path, settings: crate::Settings) -> Result<(Store, BackupStats)> {
         let mut data = Vec::new();
         input
             .read_to_end(&mut data)
@@ -121,7 +123,7 @@ impl Store {
             let b = take(rest, 4)?;
             Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
         };
-        let store = Store::open(dir, node)?;
+        let store = Store::open_configured(dir, node, settings)?;
         let mut batch = sled::Batch::default();
         let mut stats = BackupStats {
             entries: 0,

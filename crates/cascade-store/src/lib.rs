@@ -21,6 +21,7 @@ mod codec;
 mod compliance;
 mod keys;
 mod local;
+mod open;
 mod outbox;
 mod replication;
 mod reports;
@@ -29,8 +30,9 @@ pub use backup::BackupStats;
 pub use codec::STATE_NAMES;
 pub use compliance::{IngestOutcome, Page, SeverityCounts, StateCounts, States};
 pub use local::{ApiTokenRecord, TokenRecord, TokenRefusal};
+pub use open::Settings;
 pub use outbox::{OutboxEntry, OutboxState, SnapshotProgress};
-pub use replication::{Applied, NeedSnapshot, Snapshot, StoredObject};
+pub use replication::{Applied, COMPACT_COMMIT, NeedSnapshot, Snapshot, StoredObject};
 pub use reports::{DayAggregates, FailureCount};
 
 /// The on-disk format this build writes.
@@ -93,6 +95,8 @@ pub struct Store {
     /// have changed its objects or overrides since the store was opened:
     /// what a view built from some kinds checks to know it still holds.
     generations: [AtomicU64; ObjectKind::ALL.len()],
+    /// Whether the data is compressed on disk (chosen when it was created).
+    compressed: bool,
 }
 
 /// The key that seals this node's own changes.
@@ -106,6 +110,14 @@ impl std::fmt::Debug for SignerSlot {
     }
 }
 
+/// The live data of one kind of key ([`Store::usage`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Usage {
+    pub keys: u64,
+    pub key_bytes: u64,
+    pub value_bytes: u64,
+}
+
 /// One commit at a time per process (see [`Store::commit`]).
 static COMMIT_TURN: Mutex<()> = Mutex::new(());
 
@@ -113,14 +125,6 @@ static COMMIT_TURN: Mutex<()> = Mutex::new(());
 /// counts it in bytes on disk; in memory it takes several times as much
 /// (a million computers' compliance with 256 MiB took over 10 GiB).
 pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
-
-/// sled's settings for a store on disk.
-fn durable_config(path: &Path, cache_bytes: u64) -> sled::Config {
-    sled::Config::new()
-        .path(path)
-        .cache_capacity(cache_bytes)
-        .flush_every_ms(Some(500))
-}
 
 /// Whether an error's text says there is no room: ENOSPC (28) or EFBIG (27).
 /// sled passes some I/O failures on only as text.
@@ -139,25 +143,6 @@ fn disk_full(detail: &str) -> bool {
     .any(|m| detail.contains(m))
 }
 
-/// sled's "could not acquire lock" (another handle has the store open).
-fn is_lock_error(e: &std::io::Error) -> bool {
-    e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("could not acquire lock")
-}
-
-fn open_error(path: &Path, detail: String) -> StoreError {
-    if disk_full(&detail) {
-        StoreError::DiskFull {
-            path: path.to_path_buf(),
-            detail,
-        }
-    } else {
-        StoreError::Open {
-            path: path.to_path_buf(),
-            detail,
-        }
-    }
-}
-
 /// The sentinel file's name inside the store directory.
 pub const SENTINEL: &str = "cascade-commits";
 
@@ -173,164 +158,6 @@ impl Drop for Store {
 }
 
 impl Store {
-    /// Opens (or creates) the store of node `node` at `path`.
-    pub fn open(path: &Path, node: NodeId) -> Result<Store> {
-        Self::open_cached(path, node, DEFAULT_CACHE_BYTES)
-    }
-
-    /// [`Self::open`] with sled's cache at `cache_bytes`.
-    pub fn open_cached(path: &Path, node: NodeId, cache_bytes: u64) -> Result<Store> {
-        Self::open_with(durable_config(path, cache_bytes), path, Some(node), true)
-    }
-
-    /// A store in memory that disappears when dropped (for tests and benchmarks).
-    pub fn temporary(node: NodeId) -> Result<Store> {
-        let config = sled::Config::new().temporary(true);
-        Self::open_with(config, Path::new("(temporary)"), Some(node), false)
-    }
-
-    /// Opens with `config`; `node` is the owner to check, or `None` to take
-    /// the one the store records.
-    fn open_with(config: sled::Config, path: &Path, node: Option<NodeId>, durable: bool) -> Result<Store> {
-        let sentinel_path = path.join(SENTINEL);
-        let acknowledged = if durable && sentinel_path.exists() {
-            let bytes = std::fs::read(&sentinel_path).map_err(|e| StoreError::Open {
-                path: path.to_path_buf(),
-                detail: format!("{SENTINEL}: {e}"),
-            })?;
-            Some(codec::u64_from(&bytes).map_err(|d| StoreError::Corrupt {
-                path: path.to_path_buf(),
-                detail: format!("{SENTINEL}: {d}"),
-            })?)
-        } else {
-            None
-        };
-        let path_buf = path.to_path_buf();
-        // sled panics on some kinds of damage instead of returning an error.
-        // It also lets go of its file lock a moment after the last handle
-        // in this process is dropped: wait a little for that, not for
-        // another process.
-        let give_up = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        let opened = loop {
-            let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()));
-            match &attempt {
-                Ok(Err(sled::Error::Io(e))) if is_lock_error(e) && std::time::Instant::now() < give_up => {
-                    std::thread::sleep(std::time::Duration::from_millis(25));
-                }
-                _ => break attempt,
-            }
-        };
-        let db = match opened {
-            Ok(Ok(db)) => db,
-            Ok(Err(sled::Error::Corruption { at, bt: _ })) => {
-                return Err(StoreError::Corrupt {
-                    path: path_buf,
-                    detail: format!("damaged data at {at:?}"),
-                });
-            }
-            Ok(Err(sled::Error::Io(e))) if is_lock_error(&e) => {
-                return Err(StoreError::Open {
-                    path: path_buf,
-                    detail: format!("it is in use by another process (a running node?): {e}"),
-                });
-            }
-            Ok(Err(e)) => {
-                let detail = e.to_string();
-                return Err(if disk_full(&detail) {
-                    StoreError::DiskFull { path: path_buf, detail }
-                } else {
-                    StoreError::Open { path: path_buf, detail }
-                });
-            }
-            Err(panic) => {
-                let detail = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                    .unwrap_or_else(|| "the storage engine failed while reading it".to_owned());
-                return Err(StoreError::Corrupt { path: path_buf, detail });
-            }
-        };
-        let tree = db.open_tree("cascade").map_err(|e| StoreError::Corrupt {
-            path: path_buf.clone(),
-            detail: e.to_string(),
-        })?;
-        let commits = match tree.get(keys::COMMITS) {
-            Ok(Some(v)) => codec::u64_from(&v).map_err(|d| StoreError::Corrupt {
-                path: path_buf.clone(),
-                detail: d,
-            })?,
-            Ok(None) => 0,
-            Err(e) => {
-                return Err(StoreError::Corrupt {
-                    path: path_buf,
-                    detail: e.to_string(),
-                });
-            }
-        };
-        if let Some(acknowledged) = acknowledged
-            && commits < acknowledged
-        {
-            return Err(StoreError::Corrupt {
-                path: path_buf,
-                detail: format!(
-                    "acknowledged writes are missing: the data holds commit {commits} but commit {acknowledged} was acknowledged; the data files were damaged, truncated or replaced. Restore a backup"
-                ),
-            });
-        }
-        let sentinel = if durable {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&sentinel_path)
-                .map_err(|e| open_error(&path_buf, format!("{SENTINEL}: {e}")))?;
-            file.write_all_at(&commits.to_be_bytes(), 0)
-                .map_err(|e| open_error(&path_buf, format!("{SENTINEL}: {e}")))?;
-            file.sync_all()
-                .map_err(|e| open_error(&path_buf, format!("{SENTINEL}: {e}")))?;
-            Some(file)
-        } else {
-            None
-        };
-        let node = match node {
-            Some(node) => node,
-            None => match tree.get(keys::NODE) {
-                Ok(Some(v)) => std::str::from_utf8(&v)
-                    .ok()
-                    .and_then(|n| NodeId::new(n).ok())
-                    .ok_or_else(|| StoreError::Corrupt {
-                        path: path_buf.clone(),
-                        detail: "the stored node id is not valid".to_owned(),
-                    })?,
-                Ok(None) => {
-                    return Err(StoreError::Open {
-                        path: path_buf,
-                        detail: "the store does not say which node it belongs to".to_owned(),
-                    });
-                }
-                Err(e) => {
-                    return Err(StoreError::Corrupt {
-                        path: path_buf,
-                        detail: e.to_string(),
-                    });
-                }
-            },
-        };
-        let store = Store {
-            sled: Some((db, tree)),
-            path: path_buf,
-            node,
-            writer: Mutex::new(()),
-            commits: AtomicU64::new(commits),
-            sentinel,
-            signer: SignerSlot::default(),
-            generations: Default::default(),
-        };
-        store.check_format()?;
-        Ok(store)
-    }
-
     /// The node this store belongs to.
     pub fn node(&self) -> &NodeId {
         &self.node
@@ -358,17 +185,6 @@ impl Store {
         // A panic in another writer left no half-written batch behind
         // (batches are atomic), so the lock can be taken over.
         self.writer.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Opens an existing store as the node it belongs to.
-    pub fn open_existing(path: &Path) -> Result<Store> {
-        if !path.join("db").exists() {
-            return Err(StoreError::Open {
-                path: path.to_path_buf(),
-                detail: "there is no node store here".to_owned(),
-            });
-        }
-        Self::open_with(durable_config(path, DEFAULT_CACHE_BYTES), path, None, true)
     }
 
     fn check_format(&self) -> Result<()> {
@@ -671,9 +487,31 @@ impl Store {
         Ok(out)
     }
 
+    /// Whether the store keeps its data compressed on disk.
+    pub fn compressed(&self) -> bool {
+        self.compressed
+    }
+
     /// Bytes on disk.
     pub fn size_on_disk(&self) -> u64 {
         self.db().size_on_disk().unwrap_or(0)
+    }
+
+    /// The live data by kind of key (the key's prefix up to its first `/`):
+    /// how many keys, and the bytes of their keys and values. Reads every
+    /// key.
+    pub fn usage(&self) -> Result<std::collections::BTreeMap<String, Usage>> {
+        let mut out: std::collections::BTreeMap<String, Usage> = std::collections::BTreeMap::new();
+        for item in self.tree().iter() {
+            let (key, value) = item.map_err(|e| self.io_error(e))?;
+            let end = key.iter().position(|b| *b == b'/').map_or(key.len(), |i| i + 1);
+            let kind = String::from_utf8_lossy(&key[..end]).into_owned();
+            let entry = out.entry(kind).or_default();
+            entry.keys += 1;
+            entry.key_bytes += key.len() as u64;
+            entry.value_bytes += value.len() as u64;
+        }
+        Ok(out)
     }
 }
 

@@ -25,6 +25,9 @@ struct StoredOverride {
 /// How many changes of one local batch share one signature.
 const SEAL_BATCH: usize = 64;
 
+/// Log entries removed per commit by [`Store::compact`].
+pub const COMPACT_COMMIT: usize = 10_000;
+
 /// Checks a change's signature given its origin's published keys as they
 /// stand before it; `any_key` accepts any key the origin ever published
 /// (objects of a snapshot were signed when they were written).
@@ -575,34 +578,48 @@ impl Store {
     }
 
     /// Drops log entries every known subscriber has applied, keeping at
-    /// least the last `retain` of each origin. Returns how many went.
+    /// least the last `retain` of each origin. Returns how many went. A
+    /// commit removes at most [`COMPACT_COMMIT`] entries, and the writer
+    /// lock is let go between commits: a node that applied a large catalog
+    /// goes on taking its agents' reports while its log is cut.
     pub fn compact(&self, retain: u64) -> Result<usize> {
-        let _guard = self.lock();
-        let subscribers = self.subscriber_cursors()?;
-        let mut batch = sled::Batch::default();
         let mut removed = 0;
-        for (origin, applied) in self.cursor()? {
-            let slowest = subscribers
-                .values()
-                .map(|c| c.get(&origin).copied().unwrap_or(0))
-                .min()
-                .unwrap_or(applied);
-            let new_floor = slowest.min(applied.saturating_sub(retain));
-            let floor = self.get_u64(&keys::floor(&origin))?;
-            if new_floor <= floor {
-                continue;
+        loop {
+            let _guard = self.lock();
+            let subscribers = self.subscriber_cursors()?;
+            let mut batch = sled::Batch::default();
+            // The seqs this commit covers, whether or not each has an entry
+            // here: every commit moves some floor.
+            let mut span = 0;
+            for (origin, applied) in self.cursor()? {
+                let slowest = subscribers
+                    .values()
+                    .map(|c| c.get(&origin).copied().unwrap_or(0))
+                    .min()
+                    .unwrap_or(applied);
+                let new_floor = slowest.min(applied.saturating_sub(retain));
+                let floor = self.get_u64(&keys::floor(&origin))?;
+                if new_floor <= floor || span >= COMPACT_COMMIT {
+                    continue;
+                }
+                // This commit's share, the floor moved to its end.
+                let upto = new_floor.min(floor + (COMPACT_COMMIT - span) as u64);
+                for key in self
+                    .tree()
+                    .range(keys::log(&origin, floor + 1)..=keys::log(&origin, upto))
+                    .keys()
+                {
+                    batch.remove(key.map_err(|e| self.io_error(e))?);
+                    removed += 1;
+                }
+                batch.insert(keys::floor(&origin), &upto.to_be_bytes());
+                span += (upto - floor) as usize;
             }
-            for item in self
-                .tree()
-                .range(keys::log(&origin, floor + 1)..=keys::log(&origin, new_floor))
-            {
-                batch.remove(item.map_err(|e| self.io_error(e))?.0);
-                removed += 1;
+            if span == 0 {
+                return Ok(removed);
             }
-            batch.insert(keys::floor(&origin), &new_floor.to_be_bytes());
+            self.commit(batch)?;
         }
-        self.commit(batch)?;
-        Ok(removed)
     }
 
     /// Everything `origins` own, with their cursors, as one consistent view.

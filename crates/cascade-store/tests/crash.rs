@@ -84,7 +84,11 @@ fn crash_writer_child() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
-    let store = match Store::open(Path::new(&dir), node("leaf")) {
+    let settings = cascade_store::Settings {
+        compress: std::env::var("CASCADE_CRASH_COMPRESS").is_ok_and(|v| v == "1"),
+        ..Default::default()
+    };
+    let store = match Store::open_configured(Path::new(&dir), node("leaf"), settings) {
         Ok(s) => s,
         Err(e) => {
             println!("error {e}");
@@ -137,7 +141,7 @@ fn crash_writer_child() {
     }
 }
 
-fn spawn_child(dir: &Path, seed: u64, file_size_limit: Option<u64>) -> Child {
+fn spawn_child(dir: &Path, seed: u64, file_size_limit: Option<u64>, compress: bool) -> Child {
     let exe = std::env::current_exe().unwrap();
     let args = ["crash_writer_child", "--exact", "--nocapture", "--test-threads=1"];
     let mut command = match file_size_limit {
@@ -160,6 +164,7 @@ fn spawn_child(dir: &Path, seed: u64, file_size_limit: Option<u64>) -> Child {
     command
         .env("CASCADE_CRASH_CHILD", dir)
         .env("CASCADE_CRASH_SEED", seed.to_string())
+        .env("CASCADE_CRASH_COMPRESS", if compress { "1" } else { "0" })
         .stdout(Stdio::piped())
         .stderr(if file_size_limit.is_some() {
             Stdio::inherit()
@@ -278,6 +283,17 @@ fn verify(dir: &Path, acked: &Acked, round: usize, seed: u64) {
 
 #[test]
 fn survives_sigkill_at_random_points() {
+    sigkill_at_random_points(false, 50);
+}
+
+/// sled's compressed log, reopened after every kill without asking for
+/// compression (the store is opened as it was made).
+#[test]
+fn a_compressed_store_survives_sigkill_at_random_points() {
+    sigkill_at_random_points(true, 25);
+}
+
+fn sigkill_at_random_points(compress: bool, rounds: usize) {
     let seed: u64 = std::env::var("CASCADE_CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -291,9 +307,8 @@ fn survives_sigkill_at_random_points() {
     let dir = tempfile::tempdir().unwrap();
     let mut rng = Rng(seed | 1);
     let mut acked = Acked::default();
-    let rounds = 50;
     for round in 0..rounds {
-        let mut child = spawn_child(dir.path(), rng.next(), None);
+        let mut child = spawn_child(dir.path(), rng.next(), None, compress);
         let wanted = 1 + rng.below(30);
         let mut got = 0;
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -326,6 +341,9 @@ fn survives_sigkill_at_random_points() {
         acked.change > 0 && acked.batch > 0,
         "the writer made progress: {acked:?}"
     );
+    // Reopened with the default setting after every kill, it is still
+    // what it was made.
+    assert_eq!(Store::open_existing(dir.path()).unwrap().compressed(), compress);
     println!("after {rounds} kills: {acked:?}");
 }
 
@@ -337,7 +355,7 @@ fn full_disk_fails_the_write_and_keeps_what_was_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     // First fill some data without a limit.
     let mut acked = Acked::default();
-    let mut child = spawn_child(dir.path(), 11, None);
+    let mut child = spawn_child(dir.path(), 11, None, false);
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     for _ in 0..40 {
         if let Some(Ok(line)) = lines.next() {
@@ -355,7 +373,7 @@ fn full_disk_fails_the_write_and_keeps_what_was_acknowledged() {
         .map(|m| m.len())
         .max()
         .unwrap_or(0);
-    let mut child = spawn_child(dir.path(), 12, Some(largest));
+    let mut child = spawn_child(dir.path(), 12, Some(largest), false);
     let mut error = None;
     let mut other = Vec::new();
     for line in BufReader::new(child.stdout.take().unwrap())

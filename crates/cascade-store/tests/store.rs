@@ -11,7 +11,7 @@ use cascade_core::inventory::Inventory;
 use cascade_core::model::{
     Agent, AuditEntry, Change, ChangeOp, ComputerId, Object, ObjectId, ObjectKey, ObjectKind, Override, Upward,
 };
-use cascade_store::{Applied, FORMAT_VERSION, Store, StoreError};
+use cascade_store::{Applied, FORMAT_VERSION, Settings, Store, StoreError};
 use common::{node, record, setting};
 
 fn key(kind: ObjectKind, id: &str) -> ObjectKey {
@@ -116,6 +116,34 @@ fn one_owner_per_object_and_overrides_where_allowed() {
         .map(|s| s.origin.to_string())
         .collect();
     assert_eq!(origins, ["root", "root", "site-a"]);
+}
+
+#[test]
+fn a_log_longer_than_a_commit_is_compacted_over_several() {
+    // The log is cut in commits of at most COMPACT_COMMIT entries, to the
+    // same floor, every entry counted once.
+    let root = Store::temporary(node("root")).unwrap();
+    let ops: Vec<ChangeOp> = (0..cascade_store::COMPACT_COMMIT + 5)
+        .map(|n| ChangeOp::Upsert(setting(&format!("bulk{}", n % 7), serde_json::json!(n), false)))
+        .collect();
+    let last = root.append_local_many(ops).unwrap().last().unwrap().seq;
+    root.set_subscriber_cursor(&node("child-1"), &node("root"), last)
+        .unwrap();
+    root.set_subscriber_cursor(&node("child-2"), &node("root"), last)
+        .unwrap();
+    assert_eq!(root.compact(3).unwrap() as u64, last - 3);
+    assert_eq!(
+        root.changes_since(&node("root"), last - 3, 100).unwrap().unwrap().len(),
+        3
+    );
+    assert_eq!(
+        root.changes_since(&node("root"), last - 4, 100)
+            .unwrap()
+            .unwrap_err()
+            .floor,
+        last - 3
+    );
+    assert_eq!(root.compact(3).unwrap(), 0);
 }
 
 #[test]
@@ -599,7 +627,8 @@ fn backup_while_writing_and_restore() {
     let stats = store.backup(&mut backup).unwrap();
     writer.join().unwrap();
     assert!(stats.entries > 0);
-    let (restored, restored_stats) = Store::restore(backup.as_slice(), &dir.path().join("restored")).unwrap();
+    let (restored, restored_stats) =
+        Store::restore(backup.as_slice(), &dir.path().join("restored"), Settings::default()).unwrap();
     assert_eq!(restored_stats.entries, stats.entries);
     assert_eq!(restored.node().as_str(), "site-a");
     // Consistent: the restored aggregates match its own records, and the
@@ -612,15 +641,62 @@ fn backup_while_writing_and_restore() {
     let mut damaged = backup.clone();
     let middle = damaged.len() / 2;
     damaged[middle] ^= 1;
-    let err = Store::restore(damaged.as_slice(), &dir.path().join("other"))
+    let err = Store::restore(damaged.as_slice(), &dir.path().join("other"), Settings::default())
         .err()
         .unwrap();
     assert!(err.to_string().contains("checksum mismatch"), "{err}");
     assert!(!dir.path().join("other").exists());
-    let err = Store::restore(backup.as_slice(), &dir.path().join("restored"))
+    let err = Store::restore(backup.as_slice(), &dir.path().join("restored"), Settings::default())
         .err()
         .unwrap();
     assert!(err.to_string().contains("not an empty directory"), "{err}");
+}
+
+#[test]
+fn a_store_keeps_the_compression_it_was_created_with_and_a_restore_chooses_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let records: Vec<_> = (0..50)
+        .map(|c| record(&format!("pc-{c}"), "KB5034441", "site-a", ComplianceState::Required, 1))
+        .collect();
+    let compress = Settings {
+        compress: true,
+        ..Settings::default()
+    };
+    for (made, opened) in [(compress, Settings::default()), (Settings::default(), compress)] {
+        let path = dir.path().join(format!("made-{}", made.compress));
+        {
+            let store = Store::open_configured(&path, node("site-a"), made).unwrap();
+            assert_eq!(store.compressed(), made.compress);
+            store.ingest("agent", 1, &records, true).unwrap();
+        }
+        // Opened with the other setting: as it was made, nothing lost.
+        let store = Store::open_configured(&path, node("site-a"), opened).unwrap();
+        assert_eq!(store.compressed(), made.compress);
+        let (by_update, _) = store.recount().unwrap();
+        assert_eq!(store.summary_by_update().unwrap(), by_update);
+        assert_eq!(
+            store.computer_records(&records[7].computer).unwrap(),
+            vec![records[7].clone()]
+        );
+        // The live data by kind of key: one document per computer, one
+        // entry of what it needs.
+        let usage = store.usage().unwrap();
+        assert_eq!((usage["c/"].keys, usage["cr/"].keys), (50, 50));
+        assert!(usage["c/"].value_bytes > 50 * 10, "{usage:?}");
+        drop(store);
+        assert_eq!(Store::open_existing(&path).unwrap().compressed(), made.compress);
+        // A backup restored with the other setting is made with that one.
+        let mut backup = Vec::new();
+        Store::open_existing(&path).unwrap().backup(&mut backup).unwrap();
+        let restored_at = dir.path().join(format!("restored-{}", made.compress));
+        let (restored, _) = Store::restore(backup.as_slice(), &restored_at, opened).unwrap();
+        assert_eq!(restored.compressed(), opened.compress);
+        assert_eq!(restored.summary_by_update().unwrap(), by_update);
+        assert_eq!(
+            restored.computer_records(&records[49].computer).unwrap(),
+            vec![records[49].clone()]
+        );
+    }
 }
 
 #[test]

@@ -62,6 +62,9 @@ pub enum BenchCommand {
         /// Approved updates each computer reports on.
         #[arg(long, default_value_t = 30)]
         updates: u64,
+        /// Every store compressed (`store_compression`).
+        #[arg(long)]
+        compress: bool,
     },
     /// A root holding many computers' compliance, summaries and a year of
     /// history: the console dashboard's queries and drill-downs (p50, p99)
@@ -102,9 +105,11 @@ pub fn run(command: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
             catalog,
         } => runtime.block_on(agents(count, concurrency, inventories.as_deref(), catalog.as_deref()))?,
         BenchCommand::Content { size_mb } => runtime.block_on(content(size_mb))?,
-        BenchCommand::Rollup { computers, updates } => {
-            runtime.block_on(crate::bench_rollup::run(computers, updates))?
-        }
+        BenchCommand::Rollup {
+            computers,
+            updates,
+            compress,
+        } => runtime.block_on(crate::bench_rollup::run(computers, updates, compress))?,
         BenchCommand::Reports {
             computers,
             updates,

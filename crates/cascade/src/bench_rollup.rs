@@ -140,7 +140,7 @@ fn dir_bytes(path: &std::path::Path) -> u64 {
         .sum()
 }
 
-pub async fn run(computers: u64, updates: u64) -> anyhow::Result<serde_json::Value> {
+pub async fn run(computers: u64, updates: u64, compress: bool) -> anyhow::Result<serde_json::Value> {
     anyhow::ensure!(
         computers > 0 && updates > 0,
         "--computers and --updates must be above 0"
@@ -152,13 +152,14 @@ pub async fn run(computers: u64, updates: u64) -> anyhow::Result<serde_json::Val
         dir: tempfile::tempdir()?,
         ca: Ca::generate("Bench", cascade_node::now() - 3600, 1)?,
     };
-    let root = h.start("root", None, |_| {}).await?;
+    let compressed = |c: &mut cascade_node::Checked| c.store_compression = compress;
+    let root = h.start("root", None, compressed).await?;
     let root_id = root.node.id.clone();
     add_child(&root.node, "site").await?;
     // The site reaches the root through a relay that can take the link down.
     let relay = cascade::relay::start(root.addr.to_string(), None).await?;
     let site = h
-        .start("site", Some((root_id.clone(), relay.addr.clone())), |_| {})
+        .start("site", Some((root_id.clone(), relay.addr.clone())), compressed)
         .await?;
     let site_id = site.node.id.clone();
     wait_applied(&site.node, &root_id, root.node.store.applied_seq(&root_id)?).await?;
@@ -178,9 +179,13 @@ pub async fn run(computers: u64, updates: u64) -> anyhow::Result<serde_json::Val
         let maker = std::thread::spawn(move || agents(ca, id, baseline_computers, updates, 0, tx));
         let batches: Vec<Batch> = rx.into_iter().collect();
         maker.join().map_err(|_| anyhow::anyhow!("the agents panicked"))??;
-        let store = Arc::new(Store::open(
+        let store = Arc::new(Store::open_configured(
             &h.dir.path().join("baseline"),
             NodeId::new("baseline").map_err(|e| anyhow::anyhow!("{e}"))?,
+            cascade_store::Settings {
+                compress,
+                ..Default::default()
+            },
         )?);
         let started = Instant::now();
         cascade_node::blocking(move || -> Result<(), cascade_store::StoreError> {
@@ -224,6 +229,8 @@ pub async fn run(computers: u64, updates: u64) -> anyhow::Result<serde_json::Val
     // 2. What it takes at the root.
     let store_dir = h.dir.path().join("root").join("store");
     let disk = dir_bytes(&store_dir);
+    let usage = root_store.usage()?;
+    let live: u64 = usage.values().map(|u| u.key_bytes + u.value_bytes).sum();
     let sample = ComputerId::new("pc-0000000").map_err(|e| anyhow::anyhow!("{e}"))?;
     let per_record_wire = {
         use prost::Message;
@@ -298,7 +305,7 @@ pub async fn run(computers: u64, updates: u64) -> anyhow::Result<serde_json::Val
     // region, the site follows, and the region passes its state on.
     add_child(&root.node, "region").await?;
     let region = h
-        .start("region", Some((root_id.clone(), root.addr.to_string())), |_| {})
+        .start("region", Some((root_id.clone(), root.addr.to_string())), compressed)
         .await?;
     wait_applied(&region.node, &root_id, root.node.store.applied_seq(&root_id)?).await?;
     let started = Instant::now();
@@ -338,6 +345,7 @@ pub async fn run(computers: u64, updates: u64) -> anyhow::Result<serde_json::Val
         "computers": computers,
         "updates": updates,
         "records": total,
+        "compressed": compress,
         "ingest": {
             "seconds": ingest_seconds,
             "records_per_second": total as f64 / ingest_seconds,
@@ -350,6 +358,11 @@ pub async fn run(computers: u64, updates: u64) -> anyhow::Result<serde_json::Val
             "bytes": disk,
             "bytes_per_record": disk as f64 / total as f64,
             "goal_bytes_per_record": 64,
+            "live_bytes_per_record": live as f64 / total as f64,
+            "live_by_key": usage.iter().map(|(kind, u)| (kind.clone(), serde_json::json!({
+                "keys": u.keys,
+                "bytes_per_record": (u.key_bytes + u.value_bytes) as f64 / total as f64,
+            }))).collect::<serde_json::Map<_, _>>(),
             "baseline_bytes_per_record": per_record_wire,
             "baseline": "one record as it went up before reports (protobuf, its own attestation)",
         },

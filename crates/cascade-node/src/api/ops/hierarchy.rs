@@ -179,6 +179,8 @@ pub struct NodeStatus {
     pub records: u64,
     pub content: ContentSummary,
     pub store_bytes: u64,
+    /// Whether the store keeps its data compressed on disk.
+    pub store_compressed: bool,
     pub connections: crate::listener::ListenersStatus,
 }
 
@@ -243,6 +245,7 @@ pub(crate) async fn node_status(ctx: Ctx, _: Nothing) -> Out<NodeStatus> {
                 in_flight: node.in_flight().len(),
             },
             store_bytes: node.store.size_on_disk(),
+            store_compressed: node.store.compressed(),
             connections: node.listeners.status(),
         })
     })
