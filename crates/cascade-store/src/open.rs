@@ -151,14 +151,7 @@ impl Store {
                     detail: format!("it is in use by another process (a running node?): {e}"),
                 });
             }
-            Ok(Err(e)) => {
-                let detail = e.to_string();
-                return Err(if disk_full(&detail) {
-                    StoreError::DiskFull { path: path_buf, detail }
-                } else {
-                    StoreError::Open { path: path_buf, detail }
-                });
-            }
+            Ok(Err(e)) => return Err(open_error(&path_buf, e.to_string())),
             Err(panic) => {
                 let detail = panic
                     .downcast_ref::<String>()
