@@ -37,15 +37,71 @@ fn widths(count: u32) -> Vec<u32> {
     out
 }
 
-/// The hash of node `parent` of the level above one of `width` nodes, from
-/// its children in `level` (an odd last node is carried up); `None` while a
-/// child is missing.
-fn parent_hash(level: &BTreeMap<u32, [u8; 32]>, width: u32, parent: u32) -> Option<[u8; 32]> {
-    let left = parent * 2;
-    if left + 1 < width {
-        Some(node_hash(level.get(&left)?, level.get(&(left + 1))?))
-    } else {
-        level.get(&left).copied()
+/// One level of a tree as far as it is known: (place, hash), sorted by
+/// place.
+type Level = Vec<(u32, [u8; 32])>;
+
+/// Sorts a level by place; the last of nodes given twice a place stands.
+fn sorted_keeping_last(mut level: Level) -> Level {
+    level.sort_by_key(|(place, _)| *place);
+    let mut out: Level = Vec::with_capacity(level.len());
+    for node in level {
+        match out.last_mut() {
+            Some(last) if last.0 == node.0 => *last = node,
+            _ => out.push(node),
+        }
+    }
+    out
+}
+
+/// Folds the known nodes of a level of `width` nodes: each pair of siblings
+/// makes its parent, and an odd last node is carried up unchanged. Returns
+/// the parents made and the nodes that made none (their sibling unknown).
+fn fold(level: &[(u32, [u8; 32])], width: u32) -> (Level, Level) {
+    let mut made = Vec::with_capacity(level.len() / 2 + 1);
+    let mut alone = Vec::new();
+    let mut i = 0;
+    while let Some(&(place, hash)) = level.get(i) {
+        if place % 2 == 0 && place + 1 == width {
+            made.push((place / 2, hash));
+            i += 1;
+            continue;
+        }
+        if place % 2 == 0
+            && let Some(&(next, right)) = level.get(i + 1)
+            && next == place + 1
+        {
+            made.push((place / 2, node_hash(&hash, &right)));
+            i += 2;
+            continue;
+        }
+        alone.push((place, hash));
+        i += 1;
+    }
+    (made, alone)
+}
+
+/// Two sorted levels as one. A place in both keeps the node from `made`
+/// when `given` agrees or `replace` says so, and is `None` otherwise.
+fn merge(given: Level, made: Level, replace: bool) -> Option<Level> {
+    let mut out = Vec::with_capacity(given.len() + made.len());
+    let (mut given, mut made) = (given.into_iter().peekable(), made.into_iter().peekable());
+    loop {
+        let next = match (given.peek(), made.peek()) {
+            (None, None) => return Some(out),
+            (Some(_), None) => given.next(),
+            (None, Some(_)) => made.next(),
+            (Some(g), Some(m)) if g.0 < m.0 => given.next(),
+            (Some(g), Some(m)) if g.0 > m.0 => made.next(),
+            (Some(g), Some(m)) => {
+                if g.1 != m.1 && !replace {
+                    return None;
+                }
+                given.next();
+                made.next()
+            }
+        };
+        out.extend(next);
     }
 }
 
@@ -54,8 +110,8 @@ fn parent_hash(level: &BTreeMap<u32, [u8; 32]>, width: u32, parent: u32) -> Opti
 /// `count`.
 pub fn multiproof(count: u32, present: &[(u32, &[[u8; 32]])]) -> Option<Vec<TreeNode>> {
     let widths = widths(count);
-    let mut offered: BTreeMap<(u8, u32), [u8; 32]> = BTreeMap::new();
-    let mut covered: BTreeSet<(u8, u32)> = BTreeSet::new();
+    let mut offered: Vec<Level> = vec![Vec::new(); widths.len()];
+    let mut covered: Vec<Vec<u32>> = vec![Vec::new(); widths.len()];
     for &(index, proof) in present {
         if index >= count {
             return None;
@@ -63,13 +119,13 @@ pub fn multiproof(count: u32, present: &[(u32, &[[u8; 32]])]) -> Option<Vec<Tree
         let mut pos = index;
         let mut path = proof.iter();
         for (level, &width) in widths.iter().enumerate() {
-            covered.insert((level as u8, pos));
+            covered[level].push(pos);
             if width <= 1 {
                 break;
             }
             let sibling = pos ^ 1;
             if sibling < width {
-                offered.insert((level as u8, sibling), *path.next()?);
+                offered[level].push((sibling, *path.next()?));
             }
             pos /= 2;
         }
@@ -77,40 +133,42 @@ pub fn multiproof(count: u32, present: &[(u32, &[[u8; 32]])]) -> Option<Vec<Tree
             return None;
         }
     }
-    Some(
-        offered
-            .into_iter()
-            .filter(|(place, _)| !covered.contains(place))
-            .map(|((level, position), hash)| TreeNode { level, position, hash })
-            .collect(),
-    )
+    let mut out = Vec::new();
+    for (level, (offered, mut covered)) in offered.into_iter().zip(covered).enumerate() {
+        covered.sort_unstable();
+        covered.dedup();
+        out.extend(
+            sorted_keeping_last(offered)
+                .into_iter()
+                .filter(|(place, _)| covered.binary_search(place).is_err())
+                .map(|(position, hash)| TreeNode {
+                    level: level as u8,
+                    position,
+                    hash,
+                }),
+        );
+    }
+    Some(out)
 }
 
 /// The same nodes with every pair of siblings replaced by their parent, up
 /// to the fewest that stand for the same leaves.
 pub fn minimize(count: u32, nodes: Vec<TreeNode>) -> Vec<TreeNode> {
     let widths = widths(count);
-    let mut levels: Vec<BTreeMap<u32, [u8; 32]>> = vec![BTreeMap::new(); widths.len()];
+    let mut levels: Vec<Level> = vec![Vec::new(); widths.len()];
     for n in &nodes {
         match levels.get_mut(n.level as usize) {
-            Some(level) => {
-                level.insert(n.position, n.hash);
-            }
+            Some(level) => level.push((n.position, n.hash)),
             // Out of any tree of this size: left for `rebuild` to refuse.
             None => return nodes,
         }
     }
+    let mut levels: Vec<Level> = levels.into_iter().map(sorted_keeping_last).collect();
     for level in 0..widths.len() - 1 {
-        let width = widths[level];
-        let parents: BTreeSet<u32> = levels[level].keys().map(|p| p / 2).collect();
-        for parent in parents {
-            let Some(hash) = parent_hash(&levels[level], width, parent) else {
-                continue;
-            };
-            levels[level].remove(&(parent * 2));
-            levels[level].remove(&(parent * 2 + 1));
-            levels[level + 1].insert(parent, hash);
-        }
+        let (made, alone) = fold(&levels[level], widths[level]);
+        levels[level] = alone;
+        let above = std::mem::take(&mut levels[level + 1]);
+        levels[level + 1] = merge(above, made, true).unwrap_or_default();
     }
     levels
         .into_iter()
@@ -138,44 +196,46 @@ pub fn rebuild(count: u32, leaves: &[(u32, [u8; 32])], nodes: &[TreeNode]) -> Op
         return None;
     }
     let widths = widths(count);
-    let mut levels: Vec<BTreeMap<u32, [u8; 32]>> = vec![BTreeMap::new(); widths.len()];
+    let mut given: Vec<Level> = vec![Vec::new(); widths.len()];
+    given[0].reserve(leaves.len());
     for &(index, leaf) in leaves {
-        if index >= count || levels[0].insert(index, leaf).is_some() {
+        if index >= count {
             return None;
         }
+        given[0].push((index, leaf));
     }
     for node in nodes {
         let level = node.level as usize;
         if level >= widths.len() || node.position >= widths[level] {
             return None;
         }
-        if levels[level].insert(node.position, node.hash).is_some() {
+        given[level].push((node.position, node.hash));
+    }
+    for level in &mut given {
+        level.sort_unstable_by_key(|(place, _)| *place);
+        if level.windows(2).any(|w| w[0].0 == w[1].0) {
             return None;
         }
     }
-    for level in 0..widths.len() - 1 {
-        let width = widths[level];
-        let parents: BTreeSet<u32> = levels[level].keys().map(|p| p / 2).collect();
-        for parent in parents {
-            let Some(hash) = parent_hash(&levels[level], width, parent) else {
-                continue;
-            };
-            match levels[level + 1].insert(parent, hash) {
-                // A node given where the leaves make one: it must agree.
-                Some(given) if given != hash => return None,
-                _ => {}
-            }
-        }
+    let mut given = given.into_iter();
+    let mut levels: Vec<Level> = Vec::with_capacity(widths.len());
+    let mut current = given.next()?;
+    for (&width, above) in widths.iter().zip(given) {
+        // A node given where the leaves make one must agree with it.
+        let (made, _) = fold(&current, width);
+        levels.push(std::mem::replace(&mut current, merge(above, made, false)?));
     }
-    let root = *levels.last()?.get(&0)?;
+    let root = current.first().filter(|(place, _)| *place == 0)?.1;
+    levels.push(current);
     let mut proofs = Vec::with_capacity(leaves.len());
     for &(index, _) in leaves {
-        let mut proof = Vec::new();
+        let mut proof = Vec::with_capacity(widths.len());
         let mut pos = index;
-        for (level, &width) in widths.iter().enumerate().take(widths.len() - 1) {
+        for (level, &width) in levels.iter().zip(&widths).take(widths.len() - 1) {
             let sibling = pos ^ 1;
             if sibling < width {
-                proof.push(*levels[level].get(&sibling)?);
+                let at = level.binary_search_by_key(&sibling, |(place, _)| *place).ok()?;
+                proof.push(level[at].1);
             }
             pos /= 2;
         }
@@ -308,6 +368,16 @@ mod tests {
                 if present.len() as u32 == count {
                     assert!(nodes.is_empty(), "a whole report needs no node");
                 }
+                // The leaves not sent fold into the same nodes.
+                let not_sent: Vec<TreeNode> = (0..count)
+                    .filter(|i| mask & (1 << i) == 0)
+                    .map(|i| TreeNode {
+                        level: 0,
+                        position: i,
+                        hash: all[i as usize],
+                    })
+                    .collect();
+                assert_eq!(minimize(count, not_sent), nodes, "count {count} mask {mask:b}");
             }
         }
     }

@@ -353,19 +353,30 @@ impl StateHash {
 /// The leaf hash of one record: everything the agent decided (the serving
 /// node sets the site; the counter is in the signed message).
 pub fn record_leaf(record: &ComplianceRecord) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update([0u8]);
-    h.update(
-        serde_json::to_vec(&(
-            &record.computer,
-            &record.update,
-            &record.state,
-            &record.severity,
-            record.observed_at,
-        ))
-        .unwrap_or_default(),
+    /// The JSON goes straight into the hash: a leaf is made for every
+    /// record at every node it passes.
+    struct Hashing(Sha256);
+    impl std::io::Write for Hashing {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.update(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut h = Hashing(Sha256::new());
+    h.0.update([0u8]);
+    let fields = (
+        &record.computer,
+        &record.update,
+        &record.state,
+        &record.severity,
+        record.observed_at,
     );
-    h.finalize().into()
+    // Writing to a hash cannot fail, nor can these fields' JSON.
+    let _ = serde_json::to_writer(&mut h, &fields);
+    h.0.finalize().into()
 }
 
 pub(crate) fn node_hash(left: &[u8; 32], right: &[u8; 32]) -> [u8; 32] {
@@ -473,6 +484,34 @@ mod tests {
 
     fn leaves(n: usize) -> Vec<[u8; 32]> {
         (0..n).map(|i| Sha256::digest(i.to_be_bytes()).into()).collect()
+    }
+
+    #[test]
+    fn a_record_leaf_hashes_its_signed_fields_as_json() {
+        // What agents have signed: byte 0, then the JSON of the fields.
+        let record = ComplianceRecord {
+            computer: ComputerId::new("pc-\"quoted\"-1").unwrap(),
+            update: crate::UpdateId::kb(5_034_441),
+            site: crate::model::NodeId::new("site-a").unwrap(),
+            state: crate::compliance::ComplianceState::Failed { code: -2_145_124_329 },
+            severity: crate::update::Severity::Critical,
+            counter: 7,
+            observed_at: 1_700_000_000,
+            attestation: None,
+        };
+        let json = serde_json::to_vec(&(
+            &record.computer,
+            &record.update,
+            &record.state,
+            &record.severity,
+            record.observed_at,
+        ))
+        .unwrap();
+        let mut h = Sha256::new();
+        h.update([0u8]);
+        h.update(&json);
+        let expected: [u8; 32] = h.finalize().into();
+        assert_eq!(record_leaf(&record), expected);
     }
 
     #[test]

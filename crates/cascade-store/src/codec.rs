@@ -17,6 +17,9 @@ pub const RECORD_V2: u8 = 2;
 pub const RECORD_V3: u8 = 3;
 /// A computer summary, compact: read for every row of a report.
 pub const SUMMARY_V1: u8 = 4;
+/// An outbox entry that names compliance records, in binary (entries
+/// written before it are JSON).
+pub const QUEUED_KEYS: u8 = 5;
 
 pub fn json<T: Serialize>(value: &T) -> Vec<u8> {
     let mut out = vec![JSON];
@@ -217,6 +220,45 @@ fn put_vbytes(out: &mut Vec<u8>, bytes: &[u8]) {
 
 fn put_vstr(out: &mut Vec<u8>, s: &str) {
     put_vbytes(out, s.as_bytes());
+}
+
+/// The records an outbox entry names, by computer:
+/// `[QUEUED_KEYS][computers]` then per computer `[id][updates][id]…`, as
+/// counts and strings of format 3.
+pub(crate) fn encode_keys(keys: &[(ComputerId, Vec<UpdateId>)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + keys.iter().map(|(_, u)| 24 + u.len() * 12).sum::<usize>());
+    out.push(QUEUED_KEYS);
+    put_varint(&mut out, keys.len() as u64);
+    for (computer, updates) in keys {
+        put_vstr(&mut out, computer.as_str());
+        put_varint(&mut out, updates.len() as u64);
+        for update in updates {
+            put_vstr(&mut out, update.as_str());
+        }
+    }
+    out
+}
+
+/// Reads [`encode_keys`]' bytes (after the first); each computer's updates
+/// sorted.
+pub(crate) fn decode_keys(body: &[u8]) -> Result<Vec<(ComputerId, Vec<UpdateId>)>, String> {
+    let mut r = Reader(body);
+    let n = r.count()?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let computer = ComputerId::new(r.vstr()?).map_err(|e| e.to_string())?;
+        let m = r.count()?;
+        let mut updates = Vec::with_capacity(m);
+        for _ in 0..m {
+            updates.push(UpdateId::new(r.vstr()?));
+        }
+        updates.sort_unstable();
+        out.push((computer, updates));
+    }
+    if !r.0.is_empty() {
+        return Err("trailing bytes after the records an outbox entry names".to_owned());
+    }
+    Ok(out)
 }
 
 /// A computer summary as stored (its computer is the key's).

@@ -339,7 +339,7 @@ impl Store {
             pending.insert(key, seq.to_be_bytes().to_vec());
         }
         if !forwarded.is_empty() {
-            self.queue_upward(&mut pending, &crate::outbox::Queued::Compliance(forwarded))?;
+            self.queue_upward(&mut pending, &crate::outbox::Queued::compliance(forwarded))?;
         }
         self.commit_pending(pending)?;
         Ok(outcome)

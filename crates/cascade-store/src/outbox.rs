@@ -15,11 +15,59 @@ use serde::{Deserialize, Serialize};
 use crate::{Pending, Result, Store, StoreError, codec, keys};
 
 /// What one outbox entry holds.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Queued {
-    /// Compliance records, by key; their current state is sent.
+    /// Compliance records, by computer and update (sorted); their current
+    /// state is sent.
+    Compliance(Vec<(ComputerId, Vec<UpdateId>)>),
+    Items(Vec<Upward>),
+}
+
+/// An outbox entry as JSON: items always, compliance in entries written
+/// before it was binary (one key per record).
+#[derive(Deserialize)]
+enum Json {
     Compliance(Vec<(ComputerId, UpdateId)>),
     Items(Vec<Upward>),
+}
+
+/// Items as [`Json`] reads them.
+#[derive(Serialize)]
+enum JsonItems<'a> {
+    Items(&'a [Upward]),
+}
+
+impl Queued {
+    /// Compliance records by key, grouped by computer.
+    pub(crate) fn compliance(mut keys: Vec<(ComputerId, UpdateId)>) -> Queued {
+        keys.sort_unstable();
+        keys.dedup();
+        let mut grouped: Vec<(ComputerId, Vec<UpdateId>)> = Vec::new();
+        for (computer, update) in keys {
+            match grouped.last_mut() {
+                Some((c, updates)) if *c == computer => updates.push(update),
+                _ => grouped.push((computer, vec![update])),
+            }
+        }
+        Queued::Compliance(grouped)
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        match self {
+            Queued::Compliance(keys) => codec::encode_keys(keys),
+            Queued::Items(items) => codec::json(&JsonItems::Items(items)),
+        }
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Queued, String> {
+        match bytes.split_first() {
+            Some((&codec::QUEUED_KEYS, body)) => Ok(Queued::Compliance(codec::decode_keys(body)?)),
+            _ => Ok(match codec::from_json::<Json>(bytes)? {
+                Json::Compliance(keys) => Queued::compliance(keys),
+                Json::Items(items) => Queued::Items(items),
+            }),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -78,7 +126,7 @@ impl Store {
             Some(v) => codec::u64_from(&v).map_err(|d| self.corrupt(d))? + 1,
             None => 1,
         };
-        pending.insert(keys::outbox(next), codec::json(queued));
+        pending.insert(keys::outbox(next), queued.encode());
         pending.insert(keys::OUTBOX_NEXT.to_vec(), next.to_be_bytes().to_vec());
         Ok(next)
     }
@@ -93,7 +141,23 @@ impl Store {
     }
 
     fn queued(&self, after: u64, limit: usize) -> Result<Vec<(u64, Queued)>> {
-        self.sequenced(keys::OUTBOX, after, limit)
+        let mut out = Vec::new();
+        for item in self.tree().range(keys::outbox(after.saturating_add(1))..).take(limit) {
+            let (key, value) = item.map_err(|e| self.io_error(e))?;
+            if !key.starts_with(keys::OUTBOX) {
+                break;
+            }
+            out.push(self.queued_entry(&key, &value)?);
+        }
+        Ok(out)
+    }
+
+    /// One outbox entry, read from its key and value.
+    fn queued_entry(&self, key: &[u8], value: &[u8]) -> Result<(u64, Queued)> {
+        let seq = keys::seq_of(&key[keys::OUTBOX.len()..])
+            .ok_or_else(|| self.corrupt(format!("bad key {}", keys::show(key))))?;
+        let queued = Queued::decode(value).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(key))))?;
+        Ok((seq, queued))
     }
 
     /// Entries after `after`, oldest first, with compliance records in their
@@ -116,27 +180,19 @@ impl Store {
             if !key.starts_with(keys::OUTBOX) {
                 break;
             }
-            let seq = keys::seq_of(&key[keys::OUTBOX.len()..])
-                .ok_or_else(|| self.corrupt(format!("bad key {}", keys::show(&key))))?;
-            let queued: Queued =
-                codec::from_json(&value).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key))))?;
+            let (seq, queued) = self.queued_entry(&key, &value)?;
             let (items, reports) = match queued {
                 Queued::Items(items) => (items, Vec::new()),
                 Queued::Compliance(keys) => {
                     // Each computer's records are read once for the entry,
                     // as the reports they came in.
-                    let mut wanted: std::collections::BTreeMap<ComputerId, HashSet<UpdateId>> =
-                        std::collections::BTreeMap::new();
-                    for (computer, update) in keys {
-                        wanted.entry(computer).or_default().insert(update);
-                    }
                     let mut items = Vec::new();
                     let mut reports = Vec::new();
-                    for (computer, updates) in wanted {
+                    for (computer, updates) in keys {
                         let key = keys::compliance(&computer);
                         let Some(bytes) = self.get(&key)? else { continue };
                         let (mut of_computer, loose) =
-                            codec::decode_reports(&computer, &bytes, &|u| updates.contains(u))
+                            codec::decode_reports(&computer, &bytes, &|u| updates.binary_search(u).is_ok())
                                 .map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key))))?;
                         reports.append(&mut of_computer);
                         items.extend(loose.into_iter().map(Upward::Compliance));
@@ -322,7 +378,13 @@ impl Store {
                 Queued::Compliance(keys) => {
                     let left: Vec<_> = keys
                         .into_iter()
-                        .filter(|(c, u)| seen.insert(format!("c\0{c}\0{u}")))
+                        .filter_map(|(c, updates)| {
+                            let updates: Vec<UpdateId> = updates
+                                .into_iter()
+                                .filter(|u| seen.insert(format!("c\0{c}\0{u}")))
+                                .collect();
+                            (!updates.is_empty()).then_some((c, updates))
+                        })
                         .collect();
                     (!left.is_empty()).then_some(Queued::Compliance(left))
                 }
@@ -336,7 +398,7 @@ impl Store {
             };
             match compacted {
                 Some(q) => {
-                    pending.insert(keys::outbox(seq), codec::json(&q));
+                    pending.insert(keys::outbox(seq), q.encode());
                     kept.push(seq);
                 }
                 None => {
@@ -356,5 +418,51 @@ impl Store {
         }
         self.commit_pending(pending)?;
         Ok(dropped)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(computer: &str, update: &str) -> (ComputerId, UpdateId) {
+        (ComputerId::new(computer).unwrap(), UpdateId::new(update))
+    }
+
+    #[test]
+    fn compliance_entries_are_binary_and_older_json_ones_still_read() {
+        let queued = Queued::compliance(vec![
+            key("pc-2", "KB2"),
+            key("pc-1", "KB9"),
+            key("pc-1", "KB1"),
+            key("pc-2", "KB2"),
+        ]);
+        let grouped = Queued::Compliance(vec![
+            (
+                ComputerId::new("pc-1").unwrap(),
+                vec![UpdateId::new("KB1"), UpdateId::new("KB9")],
+            ),
+            (ComputerId::new("pc-2").unwrap(), vec![UpdateId::new("KB2")]),
+        ]);
+        assert_eq!(queued, grouped);
+        let bytes = queued.encode();
+        assert_eq!(bytes[0], codec::QUEUED_KEYS);
+        assert_eq!(Queued::decode(&bytes).unwrap(), grouped);
+        // An entry a node wrote before the binary form, one key per record.
+        let mut old = vec![codec::JSON];
+        old.extend_from_slice(br#"{"Compliance":[["pc-2","KB2"],["pc-1","KB9"],["pc-1","KB1"]]}"#);
+        assert_eq!(Queued::decode(&old).unwrap(), grouped);
+        // Items stay JSON, as before.
+        let items = Queued::Items(Vec::new());
+        assert_eq!(items.encode(), codec::json(&serde_json::json!({"Items": []})));
+        assert_eq!(Queued::decode(&items.encode()).unwrap(), items);
+        // A damaged entry is an error that says what is wrong.
+        for cut in 1..bytes.len() {
+            let err = Queued::decode(&bytes[..cut]).unwrap_err();
+            assert!(err.contains("truncated"), "{err}");
+        }
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        assert!(Queued::decode(&trailing).unwrap_err().contains("trailing"));
     }
 }
