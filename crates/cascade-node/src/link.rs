@@ -438,6 +438,9 @@ fn up_batch(
 
 /// Sends the outbox (or a snapshot of the whole state when the outbox lost
 /// entries) and trims it by the parent's acknowledgements.
+/// Batches sent up and not yet acknowledged, at most.
+const UP_IN_FLIGHT: usize = 2;
+
 async fn up(node: &Arc<Node>, parent: &str, progress: &Progress) -> Result<(), String> {
     let channel = connect(node, parent).await?;
     let mut client = v1::hierarchy_client::HierarchyClient::new(channel).max_encoding_message_size(64 * 1024 * 1024);
@@ -500,7 +503,12 @@ async fn up(node: &Arc<Node>, parent: &str, progress: &Progress) -> Result<(), S
             declared = subtree;
             in_flight += 1;
         }
-        if in_flight < 8 {
+        // Two batches in flight: one being stored by the parent, the next
+        // on its way. What comes meanwhile waits here, where consecutive
+        // outbox entries merge into one batch; a longer queue of small
+        // batches at the parent costs it a commit each (measured: first
+        // reports over three hops about a tenth faster than with eight).
+        if in_flight < UP_IN_FLIGHT {
             let store = node.db.clone();
             let after = sent;
             let limit = node.config.report_batch.max(1);
