@@ -33,6 +33,8 @@ pub struct Trust {
     pub(crate) attested: Attested,
     /// Agent certificates checked here already.
     pub(crate) agent_keys: AgentKeys,
+    /// Agent certificate chains checked here already, many more of them.
+    pub(crate) chains_checked: ChainsChecked,
     /// Revoked certificates, from the replicated revocations.
     pub(crate) revoked: Revoked,
     /// Batch signatures checked already.
@@ -48,6 +50,7 @@ impl Trust {
             refusals: Refusals::default(),
             attested: Attested::default(),
             agent_keys: AgentKeys::default(),
+            chains_checked: ChainsChecked::default(),
             revoked: Revoked::default(),
             verified: cascade_trust::sign::Verified::default(),
             agent_sites: crate::gate::AgentSites::default(),
@@ -115,6 +118,41 @@ pub struct AgentKeys(Mutex<std::collections::HashMap<ComputerId, KnownCertificat
 
 /// A checked agent certificate: the digest of its base64 form and its DER.
 type KnownCertificate = ([u8; 32], Arc<[u8]>);
+
+/// Agent certificate chains found issued to the computer they name: digests
+/// of (computer, chain), 32 bytes each where [`AgentKeys`] keeps a whole
+/// certificate. The CA set is fixed for a node's life, so a chain checked
+/// once stays good: a certificate that left `AgentKeys` is read, not checked.
+#[derive(Debug, Default)]
+pub struct ChainsChecked(Mutex<std::collections::HashSet<[u8; 32]>>);
+
+/// Most chains remembered before the set starts again: as many as 2^21
+/// places of 33 bytes hold (about 70 MB).
+const CHAINS_KEPT: usize = 1_800_000;
+
+impl ChainsChecked {
+    fn key(cert: &AgentCertificate) -> [u8; 32] {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(cert.computer.as_str().as_bytes());
+        for c in &cert.chain {
+            h.update([0u8]);
+            h.update(c.as_bytes());
+        }
+        h.finalize().into()
+    }
+
+    fn contains(&self, key: &[u8; 32]) -> bool {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).contains(key)
+    }
+    fn insert(&self, key: [u8; 32]) {
+        let mut set = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if set.len() >= CHAINS_KEPT {
+            set.clear();
+        }
+        set.insert(key);
+    }
+}
 
 /// The digest a checked certificate is remembered by (of its base64 form,
 /// as it travels): a fleet's worth of them takes 32 bytes each, not the
@@ -245,7 +283,16 @@ impl Node {
         {
             return Ok(der.to_vec());
         }
-        let der = self.check_agent_chain(cert)?;
+        let checked = ChainsChecked::key(cert);
+        let der = match cert.chain.first().and_then(|leaf| unb64(leaf)) {
+            Some(der) if self.trust.chains_checked.contains(&checked) => der,
+            _ => {
+                let der = self.check_agent_chain(cert)?;
+                self.trust.chains_checked.insert(checked);
+                der
+            }
+        };
+        // Revocation is asked every time: it can come after the chain check.
         if let Some(why) = self.revocation_of(&der) {
             return Err(Refused::new(
                 Attack::BadSignature,
@@ -718,5 +765,35 @@ pub async fn timestamps(node: std::sync::Arc<Node>) {
         }
         // Every node looks at its certificate files at least once a minute.
         tokio::time::sleep(every.min(std::time::Duration::from_secs(60))).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert(computer: &str, chain: &[&str]) -> AgentCertificate {
+        AgentCertificate {
+            computer: ComputerId::new(computer).unwrap(),
+            chain: chain.iter().map(|c| (*c).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_chain_checked_once_is_remembered_for_its_own_computer_only() {
+        let checked = ChainsChecked::default();
+        let a = cert("pc-a", &["bGVhZg==", "aW50ZXI="]);
+        checked.insert(ChainsChecked::key(&a));
+        assert!(checked.contains(&ChainsChecked::key(&a)));
+        // Another computer, the leaf alone, another intermediate, the parts run together.
+        for other in [
+            cert("pc-b", &["bGVhZg==", "aW50ZXI="]),
+            cert("pc-a", &["bGVhZg=="]),
+            cert("pc-a", &["bGVhZg==", "b3RoZXI="]),
+            cert("pc-a", &["bGVhZg==aW50ZXI="]),
+            cert("pc-abGVhZg==", &["aW50ZXI="]),
+        ] {
+            assert!(!checked.contains(&ChainsChecked::key(&other)), "{other:?}");
+        }
     }
 }
