@@ -2,7 +2,8 @@
 //! 127.0.0.1: an agent renews its certificate before it expires, a node
 //! picks up a renewed certificate without a restart (its changes signed by
 //! the new key from a published rotation on), and a revoked agent or node
-//! is refused by every node below the revocation.
+//! is refused by every node below the revocation; and, in one process, a
+//! node refuses an agent certificate revoked after it checked it.
 
 // Tests read the wall clock freely (clippy.toml keeps it to one place in
 // the crates).
@@ -326,4 +327,40 @@ fn a_node_does_not_enroll_a_computer_name_its_subtree_reports_for() {
     let refusal = String::from_utf8_lossy(&taken.stderr);
     assert!(refusal.contains("is a computer of site site-b"), "{refusal}");
     ok(enroll("root-pc-0"));
+}
+
+/// A node that checked an agent's certificate (a report from a child
+/// carried it) refuses it once it is revoked: what the node remembers of
+/// checked certificates saves the chain check, never the revocation check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_certificate_checked_before_its_revocation_is_refused_after() {
+    use base64::Engine;
+    use cascade_core::model::{AgentCertificate, ChangeOp, ComputerId, Object, ObjectId, Revocation};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let h = cascade::inprocess::harness("Revoked").unwrap();
+    let (node, _) = h.node("root", None).await.unwrap();
+    let computer = ComputerId::new("pc-stolen-key").unwrap();
+    let issued =
+        h.ca.issue(&Identity::Agent(computer.clone()), &[], now() - 60, 1)
+            .unwrap();
+    let der = cascade_trust::pem_certs(&issued.cert_pem).unwrap().remove(0);
+    let cert = AgentCertificate {
+        computer,
+        chain: vec![base64::engine::general_purpose::STANDARD.encode(&der)],
+    };
+    // Checked, then remembered: the second check takes what was kept.
+    assert_eq!(node.check_agent_certificate(&cert).unwrap(), der);
+    assert_eq!(node.check_agent_certificate(&cert).unwrap(), der);
+    let revocation = Revocation {
+        id: ObjectId::new("stolen-agent-key").unwrap(),
+        serial: Some(cascade_trust::sign::serial_of(&der).unwrap()),
+        identity: None,
+        reason: "key stolen".into(),
+        at: now(),
+    };
+    node.append_local(ChangeOp::Upsert(Object::Revocation(revocation)))
+        .await
+        .unwrap();
+    let refused = node.check_agent_certificate(&cert).unwrap_err();
+    assert!(refused.to_string().contains("key stolen"), "{refused}");
 }

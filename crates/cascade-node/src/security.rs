@@ -272,20 +272,14 @@ impl Node {
     /// enrollment CA) under the organisation CA, for that computer.
     pub fn check_agent_certificate(&self, cert: &AgentCertificate) -> Result<Vec<u8>, Refused> {
         let leaf = leaf_digest(cert.chain.first().map(String::as_str).unwrap_or_default());
-        if let Some((digest, der)) = self
-            .trust
-            .agent_keys
-            .0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        let known = (self.trust.agent_keys.0.lock().unwrap_or_else(|e| e.into_inner()))
             .get(&cert.computer)
-            && *digest == leaf
-        {
-            return Ok(der.to_vec());
-        }
-        let checked = ChainsChecked::key(cert);
-        let der = match cert.chain.first().and_then(|leaf| unb64(leaf)) {
-            Some(der) if self.trust.chains_checked.contains(&checked) => der,
+            .filter(|(digest, _)| *digest == leaf)
+            .map(|(_, der)| der.to_vec());
+        let (checked, was_known) = (ChainsChecked::key(cert), known.is_some());
+        let der = match (known, cert.chain.first().and_then(|leaf| unb64(leaf))) {
+            (Some(der), _) => der,
+            (None, Some(der)) if self.trust.chains_checked.contains(&checked) => der,
             _ => {
                 let der = self.check_agent_chain(cert)?;
                 self.trust.chains_checked.insert(checked);
@@ -298,6 +292,9 @@ impl Node {
                 Attack::BadSignature,
                 format!("certificate of agent {}: {why}", cert.computer),
             ));
+        }
+        if was_known {
+            return Ok(der);
         }
         let mut keys = self.trust.agent_keys.0.lock().unwrap_or_else(|e| e.into_inner());
         if keys.len() >= ATTESTED_KEPT {
