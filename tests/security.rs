@@ -329,28 +329,38 @@ fn a_node_does_not_enroll_a_computer_name_its_subtree_reports_for() {
     ok(enroll("root-pc-0"));
 }
 
-/// A node that checked an agent's certificate (a report from a child
-/// carried it) refuses it once it is revoked: what the node remembers of
-/// checked certificates saves the chain check, never the revocation check.
+/// A node that checked an agent's certificate refuses it once it is
+/// revoked, whether a batch brings it again or a later report relies on
+/// the one it knows: what the node remembers of checked certificates saves
+/// the chain check, never the revocation check.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_certificate_checked_before_its_revocation_is_refused_after() {
-    use base64::Engine;
-    use cascade_core::model::{AgentCertificate, ChangeOp, ComputerId, Object, ObjectId, Revocation};
+    use cascade_core::model::{ChangeOp, ComplianceRecord, ComputerId, Object, ObjectId, Revocation};
     let _ = rustls::crypto::ring::default_provider().install_default();
     let h = cascade::inprocess::harness("Revoked").unwrap();
     let (node, _) = h.node("root", None).await.unwrap();
-    let computer = ComputerId::new("pc-stolen-key").unwrap();
-    let issued =
-        h.ca.issue(&Identity::Agent(computer.clone()), &[], now() - 60, 1)
-            .unwrap();
-    let der = cascade_trust::pem_certs(&issued.cert_pem).unwrap().remove(0);
-    let cert = AgentCertificate {
-        computer,
-        chain: vec![base64::engine::general_purpose::STANDARD.encode(&der)],
-    };
-    // Checked, then remembered: the second check takes what was kept.
+    let pki = h.dir.path().join("paper-agents");
+    h.ca.write(&pki).unwrap();
+    let mut agents = cascade_agent::attest::PaperAgents::new(Ca::load(&pki).unwrap(), now() - 60);
+    let mut records: Vec<ComplianceRecord> = (0..3)
+        .map(|n| ComplianceRecord {
+            computer: ComputerId::new("pc-stolen-key").unwrap(),
+            update: cascade_core::UpdateId::kb(5_000_000 + n),
+            site: node.id.clone(),
+            state: cascade_core::compliance::ComplianceState::Installed,
+            severity: cascade_core::update::Severity::Critical,
+            counter: 1,
+            observed_at: now(),
+            attestation: None,
+        })
+        .collect();
+    let cert = agents.sign(&mut records).unwrap().remove(0);
+    let (reports, _) = cascade_core::report::group(records);
+    let none = std::collections::HashMap::new();
+    // Checked, then remembered: a report relies on it, as a later batch would.
+    let der = node.check_agent_certificate(&cert).unwrap();
     assert_eq!(node.check_agent_certificate(&cert).unwrap(), der);
-    assert_eq!(node.check_agent_certificate(&cert).unwrap(), der);
+    assert_eq!(node.check_report("child", reports[0].clone(), &none).unwrap().len(), 3);
     let revocation = Revocation {
         id: ObjectId::new("stolen-agent-key").unwrap(),
         serial: Some(cascade_trust::sign::serial_of(&der).unwrap()),
@@ -363,4 +373,9 @@ async fn an_agent_certificate_checked_before_its_revocation_is_refused_after() {
         .unwrap();
     let refused = node.check_agent_certificate(&cert).unwrap_err();
     assert!(refused.to_string().contains("key stolen"), "{refused}");
+    assert!(
+        node.check_report("child", reports[0].clone(), &none)
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -479,15 +479,12 @@ impl Node {
 
     /// An agent's certificate as this node knows it (checked), if it does.
     fn known_certificate(&self, computer: &ComputerId) -> Result<Option<Vec<u8>>, StoreError> {
-        if let Some((_, der)) = self
-            .trust
-            .agent_keys
-            .0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        let known = (self.trust.agent_keys.0.lock().unwrap_or_else(|e| e.into_inner()))
             .get(computer)
-        {
-            return Ok(Some(der.to_vec()));
+            .map(|(_, der)| der.to_vec());
+        if let Some(der) = known {
+            // Checked before; revoked since, it is known no more.
+            return Ok(self.revocation_of(&der).is_none().then_some(der));
         }
         let Some(stored) = self.store.agent_certificate(computer)? else {
             return Ok(None);
