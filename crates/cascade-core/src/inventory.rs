@@ -4,7 +4,6 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::ids::UpdateId;
 use crate::software::SoftwareList;
@@ -513,20 +512,8 @@ impl Inventory {
         fn none<T>(value: &&Option<T>) -> bool {
             value.is_none()
         }
-        struct Hashing(Sha256);
-        impl std::io::Write for Hashing {
-            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-                self.0.update(bytes);
-                Ok(bytes.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let mut hashing = Hashing(Sha256::new());
-        // Serialising our own plain data into a hasher cannot fail.
-        let _ = serde_json::to_writer(
-            &mut hashing,
+        InventoryHash(crate::signed::json_digest(
+            &[],
             &Anonymous {
                 os: &self.os,
                 products: &self.products,
@@ -537,8 +524,7 @@ impl Inventory {
                 files: &self.files,
                 hotpatch_enrolled: self.hotpatch_enrolled,
             },
-        );
-        InventoryHash(hashing.0.finalize().into())
+        ))
     }
 
     /// A registry value by its full path.
@@ -639,7 +625,7 @@ mod tests {
             ..inv.clone()
         };
         let bytes = serde_json::to_vec(&anonymous).unwrap();
-        let expected: [u8; 32] = Sha256::digest(&bytes).into();
+        let expected: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(&bytes).into();
         assert_eq!(inv.content_hash(), InventoryHash(expected));
     }
 

@@ -353,20 +353,6 @@ impl StateHash {
 /// The leaf hash of one record: everything the agent decided (the serving
 /// node sets the site; the counter is in the signed message).
 pub fn record_leaf(record: &ComplianceRecord) -> [u8; 32] {
-    /// The JSON goes straight into the hash: a leaf is made for every
-    /// record at every node it passes.
-    struct Hashing(Sha256);
-    impl std::io::Write for Hashing {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.update(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut h = Hashing(Sha256::new());
-    h.0.update([0u8]);
     let fields = (
         &record.computer,
         &record.update,
@@ -374,9 +360,7 @@ pub fn record_leaf(record: &ComplianceRecord) -> [u8; 32] {
         &record.severity,
         record.observed_at,
     );
-    // Writing to a hash cannot fail, nor can these fields' JSON.
-    let _ = serde_json::to_writer(&mut h, &fields);
-    h.0.finalize().into()
+    crate::signed::json_digest(&[0u8], &fields)
 }
 
 pub(crate) fn node_hash(left: &[u8; 32], right: &[u8; 32]) -> [u8; 32] {

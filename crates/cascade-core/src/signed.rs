@@ -1,6 +1,7 @@
-//! The data types of seals and attestations, and how their hashes and
-//! signatures are written in JSON. A leaf: the model names these types, and
-//! `seal.rs` fixes the bytes they sign.
+//! The data types of seals and attestations, how their hashes and
+//! signatures are written in JSON, and the digest of a value's JSON. A
+//! leaf: the model names these types, and `seal.rs` fixes the bytes they
+//! sign.
 
 use serde::{Deserialize, Serialize};
 
@@ -77,6 +78,28 @@ pub struct Attestation {
     #[serde(with = "serde_bytes::base64")]
     #[schemars(with = "String")]
     pub sig: Vec<u8>,
+}
+
+/// The SHA-256 of `prefix` then `value`'s JSON, written straight into the
+/// hash (no buffer: leaves and inventory hashes are made for every record
+/// and every check-in).
+pub(crate) fn json_digest(prefix: &[u8], value: &impl Serialize) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    struct Hashing(Sha256);
+    impl std::io::Write for Hashing {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.update(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut h = Hashing(Sha256::new());
+    h.0.update(prefix);
+    // Writing to a hash cannot fail, nor can the JSON of our own plain data.
+    let _ = serde_json::to_writer(&mut h, value);
+    h.0.finalize().into()
 }
 
 /// Parses a hex hash of a proof.

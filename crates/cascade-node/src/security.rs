@@ -276,14 +276,19 @@ impl Node {
             .get(&cert.computer)
             .filter(|(digest, _)| *digest == leaf)
             .map(|(_, der)| der.to_vec());
-        let (checked, was_known) = (ChainsChecked::key(cert), known.is_some());
-        let der = match (known, cert.chain.first().and_then(|leaf| unb64(leaf))) {
-            (Some(der), _) => der,
-            (None, Some(der)) if self.trust.chains_checked.contains(&checked) => der,
-            _ => {
-                let der = self.check_agent_chain(cert)?;
-                self.trust.chains_checked.insert(checked);
-                der
+        let was_known = known.is_some();
+        let der = match known {
+            Some(der) => der,
+            None => {
+                let checked = ChainsChecked::key(cert);
+                match cert.chain.first().and_then(|leaf| unb64(leaf)) {
+                    Some(der) if self.trust.chains_checked.contains(&checked) => der,
+                    _ => {
+                        let der = self.check_agent_chain(cert)?;
+                        self.trust.chains_checked.insert(checked);
+                        der
+                    }
+                }
             }
         };
         // Revocation is asked every time: it can come after the chain check.
