@@ -574,7 +574,7 @@ async fn agents(
 }
 
 /// The benchmarks' administrator certificate.
-fn bench_admin(ca: &Ca, now: i64) -> anyhow::Result<cascade_trust::Issued> {
+pub(crate) fn bench_admin(ca: &Ca, now: i64) -> anyhow::Result<cascade_trust::Issued> {
     let admin = Identity::Admin {
         name: "bench".into(),
         role: cascade_trust::Role::Admin,
@@ -748,7 +748,7 @@ async fn content(size_mb: u64) -> anyhow::Result<serde_json::Value> {
 }
 
 /// One workflow operation over gRPC, as `cascade ctl` calls it.
-async fn call(
+pub(crate) async fn call(
     client: &mut cascade_proto::v1::admin_client::AdminClient<tonic::transport::Channel>,
     operation: &str,
     params: serde_json::Value,

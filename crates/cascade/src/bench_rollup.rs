@@ -1,11 +1,13 @@
 //! `cascade bench rollup`: the compliance of many computers (a million by
 //! default, 30 approved updates each) reported at a site, every report
 //! signed by its own agent's certificate, rolled up over mTLS gRPC into the
-//! root, which checks every signature. Then the root's answers, its bytes
-//! on disk and the process's memory; then the two recoveries: the site's
+//! root, which checks every signature. The root is a node process of its
+//! own. Then the root's answers through its API, its bytes on disk and
+//! its memory; then the two recoveries: the site's
 //! outbox lost (it sends its whole state again) and the site moved under
 //! another parent. Each figure beside a baseline from the same run.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,12 +16,15 @@ use cascade::inprocess::{Harness, add_child};
 use cascade_core::UpdateId;
 use cascade_core::compliance::ComplianceState;
 use cascade_core::model::{
-    AgentCertificate, ChangeOp, ComplianceRecord, ComputerId, NodeId, ObjectId, ObjectKey, ObjectKind,
+    AgentCertificate, ChangeOp, ComplianceRecord, ComputerId, NodeId, Object, ObjectId, ObjectKey, ObjectKind, Site,
 };
 use cascade_core::update::Severity;
 use cascade_node::Node;
+use cascade_proto::v1::admin_client::AdminClient;
 use cascade_store::Store;
 use cascade_trust::Ca;
+
+use crate::bench::NodeProcess;
 
 /// Computers in one batch the site takes from its agents.
 const PER_BATCH: u64 = 20;
@@ -86,23 +91,78 @@ fn agents(
     Ok((later, started.elapsed().as_secs_f64()))
 }
 
-/// The node's counts per state, summed over updates.
-fn totals(store: &Store) -> anyhow::Result<[u64; ComplianceState::COUNT]> {
-    let mut out = [0u64; ComplianceState::COUNT];
-    for counts in store.summary_by_update()?.values() {
-        for (slot, n) in out.iter_mut().zip(counts.0) {
-            *slot += n;
+/// Computers per state, summed over updates, from an answer of
+/// `compliance.by_update` (update -> state name -> count).
+fn state_totals(by_update: &serde_json::Value) -> anyhow::Result<BTreeMap<String, u64>> {
+    let updates = by_update
+        .as_object()
+        .context("compliance.by_update: not an object of updates")?;
+    let mut out = BTreeMap::new();
+    for counts in updates.values() {
+        for (state, n) in counts
+            .as_object()
+            .context("compliance.by_update: counts not an object")?
+        {
+            *out.entry(state.clone()).or_default() +=
+                n.as_u64().context("compliance.by_update: a count not a number")?;
         }
     }
     Ok(out)
 }
 
+/// A node's own counts per state, as [`state_totals`] reads the root's.
+fn totals(store: &Store) -> anyhow::Result<BTreeMap<String, u64>> {
+    state_totals(&serde_json::to_value(store.summary_by_update()?)?)
+}
+
+/// The root: a node process of its own, so that its memory is its own,
+/// asked through its API as an administrator.
+struct Root {
+    process: NodeProcess,
+    address: String,
+    client: AdminClient<tonic::transport::Channel>,
+}
+
+impl Root {
+    async fn call(&self, operation: &str, params: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+        crate::bench::call(&mut self.client.clone(), operation, params).await
+    }
+
+    async fn totals(&self) -> anyhow::Result<BTreeMap<String, u64>> {
+        state_totals(&self.call("compliance.by_update", serde_json::json!({})).await?)
+    }
+
+    /// Records a change at the root; its sequence number.
+    async fn record(&self, op: ChangeOp) -> anyhow::Result<u64> {
+        let recorded = self.call("changes.record", serde_json::json!({ "op": op })).await?;
+        recorded["seq"].as_u64().context("changes.record: no seq")
+    }
+
+    /// Registers `child` as the root's child site.
+    async fn add_child(&self, child: &str) -> anyhow::Result<u64> {
+        self.record(ChangeOp::Upsert(Object::Site(Site {
+            id: ObjectId::new(child).map_err(|e| anyhow::anyhow!("{e}"))?,
+            name: child.to_owned(),
+            parent: Some(NodeId::new("root").map_err(|e| anyhow::anyhow!("{e}"))?),
+        })))
+        .await
+    }
+
+    fn peak_rss(&self) -> u64 {
+        crate::bench::peak_rss(self.process.pid()).unwrap_or(0)
+    }
+}
+
 /// Waits until `done` holds, checking every half second; gives up after
 /// `limit`.
-async fn until(what: &str, limit: Duration, mut done: impl FnMut() -> anyhow::Result<bool>) -> anyhow::Result<f64> {
+async fn until(
+    what: &str,
+    limit: Duration,
+    mut done: impl AsyncFnMut() -> anyhow::Result<bool>,
+) -> anyhow::Result<f64> {
     let started = Instant::now();
     loop {
-        if done()? {
+        if done().await? {
             return Ok(started.elapsed().as_secs_f64());
         }
         anyhow::ensure!(started.elapsed() < limit, "{what}: not done in {limit:?}");
@@ -111,11 +171,14 @@ async fn until(what: &str, limit: Duration, mut done: impl FnMut() -> anyhow::Re
 }
 
 /// p50 and p99 of `samples` runs of `query`, in milliseconds.
-fn latency(samples: usize, mut query: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<serde_json::Value> {
+async fn latency(
+    samples: usize,
+    mut query: impl AsyncFnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<serde_json::Value> {
     let mut times = Vec::with_capacity(samples);
     for _ in 0..samples {
         let started = Instant::now();
-        query()?;
+        query().await?;
         times.push(started.elapsed().as_secs_f64() * 1000.0);
     }
     times.sort_by(f64::total_cmp);
@@ -152,17 +215,29 @@ pub async fn run(computers: u64, updates: u64, compress: bool) -> anyhow::Result
         dir: tempfile::tempdir()?,
         ca: Ca::generate("Bench", cascade_node::now() - 3600, 1)?,
     };
+    std::fs::write(h.dir.path().join("ca.crt"), &h.ca.cert_pem)?;
     let compressed = |c: &mut cascade_node::Checked| c.store_compression = compress;
-    let root = h.start("root", None, compressed).await?;
-    let root_id = root.node.id.clone();
-    add_child(&root.node, "site").await?;
+    let root = {
+        let top = if compress { "store_compression = true\n" } else { "" };
+        let (process, address) = crate::bench::node_process(h.dir.path(), &h.ca, "root", None, top).await?;
+        let admin = crate::bench::bench_admin(&h.ca, cascade_node::now())?;
+        let channel = cascade_node::channel(&address, None, &h.ca.cert_pem, &admin.cert_pem, &admin.key_pem).await?;
+        Root {
+            process,
+            address,
+            client: AdminClient::new(channel),
+        }
+    };
+    let root_id = NodeId::new("root").map_err(|e| anyhow::anyhow!("{e}"))?;
+    let seq = root.add_child("site").await?;
     // The site reaches the root through a relay that can take the link down.
-    let relay = cascade::relay::start(root.addr.to_string(), None).await?;
+    let relay = cascade::relay::start(root.address.clone(), None).await?;
     let site = h
         .start("site", Some((root_id.clone(), relay.addr.clone())), compressed)
         .await?;
     let site_id = site.node.id.clone();
-    wait_applied(&site.node, &root_id, root.node.store.applied_seq(&root_id)?).await?;
+    wait_applied(&site.node, &root_id, seq).await?;
+    let root_idle_rss = root.peak_rss();
     let idle_rss = crate::bench::rss_now();
     let pki = h.dir.path().join("paper-agents");
     h.ca.write(&pki)?;
@@ -217,9 +292,8 @@ pub async fn run(computers: u64, updates: u64, compress: bool) -> anyhow::Result
             Ok(())
         })
     };
-    let root_store = root.node.store.clone();
-    until("the root holding every record", limit, || {
-        Ok(totals(&root_store)?.iter().sum::<u64>() >= total)
+    until("the root holding every record", limit, async || {
+        Ok(root.totals().await?.values().sum::<u64>() >= total)
     })
     .await?;
     let ingest_seconds = started.elapsed().as_secs_f64();
@@ -227,45 +301,55 @@ pub async fn run(computers: u64, updates: u64, compress: bool) -> anyhow::Result
     let (later, agents_seconds) = maker.join().map_err(|_| anyhow::anyhow!("the agents panicked"))??;
 
     // 2. What it takes at the root.
-    let store_dir = h.dir.path().join("root").join("store");
+    let store_dir = h.dir.path().join("root-data").join("store");
     let disk = dir_bytes(&store_dir);
-    let usage = root_store.usage()?;
-    let live: u64 = usage.values().map(|u| u.key_bytes + u.value_bytes).sum();
     let sample = ComputerId::new("pc-0000000").map_err(|e| anyhow::anyhow!("{e}"))?;
     let per_record_wire = {
         use prost::Message;
-        let records = root_store.computer_records(&sample)?;
+        let records = site.node.store.computer_records(&sample)?;
         records
             .iter()
             .map(|r| cascade_proto::v1::ComplianceRecord::from(r).encoded_len())
             .sum::<usize>() as f64
             / records.len().max(1) as f64
     };
+    let root_peak_rss = root.peak_rss();
     let peak_rss = crate::bench::peak_rss(std::process::id()).unwrap_or(0);
 
-    // 3. The root's answers.
+    // 3. The root's answers, through its API.
     let x = UpdateId::kb(5_000_002);
-    let by_update = latency(200, || root_store.summary_by_update().map(|_| ()).map_err(Into::into))?;
-    let by_site = latency(200, || root_store.summary_by_site().map(|_| ()).map_err(Into::into))?;
-    let need = latency(200, || {
-        let page = root_store.records_page(
-            Some(&x),
-            Some(std::slice::from_ref(&site_id)),
-            cascade_store::States::NotCompliant,
-            None,
-            100,
-            |_| true,
-        )?;
+    let by_update = latency(200, async || {
+        root.call("compliance.by_update", serde_json::json!({})).await.map(drop)
+    })
+    .await?;
+    let by_site = latency(200, async || {
+        root.call("compliance.by_site", serde_json::json!({})).await.map(drop)
+    })
+    .await?;
+    let need = latency(200, async || {
+        let page = root
+            .call(
+                "reports.computers",
+                serde_json::json!({"update": x, "site": site_id, "only_site": true, "state": "required", "limit": 100}),
+            )
+            .await?;
+        let items = page["items"].as_array().context("reports.computers: no items")?;
+        anyhow::ensure!(!items.is_empty(), "no computer needs {x}");
         anyhow::ensure!(
-            page.items.iter().all(|r| r.site == site_id && r.update == x),
+            items
+                .iter()
+                .all(|r| r["site"] == serde_json::json!(site_id) && r["update"] == serde_json::json!(x)),
             "a record of another update or site"
         );
-        anyhow::ensure!(!page.items.is_empty(), "no computer needs {x}");
         Ok(())
-    })?;
-    let one_key = latency(200, || {
-        root_store.computer_records(&sample).map(|_| ()).map_err(Into::into)
-    })?;
+    })
+    .await?;
+    let one_key = latency(200, async || {
+        root.call("computers.compliance", serde_json::json!({ "computer": sample }))
+            .await
+            .map(drop)
+    })
+    .await?;
 
     // 4. The site's outbox lost: second reports of some computers arrive
     // while the link is down, the outbox goes, and the site sends its
@@ -294,51 +378,57 @@ pub async fn run(computers: u64, updates: u64, compress: bool) -> anyhow::Result
     relay.set_down(false);
     site.node.replicate_now();
     let site_store = site.node.store.clone();
-    until("the root exact after the lost outbox", limit, || {
+    until("the root exact after the lost outbox", limit, async || {
         let outbox = site_store.outbox_state()?;
-        Ok(!outbox.snapshot_required && outbox.acked == outbox.last && totals(&root_store)? == expected)
+        Ok(!outbox.snapshot_required && outbox.acked == outbox.last && root.totals().await? == expected)
     })
     .await?;
     let lost_outbox_seconds = started.elapsed().as_secs_f64();
 
     // 5. The site moved under another parent: the root hands it to a new
     // region, the site follows, and the region passes its state on.
-    add_child(&root.node, "region").await?;
+    let seq = root.add_child("region").await?;
     let region = h
-        .start("region", Some((root_id.clone(), root.addr.to_string())), compressed)
+        .start("region", Some((root_id.clone(), root.address.clone())), compressed)
         .await?;
-    wait_applied(&region.node, &root_id, root.node.store.applied_seq(&root_id)?).await?;
+    wait_applied(&region.node, &root_id, seq).await?;
     let started = Instant::now();
     let removed = root
-        .node
-        .append_local(ChangeOp::Delete(ObjectKey {
+        .record(ChangeOp::Delete(ObjectKey {
             kind: ObjectKind::Site,
             id: ObjectId::new("site").map_err(|e| anyhow::anyhow!("{e}"))?,
         }))
         .await?;
-    wait_applied(&region.node, &root_id, removed.seq).await?;
+    wait_applied(&region.node, &root_id, removed).await?;
     add_child(&region.node, "site").await?;
     site.node
         .move_to(region.addr.to_string(), region.node.id.clone())
         .await?;
     let region_store = region.node.store.clone();
-    let moved = until("the region holding the site's state", limit, || {
+    let moved = until("the region holding the site's state", limit, async || {
         let outbox = region_store.outbox_state()?;
         Ok(totals(&region_store)? == expected && outbox.acked == outbox.last && !outbox.snapshot_required)
     })
     .await;
     if let Err(e) = moved {
         anyhow::bail!(
-            "{e}: the region has {:?} of {expected:?}, outbox {:?}; links: site {:?}, region {:?}, root {:?}",
+            "{e}: the region has {:?} of {expected:?}, outbox {:?}; links: site {:?}, region {:?}, root {}",
             totals(&region_store)?,
             region_store.outbox_state()?,
             site.node.links(),
             region.node.links(),
-            root.node.links()
+            root.call("links.list", serde_json::json!({})).await?
         );
     }
     let moved_seconds = started.elapsed().as_secs_f64();
-    anyhow::ensure!(totals(&root_store)? == expected, "the root lost records in the move");
+    anyhow::ensure!(root.totals().await? == expected, "the root lost records in the move");
+    let root_peak_rss_run = root.peak_rss();
+
+    // 6. The root's live keys and values, read from its store once its
+    // process has stopped.
+    drop(root);
+    let usage = Store::open_existing(&store_dir)?.usage()?;
+    let live: u64 = usage.values().map(|u| u.key_bytes + u.value_bytes).sum();
 
     Ok(serde_json::json!({
         "benchmark": "rollup",
@@ -359,6 +449,7 @@ pub async fn run(computers: u64, updates: u64, compress: bool) -> anyhow::Result
             "bytes_per_record": disk as f64 / total as f64,
             "goal_bytes_per_record": 64,
             "live_bytes_per_record": live as f64 / total as f64,
+            "live": "keys and values, read at the end of the run (after both recoveries)",
             "live_by_key": usage.iter().map(|(kind, u)| (kind.clone(), serde_json::json!({
                 "keys": u.keys,
                 "bytes_per_record": (u.key_bytes + u.value_bytes) as f64 / total as f64,
@@ -367,16 +458,21 @@ pub async fn run(computers: u64, updates: u64, compress: bool) -> anyhow::Result
             "baseline": "one record as it went up before reports (protobuf, its own attestation)",
         },
         "memory": {
-            "peak_rss_bytes": peak_rss,
-            "idle_rss_bytes": idle_rss,
+            "root_peak_rss_bytes": root_peak_rss,
+            "root_idle_rss_bytes": root_idle_rss,
+            "root_peak_rss_whole_run_bytes": root_peak_rss_run,
             "goal_bytes": 2u64 << 30,
-            "what": "the whole process: root, site, region and the agents' generator",
+            "root": "the root's own process (cascade node run): peak at the end of the ingest, idle before it, and peak over the whole run",
+            "others_peak_rss_bytes": peak_rss,
+            "others_idle_rss_bytes": idle_rss,
+            "others": "the benchmark's process: the site, the agents' generator and later the region",
         },
         "root_queries": {
             "compliance_by_update": by_update,
             "by_site_and_severity": by_site,
             "computers_needing_update_at_site": need,
             "baseline_one_computer_read": one_key,
+            "through": "the root's API over mTLS gRPC (compliance.by_update, compliance.by_site, reports.computers, computers.compliance)",
             "goal_p99_ms": 100,
         },
         "recovery": {
@@ -388,7 +484,7 @@ pub async fn run(computers: u64, updates: u64, compress: bool) -> anyhow::Result
 
 async fn wait_applied(node: &Arc<Node>, origin: &NodeId, seq: u64) -> anyhow::Result<()> {
     let store = node.store.clone();
-    until("the tree coming up", Duration::from_secs(60), || {
+    until("the tree coming up", Duration::from_secs(60), async || {
         Ok(store.applied_seq(origin)? >= seq)
     })
     .await
