@@ -6,7 +6,7 @@
 //! Protocol: the client sends one line, `backup`; the node answers `ok` and
 //! the backup stream, or `error <message>`.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -102,7 +102,8 @@ fn serve(store: &Store, stream: UnixStream) {
     let _ = out.flush();
 }
 
-/// Asks the node running on `data` for a backup, writing it to `out`.
+/// Asks the node running on `data` for a backup, writing it to `out` as it
+/// arrives; its size. On an error what was written is not a backup.
 pub fn request_backup(data: &Path, out: &mut impl Write) -> Result<u64, String> {
     let path = socket_path(data);
     let mut stream = UnixStream::connect(&path).map_err(|e| {
@@ -123,10 +124,7 @@ pub fn request_backup(data: &Path, out: &mut impl Write) -> Result<u64, String> 
     if status.trim() != "ok" {
         return Err(format!("unexpected answer from the node: {status:?}"));
     }
-    let mut bytes = Vec::new();
-    reader.read_to_end(&mut bytes).map_err(io)?;
-    Store::verify_backup(&bytes).map_err(|e| e.to_string())?;
-    out.write_all(&bytes)
-        .map_err(|e| format!("cannot write the backup: {e}"))?;
-    Ok(bytes.len() as u64)
+    // Copied as it arrives and checked at its end: `out` is not a backup
+    // unless this returns `Ok`.
+    Store::copy_backup(reader, out).map_err(|e| e.to_string())
 }

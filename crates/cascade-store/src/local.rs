@@ -10,7 +10,7 @@ impl Store {
     /// Keeps the node's link status (as JSON) across restarts.
     pub fn put_link_status(&self, status: &serde_json::Value) -> Result<()> {
         let _guard = self.lock();
-        let mut batch = sled::Batch::default();
+        let mut batch = crate::Batch::default();
         batch.insert(keys::LINKS, codec::json(status));
         self.commit(batch)
     }
@@ -19,7 +19,7 @@ impl Store {
     /// Where a move sent this node: the new parent's address and id.
     pub fn put_moved_to(&self, address: &str, parent: &NodeId) -> Result<()> {
         let _guard = self.lock();
-        let mut batch = sled::Batch::default();
+        let mut batch = crate::Batch::default();
         let value = serde_json::json!({"address": address, "id": parent});
         batch.insert(keys::MOVED_TO, value.to_string().as_bytes());
         self.commit(batch)
@@ -50,7 +50,7 @@ impl Store {
 
     pub fn put_agent(&self, agent: &Agent) -> Result<()> {
         let _guard = self.lock();
-        let mut batch = sled::Batch::default();
+        let mut batch = crate::Batch::default();
         batch.insert(keys::agent(&agent.id), codec::json(agent));
         self.commit(batch)
     }
@@ -79,7 +79,7 @@ impl Store {
     /// Keeps an enrollment token by the hash of its secret.
     pub fn put_token(&self, secret_hash: &str, token: &TokenRecord) -> Result<()> {
         let _guard = self.lock();
-        let mut batch = sled::Batch::default();
+        let mut batch = crate::Batch::default();
         batch.insert(keys::token(secret_hash), codec::json(token));
         self.commit(batch)
     }
@@ -87,7 +87,7 @@ impl Store {
     /// Keeps an API bearer token by the hash of its secret.
     pub fn put_api_token(&self, secret_hash: &str, token: &ApiTokenRecord) -> Result<()> {
         let _guard = self.lock();
-        let mut batch = sled::Batch::default();
+        let mut batch = crate::Batch::default();
         batch.insert(keys::api_token(secret_hash), codec::json(token));
         self.commit(batch)
     }
@@ -111,7 +111,7 @@ impl Store {
     /// Revokes the API tokens of a name; returns how many there were.
     pub fn revoke_api_tokens(&self, name: &str) -> Result<usize> {
         let _guard = self.lock();
-        let mut batch = sled::Batch::default();
+        let mut batch = crate::Batch::default();
         let mut count = 0;
         for item in self.scan(keys::API_TOKEN) {
             let (key, value) = item?;
@@ -141,7 +141,7 @@ impl Store {
         let token: TokenRecord =
             codec::from_json(&value).map_err(|d| self.corrupt(format!("enrollment token: {d}")))?;
         if token.expires_at <= now {
-            let mut batch = sled::Batch::default();
+            let mut batch = crate::Batch::default();
             batch.remove(key);
             self.commit(batch)?;
             return Ok(Err(TokenRefusal::Expired {
@@ -154,7 +154,7 @@ impl Store {
         if self.get(&keys::agent(&agent.id))?.is_some() {
             return Ok(Err(TokenRefusal::Enrolled));
         }
-        let mut batch = sled::Batch::default();
+        let mut batch = crate::Batch::default();
         batch.remove(key);
         batch.insert(keys::agent(&agent.id), codec::json(agent));
         self.commit(batch)?;
@@ -166,7 +166,7 @@ impl Store {
     /// Events older than the latest `keep` counters of the computer go.
     pub fn put_events(&self, computer: &ComputerId, counter: u64, events: &[InstallEvent], keep: u64) -> Result<()> {
         let _guard = self.lock();
-        let mut batch = sled::Batch::default();
+        let mut batch = crate::Batch::default();
         for (index, event) in events.iter().enumerate() {
             batch.insert(keys::event(computer, counter, index as u32), codec::json(event));
         }
@@ -264,7 +264,7 @@ impl Store {
                 computer: None,
                 ..inventory.clone()
             };
-            let mut batch = sled::Batch::default();
+            let mut batch = crate::Batch::default();
             batch.insert(key, codec::json(&anonymous));
             self.commit(batch)?;
         }

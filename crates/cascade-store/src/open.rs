@@ -31,6 +31,17 @@ impl Default for Settings {
     }
 }
 
+/// What kind of store an open is for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// In memory, gone when dropped.
+    Temporary,
+    /// On disk.
+    Durable,
+    /// On disk, being written by a restore.
+    Restoring,
+}
+
 /// sled's settings for a store on disk.
 fn durable_config(path: &Path, cache_bytes: u64, compress: bool) -> sled::Config {
     sled::Config::new()
@@ -78,7 +89,19 @@ impl Store {
             settings.compress,
             path,
             Some(node),
-            true,
+            Mode::Durable,
+        )
+    }
+
+    /// [`Self::open_configured`] for a restore writing into `path`: the
+    /// one open that takes a store holding [`crate::backup::RESTORING`].
+    pub(crate) fn open_restoring(path: &Path, node: NodeId, settings: Settings) -> Result<Store> {
+        Self::open_with(
+            &|compress| durable_config(path, settings.cache_bytes, compress),
+            settings.compress,
+            path,
+            Some(node),
+            Mode::Restoring,
         )
     }
 
@@ -89,7 +112,7 @@ impl Store {
             false,
             Path::new("(temporary)"),
             Some(node),
-            false,
+            Mode::Temporary,
         )
     }
 
@@ -102,8 +125,18 @@ impl Store {
         mut compress: bool,
         path: &Path,
         node: Option<NodeId>,
-        durable: bool,
+        mode: Mode,
     ) -> Result<Store> {
+        let durable = mode != Mode::Temporary;
+        if mode == Mode::Durable && path.join(crate::backup::RESTORING).exists() {
+            return Err(StoreError::Open {
+                path: path.to_path_buf(),
+                detail: format!(
+                    "a restore into it did not finish ({} is there): empty the directory and restore the backup again",
+                    crate::backup::RESTORING
+                ),
+            });
+        }
         let sentinel_path = path.join(SENTINEL);
         let acknowledged = if durable && sentinel_path.exists() {
             let bytes = std::fs::read(&sentinel_path).map_err(|e| StoreError::Open {
@@ -255,7 +288,7 @@ impl Store {
             false,
             path,
             None,
-            true,
+            Mode::Durable,
         )
     }
 }

@@ -219,7 +219,7 @@ impl Store {
                 "acknowledgement of outbox entry {seq}, but the last entry is {last}"
             )));
         }
-        let mut batch = sled::Batch::default();
+        let mut batch = crate::Batch::default();
         for item in self.tree().range(keys::outbox(0)..=keys::outbox(seq)) {
             batch.remove(item.map_err(|e| self.io_error(e))?.0);
         }
@@ -232,7 +232,7 @@ impl Store {
     pub fn outbox_snapshot_sent(&self, seq: u64) -> Result<()> {
         self.outbox_ack(seq)?;
         let _guard = self.lock();
-        let mut batch = sled::Batch::default();
+        let mut batch = crate::Batch::default();
         batch.remove(keys::OUTBOX_SNAPSHOT);
         self.commit(batch)
     }
@@ -244,7 +244,7 @@ impl Store {
         if self.outbox_snapshot_progress()?.as_ref() != Some(at) {
             return Ok(false);
         }
-        let mut batch = sled::Batch::default();
+        let mut batch = crate::Batch::default();
         if seq > self.get_u64(keys::OUTBOX_ACKED)? {
             for item in self.tree().range(keys::outbox(0)..=keys::outbox(seq)) {
                 batch.remove(item.map_err(|e| self.io_error(e))?.0);
@@ -317,7 +317,7 @@ impl Store {
                 value.extend_from_slice(&upto.to_be_bytes());
             }
         }
-        let mut batch = sled::Batch::default();
+        let mut batch = crate::Batch::default();
         batch.insert(keys::OUTBOX_SNAPSHOT, value);
         self.commit(batch)?;
         Ok(true)
@@ -332,7 +332,7 @@ impl Store {
         if previous.as_deref() == Some(parent.as_bytes()) {
             return Ok(false);
         }
-        let mut batch = sled::Batch::default();
+        let mut batch = crate::Batch::default();
         batch.insert(keys::PARENT, parent.as_bytes());
         if previous.is_some() {
             batch.insert(keys::OUTBOX_SNAPSHOT, &[1]);
@@ -344,7 +344,7 @@ impl Store {
     /// Asks for a snapshot to be sent up (a move to a new parent).
     pub fn require_upward_snapshot(&self) -> Result<()> {
         let _guard = self.lock();
-        let mut batch = sled::Batch::default();
+        let mut batch = crate::Batch::default();
         batch.insert(keys::OUTBOX_SNAPSHOT, &[1]);
         self.commit(batch)
     }

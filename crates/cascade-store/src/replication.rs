@@ -534,7 +534,7 @@ impl Store {
     /// Records how far `subscriber` has applied `origin`'s log.
     pub fn set_subscriber_cursor(&self, subscriber: &NodeId, origin: &NodeId, seq: u64) -> Result<()> {
         let _guard = self.lock();
-        let mut batch = sled::Batch::default();
+        let mut batch = crate::Batch::default();
         batch.insert(keys::subscriber(subscriber, origin), &seq.to_be_bytes());
         self.commit(batch)
     }
@@ -543,7 +543,7 @@ impl Store {
     /// batch; origins not named keep what was recorded.
     pub fn set_subscriber_cursors(&self, subscriber: &NodeId, cursor: &BTreeMap<NodeId, u64>) -> Result<()> {
         let _guard = self.lock();
-        let mut batch = sled::Batch::default();
+        let mut batch = crate::Batch::default();
         for (origin, seq) in cursor {
             batch.insert(keys::subscriber(subscriber, origin), &seq.to_be_bytes());
         }
@@ -553,7 +553,7 @@ impl Store {
     /// Forgets a subscriber (a child removed or moved away).
     pub fn remove_subscriber(&self, subscriber: &NodeId) -> Result<()> {
         let _guard = self.lock();
-        let mut batch = sled::Batch::default();
+        let mut batch = crate::Batch::default();
         for item in self.scan(&keys::under(keys::SUBSCRIBER, &[subscriber.as_str().as_bytes()])) {
             batch.remove(item?.0);
         }
@@ -587,7 +587,7 @@ impl Store {
         loop {
             let _guard = self.lock();
             let subscribers = self.subscriber_cursors()?;
-            let mut batch = sled::Batch::default();
+            let mut batch = crate::Batch::default();
             // The seqs this commit covers, whether or not each has an entry
             // here: every commit moves some floor.
             let mut span = 0;
@@ -738,7 +738,7 @@ impl Store {
     /// sets their cursors to it, in one batch.
     pub fn apply_snapshot(&self, snapshot: &Snapshot) -> Result<()> {
         let _guard = self.lock();
-        let mut batch = sled::Batch::default();
+        let mut batch = crate::Batch::default();
         let owned_by_snapshot = |origin: &NodeId| snapshot.cursor.contains_key(origin);
         for item in self.scan(keys::OBJECT) {
             let (key, value) = item?;

@@ -289,7 +289,7 @@ impl Store {
             .map(|(severity, counts)| SeverityRow(*severity, counts.0))
             .collect();
         let _guard = self.lock();
-        let mut batch = sled::Batch::default();
+        let mut batch = crate::Batch::default();
         batch.insert(
             keys::history(aggregates.day, HISTORY_SEVERITIES),
             codec::json(&severities),

@@ -637,7 +637,7 @@ fn backup_while_writing_and_restore() {
     assert_eq!(restored.summary_by_update().unwrap(), by_update);
     assert_eq!(restored.summary_by_site().unwrap(), by_site);
     assert_eq!(restored.inbox_mark("agent").unwrap() as usize, by_update.len());
-    // A damaged backup is refused before anything is written.
+    // A damaged backup is refused, and nothing of it is left.
     let mut damaged = backup.clone();
     let middle = damaged.len() / 2;
     damaged[middle] ^= 1;
@@ -650,6 +650,157 @@ fn backup_while_writing_and_restore() {
         .err()
         .unwrap();
     assert!(err.to_string().contains("not an empty directory"), "{err}");
+}
+
+/// Hands out its bytes a few at a time, and panics (as a kill would stop
+/// the restore) once `panic_at` bytes have been read.
+struct Trickle<'a> {
+    data: &'a [u8],
+    at: usize,
+    step: usize,
+    panic_at: Option<usize>,
+}
+
+impl std::io::Read for Trickle<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.panic_at.is_some_and(|p| self.at >= p) {
+            panic!("killed in the middle of the restore");
+        }
+        let n = self.step.min(buf.len()).min(self.data.len() - self.at);
+        buf[..n].copy_from_slice(&self.data[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+#[test]
+fn a_backup_restores_as_a_stream_and_a_restore_that_fails_or_is_killed_leaves_no_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store"), node("site-a")).unwrap();
+    // Enough entries for several of a restore's commits.
+    for batch in 0..30u64 {
+        let records: Vec<_> = (0..100)
+            .flat_map(|c| (0..5).map(move |u| (c, u)))
+            .map(|(c, u)| {
+                record(
+                    &format!("pc-{batch}-{c}"),
+                    &format!("KB{}", 5_000_000 + u),
+                    "site-a",
+                    ComplianceState::Required,
+                    1,
+                )
+            })
+            .collect();
+        store.ingest("agent", batch + 1, &records, true).unwrap();
+    }
+    let mut backup = Vec::new();
+    let stats = store.backup(&mut backup).unwrap();
+    assert!(stats.entries as usize > 2 * cascade_store::RESTORE_BATCH, "{stats:?}");
+    let expected = store.summary_by_update().unwrap();
+    drop(store);
+
+    // Read a few bytes at a time, as from a pipe.
+    for step in [1, 7, 4096, 1 << 20] {
+        let at = dir.path().join(format!("restored-{step}"));
+        let input = Trickle {
+            data: &backup,
+            at: 0,
+            step,
+            panic_at: None,
+        };
+        let (restored, restored_stats) = Store::restore(input, &at, Settings::default()).unwrap();
+        assert_eq!(restored_stats, stats, "read {step} bytes at a time");
+        assert_eq!(restored.summary_by_update().unwrap(), expected);
+        assert_eq!(restored.recount().unwrap().0, expected);
+        assert!(!at.join(cascade_store::RESTORING).exists());
+        // A copy as `node backup` takes it from a running node: the same bytes.
+        let mut copy = Vec::new();
+        let copied = Store::copy_backup(
+            Trickle {
+                data: &backup,
+                at: 0,
+                step,
+                panic_at: None,
+            },
+            &mut copy,
+        )
+        .unwrap();
+        assert_eq!((copied, copy == backup), (backup.len() as u64, true));
+    }
+
+    // Cut anywhere, or damaged anywhere, or with a byte more: refused,
+    // named, and nothing left behind.
+    let cuts = [
+        0,
+        10,
+        30,
+        40,
+        backup.len() / 3,
+        backup.len() / 2,
+        backup.len() - 33,
+        backup.len() - 32,
+        backup.len() - 1,
+    ];
+    let mut bad: Vec<(String, Vec<u8>)> = cuts
+        .iter()
+        .map(|&n| (format!("cut at {n}"), backup[..n].to_vec()))
+        .collect();
+    for at in [5, 40, backup.len() / 2, backup.len() - 40, backup.len() - 5] {
+        let mut damaged = backup.clone();
+        damaged[at] ^= 0x20;
+        bad.push((format!("byte {at} changed"), damaged));
+    }
+    let mut longer = backup.clone();
+    longer.push(0);
+    bad.push(("a byte more".into(), longer));
+    for (n, (what, data)) in bad.iter().enumerate() {
+        let at = dir.path().join(format!("bad-{n}"));
+        let err = Store::restore(data.as_slice(), &at, Settings::default())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            [
+                "truncated",
+                "checksum mismatch",
+                "not a Cascade store backup",
+                "node id line"
+            ]
+            .iter()
+            .any(|m| err.contains(m)),
+            "{what}: {err}"
+        );
+        assert!(!at.exists(), "{what}: {err}");
+        let mut copy = Vec::new();
+        assert!(Store::copy_backup(data.as_slice(), &mut copy).is_err(), "{what}");
+    }
+    // Into an empty directory that was there: it stays, empty.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    Store::restore(&backup[..backup.len() / 2], &empty, Settings::default())
+        .err()
+        .unwrap();
+    assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0);
+
+    // Killed after some commits: what was written is not taken for a store.
+    let killed = dir.path().join("killed");
+    let input = Trickle {
+        data: &backup,
+        at: 0,
+        step: 4096,
+        panic_at: Some(backup.len() * 2 / 3),
+    };
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        Store::restore(input, &killed, Settings::default()).map(drop)
+    }));
+    assert!(panicked.is_err());
+    assert!(killed.join(cascade_store::RESTORING).exists());
+    for err in [
+        Store::open_existing(&killed).err().unwrap(),
+        Store::open(&killed, node("site-a")).err().unwrap(),
+    ] {
+        assert!(err.to_string().contains("a restore into it did not finish"), "{err}");
+    }
 }
 
 #[test]

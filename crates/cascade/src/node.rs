@@ -105,8 +105,17 @@ pub fn run(command: NodeCommand) -> anyhow::Result<ExitCode> {
                 compress,
                 ..Default::default()
             };
-            let (store, stats) = Store::restore(std::io::BufReader::new(file), &data.join("store"), settings)
-                .with_context(|| format!("cannot restore {}", backup.display()))?;
+            let existed = data.exists();
+            let (store, stats) = match Store::restore(std::io::BufReader::new(file), &data.join("store"), settings) {
+                Ok(restored) => restored,
+                Err(e) => {
+                    // The restore took back what it wrote; so does this.
+                    if !existed {
+                        let _ = std::fs::remove_dir(&data);
+                    }
+                    return Err(anyhow::Error::from(e).context(format!("cannot restore {}", backup.display())));
+                }
+            };
             println!(
                 "restored node {} ({} entries{}) into {}; run it with data = {:?}",
                 store.node(),
