@@ -1,4 +1,6 @@
-//! `cascade node backup` and `cascade node restore`, run as an operator runs them.
+//! `cascade node backup` and `cascade node restore`, run as an operator runs
+//! them; and `cascade bench rollup`, whose root is a node process of its own,
+//! at a small size.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -136,4 +138,37 @@ fn backup_and_restore_a_node_store() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("checksum mismatch"));
     assert!(!again.exists());
+}
+
+#[test]
+fn the_rollup_benchmark_measures_a_root_process_of_its_own_and_exits() {
+    let out = cascade(&["bench", "rollup", "--computers", "300", "--updates", "4"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["records"], 1200);
+    let memory = &report["memory"];
+    let (idle, peak) = (
+        memory["root_idle_rss_bytes"].as_u64().unwrap(),
+        memory["root_peak_rss_bytes"].as_u64().unwrap(),
+    );
+    assert!(idle > 0 && peak >= idle, "{memory}");
+    assert!(
+        memory["root_peak_rss_whole_run_bytes"].as_u64().unwrap() >= peak,
+        "{memory}"
+    );
+    // The root's answers came through its API; its store was read after it stopped.
+    for query in [
+        "compliance_by_update",
+        "by_site_and_severity",
+        "computers_needing_update_at_site",
+    ] {
+        assert_eq!(report["root_queries"][query]["samples"], 200, "{query}");
+    }
+    assert!(report["root_disk"]["live_bytes_per_record"].as_f64().unwrap() > 0.0);
+    for recovery in ["lost_outbox", "moved_site"] {
+        assert!(
+            report["recovery"][recovery]["seconds"].as_f64().unwrap() > 0.0,
+            "{recovery}"
+        );
+    }
 }
