@@ -191,6 +191,7 @@ fn strangers_are_refused_and_nothing_is_written() {
                 records: vec![forged_record()],
                 reports: Vec::new(),
                 subtree: None,
+                applied: Default::default(),
             }]);
             let subscribe = client
                 .subscribe(cascade_proto::with_protocol(
@@ -228,6 +229,7 @@ fn strangers_are_refused_and_nothing_is_written() {
             records: vec![forged_record()],
             reports: Vec::new(),
             subtree: None,
+            applied: Default::default(),
         };
         let mut acks = client
             .report(cascade_proto::with_protocol(tokio_stream::iter(vec![batch])))
@@ -252,6 +254,7 @@ fn strangers_are_refused_and_nothing_is_written() {
             records: vec![record],
             reports: Vec::new(),
             subtree: None,
+            applied: Default::default(),
         };
         let mut acks = client
             .report(cascade_proto::with_protocol(tokio_stream::iter(vec![batch])))

@@ -6,6 +6,8 @@
 //!
 //! Every other sync comes after the root compacted its log past the new
 //! child's start, so it arrives as a snapshot in parts and then the tail.
+//! A child that stays connected tells its parent how far it has applied,
+//! so that compaction does not wait for it to connect again.
 //!
 //! Sizes: `CASCADE_STRESS_SYNCS` (default 8) syncs of
 //! `CASCADE_STRESS_UPDATES` (default 5,000) updates; the figures the
@@ -16,12 +18,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cascade::inprocess::{add_child, generated_updates, harness};
+use cascade::inprocess::{Harness, add_child, generated_updates, harness};
 use cascade::relay::{self, Faults};
 use cascade_core::UpdateId;
 use cascade_core::model::NodeId;
 use cascade_core::update::Severity;
-use cascade_node::Node;
+use cascade_node::{Node, RunningNode};
 use cascade_trust::Ca;
 
 fn env(name: &str, default: u64) -> u64 {
@@ -58,6 +60,28 @@ async fn synced(node: &Arc<Node>, origin: &NodeId, seq: u64, quiet: Duration, li
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A root and its child `site` behind a relay that passes everything (until
+/// told otherwise), the site's heartbeat at one second and the rest of its
+/// configuration as `adjust` leaves it.
+async fn root_and_site(
+    adjust: impl FnOnce(&mut cascade_node::Checked),
+) -> (Harness, RunningNode, relay::Relay, RunningNode) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let h = harness("Stress").unwrap();
+    let root = h.start("root", None, |_| {}).await.unwrap();
+    add_child(&root.node, "site").await.unwrap();
+    let link = relay::start(root.addr.to_string(), None).await.unwrap();
+    let parent = Some((root.node.id.clone(), link.addr.clone()));
+    let site = h
+        .start("site", parent, |c| {
+            c.heartbeat_seconds = 1;
+            adjust(c);
+        })
+        .await
+        .unwrap();
+    (h, root, link, site)
 }
 
 /// Records signed as their agents would, taken at `site` as batch `seq` of
@@ -260,19 +284,8 @@ async fn an_upward_snapshot_through_a_faulty_link_ends_exact_at_the_root() {
 async fn a_hung_link_is_reported_stalled_and_recovers_by_itself() {
     use cascade_core::compliance::ComplianceState;
     use cascade_core::model::{ComplianceRecord, ComputerId};
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let h = harness("Stress").unwrap();
-    let root = h.start("root", None, |_| {}).await.unwrap();
+    let (h, root, link, site) = root_and_site(|c| c.stall_seconds = 5).await;
     let root_id = root.node.id.clone();
-    add_child(&root.node, "site").await.unwrap();
-    let link = relay::start(root.addr.to_string(), None).await.unwrap();
-    let site = h
-        .start("site", Some((root_id.clone(), link.addr.clone())), |c| {
-            c.heartbeat_seconds = 1;
-            c.stall_seconds = 5;
-        })
-        .await
-        .unwrap();
     let head = root.node.store.applied_seq(&root_id).unwrap();
     synced(
         &site.node,
@@ -339,4 +352,82 @@ async fn a_hung_link_is_reported_stalled_and_recovers_by_itself() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A child that stays connected tells its parent how far it has applied
+/// (once a heartbeat, when it moved): the parent's log is compacted behind
+/// it without waiting for the child to connect again, and the live tail
+/// goes on over the same stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connected_childs_cursor_reaches_its_parent_and_compaction_follows() {
+    let (_h, root, link, site) = root_and_site(|_| {}).await;
+    let root_id = root.node.id.clone();
+    let (quiet, limit) = (Duration::from_secs(30), Duration::from_secs(60));
+    let subscribed = root.node.store.applied_seq(&root_id).unwrap();
+    synced(&site.node, &root_id, subscribed, quiet, limit).await.unwrap();
+    // The site subscribed before these: at subscribe the root recorded less.
+    for chunk in generated_updates(300).chunks(100) {
+        root.node.append_local_many(chunk.to_vec()).await.unwrap();
+    }
+    let head = root.node.store.applied_seq(&root_id).unwrap();
+    synced(&site.node, &root_id, head, quiet, limit).await.unwrap();
+    let site_id = site.node.id.clone();
+    let recorded = || {
+        root.node
+            .store
+            .subscriber_cursors()
+            .unwrap()
+            .get(&site_id)
+            .and_then(|c| c.get(&root_id).copied())
+    };
+    let started = Instant::now();
+    while recorded() != Some(head) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the root records the site at {root_id}/{:?}, not {head}",
+            recorded()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Operators see it: the root's link to the site lacks nothing.
+    let child_down = || {
+        root.node
+            .links()
+            .into_iter()
+            .find(|(peer, direction, _)| peer.as_str() == "site" && *direction == "child-down")
+            .map(|(_, _, status)| status)
+            .unwrap()
+    };
+    while child_down().seq_lag != 0 {
+        assert!(started.elapsed() < Duration::from_secs(30), "{:?}", child_down());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let connections = link.connections.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        root.node.store.compact(0).unwrap() as u64,
+        head,
+        "the whole log is behind the site"
+    );
+    assert_eq!(
+        root.node
+            .store
+            .changes_since(&root_id, subscribed, 10)
+            .unwrap()
+            .unwrap_err()
+            .floor,
+        head
+    );
+    // The same connection carries what comes next: no snapshot, no reconnect.
+    root.node
+        .append_local_many(generated_updates(301)[300..].to_vec())
+        .await
+        .unwrap();
+    let next = root.node.store.applied_seq(&root_id).unwrap();
+    assert!(next > head);
+    synced(&site.node, &root_id, next, quiet, limit).await.unwrap();
+    assert_eq!(
+        link.connections.load(std::sync::atomic::Ordering::Relaxed),
+        connections,
+        "the site connected again"
+    );
 }

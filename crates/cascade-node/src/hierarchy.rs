@@ -190,6 +190,11 @@ async fn stream_down(
                 if tx.send(Ok(beat)).await.is_err() {
                     return Ok(());
                 }
+                // What the child lacks, by what it last said it applied.
+                let subscriber = child.clone();
+                if let Ok(lag) = node.db.run(move |store| store.subscriber_lag(&subscriber)).await {
+                    node.set_link(child.as_str(), "child-down", |l| l.seq_lag = lag);
+                }
             }
             () = tx.closed() => return Ok(()),
         }
@@ -302,6 +307,9 @@ async fn receive(node: &Arc<Node>, child: &NodeId, batch: UpBatch) -> Result<u64
             .map_err(|e| Status::invalid_argument(format!("batch {}: {e}", batch.seq)))?;
         node.declare_subtree(child, declared.sites);
         node.declare_parents(child, declared.parents);
+    }
+    if !batch.applied.is_empty() {
+        advance_cursor(node, child, batch.seq, batch.applied).await?;
     }
     for item in items {
         match item {
@@ -435,6 +443,43 @@ async fn receive(node: &Arc<Node>, child: &NodeId, batch: UpBatch) -> Result<u64
         node.signals.outbox_ready.notify_one();
     }
     Ok(batch.seq)
+}
+
+/// Origins a child's cursor may name: far more than any tree is deep.
+const MAX_APPLIED: usize = 1024;
+
+/// Records how far a connected child has applied each origin's changes (it
+/// says so as it goes), so that compaction need not wait for it to
+/// subscribe again. The store moves only this child's own cursors, only up
+/// and never past this node's own.
+async fn advance_cursor(
+    node: &Arc<Node>,
+    child: &NodeId,
+    seq: u64,
+    applied: std::collections::HashMap<String, u64>,
+) -> Result<(), Status> {
+    if applied.len() > MAX_APPLIED {
+        return Err(Status::invalid_argument(format!(
+            "batch {seq}: its cursor names {} origins, more than {MAX_APPLIED}",
+            applied.len()
+        )));
+    }
+    let mut claimed = BTreeMap::new();
+    for (origin, at) in applied {
+        let origin = NodeId::new(&origin)
+            .map_err(|e| Status::invalid_argument(format!("batch {seq}: its cursor names {origin:?}: {e}")))?;
+        claimed.insert(origin, at);
+    }
+    let (store, subscriber) = (node.db.clone(), child.clone());
+    let lag = store
+        .run(move |store| {
+            store.advance_subscriber_cursors(&subscriber, &claimed)?;
+            store.subscriber_lag(&subscriber)
+        })
+        .await
+        .map_err(store_status)?;
+    node.set_link(child.as_str(), "child-down", |l| l.seq_lag = lag);
+    Ok(())
 }
 
 /// A child reports only for its own subtree, as it declared it.

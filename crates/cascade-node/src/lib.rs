@@ -43,8 +43,9 @@ pub struct LinkStatus {
     pub connected: bool,
     /// Unix seconds of the last message either way.
     pub last_contact: i64,
-    /// How many entries the other side is behind (down: changes not yet
-    /// applied by the child; up: outbox entries not yet acknowledged).
+    /// How many entries the other side is behind (child-down: changes the
+    /// child had not applied when it last said how far it was, summed over
+    /// origins; up: outbox entries not yet acknowledged).
     pub seq_lag: u64,
     pub last_error: String,
     /// The link went `stall_seconds` without progress and has not moved

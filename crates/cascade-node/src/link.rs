@@ -433,7 +433,29 @@ fn up_batch(
         records: loose.iter().map(v1::ComplianceRecord::from).collect(),
         reports: reports.iter().map(v1::Report::from).collect(),
         subtree: None,
+        applied: Default::default(),
     })
+}
+
+/// A batch of sequence 0 telling the parent how far this node has applied
+/// each origin's changes, so that the parent's compaction need not wait
+/// for this node to subscribe again.
+async fn applied_batch(
+    node: &Arc<Node>,
+    told: &mut std::collections::BTreeMap<NodeId, u64>,
+) -> Result<Option<UpBatch>, String> {
+    let cursor = node
+        .db
+        .run(|store| store.cursor())
+        .await
+        .map_err(|e| format!("cannot read this node's cursor: {e}"))?;
+    if cursor == *told {
+        return Ok(None);
+    }
+    let mut batch = up_batch(0, &[], Vec::new(), false)?;
+    batch.applied = cursor.iter().map(|(origin, seq)| (origin.to_string(), *seq)).collect();
+    *told = cursor;
+    Ok(Some(batch))
 }
 
 /// Sends the outbox (or a snapshot of the whole state when the outbox lost
@@ -489,6 +511,11 @@ async fn up(node: &Arc<Node>, parent: &str, progress: &Progress) -> Result<(), S
             .acked
     };
     let mut in_flight = 0usize;
+    // What the parent was told of this node's cursor, and when it was last
+    // looked at: once a heartbeat interval, and told when it moved.
+    let mut told = std::collections::BTreeMap::new();
+    let every = Duration::from_secs(node.config.heartbeat_seconds);
+    let mut cursor_looked = Instant::now();
     loop {
         // Tell the parent which sites lie below this node before anything
         // from them: first on every connection, again whenever it changes.
@@ -502,6 +529,15 @@ async fn up(node: &Arc<Node>, parent: &str, progress: &Progress) -> Result<(), S
                 .map_err(|_| "the report stream closed".to_owned())?;
             declared = subtree;
             in_flight += 1;
+        }
+        if cursor_looked.elapsed() >= every {
+            cursor_looked = Instant::now();
+            if let Some(batch) = applied_batch(node, &mut told).await? {
+                tx.send(batch)
+                    .await
+                    .map_err(|_| "the report stream closed".to_owned())?;
+                in_flight += 1;
+            }
         }
         // Two batches in flight: one being stored by the parent, the next
         // on its way. What comes meanwhile waits here, where consecutive

@@ -632,6 +632,7 @@ async fn a_malicious_intermediate_node_is_refused_and_the_attack_named() {
             records: records.iter().map(cascade_proto::v1::ComplianceRecord::from).collect(),
             reports: Vec::new(),
             subtree: (seq == 0).then(mid_subtree),
+            applied: Default::default(),
         })
         .await
         .unwrap();
@@ -876,6 +877,7 @@ async fn a_forged_report_is_refused_whatever_part_is_altered() {
             records: Vec::new(),
             reports,
             subtree: (seq == 0).then(mid_subtree),
+            applied: Default::default(),
         })
         .await
         .unwrap();
@@ -990,6 +992,7 @@ async fn a_report_stream_longer_than_the_body_limit_is_not_cut() {
         records: Vec::new(),
         reports: Vec::new(),
         subtree: None,
+        applied: Default::default(),
     };
     for seq in 1..=80u64 {
         tx.send(batch(seq, 1 << 20)).await.unwrap();

@@ -98,7 +98,7 @@ proptest! {
             observed_at: 0,
             attestation: None,
         };
-        let batch = v1::UpBatch { seq: 1, items: Vec::new(), snapshot: false, records: vec![record], reports: Vec::new(), subtree: None };
+        let batch = v1::UpBatch { seq: 1, items: Vec::new(), snapshot: false, records: vec![record], reports: Vec::new(), subtree: None, applied: Default::default() };
         decode_all(&batch.encode_to_vec());
     }
 }

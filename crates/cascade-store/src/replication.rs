@@ -550,6 +550,50 @@ impl Store {
         self.commit(batch)
     }
 
+    /// Moves `subscriber`'s recorded cursors up to what it says it has
+    /// applied since it subscribed (a connected child tells as it goes), so
+    /// that compaction need not wait for it to reconnect. Only cursors
+    /// recorded at its subscribe move, only up, and never past what this
+    /// node has of the origin: a claim cannot make a subscriber known, hold
+    /// the log for a subscriber that is gone, or cut another's. Returns how
+    /// many moved.
+    pub fn advance_subscriber_cursors(&self, subscriber: &NodeId, claimed: &BTreeMap<NodeId, u64>) -> Result<usize> {
+        let _guard = self.lock();
+        let mut batch = crate::Batch::default();
+        let mut moved = 0;
+        for (origin, own) in self.cursor()? {
+            let Some(&claim) = claimed.get(&origin) else {
+                continue;
+            };
+            let key = keys::subscriber(subscriber, &origin);
+            let Some(recorded) = self.get(&key)? else {
+                continue;
+            };
+            let recorded =
+                codec::u64_from(&recorded).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key))))?;
+            let next = claim.min(own);
+            if next > recorded {
+                batch.insert(key, &next.to_be_bytes());
+                moved += 1;
+            }
+        }
+        if moved > 0 {
+            self.commit(batch)?;
+        }
+        Ok(moved)
+    }
+
+    /// How many changes `subscriber` lacks of what this node has, by what
+    /// it last said it applied (summed over origins).
+    pub fn subscriber_lag(&self, subscriber: &NodeId) -> Result<u64> {
+        let mut lag = 0u64;
+        for (origin, own) in self.cursor()? {
+            let at = self.get_u64(&keys::subscriber(subscriber, &origin))?;
+            lag = lag.saturating_add(own.saturating_sub(at));
+        }
+        Ok(lag)
+    }
+
     /// Forgets a subscriber (a child removed or moved away).
     pub fn remove_subscriber(&self, subscriber: &NodeId) -> Result<()> {
         let _guard = self.lock();

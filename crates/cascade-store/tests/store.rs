@@ -5,11 +5,13 @@
 
 mod common;
 
+use std::collections::BTreeMap;
+
 use cascade_core::UpdateId;
 use cascade_core::compliance::ComplianceState;
 use cascade_core::inventory::Inventory;
 use cascade_core::model::{
-    Agent, AuditEntry, Change, ChangeOp, ComputerId, Object, ObjectId, ObjectKey, ObjectKind, Override, Upward,
+    Agent, AuditEntry, Change, ChangeOp, ComputerId, NodeId, Object, ObjectId, ObjectKey, ObjectKind, Override, Upward,
 };
 use cascade_store::{Applied, FORMAT_VERSION, Settings, Store, StoreError};
 use common::{node, record, setting};
@@ -144,6 +146,64 @@ fn a_log_longer_than_a_commit_is_compacted_over_several() {
         last - 3
     );
     assert_eq!(root.compact(3).unwrap(), 0);
+}
+
+#[test]
+fn a_subscribers_claimed_cursor_moves_only_its_own_recorded_cursors_up_to_the_head() {
+    let root = Store::temporary(node("root")).unwrap();
+    for n in 0..10 {
+        root.append_local(ChangeOp::Upsert(setting(&format!("s{n}"), serde_json::json!(n), false)))
+            .unwrap();
+    }
+    let cursors = |who: &str| root.subscriber_cursors().unwrap().get(&node(who)).cloned();
+    let claim = |pairs: &[(&str, u64)]| -> BTreeMap<NodeId, u64> { pairs.iter().map(|(o, s)| (node(o), *s)).collect() };
+    root.set_subscriber_cursor(&node("child-1"), &node("root"), 2).unwrap();
+    root.set_subscriber_cursor(&node("child-2"), &node("root"), 2).unwrap();
+
+    // Up to what it has applied; other subscribers keep theirs.
+    assert_eq!(
+        root.advance_subscriber_cursors(&node("child-1"), &claim(&[("root", 7)]))
+            .unwrap(),
+        1
+    );
+    assert_eq!(cursors("child-1").unwrap()[&node("root")], 7);
+    assert_eq!(cursors("child-2").unwrap()[&node("root")], 2);
+    // Never down (a late claim), never past this node's own head.
+    assert_eq!(
+        root.advance_subscriber_cursors(&node("child-1"), &claim(&[("root", 5)]))
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        root.advance_subscriber_cursors(&node("child-1"), &claim(&[("root", u64::MAX)]))
+            .unwrap(),
+        1
+    );
+    assert_eq!(cursors("child-1").unwrap()[&node("root")], 10);
+    assert_eq!(root.subscriber_lag(&node("child-1")).unwrap(), 0);
+    assert_eq!(root.subscriber_lag(&node("child-2")).unwrap(), 8);
+    // An origin this node does not have, or a subscriber not subscribed
+    // (gone, or never here), records nothing: a claim cannot hold the log.
+    assert_eq!(
+        root.advance_subscriber_cursors(&node("child-1"), &claim(&[("elsewhere", 3)]))
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        root.advance_subscriber_cursors(&node("stranger"), &claim(&[("root", 1)]))
+            .unwrap(),
+        0
+    );
+    assert_eq!(cursors("stranger"), None);
+    root.remove_subscriber(&node("child-2")).unwrap();
+    assert_eq!(
+        root.advance_subscriber_cursors(&node("child-2"), &claim(&[("root", 9)]))
+            .unwrap(),
+        0
+    );
+    assert_eq!(cursors("child-2"), None);
+    // Compaction follows the slowest subscriber that is left.
+    assert_eq!(root.compact(0).unwrap(), 10);
 }
 
 #[test]
