@@ -316,6 +316,11 @@ fn bad_configuration_is_refused_with_the_key_named() {
             .replacen("heartbeat_seconds = 0\n", "", 1),
     );
     assert!(err.contains("`heartbeat_seconds`"), "{err}");
+    let err = write(&base.replace("[tls]", "log_hold_days = 0\n[tls]"));
+    assert!(
+        err.contains("`log_hold_days`") && err.contains("between 1 and 3650"),
+        "{err}"
+    );
 }
 
 #[test]

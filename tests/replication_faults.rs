@@ -431,3 +431,69 @@ async fn a_connected_childs_cursor_reaches_its_parent_and_compaction_follows() {
         "the site connected again"
     );
 }
+
+/// A child away longer than `log_hold_days` no longer holds its parent's
+/// change log: compaction goes on without it (and says so); a child away
+/// for less still holds what it lacks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_away_longer_than_the_hold_no_longer_holds_the_log() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let clock = Arc::new(cascade_node::ManualClock::new(cascade_node::now()));
+    let h = harness("Hold").unwrap();
+    let root = {
+        let clock = clock.clone();
+        h.start("root", None, move |c| {
+            c.clock = clock;
+            c.log_hold_days = 2;
+        })
+        .await
+        .unwrap()
+    };
+    let root_id = root.node.id.clone();
+    add_child(&root.node, "site").await.unwrap();
+    let parent = Some((root_id.clone(), root.addr.to_string()));
+    let site = h.start("site", parent, |c| c.heartbeat_seconds = 1).await.unwrap();
+    let (quiet, limit) = (Duration::from_secs(30), Duration::from_secs(60));
+    let had = root.node.store.applied_seq(&root_id).unwrap();
+    synced(&site.node, &root_id, had, quiet, limit).await.unwrap();
+    drop(site);
+    let started = Instant::now();
+    while root
+        .node
+        .links()
+        .iter()
+        .any(|(peer, direction, status)| peer.as_str() == "site" && *direction == "child-down" && status.connected)
+    {
+        assert!(started.elapsed() < limit, "the root still counts the site connected");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // More changes than the log keeps of an origin anyway, made while the
+    // site is away.
+    for chunk in generated_updates(cascade_node::LOG_RETAIN + 500).chunks(5_000) {
+        root.node.append_local_many(chunk.to_vec()).await.unwrap();
+    }
+    let head = root.node.store.applied_seq(&root_id).unwrap();
+    let held = root.node.compact_log().await.unwrap();
+    assert!(held.released.is_empty(), "{held:?}");
+    assert!(
+        root.node.store.changes_since(&root_id, had, 10).unwrap().is_ok(),
+        "the log the site lacks is held for it"
+    );
+    // A day later it still is; three days later (the hold is two) it is not.
+    clock.advance(86_400);
+    assert!(root.node.compact_log().await.unwrap().released.is_empty());
+    clock.advance(2 * 86_400);
+    let released = root.node.compact_log().await.unwrap();
+    assert_eq!(released.released, [NodeId::new("site").unwrap()]);
+    assert!(released.changes > 0, "{released:?}");
+    assert_eq!(
+        root.node
+            .store
+            .changes_since(&root_id, had, 10)
+            .unwrap()
+            .unwrap_err()
+            .floor,
+        head - cascade_node::LOG_RETAIN,
+        "the last LOG_RETAIN changes are kept; the site gets a snapshot when it comes back"
+    );
+}

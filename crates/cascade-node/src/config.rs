@@ -32,6 +32,11 @@ pub struct NodeConfig {
     /// and connected afresh.
     #[serde(default = "default_stall")]
     pub stall_seconds: u64,
+    /// Days a child may stay away and still have this node's change log
+    /// kept for it; after that compaction goes on without it, and it gets a
+    /// snapshot when it comes back.
+    #[serde(default = "default_log_hold_days")]
+    pub log_hold_days: u64,
     /// sled's cache of the store, in MiB of data on disk (it takes several
     /// times that in memory).
     #[serde(default = "default_store_cache")]
@@ -231,6 +236,10 @@ fn default_stall() -> u64 {
     120
 }
 
+fn default_log_hold_days() -> u64 {
+    30
+}
+
 fn default_store_cache() -> u64 {
     cascade_store::DEFAULT_CACHE_BYTES >> 20
 }
@@ -272,6 +281,8 @@ pub struct Checked {
     pub heartbeat_seconds: u64,
     pub report_batch: usize,
     pub stall_seconds: u64,
+    /// Days a child away still holds the change log.
+    pub log_hold_days: u64,
     /// sled's cache, in bytes.
     pub store_cache_bytes: u64,
     /// Whether a store created now is compressed.
@@ -335,6 +346,7 @@ impl Checked {
             heartbeat_seconds: default_heartbeat(),
             report_batch: default_batch(),
             stall_seconds: default_stall(),
+            log_hold_days: default_log_hold_days(),
             store_cache_bytes: cascade_store::DEFAULT_CACHE_BYTES,
             store_compression: false,
             metrics_listen: None,
@@ -448,6 +460,12 @@ impl NodeConfig {
             return Err(invalid(
                 "heartbeat_seconds",
                 format!("{} is not between 1 and 3600", self.heartbeat_seconds),
+            ));
+        }
+        if self.log_hold_days == 0 || self.log_hold_days > 3650 {
+            return Err(invalid(
+                "log_hold_days",
+                format!("{} is not between 1 and 3650", self.log_hold_days),
             ));
         }
         if self.stall_seconds < 5 || self.stall_seconds > 86_400 {
@@ -589,6 +607,7 @@ impl NodeConfig {
             heartbeat_seconds: self.heartbeat_seconds,
             report_batch: self.report_batch,
             stall_seconds: self.stall_seconds,
+            log_hold_days: self.log_hold_days,
             store_cache_bytes: self.store_cache_mb << 20,
             store_compression: self.store_compression,
         })

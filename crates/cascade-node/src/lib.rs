@@ -716,6 +716,57 @@ pub const LOG_RETAIN: u64 = 10_000;
 /// (and the parent gets a snapshot instead).
 pub const OUTBOX_MAX: u64 = 100_000;
 
+/// What one compaction dropped.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Compacted {
+    pub changes: usize,
+    pub outbox_entries: u64,
+    /// Children away longer than `log_hold_days`, not waited for.
+    pub released: Vec<NodeId>,
+}
+
+impl Node {
+    /// The children whose down link has been away longer than
+    /// `log_hold_days` (by the link status, which outlives restarts).
+    pub fn released_children(&self) -> std::collections::BTreeSet<NodeId> {
+        let hold = (self.config.log_hold_days as i64).saturating_mul(86_400);
+        let now = self.now();
+        self.links()
+            .into_iter()
+            .filter(|(_, direction, status)| {
+                *direction == "child-down"
+                    && !status.connected
+                    && status.last_contact > 0
+                    && now.saturating_sub(status.last_contact) > hold
+            })
+            .filter_map(|(peer, _, _)| NodeId::new(&peer).ok())
+            .collect()
+    }
+
+    /// Compacts the change log to what the children still need (keeping
+    /// [`LOG_RETAIN`] of each origin, and not waiting for children away
+    /// longer than `log_hold_days`) and keeps the outbox bounded: what the
+    /// maintenance round and the `compact` task do.
+    pub async fn compact_log(self: &Arc<Self>) -> Result<Compacted, cascade_store::StoreError> {
+        let released = self.released_children();
+        let kept = released.clone();
+        let (changes, outbox_entries) = self
+            .db
+            .run(move |store| -> Result<(usize, u64), cascade_store::StoreError> {
+                Ok((
+                    store.compact_without(LOG_RETAIN, &kept)?,
+                    store.outbox_compact(OUTBOX_MAX)?,
+                ))
+            })
+            .await?;
+        Ok(Compacted {
+            changes,
+            outbox_entries,
+            released: released.into_iter().collect(),
+        })
+    }
+}
+
 /// Periodic upkeep: compacts the change logs to what the children still
 /// need and keeps the outbox bounded.
 pub async fn maintenance(node: Arc<Node>, every: Duration) {
@@ -760,21 +811,29 @@ pub async fn maintenance(node: Arc<Node>, every: Duration) {
         if partials > 0 {
             tracing::info!(files = partials, "removed what abandoned content transfers left");
         }
-        let result = node
-            .db
-            .run(move |store| -> Result<(usize, u64), cascade_store::StoreError> {
-                Ok((store.compact(LOG_RETAIN)?, store.outbox_compact(OUTBOX_MAX)?))
-            })
-            .await;
-        match result {
-            Ok((0, 0)) => {}
-            Ok((changes, entries)) => tracing::info!(changes, entries, "compacted"),
+        match node.compact_log().await {
+            Ok(Compacted {
+                changes: 0,
+                outbox_entries: 0,
+                ..
+            }) => {}
+            Ok(c) if c.released.is_empty() => {
+                tracing::info!(changes = c.changes, entries = c.outbox_entries, "compacted")
+            }
+            Ok(c) => tracing::warn!(
+                changes = c.changes,
+                entries = c.outbox_entries,
+                released = ?c.released,
+                hold_days = node.config.log_hold_days,
+                "compacted without waiting for children away longer than log_hold_days: each gets a snapshot when it comes back"
+            ),
             Err(e) => tracing::warn!(error = %e, "compaction failed"),
         }
     }
 }
 
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+/// A task that is aborted when this is dropped.
+pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {

@@ -19,9 +19,11 @@ use crate::Node;
 /// Runs both directions of the parent link until the task is dropped. The
 /// parent is `node.parent_address()`; after a move the link follows it.
 pub async fn run(node: Arc<Node>) {
-    let down = tokio::spawn(forever(node.clone(), "down"));
-    let up = tokio::spawn(forever(node, "up"));
-    let _ = tokio::join!(down, up);
+    // Each direction is a task of its own; dropping (or aborting) this one
+    // aborts both, where a dropped join handle would leave them running.
+    let mut down = crate::AbortOnDrop(tokio::spawn(forever(node.clone(), "down")));
+    let mut up = crate::AbortOnDrop(tokio::spawn(forever(node, "up")));
+    let _ = tokio::join!(&mut down.0, &mut up.0);
 }
 
 /// Records the parent in the store; a new one gets a snapshot first.

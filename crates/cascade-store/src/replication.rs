@@ -1,7 +1,7 @@
 //! Per-origin change logs and the objects they produce, cursors, snapshots
 //! and compaction (the downward flow of the design's one mechanism).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use cascade_core::exact::Exact;
 use cascade_core::model::{Change, ChangeOp, NodeId, Object, ObjectId, ObjectKey, ObjectKind, Override, SigningKey};
@@ -627,10 +627,18 @@ impl Store {
     /// lock is let go between commits: a node that applied a large catalog
     /// goes on taking its agents' reports while its log is cut.
     pub fn compact(&self, retain: u64) -> Result<usize> {
+        self.compact_without(retain, &BTreeSet::new())
+    }
+
+    /// [`Self::compact`], the subscribers in `released` (children away for
+    /// longer than their log is held) not waited for: each gets a snapshot
+    /// when it comes back, its cursor kept to tell it.
+    pub fn compact_without(&self, retain: u64, released: &BTreeSet<NodeId>) -> Result<usize> {
         let mut removed = 0;
         loop {
             let _guard = self.lock();
-            let subscribers = self.subscriber_cursors()?;
+            let mut subscribers = self.subscriber_cursors()?;
+            subscribers.retain(|subscriber, _| !released.contains(subscriber));
             let mut batch = crate::Batch::default();
             // The seqs this commit covers, whether or not each has an entry
             // here: every commit moves some floor.

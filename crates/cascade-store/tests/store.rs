@@ -202,8 +202,13 @@ fn a_subscribers_claimed_cursor_moves_only_its_own_recorded_cursors_up_to_the_he
         0
     );
     assert_eq!(cursors("child-2"), None);
-    // Compaction follows the slowest subscriber that is left.
-    assert_eq!(root.compact(0).unwrap(), 10);
+    // Compaction follows the slowest subscriber that is left, or the one
+    // after it when that one is released (away too long).
+    root.set_subscriber_cursor(&node("child-3"), &node("root"), 4).unwrap();
+    let released = std::collections::BTreeSet::from([node("child-3")]);
+    assert_eq!(root.compact(0).unwrap(), 4);
+    assert_eq!(root.compact_without(0, &released).unwrap(), 6);
+    assert_eq!(root.changes_since(&node("root"), 4, 10).unwrap().unwrap_err().floor, 10);
 }
 
 #[test]

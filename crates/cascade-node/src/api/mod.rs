@@ -418,10 +418,12 @@ pub struct TaskStatus {
 pub enum TaskResult {
     /// replicate_now.
     Woken { woken: bool },
-    /// compact: the changes and outbox entries dropped.
+    /// compact: the changes and outbox entries dropped, and the children
+    /// away longer than `log_hold_days` that the log was not kept for.
     Compacted {
         changes_dropped: usize,
         outbox_entries_dropped: u64,
+        children_released: Vec<String>,
     },
     /// persist_agents.
     AgentsWritten { agents_written: usize },

@@ -182,16 +182,13 @@ pub(super) async fn tasks_run(ctx: Ctx, p: TaskRun) -> Out<TaskStarted> {
                 Ok(TaskResult::Woken { woken: true })
             }
             "compact" => node
-                .db
-                .run(move |store| -> Result<TaskResult, cascade_store::StoreError> {
-                    let changes_dropped = store.compact(crate::LOG_RETAIN)?;
-                    let outbox_entries_dropped = store.outbox_compact(crate::OUTBOX_MAX)?;
-                    Ok(TaskResult::Compacted {
-                        changes_dropped,
-                        outbox_entries_dropped,
-                    })
-                })
+                .compact_log()
                 .await
+                .map(|c| TaskResult::Compacted {
+                    changes_dropped: c.changes,
+                    outbox_entries_dropped: c.outbox_entries,
+                    children_released: c.released.iter().map(|id| id.to_string()).collect(),
+                })
                 .map_err(|e| e.to_string()),
             _ => node
                 .persist_agents()
