@@ -552,13 +552,18 @@ impl Store {
 
     /// Moves `subscriber`'s recorded cursors up to what it says it has
     /// applied since it subscribed (a connected child tells as it goes), so
-    /// that compaction need not wait for it to reconnect. Only cursors
-    /// recorded at its subscribe move, only up, and never past what this
-    /// node has of the origin: a claim cannot make a subscriber known, hold
-    /// the log for a subscriber that is gone, or cut another's. Returns how
-    /// many moved.
+    /// that compaction need not wait for it to reconnect. Only a subscriber
+    /// recorded at its subscribe, only origins this node has (one that came
+    /// after the subscribe too), only up, and never past what this node has
+    /// of the origin: a claim cannot make a subscriber known, hold the log
+    /// for a subscriber that is gone, or cut another's. Returns how many
+    /// moved.
     pub fn advance_subscriber_cursors(&self, subscriber: &NodeId, claimed: &BTreeMap<NodeId, u64>) -> Result<usize> {
         let _guard = self.lock();
+        let prefix = keys::under(keys::SUBSCRIBER, &[subscriber.as_str().as_bytes()]);
+        if self.scan(&prefix).next().transpose()?.is_none() {
+            return Ok(0);
+        }
         let mut batch = crate::Batch::default();
         let mut moved = 0;
         for (origin, own) in self.cursor()? {
@@ -566,11 +571,7 @@ impl Store {
                 continue;
             };
             let key = keys::subscriber(subscriber, &origin);
-            let Some(recorded) = self.get(&key)? else {
-                continue;
-            };
-            let recorded =
-                codec::u64_from(&recorded).map_err(|d| self.corrupt(format!("{}: {d}", keys::show(&key))))?;
+            let recorded = self.get_u64(&key)?;
             let next = claim.min(own);
             if next > recorded {
                 batch.insert(key, &next.to_be_bytes());

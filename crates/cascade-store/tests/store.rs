@@ -189,6 +189,19 @@ fn a_subscribers_claimed_cursor_moves_only_its_own_recorded_cursors_up_to_the_he
             .unwrap(),
         0
     );
+    // An origin this node took after the subscriber subscribed is recorded.
+    let upstream = change(
+        "upstream",
+        1,
+        ChangeOp::Upsert(setting("up-1", serde_json::json!(1), false)),
+    );
+    assert_eq!(root.apply_change(&upstream).unwrap(), Applied::Applied);
+    assert_eq!(
+        root.advance_subscriber_cursors(&node("child-1"), &claim(&[("upstream", 5)]))
+            .unwrap(),
+        1
+    );
+    assert_eq!(cursors("child-1").unwrap()[&node("upstream")], 1);
     assert_eq!(
         root.advance_subscriber_cursors(&node("stranger"), &claim(&[("root", 1)]))
             .unwrap(),
@@ -207,7 +220,8 @@ fn a_subscribers_claimed_cursor_moves_only_its_own_recorded_cursors_up_to_the_he
     root.set_subscriber_cursor(&node("child-3"), &node("root"), 4).unwrap();
     let released = std::collections::BTreeSet::from([node("child-3")]);
     assert_eq!(root.compact(0).unwrap(), 4);
-    assert_eq!(root.compact_without(0, &released).unwrap(), 6);
+    // 5..=10 of root, and upstream's 1 that child-1 has.
+    assert_eq!(root.compact_without(0, &released).unwrap(), 7);
     assert_eq!(root.changes_since(&node("root"), 4, 10).unwrap().unwrap_err().floor, 10);
 }
 
