@@ -717,7 +717,7 @@ pub const LOG_RETAIN: u64 = 10_000;
 pub const OUTBOX_MAX: u64 = 100_000;
 
 /// What one compaction dropped.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Compacted {
     pub changes: usize,
     pub outbox_entries: u64,
@@ -728,7 +728,7 @@ pub struct Compacted {
 impl Node {
     /// The children whose down link has been away longer than
     /// `log_hold_days` (by the link status, which outlives restarts).
-    pub fn released_children(&self) -> std::collections::BTreeSet<NodeId> {
+    fn released_children(&self) -> std::collections::BTreeSet<NodeId> {
         let hold = (self.config.log_hold_days as i64).saturating_mul(86_400);
         let now = self.now();
         self.links()
@@ -749,21 +749,15 @@ impl Node {
     /// maintenance round and the `compact` task do.
     pub async fn compact_log(self: &Arc<Self>) -> Result<Compacted, cascade_store::StoreError> {
         let released = self.released_children();
-        let kept = released.clone();
-        let (changes, outbox_entries) = self
-            .db
-            .run(move |store| -> Result<(usize, u64), cascade_store::StoreError> {
-                Ok((
-                    store.compact_without(LOG_RETAIN, &kept)?,
-                    store.outbox_compact(OUTBOX_MAX)?,
-                ))
+        self.db
+            .run(move |store| {
+                Ok(Compacted {
+                    changes: store.compact_without(LOG_RETAIN, &released)?,
+                    outbox_entries: store.outbox_compact(OUTBOX_MAX)?,
+                    released: released.into_iter().collect(),
+                })
             })
-            .await?;
-        Ok(Compacted {
-            changes,
-            outbox_entries,
-            released: released.into_iter().collect(),
-        })
+            .await
     }
 }
 

@@ -148,13 +148,20 @@ fn a_log_longer_than_a_commit_is_compacted_over_several() {
     assert_eq!(root.compact(3).unwrap(), 0);
 }
 
-#[test]
-fn a_subscribers_claimed_cursor_moves_only_its_own_recorded_cursors_up_to_the_head() {
+/// A root store whose log holds `count` changes of its own, settings
+/// s0, s1, ...
+fn root_with_settings(count: usize) -> Store {
     let root = Store::temporary(node("root")).unwrap();
-    for n in 0..10 {
+    for n in 0..count {
         root.append_local(ChangeOp::Upsert(setting(&format!("s{n}"), serde_json::json!(n), false)))
             .unwrap();
     }
+    root
+}
+
+#[test]
+fn a_subscribers_claimed_cursor_moves_only_its_own_recorded_cursors_up_to_the_head() {
+    let root = root_with_settings(10);
     let cursors = |who: &str| root.subscriber_cursors().unwrap().get(&node(who)).cloned();
     let claim = |pairs: &[(&str, u64)]| -> BTreeMap<NodeId, u64> { pairs.iter().map(|(o, s)| (node(o), *s)).collect() };
     root.set_subscriber_cursor(&node("child-1"), &node("root"), 2).unwrap();
@@ -227,11 +234,7 @@ fn a_subscribers_claimed_cursor_moves_only_its_own_recorded_cursors_up_to_the_he
 
 #[test]
 fn compaction_keeps_what_subscribers_need_then_snapshots() {
-    let root = Store::temporary(node("root")).unwrap();
-    for n in 0..10 {
-        root.append_local(ChangeOp::Upsert(setting(&format!("s{n}"), serde_json::json!(n), false)))
-            .unwrap();
-    }
+    let root = root_with_settings(10);
     root.append_local(ChangeOp::Delete(key(ObjectKind::Setting, "s0")))
         .unwrap();
     root.set_subscriber_cursor(&node("child-1"), &node("root"), 4).unwrap();
